@@ -1,0 +1,43 @@
+// Incremental output of a reply: the flush algorithm of spec section 1.7.
+//
+// A transport that can stream (FIFO, gRPC ExecuteStream, XML-RPC string building)
+// hands a ReplyWriter to Dispatch(). Whenever the handler calls Call::Flush(), the
+// finished part of the tree is written through the writer and detached from the tree,
+// so no transport needs the whole tree in memory. After the handler returns the rest is
+// written and EndReply() is called.
+//
+// Order of calls on a writer for one reply:
+//   WriteStatus, then any number of WriteNode (pre-order, with depth) and EndFlush,
+//   then EndReply exactly once.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "registry/tree.h"
+
+namespace sipd::mi {
+
+class ReplyWriter {
+ public:
+  virtual ~ReplyWriter() = default;
+  // The status line; `reply` carries code, reason and the root's array flag.
+  virtual void WriteStatus(const Reply& reply) = 0;
+  // One node's own line (its kids come in later calls at depth + 1).
+  virtual void WriteNode(const Node& node, int depth) = 0;
+  // Ends one mid-command flush (FIFO: an extra empty line; gRPC: send a chunk).
+  virtual void EndFlush() {}
+  // Ends the reply (FIFO: the final empty line).
+  virtual void EndReply() {}
+};
+
+// Writes every finished node that was not written yet and detaches finished subtrees
+// (spec 1.7 steps 1-2). Stops at the first node marked not_completed. Does not call
+// EndFlush().
+void FlushReply(Reply& reply, ReplyWriter& writer);
+
+// Writes everything not written yet (descending into written nodes for their new kids),
+// then calls EndReply(). The tree is left as it was (nothing detached).
+void FinishReply(Reply& reply, ReplyWriter& writer);
+
+}  // namespace sipd::mi

@@ -1,0 +1,119 @@
+// The module API: how the daemon and its modules (core, mi_grpc, mi_fifo, mi_datagram,
+// mi_xmlrpc, usrloc, registrar, ...) talk to each other. Modelled on OpenSIPS's
+// module_exports / proc_export_t (spec section 10.2).
+//
+// Life cycle, all in the attendant unless said otherwise:
+//   1. the config parser creates each `loadmodule`d module (in order) and calls
+//      SetParam() for each `modparam`;
+//   2. Init(core) in loadmodule order: create shared-memory state, statistics, MI
+//      commands, SIP handlers, timers. Everything shared must exist before the fork;
+//   3. the attendant forks the processes from Processes() (module processes first,
+//      modules in loadmodule order, then SIP receivers, then the timer process);
+//   4. in every forked child, ChildInit(rank) of every module (rank: kRankSipWorker+i
+//      for SIP workers, kRankTimer, kRankModule for module processes that ask for it);
+//   5. at clean shutdown, Shutdown() in the attendant after all children are gone.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <ctime>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "registry/command.h"
+#include "registry/statistics.h"
+#include "sipd/core/shm.h"
+
+namespace sipd {
+
+class Core;
+class SipRequest;
+
+// Ranks passed to ChildInit (as OpenSIPS).
+inline constexpr int kRankMain = 0;
+inline constexpr int kRankTimer = -1;
+inline constexpr int kRankModule = -2;
+inline constexpr int kRankSipWorker = 1;  // first SIP worker; workers are 1..n
+
+// A modparam value: a quoted string or a bare integer.
+using ParamValue = std::variant<std::string, int64_t>;
+
+// One group of processes a module asks the attendant to fork.
+struct ProcessSpec {
+  // `ps` Type text (e.g. "MI FIFO"); no index suffix.
+  std::string name;
+  int count = 1;
+  // Run once in the attendant before this group is forked; an error aborts start-up.
+  std::function<absl::Status()> pre_fork;
+  // Run once in the attendant after this group is forked.
+  std::function<void()> post_fork;
+  // The body of process `index` (0..count-1). It should loop until Core::stopping()
+  // becomes true; returning exits the process (status 0 = deliberate).
+  std::function<void(int index)> main;
+  // Run every module's ChildInit(kRankModule) before main().
+  bool init_child = true;
+};
+
+class Module {
+ public:
+  virtual ~Module() = default;
+  virtual std::string_view name() const = 0;
+  // InvalidArgument naming the parameter for an unknown name or a value of the wrong
+  // type or range.
+  virtual absl::Status SetParam(std::string_view param, const ParamValue& value) = 0;
+  virtual absl::Status Init(Core& core) = 0;
+  virtual std::vector<ProcessSpec> Processes() { return {}; }
+  virtual absl::Status ChildInit(int /*rank*/) { return absl::OkStatus(); }
+  virtual void Shutdown() {}
+};
+
+// Handles one SIP request in a SIP worker. See sipd/core/sip.h.
+using SipRequestHandler = std::function<void(SipRequest& request)>;
+
+// What the daemon offers to modules. Implemented by the attendant (sipd/core/daemon.*).
+// Thread/process-safety: the registration calls (Add*, Register*) are only valid during
+// Init(); the accessors are valid in every process.
+class Core {
+ public:
+  virtual ~Core() = default;
+
+  // Global config values (`key = value` lines).
+  virtual const std::string& run_dir() const = 0;
+  virtual int children() const = 0;
+  // Listen sockets as `udp:IP:PORT`, in config order.
+  virtual const std::vector<std::string>& listen() const = 0;
+  virtual std::time_t start_time() const = 0;
+  // argv of the daemon, for the `arg` command.
+  virtual const std::vector<std::string>& argv() const = 0;
+
+  virtual SharedMemory& shm() = 0;
+  virtual mi::Registry& mi() = 0;
+  virtual mi::StatsRegistry& stats() = 0;
+
+  // Another loaded module, or nullptr.
+  virtual Module* FindModule(std::string_view name) = 0;
+
+  // Runs `fn` every `interval` in the timer process (`label` shows in `ps` as
+  // "timer: LABEL" when it is the most recently registered timer).
+  virtual void AddTimer(std::string label, std::chrono::milliseconds interval,
+                        std::function<void()> fn) = 0;
+
+  // Routes SIP requests with this method (e.g. "REGISTER") to `handler` in the SIP
+  // workers. Methods without a handler get the core's stateless answer (OPTIONS: 200,
+  // others: 501/405 as documented in sipd/core/sip.h).
+  virtual void AddSipHandler(std::string method, SipRequestHandler handler) = 0;
+
+  // True once shutdown has begun; process loops poll it (at least every 200 ms).
+  virtual bool stopping() const = 0;
+
+  // Applies the shared log level if another process changed it (`debug` command).
+  // Process loops call it after each wake-up; it is an atomic load when nothing changed.
+  virtual void SyncLogLevel() = 0;
+};
+
+}  // namespace sipd

@@ -1,0 +1,54 @@
+// One SIP request as a module handler sees it in a SIP worker.
+//
+// The SIP receivers parse each datagram with libosip2; requests whose method has a
+// handler registered through Core::AddSipHandler() are passed to it as a SipRequest.
+// Core behaviour without a handler: OPTIONS -> 200 OK; ACK -> absorbed (counted in
+// sl:received_ACKs); any other method -> 501 Not Implemented (stateless, counted in
+// sl:*). Unparsable datagrams are counted (core:bad_msg_hdr / err_requests /
+// drop_requests) and dropped.
+//
+// Thread/process-safety: a SipRequest lives for one handler call in one worker.
+#pragma once
+
+#include <netinet/in.h>
+#include <osipparser2/osip_message.h>
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace sipd {
+
+class SipRequest {
+ public:
+  virtual ~SipRequest() = default;
+
+  // The parsed request; valid during the handler call.
+  virtual osip_message_t* message() = 0;
+  // Request method, upper-case as received ("REGISTER").
+  virtual const std::string& method() const = 0;
+  // The raw datagram.
+  virtual std::string_view raw() const = 0;
+
+  // Where the datagram came from.
+  virtual const sockaddr_storage& source() const = 0;
+  virtual std::string source_ip() const = 0;
+  virtual uint16_t source_port() const = 0;
+  // The listen socket that received it, e.g. "udp:127.0.0.1:5060".
+  virtual const std::string& socket() const = 0;
+
+  // Sends a stateless reply to the request's top Via (RFC 3261 18.2.2; in practice the
+  // source address): status line, Via(s), From, To (with a To-tag added when absent),
+  // Call-ID, CSeq copied from the request, then `extra_headers` verbatim (each without
+  // CRLF, e.g. "Contact: <sip:a@b>;expires=60"), Server, Content-Length and `body`.
+  // Updates the sl statistics (1xx..6xx_replies, sent_replies, sent_err_replies).
+  virtual absl::Status Reply(int code, std::string_view reason,
+                             const std::vector<std::string>& extra_headers = {},
+                             std::string_view body = {}) = 0;
+};
+
+}  // namespace sipd
