@@ -72,6 +72,13 @@ class Module {
   virtual void Shutdown() {}
 };
 
+// One slot of the process table (shared memory), as `ps` shows it.
+struct ProcessInfo {
+  int id = 0;
+  int pid = 0;  // 0 = not forked yet
+  std::string type;
+};
+
 // Handles one SIP request in a SIP worker. See sipd/core/sip.h.
 using SipRequestHandler = std::function<void(SipRequest& request)>;
 
@@ -107,6 +114,18 @@ class Core {
   // workers. Methods without a handler get the core's stateless answer (OPTIONS: 200,
   // others: 501/405 as documented in sipd/core/sip.h).
   virtual void AddSipHandler(std::string method, SipRequestHandler handler) = 0;
+
+  // Snapshot of the process table, slot order (spec 10.1).
+  virtual std::vector<ProcessInfo> process_table() const = 0;
+
+  // The OpenSIPS-style log level shared by all processes (-3 alert .. 4 debug).
+  virtual int log_level() const = 0;
+  // Sets the shared level; every process applies it on its next SyncLogLevel().
+  virtual void SetLogLevel(int level) = 0;
+
+  // Starts a clean shutdown of the whole daemon (the `kill` command): SIGTERM to the
+  // attendant, which stops every child.
+  virtual void RequestShutdown() = 0;
 
   // True once shutdown has begun; process loops poll it (at least every 200 ms).
   virtual bool stopping() const = 0;
