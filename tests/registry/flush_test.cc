@@ -1,0 +1,115 @@
+// The flush algorithm of spec 1.7 and its FIFO rendering (spec 3.6).
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "registry/dispatch.h"
+#include "registry/text_format.h"
+
+namespace sipd::mi {
+namespace {
+
+class TextWriter : public ReplyWriter {
+ public:
+  void WriteStatus(const Reply& reply) override { AppendStatusLine(out, reply.code, reply.reason); }
+  void WriteNode(const Node& node, int depth) override { AppendNodeLine(out, node, depth, "\t"); }
+  void EndFlush() override {
+    out += "\n";
+    ++flushes;
+  }
+  void EndReply() override { out += "\n"; }
+  std::string out;
+  int flushes = 0;
+};
+
+std::string AorName(int i) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "a%03d", i);
+  return buf;
+}
+
+// Emulates usrloc's ul_dump: Domain marked not completed, a flush every 50 AORs,
+// `records` added only after the domain is done.
+Registry DumpRegistry(int aors, int domains) {
+  Registry registry;
+  absl::Status s = registry.Register(
+      {.name = "dump",
+       .module = "test",
+       .flags = kNoInput | kStreaming,
+       .handler = [aors, domains](Call& call) {
+         Node& root = call.reply().root;
+         root.is_array = true;
+         for (int d = 0; d < domains; ++d) {
+           Node& domain = root.AddKid("Domain", d == 0 ? "location" : "aliases");
+           domain.not_completed = true;
+           domain.AddAttribute("table", "512");
+           for (int i = 1; i <= aors; ++i) {
+             domain.AddKid("AOR", AorName(i));
+             if (i % 50 == 0) call.Flush();
+           }
+           domain.AddAttribute("records", std::to_string(aors));
+         }
+         return absl::OkStatus();
+       }});
+  EXPECT_TRUE(s.ok());
+  return registry;
+}
+
+TEST(FlushTest, FifoLayoutOf120AorDumpMatchesSpec36) {
+  Registry registry = DumpRegistry(120, 1);
+  TextWriter w;
+  DispatchResult r = Dispatch(registry, {"dump", {}}, &w);
+  ASSERT_EQ(r.outcome, Outcome::kReply);
+  std::string expected = "200 OK\nDomain:: location table=512\n";
+  for (int i = 1; i <= 120; ++i) {
+    expected += "\tAOR:: " + AorName(i) + "\n";
+    if (i == 50 || i == 100) expected += "\n";
+  }
+  expected += "\n";
+  EXPECT_EQ(w.out, expected);
+  EXPECT_EQ(w.flushes, 2);
+}
+
+TEST(FlushTest, FlushDetachesWrittenNodesSoTheTreeStaysSmall) {
+  Registry registry;
+  size_t max_kids_seen = 0;
+  ASSERT_TRUE(registry
+                  .Register({.name = "big",
+                             .module = "test",
+                             .flags = kNoInput,
+                             .handler =
+                                 [&max_kids_seen](Call& call) {
+                                   for (int i = 0; i < 10000; ++i) {
+                                     call.reply().root.AddKid("n", std::to_string(i));
+                                     max_kids_seen =
+                                         std::max(max_kids_seen, call.reply().root.kids.size());
+                                     if (i % 50 == 49) call.Flush();
+                                   }
+                                   return absl::OkStatus();
+                                 }})
+                  .ok());
+  TextWriter w;
+  Dispatch(registry, {"big", {}}, &w);
+  EXPECT_LE(max_kids_seen, 50u);
+  EXPECT_NE(w.out.find("n:: 9999\n"), std::string::npos);
+}
+
+TEST(FlushTest, SecondDomainOnlyInFinalWriteWithItsRecords) {
+  Registry registry = DumpRegistry(10, 2);
+  TextWriter w;
+  Dispatch(registry, {"dump", {}}, &w);
+  // No flush happened (10 < 50): both domains are complete in the final write.
+  EXPECT_NE(w.out.find("Domain:: location table=512 records=10\n"), std::string::npos);
+  EXPECT_NE(w.out.find("Domain:: aliases table=512 records=10\n"), std::string::npos);
+}
+
+TEST(FlushTest, WithoutWriterTheWholeTreeIsReturned) {
+  Registry registry = DumpRegistry(120, 1);
+  DispatchResult r = Dispatch(registry, {"dump", {}});
+  ASSERT_EQ(r.reply.root.kids.size(), 1u);
+  EXPECT_EQ(r.reply.root.kids[0]->kids.size(), 120u);
+  EXPECT_EQ(r.reply.root.kids[0]->attributes.size(), 2u);
+}
+
+}  // namespace
+}  // namespace sipd::mi
