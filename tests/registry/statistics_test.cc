@@ -68,7 +68,7 @@ TEST_F(StatisticsTest, ResetHonoursFlags) {
 TEST_F(StatisticsTest, StorageExhaustionAndDuplicatesAreErrors) {
   EXPECT_EQ(stats_.AddCounter("core", "rcv_requests").status().code(),
             absl::StatusCode::kAlreadyExists);
-  for (int i = 0; i < 5; ++i) ASSERT_TRUE(stats_.AddCounter("x", "s" + std::to_string(i)).ok());
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(stats_.AddCounter("x", std::string("s").append(std::to_string(i))).ok());
   EXPECT_EQ(stats_.AddCounter("x", "overflow").status().code(),
             absl::StatusCode::kResourceExhausted);
 }
