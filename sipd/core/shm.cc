@@ -61,7 +61,9 @@ size_t SharedMemory::max_used_size() const {
 }
 
 size_t SharedMemory::fragments() const {
-  return heap_.get_num_named_objects() + heap_.get_num_unique_objects() +
+  // Boost declares these counters non-const although they only read.
+  auto& heap = const_cast<ShmHeap&>(heap_);
+  return heap.get_num_named_objects() + heap.get_num_unique_objects() +
          live_objects_->load(std::memory_order_relaxed);
 }
 

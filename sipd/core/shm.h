@@ -21,13 +21,22 @@
 
 #include <boost/interprocess/allocators/allocator.hpp>
 #include <boost/interprocess/managed_external_buffer.hpp>
+#include <boost/interprocess/mem_algo/rbtree_best_fit.hpp>
+#include <boost/interprocess/sync/mutex_family.hpp>
+#include <boost/interprocess/indexes/iset_index.hpp>
 #include <boost/interprocess/mapped_region.hpp>
 
 #include "absl/status/statusor.h"
 
 namespace sipd {
 
-using ShmSegmentManager = boost::interprocess::managed_external_buffer::segment_manager;
+// The heap uses Boost's process-shared mutex_family: several processes allocate from it
+// concurrently (boost's default managed_external_buffer has a null mutex, which would
+// corrupt the heap).
+using ShmHeap = boost::interprocess::basic_managed_external_buffer<
+    char, boost::interprocess::rbtree_best_fit<boost::interprocess::mutex_family>,
+    boost::interprocess::iset_index>;
+using ShmSegmentManager = ShmHeap::segment_manager;
 template <typename T>
 using ShmAllocator = boost::interprocess::allocator<T, ShmSegmentManager>;
 
@@ -80,7 +89,7 @@ class SharedMemory {
   void NoteUsage() const;
 
   boost::interprocess::mapped_region region_;
-  boost::interprocess::managed_external_buffer heap_;
+  ShmHeap heap_;
   std::atomic<size_t>* max_used_ = nullptr;
   std::atomic<size_t>* live_objects_ = nullptr;
 };

@@ -1,0 +1,418 @@
+#include "sipd/core/config.h"
+
+#include <arpa/inet.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "registry/status_macros.h"
+
+namespace sipd {
+namespace {
+
+absl::string_view AbslView(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+struct Token {
+  enum Kind { kWord, kString, kPunct, kEnd } kind = kEnd;
+  std::string text;
+  int line = 0;
+};
+
+bool IsPunct(char c) { return c == '=' || c == '(' || c == ')' || c == ',' || c == ';'; }
+
+// Splits the text into words, quoted strings and punctuation; `#` starts a comment.
+class Lexer {
+ public:
+  Lexer(std::string_view text, std::string_view file) : text_(text), file_(file) {}
+
+  absl::StatusOr<std::vector<Token>> Run() {
+    std::vector<Token> tokens;
+    while (true) {
+      SkipSpaceAndComments();
+      if (pos_ >= text_.size()) break;
+      const char c = text_[pos_];
+      if (c == '"') {
+        auto s = QuotedString();
+        if (!s.ok()) return s.status();
+        tokens.push_back(Token{Token::kString, *std::move(s), line_});
+      } else if (IsPunct(c)) {
+        tokens.push_back(Token{Token::kPunct, std::string(1, c), line_});
+        ++pos_;
+      } else {
+        const size_t start = pos_;
+        while (pos_ < text_.size() && !IsSpace(text_[pos_]) && !IsPunct(text_[pos_]) &&
+               text_[pos_] != '"' && text_[pos_] != '#') {
+          ++pos_;
+        }
+        tokens.push_back(
+            Token{Token::kWord, std::string(text_.substr(start, pos_ - start)), line_});
+      }
+    }
+    // Errors about a missing token point at the line of the last one seen.
+    tokens.push_back(Token{Token::kEnd, "", tokens.empty() ? line_ : tokens.back().line});
+    return tokens;
+  }
+
+ private:
+  static bool IsSpace(char c) {
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v';
+  }
+
+  void SkipSpaceAndComments() {
+    while (pos_ < text_.size()) {
+      const char c = text_[pos_];
+      if (c == '\n') {
+        ++line_;
+        ++pos_;
+      } else if (IsSpace(c)) {
+        ++pos_;
+      } else if (c == '#') {
+        while (pos_ < text_.size() && text_[pos_] != '\n') ++pos_;
+      } else {
+        break;
+      }
+    }
+  }
+
+  absl::StatusOr<std::string> QuotedString() {
+    const int start_line = line_;
+    ++pos_;  // opening quote
+    std::string out;
+    while (pos_ < text_.size()) {
+      const char c = text_[pos_++];
+      if (c == '"') return out;
+      if (c == '\n') break;  // strings do not span lines
+      if (c != '\\') {
+        out.push_back(c);
+        continue;
+      }
+      if (pos_ >= text_.size()) break;
+      const char e = text_[pos_++];
+      switch (e) {
+        case '"':
+          out.push_back('"');
+          break;
+        case '\\':
+          out.push_back('\\');
+          break;
+        case 'n':
+          out.push_back('\n');
+          break;
+        case 't':
+          out.push_back('\t');
+          break;
+        default:
+          return absl::InvalidArgumentError(absl::StrCat(
+              AbslView(file_), ":", start_line, ": unknown escape sequence \\", std::string(1, e)));
+      }
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat(AbslView(file_), ":", start_line, ": missing closing quote"));
+  }
+
+  std::string_view text_;
+  std::string_view file_;
+  size_t pos_ = 0;
+  int line_ = 1;
+};
+
+// Decimal, negative, octal (leading 0) or hex (0x) integer; the whole word must be used.
+std::optional<int64_t> ParseInteger(const std::string& word) {
+  if (word.empty()) return std::nullopt;
+  errno = 0;
+  char* end = nullptr;
+  const long long v = std::strtoll(word.c_str(), &end, 0);
+  if (errno != 0 || end == word.c_str() || *end != '\0') return std::nullopt;
+  return static_cast<int64_t>(v);
+}
+
+// Strips a directory and a ".so" suffix: loadmodule "modules/mi_fifo/mi_fifo.so".
+std::string ModuleNameFromPath(std::string_view path) {
+  const size_t slash = path.rfind('/');
+  if (slash != std::string_view::npos) path.remove_prefix(slash + 1);
+  if (path.size() > 3 && path.substr(path.size() - 3) == ".so") path.remove_suffix(3);
+  return std::string(path);
+}
+
+class Parser {
+ public:
+  Parser(std::vector<Token> tokens, std::string_view file, const ModuleFactory& factory)
+      : tokens_(std::move(tokens)), file_(file), factory_(factory) {
+    config_.file = std::string(file);
+  }
+
+  absl::StatusOr<Config> Run() {
+    while (Peek().kind != Token::kEnd) {
+      const Token& t = Next();
+      if (t.kind != Token::kWord) {
+        return Error(t.line, absl::StrCat("unexpected '", t.text, "' at start of statement"));
+      }
+      absl::Status s;
+      if (t.text == "loadmodule") {
+        s = LoadModule(t);
+      } else if (t.text == "modparam") {
+        s = ModParam(t);
+      } else {
+        s = Assignment(t);
+      }
+      if (!s.ok()) return s;
+      // Optional statement terminator.
+      if (Peek().kind == Token::kPunct && Peek().text == ";") Next();
+    }
+    if (config_.listen.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(AbslView(file_), ": no listen socket configured (listen = udp:IP:PORT)"));
+    }
+    return std::move(config_);
+  }
+
+ private:
+  const Token& Peek() const { return tokens_[pos_]; }
+  const Token& Next() {
+    const Token& t = tokens_[pos_];
+    if (t.kind != Token::kEnd) ++pos_;
+    return t;
+  }
+
+  absl::Status Error(int line, std::string_view what) const {
+    return absl::InvalidArgumentError(
+        absl::StrCat(AbslView(file_), ":", line, ": ", AbslView(what)));
+  }
+
+  static std::string Describe(const Token& t) {
+    switch (t.kind) {
+      case Token::kEnd:
+        return "end of file";
+      case Token::kString:
+        return absl::StrCat("\"", t.text, "\"");
+      default:
+        return absl::StrCat("'", t.text, "'");
+    }
+  }
+
+  absl::Status Expect(std::string_view punct, std::string_view context) {
+    const Token& t = Peek();
+    if (t.kind == Token::kPunct && t.text == punct) {
+      Next();
+      return absl::OkStatus();
+    }
+    return Error(t.line, absl::StrCat("expected '", AbslView(punct), "' ", AbslView(context),
+                                      ", got ", Describe(t)));
+  }
+
+  absl::StatusOr<std::string> ExpectString(std::string_view context) {
+    const Token& t = Peek();
+    if (t.kind != Token::kString) {
+      return Error(t.line, absl::StrCat("expected a quoted string ", AbslView(context), ", got ",
+                                        Describe(t)));
+    }
+    return Next().text;
+  }
+
+  absl::Status LoadModule(const Token& keyword) {
+    SIPD_ASSIGN_OR_RETURN(std::string path, ExpectString("after loadmodule"));
+    const std::string name = ModuleNameFromPath(path);
+    for (const auto& m : config_.modules) {
+      if (m.name == name) {
+        return Error(keyword.line, absl::StrCat("module \"", name,
+                                                "\" loaded twice (first at line ", m.line, ")"));
+      }
+    }
+    std::unique_ptr<Module> module = factory_ ? factory_(name) : nullptr;
+    if (module == nullptr) {
+      return Error(keyword.line, absl::StrCat("unknown module \"", name, "\""));
+    }
+    config_.modules.push_back(LoadedModule{name, keyword.line, std::move(module)});
+    return absl::OkStatus();
+  }
+
+  absl::Status ModParam(const Token& keyword) {
+    absl::Status s = Expect("(", "after modparam");
+    if (!s.ok()) return s;
+    SIPD_ASSIGN_OR_RETURN(std::string module_name, ExpectString("(module name)"));
+    s = Expect(",", "after the module name");
+    if (!s.ok()) return s;
+    SIPD_ASSIGN_OR_RETURN(std::string param, ExpectString("(parameter name)"));
+    s = Expect(",", "after the parameter name");
+    if (!s.ok()) return s;
+    const Token& v = Next();
+    ParamValue value;
+    if (v.kind == Token::kString) {
+      value = v.text;
+    } else if (v.kind == Token::kWord) {
+      std::optional<int64_t> i = ParseInteger(v.text);
+      if (!i) {
+        return Error(v.line, absl::StrCat("bad integer '", v.text, "' (quote string values: \"",
+                                          v.text, "\")"));
+      }
+      value = *i;
+    } else {
+      return Error(v.line,
+                   absl::StrCat("expected a quoted string or an integer value, got ", Describe(v)));
+    }
+    s = Expect(")", "to close modparam");
+    if (!s.ok()) return s;
+
+    const std::string name = ModuleNameFromPath(module_name);
+    for (auto& m : config_.modules) {
+      if (m.name != name) continue;
+      absl::Status set = m.module->SetParam(param, value);
+      if (!set.ok()) {
+        return Error(keyword.line,
+                     absl::StrCat("modparam(\"", name, "\", \"", param, "\"): ", set.message()));
+      }
+      return absl::OkStatus();
+    }
+    return Error(keyword.line, absl::StrCat("modparam for module \"", name,
+                                            "\" which is not loaded (loadmodule it first)"));
+  }
+
+  absl::StatusOr<int64_t> IntegerValue(const Token& key, int64_t min, int64_t max) {
+    const Token& v = Next();
+    if (v.kind != Token::kWord) {
+      return Error(v.line, absl::StrCat(key.text, ": expected an integer, got ", Describe(v)));
+    }
+    std::optional<int64_t> i = ParseInteger(v.text);
+    if (!i) return Error(v.line, absl::StrCat(key.text, ": bad integer '", v.text, "'"));
+    if (*i < min || *i > max) {
+      return Error(v.line,
+                   absl::StrCat(key.text, ": ", *i, " is out of range [", min, ", ", max, "]"));
+    }
+    return *i;
+  }
+
+  absl::StatusOr<std::string> TextValue(const Token& key) {
+    const Token& v = Next();
+    if (v.kind != Token::kWord && v.kind != Token::kString) {
+      return Error(v.line, absl::StrCat(key.text, ": expected a value, got ", Describe(v)));
+    }
+    if (v.text.empty()) return Error(v.line, absl::StrCat(key.text, ": empty value"));
+    return v.text;
+  }
+
+  absl::Status Assignment(const Token& key) {
+    static constexpr std::string_view kKeys[] = {"listen", "children", "log_level",
+                                                 "debug",  "run_dir",  "shm_size"};
+    bool known = false;
+    for (std::string_view k : kKeys) known |= (key.text == k);
+    if (!known) {
+      if (Peek().kind == Token::kPunct && Peek().text == "=") {
+        return Error(key.line, absl::StrCat("unknown key '", key.text, "'"));
+      }
+      return Error(key.line, absl::StrCat("syntax error: unknown statement '", key.text, "'"));
+    }
+    absl::Status s = Expect("=", absl::StrCat("after '", key.text, "'"));
+    if (!s.ok()) return s;
+
+    if (key.text == "listen") {
+      SIPD_ASSIGN_OR_RETURN(std::string text, TextValue(key));
+      absl::StatusOr<ListenAddress> addr = ParseListenAddress(text);
+      if (!addr.ok()) return Error(key.line, absl::StrCat("listen: ", addr.status().message()));
+      for (const auto& l : config_.listen) {
+        if (l.ip == addr->ip && l.port == addr->port && addr->port != 0) {
+          return Error(key.line, absl::StrCat("listen: ", addr->ToString(), " given twice"));
+        }
+      }
+      config_.listen.push_back(*std::move(addr));
+    } else if (key.text == "children") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntegerValue(key, 1, 256));
+      config_.children = static_cast<int>(v);
+    } else if (key.text == "log_level" || key.text == "debug") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntegerValue(key, -3, 10));
+      config_.log_level = static_cast<int>(v);
+    } else if (key.text == "run_dir") {
+      SIPD_ASSIGN_OR_RETURN(std::string v, TextValue(key));
+      config_.run_dir = std::move(v);
+    } else if (key.text == "shm_size") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntegerValue(key, 1, 65536));
+      config_.shm_size_mb = v;
+    }
+    return absl::OkStatus();
+  }
+
+  std::vector<Token> tokens_;
+  size_t pos_ = 0;
+  std::string_view file_;
+  const ModuleFactory& factory_;
+  Config config_;
+};
+
+}  // namespace
+
+std::string ListenAddress::ToString() const {
+  return ipv6 ? absl::StrCat("udp:[", ip, "]:", port) : absl::StrCat("udp:", ip, ":", port);
+}
+
+absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view text) {
+  std::string_view rest = text;
+  if (rest.substr(0, 4) == "udp:") {
+    rest.remove_prefix(4);
+  } else if (rest.size() > 4 && rest[3] == ':' &&
+             (rest.substr(0, 3) == "tcp" || rest.substr(0, 3) == "tls" ||
+              rest.substr(0, 4) == "sctp")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", AbslView(text), "': only udp listeners are supported"));
+  }
+  ListenAddress out;
+  std::string_view host;
+  std::string_view port;
+  if (!rest.empty() && rest.front() == '[') {
+    const size_t close = rest.find(']');
+    if (close == std::string_view::npos || close + 1 >= rest.size() || rest[close + 1] != ':') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", AbslView(text), "': expected udp:[IPv6]:PORT"));
+    }
+    host = rest.substr(1, close - 1);
+    port = rest.substr(close + 2);
+    out.ipv6 = true;
+  } else {
+    const size_t colon = rest.rfind(':');
+    if (colon == std::string_view::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", AbslView(text), "': expected udp:IP:PORT"));
+    }
+    host = rest.substr(0, colon);
+    port = rest.substr(colon + 1);
+  }
+  out.ip = std::string(host);
+  unsigned char buf[sizeof(in6_addr)];
+  if (inet_pton(out.ipv6 ? AF_INET6 : AF_INET, out.ip.c_str(), buf) != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", AbslView(text), "': '", out.ip, "' is not a numeric IP address"));
+  }
+  uint32_t port_number = 0;
+  if (!absl::SimpleAtoi(AbslView(port), &port_number) || port_number > 65535 ||
+      port.find_first_not_of("0123456789") != std::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", AbslView(text), "': bad port '", AbslView(port), "'"));
+  }
+  out.port = static_cast<uint16_t>(port_number);
+  return out;
+}
+
+absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file_name,
+                                   const ModuleFactory& factory) {
+  absl::StatusOr<std::vector<Token>> tokens = Lexer(text, file_name).Run();
+  if (!tokens.ok()) return tokens.status();
+  return Parser(*std::move(tokens), file_name, factory).Run();
+}
+
+absl::StatusOr<Config> LoadConfigFile(const std::string& path, const ModuleFactory& factory) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat(path, ": cannot open config file: ", std::strerror(errno)));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return ParseConfig(text.str(), path, factory);
+}
+
+}  // namespace sipd

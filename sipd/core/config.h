@@ -1,0 +1,72 @@
+// The sipd configuration file (OpenSIPS style, the subset sipd understands).
+//
+//   # comment                          (anywhere outside a quoted string)
+//   listen = udp:127.0.0.1:5060        (repeatable; `udp:` may be omitted; IPv6 as [::1])
+//   children = 2                       (SIP workers per listen socket)
+//   log_level = 3                      (alias: debug; OpenSIPS levels -3 .. 4, 5+ = trace)
+//   run_dir = "/tmp/sipd-run"          (pid file directory, created 0750 if missing)
+//   shm_size = 64                      (shared memory, MB)
+//   loadmodule "mi_grpc"               (a path or `.so` suffix is accepted and stripped)
+//   modparam("mi_grpc", "listen", "127.0.0.1:8090")
+//
+// Values are quoted strings (escapes \" \\ \n \t) or bare integers (decimal, negative,
+// octal with a leading 0 such as 0600, hex with 0x). A statement may end with `;`.
+// Every error is reported as `FILE:LINE: what is wrong`.
+//
+// Thread-safety: plain value types; no shared state.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "sipd/core/module.h"
+
+namespace sipd {
+
+// One `listen` line.
+struct ListenAddress {
+  std::string ip;  // without brackets
+  uint16_t port = 0;
+  bool ipv6 = false;
+
+  // "udp:IP:PORT" (IPv6 in brackets): the socket name used by ps, stats and SipRequest.
+  std::string ToString() const;
+};
+
+struct LoadedModule {
+  std::string name;
+  int line = 0;  // of its loadmodule line
+  std::unique_ptr<Module> module;
+};
+
+struct Config {
+  std::string file;
+  std::vector<ListenAddress> listen;
+  int children = 8;
+  int log_level = 2;
+  std::string run_dir = "/run/sipd";
+  int64_t shm_size_mb = 64;
+  // In loadmodule order, SetParam() already applied.
+  std::vector<LoadedModule> modules;
+};
+
+// Creates a module by name; nullptr for an unknown name.
+using ModuleFactory = std::function<std::unique_ptr<Module>(std::string_view name)>;
+
+// Parses a whole configuration. `file_name` only labels errors. On error returns
+// InvalidArgument "FILE:LINE: what is wrong" (or "FILE: what" for whole-file problems).
+absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file_name,
+                                   const ModuleFactory& factory);
+
+// Reads `path` and parses it (NotFound/PermissionDenied style errors name the file).
+absl::StatusOr<Config> LoadConfigFile(const std::string& path, const ModuleFactory& factory);
+
+// Parses "udp:IP:PORT", "IP:PORT", "udp:[v6]:PORT". Port 0 = any free port.
+absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view text);
+
+}  // namespace sipd

@@ -1,0 +1,655 @@
+#include "sipd/core/daemon.h"
+
+#include <fcntl.h>
+#include <osipparser2/osip_parser.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <new>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "generated/sipd_version.h"
+#include "registry/status_macros.h"
+#include "sipd/core/logging.h"
+#include "spdlog/spdlog.h"
+
+namespace sipd {
+namespace {
+
+// Set by SIGTERM in a child process (the attendant blocks SIGTERM and reads it with
+// sigtimedwait instead).
+volatile std::sig_atomic_t g_child_stop = 0;
+
+void OnChildStopSignal(int /*signal*/) { g_child_stop = 1; }
+
+// How long a child may take for its ChildInit() calls before start-up gives up on it.
+constexpr auto kChildInitTimeout = std::chrono::seconds(10);
+// Grace period between SIGTERM and SIGKILL at shutdown.
+constexpr auto kStopGrace = std::chrono::seconds(5);
+// A process that dies sooner than this after its start doubles its restart delay.
+constexpr auto kQuickDeath = std::chrono::seconds(10);
+constexpr auto kMaxBackoff = std::chrono::milliseconds(16000);
+
+std::string DescribeExit(int status) {
+  if (WIFEXITED(status)) return absl::StrCat("exited with status ", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    return absl::StrCat("was killed by signal ", WTERMSIG(status), " (",
+                        strsignal(WTERMSIG(status)), ")");
+  }
+  return absl::StrCat("ended with wait status ", status);
+}
+
+sigset_t AttendantSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGCHLD);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  return set;
+}
+
+absl::Status MakeDirectories(const std::string& path, mode_t mode) {
+  if (path.empty()) return absl::InvalidArgumentError("empty run_dir");
+  for (size_t pos = 1; pos <= path.size(); ++pos) {
+    if (pos != path.size() && path[pos] != '/') continue;
+    const std::string prefix = path.substr(0, pos);
+    if (mkdir(prefix.c_str(), mode) != 0 && errno != EEXIST) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("cannot create directory ", prefix, ": ", std::strerror(errno)));
+    }
+  }
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(path, " is not a directory"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Daemon::Daemon(Config config, Options options)
+    : config_(std::move(config)), options_(std::move(options)) {
+  for (const auto& l : config_.listen) listen_names_.push_back(l.ToString());
+}
+
+Daemon::~Daemon() {
+  // Modules may hold pointers into shared memory: destroy them before it is unmapped.
+  config_.modules.clear();
+  listeners_.clear();
+}
+
+Module* Daemon::FindModule(std::string_view name) {
+  for (auto& m : config_.modules) {
+    if (m.name == name) return m.module.get();
+  }
+  return nullptr;
+}
+
+void Daemon::AddTimer(std::string label, std::chrono::milliseconds interval,
+                      std::function<void()> fn) {
+  if (initialized_) {
+    spdlog::error("AddTimer({}) after start-up ignored", label);
+    return;
+  }
+  timers_.Add(std::move(label), interval, std::move(fn));
+}
+
+void Daemon::AddSipHandler(std::string method, SipRequestHandler handler) {
+  if (initialized_) {
+    spdlog::error("AddSipHandler({}) after start-up ignored", method);
+    return;
+  }
+  sip_handlers_[std::move(method)] = std::move(handler);
+}
+
+std::vector<ProcessInfo> Daemon::process_table() const {
+  if (table_ == nullptr) return {};
+  return table_->Snapshot();
+}
+
+int Daemon::log_level() const {
+  return shared_ != nullptr ? shared_->log_level.load(std::memory_order_relaxed)
+                            : config_.log_level;
+}
+
+void Daemon::SetLogLevel(int level) {
+  if (shared_ != nullptr) shared_->log_level.store(level, std::memory_order_relaxed);
+  SyncLogLevel();
+}
+
+void Daemon::SyncLogLevel() {
+  const int level = log_level();
+  if (applied_log_level_.exchange(level, std::memory_order_relaxed) != level) {
+    ApplyLogLevel(level);
+  }
+}
+
+bool Daemon::stopping() const {
+  return g_child_stop != 0 ||
+         (shared_ != nullptr && shared_->stopping.load(std::memory_order_relaxed));
+}
+
+void Daemon::RequestShutdown() {
+  if (shared_ == nullptr) return;
+  shared_->stopping.store(true, std::memory_order_relaxed);
+  const pid_t attendant = shared_->attendant_pid.load(std::memory_order_relaxed);
+  if (attendant > 0 && attendant != getpid()) kill(attendant, SIGTERM);
+}
+
+absl::Status Daemon::CreateRunDir() { return MakeDirectories(config_.run_dir, 0750); }
+
+absl::Status Daemon::Initialize() {
+  start_time_ = std::time(nullptr);
+  start_steady_ = Clock::now();
+  SIPD_RETURN_IF_ERROR(CreateRunDir());
+
+  SIPD_ASSIGN_OR_RETURN(
+      shm_, SharedMemory::Create(static_cast<size_t>(config_.shm_size_mb) * 1024 * 1024));
+  try {
+    shared_ = shm_->Construct<SharedState>();
+  } catch (const std::exception& e) {
+    return absl::ResourceExhaustedError(absl::StrCat("shared memory: ", e.what()));
+  }
+  shared_->log_level.store(config_.log_level);
+  shared_->attendant_pid.store(getpid());
+  void* cells = shm_->Allocate(sizeof(std::atomic<uint64_t>) * kStatisticsCells);
+  if (cells == nullptr) return absl::ResourceExhaustedError("no shared memory for statistics");
+  stat_cells_ = static_cast<std::atomic<uint64_t>*>(cells);
+  for (size_t i = 0; i < kStatisticsCells; ++i) new (&stat_cells_[i]) std::atomic<uint64_t>(0);
+  stats_ = std::make_unique<mi::StatsRegistry>(
+      std::span<std::atomic<uint64_t>>(stat_cells_, kStatisticsCells));
+
+  // libosip2's global tables must exist before the workers fork.
+  if (parser_init() != 0) return absl::InternalError("libosip2 parser_init() failed");
+  RouteOsipTraces();
+
+  listen_names_.clear();
+  for (const auto& address : config_.listen) {
+    SIPD_ASSIGN_OR_RETURN(std::unique_ptr<UdpListener> listener, UdpListener::Open(address));
+    listen_names_.push_back(listener->name());
+    listeners_.push_back(std::move(listener));
+  }
+
+  SIPD_RETURN_IF_ERROR(RegisterBuiltinStatistics());
+  SIPD_RETURN_IF_ERROR(stats_->RegisterCommands(mi_));
+  if (options_.register_core_commands) {
+    absl::Status s = options_.register_core_commands(*this);
+    if (!s.ok()) return absl::InternalError(absl::StrCat("core MI commands: ", s.message()));
+  }
+
+  for (auto& m : config_.modules) {
+    absl::Status s = m.module->Init(*this);
+    if (!s.ok()) {
+      return absl::Status(s.code(),
+                          absl::StrCat("module ", m.name, ": init failed: ", s.message()));
+    }
+  }
+
+  for (auto& m : config_.modules) {
+    std::vector<ProcessSpec> specs;
+    for (ProcessSpec& spec : m.module->Processes()) {
+      if (spec.count <= 0 || !spec.main) continue;  // ignored, as in OpenSIPS
+      specs.push_back(std::move(spec));
+    }
+    module_specs_.push_back(std::move(specs));
+  }
+  PlanProcesses();
+  SIPD_ASSIGN_OR_RETURN(table_, ProcessTable::Create(*shm_, static_cast<int>(plan_.size())));
+  for (size_t i = 0; i < plan_.size(); ++i) table_->SetType(static_cast<int>(i), "");
+  table_->SetType(0, "starter");
+  table_->SetPid(0, getpid());
+
+  const size_t workers = listeners_.size() * static_cast<size_t>(config_.children);
+  void* busy = shm_->Allocate(std::max<size_t>(workers, 1));
+  if (busy == nullptr) return absl::ResourceExhaustedError("no shared memory for busy flags");
+  busy_flags_ = static_cast<std::atomic<uint8_t>*>(busy);
+  for (size_t i = 0; i < std::max<size_t>(workers, 1); ++i) {
+    new (&busy_flags_[i]) std::atomic<uint8_t>(0);
+  }
+  SIPD_RETURN_IF_ERROR(RegisterProcessStatistics());
+
+  std::random_device entropy;
+  char prefix[9];
+  std::snprintf(prefix, sizeof(prefix), "%08x", entropy());
+  to_tag_prefix_ = prefix;
+  initialized_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status Daemon::RegisterBuiltinStatistics() {
+  SharedMemory* shm = shm_.get();
+  stats_->AddGroup("shmem");
+  SIPD_RETURN_IF_ERROR(
+      stats_->AddFunction("shmem", "total_size", [shm] { return shm->total_size(); }));
+  SIPD_RETURN_IF_ERROR(
+      stats_->AddFunction("shmem", "used_size", [shm] { return shm->used_size(); }));
+  // The allocator reports no separate "requested" figure: used_size already counts its
+  // own block overhead, so real_used_size equals used_size.
+  SIPD_RETURN_IF_ERROR(
+      stats_->AddFunction("shmem", "real_used_size", [shm] { return shm->used_size(); }));
+  SIPD_RETURN_IF_ERROR(
+      stats_->AddFunction("shmem", "max_used_size", [shm] { return shm->max_used_size(); }));
+  SIPD_RETURN_IF_ERROR(
+      stats_->AddFunction("shmem", "free_size", [shm] { return shm->free_size(); }));
+  SIPD_RETURN_IF_ERROR(
+      stats_->AddFunction("shmem", "fragments", [shm] { return shm->fragments(); }));
+
+  const Clock::time_point start = start_steady_;
+  SIPD_RETURN_IF_ERROR(RegisterCoreStats(
+      *stats_,
+      [start] {
+        return static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - start).count());
+      },
+      sip_counters_));
+
+  stats_->AddGroup("net");
+  const auto* listeners = &listeners_;
+  SIPD_RETURN_IF_ERROR(stats_->AddFunction("net", "waiting_udp", [listeners] {
+    uint64_t total = 0;
+    for (const auto& l : *listeners) total += l->QueuedBytes();
+    return total;
+  }));
+
+  return RegisterSlStats(*stats_, sip_counters_);
+}
+
+absl::Status Daemon::RegisterProcessStatistics() {
+  stats_->AddGroup("pkmem");
+  ProcessTable* table = table_;
+  ProcMemoryCache* cache = &proc_memory_cache_;
+  for (int slot = 0; slot < table_->size(); ++slot) {
+    auto read = [table, cache, slot](uint64_t ProcMemory::*field) {
+      return [table, cache, slot, field] { return cache->Get(table->pid(slot)).*field; };
+    };
+    SIPD_RETURN_IF_ERROR(stats_->AddFunction("pkmem", absl::StrCat(slot, "-total_size"),
+                                             read(&ProcMemory::total_size)));
+    SIPD_RETURN_IF_ERROR(stats_->AddFunction("pkmem", absl::StrCat(slot, "-used_size"),
+                                             read(&ProcMemory::used_size)));
+    SIPD_RETURN_IF_ERROR(stats_->AddFunction("pkmem", absl::StrCat(slot, "-real_used_size"),
+                                             read(&ProcMemory::real_used_size)));
+    SIPD_RETURN_IF_ERROR(stats_->AddFunction("pkmem", absl::StrCat(slot, "-max_used_size"),
+                                             read(&ProcMemory::max_used_size)));
+    SIPD_RETURN_IF_ERROR(stats_->AddFunction("pkmem", absl::StrCat(slot, "-free_size"),
+                                             read(&ProcMemory::free_size)));
+    SIPD_RETURN_IF_ERROR(stats_->AddFunction("pkmem", absl::StrCat(slot, "-fragments"),
+                                             read(&ProcMemory::fragments)));
+  }
+
+  stats_->AddGroup("load");
+  const size_t children = static_cast<size_t>(config_.children);
+  for (size_t l = 0; l < listeners_.size(); ++l) {
+    std::atomic<uint8_t>* flags = busy_flags_ + l * children;
+    SIPD_RETURN_IF_ERROR(stats_->AddFunction("load", absl::StrCat(listeners_[l]->name(), "-load"),
+                                             [flags, children] {
+                                               uint64_t busy = 0;
+                                               for (size_t i = 0; i < children; ++i)
+                                                 busy += flags[i].load(std::memory_order_relaxed);
+                                               return busy * 100 / children;
+                                             }));
+  }
+  return absl::OkStatus();
+}
+
+void Daemon::PlanProcesses() {
+  plan_.clear();
+  plan_.push_back(PlannedProcess{.kind = PlannedProcess::Kind::kAttendant, .type = "attendant"});
+  for (size_t m = 0; m < module_specs_.size(); ++m) {
+    for (size_t s = 0; s < module_specs_[m].size(); ++s) {
+      for (int i = 0; i < module_specs_[m][s].count; ++i) {
+        plan_.push_back(PlannedProcess{.kind = PlannedProcess::Kind::kModule,
+                                       .type = module_specs_[m][s].name,
+                                       .module = m,
+                                       .spec = s,
+                                       .index = i});
+      }
+    }
+  }
+  int worker = 0;
+  for (size_t l = 0; l < listeners_.size(); ++l) {
+    for (int i = 0; i < config_.children; ++i) {
+      // Trailing space, as OpenSIPS prints it (spec 10.1).
+      plan_.push_back(PlannedProcess{.kind = PlannedProcess::Kind::kSipWorker,
+                                     .type = absl::StrCat("SIP receiver ", listen_names_[l], " "),
+                                     .index = worker++,
+                                     .listener = l});
+    }
+  }
+  plan_.push_back(
+      PlannedProcess{.kind = PlannedProcess::Kind::kTimer, .type = timers_.ProcessType()});
+}
+
+int Daemon::ChildRank(const PlannedProcess& p) const {
+  switch (p.kind) {
+    case PlannedProcess::Kind::kModule:
+      return kRankModule;
+    case PlannedProcess::Kind::kSipWorker:
+      return kRankSipWorker + p.index;
+    case PlannedProcess::Kind::kTimer:
+      return kRankTimer;
+    case PlannedProcess::Kind::kAttendant:
+      break;
+  }
+  return kRankMain;
+}
+
+absl::StatusOr<pid_t> Daemon::ForkSlot(int slot) {
+  PlannedProcess& p = plan_[static_cast<size_t>(slot)];
+  int report[2];
+  if (pipe2(report, O_CLOEXEC) != 0) {
+    return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
+  }
+  table_->SetType(slot, p.type);
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) {
+    const int error = errno;
+    close(report[0]);
+    close(report[1]);
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot fork ", p.type, ": ", std::strerror(error)));
+  }
+  if (pid == 0) {
+    close(report[0]);
+    ChildMain(slot, report[1]);
+  }
+  close(report[1]);
+  table_->SetPid(slot, pid);
+  p.started = Clock::now();
+
+  // Wait for the child's "ChildInit done" byte (or EOF if it failed or died).
+  char answer = 0;
+  pollfd pfd{report[0], POLLIN, 0};
+  const int ready =
+      poll(&pfd, 1, static_cast<int>(std::chrono::milliseconds(kChildInitTimeout).count()));
+  const bool ok = ready == 1 && read(report[0], &answer, 1) == 1 && answer == 'O';
+  close(report[0]);
+  if (ok) return pid;
+
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  table_->SetPid(slot, 0);
+  return absl::InternalError(absl::StrCat("process ", slot, " (", p.type, ") failed to initialise",
+                                          ready == 0 ? " in time" : "", ", it ",
+                                          DescribeExit(status), "; see its log above"));
+}
+
+void Daemon::ChildMain(int slot, int report_fd) {
+  // Never return into the attendant's code path; never run the attendant's destructors.
+  const pid_t attendant = shared_->attendant_pid.load();
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (getppid() != attendant) _exit(0);  // the attendant died before prctl took effect
+
+  struct sigaction stop {};
+  stop.sa_handler = &OnChildStopSignal;
+  sigemptyset(&stop.sa_mask);
+  stop.sa_flags = 0;  // no SA_RESTART: blocking calls return EINTR and loops re-check
+  sigaction(SIGTERM, &stop, nullptr);
+  signal(SIGINT, SIG_IGN);  // Ctrl-C reaches the whole group; the attendant decides
+  signal(SIGHUP, SIG_IGN);
+  signal(SIGCHLD, SIG_DFL);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+
+  const PlannedProcess& p = plan_[static_cast<size_t>(slot)];
+  SetLogProcessType(p.type);
+  // A short name for top/ps/pgrep (the kernel keeps 15 bytes): sipd:sip, sipd:timer,
+  // sipd:<module process type>.
+  std::string comm = "sipd:";
+  switch (p.kind) {
+    case PlannedProcess::Kind::kSipWorker:
+      comm += "sip";
+      break;
+    case PlannedProcess::Kind::kTimer:
+      comm += "timer";
+      break;
+    default:
+      comm += p.type;
+  }
+  prctl(PR_SET_NAME, comm.substr(0, 15).c_str());
+  SyncLogLevel();
+
+  int exit_code = 0;
+  try {
+    const bool init_child =
+        p.kind != PlannedProcess::Kind::kModule || module_specs_[p.module][p.spec].init_child;
+    if (init_child) {
+      const int rank = ChildRank(p);
+      for (auto& m : config_.modules) {
+        absl::Status s = m.module->ChildInit(rank);
+        if (!s.ok()) {
+          spdlog::critical("module {}: child init (rank {}) failed: {}", m.name, rank,
+                           std::string(s.message()));
+          std::fflush(nullptr);
+          _exit(1);
+        }
+      }
+    }
+    const char ok = 'O';
+    if (write(report_fd, &ok, 1) != 1) _exit(1);
+    close(report_fd);
+
+    switch (p.kind) {
+      case PlannedProcess::Kind::kModule:
+        module_specs_[p.module][p.spec].main(p.index);
+        break;
+      case PlannedProcess::Kind::kSipWorker: {
+        SipWorker worker(*listeners_[p.listener], sip_counters_, sip_handlers_, to_tag_prefix_,
+                         absl::StrCat("sipd/", SIPD_VERSION), &busy_flags_[p.index]);
+        worker.Run(*this);
+        break;
+      }
+      case PlannedProcess::Kind::kTimer:
+        timers_.Run(*this);
+        break;
+      case PlannedProcess::Kind::kAttendant:
+        break;
+    }
+  } catch (const std::exception& e) {
+    spdlog::critical("process {} ({}) failed: {}", slot, p.type, e.what());
+    exit_code = 1;
+  } catch (...) {
+    spdlog::critical("process {} ({}) failed with an unknown exception", slot, p.type);
+    exit_code = 1;
+  }
+  spdlog::debug("process {} exits", slot);
+  std::fflush(nullptr);
+  _exit(exit_code);
+}
+
+absl::Status Daemon::StartAll() {
+  for (size_t m = 0; m < module_specs_.size(); ++m) {
+    for (size_t s = 0; s < module_specs_[m].size(); ++s) {
+      ProcessSpec& spec = module_specs_[m][s];
+      if (spec.pre_fork) {
+        absl::Status st = spec.pre_fork();
+        if (!st.ok()) {
+          return absl::Status(st.code(),
+                              absl::StrCat("module ", config_.modules[m].name, ": pre-fork of ",
+                                           spec.name, " failed: ", st.message()));
+        }
+      }
+      for (size_t slot = 0; slot < plan_.size(); ++slot) {
+        const PlannedProcess& p = plan_[slot];
+        if (p.kind != PlannedProcess::Kind::kModule || p.module != m || p.spec != s) continue;
+        SIPD_RETURN_IF_ERROR(ForkSlot(static_cast<int>(slot)).status());
+        if (stopping()) return absl::CancelledError("shutdown requested during start-up");
+      }
+      if (spec.post_fork) spec.post_fork();
+    }
+  }
+  for (size_t slot = 1; slot < plan_.size(); ++slot) {
+    if (plan_[slot].kind == PlannedProcess::Kind::kModule) continue;
+    SIPD_RETURN_IF_ERROR(ForkSlot(static_cast<int>(slot)).status());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Daemon::WritePidFile() {
+  const std::string path = pid_file();
+  const std::string temp = path + ".tmp";
+  {
+    std::ofstream out(temp, std::ios::trunc);
+    out << getpid() << "\n";
+    out.close();
+    if (!out) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("cannot write ", temp, ": ", std::strerror(errno)));
+    }
+  }
+  if (rename(temp.c_str(), path.c_str()) != 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot rename ", temp, " to ", path, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+int Daemon::Run() {
+  const sigset_t signals = AttendantSignals();
+  sigprocmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  absl::Status started = StartAll();
+  if (started.ok()) started = WritePidFile();
+  if (!started.ok()) {
+    if (started.code() == absl::StatusCode::kCancelled) {
+      spdlog::info("{}", std::string(started.message()));
+    } else {
+      spdlog::critical("start-up failed: {}", std::string(started.message()));
+    }
+    StopAll();
+    return started.code() == absl::StatusCode::kCancelled ? 0 : 1;
+  }
+  table_->SetType(0, "attendant");
+  spdlog::info("sipd {} started: {} processes, SIP on {}", SIPD_VERSION, plan_.size(),
+               absl::StrJoin(listen_names_, ", "));
+
+  Supervise();
+  StopAll();
+  spdlog::info("sipd stopped");
+  return 0;
+}
+
+void Daemon::Supervise() {
+  const sigset_t signals = AttendantSignals();
+  while (!stopping()) {
+    SyncLogLevel();
+    siginfo_t info{};
+    const timespec timeout{0, 200 * 1000 * 1000};
+    const int signal_number = sigtimedwait(&signals, &info, &timeout);
+    if (signal_number == SIGTERM || signal_number == SIGINT) {
+      spdlog::info("received {}, shutting down", strsignal(signal_number));
+      break;
+    }
+    if (signal_number == SIGHUP) spdlog::info("SIGHUP ignored (no reload)");
+    ReapChildren();
+    RestartDue();
+  }
+}
+
+void Daemon::ReapChildren() {
+  int status = 0;
+  pid_t pid;
+  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    const int slot = table_->FindSlot(pid);
+    if (slot <= 0) continue;
+    PlannedProcess& p = plan_[static_cast<size_t>(slot)];
+    table_->SetPid(slot, 0);
+    if (stopping()) continue;
+    if (p.kind == PlannedProcess::Kind::kModule && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+      spdlog::info("process {} ({}) pid {} finished", slot, p.type, pid);
+      continue;  // a module process that returns on purpose is not restarted
+    }
+    ScheduleRestart(p);
+    spdlog::error("process {} ({}) pid {} {}; restarting it", slot, p.type, pid,
+                  DescribeExit(status));
+  }
+}
+
+void Daemon::ScheduleRestart(PlannedProcess& p) {
+  const Clock::time_point now = Clock::now();
+  // The first death restarts at once; repeated quick deaths wait 2 s, 4 s, ... 16 s.
+  p.quick_deaths = (now - p.started < kQuickDeath) ? p.quick_deaths + 1 : 1;
+  std::chrono::milliseconds delay(0);
+  if (p.quick_deaths > 1) {
+    delay = std::min(kMaxBackoff,
+                     std::chrono::milliseconds(1000) * (1 << std::min(p.quick_deaths - 1, 5)));
+  }
+  // Never more than one start per second per slot.
+  p.next_start = std::max(now + delay, p.started + std::chrono::seconds(1));
+  p.restart_pending = true;
+}
+
+void Daemon::RestartDue() {
+  const Clock::time_point now = Clock::now();
+  for (size_t slot = 1; slot < plan_.size(); ++slot) {
+    PlannedProcess& p = plan_[slot];
+    if (!p.restart_pending || now < p.next_start || stopping()) continue;
+    p.restart_pending = false;
+    absl::StatusOr<pid_t> pid = ForkSlot(static_cast<int>(slot));
+    if (pid.ok()) {
+      spdlog::info("process {} ({}) restarted as pid {}", slot, p.type, *pid);
+    } else {
+      spdlog::error("restart failed: {}", std::string(pid.status().message()));
+      ScheduleRestart(p);
+    }
+  }
+}
+
+void Daemon::StopAll() {
+  shared_->stopping.store(true);
+  for (int slot = 1; slot < table_->size(); ++slot) {
+    const pid_t pid = table_->pid(slot);
+    if (pid > 0) kill(pid, SIGTERM);
+  }
+  auto alive = [this] {
+    int count = 0;
+    for (int slot = 1; slot < table_->size(); ++slot) count += table_->pid(slot) > 0 ? 1 : 0;
+    return count;
+  };
+  const Clock::time_point deadline = Clock::now() + kStopGrace;
+  const sigset_t child_signal = [] {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    return set;
+  }();
+  while (alive() > 0 && Clock::now() < deadline) {
+    const timespec timeout{0, 50 * 1000 * 1000};
+    sigtimedwait(&child_signal, nullptr, &timeout);
+    ReapChildren();
+  }
+  for (int slot = 1; slot < table_->size(); ++slot) {
+    const pid_t pid = table_->pid(slot);
+    if (pid <= 0) continue;
+    spdlog::warn("process {} ({}) pid {} did not stop in time; killing it", slot,
+                 plan_[static_cast<size_t>(slot)].type, pid);
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    table_->SetPid(slot, 0);
+  }
+  for (auto it = config_.modules.rbegin(); it != config_.modules.rend(); ++it) {
+    try {
+      it->module->Shutdown();
+    } catch (const std::exception& e) {
+      spdlog::error("module {}: shutdown failed: {}", it->name, e.what());
+    }
+  }
+  unlink(pid_file().c_str());
+}
+
+}  // namespace sipd

@@ -1,0 +1,173 @@
+// The attendant: the sipd main process and its implementation of sipd::Core.
+//
+// Start-up (Initialize, all before the first fork):
+//   run_dir, shared memory, shared state (log level, stopping flag, statistics cells,
+//   process table, worker busy flags), libosip2, UDP listen sockets, statistics groups
+//   shmem/core/net/sl, MI commands (get_statistics, reset_statistics, the core list),
+//   modules' Init in loadmodule order, module process specs, the process table plan,
+//   statistics groups pkmem/load.
+// Run:
+//   forks module processes (modules in loadmodule order, each spec x count; pre_fork /
+//   post_fork around each group), SIP receivers (children per listen socket), the timer
+//   process; every child runs the modules' ChildInit for its rank and reports success
+//   over a pipe before its main loop. Then writes <run_dir>/sipd.pid and supervises:
+//   a child that dies is logged and forked again into the same slot (at most once per
+//   second per slot; the delay doubles up to 16 s while it keeps dying within 10 s).
+//   SIGTERM/SIGINT or Core::RequestShutdown(): stopping flag, SIGTERM to every child,
+//   up to 5 s grace, SIGKILL for stragglers, modules' Shutdown(), pid file removed.
+// Children set PR_SET_PDEATHSIG(SIGTERM), so an attendant killed with SIGKILL leaves
+// no orphans.
+//
+// Thread/process-safety: the Daemon object is built in the attendant and inherited by
+// every child through fork(). Registration calls (Add*) are only valid during modules'
+// Init(). Accessors read shared memory and are safe in every process and thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <ctime>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "registry/command.h"
+#include "registry/statistics.h"
+#include "sipd/core/config.h"
+#include "sipd/core/module.h"
+#include "sipd/core/proc_memory.h"
+#include "sipd/core/process_table.h"
+#include "sipd/core/shm.h"
+#include "sipd/core/sip_receiver.h"
+#include "sipd/core/timer.h"
+
+namespace sipd {
+
+class Daemon final : public Core {
+ public:
+  struct Options {
+    // The daemon's command line (for the `arg` command).
+    std::vector<std::string> argv;
+    // Registers the core MI commands (uptime, version, ...) right after the statistics
+    // commands; empty when the build has none.
+    std::function<absl::Status(Core&)> register_core_commands;
+  };
+
+  // Statistics cells in shared memory (counters only; functions need none).
+  static constexpr size_t kStatisticsCells = 8192;
+
+  Daemon(Config config, Options options);
+  ~Daemon() override;
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  // Everything before the first fork (see file comment). Errors name what failed.
+  // REQUIRES: called once, in the attendant.
+  absl::Status Initialize();
+
+  // Forks, supervises, and stops everything (see file comment). Returns main()'s exit
+  // code: 0 after a clean shutdown, 1 if start-up failed.
+  // REQUIRES: Initialize() succeeded.
+  int Run();
+
+  // --- sipd::Core ---
+  const std::string& run_dir() const override { return config_.run_dir; }
+  int children() const override { return config_.children; }
+  const std::vector<std::string>& listen() const override { return listen_names_; }
+  std::time_t start_time() const override { return start_time_; }
+  const std::vector<std::string>& argv() const override { return options_.argv; }
+  SharedMemory& shm() override { return *shm_; }
+  mi::Registry& mi() override { return mi_; }
+  mi::StatsRegistry& stats() override { return *stats_; }
+  Module* FindModule(std::string_view name) override;
+  void AddTimer(std::string label, std::chrono::milliseconds interval,
+                std::function<void()> fn) override;
+  void AddSipHandler(std::string method, SipRequestHandler handler) override;
+  std::vector<ProcessInfo> process_table() const override;
+  int log_level() const override;
+  void SetLogLevel(int level) override;
+  void RequestShutdown() override;
+  bool stopping() const override;
+  void SyncLogLevel() override;
+
+  // Where the pid file goes.
+  std::string pid_file() const { return config_.run_dir + "/sipd.pid"; }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  // Variables shared by all processes; lives in shared memory.
+  struct SharedState {
+    std::atomic<int> log_level{2};
+    std::atomic<bool> stopping{false};
+    std::atomic<int> attendant_pid{0};
+  };
+
+  // One process-table slot as the attendant plans and supervises it.
+  struct PlannedProcess {
+    enum class Kind { kAttendant, kModule, kSipWorker, kTimer };
+    Kind kind = Kind::kAttendant;
+    std::string type;
+    size_t module = 0;    // kModule: index in config_.modules
+    size_t spec = 0;      // kModule: index in module_specs_[module]
+    int index = 0;        // kModule: process index in the spec; kSipWorker: global index
+    size_t listener = 0;  // kSipWorker
+    // Supervision (attendant only).
+    Clock::time_point started{};
+    Clock::time_point next_start{};
+    int quick_deaths = 0;
+    bool restart_pending = false;
+  };
+
+  absl::Status CreateRunDir();
+  absl::Status RegisterBuiltinStatistics();
+  absl::Status RegisterProcessStatistics();
+  void PlanProcesses();
+
+  // Forks `slot` and waits for its ChildInit report. Returns the pid, or an error (the
+  // child is gone then).
+  absl::StatusOr<pid_t> ForkSlot(int slot);
+  [[noreturn]] void ChildMain(int slot, int report_fd);
+  int ChildRank(const PlannedProcess& p) const;
+
+  absl::Status StartAll();
+  void Supervise();
+  void ReapChildren();
+  void ScheduleRestart(PlannedProcess& p);
+  void RestartDue();
+  void StopAll();
+  absl::Status WritePidFile();
+
+  Config config_;
+  Options options_;
+  std::time_t start_time_ = 0;
+  Clock::time_point start_steady_{};
+  std::vector<std::string> listen_names_;
+
+  std::unique_ptr<SharedMemory> shm_;
+  SharedState* shared_ = nullptr;
+  std::atomic<uint64_t>* stat_cells_ = nullptr;
+  std::unique_ptr<mi::StatsRegistry> stats_;
+  mi::Registry mi_;
+  ProcessTable* table_ = nullptr;
+  std::atomic<uint8_t>* busy_flags_ = nullptr;
+  ProcMemoryCache proc_memory_cache_;
+
+  std::vector<std::unique_ptr<UdpListener>> listeners_;
+  SipCounters sip_counters_;
+  SipHandlerMap sip_handlers_;
+  std::string to_tag_prefix_;
+  TimerList timers_;
+
+  std::vector<std::vector<ProcessSpec>> module_specs_;
+  std::vector<PlannedProcess> plan_;
+  bool initialized_ = false;
+  // The level this process applied last (per process; atomic for gRPC threads).
+  std::atomic<int> applied_log_level_{-100};
+};
+
+}  // namespace sipd

@@ -1,0 +1,456 @@
+#include "sipd/core/sip_receiver.h"
+
+#include <arpa/inet.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <osipparser2/osip_parser.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "registry/status_macros.h"
+#include "sipd/core/sip.h"
+#include "spdlog/spdlog.h"
+
+namespace sipd {
+namespace {
+
+// Larger than any UDP payload (65507 bytes over IPv4, 65527 over IPv6).
+constexpr size_t kReceiveBufferSize = 65536;
+
+absl::string_view AbslView(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+struct OsipMessageDeleter {
+  void operator()(osip_message_t* m) const { osip_message_free(m); }
+};
+using OsipMessagePtr = std::unique_ptr<osip_message_t, OsipMessageDeleter>;
+
+// nullptr if libosip2 cannot parse the datagram.
+OsipMessagePtr Parse(std::string_view data) {
+  osip_message_t* raw = nullptr;
+  if (osip_message_init(&raw) != 0 || raw == nullptr) return nullptr;
+  OsipMessagePtr message(raw);
+  if (osip_message_parse(raw, data.data(), data.size()) != 0) return nullptr;
+  return message;
+}
+
+// Appends the libosip2 serialisation of a header (freed right away).
+template <typename T>
+bool AppendHeader(std::string& out, std::string_view name, T* header,
+                  int (*to_str)(const T*, char**)) {
+  if (header == nullptr) return false;
+  char* text = nullptr;
+  if (to_str(header, &text) != 0 || text == nullptr) return false;
+  absl::StrAppend(&out, AbslView(name), ": ", text, "\r\n");
+  osip_free(text);
+  return true;
+}
+
+// RFC 5626 keep-alives ("\r\n\r\n") and empty datagrams are not SIP messages.
+bool IsKeepAlive(std::string_view data) {
+  return data.find_first_not_of("\r\n") == std::string_view::npos;
+}
+
+bool HasLineBreak(std::string_view s) { return s.find_first_of("\r\n") != std::string_view::npos; }
+
+uint64_t Fnv1a(uint64_t hash, const char* s) {
+  if (s == nullptr) return hash;
+  for (; *s != '\0'; ++s) {
+    hash ^= static_cast<unsigned char>(*s);
+    hash *= 1099511628211ull;
+  }
+  return hash;
+}
+
+// What a header check found missing, or nullptr.
+const char* MissingHeader(osip_message_t* m) {
+  if (osip_list_size(&m->vias) <= 0) return "Via";
+  if (m->from == nullptr) return "From";
+  if (m->to == nullptr) return "To";
+  if (m->call_id == nullptr) return "Call-ID";
+  if (m->cseq == nullptr) return "CSeq";
+  return nullptr;
+}
+
+class SipRequestImpl final : public SipRequest {
+ public:
+  SipRequestImpl(SipWorker& worker, osip_message_t* message, std::string_view raw,
+                 const sockaddr_storage& source, socklen_t source_length, const std::string& socket)
+      : worker_(worker),
+        message_(message),
+        method_(message->sip_method != nullptr ? message->sip_method : ""),
+        raw_(raw),
+        source_(source),
+        source_length_(source_length),
+        socket_(socket) {}
+
+  osip_message_t* message() override { return message_; }
+  const std::string& method() const override { return method_; }
+  std::string_view raw() const override { return raw_; }
+  const sockaddr_storage& source() const override { return source_; }
+  std::string source_ip() const override { return SockaddrIp(source_); }
+  uint16_t source_port() const override { return SockaddrPort(source_); }
+  const std::string& socket() const override { return socket_; }
+
+  absl::Status Reply(int code, std::string_view reason,
+                     const std::vector<std::string>& extra_headers,
+                     std::string_view body) override {
+    return worker_.SendReply(message_, source_, source_length_, code, reason, extra_headers, body);
+  }
+
+ private:
+  SipWorker& worker_;
+  osip_message_t* message_;
+  std::string method_;
+  std::string_view raw_;
+  const sockaddr_storage& source_;
+  socklen_t source_length_;
+  const std::string& socket_;
+};
+
+}  // namespace
+
+absl::Status RegisterCoreStats(mi::StatsRegistry& stats, std::function<uint64_t()> timestamp_fn,
+                               SipCounters& c) {
+  stats.AddGroup("core");
+  struct Entry {
+    const char* name;
+    mi::Counter* counter;
+  };
+  const Entry entries[] = {
+      {"rcv_requests", &c.rcv_requests},   {"rcv_replies", &c.rcv_replies},
+      {"fwd_requests", &c.fwd_requests},   {"fwd_replies", &c.fwd_replies},
+      {"drop_requests", &c.drop_requests}, {"drop_replies", &c.drop_replies},
+      {"err_requests", &c.err_requests},   {"err_replies", &c.err_replies},
+      {"bad_URIs_rcvd", &c.bad_uris_rcvd}, {"unsupported_methods", &c.unsupported_methods},
+      {"bad_msg_hdr", &c.bad_msg_hdr},
+  };
+  for (const Entry& e : entries) {
+    SIPD_ASSIGN_OR_RETURN(*e.counter, stats.AddCounter("core", e.name));
+  }
+  return stats.AddFunction("core", "timestamp", std::move(timestamp_fn));
+}
+
+absl::Status RegisterSlStats(mi::StatsRegistry& stats, SipCounters& c) {
+  stats.AddGroup("sl");
+  for (int i = 0; i < 6; ++i) {
+    SIPD_ASSIGN_OR_RETURN(c.replies_by_class[i],
+                          stats.AddCounter("sl", absl::StrCat(i + 1, "xx_replies")));
+  }
+  SIPD_ASSIGN_OR_RETURN(c.sent_replies, stats.AddCounter("sl", "sent_replies"));
+  SIPD_ASSIGN_OR_RETURN(c.sent_err_replies, stats.AddCounter("sl", "sent_err_replies"));
+  SIPD_ASSIGN_OR_RETURN(c.received_acks, stats.AddCounter("sl", "received_ACKs"));
+  return absl::OkStatus();
+}
+
+std::string SockaddrIp(const sockaddr_storage& address) {
+  char text[INET6_ADDRSTRLEN] = {};
+  if (address.ss_family == AF_INET) {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(address).sin_addr, text, sizeof(text));
+  } else if (address.ss_family == AF_INET6) {
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(address).sin6_addr, text,
+              sizeof(text));
+  }
+  return text;
+}
+
+uint16_t SockaddrPort(const sockaddr_storage& address) {
+  if (address.ss_family == AF_INET) {
+    return ntohs(reinterpret_cast<const sockaddr_in&>(address).sin_port);
+  }
+  if (address.ss_family == AF_INET6) {
+    return ntohs(reinterpret_cast<const sockaddr_in6&>(address).sin6_port);
+  }
+  return 0;
+}
+
+absl::StatusOr<std::unique_ptr<UdpListener>> UdpListener::Open(const ListenAddress& address) {
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+  if (address.ipv6) {
+    auto& a = reinterpret_cast<sockaddr_in6&>(storage);
+    a.sin6_family = AF_INET6;
+    a.sin6_port = htons(address.port);
+    inet_pton(AF_INET6, address.ip.c_str(), &a.sin6_addr);
+    length = sizeof(a);
+  } else {
+    auto& a = reinterpret_cast<sockaddr_in&>(storage);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(address.port);
+    inet_pton(AF_INET, address.ip.c_str(), &a.sin_addr);
+    length = sizeof(a);
+  }
+  const int fd = socket(storage.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return absl::InternalError(absl::StrCat("cannot create a UDP socket for ", address.ToString(),
+                                            ": ", std::strerror(errno)));
+  }
+  if (address.ipv6) {
+    const int on = 1;
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+  }
+  // Workers wake up at least every 200 ms to notice shutdown and log level changes.
+  const timeval timeout{0, 200 * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  // No SO_REUSEADDR: a port already in use must fail start-up.
+  if (bind(fd, reinterpret_cast<sockaddr*>(&storage), length) != 0) {
+    const int error = errno;
+    close(fd);
+    return absl::UnavailableError(
+        absl::StrCat("cannot bind ", address.ToString(), ": ", std::strerror(error)));
+  }
+  sockaddr_storage bound{};
+  socklen_t bound_length = sizeof(bound);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &bound_length);
+  ListenAddress actual = address;
+  actual.port = SockaddrPort(bound);
+  return std::unique_ptr<UdpListener>(new UdpListener(fd, actual.ToString(), actual.port));
+}
+
+UdpListener::~UdpListener() { close(fd_); }
+
+uint64_t UdpListener::QueuedBytes() const {
+  int queued = 0;
+  if (ioctl(fd_, SIOCOUTQ, &queued) != 0 || queued < 0) return 0;
+  return static_cast<uint64_t>(queued);
+}
+
+SipWorker::SipWorker(const UdpListener& listener, const SipCounters& counters,
+                     const SipHandlerMap& handlers, std::string to_tag_prefix,
+                     std::string server_header, std::atomic<uint8_t>* busy)
+    : listener_(listener),
+      counters_(counters),
+      handlers_(handlers),
+      to_tag_prefix_(std::move(to_tag_prefix)),
+      server_header_(std::move(server_header)),
+      busy_(busy),
+      receive_buffer_(new char[kReceiveBufferSize]) {
+  std::vector<std::string> methods = {"OPTIONS", "ACK"};
+  std::vector<std::string> extra;
+  for (const auto& [method, handler] : handlers_) {
+    if (std::find(methods.begin(), methods.end(), method) == methods.end()) {
+      extra.push_back(method);
+    }
+  }
+  std::sort(extra.begin(), extra.end());
+  methods.insert(methods.end(), extra.begin(), extra.end());
+  allow_header_ = "Allow: ";
+  for (size_t i = 0; i < methods.size(); ++i) {
+    if (i > 0) allow_header_ += ", ";
+    allow_header_ += methods[i];
+  }
+  reply_buffer_.reserve(4096);
+}
+
+SipWorker::~SipWorker() = default;
+
+void SipWorker::Run(Core& core) {
+  char* buffer = receive_buffer_.get();
+  while (!core.stopping()) {
+    core.SyncLogLevel();
+    sockaddr_storage source{};
+    socklen_t source_length = sizeof(source);
+    const ssize_t n = recvfrom(listener_.fd(), buffer, kReceiveBufferSize, MSG_TRUNC,
+                               reinterpret_cast<sockaddr*>(&source), &source_length);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
+      spdlog::error("recvfrom on {} failed: {}", listener_.name(), std::strerror(errno));
+      usleep(100 * 1000);  // a persistent error must not spin
+      continue;
+    }
+    const size_t length = std::min(static_cast<size_t>(n), kReceiveBufferSize);
+    if (busy_ != nullptr) busy_->store(1, std::memory_order_relaxed);
+    HandleDatagram(std::string_view(buffer, length), source, source_length);
+    if (busy_ != nullptr) busy_->store(0, std::memory_order_relaxed);
+  }
+}
+
+void SipWorker::HandleDatagram(std::string_view data, const sockaddr_storage& source,
+                               socklen_t source_length) {
+  try {
+    if (IsKeepAlive(data)) return;
+    OsipMessagePtr message = Parse(data);
+    if (message == nullptr) {
+      HandleUnparsable(data, source, source_length);
+      return;
+    }
+    if (!MSG_IS_REQUEST(message.get())) {
+      // A stateless server has no transaction to match replies to.
+      counters_.rcv_replies.Inc();
+      counters_.drop_replies.Inc();
+      spdlog::debug("dropped a {} reply from {}:{}", message->status_code, SockaddrIp(source),
+                    SockaddrPort(source));
+      return;
+    }
+    counters_.rcv_requests.Inc();
+    HandleRequest(message.get(), data, source, source_length);
+  } catch (const std::exception& e) {
+    spdlog::error("SIP message from {}:{} not handled: {}", SockaddrIp(source),
+                  SockaddrPort(source), e.what());
+  } catch (...) {
+    spdlog::error("SIP message from {}:{} not handled: unknown exception", SockaddrIp(source),
+                  SockaddrPort(source));
+  }
+}
+
+void SipWorker::HandleUnparsable(std::string_view data, const sockaddr_storage& source,
+                                 socklen_t source_length) {
+  if (data.substr(0, 8) == "SIP/2.0 ") {
+    counters_.bad_msg_hdr.Inc();
+    counters_.err_replies.Inc();
+    counters_.drop_replies.Inc();
+    return;
+  }
+  // Is it a well-formed request line with a bad Request-URI?
+  const size_t line_end = data.find("\r\n");
+  const std::string_view line = data.substr(0, line_end);
+  const size_t first_space = line.find(' ');
+  const size_t last_space = line.rfind(' ');
+  if (line_end != std::string_view::npos && first_space != std::string_view::npos &&
+      last_space > first_space + 1 && line.substr(last_space + 1) == "SIP/2.0") {
+    const std::string method(line.substr(0, first_space));
+    const std::string uri_text(line.substr(first_space + 1, last_space - first_space - 1));
+    osip_uri_t* uri = nullptr;
+    osip_uri_init(&uri);
+    const bool uri_ok = osip_uri_parse(uri, uri_text.c_str()) == 0;
+    osip_uri_free(uri);
+    if (!uri_ok) {
+      counters_.bad_uris_rcvd.Inc();
+      counters_.err_requests.Inc();
+      // Reparse with a placeholder URI to learn where to send "400 Bad Request-URI".
+      std::string patched =
+          absl::StrCat(method, " sip:invalid SIP/2.0", AbslView(data.substr(line_end)));
+      OsipMessagePtr message = Parse(patched);
+      if (message != nullptr && MSG_IS_REQUEST(message.get()) && method != "ACK" &&
+          MissingHeader(message.get()) == nullptr) {
+        (void)SendReply(message.get(), source, source_length, 400, "Bad Request-URI", {}, {});
+      } else {
+        counters_.drop_requests.Inc();
+      }
+      return;
+    }
+  }
+  counters_.bad_msg_hdr.Inc();
+  counters_.err_requests.Inc();
+  counters_.drop_requests.Inc();
+  spdlog::debug("dropped an unparsable datagram of {} bytes from {}:{}", data.size(),
+                SockaddrIp(source), SockaddrPort(source));
+}
+
+void SipWorker::HandleRequest(osip_message_t* message, std::string_view data,
+                              const sockaddr_storage& source, socklen_t source_length) {
+  const char* method = message->sip_method != nullptr ? message->sip_method : "";
+  const bool is_ack = std::strcmp(method, "ACK") == 0;
+  if (const char* missing = MissingHeader(message); missing != nullptr) {
+    counters_.err_requests.Inc();
+    if (!is_ack && osip_list_size(&message->vias) > 0) {
+      const std::string warning =
+          absl::StrCat("Warning: 399 sipd \"Missing ", missing, " header\"");
+      (void)SendReply(message, source, source_length, 400, "Bad Request", {warning}, {});
+    } else {
+      counters_.drop_requests.Inc();
+    }
+    return;
+  }
+
+  if (auto it = handlers_.find(method); it != handlers_.end()) {
+    SipRequestImpl request(*this, message, data, source, source_length, listener_.name());
+    it->second(request);
+    return;
+  }
+  if (is_ack) {
+    counters_.received_acks.Inc();
+    return;
+  }
+  if (std::strcmp(method, "OPTIONS") == 0) {
+    (void)SendReply(message, source, source_length, 200, "OK",
+                    {allow_header_, "Accept: application/sdp", "Supported: "}, {});
+    return;
+  }
+  counters_.unsupported_methods.Inc();
+  (void)SendReply(message, source, source_length, 501, "Not Implemented", {allow_header_}, {});
+}
+
+std::string SipWorker::ToTag(osip_message_t* message) const {
+  // Deterministic: a retransmission gets the same tag from any worker.
+  uint64_t hash = 1469598103934665603ull;
+  if (message->call_id != nullptr) {
+    hash = Fnv1a(hash, message->call_id->number);
+    hash = Fnv1a(hash, message->call_id->host);
+  }
+  osip_generic_param_t* from_tag = nullptr;
+  if (message->from != nullptr && osip_from_get_tag(message->from, &from_tag) == 0 &&
+      from_tag != nullptr) {
+    hash = Fnv1a(hash, from_tag->gvalue);
+  }
+  if (message->cseq != nullptr) hash = Fnv1a(hash, message->cseq->number);
+  osip_via_t* via = nullptr;
+  osip_generic_param_t* branch = nullptr;
+  if (osip_message_get_via(message, 0, &via) >= 0 && via != nullptr &&
+      osip_via_param_get_byname(via, const_cast<char*>("branch"), &branch) == 0 &&
+      branch != nullptr) {
+    hash = Fnv1a(hash, branch->gvalue);
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(hash));
+  return absl::StrCat(to_tag_prefix_, ".", hex);
+}
+
+absl::Status SipWorker::SendReply(osip_message_t* message, const sockaddr_storage& destination,
+                                  socklen_t destination_length, int code, std::string_view reason,
+                                  const std::vector<std::string>& extra_headers,
+                                  std::string_view body) {
+  if (code < 100 || code > 699) {
+    return absl::InvalidArgumentError(absl::StrCat("bad SIP status code ", code));
+  }
+  if (HasLineBreak(reason)) return absl::InvalidArgumentError("reason contains a line break");
+  for (const auto& h : extra_headers) {
+    if (HasLineBreak(h)) return absl::InvalidArgumentError("header contains a line break");
+  }
+  std::string& out = reply_buffer_;
+  out.clear();
+  absl::StrAppend(&out, "SIP/2.0 ", code, " ", AbslView(reason), "\r\n");
+  for (int i = 0; i < osip_list_size(&message->vias); ++i) {
+    osip_via_t* via = nullptr;
+    if (osip_message_get_via(message, i, &via) < 0) break;
+    AppendHeader(out, "Via", via, &osip_via_to_str);
+  }
+  AppendHeader(out, "From", message->from, &osip_from_to_str);
+  if (message->to != nullptr) {
+    char* to = nullptr;
+    if (osip_to_to_str(message->to, &to) == 0 && to != nullptr) {
+      absl::StrAppend(&out, "To: ", to);
+      osip_free(to);
+      osip_generic_param_t* tag = nullptr;
+      // RFC 3261 8.2.6.2: no tag on 100 Trying; otherwise add one if the request had none.
+      if (code > 100 && osip_to_get_tag(message->to, &tag) != 0) {
+        absl::StrAppend(&out, ";tag=", ToTag(message));
+      }
+      out += "\r\n";
+    }
+  }
+  AppendHeader(out, "Call-ID", message->call_id, &osip_call_id_to_str);
+  AppendHeader(out, "CSeq", message->cseq, &osip_cseq_to_str);
+  for (const auto& h : extra_headers) absl::StrAppend(&out, h, "\r\n");
+  absl::StrAppend(&out, "Server: ", server_header_, "\r\nContent-Length: ", body.size(), "\r\n\r\n",
+                  AbslView(body));
+
+  const ssize_t sent = sendto(listener_.fd(), out.data(), out.size(), 0,
+                              reinterpret_cast<const sockaddr*>(&destination), destination_length);
+  if (sent < 0) {
+    const int error = errno;
+    spdlog::warn("cannot send {} reply to {}:{}: {}", code, SockaddrIp(destination),
+                 SockaddrPort(destination), std::strerror(error));
+    return absl::UnavailableError(absl::StrCat("sendto: ", std::strerror(error)));
+  }
+  counters_.replies_by_class[code / 100 - 1].Inc();
+  counters_.sent_replies.Inc();
+  if (code >= 300) counters_.sent_err_replies.Inc();
+  return absl::OkStatus();
+}
+
+}  // namespace sipd

@@ -1,0 +1,120 @@
+// The SIP side of the core: UDP listen sockets, the SIP worker loop, libosip2 parsing,
+// the core's stateless answers and the `core` / `sl` statistics they update.
+//
+// A worker handles each datagram as: parse -> count -> check mandatory headers ->
+// module handler (Core::AddSipHandler) or core default (OPTIONS 200, ACK absorbed,
+// others 501) -> stateless reply from the same socket to the source address.
+//
+// Thread/process-safety: a UdpListener is created in the attendant before the fork and
+// shared (the fd) by every process; one SipWorker runs per SIP receiver process and is
+// single-threaded. Counters are shared-memory atomics.
+#pragma once
+
+#include <osipparser2/osip_message.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "registry/statistics.h"
+#include "sipd/core/config.h"
+#include "sipd/core/module.h"
+
+namespace sipd {
+
+// The `core` and `sl` statistics the SIP side updates (spec 7.4 / 7.5).
+struct SipCounters {
+  // core
+  mi::Counter rcv_requests, rcv_replies, fwd_requests, fwd_replies, drop_requests, drop_replies,
+      err_requests, err_replies, bad_uris_rcvd, unsupported_methods, bad_msg_hdr;
+  // sl
+  mi::Counter replies_by_class[6];  // 1xx .. 6xx
+  mi::Counter sent_replies, sent_err_replies, received_acks;
+};
+
+// Registers group `core` (its counters, then `timestamp` = `timestamp_fn`).
+absl::Status RegisterCoreStats(mi::StatsRegistry& stats, std::function<uint64_t()> timestamp_fn,
+                               SipCounters& counters);
+// Registers group `sl`.
+absl::Status RegisterSlStats(mi::StatsRegistry& stats, SipCounters& counters);
+
+// One bound UDP socket (`listen = udp:IP:PORT`).
+class UdpListener {
+ public:
+  // Creates and binds the socket (a port in use is an error naming the address). The
+  // socket has a 200 ms receive timeout so workers notice shutdown.
+  static absl::StatusOr<std::unique_ptr<UdpListener>> Open(const ListenAddress& address);
+  ~UdpListener();
+  UdpListener(const UdpListener&) = delete;
+  UdpListener& operator=(const UdpListener&) = delete;
+
+  int fd() const { return fd_; }
+  // "udp:IP:PORT" with the bound port (useful when the config asked for port 0).
+  const std::string& name() const { return name_; }
+  uint16_t port() const { return port_; }
+  // Bytes queued for sending on this socket (SIOCOUTQ), 0 if unsupported.
+  uint64_t QueuedBytes() const;
+
+ private:
+  UdpListener(int fd, std::string name, uint16_t port)
+      : fd_(fd), name_(std::move(name)), port_(port) {}
+  int fd_;
+  std::string name_;
+  uint16_t port_;
+};
+
+using SipHandlerMap = absl::flat_hash_map<std::string, SipRequestHandler>;
+
+// The body of one `SIP receiver` process.
+class SipWorker {
+ public:
+  // `to_tag_prefix` starts every To-tag the core adds (shared by all workers so
+  // retransmissions get the same tag from any worker). `busy` (may be nullptr) is this
+  // worker's busy flag for the `load` statistics. All references must outlive the worker.
+  SipWorker(const UdpListener& listener, const SipCounters& counters, const SipHandlerMap& handlers,
+            std::string to_tag_prefix, std::string server_header, std::atomic<uint8_t>* busy);
+  ~SipWorker();
+
+  // Receives and handles datagrams until `core.stopping()`; calls core.SyncLogLevel()
+  // after each wake-up (at least every 200 ms).
+  void Run(Core& core);
+
+  // Handles one datagram as if it had arrived from `source`. Never throws.
+  void HandleDatagram(std::string_view data, const sockaddr_storage& source,
+                      socklen_t source_length);
+
+  // Sends a stateless reply for `message` (shared by the SipRequest implementation).
+  absl::Status SendReply(osip_message_t* message, const sockaddr_storage& destination,
+                         socklen_t destination_length, int code, std::string_view reason,
+                         const std::vector<std::string>& extra_headers, std::string_view body);
+
+ private:
+  void HandleRequest(osip_message_t* message, std::string_view data, const sockaddr_storage& source,
+                     socklen_t source_length);
+  void HandleUnparsable(std::string_view data, const sockaddr_storage& source,
+                        socklen_t source_length);
+  std::string ToTag(osip_message_t* message) const;
+
+  const UdpListener& listener_;
+  const SipCounters& counters_;
+  const SipHandlerMap& handlers_;
+  std::string to_tag_prefix_;
+  std::string server_header_;
+  std::string allow_header_;
+  std::atomic<uint8_t>* busy_;
+  // Reused across messages: no per-message allocation beyond libosip2's.
+  std::unique_ptr<char[]> receive_buffer_;
+  std::string reply_buffer_;
+};
+
+// Source address helpers.
+std::string SockaddrIp(const sockaddr_storage& address);
+uint16_t SockaddrPort(const sockaddr_storage& address);
+
+}  // namespace sipd

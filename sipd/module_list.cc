@@ -1,0 +1,23 @@
+#include "sipd/module_list.h"
+
+// One #include per module factory (each module adds its own line).
+#include "legacy-transports/xmlrpc/mi_xmlrpc_module.h"
+
+namespace sipd {
+
+const std::vector<ModuleEntry>& ModuleTable() {
+  static const std::vector<ModuleEntry> kModules = {
+      // {"name", &NewXxxModule},  (one line per module)
+      {"mi_xmlrpc", &NewMiXmlrpcModule},
+  };
+  return kModules;
+}
+
+std::unique_ptr<Module> CreateModule(std::string_view name) {
+  for (const ModuleEntry& entry : ModuleTable()) {
+    if (entry.name == name) return entry.factory();
+  }
+  return nullptr;
+}
+
+}  // namespace sipd
