@@ -1,0 +1,87 @@
+#include "legacy-transports/datagram/datagram_module.h"
+
+#include "absl/strings/str_cat.h"
+#include "legacy-transports/datagram/datagram_server.h"
+#include "spdlog/spdlog.h"
+
+namespace sipd {
+namespace {
+
+class MiDatagramModule final : public Module {
+ public:
+  std::string_view name() const override { return "mi_datagram"; }
+
+  absl::Status SetParam(std::string_view param, const ParamValue& value) override {
+    if (param == "socket_name" || param == "reply_indent") {
+      absl::StatusOr<std::string> text = legacy::StringParam(param, value);
+      if (!text.ok()) return text.status();
+      (param == "socket_name" ? config_.socket_name : config_.reply_indent) = std::move(*text);
+      return absl::OkStatus();
+    }
+    if (param == "children_count") {
+      absl::StatusOr<int64_t> count = legacy::IntParam(param, value, 1, 64);
+      if (count.ok()) config_.children = static_cast<int>(*count);
+      return count.status();
+    }
+    if (param == "socket_timeout") {
+      absl::StatusOr<int64_t> ms = legacy::IntParam(param, value, 0, 60 * 1000);
+      if (ms.ok()) config_.socket_timeout = std::chrono::milliseconds(*ms);
+      return ms.status();
+    }
+    if (param == "unix_socket_mode") {
+      absl::StatusOr<mode_t> mode = legacy::ModeFromParam(param, value);
+      if (mode.ok()) config_.unix_access.mode = *mode;
+      return mode.status();
+    }
+    if (param == "unix_socket_user") {
+      return legacy::SetUserFromParam(param, value, &config_.unix_access);
+    }
+    if (param == "unix_socket_group") {
+      return legacy::SetGroupFromParam(param, value, &config_.unix_access);
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "mi_datagram: unknown parameter '", absl::string_view(param.data(), param.size()), "'"));
+  }
+
+  absl::Status Init(Core& core) override {
+    core_ = &core;
+    if (config_.socket_name.empty()) {
+      return absl::InvalidArgumentError("mi_datagram: parameter 'socket_name' is mandatory");
+    }
+    return absl::OkStatus();
+  }
+
+  std::vector<ProcessSpec> Processes() override {
+    ProcessSpec spec;
+    spec.name = "MI Datagram";
+    spec.count = config_.children;
+    spec.pre_fork = [this]() -> absl::Status {
+      if (sockets_.open()) return absl::OkStatus();  // a restart reuses the sockets
+      absl::StatusOr<legacy::DatagramSockets> sockets = legacy::CreateDatagramSockets(config_);
+      if (!sockets.ok()) return sockets.status();
+      sockets_ = std::move(*sockets);
+      spdlog::info("MI Datagram: listening on {}", config_.socket_name);
+      return absl::OkStatus();
+    };
+    spec.main = [this](int) {
+      legacy::DatagramServer server(config_, core_->mi(), sockets_);
+      Core* core = core_;
+      server.Run([core] { return core->stopping(); }, [core] { core->SyncLogLevel(); });
+    };
+    spec.init_child = true;
+    return {std::move(spec)};
+  }
+
+  void Shutdown() override { sockets_.Close(); }
+
+ private:
+  legacy::DatagramConfig config_;
+  legacy::DatagramSockets sockets_;
+  Core* core_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Module> NewMiDatagramModule() { return std::make_unique<MiDatagramModule>(); }
+
+}  // namespace sipd

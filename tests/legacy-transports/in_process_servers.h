@@ -1,0 +1,140 @@
+// FIFO and datagram servers running in a thread of the test process, over the test
+// registry: the golden tests use them where the daemon's commands would not give fixed
+// bytes. The tests against a real sipd are in sipd_*_test.cc.
+#pragma once
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "legacy-transports/datagram/datagram_server.h"
+#include "legacy-transports/fifo/fifo_server.h"
+#include "tests/legacy-transports/test_registry.h"
+
+namespace sipd::legacy::testing {
+
+// A private temporary directory, removed with its contents.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "sipd_legacy_XXXXXX").string();
+    path_ = mkdtemp(pattern.data());
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  const std::string& path() const { return path_; }
+  std::string Join(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// A UDP port on 127.0.0.1 that was free a moment ago (bind 0), or -1.
+inline int FreeLocalUdpPort() {
+  const int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  int port = -1;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+class InProcessFifo {
+ public:
+  explicit InProcessFifo(std::chrono::milliseconds request_timeout = std::chrono::milliseconds(300),
+                         std::chrono::milliseconds reply_timeout = std::chrono::milliseconds(500))
+      : registry_(NewTestRegistry()) {
+    std::signal(SIGPIPE, SIG_IGN);
+    config_.fifo_name = dir_.Join("sipd_fifo");
+    config_.reply_dir = dir_.path() + "/";
+    config_.request_timeout = request_timeout;
+    config_.reply_timeout = reply_timeout;
+  }
+  ~InProcessFifo() { Stop(); }
+
+  FifoConfig& config() { return config_; }
+  const TempDir& dir() const { return dir_; }
+  const std::string& fifo_name() const { return config_.fifo_name; }
+  const std::string& reply_dir() const { return config_.reply_dir; }
+
+  void Start() {
+    ASSERT_TRUE(PrepareRequestFifo(config_).ok());
+    server_ = std::make_unique<FifoServer>(config_, *registry_);
+    ASSERT_TRUE(server_->Open().ok());
+    thread_ = std::thread([this] { server_->Run([this] { return stop_.load(); }, [] {}); });
+  }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    server_.reset();
+  }
+
+ private:
+  TempDir dir_;
+  std::unique_ptr<mi::Registry> registry_;
+  FifoConfig config_;
+  std::unique_ptr<FifoServer> server_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+class InProcessDatagram {
+ public:
+  // `socket_name` may contain {DIR} for the temp directory.
+  explicit InProcessDatagram(std::string socket_name) : registry_(NewTestRegistry()) {
+    const size_t at = socket_name.find("{DIR}");
+    if (at != std::string::npos) socket_name.replace(at, 5, dir_.path());
+    config_.socket_name = socket_name;
+  }
+  ~InProcessDatagram() { Stop(); }
+
+  DatagramConfig& config() { return config_; }
+  const TempDir& dir() const { return dir_; }
+  DatagramServer& server() { return *server_; }
+
+  // Creates the sockets and the server; `run` also starts serving in a thread.
+  void Start(bool run = true) {
+    absl::StatusOr<DatagramSockets> sockets = CreateDatagramSockets(config_);
+    ASSERT_TRUE(sockets.ok()) << sockets.status();
+    sockets_ = std::move(*sockets);
+    server_ = std::make_unique<DatagramServer>(config_, *registry_, sockets_);
+    if (run) {
+      thread_ = std::thread([this] { server_->Run([this] { return stop_.load(); }, [] {}); });
+    }
+  }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    server_.reset();
+    sockets_.Close();
+  }
+
+ private:
+  TempDir dir_;
+  std::unique_ptr<mi::Registry> registry_;
+  DatagramConfig config_;
+  DatagramSockets sockets_;
+  std::unique_ptr<DatagramServer> server_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+}  // namespace sipd::legacy::testing
