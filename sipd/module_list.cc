@@ -2,6 +2,8 @@
 
 // One #include per module factory (each module adds its own line).
 #include "legacy-transports/xmlrpc/mi_xmlrpc_module.h"
+#include "legacy-transports/fifo/fifo_module.h"
+#include "legacy-transports/datagram/datagram_module.h"
 
 namespace sipd {
 
@@ -9,6 +11,8 @@ const std::vector<ModuleEntry>& ModuleTable() {
   static const std::vector<ModuleEntry> kModules = {
       // {"name", &NewXxxModule},  (one line per module)
       {"mi_xmlrpc", &NewMiXmlrpcModule},
+      {"mi_fifo", &NewMiFifoModule},
+      {"mi_datagram", &NewMiDatagramModule},
   };
   return kModules;
 }
