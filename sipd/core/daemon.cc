@@ -331,6 +331,12 @@ void Daemon::PlanProcesses() {
       PlannedProcess{.kind = PlannedProcess::Kind::kTimer, .type = timers_.ProcessType()});
 }
 
+std::vector<std::string> Daemon::PlannedProcessTypes() const {
+  std::vector<std::string> types;
+  for (const auto& p : plan_) types.push_back(p.type);
+  return types;
+}
+
 int Daemon::ChildRank(const PlannedProcess& p) const {
   switch (p.kind) {
     case PlannedProcess::Kind::kModule:

@@ -94,6 +94,10 @@ class Daemon final : public Core {
   bool stopping() const override;
   void SyncLogLevel() override;
 
+  // The `ps` type of every slot in fork order, as planned by Initialize() (the process
+  // table itself shows a type only once the slot is forked, spec 10.1).
+  std::vector<std::string> PlannedProcessTypes() const;
+
   // Where the pid file goes.
   std::string pid_file() const { return config_.run_dir + "/sipd.pid"; }
 

@@ -1,0 +1,233 @@
+#include "sipd/core/config.h"
+
+#include <map>
+#include <memory>
+#include <string>
+#include <variant>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace sipd {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Records the parameters it was given; knows "str" (string) and "num" (integer).
+class RecordingModule : public Module {
+ public:
+  explicit RecordingModule(std::string name) : name_(std::move(name)) {}
+  std::string_view name() const override { return name_; }
+  absl::Status SetParam(std::string_view param, const ParamValue& value) override {
+    if (param == "str") {
+      if (!std::holds_alternative<std::string>(value)) {
+        return absl::InvalidArgumentError("str: expected a string");
+      }
+    } else if (param == "num") {
+      if (!std::holds_alternative<int64_t>(value)) {
+        return absl::InvalidArgumentError("num: expected an integer");
+      }
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown parameter '", std::string(param), "'"));
+    }
+    params[std::string(param)] = value;
+    return absl::OkStatus();
+  }
+  absl::Status Init(Core&) override { return absl::OkStatus(); }
+
+  std::map<std::string, ParamValue> params;
+
+ private:
+  std::string name_;
+};
+
+std::unique_ptr<Module> Factory(std::string_view name) {
+  if (name == "alpha" || name == "beta")
+    return std::make_unique<RecordingModule>(std::string(name));
+  return nullptr;
+}
+
+RecordingModule& ModuleAt(Config& config, size_t i) {
+  return static_cast<RecordingModule&>(*config.modules.at(i).module);
+}
+
+TEST(ConfigTest, MinimalConfigOfTheBrief) {
+  auto config = ParseConfig(R"(listen = udp:127.0.0.1:5060
+children = 2
+log_level = 3
+run_dir = "/tmp/sipd-run"
+loadmodule "alpha"
+modparam("alpha", "str", "127.0.0.1:8090")
+)",
+                            "sipd.cfg", Factory);
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->listen.size(), 1u);
+  EXPECT_EQ(config->listen[0].ToString(), "udp:127.0.0.1:5060");
+  EXPECT_EQ(config->children, 2);
+  EXPECT_EQ(config->log_level, 3);
+  EXPECT_EQ(config->run_dir, "/tmp/sipd-run");
+  EXPECT_EQ(config->shm_size_mb, 64);
+  ASSERT_EQ(config->modules.size(), 1u);
+  EXPECT_EQ(config->modules[0].name, "alpha");
+  EXPECT_EQ(config->modules[0].line, 5);
+  EXPECT_EQ(std::get<std::string>(ModuleAt(*config, 0).params.at("str")), "127.0.0.1:8090");
+}
+
+TEST(ConfigTest, ValuesCommentsAndEscapes) {
+  auto config = ParseConfig(R"(# a comment line
+
+listen=udp:127.0.0.1:5060   # trailing comment
+listen = 127.0.0.2:5070
+listen = udp:[::1]:5080
+debug = -1
+shm_size = 0x10;
+loadmodule "modules/beta/beta.so"
+loadmodule "alpha"
+modparam("beta", "num", 0600)
+modparam( "alpha" , "str" , "a \"quoted\" # not a comment\\ \n\t" );
+modparam("alpha", "num", -42)
+)",
+                            "x.cfg", Factory);
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->listen.size(), 3u);
+  EXPECT_EQ(config->listen[1].ToString(), "udp:127.0.0.2:5070");
+  EXPECT_EQ(config->listen[2].ToString(), "udp:[::1]:5080");
+  EXPECT_TRUE(config->listen[2].ipv6);
+  EXPECT_EQ(config->log_level, -1);
+  EXPECT_EQ(config->shm_size_mb, 16);
+  ASSERT_EQ(config->modules.size(), 2u);
+  EXPECT_EQ(config->modules[0].name, "beta");
+  EXPECT_EQ(std::get<int64_t>(ModuleAt(*config, 0).params.at("num")), 0600);
+  EXPECT_EQ(std::get<std::string>(ModuleAt(*config, 1).params.at("str")),
+            "a \"quoted\" # not a comment\\ \n\t");
+  EXPECT_EQ(std::get<int64_t>(ModuleAt(*config, 1).params.at("num")), -42);
+}
+
+TEST(ConfigTest, DefaultsWhenOnlyListenIsGiven) {
+  auto config = ParseConfig("listen = udp:127.0.0.1:5060\n", "x.cfg", Factory);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->children, 8);
+  EXPECT_EQ(config->log_level, 2);
+  EXPECT_TRUE(config->modules.empty());
+}
+
+struct MalformedCase {
+  const char* label;
+  const char* text;
+  const char* error;  // expected substring, including FILE:LINE
+};
+
+class MalformedConfigTest : public ::testing::TestWithParam<MalformedCase> {};
+
+TEST_P(MalformedConfigTest, IsRejectedWithFileLineAndReason) {
+  const MalformedCase& c = GetParam();
+  auto config = ParseConfig(c.text, "bad.cfg", Factory);
+  ASSERT_FALSE(config.ok()) << c.label;
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(config.status().message()), HasSubstr(c.error)) << c.label;
+}
+
+constexpr const char* kListen = "listen = udp:127.0.0.1:5060\n";
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, MalformedConfigTest,
+    ::testing::Values(
+        MalformedCase{"unknown key", "listen = udp:127.0.0.1:5060\nfoo = 1\n",
+                      "bad.cfg:2: unknown key 'foo'"},
+        MalformedCase{"unknown statement", "listen = udp:127.0.0.1:5060\nroute { exit; }\n",
+                      "bad.cfg:2: syntax error: unknown statement 'route'"},
+        MalformedCase{"missing quote", "listen = udp:127.0.0.1:5060\nrun_dir = \"/tmp/x\n",
+                      "bad.cfg:2: missing closing quote"},
+        MalformedCase{"unknown escape", "listen = udp:127.0.0.1:5060\nrun_dir = \"a\\qb\"\n",
+                      "bad.cfg:2: unknown escape sequence \\q"},
+        MalformedCase{"missing =", "listen udp:127.0.0.1:5060\n",
+                      "bad.cfg:1: expected '=' after 'listen'"},
+        MalformedCase{"missing value", "listen = udp:127.0.0.1:5060\nchildren =\n",
+                      "bad.cfg:2: children: expected an integer, got end of file"},
+        MalformedCase{"bad integer", "listen = udp:127.0.0.1:5060\nchildren = two\n",
+                      "bad.cfg:2: children: bad integer 'two'"},
+        MalformedCase{"bad octal", "listen = udp:127.0.0.1:5060\nchildren = 08\n",
+                      "bad.cfg:2: children: bad integer '08'"},
+        MalformedCase{"out of range", "listen = udp:127.0.0.1:5060\nchildren = 0\n",
+                      "bad.cfg:2: children: 0 is out of range [1, 256]"},
+        MalformedCase{"huge integer",
+                      "listen = udp:127.0.0.1:5060\nshm_size = 99999999999999999999999\n",
+                      "bad.cfg:2: shm_size: bad integer"},
+        MalformedCase{"bad listen ip", "listen = udp:localhost:5060\n",
+                      "bad.cfg:1: listen: 'udp:localhost:5060': 'localhost' is not a numeric IP"},
+        MalformedCase{"bad listen port", "listen = udp:127.0.0.1:70000\n",
+                      "bad.cfg:1: listen: 'udp:127.0.0.1:70000': bad port '70000'"},
+        MalformedCase{"tcp listen", "listen = tcp:127.0.0.1:5060\n",
+                      "bad.cfg:1: listen: 'tcp:127.0.0.1:5060': only udp listeners"},
+        MalformedCase{"duplicate listen", "listen = udp:127.0.0.1:5060\nlisten = 127.0.0.1:5060\n",
+                      "bad.cfg:2: listen: udp:127.0.0.1:5060 given twice"},
+        MalformedCase{"no listen", "children = 2\n", "bad.cfg: no listen socket configured"},
+        MalformedCase{"unknown module", "listen = udp:127.0.0.1:5060\nloadmodule \"gamma\"\n",
+                      "bad.cfg:2: unknown module \"gamma\""},
+        MalformedCase{"loadmodule twice",
+                      "listen = udp:127.0.0.1:5060\nloadmodule \"alpha\"\nloadmodule \"alpha\"\n",
+                      "bad.cfg:3: module \"alpha\" loaded twice (first at line 2)"},
+        MalformedCase{"loadmodule unquoted", "listen = udp:127.0.0.1:5060\nloadmodule alpha\n",
+                      "bad.cfg:2: expected a quoted string after loadmodule, got 'alpha'"},
+        MalformedCase{"modparam before loadmodule",
+                      "listen = udp:127.0.0.1:5060\nmodparam(\"alpha\", \"num\", 1)\n"
+                      "loadmodule \"alpha\"\n",
+                      "bad.cfg:2: modparam for module \"alpha\" which is not loaded"},
+        MalformedCase{"modparam missing paren",
+                      "listen = udp:127.0.0.1:5060\nloadmodule \"alpha\"\n"
+                      "modparam \"alpha\", \"num\", 1)\n",
+                      "bad.cfg:3: expected '(' after modparam"},
+        MalformedCase{"modparam missing comma",
+                      "listen = udp:127.0.0.1:5060\nloadmodule \"alpha\"\n"
+                      "modparam(\"alpha\" \"num\", 1)\n",
+                      "bad.cfg:3: expected ',' after the module name"},
+        MalformedCase{"modparam unclosed",
+                      "listen = udp:127.0.0.1:5060\nloadmodule \"alpha\"\n"
+                      "modparam(\"alpha\", \"num\", 1\n",
+                      "bad.cfg:3: expected ')' to close modparam, got end of file"},
+        MalformedCase{"modparam bare word value",
+                      "listen = udp:127.0.0.1:5060\nloadmodule \"alpha\"\n"
+                      "modparam(\"alpha\", \"str\", hello)\n",
+                      "bad.cfg:3: bad integer 'hello' (quote string values"},
+        MalformedCase{"modparam unknown param",
+                      "listen = udp:127.0.0.1:5060\nloadmodule \"alpha\"\n"
+                      "modparam(\"alpha\", \"nope\", 1)\n",
+                      "bad.cfg:3: modparam(\"alpha\", \"nope\"): unknown parameter 'nope'"},
+        MalformedCase{"modparam wrong type",
+                      "listen = udp:127.0.0.1:5060\nloadmodule \"alpha\"\n"
+                      "modparam(\"alpha\", \"num\", \"1\")\n",
+                      "bad.cfg:3: modparam(\"alpha\", \"num\"): num: expected an integer"},
+        MalformedCase{"stray punctuation", "listen = udp:127.0.0.1:5060\n= 3\n",
+                      "bad.cfg:2: unexpected '=' at start of statement"},
+        MalformedCase{"binary junk", "listen = udp:127.0.0.1:5060\n\x01\x02\xff\n",
+                      "bad.cfg:2: syntax error: unknown statement"}),
+    [](const ::testing::TestParamInfo<MalformedCase>& info) {
+      std::string name;
+      for (const char* p = info.param.label; *p != '\0'; ++p) {
+        name.push_back(std::isalnum(static_cast<unsigned char>(*p)) ? *p : '_');
+      }
+      return name;
+    });
+
+TEST(ConfigTest, ListenAddressParsing) {
+  auto a = ParseListenAddress("udp:10.1.2.3:0");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->port, 0);
+  EXPECT_EQ(a->ToString(), "udp:10.1.2.3:0");
+  EXPECT_FALSE(ParseListenAddress("udp:[::1]5060").ok());
+  EXPECT_FALSE(ParseListenAddress("udp:127.0.0.1").ok());
+  EXPECT_FALSE(ParseListenAddress("udp:127.0.0.1:-1").ok());
+  EXPECT_FALSE(ParseListenAddress("udp:127.0.0.1:").ok());
+}
+
+TEST(ConfigTest, LoadConfigFileNamesMissingFile) {
+  auto config = LoadConfigFile("/nonexistent/sipd.cfg", Factory);
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(std::string(config.status().message()),
+              HasSubstr("/nonexistent/sipd.cfg: cannot open config file"));
+}
+
+}  // namespace
+}  // namespace sipd
