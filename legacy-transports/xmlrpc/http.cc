@@ -1,0 +1,241 @@
+#include "legacy-transports/xmlrpc/http.h"
+
+#include <time.h>
+
+#include <limits>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "sipd_version.h"
+
+namespace sipd::xmlrpc {
+namespace {
+
+absl::string_view AbslView(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+bool IsTokenChar(char c) {
+  // RFC 7230 tchar.
+  return absl::ascii_isalnum(static_cast<unsigned char>(c)) ||
+         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+bool IsToken(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (!IsTokenChar(c)) return false;
+  }
+  return true;
+}
+
+// True if the comma-separated header value contains `token` (case-insensitive).
+bool HasToken(std::string_view value, std::string_view token) {
+  for (absl::string_view part : absl::StrSplit(AbslView(value), ',')) {
+    if (absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(part), AbslView(token))) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::optional<std::string_view> HttpRequestHead::Header(std::string_view name) const {
+  for (const auto& [header_name, value] : headers) {
+    if (absl::EqualsIgnoreCase(header_name, AbslView(name))) return std::string_view(value);
+  }
+  return std::nullopt;
+}
+
+bool HttpRequestHead::WantsKeepAlive() const {
+  const auto connection = Header("Connection");
+  if (version == "HTTP/1.1") return !connection || !HasToken(*connection, "close");
+  return connection && HasToken(*connection, "keep-alive");
+}
+
+bool HttpRequestHead::ExpectsContinue() const {
+  const auto expect = Header("Expect");
+  return expect && HasToken(*expect, "100-continue");
+}
+
+size_t FindHeadEnd(std::string_view buffer) {
+  // The head ends at the first empty line; lines end in LF with an optional CR.
+  const size_t lf_lf = buffer.find("\n\n");
+  const size_t lf_crlf = buffer.find("\n\r\n");
+  if (lf_lf == std::string_view::npos && lf_crlf == std::string_view::npos) return 0;
+  if (lf_crlf == std::string_view::npos || (lf_lf != std::string_view::npos && lf_lf < lf_crlf)) {
+    return lf_lf + 2;
+  }
+  return lf_crlf + 3;
+}
+
+absl::StatusOr<HttpRequestHead> ParseRequestHead(std::string_view head) {
+  HttpRequestHead result;
+  std::vector<std::string_view> lines;
+  size_t pos = 0;
+  while (pos < head.size()) {
+    size_t lf = head.find('\n', pos);
+    if (lf == std::string_view::npos) lf = head.size();
+    std::string_view line = head.substr(pos, lf - pos);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    lines.push_back(line);
+    pos = lf + 1;
+  }
+  // Drop the terminating empty line(s).
+  while (!lines.empty() && lines.back().empty()) lines.pop_back();
+  if (lines.empty()) return absl::InvalidArgumentError("empty request");
+
+  std::vector<absl::string_view> parts = absl::StrSplit(AbslView(lines[0]), ' ', absl::SkipEmpty());
+  if (parts.size() != 3 || !IsToken(std::string_view(parts[0].data(), parts[0].size()))) {
+    return absl::InvalidArgumentError("malformed request line");
+  }
+  result.method = std::string(parts[0]);
+  result.target = std::string(parts[1]);
+  result.version = std::string(parts[2]);
+  if (result.version != "HTTP/1.1" && result.version != "HTTP/1.0") {
+    return absl::InvalidArgumentError(absl::StrCat("unsupported HTTP version ", parts[2]));
+  }
+
+  for (size_t i = 1; i < lines.size(); ++i) {
+    const std::string_view line = lines[i];
+    if (line.front() == ' ' || line.front() == '\t') {
+      // Obsolete line folding (RFC 7230 3.2.4): rejecting it is allowed and safest.
+      return absl::InvalidArgumentError("folded header line");
+    }
+    const size_t colon = line.find(':');
+    if (colon == std::string_view::npos || !IsToken(line.substr(0, colon))) {
+      return absl::InvalidArgumentError("malformed header line");
+    }
+    result.headers.emplace_back(
+        std::string(line.substr(0, colon)),
+        std::string(absl::StripAsciiWhitespace(AbslView(line.substr(colon + 1)))));
+  }
+  return result;
+}
+
+std::pair<std::optional<HttpError>, size_t> CheckRpcRequest(const HttpRequestHead& head,
+                                                            size_t max_body_size) {
+  auto fail = [](int status, std::string message) {
+    return std::pair<std::optional<HttpError>, size_t>(HttpError{status, std::move(message)}, 0);
+  };
+  if (head.target != kRpcPath) return fail(404, "only /RPC2 is served");
+  if (head.method != "POST") return fail(405, "only POST is allowed");
+
+  const auto content_type = head.Header("Content-Type");
+  if (!content_type) return fail(400, "no Content-Type (text/xml required)");
+  const absl::string_view base_type = absl::StripAsciiWhitespace(
+      absl::string_view(AbslView(*content_type)).substr(0, AbslView(*content_type).find(';')));
+  if (!absl::EqualsIgnoreCase(base_type, "text/xml")) {
+    return fail(400, absl::StrCat("Content-Type '", base_type, "' is not text/xml"));
+  }
+
+  if (head.Header("Transfer-Encoding")) {
+    return fail(411, "Transfer-Encoding is not supported; send Content-Length");
+  }
+  std::optional<size_t> length;
+  bool saw_length = false;
+  for (const auto& [name, value] : head.headers) {
+    if (!absl::EqualsIgnoreCase(name, "Content-Length")) continue;
+    saw_length = true;
+    if (value.empty() || value.size() > 20 ||
+        value.find_first_not_of("0123456789") != std::string::npos) {
+      return fail(400, "Content-Length is not a number");
+    }
+    // Saturate instead of overflowing: a huge length is still "too large" below.
+    size_t parsed = 0;
+    for (char c : value) {
+      const size_t digit = static_cast<size_t>(c - '0');
+      parsed = parsed > (std::numeric_limits<size_t>::max() - digit) / 10
+                   ? std::numeric_limits<size_t>::max()
+                   : parsed * 10 + digit;
+    }
+    if (length && *length != parsed) return fail(400, "conflicting Content-Length headers");
+    length = parsed;
+  }
+  if (!saw_length) return fail(411, "Content-Length required");
+  if (*length == 0) return fail(400, "empty body (Content-Length: 0)");
+  if (*length > max_body_size) {
+    return fail(413, absl::StrCat("body of ", *length, " bytes exceeds the limit of ",
+                                  max_body_size, " bytes"));
+  }
+  return {std::nullopt, *length};
+}
+
+std::string_view ReasonPhrase(int status) {
+  switch (status) {
+    case 100:
+      return "Continue";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 411:
+      return "Length Required";
+    case 413:
+      return "Payload Too Large";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Error";
+  }
+}
+
+std::string HttpDate(std::time_t when) {
+  struct tm tm_utc;
+  gmtime_r(&when, &tm_utc);
+  // strftime's %a/%b are locale-dependent; HTTP wants the English names.
+  static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  char buffer[64];
+  snprintf(buffer, sizeof(buffer), "%s, %02d %s %04d %02d:%02d:%02d GMT", kDays[tm_utc.tm_wday],
+           tm_utc.tm_mday, kMonths[tm_utc.tm_mon], tm_utc.tm_year + 1900, tm_utc.tm_hour,
+           tm_utc.tm_min, tm_utc.tm_sec);
+  return buffer;
+}
+
+std::string_view ServerHeader() {
+  static const std::string kServer = absl::StrCat("sipd/", SIPD_VERSION, " mi_xmlrpc");
+  return kServer;
+}
+
+std::string FormatXmlResponse(std::string_view xml, const ResponseOptions& options) {
+  std::string out = absl::StrCat("HTTP/1.1 200 OK\r\nDate: ", HttpDate(options.date),
+                                 "\r\nServer: ", AbslView(ServerHeader()),
+                                 "\r\nContent-Type: text/xml; charset=\"utf-8\"\r\n"
+                                 "Content-Length: ",
+                                 xml.size(), "\r\n");
+  if (options.keep_alive) {
+    absl::StrAppend(&out,
+                    "Connection: Keep-Alive\r\nKeep-Alive: timeout=", options.keep_alive_timeout_s,
+                    ", max=", options.keep_alive_remaining, "\r\n");
+  } else {
+    out.append("Connection: close\r\n");
+  }
+  out.append("\r\n").append(xml);
+  return out;
+}
+
+std::string FormatErrorResponse(const HttpError& error, std::time_t date) {
+  const std::string body = absl::StrCat(error.status, " ", AbslView(ReasonPhrase(error.status)),
+                                        ": ", error.message, "\n");
+  std::string out =
+      absl::StrCat("HTTP/1.1 ", error.status, " ", AbslView(ReasonPhrase(error.status)),
+                   "\r\nDate: ", HttpDate(date), "\r\nServer: ", AbslView(ServerHeader()), "\r\n");
+  if (error.status == 405) out.append("Allow: POST\r\n");
+  if (error.status == 503) out.append("Retry-After: 1\r\n");
+  absl::StrAppend(&out, "Content-Type: text/plain\r\nContent-Length: ", body.size(),
+                  "\r\nConnection: close\r\n\r\n", body);
+  return out;
+}
+
+}  // namespace sipd::xmlrpc

@@ -1,0 +1,168 @@
+#include "legacy-transports/xmlrpc/mi_xmlrpc_module.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "legacy-transports/xmlrpc/server.h"
+#include "legacy-transports/xmlrpc/xmlrpc_processor.h"
+#include "spdlog/spdlog.h"
+
+namespace sipd {
+namespace {
+
+constexpr int kDefaultPort = 8080;
+
+class MiXmlrpcModule : public Module {
+ public:
+  ~MiXmlrpcModule() override { CloseListenSocket(); }
+
+  std::string_view name() const override { return "mi_xmlrpc"; }
+
+  absl::Status SetParam(std::string_view param, const ParamValue& value) override {
+    const std::string name(param);
+    if (name == "listen" || name == "log_file") {
+      const auto* text = std::get_if<std::string>(&value);
+      if (text == nullptr) return Invalid(name, "expects a string");
+      if (name == "listen") {
+        unsigned char address[sizeof(in6_addr)];
+        if (inet_pton(AF_INET, text->c_str(), address) != 1 &&
+            inet_pton(AF_INET6, text->c_str(), address) != 1) {
+          return Invalid(name, absl::StrCat("'", *text, "' is not an IPv4 or IPv6 address"));
+        }
+        listen_ = *text;
+      } else {
+        server_options_.log_file = *text;
+      }
+      return absl::OkStatus();
+    }
+
+    const auto* number = std::get_if<int64_t>(&value);
+    auto require_range = [&](int64_t low, int64_t high) -> absl::Status {
+      if (number == nullptr) return Invalid(name, "expects an integer");
+      if (*number < low || *number > high) {
+        return Invalid(name, absl::StrCat(*number, " is out of range [", low, ", ", high, "]"));
+      }
+      return absl::OkStatus();
+    };
+    if (name == "port") {
+      if (number == nullptr) return Invalid(name, "expects an integer");
+      if (*number > 65535) return Invalid(name, absl::StrCat(*number, " is not a TCP port"));
+      if (*number <= 1024) {
+        // As OpenSIPS: privileged (and nonsense) ports fall back to the default.
+        spdlog::warn("mi_xmlrpc: port {} <= 1024 is not allowed, using {}", *number, kDefaultPort);
+        port_ = kDefaultPort;
+      } else {
+        port_ = static_cast<int>(*number);
+      }
+    } else if (name == "reply_option") {
+      if (number == nullptr || (*number != 0 && *number != 1)) {
+        return Invalid(name, "must be 0 (one string) or 1 (array of strings)");
+      }
+      processor_options_.reply_option =
+          *number == 1 ? xmlrpc::ReplyOption::kArray : xmlrpc::ReplyOption::kString;
+    } else if (name == "buffer_size") {
+      if (absl::Status s = require_range(1, 64 << 20); !s.ok()) return s;
+      processor_options_.buffer_size = static_cast<size_t>(*number);
+    } else if (name == "max_body_size") {
+      if (absl::Status s = require_range(64, 64 << 20); !s.ok()) return s;
+      server_options_.max_body_size = static_cast<size_t>(*number);
+    } else if (name == "read_timeout") {
+      if (absl::Status s = require_range(1, 3600); !s.ok()) return s;
+      server_options_.read_timeout = std::chrono::seconds(*number);
+    } else if (name == "max_connections") {
+      if (absl::Status s = require_range(1, 1024); !s.ok()) return s;
+      server_options_.max_connections = static_cast<int>(*number);
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("mi_xmlrpc: unknown parameter '", name, "'"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Init(Core& core) override {
+    core_ = &core;
+    processor_options_.max_xml_size = server_options_.max_body_size;
+    if (!server_options_.log_file.empty()) {
+      // Fail at start-up, not later in the forked process.
+      const int fd =
+          open(server_options_.log_file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+      if (fd < 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "mi_xmlrpc: cannot open log_file '", server_options_.log_file, "': ", strerror(errno)));
+      }
+      close(fd);
+    }
+    return absl::OkStatus();
+  }
+
+  std::vector<ProcessSpec> Processes() override {
+    ProcessSpec spec;
+    spec.name = "MI XMLRPC";
+    spec.count = 1;
+    spec.init_child = true;
+    spec.pre_fork = [this]() -> absl::Status {
+      CloseListenSocket();
+      absl::StatusOr<int> fd = xmlrpc::OpenListenSocket(listen_, port_);
+      if (!fd.ok()) return fd.status();
+      listen_fd_ = *fd;
+      spdlog::info("mi_xmlrpc: listening on {}{}{}:{} (POST /RPC2)",
+                   listen_.find(':') != std::string::npos ? "[" : "", listen_,
+                   listen_.find(':') != std::string::npos ? "]" : "", port_);
+      return absl::OkStatus();
+    };
+    spec.main = [this](int /*index*/) { RunProcess(); };
+    return {std::move(spec)};
+  }
+
+  void Shutdown() override { CloseListenSocket(); }
+
+ private:
+  static absl::Status Invalid(const std::string& param, const std::string& why) {
+    return absl::InvalidArgumentError(absl::StrCat("mi_xmlrpc: parameter '", param, "' ", why));
+  }
+
+  void CloseListenSocket() {
+    if (listen_fd_ >= 0) close(listen_fd_);
+    listen_fd_ = -1;
+  }
+
+  void RunProcess() {
+    if (listen_fd_ < 0) {
+      // pre_fork did not run (or failed): bind here so the process is still useful.
+      absl::StatusOr<int> fd = xmlrpc::OpenListenSocket(listen_, port_);
+      if (!fd.ok()) {
+        spdlog::critical("{}", fd.status().ToString());
+        spdlog::default_logger()->flush();
+        _exit(1);
+      }
+      listen_fd_ = *fd;
+    }
+    xmlrpc::XmlrpcProcessor processor(core_->mi(), processor_options_);
+    xmlrpc::XmlrpcServer server(listen_fd_, server_options_, processor);
+    if (absl::Status status = server.Open(); !status.ok()) {
+      spdlog::critical("{}", status.ToString());
+      spdlog::default_logger()->flush();
+      _exit(1);
+    }
+    spdlog::debug("mi_xmlrpc: process ready");
+    server.Run([this] { return core_->stopping(); }, [this] { core_->SyncLogLevel(); });
+    spdlog::debug("mi_xmlrpc: process stopped");
+  }
+
+  Core* core_ = nullptr;
+  std::string listen_ = "127.0.0.1";
+  int port_ = kDefaultPort;
+  int listen_fd_ = -1;
+  xmlrpc::ServerOptions server_options_;
+  xmlrpc::XmlrpcProcessor::Options processor_options_;
+};
+
+}  // namespace
+
+std::unique_ptr<Module> NewMiXmlrpcModule() { return std::make_unique<MiXmlrpcModule>(); }
+
+}  // namespace sipd

@@ -1,0 +1,154 @@
+// MI commands with known replies for the mi_xmlrpc unit tests (no daemon needed).
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "registry/command.h"
+
+namespace sipd::xmlrpc::testing {
+
+inline void RegisterTestCommands(mi::Registry& registry) {
+  auto add = [&](std::string name, mi::Handler handler, uint32_t flags = 0,
+                 std::vector<mi::ParamSpec> params = {}) {
+    mi::Command::Spec spec;
+    spec.name = std::move(name);
+    spec.module = "test";
+    spec.handler = std::move(handler);
+    spec.flags = flags;
+    spec.params = std::move(params);
+    (void)registry.Register(std::move(spec));
+  };
+  const std::vector<mi::ParamSpec> any_args = {
+      {"arg", mi::ParamSpec::Arity::kRepeated, "anything"}};
+
+  // The spec 5.4 uptime example.
+  add(
+      "uptime",
+      [](mi::Call& call) {
+        call.reply().root.AddKid("Now", "Tue Jun  3 16:22:20 2014");
+        call.reply().root.AddKid("Up since", "Tue Jun  3 16:00:00 2014");
+        call.reply().root.AddKid("Up time", "1340 [sec]");
+        return absl::OkStatus();
+      },
+      mi::kNoInput);
+  // One nameless node per argument, showing the bytes MI received.
+  add(
+      "echo",
+      [](mi::Call& call) {
+        for (size_t i = 0; i < call.arg_count(); ++i) call.reply().root.AddKid("", call.arg(i));
+        return absl::OkStatus();
+      },
+      0, any_args);
+  // Counts its arguments (even zero).
+  add(
+      "count",
+      [](mi::Call& call) {
+        call.reply().root.AddKid("Args", std::to_string(call.arg_count()));
+        return absl::OkStatus();
+      },
+      0, any_args);
+  // A nested tree with attributes (spec 2 example, usrloc-like); depth is lost on XML-RPC.
+  add(
+      "tree",
+      [](mi::Call& call) {
+        mi::Node& domain = call.reply().root.AddKid("Domain", "location");
+        domain.AddAttribute("table", "512").AddAttribute("records", "1");
+        mi::Node& aor = domain.AddKid("AOR", "alice");
+        mi::Node& contact = aor.AddKid("Contact", "sip:alice@192.0.2.10:5060");
+        contact.AddAttribute("Q", "");
+        contact.AddKid("Expires", "3581");
+        contact.AddKid("Cflags", "");
+        call.reply()
+            .root.AddKid("Process", "")
+            .AddAttribute("ID", "0")
+            .AddAttribute("PID", "2831")
+            .AddAttribute("Type", "attendant");
+        call.reply().root.AddKid("", "0").AddAttribute("Current", "0").AddAttribute("Total", "0");
+        return absl::OkStatus();
+      },
+      mi::kNoInput);
+  // 120 records, flushed every 50 (the way ul_dump streams).
+  add(
+      "flusher",
+      [](mi::Call& call) {
+        for (int i = 0; i < 120; ++i) {
+          call.reply().root.AddKid("Record", std::to_string(i)).AddKid("Index", std::to_string(i));
+          if (i % 50 == 49) call.Flush();
+        }
+        return absl::OkStatus();
+      },
+      mi::kNoInput | mi::kStreaming);
+  add(
+      "fail", [](mi::Call&) { return absl::InternalError("deliberate"); }, mi::kNoInput);
+  add(
+      "throws", [](mi::Call&) -> absl::Status { throw std::runtime_error("deliberate"); },
+      mi::kNoInput);
+  add(
+      "not_found",
+      [](mi::Call& call) {
+        call.reply() = mi::Reply::Error(404, "AOR has no contacts");
+        return absl::OkStatus();
+      },
+      mi::kNoInput);
+  add(
+      "no_reason",
+      [](mi::Call& call) {
+        call.reply() = mi::Reply::Error(481, "");
+        return absl::OkStatus();
+      },
+      mi::kNoInput);
+  add(
+      "accepted",
+      [](mi::Call& call) {
+        call.reply().code = 202;
+        call.reply().reason = "Accepted";
+        call.reply().root.AddKid("Queued", "yes");
+        return absl::OkStatus();
+      },
+      mi::kNoInput);
+  add(
+      "empty", [](mi::Call&) { return absl::OkStatus(); }, mi::kNoInput);
+  // Bytes that are not safe in XML: control characters, CR, markup, invalid UTF-8.
+  add(
+      "unsafe",
+      [](mi::Call& call) {
+        call.reply().root.AddKid("Ctl", std::string("a\x01"
+                                                    "b\x1f"
+                                                    "c\td",
+                                                    7));
+        call.reply().root.AddKid("Markup", "<x>&amp;\r\nnext");
+        call.reply().root.AddKid("Bytes", "caf\xE9 \xC3\xA9 \xFF\xFE end");
+        return absl::OkStatus();
+      },
+      mi::kNoInput);
+  // Takes no input: whatever params come are ignored (even unsupported types).
+  add(
+      "no_input",
+      [](mi::Call& call) {
+        call.reply().root.AddKid("Args", std::to_string(call.arg_count()));
+        return absl::OkStatus();
+      },
+      mi::kNoInput);
+  // Exactly one argument.
+  add("one_arg",
+      [](mi::Call& call) {
+        call.reply().root.AddKid("Arg", call.arg(0));
+        return absl::OkStatus();
+      },
+      0, {{"value", mi::ParamSpec::Arity::kRequired, "a value"}});
+  // Takes a while: for the concurrency tests.
+  add(
+      "sleep",
+      [](mi::Call& call) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(800));
+        call.reply().root.AddKid("Slept", "800");
+        return absl::OkStatus();
+      },
+      mi::kNoInput);
+}
+
+}  // namespace sipd::xmlrpc::testing
