@@ -1,0 +1,325 @@
+#include "sipd/modules/usrloc/sqlite_store.h"
+
+#include <sqlite3.h>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace sipd::usrloc {
+namespace {
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS usrloc_aor (
+  table_name TEXT NOT NULL,
+  aor TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  PRIMARY KEY (table_name, aor)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS usrloc_contact (
+  table_name TEXT NOT NULL,
+  aor TEXT NOT NULL,
+  contact TEXT NOT NULL,
+  position INTEGER NOT NULL,
+  expires INTEGER NOT NULL,
+  q INTEGER NOT NULL,
+  callid TEXT NOT NULL,
+  cseq INTEGER NOT NULL,
+  flags INTEGER NOT NULL,
+  cflags INTEGER NOT NULL,
+  user_agent TEXT NOT NULL,
+  received TEXT NOT NULL,
+  path TEXT NOT NULL,
+  socket TEXT NOT NULL,
+  methods INTEGER NOT NULL,
+  sip_instance TEXT NOT NULL,
+  attr TEXT NOT NULL,
+  last_modified INTEGER NOT NULL,
+  PRIMARY KEY (table_name, aor, contact)
+);
+)sql";
+
+// Binds a string without copying (the statement runs before the string dies).
+int BindText(sqlite3_stmt* stmt, int index, std::string_view text) {
+  return sqlite3_bind_text(stmt, index, text.data(), static_cast<int>(text.size()),
+                           SQLITE_STATIC);
+}
+
+std::string ColumnText(sqlite3_stmt* stmt, int column) {
+  const unsigned char* text = sqlite3_column_text(stmt, column);
+  const int n = sqlite3_column_bytes(stmt, column);
+  return text == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(text), n);
+}
+
+class WriterGuard {
+ public:
+  explicit WriterGuard(RobustMutex* mutex) : mutex_(mutex) {
+    if (mutex_ != nullptr && mutex_->Lock()) {
+      spdlog::warn("usrloc: a process died while writing the database (SQLite rolled it back)");
+    }
+  }
+  ~WriterGuard() {
+    if (mutex_ != nullptr) mutex_->Unlock();
+  }
+  WriterGuard(const WriterGuard&) = delete;
+  WriterGuard& operator=(const WriterGuard&) = delete;
+
+ private:
+  RobustMutex* mutex_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const Options& options) {
+  sqlite3* db = nullptr;
+  const int rc = sqlite3_open_v2(options.path.c_str(), &db,
+                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                 nullptr);
+  if (rc != SQLITE_OK) {
+    std::string message = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close(db);
+    return absl::UnavailableError(
+        absl::StrCat("cannot open usrloc database ", options.path, ": ", message));
+  }
+  auto store =
+      std::unique_ptr<SqliteStore>(new SqliteStore(db, options.path, options.writer_lock));
+  sqlite3_busy_timeout(db, options.busy_timeout_ms);
+  absl::Status s = store->Exec("PRAGMA journal_mode=WAL");
+  if (s.ok()) {
+    s = store->Exec(options.synchronous == Synchronous::kFull ? "PRAGMA synchronous=FULL"
+                                                              : "PRAGMA synchronous=NORMAL");
+  }
+  if (s.ok()) {
+    WriterGuard guard(store->writer_lock_);
+    s = store->Exec(kSchema);
+  }
+  if (!s.ok()) return s;
+  return store;
+}
+
+SqliteStore::~SqliteStore() {
+  for (sqlite3_stmt* stmt : {select_version_, delete_contacts_, insert_contact_, upsert_version_}) {
+    sqlite3_finalize(stmt);
+  }
+  sqlite3_close(db_);
+}
+
+absl::Status SqliteStore::Error(std::string_view what) const {
+  return absl::UnavailableError(absl::StrCat("usrloc database ", path_, ": ",
+                                             absl::string_view(what.data(), what.size()), ": ",
+                                             sqlite3_errmsg(db_)));
+}
+
+absl::Status SqliteStore::Exec(const char* sql) {
+  char* error = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) != SQLITE_OK) {
+    std::string message = error != nullptr ? error : "unknown error";
+    sqlite3_free(error);
+    return absl::UnavailableError(
+        absl::StrCat("usrloc database ", path_, ": ", message, " (in: ", sql, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<sqlite3_stmt*> SqliteStore::Prepare(const char* sql) {
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v2(db_, sql, -1, &stmt, nullptr) != SQLITE_OK) {
+    return Error(absl::StrCat("prepare ", sql));
+  }
+  return stmt;
+}
+
+template <typename Body>
+absl::Status SqliteStore::InTransaction(Body body) {
+  WriterGuard guard(writer_lock_);
+  absl::Status s = Exec("BEGIN IMMEDIATE");
+  if (!s.ok()) return s;
+  s = body();
+  if (s.ok()) s = Exec("COMMIT");
+  if (!s.ok()) {
+    char* error = nullptr;
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, &error);
+    sqlite3_free(error);
+  }
+  return s;
+}
+
+absl::Status SqliteStore::Write(std::string_view table, std::span<const AorSnapshot> snapshots,
+                                bool force) {
+  if (snapshots.empty()) return absl::OkStatus();
+  if (select_version_ == nullptr) {
+    auto a = Prepare("SELECT version FROM usrloc_aor WHERE table_name=?1 AND aor=?2");
+    if (!a.ok()) return a.status();
+    select_version_ = *a;
+    auto b = Prepare("DELETE FROM usrloc_contact WHERE table_name=?1 AND aor=?2");
+    if (!b.ok()) return b.status();
+    delete_contacts_ = *b;
+    auto c = Prepare(
+        "INSERT OR REPLACE INTO usrloc_contact (table_name, aor, contact, position, expires, q, "
+        "callid, cseq, flags, cflags, user_agent, received, path, socket, methods, "
+        "sip_instance, attr, last_modified) VALUES "
+        "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)");
+    if (!c.ok()) return c.status();
+    insert_contact_ = *c;
+    auto d = Prepare(
+        "INSERT INTO usrloc_aor (table_name, aor, version) VALUES (?1, ?2, ?3) "
+        "ON CONFLICT (table_name, aor) DO UPDATE SET version=excluded.version");
+    if (!d.ok()) return d.status();
+    upsert_version_ = *d;
+  }
+  return InTransaction([&]() -> absl::Status {
+    for (const AorSnapshot& snapshot : snapshots) {
+      sqlite3_reset(select_version_);
+      BindText(select_version_, 1, table);
+      BindText(select_version_, 2, snapshot.aor);
+      int rc = sqlite3_step(select_version_);
+      if (rc == SQLITE_ROW) {
+        const auto stored = static_cast<uint64_t>(sqlite3_column_int64(select_version_, 0));
+        sqlite3_reset(select_version_);
+        if (stored > snapshot.version || (stored == snapshot.version && !force)) continue;
+      } else {
+        sqlite3_reset(select_version_);
+        if (rc != SQLITE_DONE) return Error("read version");
+      }
+
+      sqlite3_reset(delete_contacts_);
+      BindText(delete_contacts_, 1, table);
+      BindText(delete_contacts_, 2, snapshot.aor);
+      if (sqlite3_step(delete_contacts_) != SQLITE_DONE) return Error("delete contacts");
+
+      int position = 0;
+      for (const ContactInfo& c : snapshot.contacts) {
+        sqlite3_stmt* s = insert_contact_;
+        sqlite3_reset(s);
+        BindText(s, 1, table);
+        BindText(s, 2, snapshot.aor);
+        BindText(s, 3, c.uri);
+        sqlite3_bind_int(s, 4, position++);
+        sqlite3_bind_int64(s, 5, c.expires);
+        sqlite3_bind_int(s, 6, c.q);
+        BindText(s, 7, c.callid);
+        sqlite3_bind_int64(s, 8, c.cseq);
+        sqlite3_bind_int64(s, 9, c.flags);
+        sqlite3_bind_int64(s, 10, c.cflags);
+        BindText(s, 11, c.user_agent);
+        BindText(s, 12, c.received);
+        BindText(s, 13, c.path);
+        BindText(s, 14, c.socket);
+        sqlite3_bind_int64(s, 15, c.methods);
+        BindText(s, 16, c.instance);
+        BindText(s, 17, c.attr);
+        sqlite3_bind_int64(s, 18, c.last_modified);
+        if (sqlite3_step(s) != SQLITE_DONE) return Error("insert contact");
+      }
+
+      sqlite3_reset(upsert_version_);
+      BindText(upsert_version_, 1, table);
+      BindText(upsert_version_, 2, snapshot.aor);
+      sqlite3_bind_int64(upsert_version_, 3, static_cast<int64_t>(snapshot.version));
+      if (sqlite3_step(upsert_version_) != SQLITE_DONE) return Error("write version");
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<std::vector<AorSnapshot>> SqliteStore::Load(std::string_view table) {
+  auto prepared = Prepare(
+      "SELECT c.aor, a.version, c.contact, c.expires, c.q, c.callid, c.cseq, c.flags, "
+      "c.cflags, c.user_agent, c.received, c.path, c.socket, c.methods, c.sip_instance, "
+      "c.attr, c.last_modified FROM usrloc_contact c JOIN usrloc_aor a "
+      "ON a.table_name=c.table_name AND a.aor=c.aor WHERE c.table_name=?1 "
+      "ORDER BY c.aor, c.position");
+  if (!prepared.ok()) return prepared.status();
+  sqlite3_stmt* s = *prepared;
+  BindText(s, 1, table);
+  std::vector<AorSnapshot> out;
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    std::string aor = ColumnText(s, 0);
+    if (out.empty() || out.back().aor != aor) {
+      out.emplace_back();
+      out.back().aor = std::move(aor);
+      out.back().version = static_cast<uint64_t>(sqlite3_column_int64(s, 1));
+    }
+    ContactInfo c;
+    c.uri = ColumnText(s, 2);
+    c.expires = sqlite3_column_int64(s, 3);
+    c.q = sqlite3_column_int(s, 4);
+    c.callid = ColumnText(s, 5);
+    c.cseq = static_cast<uint32_t>(sqlite3_column_int64(s, 6));
+    c.flags = static_cast<uint32_t>(sqlite3_column_int64(s, 7));
+    c.cflags = static_cast<uint32_t>(sqlite3_column_int64(s, 8));
+    c.user_agent = ColumnText(s, 9);
+    c.received = ColumnText(s, 10);
+    c.path = ColumnText(s, 11);
+    c.socket = ColumnText(s, 12);
+    c.methods = static_cast<uint32_t>(sqlite3_column_int64(s, 13));
+    c.instance = ColumnText(s, 14);
+    c.attr = ColumnText(s, 15);
+    c.last_modified = sqlite3_column_int64(s, 16);
+    c.state = ContactState::kSync;
+    out.back().contacts.push_back(std::move(c));
+  }
+  sqlite3_finalize(s);
+  if (rc != SQLITE_DONE) return Error("load contacts");
+  return out;
+}
+
+absl::StatusOr<uint64_t> SqliteStore::MaxVersion() {
+  auto prepared = Prepare("SELECT COALESCE(MAX(version), 0) FROM usrloc_aor");
+  if (!prepared.ok()) return prepared.status();
+  sqlite3_stmt* s = *prepared;
+  uint64_t version = 0;
+  const int rc = sqlite3_step(s);
+  if (rc == SQLITE_ROW) version = static_cast<uint64_t>(sqlite3_column_int64(s, 0));
+  sqlite3_finalize(s);
+  if (rc != SQLITE_ROW) return Error("read max version");
+  return version;
+}
+
+absl::Status SqliteStore::Prune(int64_t now) {
+  const std::string sql = absl::StrCat(
+      "DELETE FROM usrloc_contact WHERE expires != 0 AND expires <= ", now,
+      "; DELETE FROM usrloc_aor WHERE NOT EXISTS (SELECT 1 FROM usrloc_contact c WHERE "
+      "c.table_name=usrloc_aor.table_name AND c.aor=usrloc_aor.aor);");
+  return InTransaction([&]() { return Exec(sql.c_str()); });
+}
+
+absl::Status SqliteStore::DeleteAorsExcept(std::string_view table,
+                                           const absl::flat_hash_set<std::string>& keep,
+                                           uint64_t max_version) {
+  auto listed = Prepare("SELECT aor FROM usrloc_aor WHERE table_name=?1 AND version<=?2");
+  if (!listed.ok()) return listed.status();
+  sqlite3_stmt* s = *listed;
+  BindText(s, 1, table);
+  sqlite3_bind_int64(s, 2, static_cast<int64_t>(max_version));
+  std::vector<std::string> stale;
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    std::string aor = ColumnText(s, 0);
+    if (!keep.contains(aor)) stale.push_back(std::move(aor));
+  }
+  sqlite3_finalize(s);
+  if (rc != SQLITE_DONE) return Error("list AORs");
+  if (stale.empty()) return absl::OkStatus();
+  // The version row stays (see the file comment); the contacts go only if nobody wrote
+  // a newer snapshot since the listing.
+  auto prepared = Prepare(
+      "DELETE FROM usrloc_contact WHERE table_name=?1 AND aor=?2 AND (SELECT version FROM "
+      "usrloc_aor a WHERE a.table_name=?1 AND a.aor=?2) <= ?3");
+  if (!prepared.ok()) return prepared.status();
+  sqlite3_stmt* del = *prepared;
+  absl::Status status = InTransaction([&]() -> absl::Status {
+    for (const std::string& aor : stale) {
+      sqlite3_reset(del);
+      BindText(del, 1, table);
+      BindText(del, 2, aor);
+      sqlite3_bind_int64(del, 3, static_cast<int64_t>(max_version));
+      if (sqlite3_step(del) != SQLITE_DONE) return Error("delete contacts");
+    }
+    return absl::OkStatus();
+  });
+  sqlite3_finalize(del);
+  return status;
+}
+
+}  // namespace sipd::usrloc

@@ -1,0 +1,105 @@
+// Persistence of usrloc tables in an embedded SQLite database (db_mode 1 and 2).
+//
+// Schema (one database file for all usrloc tables):
+//   usrloc_aor(table_name, aor, version)             -- newest version written per AOR
+//   usrloc_contact(table_name, aor, contact, ...)    -- one row per contact
+// An AOR is always written whole ("snapshot"): its rows are replaced by the snapshot's
+// contacts in one transaction, unless the stored version is newer. That makes writes
+// from different processes commute: whatever order two processes commit their snapshots
+// of one AOR in, the database ends with the newest one. A version row stays after its
+// AOR is emptied so a late, older snapshot cannot resurrect it; empty rows are pruned at
+// start-up, when no other writer runs.
+//
+// Durability: WAL journal. synchronous=NORMAL (default) syncs the WAL only at
+// checkpoints: a committed transaction survives the death of any sipd process (kill -9),
+// but an OS crash or power loss may roll back the last transactions. synchronous=FULL
+// fsyncs on every commit and survives those too, at a cost per commit.
+//
+// Thread/process-safety: one SqliteStore per process (never carried across fork: open it
+// after the fork). All sipd processes serialise their write transactions on a robust
+// mutex in shared memory (`writer_lock`), so SQLite's own busy waiting is only a
+// fallback for outside writers (busy_timeout).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "sipd/core/shm.h"
+#include "sipd/modules/usrloc/contact.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace sipd::usrloc {
+
+class SqliteStore {
+ public:
+  enum class Synchronous { kNormal, kFull };
+
+  struct Options {
+    std::string path;
+    Synchronous synchronous = Synchronous::kNormal;
+    int busy_timeout_ms = 5000;
+    // Process-shared lock serialising writers (may be nullptr: then only SQLite's locking).
+    RobustMutex* writer_lock = nullptr;
+  };
+
+  // Opens (creating if needed) the database and its schema.
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const Options& options);
+  ~SqliteStore();
+  SqliteStore(const SqliteStore&) = delete;
+  SqliteStore& operator=(const SqliteStore&) = delete;
+
+  // Writes the snapshots of `table` in one transaction. A snapshot is skipped when the
+  // stored version of its AOR is newer, or equal unless `force` (ul_sync rewrites rows
+  // that claim to be current). An empty snapshot deletes the AOR's contacts.
+  absl::Status Write(std::string_view table, std::span<const AorSnapshot> snapshots,
+                     bool force = false);
+
+  // Every AOR of `table` that has contacts, with the contacts in stored q order.
+  // Contact states are not meaningful here.
+  absl::StatusOr<std::vector<AorSnapshot>> Load(std::string_view table);
+
+  // Highest version stored (0 for an empty database).
+  absl::StatusOr<uint64_t> MaxVersion();
+
+  // Start-up housekeeping (no concurrent writers): deletes contacts that expired at or
+  // before `now` and version rows of AORs without contacts.
+  absl::Status Prune(int64_t now);
+
+  // For a full-table sync: deletes the contacts of every AOR of `table` that is not in
+  // `keep` and whose stored version is <= `max_version` (newer ones were written
+  // meanwhile by others and are left alone).
+  absl::Status DeleteAorsExcept(std::string_view table,
+                                const absl::flat_hash_set<std::string>& keep,
+                                uint64_t max_version);
+
+  const std::string& path() const { return path_; }
+
+ private:
+  SqliteStore(sqlite3* db, std::string path, RobustMutex* writer_lock)
+      : db_(db), path_(std::move(path)), writer_lock_(writer_lock) {}
+  absl::Status Exec(const char* sql);
+  absl::StatusOr<sqlite3_stmt*> Prepare(const char* sql);
+  absl::Status Error(std::string_view what) const;
+  // Runs `body` inside BEGIN IMMEDIATE ... COMMIT under the writer lock.
+  template <typename Body>
+  absl::Status InTransaction(Body body);
+
+  sqlite3* db_;
+  std::string path_;
+  RobustMutex* writer_lock_;
+  sqlite3_stmt* select_version_ = nullptr;
+  sqlite3_stmt* delete_contacts_ = nullptr;
+  sqlite3_stmt* insert_contact_ = nullptr;
+  sqlite3_stmt* upsert_version_ = nullptr;
+};
+
+}  // namespace sipd::usrloc

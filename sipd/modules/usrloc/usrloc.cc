@@ -1,0 +1,336 @@
+#include "sipd/modules/usrloc/usrloc.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <ctime>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "registry/status_macros.h"
+#include "sipd/modules/usrloc/ul_mi.h"
+#include "spdlog/spdlog.h"
+
+namespace sipd::usrloc {
+
+// State shared by all processes (in shm).
+struct Usrloc::Shared {
+  // The last version handed out (LocationTable versions).
+  std::atomic<uint64_t> version_clock{0};
+  // Serialises SQLite write transactions of all sipd processes.
+  RobustMutex db_writer;
+};
+
+namespace {
+// AORs per database transaction in timer and sync passes: bounds how long one pass keeps
+// SQLite's write lock (and so how long a write-through SIP worker may wait for it).
+constexpr size_t kSnapshotsPerTransaction = 50;
+}  // namespace
+
+Usrloc::Usrloc(Options options, SharedMemory& shm, mi::StatsRegistry& stats, Clock clock)
+    : options_(std::move(options)), shm_(shm), stats_(stats), clock_(std::move(clock)) {
+  if (!clock_) clock_ = [] { return static_cast<int64_t>(std::time(nullptr)); };
+}
+
+absl::Status Usrloc::Start() {
+  try {
+    shared_ = shm_.Construct<Shared>();
+  } catch (const std::exception& e) {
+    return absl::ResourceExhaustedError(absl::StrCat("usrloc: no shared memory: ", e.what()));
+  }
+  SIPD_RETURN_IF_ERROR(stats_.AddFunction("usrloc", "registered_users",
+                                          [this] { return registered_users(); }));
+  return AddTable(kDefaultTable).status();
+}
+
+absl::StatusOr<LocationTable*> Usrloc::AddTable(std::string_view name) {
+  if (name.empty()) return absl::InvalidArgumentError("usrloc: empty table name");
+  if (FindTable(name) != nullptr) {
+    return absl::AlreadyExistsError(absl::StrCat("usrloc: table ", std::string(name), " exists"));
+  }
+  const std::string n(name);
+  LocationTable::Counters counters;
+  SIPD_ASSIGN_OR_RETURN(counters.users,
+                        stats_.AddCounter("usrloc", absl::StrCat(n, "-users"), mi::kStatNoReset));
+  SIPD_ASSIGN_OR_RETURN(counters.contacts, stats_.AddCounter("usrloc", absl::StrCat(n, "-contacts"),
+                                                             mi::kStatNoReset));
+  SIPD_ASSIGN_OR_RETURN(counters.expires, stats_.AddCounter("usrloc", absl::StrCat(n, "-expires")));
+  SIPD_ASSIGN_OR_RETURN(
+      auto table, LocationTable::Create(shm_, n, 1u << options_.hash_size, &shared_->version_clock,
+                                        counters, options_.db_mode != DbMode::kNone));
+  tables_.push_back(std::move(table));
+  return tables_.back().get();
+}
+
+absl::Status Usrloc::LoadFromDatabase() {
+  if (options_.db_mode == DbMode::kNone) return absl::OkStatus();
+  SIPD_ASSIGN_OR_RETURN(SqliteStore * store, Store());
+  absl::Status status = [&]() -> absl::Status {
+    SIPD_RETURN_IF_ERROR(store->Prune(Now()));
+    SIPD_ASSIGN_OR_RETURN(uint64_t max_version, store->MaxVersion());
+    shared_->version_clock.store(max_version, std::memory_order_relaxed);
+    for (auto& table : tables_) {
+      SIPD_ASSIGN_OR_RETURN(std::vector<AorSnapshot> aors, store->Load(table->name()));
+      size_t contacts = 0;
+      for (const AorSnapshot& aor : aors) {
+        SIPD_RETURN_IF_ERROR(table->Load(aor));
+        contacts += aor.contacts.size();
+      }
+      spdlog::info("usrloc: table {}: loaded {} AORs, {} contacts from {}", table->name(),
+                   aors.size(), contacts, store->path());
+    }
+    return absl::OkStatus();
+  }();
+  // No connection may cross the fork.
+  CloseStore();
+  return status;
+}
+
+LocationTable* Usrloc::FindTable(std::string_view name) const {
+  for (const auto& table : tables_) {
+    if (table->name() == name) return table.get();
+  }
+  return nullptr;
+}
+
+uint64_t Usrloc::registered_users() const {
+  uint64_t total = 0;
+  for (const auto& table : tables_) total += table->users();
+  return total;
+}
+
+std::optional<std::string> Usrloc::FixAor(std::string_view aor) const {
+  const size_t at = aor.find('@');
+  if (options_.use_domain) {
+    if (at == std::string_view::npos) return std::nullopt;
+    return std::string(aor);
+  }
+  return std::string(aor.substr(0, at));
+}
+
+absl::StatusOr<SqliteStore*> Usrloc::Store() {
+  if (options_.db_mode == DbMode::kNone) {
+    return absl::FailedPreconditionError("usrloc runs without a database (db_mode 0)");
+  }
+  const pid_t pid = getpid();
+  if (store_ != nullptr && store_pid_ != pid) {
+    // Inherited across fork: must not be used or closed here. Leak it.
+    (void)store_.release();
+  }
+  if (store_ == nullptr) {
+    SIPD_ASSIGN_OR_RETURN(store_, SqliteStore::Open(SqliteStore::Options{
+                                      .path = options_.db_path,
+                                      .synchronous = options_.synchronous,
+                                      .busy_timeout_ms = 5000,
+                                      .writer_lock = &shared_->db_writer,
+                                  }));
+    store_pid_ = pid;
+  }
+  return store_.get();
+}
+
+void Usrloc::CloseStore() {
+  if (store_ != nullptr && store_pid_ != getpid()) (void)store_.release();
+  store_.reset();
+}
+
+absl::Status Usrloc::Persist(LocationTable& table, std::span<const AorSnapshot> snapshots,
+                             bool force) {
+  if (snapshots.empty()) return absl::OkStatus();
+  SIPD_ASSIGN_OR_RETURN(SqliteStore * store, Store());
+  SIPD_RETURN_IF_ERROR(store->Write(table.name(), snapshots, force));
+  for (const AorSnapshot& s : snapshots) table.MarkSynced(s.aor, s.version);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Usrloc::Applied> Usrloc::Update(LocationTable& table, std::string_view aor,
+                                               LocationTable::EditFn fn) {
+  SIPD_ASSIGN_OR_RETURN(UpdateResult result, table.Update(aor, fn, Now()));
+  Applied applied{std::move(result), absl::OkStatus()};
+  if (options_.db_mode == DbMode::kWriteThrough && applied.result.changed) {
+    applied.persisted = Persist(table, std::span<const AorSnapshot>(&applied.result.after, 1),
+                                /*force=*/false);
+    if (!applied.persisted.ok()) {
+      spdlog::error("usrloc: write-through of {} failed (the timer retries): {}", aor,
+                    applied.persisted.ToString());
+    }
+  }
+  return applied;
+}
+
+void Usrloc::RunTimer() {
+  const int64_t now = Now();
+  const bool db = options_.db_mode != DbMode::kNone;
+  for (auto& table : tables_) {
+    std::vector<AorSnapshot> unsynced;
+    size_t expired = 0;
+    auto flush = [&]() {
+      if (unsynced.empty()) return;
+      absl::Status s = Persist(*table, unsynced, /*force=*/false);
+      if (!s.ok()) {
+        spdlog::error("usrloc: table {}: writing {} AORs failed (retried next run): {}",
+                      table->name(), unsynced.size(), s.ToString());
+      }
+      unsynced.clear();
+    };
+    for (uint32_t slot = 0; slot < table->size(); ++slot) {
+      table->Sweep(slot, now, db ? &unsynced : nullptr, &expired);
+      if (unsynced.size() >= kSnapshotsPerTransaction) flush();
+    }
+    flush();
+    if (expired > 0) spdlog::debug("usrloc: table {}: {} contacts expired", table->name(), expired);
+  }
+}
+
+absl::Status Usrloc::SyncAor(LocationTable& table, std::string_view aor) {
+  if (options_.db_mode == DbMode::kNone) {
+    return absl::FailedPreconditionError("no database (db_mode 0)");
+  }
+  std::optional<AorSnapshot> snapshot = table.Get(aor);
+  if (!snapshot.has_value()) return absl::NotFoundError("AOR not found");
+  return Persist(table, std::span<const AorSnapshot>(&*snapshot, 1), /*force=*/true);
+}
+
+absl::Status Usrloc::SyncTable(LocationTable& table) {
+  if (options_.db_mode == DbMode::kNone) {
+    return absl::FailedPreconditionError("no database (db_mode 0)");
+  }
+  // Versions up to `start` were handed out before the pass: an AOR not met by the pass
+  // and not written since is gone from memory, so its rows go too.
+  const uint64_t start = shared_->version_clock.load(std::memory_order_relaxed);
+  absl::flat_hash_set<std::string> seen;
+  LocationTable::Cursor cursor;
+  std::vector<AorSnapshot> chunk;
+  while (!cursor.done) {
+    chunk.clear();
+    table.CopyChunk(cursor, kSnapshotsPerTransaction, /*with_contacts=*/true, chunk);
+    SIPD_RETURN_IF_ERROR(Persist(table, chunk, /*force=*/true));
+    for (AorSnapshot& s : chunk) seen.insert(std::move(s.aor));
+  }
+  SIPD_ASSIGN_OR_RETURN(SqliteStore * store, Store());
+  return store->DeleteAorsExcept(table.name(), seen, start);
+}
+
+absl::Status Usrloc::ChildInit(int rank) {
+  if (options_.db_mode == DbMode::kNone) return absl::OkStatus();
+  // Open eagerly where writes happen on a hot path, so a broken database shows at
+  // start-up rather than at the first REGISTER. Other processes open on first use.
+  const bool writes = rank == kRankTimer ||
+                      (rank >= kRankSipWorker && options_.db_mode == DbMode::kWriteThrough);
+  if (!writes) return absl::OkStatus();
+  return Store().status();
+}
+
+void Usrloc::Shutdown() {
+  if (options_.db_mode == DbMode::kWriteBack && shared_ != nullptr) {
+    RunTimer();
+    spdlog::info("usrloc: write-back flush at shutdown done");
+  }
+  CloseStore();
+}
+
+// ---------------------------------------------------------------------------------------
+// The module.
+
+UsrlocModule::UsrlocModule() = default;
+UsrlocModule::~UsrlocModule() = default;
+
+namespace {
+
+absl::StatusOr<int64_t> IntParam(std::string_view param, const ParamValue& value, int64_t min,
+                                 int64_t max) {
+  const int64_t* v = std::get_if<int64_t>(&value);
+  if (v == nullptr || *v < min || *v > max) {
+    return absl::InvalidArgumentError(absl::StrCat("usrloc: parameter ", std::string(param),
+                                                   " must be an integer in [", min, ", ", max,
+                                                   "]"));
+  }
+  return *v;
+}
+
+absl::StatusOr<std::string> StringParam(std::string_view param, const ParamValue& value) {
+  const std::string* v = std::get_if<std::string>(&value);
+  if (v == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("usrloc: parameter ", std::string(param), " must be a string"));
+  }
+  return *v;
+}
+
+}  // namespace
+
+absl::Status UsrlocModule::SetParam(std::string_view param, const ParamValue& value) {
+  if (param == "db_mode") {
+    SIPD_ASSIGN_OR_RETURN(int64_t mode, IntParam(param, value, 0, 3));
+    if (mode == 3) {
+      return absl::InvalidArgumentError(
+          "usrloc: db_mode 3 (DB only) is not supported by sipd; use 1 (write-through) or 2 "
+          "(write-back)");
+    }
+    options_.db_mode = static_cast<DbMode>(mode);
+  } else if (param == "use_domain") {
+    SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 0, 1));
+    options_.use_domain = v == 1;
+  } else if (param == "hash_size") {
+    SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1, 20));
+    options_.hash_size = static_cast<int>(v);
+  } else if (param == "timer_interval") {
+    SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1, 86400));
+    options_.timer_interval = static_cast<int>(v);
+  } else if (param == "db_url") {
+    SIPD_ASSIGN_OR_RETURN(db_url_, StringParam(param, value));
+  } else if (param == "db_synchronous") {
+    SIPD_ASSIGN_OR_RETURN(std::string v, StringParam(param, value));
+    if (absl::EqualsIgnoreCase(v, "normal")) {
+      options_.synchronous = SqliteStore::Synchronous::kNormal;
+    } else if (absl::EqualsIgnoreCase(v, "full")) {
+      options_.synchronous = SqliteStore::Synchronous::kFull;
+    } else {
+      return absl::InvalidArgumentError(
+          "usrloc: parameter db_synchronous must be \"normal\" or \"full\"");
+    }
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("usrloc: unknown parameter ", std::string(param)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status UsrlocModule::Init(Core& core) {
+  // db_url: empty -> <run_dir>/usrloc.sqlite; "sqlite://PATH" or a plain PATH; relative
+  // paths are relative to the run directory.
+  std::string path = db_url_;
+  if (absl::StartsWith(path, "sqlite://")) path = path.substr(9);
+  if (path.empty()) path = "usrloc.sqlite";
+  if (path[0] != '/') path = absl::StrCat(core.run_dir(), "/", path);
+  options_.db_path = path;
+
+  usrloc_ = std::make_unique<Usrloc>(options_, core.shm(), core.stats(), clock_);
+  SIPD_RETURN_IF_ERROR(usrloc_->Start());
+  SIPD_RETURN_IF_ERROR(usrloc_->LoadFromDatabase());
+  SIPD_RETURN_IF_ERROR(RegisterMiCommands(*usrloc_, core.mi()));
+  Usrloc* ul = usrloc_.get();
+  core.AddTimer("ul-timer", std::chrono::seconds(options_.timer_interval),
+                [ul] { ul->RunTimer(); });
+  spdlog::info("usrloc: db_mode {}, use_domain {}, {} slots, timer every {} s{}",
+               static_cast<int>(options_.db_mode), options_.use_domain ? 1 : 0,
+               1u << options_.hash_size, options_.timer_interval,
+               options_.db_mode == DbMode::kNone ? "" : absl::StrCat(", database ", path));
+  return absl::OkStatus();
+}
+
+absl::Status UsrlocModule::ChildInit(int rank) {
+  if (usrloc_ == nullptr) return absl::OkStatus();
+  return usrloc_->ChildInit(rank);
+}
+
+void UsrlocModule::Shutdown() {
+  if (usrloc_ != nullptr) usrloc_->Shutdown();
+}
+
+}  // namespace sipd::usrloc
+
+namespace sipd {
+std::unique_ptr<Module> NewUsrlocModule() { return std::make_unique<usrloc::UsrlocModule>(); }
+}  // namespace sipd

@@ -1,0 +1,168 @@
+// usrloc: the user location service (OpenSIPS 1.11 usrloc semantics).
+//
+// Usrloc owns the location tables (LocationTable, in shared memory), their statistics
+// and their persistence in SQLite according to db_mode:
+//   0 (no DB)         memory only;
+//   1 (write-through) every change is committed to SQLite by the process that made it,
+//                     after the slot lock is released and before the caller answers
+//                     (the registrar sends 200 OK only after the commit);
+//   2 (write-back)    changes are written by the timer process every timer_interval,
+//                     by ul_flush, and once more at clean shutdown (in the attendant);
+//   3 (DB only)       not implemented: rejected at start-up with a config error.
+// In both DB modes the tables are loaded from the database at start-up, and the timer
+// (re)writes any AOR whose newest version is not in the database yet (so a failed
+// write-through commit is retried).
+//
+// Process-safety: created in the attendant (Start, AddTable, LoadFromDatabase) before
+// the fork; afterwards every method may be called from any sipd process. Table access
+// is guarded by the tables' slot locks; each process opens its own SQLite connection on
+// first use (or in ChildInit), never under a slot lock; the connection of the attendant
+// is closed before the fork.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "registry/statistics.h"
+#include "sipd/core/module.h"
+#include "sipd/core/shm.h"
+#include "sipd/modules/usrloc/contact.h"
+#include "sipd/modules/usrloc/location_table.h"
+#include "sipd/modules/usrloc/sqlite_store.h"
+
+namespace sipd::usrloc {
+
+enum class DbMode { kNone = 0, kWriteThrough = 1, kWriteBack = 2 };
+
+// The table every REGISTER is saved into.
+inline constexpr std::string_view kDefaultTable = "location";
+
+struct Options {
+  DbMode db_mode = DbMode::kNone;
+  // 1: AORs are user@domain; 0: the domain part is ignored (stripped).
+  bool use_domain = false;
+  // The hash tables have 2^hash_size slots (OpenSIPS semantics; 9 -> 512).
+  int hash_size = 9;
+  // Seconds between timer runs (expiry, write-back flush).
+  int timer_interval = 60;
+  // SQLite file (db_mode 1, 2).
+  std::string db_path;
+  SqliteStore::Synchronous synchronous = SqliteStore::Synchronous::kNormal;
+};
+
+class Usrloc {
+ public:
+  // Current unix time in seconds (injectable for tests).
+  using Clock = std::function<int64_t()>;
+
+  Usrloc(Options options, SharedMemory& shm, mi::StatsRegistry& stats, Clock clock = {});
+  Usrloc(const Usrloc&) = delete;
+  Usrloc& operator=(const Usrloc&) = delete;
+
+  // Creates the shared state, the `usrloc:registered_users` statistic and the default
+  // table `location`. REQUIRES: attendant, before the fork.
+  absl::Status Start();
+  // Adds another table (statistics D-users, D-contacts, D-expires). REQUIRES: after
+  // Start(), before LoadFromDatabase() and the fork.
+  absl::StatusOr<LocationTable*> AddTable(std::string_view name);
+  // DB modes: prunes and loads every table from the database, then closes the
+  // connection. A no-op in db_mode 0.
+  absl::Status LoadFromDatabase();
+
+  const Options& options() const { return options_; }
+  int64_t Now() const { return clock_(); }
+
+  // Exact, case-sensitive lookup; nullptr if there is no such table.
+  LocationTable* FindTable(std::string_view name) const;
+  const std::vector<std::unique_ptr<LocationTable>>& tables() const { return tables_; }
+  uint64_t registered_users() const;
+
+  // The MI form of an AOR (spec 8.1): use_domain=0 strips "@..."; use_domain=1 needs an
+  // '@' (nullopt if missing).
+  std::optional<std::string> FixAor(std::string_view aor) const;
+
+  struct Applied {
+    UpdateResult result;
+    // Write-through: the outcome of the commit (OK when nothing had to be written).
+    // Other modes: always OK. On failure the change stays in memory and the timer
+    // retries the write.
+    absl::Status persisted;
+  };
+  // LocationTable::Update, then (write-through) the commit of the new AOR state.
+  absl::StatusOr<Applied> Update(LocationTable& table, std::string_view aor,
+                                 LocationTable::EditFn fn);
+
+  // Timer work: removes expired contacts from every table and, in DB modes, writes every
+  // AOR not yet in the database. Also what ul_flush runs.
+  void RunTimer();
+  // ul_sync: rewrites the database rows of one AOR (NotFound if it has no contacts) or
+  // of a whole table from memory. FailedPrecondition without a database.
+  absl::Status SyncAor(LocationTable& table, std::string_view aor);
+  absl::Status SyncTable(LocationTable& table);
+
+  // Per-process hooks, called by the module.
+  absl::Status ChildInit(int rank);
+  // Attendant, after every child has exited: write-back flushes what is left.
+  void Shutdown();
+
+ private:
+  struct Shared;
+
+  // This process's database connection, opened on first use (nullptr without a DB).
+  absl::StatusOr<SqliteStore*> Store();
+  void CloseStore();
+  // Writes snapshots and marks them synced.
+  absl::Status Persist(LocationTable& table, std::span<const AorSnapshot> snapshots,
+                       bool force);
+
+  Options options_;
+  SharedMemory& shm_;
+  mi::StatsRegistry& stats_;
+  Clock clock_;
+  Shared* shared_ = nullptr;
+  std::vector<std::unique_ptr<LocationTable>> tables_;
+  std::unique_ptr<SqliteStore> store_;
+  pid_t store_pid_ = 0;
+};
+
+// The `usrloc` module: modparams db_mode, use_domain, hash_size, timer_interval, db_url,
+// db_synchronous ("normal" | "full"); MI commands ul_*; the `ul-timer` timer.
+class UsrlocModule : public Module {
+ public:
+  UsrlocModule();
+  ~UsrlocModule() override;
+  std::string_view name() const override { return "usrloc"; }
+  absl::Status SetParam(std::string_view param, const ParamValue& value) override;
+  absl::Status Init(Core& core) override;
+  absl::Status ChildInit(int rank) override;
+  void Shutdown() override;
+
+  // REQUIRES: Init() succeeded.
+  Usrloc& usrloc() { return *usrloc_; }
+  // For tests: the clock used by the service created in Init().
+  void set_clock(Usrloc::Clock clock) { clock_ = std::move(clock); }
+
+ private:
+  Options options_;
+  std::string db_url_;
+  Usrloc::Clock clock_;
+  std::unique_ptr<Usrloc> usrloc_;
+};
+
+}  // namespace sipd::usrloc
+
+namespace sipd {
+// The factory of the module list (sipd/module_list.cc).
+std::unique_ptr<Module> NewUsrlocModule();
+}  // namespace sipd

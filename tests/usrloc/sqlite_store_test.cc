@@ -1,0 +1,145 @@
+// SqliteStore: snapshot writes with version ordering, load, prune, table sync.
+#include "sipd/modules/usrloc/sqlite_store.h"
+
+#include <stdlib.h>
+
+#include <filesystem>
+
+#include "gtest/gtest.h"
+
+namespace sipd::usrloc {
+namespace {
+
+class SqliteStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/sipd-sqlite-test-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    store_ = Open();
+  }
+  void TearDown() override {
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  std::unique_ptr<SqliteStore> Open() {
+    auto store = SqliteStore::Open({.path = dir_ + "/ul.sqlite"});
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+  static AorSnapshot Snapshot(std::string aor, uint64_t version,
+                              std::vector<std::string> uris) {
+    AorSnapshot s;
+    s.aor = std::move(aor);
+    s.version = version;
+    for (auto& uri : uris) {
+      ContactInfo c;
+      c.uri = std::move(uri);
+      c.callid = "cid";
+      c.cseq = 3;
+      c.expires = 5000;
+      c.q = 500;
+      c.path = "<sip:p;lr>";
+      c.received = "sip:1.2.3.4:5060";
+      c.user_agent = "ua";
+      c.socket = "udp:127.0.0.1:5060";
+      c.instance = "<urn:x>";
+      c.methods = 77;
+      c.flags = 1;
+      c.cflags = 2;
+      c.last_modified = 4000;
+      c.state = ContactState::kSync;
+      s.contacts.push_back(std::move(c));
+    }
+    return s;
+  }
+  std::vector<std::string> Uris(std::string_view aor, std::string_view table = "location") {
+    std::vector<std::string> out;
+    const std::vector<AorSnapshot> all = store_->Load(table).value();
+    for (auto& s : all) {
+      if (s.aor != aor) continue;
+      for (auto& c : s.contacts) out.push_back(c.uri);
+    }
+    return out;
+  }
+
+  std::string dir_;
+  std::unique_ptr<SqliteStore> store_;
+};
+
+TEST_F(SqliteStoreTest, RoundTripKeepsEveryFieldAndOrder) {
+  std::vector<AorSnapshot> in = {Snapshot("alice", 5, {"sip:b@h", "sip:a@h"}),
+                                 Snapshot("bob", 6, {"sip:c@h"})};
+  ASSERT_TRUE(store_->Write("location", in).ok());
+  auto out = store_->Load("location");
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->size(), 2u);
+  EXPECT_EQ((*out)[0].aor, "alice");
+  EXPECT_EQ((*out)[0].version, 5u);
+  ASSERT_EQ((*out)[0].contacts.size(), 2u);
+  EXPECT_EQ((*out)[0].contacts[0], in[0].contacts[0]);
+  EXPECT_EQ((*out)[0].contacts[1], in[0].contacts[1]);
+  EXPECT_EQ((*out)[1].contacts[0], in[1].contacts[0]);
+  EXPECT_TRUE(store_->Load("other").value().empty());
+  EXPECT_EQ(store_->MaxVersion().value(), 6u);
+}
+
+TEST_F(SqliteStoreTest, OlderSnapshotNeverOverwritesNewer) {
+  ASSERT_TRUE(store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 10, {"sip:new@h"})}).ok());
+  ASSERT_TRUE(store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 9, {"sip:old@h"})}).ok());
+  EXPECT_EQ(Uris("alice"), std::vector<std::string>{"sip:new@h"});
+  // Same version: skipped unless forced.
+  ASSERT_TRUE(store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 10, {"sip:same@h"})}).ok());
+  EXPECT_EQ(Uris("alice"), std::vector<std::string>{"sip:new@h"});
+  ASSERT_TRUE(store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 10, {"sip:same@h"})}, true).ok());
+  EXPECT_EQ(Uris("alice"), std::vector<std::string>{"sip:same@h"});
+  // An emptied AOR is not resurrected by a late older write.
+  ASSERT_TRUE(store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 12, {})}).ok());
+  ASSERT_TRUE(store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 11, {"sip:late@h"})}).ok());
+  EXPECT_TRUE(Uris("alice").empty());
+}
+
+TEST_F(SqliteStoreTest, TablesAreSeparate) {
+  ASSERT_TRUE(store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 1, {"sip:a@h"})}).ok());
+  ASSERT_TRUE(store_->Write("aliases", std::vector<AorSnapshot>{Snapshot("alice", 2, {"sip:b@h"})}).ok());
+  EXPECT_EQ(Uris("alice"), std::vector<std::string>{"sip:a@h"});
+  EXPECT_EQ(Uris("alice", "aliases"), std::vector<std::string>{"sip:b@h"});
+}
+
+TEST_F(SqliteStoreTest, PruneDropsExpiredContactsAndEmptyAors) {
+  AorSnapshot s = Snapshot("alice", 3, {"sip:old@h", "sip:keep@h", "sip:perm@h"});
+  s.contacts[0].expires = 100;
+  s.contacts[1].expires = 200;
+  s.contacts[2].expires = 0;
+  ASSERT_TRUE(store_->Write("location", std::vector<AorSnapshot>{s, Snapshot("bob", 4, {})}).ok());
+  ASSERT_TRUE(store_->Prune(150).ok());
+  EXPECT_EQ(Uris("alice"), (std::vector<std::string>{"sip:keep@h", "sip:perm@h"}));
+  EXPECT_EQ(store_->MaxVersion().value(), 3u);  // bob's empty row is gone
+}
+
+TEST_F(SqliteStoreTest, DeleteAorsExceptKeepsNewerWrites) {
+  ASSERT_TRUE(store_->Write("location", std::vector<AorSnapshot>{Snapshot("a", 1, {"sip:a@h"}), Snapshot("b", 2, {"sip:b@h"}),
+                                         Snapshot("c", 9, {"sip:c@h"})})
+                  .ok());
+  ASSERT_TRUE(store_->DeleteAorsExcept("location", {"a"}, 5).ok());
+  EXPECT_EQ(Uris("a").size(), 1u);
+  EXPECT_TRUE(Uris("b").empty());
+  EXPECT_EQ(Uris("c").size(), 1u);  // written after the sync started
+}
+
+TEST_F(SqliteStoreTest, SecondConnectionSeesCommittedData) {
+  auto other = Open();
+  ASSERT_NE(other, nullptr);
+  ASSERT_TRUE(store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 1, {"sip:a@h"})}).ok());
+  ASSERT_TRUE(other->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 2, {"sip:b@h"})}).ok());
+  EXPECT_EQ(Uris("alice"), std::vector<std::string>{"sip:b@h"});
+}
+
+TEST_F(SqliteStoreTest, OpenFailsClearlyForBadPath) {
+  auto store = SqliteStore::Open({.path = "/nonexistent-dir/x/ul.sqlite"});
+  EXPECT_FALSE(store.ok());
+  EXPECT_NE(store.status().message().find("/nonexistent-dir/x/ul.sqlite"), absl::string_view::npos);
+}
+
+}  // namespace
+}  // namespace sipd::usrloc
