@@ -1,0 +1,14 @@
+#!/bin/sh
+# Generates the Python gRPC stubs of sipd.mi.v1 for the sipd_mi package.
+#   clients/python/generate_stubs.sh [OUTPUT_DIR]    (default: clients/python)
+# Needs protoc and grpc_python_plugin (Debian: protobuf-compiler, protobuf-compiler-grpc).
+# The output (sipd/mi/v1/*_pb2*.py) is generated code: git ignores it.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+proto_root=$(cd "$here/../../proto" && pwd)
+out=${1:-$here}
+plugin=${GRPC_PYTHON_PLUGIN:-$(command -v grpc_python_plugin)}
+mkdir -p "$out"
+protoc -I "$proto_root" --python_out="$out" --grpc_out="$out" \
+  --plugin=protoc-gen-grpc="$plugin" "$proto_root/sipd/mi/v1/mi.proto"
+echo "stubs written to $out/sipd/mi/v1"

@@ -1,0 +1,98 @@
+"""Command line: run one MI command over gRPC and print the reply.
+
+    python3 -m sipd_mi [-t HOST:PORT] ps
+    python3 -m sipd_mi get_statistics core: sl:
+    python3 -m sipd_mi --stream ul_dump
+    python3 -m sipd_mi --json which
+    python3 -m sipd_mi --list | --describe COMMAND
+
+The target defaults to $SIPD_MI_TARGET, else 127.0.0.1:8090. The reply is printed as FIFO
+prints it (status line, TAB-indented node lines). Exit status: 0 for a 2xx reply, 1 for
+any other MI code, 2 for a transport problem (sipd not reachable, deadline, ...).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import grpc
+
+from sipd_mi.client import Client, MiError
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python3 -m sipd_mi", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "-t",
+        "--target",
+        default=os.environ.get("SIPD_MI_TARGET", "127.0.0.1:8090"),
+        help="mi_grpc address host:port (default: $SIPD_MI_TARGET or 127.0.0.1:8090)",
+    )
+    parser.add_argument("--timeout", type=float, default=30.0, help="deadline in seconds")
+    parser.add_argument("--json", action="store_true", help="print the reply tree as JSON")
+    parser.add_argument("--stream", action="store_true", help="use ExecuteStream")
+    parser.add_argument("--list", action="store_true", help="list the loaded commands")
+    parser.add_argument("--describe", metavar="COMMAND", help="describe one command")
+    parser.add_argument("command", nargs="?", help="MI command, e.g. ps")
+    # REMAINDER: arguments may start with "-" (e.g. `debug -1`).
+    parser.add_argument("params", nargs=argparse.REMAINDER, help="command arguments")
+    args = parser.parse_args(argv)
+    if not (args.list or args.describe or args.command):
+        parser.error("a command (or --list / --describe) is required")
+    return args
+
+
+def main(argv=None) -> int:
+    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    out = sys.stdout
+    try:
+        with Client(args.target, timeout=args.timeout) as client:
+            if args.list:
+                commands = client.list_commands()
+                if args.json:
+                    json.dump(commands, out, indent=2)
+                    out.write("\n")
+                else:
+                    for info in commands:
+                        out.write(f"{info['name']}\t{info['module']}\n")
+                return 0
+            if args.describe:
+                json.dump(client.describe(args.describe), out, indent=2)
+                out.write("\n")
+                return 0
+            if args.stream and not args.json:
+                streamed = client.stream(args.command, *args.params)
+                nodes = iter(streamed)
+                first = next(nodes, None)  # the status comes with the first chunk
+                out.write(f"{streamed.code} {streamed.reason}\n")
+                if first is not None:
+                    depth, node = first
+                    out.write("\t" * depth + node.line() + "\n")
+                for depth, node in nodes:
+                    out.write("\t" * depth + node.line() + "\n")
+                return 0 if 200 <= streamed.code < 300 else 1
+            if args.stream:
+                reply = client.stream(args.command, *args.params).collect()
+            else:
+                reply = client.execute(args.command, *args.params, check=False)
+            if args.json:
+                json.dump(reply.to_dict(), out, indent=2)
+                out.write("\n")
+            else:
+                out.write(reply.to_text())
+            return 0 if reply.ok else 1
+    except MiError as error:
+        if args.json:
+            json.dump(error.reply.to_dict(), out, indent=2)
+            out.write("\n")
+        else:
+            out.write(error.reply.to_text())
+        return 1
+    except grpc.RpcError as error:
+        sys.stderr.write(f"sipd_mi: {args.target}: {error.code().name}: {error.details()}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
