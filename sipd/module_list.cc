@@ -4,6 +4,8 @@
 #include "legacy-transports/xmlrpc/mi_xmlrpc_module.h"
 #include "legacy-transports/fifo/fifo_module.h"
 #include "legacy-transports/datagram/datagram_module.h"
+#include "sipd/modules/usrloc/usrloc.h"
+#include "sipd/modules/registrar/registrar.h"
 
 namespace sipd {
 
@@ -13,6 +15,8 @@ const std::vector<ModuleEntry>& ModuleTable() {
       {"mi_xmlrpc", &NewMiXmlrpcModule},
       {"mi_fifo", &NewMiFifoModule},
       {"mi_datagram", &NewMiDatagramModule},
+      {"usrloc", &NewUsrlocModule},
+      {"registrar", &NewRegistrarModule},
   };
   return kModules;
 }
