@@ -3,6 +3,7 @@
 // malformed-input table, and start-up errors.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -234,6 +235,35 @@ TEST_F(SipdXmlrpcTest, SilentClientDoesNotBlockOthers) {
     EXPECT_FALSE(outcome->is_fault);
   }
   EXPECT_TRUE(silent.WaitClosed(std::chrono::seconds(10)));
+}
+
+// PID of the MI XMLRPC process according to `ps` over XML-RPC, or 0.
+pid_t MiXmlrpcPid(int port) {
+  const std::optional<CallOutcome> outcome = CallOnce(port, MethodCall("ps"));
+  if (!outcome || outcome->is_fault) return 0;
+  const std::regex pattern("PID=([0-9]+) Type=MI XMLRPC");
+  std::smatch match;
+  const std::string text = outcome->String();
+  return std::regex_search(text, match, pattern) ? std::stoi(match[1]) : 0;
+}
+
+TEST_F(SipdXmlrpcTest, KilledProcessIsRestartedOnTheSameSocket) {
+  StartSipd();
+  const pid_t first = MiXmlrpcPid(port_);
+  ASSERT_GT(first, 0);
+  ASSERT_EQ(kill(first, SIGKILL), 0);
+  // The attendant restarts it; the socket bound before the fork is served again.
+  pid_t second = 0;
+  EXPECT_TRUE(::sipd::testing::WaitUntil(
+      [&] {
+        second = MiXmlrpcPid(port_);
+        return second > 0 && second != first;
+      },
+      std::chrono::seconds(10)))
+      << sipd_->log();
+  const std::optional<CallOutcome> outcome = CallOnce(port_, MethodCall("version"));
+  ASSERT_TRUE(outcome.has_value());
+  EXPECT_FALSE(outcome->is_fault);
 }
 
 TEST(SipdXmlrpcStartupTest, BusyPortFailsStartup) {
