@@ -60,7 +60,7 @@ class MiDatagramModule final : public Module {
       absl::StatusOr<legacy::DatagramSockets> sockets = legacy::CreateDatagramSockets(config_);
       if (!sockets.ok()) return sockets.status();
       sockets_ = std::move(*sockets);
-      spdlog::info("MI Datagram: listening on {}", config_.socket_name);
+      spdlog::info("mi_datagram: listening on {}", config_.socket_name);
       return absl::OkStatus();
     };
     spec.main = [this](int) {

@@ -190,7 +190,7 @@ void DatagramServer::Run(const std::function<bool()>& stopping,
     const int ready = poll(&pfd, 1, kPollIntervalMs);
     on_wakeup();
     if (ready < 0 && errno != EINTR) {
-      spdlog::error("MI Datagram: poll: {}", Errno());
+      spdlog::error("poll: {}", Errno());
       std::this_thread::sleep_for(std::chrono::milliseconds(kPollIntervalMs));
       continue;
     }
@@ -206,14 +206,14 @@ void DatagramServer::ReceiveOne() {
   const ssize_t n = recvfrom(sockets_.rx, input_.data(), input_.size(), MSG_DONTWAIT | MSG_TRUNC,
                              reinterpret_cast<sockaddr*>(&from), &from_len);
   if (n < 0) {
-    if (errno != EAGAIN && errno != EINTR) spdlog::error("MI Datagram: recvfrom: {}", Errno());
+    if (errno != EAGAIN && errno != EINTR) spdlog::error("recvfrom: {}", Errno());
     return;
   }
   const size_t real_size = static_cast<size_t>(n);
   const std::string_view reply =
       Handle(std::string_view(input_.data(), std::min(real_size, input_.size())), real_size);
   if (!sockets_.unix_path.empty() && from_len <= offsetof(sockaddr_un, sun_path)) {
-    spdlog::warn("MI Datagram: request from an unbound UNIX socket: no reply possible");
+    spdlog::warn("request from an unbound UNIX socket: no reply possible");
     return;
   }
   SendReply(reply, from, from_len);
@@ -221,7 +221,7 @@ void DatagramServer::ReceiveOne() {
 
 std::string_view DatagramServer::Handle(std::string_view datagram, size_t real_size) {
   if (real_size > datagram.size() || datagram.size() > kDatagramMaxSize) {
-    spdlog::warn("MI Datagram: request of {} bytes exceeds {} bytes", real_size, kDatagramMaxSize);
+    spdlog::warn("request of {} bytes exceeds {} bytes", real_size, kDatagramMaxSize);
     return kDatagramParseError;
   }
   // First line: exactly `:command:` and LF (CRLF accepted).
@@ -238,7 +238,7 @@ std::string_view DatagramServer::Handle(std::string_view datagram, size_t real_s
     const mi::Command* command = registry_.Find(request_.command);
     if (command == nullptr) return kDatagramNotAvailable;
     if (!command->has_flag(mi::kNoInput)) {
-      spdlog::warn("MI Datagram: parse error in command '{}': {}", request_.command,
+      spdlog::warn("parse error in command '{}': {}", request_.command,
                    std::string(parsed.message()));
       return kDatagramParseError;
     }
@@ -255,8 +255,7 @@ std::string_view DatagramServer::Handle(std::string_view datagram, size_t real_s
       break;
   }
   if (writer_.too_large()) {
-    spdlog::warn("MI Datagram: reply of command '{}' exceeds {} bytes", request_.command,
-                 kDatagramMaxSize);
+    spdlog::warn("reply of command '{}' exceeds {} bytes", request_.command, kDatagramMaxSize);
     return kDatagramTooLarge;
   }
   return writer_.payload();
@@ -272,7 +271,7 @@ void DatagramServer::SendReply(std::string_view payload, const sockaddr_storage&
     }
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != ENOBUFS) {
-      spdlog::warn("MI Datagram: cannot send reply: {}", Errno());
+      spdlog::warn("cannot send reply: {}", Errno());
       return;
     }
     // The client's receive queue is full: wait a little for it to drain.
@@ -281,7 +280,7 @@ void DatagramServer::SendReply(std::string_view payload, const sockaddr_storage&
       deadline = now + config_.socket_timeout;
     }
     if (now >= deadline) {
-      spdlog::warn("MI Datagram: reply dropped: the client did not read for {} ms",
+      spdlog::warn("reply dropped: the client did not read for {} ms",
                    config_.socket_timeout.count());
       return;
     }

@@ -90,7 +90,7 @@ class MiFifoModule final : public Module {
     std::signal(SIGPIPE, SIG_IGN);
     legacy::FifoServer server(config_, core_->mi());
     if (absl::Status status = server.Open(); !status.ok()) {
-      spdlog::critical("MI FIFO: {}", std::string(status.message()));
+      spdlog::critical("mi_fifo: {}", std::string(status.message()));
       spdlog::default_logger()->flush();
       _exit(1);
     }

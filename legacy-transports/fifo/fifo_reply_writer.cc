@@ -49,7 +49,7 @@ void FifoReplyWriter::WriteErrorLine(uint32_t code, std::string_view reason) {
 }
 
 void FifoReplyWriter::Abandon(std::string_view why) {
-  spdlog::warn("MI FIFO: reply abandoned: {}", why);
+  spdlog::warn("reply abandoned: {}", why);
   failed_ = true;
 }
 

@@ -61,7 +61,7 @@ absl::Status PrepareRequestFifo(const FifoConfig& config) {
       return absl::FailedPreconditionError(
           absl::StrCat("mi_fifo: cannot remove stale FIFO '", path, "': ", Errno()));
     }
-    spdlog::info("MI FIFO: replaced stale FIFO {}", path);
+    spdlog::info("mi_fifo: replaced stale FIFO {}", path);
   } else if (errno != ENOENT) {
     return absl::FailedPreconditionError(absl::StrCat("mi_fifo: '", path, "': ", Errno()));
   }
@@ -119,7 +119,7 @@ absl::Status FifoServer::Open() {
         absl::StrCat("mi_fifo: cannot open '", path, "' for writing: ", Errno()));
   }
   last_input_ = std::chrono::steady_clock::now();
-  spdlog::info("MI FIFO: listening on {}", path);
+  spdlog::info("listening on {}", path);
   return absl::OkStatus();
 }
 
@@ -132,13 +132,13 @@ void FifoServer::Run(const std::function<bool()>& stopping,
     const int ready = poll(&pfd, 1, timeout_ms);
     on_wakeup();
     if (ready < 0 && errno != EINTR) {
-      spdlog::error("MI FIFO: poll: {}", Errno());
+      spdlog::error("poll: {}", Errno());
       std::this_thread::sleep_for(std::chrono::milliseconds(kPollIntervalMs));
       continue;
     }
     if (ready > 0) ReadInput();
   }
-  spdlog::debug("MI FIFO: stopping");
+  spdlog::debug("stopping");
 }
 
 void FifoServer::ReadInput() {
@@ -151,7 +151,7 @@ void FifoServer::ReadInput() {
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno != EAGAIN) spdlog::error("MI FIFO: read: {}", Errno());
+    if (n < 0 && errno != EAGAIN) spdlog::error("read: {}", Errno());
     return;  // EAGAIN, or EOF (impossible while keep_fd_ is open)
   }
 }
@@ -206,8 +206,7 @@ void FifoServer::ProcessInput() {
 void FifoServer::OnOverlongLine() {
   switch (state_) {
     case State::kIdle:
-      spdlog::warn("MI FIFO: command line longer than {} bytes: request discarded",
-                   kFifoMaxCommandLine - 1);
+      spdlog::warn("command line longer than {} bytes: request discarded", kFifoMaxCommandLine - 1);
       state_ = State::kDiscard;
       break;
     case State::kArguments:
@@ -240,19 +239,19 @@ void FifoServer::HandleCommandLine(std::string_view line) {
   const std::string_view text = TrimCommandLine(line);
   if (text.empty()) return;  // stray empty lines between requests are harmless
   if (text.size() < 3) {
-    spdlog::warn("MI FIFO: command line too short: ignored");
+    spdlog::warn("command line too short: ignored");
     return;
   }
   const size_t colon = text.find(':', 1);
   if (text.front() != ':' || colon == std::string_view::npos || colon == 1) {
-    spdlog::warn("MI FIFO: malformed command line: request discarded");
+    spdlog::warn("malformed command line: request discarded");
     state_ = State::kDiscard;
     return;
   }
   const std::string_view command = text.substr(1, colon - 1);
   const std::string_view reply_name = text.substr(colon + 1);
   if (reply_name.empty() || reply_name.find_first_of("./\\") != std::string_view::npos) {
-    spdlog::warn("MI FIFO: command '{}': {} reply FIFO name: request discarded", command,
+    spdlog::warn("command '{}': {} reply FIFO name: request discarded", command,
                  reply_name.empty() ? "no" : "unsafe");
     state_ = State::kDiscard;
     return;
@@ -290,8 +289,7 @@ void FifoServer::OnArgumentError(const absl::Status& why) {
     writer_.Begin(reply_fd_);
     writer_.WriteErrorLine(500, absl::StrCat("command '", request_.command, "' not available"));
   } else {
-    spdlog::warn("MI FIFO: parse error in command '{}': {}", request_.command,
-                 std::string(why.message()));
+    spdlog::warn("parse error in command '{}': {}", request_.command, std::string(why.message()));
     writer_.Begin(reply_fd_);
     writer_.WriteErrorLine(400, absl::StrCat("parse error in command '", request_.command, "'"));
   }
@@ -323,7 +321,7 @@ void FifoServer::CheckRequestTimeout(int* poll_timeout_ms) {
     *poll_timeout_ms = std::min<int>(*poll_timeout_ms, static_cast<int>(left.count()));
     return;
   }
-  spdlog::warn("MI FIFO: request incomplete after {} ms of silence: discarded",
+  spdlog::warn("request incomplete after {} ms of silence: discarded",
                config_.request_timeout.count());
   if (state_ == State::kIdle && !skipping_line_ && input_end_ > input_begin_) {
     // A command line without its LF: answer it if it names a usable reply FIFO.
@@ -349,13 +347,13 @@ int FifoServer::OpenReplyFifo(std::string_view reply_name) {
     if (fd >= 0 || errno != ENXIO) break;
   }
   if (fd < 0) {
-    spdlog::warn("MI FIFO: cannot open reply FIFO {}: {}", reply_path_,
+    spdlog::warn("cannot open reply FIFO {}: {}", reply_path_,
                  errno == ENXIO ? "nobody reads it" : Errno());
     return -1;
   }
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode) || st.st_nlink != 1) {
-    spdlog::warn("MI FIFO: reply file {} is not a FIFO with a single link: not used", reply_path_);
+    spdlog::warn("reply file {} is not a FIFO with a single link: not used", reply_path_);
     close(fd);
     return -1;
   }

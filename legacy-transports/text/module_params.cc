@@ -60,7 +60,7 @@ absl::StatusOr<mode_t> ModeFromParam(std::string_view param, const ParamValue& v
     return BadParam(param, absl::StrCat("mode ", mode, " is outside 0..07777"));
   }
   if (mode == 0) {
-    spdlog::warn("parameter '{}' is 0: using 0600", param);
+    spdlog::warn("parameter '{}' is 0: using 0600 instead", param);
     mode = 0600;
   }
   return static_cast<mode_t>(mode);
