@@ -1,0 +1,113 @@
+// sipd.mi.v1.Management: the gRPC face of the one MI dispatch path.
+//
+// Every RPC ends in mi::Dispatch(); this class only converts requests, enforces the
+// transport's limits and maps replies to gRPC statuses and metadata as documented in
+// proto/sipd/mi/v1/mi.proto (see service/status_mapping.h).
+//
+// Where calls run:
+//  - Execute of an ordinary command runs inline on the gRPC callback thread that
+//    received it (no hand-off, no extra allocation: this is the fast path that the
+//    `version`/`ps`/`get_statistics` traffic takes).
+//  - Execute of a command flagged async or streaming, and every ExecuteStream, runs on
+//    the WorkerPool, because those may block (waiting for a SIP reply, or for a slow
+//    client to drain the stream). A full pool queue answers RESOURCE_EXHAUSTED.
+//
+// Request validation (INVALID_ARGUMENT): empty command name, command name longer than
+// `max_command_length`, more than `max_args` arguments, arguments totalling more than
+// `max_message_size` bytes, an argument with neither name nor value (MI cannot
+// represent it, spec 1.2). A call whose deadline already passed is not run
+// (DEADLINE_EXCEEDED).
+//
+// Thread-safety: all RPC methods may run concurrently; the registry is read-only and
+// Dispatch() is thread-safe. Stop() must be called after the grpc::Server was shut
+// down (so no new calls arrive) and before the service is destroyed.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+
+#include "grpcpp/grpcpp.h"
+#include "registry/command.h"
+#include "registry/dispatch.h"
+#include "service/worker_pool.h"
+#include "sipd/mi/v1/mi.grpc.pb.h"
+
+namespace sipd::service {
+
+namespace v1 = ::sipd::mi::v1;
+
+struct ServiceOptions {
+  // Largest request accepted and reply produced (bytes). The server also applies it as
+  // gRPC's max send/receive message size.
+  size_t max_message_size = 4 << 20;
+  size_t max_args = 1024;
+  size_t max_command_length = 128;
+  // ExecuteStream: nodes per ReplyChunk at most (also cut at max_message_size / 4).
+  size_t stream_chunk_nodes = 1000;
+  // ExecuteStream: a chunk the client has not taken within this time ends the stream
+  // (the handler may hold locks while it flushes; a stalled client must not keep them).
+  std::chrono::milliseconds stream_write_timeout{10000};
+  // Worker threads for calls that may block (see file comment) and their queue bound.
+  size_t threads = 4;
+  size_t max_queued = 64;
+};
+
+// Parses a serialized ExecuteRequest, then converts and validates it (see file
+// comment). On error returns the INVALID_ARGUMENT status to send.
+grpc::Status ParseRequest(const grpc::ByteBuffer& bytes, const ServiceOptions& options,
+                          mi::Request* out);
+
+// Converts and validates an ExecuteRequest (see file comment). On error returns the
+// INVALID_ARGUMENT status to send.
+grpc::Status ValidateRequest(const v1::ExecuteRequest& in, const ServiceOptions& options,
+                             mi::Request* out);
+
+// Execute and ExecuteStream are "raw" methods (the service parses the request bytes
+// itself) so that a request that is not a valid ExecuteRequest, e.g. invalid UTF-8 in a
+// proto3 string, is answered INVALID_ARGUMENT with a clear message instead of the
+// library's bare parse failure. On the wire and in reflection nothing changes.
+using ManagementServiceBase = v1::Management::WithRawCallbackMethod_Execute<
+    v1::Management::WithRawCallbackMethod_ExecuteStream<
+        v1::Management::WithCallbackMethod_ListCommands<
+            v1::Management::WithCallbackMethod_DescribeCommand<v1::Management::Service>>>>;
+
+class ManagementService final : public ManagementServiceBase {
+ public:
+  ManagementService(const mi::Registry& registry, ServiceOptions options);
+  ~ManagementService() override;
+
+  // Finishes the calls queued on the worker pool and joins it. See thread-safety note.
+  void Stop();
+
+  // Request: a serialized ExecuteRequest; response: a serialized Reply.
+  grpc::ServerUnaryReactor* Execute(grpc::CallbackServerContext* context,
+                                    const grpc::ByteBuffer* request,
+                                    grpc::ByteBuffer* response) override;
+  // Request: a serialized ExecuteRequest; each message: a serialized ReplyChunk.
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* ExecuteStream(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) override;
+  grpc::ServerUnaryReactor* ListCommands(grpc::CallbackServerContext* context,
+                                         const v1::ListCommandsRequest* request,
+                                         v1::ListCommandsResponse* response) override;
+  grpc::ServerUnaryReactor* DescribeCommand(grpc::CallbackServerContext* context,
+                                            const v1::DescribeCommandRequest* request,
+                                            v1::CommandInfo* response) override;
+
+ private:
+  class StreamCall;
+
+  // Runs the command and finishes the unary call (any thread).
+  void RunExecute(grpc::CallbackServerContext* context, const mi::Request& request,
+                  grpc::ByteBuffer* response, grpc::ServerUnaryReactor* reactor);
+  // Status (and trailing metadata) of a finished dispatch. For Execute `response`
+  // receives a 2xx reply; for ExecuteStream it is null (the chunks carried the reply).
+  grpc::Status FinishStatus(grpc::CallbackServerContext* context, mi::DispatchResult& result,
+                            v1::Reply* response) const;
+
+  const mi::Registry& registry_;
+  const ServiceOptions options_;
+  WorkerPool pool_;
+};
+
+}  // namespace sipd::service

@@ -1,0 +1,180 @@
+#include "service/mi_grpc_module.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "registry/status_macros.h"
+#include "service/grpc_server.h"
+#include "spdlog/spdlog.h"
+
+namespace sipd {
+namespace {
+
+constexpr char kModuleName[] = "mi_grpc";
+constexpr std::chrono::milliseconds kLoopInterval(100);
+constexpr std::chrono::milliseconds kShutdownGrace(2000);
+
+struct HostPort {
+  std::string host;
+  int port = 0;
+};
+
+// "host:port" or "[v6]:port".
+absl::StatusOr<HostPort> ParseListen(const std::string& listen) {
+  HostPort out;
+  std::string port_text;
+  if (!listen.empty() && listen.front() == '[') {
+    const size_t close = listen.find(']');
+    if (close == std::string::npos || close + 1 >= listen.size() || listen[close + 1] != ':') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("mi_grpc: listen '", listen, "' is not [address]:port"));
+    }
+    out.host = listen.substr(1, close - 1);
+    port_text = listen.substr(close + 2);
+  } else {
+    const size_t colon = listen.rfind(':');
+    if (colon == std::string::npos || colon == 0 || listen.find(':') != colon) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("mi_grpc: listen '", listen, "' is not host:port"));
+    }
+    out.host = listen.substr(0, colon);
+    port_text = listen.substr(colon + 1);
+  }
+  if (!absl::SimpleAtoi(port_text, &out.port) || out.port < 0 || out.port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("mi_grpc: listen '", listen, "' has an invalid port"));
+  }
+  return out;
+}
+
+// Binds (without listening) every address `listen` resolves to, as gRPC will, so that a
+// port held by another daemon is reported before anything is forked.
+absl::Status CheckCanBind(const std::string& listen) {
+  SIPD_ASSIGN_OR_RETURN(HostPort hp, ParseListen(listen));
+  if (hp.port == 0) return absl::OkStatus();
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* result = nullptr;
+  const std::string port = std::to_string(hp.port);
+  if (int rc = getaddrinfo(hp.host.c_str(), port.c_str(), &hints, &result); rc != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("mi_grpc: cannot resolve '", hp.host, "': ", gai_strerror(rc)));
+  }
+  absl::Status status = absl::OkStatus();
+  for (addrinfo* ai = result; ai != nullptr && status.ok(); ai = ai->ai_next) {
+    const int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) continue;
+    const int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+      status = absl::UnavailableError(
+          absl::StrCat("mi_grpc: cannot listen on ", listen, ": ", std::strerror(errno)));
+    }
+    close(fd);
+  }
+  freeaddrinfo(result);
+  return status;
+}
+
+absl::StatusOr<int64_t> IntParam(std::string_view param, const ParamValue& value, int64_t min,
+                                 int64_t max) {
+  const int64_t* v = std::get_if<int64_t>(&value);
+  if (v == nullptr || *v < min || *v > max) {
+    return absl::InvalidArgumentError(absl::StrCat("mi_grpc: parameter '", std::string(param),
+                                                   "' must be an integer in [", min, ", ", max,
+                                                   "]"));
+  }
+  return *v;
+}
+
+class MiGrpcModule final : public Module {
+ public:
+  std::string_view name() const override { return kModuleName; }
+
+  absl::Status SetParam(std::string_view param, const ParamValue& value) override {
+    service::ServiceOptions& svc = options_.service;
+    if (param == "listen") {
+      const std::string* v = std::get_if<std::string>(&value);
+      if (v == nullptr) {
+        return absl::InvalidArgumentError("mi_grpc: parameter 'listen' must be a string");
+      }
+      SIPD_RETURN_IF_ERROR(ParseListen(*v).status());
+      options_.listen = *v;
+    } else if (param == "max_message_size") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 4096, 1 << 30));
+      svc.max_message_size = static_cast<size_t>(v);
+    } else if (param == "max_args") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1, 1 << 20));
+      svc.max_args = static_cast<size_t>(v);
+    } else if (param == "threads") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1, 64));
+      svc.threads = static_cast<size_t>(v);
+      svc.max_queued = 16 * svc.threads;
+    } else if (param == "stream_chunk_nodes") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1, 1 << 20));
+      svc.stream_chunk_nodes = static_cast<size_t>(v);
+    } else if (param == "stream_write_timeout") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 100, 3600 * 1000));
+      svc.stream_write_timeout = std::chrono::milliseconds(v);
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("mi_grpc: unknown parameter '", std::string(param), "'"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Init(Core& core) override {
+    core_ = &core;
+    return absl::OkStatus();
+  }
+
+  std::vector<ProcessSpec> Processes() override {
+    ProcessSpec spec;
+    spec.name = "MI gRPC";
+    spec.count = 1;
+    spec.pre_fork = [this] { return CheckCanBind(options_.listen); };
+    spec.main = [this](int) { Serve(); };
+    spec.init_child = true;
+    return {std::move(spec)};
+  }
+
+ private:
+  // The process body: start the server, then wait for shutdown. Keeps the loop at
+  // 100 ms so `debug` level changes and SIGTERM are seen promptly.
+  void Serve() {
+    auto server = service::MiGrpcServer::Start(core_->mi(), options_);
+    if (!server.ok()) {
+      spdlog::error("{}", server.status().ToString());
+      spdlog::default_logger()->flush();
+      _exit(1);
+    }
+    spdlog::info("mi_grpc: serving sipd.mi.v1.Management on {} (port {})", options_.listen,
+                 (*server)->port());
+    while (!core_->stopping()) {
+      std::this_thread::sleep_for(kLoopInterval);
+      core_->SyncLogLevel();
+    }
+    spdlog::info("mi_grpc: shutting down");
+    (*server)->Shutdown(kShutdownGrace);
+  }
+
+  Core* core_ = nullptr;
+  service::ServerOptions options_;
+};
+
+}  // namespace
+
+std::unique_ptr<Module> NewMiGrpcModule() { return std::make_unique<MiGrpcModule>(); }
+
+}  // namespace sipd
