@@ -4,6 +4,7 @@
 #include "legacy-transports/xmlrpc/mi_xmlrpc_module.h"
 #include "legacy-transports/fifo/fifo_module.h"
 #include "legacy-transports/datagram/datagram_module.h"
+#include "service/mi_grpc_module.h"
 #include "sipd/modules/usrloc/usrloc.h"
 #include "sipd/modules/registrar/registrar.h"
 
@@ -15,6 +16,7 @@ const std::vector<ModuleEntry>& ModuleTable() {
       {"mi_xmlrpc", &NewMiXmlrpcModule},
       {"mi_fifo", &NewMiFifoModule},
       {"mi_datagram", &NewMiDatagramModule},
+      {"mi_grpc", &NewMiGrpcModule},
       {"usrloc", &NewUsrlocModule},
       {"registrar", &NewRegistrarModule},
   };
