@@ -1,0 +1,474 @@
+// The Management service served in-process by MiGrpcServer over real loopback TCP,
+// with a registry of test commands (tests/service/test_registry.h). The same checks
+// against a real sipd live in sipd_grpc_test.cc.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "registry/dispatch.h"
+#include "registry/proto_convert.h"
+#include "service/grpc_server.h"
+#include "service/status_mapping.h"
+#include "sipd/mi/v1/mi.grpc.pb.h"
+#include "tests/service/test_registry.h"
+
+namespace sipd::service {
+namespace {
+
+using grpc::StatusCode;
+
+std::string Trailer(const grpc::ClientContext& ctx, const std::string& key) {
+  const auto& md = ctx.GetServerTrailingMetadata();
+  auto it = md.find(key);
+  if (it == md.end()) return "<absent>";
+  return std::string(it->second.data(), it->second.size());
+}
+
+class ServiceServerTest : public ::testing::Test {
+ protected:
+  void StartServer(ServiceOptions options = {}) {
+    ServerOptions server_options;
+    server_options.listen = "127.0.0.1:0";
+    server_options.service = options;
+    auto server = MiGrpcServer::Start(t_.registry, server_options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    target_ = "127.0.0.1:" + std::to_string(server_->port());
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(64 << 20);
+    args.SetMaxSendMessageSize(64 << 20);
+    channel_ = grpc::CreateCustomChannel(target_, grpc::InsecureChannelCredentials(), args);
+    stub_ = mi::v1::Management::NewStub(channel_);
+  }
+  void SetUp() override { StartServer(); }
+  void TearDown() override {
+    stub_.reset();
+    channel_.reset();
+    if (server_) server_->Shutdown(std::chrono::milliseconds(500));
+  }
+
+  grpc::Status Execute(const std::string& command, const std::vector<std::string>& params,
+                       mi::v1::Reply* reply, grpc::ClientContext* ctx) {
+    mi::v1::ExecuteRequest request;
+    request.set_command(command);
+    for (const auto& p : params) request.add_params(p);
+    return stub_->Execute(ctx, request, reply);
+  }
+
+  // Serving check used after every abuse test.
+  void ExpectStillServing() {
+    grpc::ClientContext ctx;
+    mi::v1::Reply reply;
+    const grpc::Status status = Execute("version", {}, &reply, &ctx);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(reply.nodes_size(), 1);
+    EXPECT_EQ(reply.nodes(0).value(), "sipd-test");
+  }
+
+  testing::TestRegistry t_;
+  std::unique_ptr<MiGrpcServer> server_;
+  std::string target_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<mi::v1::Management::Stub> stub_;
+};
+
+TEST_F(ServiceServerTest, ExecuteReturnsTheReplyAndMiMetadata) {
+  grpc::ClientContext ctx;
+  mi::v1::Reply reply;
+  ASSERT_TRUE(Execute("version", {}, &reply, &ctx).ok());
+  EXPECT_EQ(reply.code(), 200u);
+  EXPECT_EQ(reply.reason(), "OK");
+  ASSERT_EQ(reply.nodes_size(), 1);
+  EXPECT_EQ(reply.nodes(0).name(), "Server");
+  EXPECT_EQ(Trailer(ctx, kMetadataMiCode), "200");
+  EXPECT_EQ(Trailer(ctx, kMetadataMiReason), "OK");
+  EXPECT_EQ(Trailer(ctx, kMetadataMiOutcome), "reply");
+  EXPECT_EQ(Trailer(ctx, kMetadataMiReplyBin), "<absent>");
+}
+
+TEST_F(ServiceServerTest, UnknownCommandIsNotFound) {
+  grpc::ClientContext ctx;
+  mi::v1::Reply reply;
+  const grpc::Status status = Execute("no_such_cmd", {}, &reply, &ctx);
+  EXPECT_EQ(status.error_code(), StatusCode::NOT_FOUND);
+  EXPECT_EQ(status.error_message(), "command 'no_such_cmd' not available");
+  EXPECT_EQ(Trailer(ctx, kMetadataMiCode), "500");
+  EXPECT_EQ(Trailer(ctx, kMetadataMiReason), "command 'no_such_cmd' not available");
+  EXPECT_EQ(Trailer(ctx, kMetadataMiOutcome), "not-available");
+  EXPECT_EQ(Trailer(ctx, kMetadataMiReplyBin), "<absent>");
+}
+
+TEST_F(ServiceServerTest, HandlerFailureIsInternal) {
+  grpc::ClientContext ctx;
+  mi::v1::Reply reply;
+  const grpc::Status status = Execute("fail", {}, &reply, &ctx);
+  EXPECT_EQ(status.error_code(), StatusCode::INTERNAL);
+  EXPECT_EQ(status.error_message(), "command 'fail' failed");
+  EXPECT_EQ(Trailer(ctx, kMetadataMiOutcome), "failed");
+  EXPECT_EQ(Trailer(ctx, kMetadataMiCode), "500");
+}
+
+TEST_F(ServiceServerTest, MiCodesMapToStatusesWithReplyInMetadata) {
+  const std::map<uint32_t, StatusCode> table = {
+      {202, StatusCode::OK},
+      {400, StatusCode::INVALID_ARGUMENT},
+      {401, StatusCode::PERMISSION_DENIED},
+      {403, StatusCode::PERMISSION_DENIED},
+      {404, StatusCode::NOT_FOUND},
+      {481, StatusCode::NOT_FOUND},
+      {405, StatusCode::UNIMPLEMENTED},
+      {501, StatusCode::UNIMPLEMENTED},
+      {408, StatusCode::DEADLINE_EXCEEDED},
+      {409, StatusCode::ALREADY_EXISTS},
+      {410, StatusCode::FAILED_PRECONDITION},
+      {500, StatusCode::INTERNAL},
+      {503, StatusCode::UNAVAILABLE},
+  };
+  for (const auto& [code, expected] : table) {
+    grpc::ClientContext ctx;
+    mi::v1::Reply reply;
+    const grpc::Status status = Execute("code", {std::to_string(code)}, &reply, &ctx);
+    const std::string reason = "reason " + std::to_string(code);
+    EXPECT_EQ(status.error_code(), expected) << code;
+    EXPECT_EQ(Trailer(ctx, kMetadataMiCode), std::to_string(code));
+    EXPECT_EQ(Trailer(ctx, kMetadataMiReason), reason);
+    if (expected == StatusCode::OK) {
+      EXPECT_EQ(reply.code(), code);
+      continue;
+    }
+    EXPECT_EQ(status.error_message(), reason);
+    mi::v1::Reply from_metadata;
+    ASSERT_TRUE(from_metadata.ParseFromString(Trailer(ctx, kMetadataMiReplyBin))) << code;
+    EXPECT_EQ(from_metadata.code(), code);
+    EXPECT_EQ(from_metadata.reason(), reason);
+    ASSERT_EQ(from_metadata.nodes_size(), 1);
+    EXPECT_EQ(from_metadata.nodes(0).name(), "Detail");
+  }
+}
+
+TEST_F(ServiceServerTest, WrongArgumentCountIsInvalidArgumentWith400Reason) {
+  grpc::ClientContext ctx;
+  mi::v1::Reply reply;
+  const grpc::Status status = Execute("code", {}, &reply, &ctx);
+  EXPECT_EQ(status.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "Too few or too many arguments");
+  EXPECT_EQ(Trailer(ctx, kMetadataMiCode), "400");
+}
+
+TEST_F(ServiceServerTest, MalformedAndOversizedRequests) {
+  struct Row {
+    std::string label;
+    mi::v1::ExecuteRequest request;
+    std::vector<StatusCode> expected;
+  };
+  std::vector<Row> rows;
+  rows.push_back({"empty command", {}, {StatusCode::INVALID_ARGUMENT}});
+  {
+    Row r{"5 MB param", {}, {StatusCode::RESOURCE_EXHAUSTED}};
+    r.request.set_command("echo");
+    r.request.add_params(std::string(5 << 20, 'x'));
+    rows.push_back(std::move(r));
+  }
+  {
+    Row r{"100k params", {}, {StatusCode::INVALID_ARGUMENT}};
+    r.request.set_command("echo");
+    const std::string param = "p";
+    for (int i = 0; i < 100000; ++i) r.request.add_params(param);
+    rows.push_back(std::move(r));
+  }
+  {
+    // proto3 strings must be UTF-8: the server cannot parse this request.
+    Row r{"invalid UTF-8 command", {}, {StatusCode::INVALID_ARGUMENT}};
+    r.request.set_command("ver\xC0sion");
+    rows.push_back(std::move(r));
+  }
+  {
+    Row r{"empty argument", {}, {StatusCode::INVALID_ARGUMENT}};
+    r.request.set_command("echo");
+    r.request.add_params("");
+    rows.push_back(std::move(r));
+  }
+  {
+    Row r{"1 KB command name", {}, {StatusCode::INVALID_ARGUMENT}};
+    r.request.set_command(std::string(1024, 'c'));
+    rows.push_back(std::move(r));
+  }
+  for (const Row& row : rows) {
+    grpc::ClientContext ctx;
+    mi::v1::Reply reply;
+    const grpc::Status status = stub_->Execute(&ctx, row.request, &reply);
+    EXPECT_NE(std::find(row.expected.begin(), row.expected.end(), status.error_code()),
+              row.expected.end())
+        << row.label << ": got " << status.error_code() << " " << status.error_message();
+    std::printf("%s -> %d %s\n", row.label.c_str(), status.error_code(),
+                status.error_message().c_str());
+    ExpectStillServing();
+  }
+}
+
+TEST_F(ServiceServerTest, ExpiredDeadline) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() - std::chrono::seconds(1));
+  mi::v1::Reply reply;
+  EXPECT_EQ(Execute("version", {}, &reply, &ctx).error_code(), StatusCode::DEADLINE_EXCEEDED);
+  ExpectStillServing();
+}
+
+TEST_F(ServiceServerTest, CallWhoseDeadlinePassedWhileQueuedIsNotRun) {
+  TearDown();
+  ServiceOptions options;
+  options.threads = 1;
+  StartServer(options);
+  // Occupy the only worker for 600 ms.
+  std::thread slow([this] {
+    grpc::ClientContext ctx;
+    mi::v1::Reply reply;
+    EXPECT_TRUE(Execute("slow", {"600"}, &reply, &ctx).ok());
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+  mi::v1::Reply reply;
+  EXPECT_EQ(Execute("dump", {"10"}, &reply, &ctx).error_code(), StatusCode::DEADLINE_EXCEEDED);
+  slow.join();
+  ExpectStillServing();
+  EXPECT_EQ(t_.dump_finished->load(), 0) << "an expired call must not run";
+}
+
+TEST_F(ServiceServerTest, AsyncCommandRunsOnTheWorkerPool) {
+  grpc::ClientContext ctx;
+  mi::v1::Reply reply;
+  ASSERT_TRUE(Execute("slow", {"20"}, &reply, &ctx).ok());
+  ASSERT_EQ(reply.nodes_size(), 1);
+  EXPECT_EQ(reply.nodes(0).value(), "20");
+}
+
+TEST_F(ServiceServerTest, InvalidUtf8InRepliesIsReplaced) {
+  grpc::ClientContext ctx;
+  mi::v1::Reply reply;
+  ASSERT_TRUE(Execute("binary", {}, &reply, &ctx).ok());
+  EXPECT_EQ(reply.nodes(0).value(), "caf\xEF\xBF\xBD \xEF\xBF\xBD ok");
+}
+
+TEST_F(ServiceServerTest, TooLargeUnaryReplyPointsToExecuteStream) {
+  grpc::ClientContext ctx;
+  mi::v1::Reply reply;
+  const grpc::Status status = Execute("dump", {"6000", "1000"}, &reply, &ctx);
+  EXPECT_EQ(status.error_code(), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(status.error_message().find("ExecuteStream"), std::string::npos);
+
+  grpc::ClientContext stream_ctx;
+  mi::v1::ExecuteRequest request;
+  request.set_command("dump");
+  request.add_params("6000");
+  request.add_params("1000");
+  auto reader = stub_->ExecuteStream(&stream_ctx, request);
+  mi::v1::ReplyChunk chunk;
+  int nodes = 0;
+  while (reader->Read(&chunk)) nodes += chunk.nodes_size();
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(nodes, 12000);
+}
+
+mi::Reply StreamAndAssemble(mi::v1::Management::Stub& stub, const std::string& command,
+                            const std::vector<std::string>& params, grpc::Status* status,
+                            int* chunks = nullptr) {
+  grpc::ClientContext ctx;
+  mi::v1::ExecuteRequest request;
+  request.set_command(command);
+  for (const auto& p : params) request.add_params(p);
+  auto reader = stub.ExecuteStream(&ctx, request);
+  mi::ChunkAssembler assembler;
+  mi::v1::ReplyChunk chunk;
+  int count = 0;
+  while (reader->Read(&chunk)) {
+    EXPECT_TRUE(assembler.Add(chunk).ok());
+    ++count;
+  }
+  *status = reader->Finish();
+  if (chunks != nullptr) *chunks = count;
+  return count > 0 ? assembler.Take() : mi::Reply{};
+}
+
+TEST_F(ServiceServerTest, ExecuteStreamReassemblesToExecute) {
+  grpc::Status status;
+  int chunks = 0;
+  const mi::Reply streamed = StreamAndAssemble(*stub_, "dump", {"1234", "5"}, &status, &chunks);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(chunks, 25);  // 24 flushes + the rest
+
+  grpc::ClientContext ctx;
+  mi::v1::Reply whole;
+  ASSERT_TRUE(Execute("dump", {"1234", "5"}, &whole, &ctx).ok());
+  EXPECT_TRUE(streamed == mi::FromProto(whole));
+}
+
+TEST_F(ServiceServerTest, ExecuteStreamErrorsUseTheSameMapping) {
+  grpc::Status status;
+  StreamAndAssemble(*stub_, "nope", {}, &status);
+  EXPECT_EQ(status.error_code(), StatusCode::NOT_FOUND);
+  EXPECT_EQ(status.error_message(), "command 'nope' not available");
+
+  int chunks = 0;
+  const mi::Reply reply = StreamAndAssemble(*stub_, "code", {"404"}, &status, &chunks);
+  EXPECT_EQ(status.error_code(), StatusCode::NOT_FOUND);
+  EXPECT_EQ(chunks, 1);
+  EXPECT_EQ(reply.code, 404u);
+  EXPECT_EQ(reply.reason, "reason 404");
+
+  StreamAndAssemble(*stub_, "", {}, &status);
+  EXPECT_EQ(status.error_code(), StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ServiceServerTest, SlowReaderHoldsTheHandlerBack) {
+  // 1000 flushes of ~50 KB each (50 MB): a client that stops reading must stop the
+  // handler after a bounded amount (socket buffers, HTTP/2 windows, one chunk: a few
+  // MB), not let the server buffer the whole reply.
+  grpc::ClientContext ctx;
+  mi::v1::ExecuteRequest request;
+  request.set_command("dump");
+  request.add_params("50000");
+  request.add_params("1000");
+  auto reader = stub_->ExecuteStream(&ctx, request);
+  mi::v1::ReplyChunk chunk;
+  ASSERT_TRUE(reader->Read(&chunk));
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  const int flushed_while_paused = t_.dump_flushes->load();
+  std::printf("flushes done while the client paused: %d of 1000\n", flushed_while_paused);
+  EXPECT_LT(flushed_while_paused, 500) << "the server kept producing for a stalled client";
+  EXPECT_EQ(t_.dump_finished->load(), 0);
+  int nodes = chunk.nodes_size();
+  while (reader->Read(&chunk)) nodes += chunk.nodes_size();
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(nodes, 100000);
+  EXPECT_EQ(t_.dump_finished->load(), 1);
+}
+
+TEST_F(ServiceServerTest, CancelledStreamStopsAndServerKeepsServing) {
+  {
+    grpc::ClientContext ctx;
+    mi::v1::ExecuteRequest request;
+    request.set_command("dump");
+    request.add_params("200000");
+    request.add_params("200");
+    auto reader = stub_->ExecuteStream(&ctx, request);
+    mi::v1::ReplyChunk chunk;
+    ASSERT_TRUE(reader->Read(&chunk));
+    ctx.TryCancel();
+    while (reader->Read(&chunk)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), StatusCode::CANCELLED);
+  }
+  // The handler runs to its end with its output dropped.
+  for (int i = 0; i < 200 && t_.dump_finished->load() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(t_.dump_finished->load(), 1);
+  ExpectStillServing();
+}
+
+TEST_F(ServiceServerTest, StalledStreamTimesOut) {
+  TearDown();
+  ServiceOptions options;
+  options.stream_write_timeout = std::chrono::milliseconds(300);
+  StartServer(options);
+  grpc::ClientContext ctx;
+  mi::v1::ExecuteRequest request;
+  request.set_command("dump");
+  request.add_params("50000");
+  request.add_params("1000");
+  auto reader = stub_->ExecuteStream(&ctx, request);
+  mi::v1::ReplyChunk chunk;
+  ASSERT_TRUE(reader->Read(&chunk));
+  // Stop reading: the server gives up on the stream and the handler completes.
+  for (int i = 0; i < 200 && t_.dump_finished->load() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(t_.dump_finished->load(), 1);
+  while (reader->Read(&chunk)) {
+  }
+  EXPECT_FALSE(reader->Finish().ok());
+  ExpectStillServing();
+}
+
+TEST_F(ServiceServerTest, ListAndDescribeCommands) {
+  grpc::ClientContext ctx;
+  mi::v1::ListCommandsResponse list;
+  ASSERT_TRUE(stub_->ListCommands(&ctx, {}, &list).ok());
+  ASSERT_EQ(list.commands_size(), static_cast<int>(t_.registry.commands().size()));
+  for (int i = 0; i < list.commands_size(); ++i) {
+    EXPECT_EQ(list.commands(i).name(), t_.registry.commands()[i]->name());
+  }
+  EXPECT_EQ(list.commands(0).name(), "version");
+  EXPECT_TRUE(list.commands(0).no_input());
+
+  grpc::ClientContext dctx;
+  mi::v1::DescribeCommandRequest describe;
+  describe.set_command("dump");
+  mi::v1::CommandInfo info;
+  ASSERT_TRUE(stub_->DescribeCommand(&dctx, describe, &info).ok());
+  EXPECT_EQ(info.module(), "test");
+  EXPECT_TRUE(info.streaming());
+  ASSERT_EQ(info.parameters_size(), 2);
+  EXPECT_EQ(info.parameters(1).arity(), mi::v1::ParameterInfo::OPTIONAL);
+
+  grpc::ClientContext nctx;
+  describe.set_command("nope");
+  const grpc::Status status = stub_->DescribeCommand(&nctx, describe, &info);
+  EXPECT_EQ(status.error_code(), StatusCode::NOT_FOUND);
+  EXPECT_EQ(status.error_message(), "command 'nope' not available");
+}
+
+TEST_F(ServiceServerTest, HealthIsServing) {
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  for (const std::string service : {"", "sipd.mi.v1.Management"}) {
+    grpc::ClientContext ctx;
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(service);
+    grpc::health::v1::HealthCheckResponse response;
+    ASSERT_TRUE(health->Check(&ctx, request, &response).ok()) << service;
+    EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING) << service;
+  }
+}
+
+TEST_F(ServiceServerTest, SecondServerOnTheSamePortFails) {
+  ServerOptions options;
+  options.listen = target_;
+  auto second = MiGrpcServer::Start(t_.registry, options);
+  EXPECT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  ExpectStillServing();
+}
+
+TEST_F(ServiceServerTest, ConcurrentClients) {
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      auto channel = grpc::CreateChannel(target_, grpc::InsecureChannelCredentials());
+      auto stub = mi::v1::Management::NewStub(channel);
+      for (int j = 0; j < 200; ++j) {
+        grpc::ClientContext ctx;
+        mi::v1::ExecuteRequest request;
+        request.set_command(j % 2 ? "version" : "echo");
+        if (j % 2 == 0) request.add_params(std::to_string(i * 1000 + j));
+        mi::v1::Reply reply;
+        if (stub->Execute(&ctx, request, &reply).ok() && reply.nodes_size() == 1) ++ok;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 1600);
+}
+
+}  // namespace
+}  // namespace sipd::service
