@@ -119,19 +119,16 @@ class RawConnection {
   }
   int fd() const { return fd_; }
 
-  // True if the server closed the connection (EOF) within `timeout`.
+  // True if the server closed the connection (EOF or reset) within `timeout`; whatever
+  // else arrives meanwhile is discarded.
   bool WaitClosed(std::chrono::milliseconds timeout) {
+    buffer_.clear();
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < deadline) {
-      if (buffer_.empty()) {
-        pollfd pfd{fd_, POLLIN, 0};
-        if (poll(&pfd, 1, 50) <= 0) continue;
-        char chunk[4096];
-        const ssize_t n = recv(fd_, chunk, sizeof(chunk), 0);
-        if (n <= 0) return true;
-        buffer_.append(chunk, static_cast<size_t>(n));
-      }
-      buffer_.clear();
+      pollfd pfd{fd_, POLLIN, 0};
+      if (poll(&pfd, 1, 50) <= 0) continue;
+      char chunk[4096];
+      if (recv(fd_, chunk, sizeof(chunk), 0) <= 0) return true;
     }
     return false;
   }
