@@ -14,7 +14,8 @@
 //   a child that dies is logged and forked again into the same slot (at most once per
 //   second per slot; the delay doubles up to 16 s while it keeps dying within 10 s).
 //   SIGTERM/SIGINT or Core::RequestShutdown(): stopping flag, SIGTERM to every child,
-//   up to 5 s grace, SIGKILL for stragglers, modules' Shutdown(), pid file removed.
+//   up to 5 s grace, SIGKILL for stragglers, modules' Shutdown() (reverse loadmodule
+//   order), pid file removed.
 // Children set PR_SET_PDEATHSIG(SIGTERM), so an attendant killed with SIGKILL leaves
 // no orphans.
 //

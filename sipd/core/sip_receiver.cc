@@ -243,6 +243,9 @@ SipWorker::SipWorker(const UdpListener& listener, const SipCounters& counters,
     if (i > 0) allow_header_ += ", ";
     allow_header_ += methods[i];
   }
+  // Built once: the hot path only copies them into the reply buffer.
+  options_headers_ = {allow_header_, "Accept: application/sdp", "Supported: "};
+  not_implemented_headers_ = {allow_header_};
   reply_buffer_.reserve(4096);
 }
 
@@ -282,8 +285,10 @@ void SipWorker::HandleDatagram(std::string_view data, const sockaddr_storage& so
       // A stateless server has no transaction to match replies to.
       counters_.rcv_replies.Inc();
       counters_.drop_replies.Inc();
-      spdlog::debug("dropped a {} reply from {}:{}", message->status_code, SockaddrIp(source),
-                    SockaddrPort(source));
+      if (spdlog::should_log(spdlog::level::debug)) {
+        spdlog::debug("dropped a {} reply from {}:{}", message->status_code, SockaddrIp(source),
+                      SockaddrPort(source));
+      }
       return;
     }
     counters_.rcv_requests.Inc();
@@ -337,8 +342,10 @@ void SipWorker::HandleUnparsable(std::string_view data, const sockaddr_storage& 
   counters_.bad_msg_hdr.Inc();
   counters_.err_requests.Inc();
   counters_.drop_requests.Inc();
-  spdlog::debug("dropped an unparsable datagram of {} bytes from {}:{}", data.size(),
-                SockaddrIp(source), SockaddrPort(source));
+  if (spdlog::should_log(spdlog::level::debug)) {
+    spdlog::debug("dropped an unparsable datagram of {} bytes from {}:{}", data.size(),
+                  SockaddrIp(source), SockaddrPort(source));
+  }
 }
 
 void SipWorker::HandleRequest(osip_message_t* message, std::string_view data,
@@ -367,12 +374,12 @@ void SipWorker::HandleRequest(osip_message_t* message, std::string_view data,
     return;
   }
   if (std::strcmp(method, "OPTIONS") == 0) {
-    (void)SendReply(message, source, source_length, 200, "OK",
-                    {allow_header_, "Accept: application/sdp", "Supported: "}, {});
+    (void)SendReply(message, source, source_length, 200, "OK", options_headers_, {});
     return;
   }
   counters_.unsupported_methods.Inc();
-  (void)SendReply(message, source, source_length, 501, "Not Implemented", {allow_header_}, {});
+  (void)SendReply(message, source, source_length, 501, "Not Implemented", not_implemented_headers_,
+                  {});
 }
 
 std::string SipWorker::ToTag(osip_message_t* message) const {

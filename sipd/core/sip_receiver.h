@@ -107,6 +107,8 @@ class SipWorker {
   std::string to_tag_prefix_;
   std::string server_header_;
   std::string allow_header_;
+  std::vector<std::string> options_headers_;
+  std::vector<std::string> not_implemented_headers_;
   std::atomic<uint8_t>* busy_;
   // Reused across messages: no per-message allocation beyond libosip2's.
   std::unique_ptr<char[]> receive_buffer_;
