@@ -2,14 +2,43 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <string>
-#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "registry/command.h"
 
 namespace sipd::xmlrpc::testing {
+
+// A gate that the `wait_gate` command waits on; the test opens it.
+class Gate {
+ public:
+  void Open() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  void Close() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    open_ = false;
+  }
+  bool WaitOpen(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    return cv_.wait_for(lock, timeout, [this] { return open_; });
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
+inline Gate& TestGate() {
+  static Gate gate;
+  return gate;
+}
 
 inline void RegisterTestCommands(mi::Registry& registry) {
   auto add = [&](std::string name, mi::Handler handler, uint32_t flags = 0,
@@ -140,12 +169,12 @@ inline void RegisterTestCommands(mi::Registry& registry) {
         return absl::OkStatus();
       },
       0, {{"value", mi::ParamSpec::Arity::kRequired, "a value"}});
-  // Takes a while: for the concurrency tests.
+  // Blocks until the test opens the gate (at most 10 s): for the concurrency tests.
   add(
-      "sleep",
+      "wait_gate",
       [](mi::Call& call) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(800));
-        call.reply().root.AddKid("Slept", "800");
+        const bool opened = TestGate().WaitOpen(std::chrono::seconds(10));
+        call.reply().root.AddKid("Gate", opened ? "opened" : "timed out");
         return absl::OkStatus();
       },
       mi::kNoInput);

@@ -213,15 +213,18 @@ TEST_F(ServerTest, SilentClientDoesNotBlockOthersAndIsTimedOut) {
 
 TEST_F(ServerTest, SlowCommandDoesNotBlockOtherConnections) {
   Start();
-  RawConnection sleeper;
-  ASSERT_TRUE(sleeper.Connect(port_));
-  ASSERT_TRUE(sleeper.Send(PostRequest(MethodCall("sleep"))));
-  // While `sleep` runs (800 ms), another connection gets its answer.
+  testing::TestGate().Close();
+  RawConnection waiter;
+  ASSERT_TRUE(waiter.Connect(port_));
+  ASSERT_TRUE(waiter.Send(PostRequest(MethodCall("wait_gate"))));
+  // While `wait_gate` blocks its connection, other connections get their answers.
   ExpectHealthy();
-  pollfd pfd{sleeper.fd(), POLLIN, 0};
-  EXPECT_EQ(poll(&pfd, 1, 0), 0) << "the slow command finished before the fast one";
-  const HttpResponse http = sleeper.ReadResponse();
-  EXPECT_EQ(ParseOutcome(http.body).String(), "Slept:: 800\n");
+  ExpectHealthy();
+  pollfd pfd{waiter.fd(), POLLIN, 0};
+  EXPECT_EQ(poll(&pfd, 1, 0), 0) << "wait_gate answered before the gate opened";
+  testing::TestGate().Open();
+  const HttpResponse http = waiter.ReadResponse();
+  EXPECT_EQ(ParseOutcome(http.body).String(), "Gate:: opened\n");
 }
 
 TEST_F(ServerTest, ClientThatNeverReadsItsRepliesDoesNotBlockOthers) {
