@@ -131,6 +131,8 @@ void Daemon::SetLogLevel(int level) {
 
 void Daemon::SyncLogLevel() {
   const int level = log_level();
+  // Two relaxed loads when nothing changed (the common case).
+  if (applied_log_level_.load(std::memory_order_relaxed) == level) return;
   if (applied_log_level_.exchange(level, std::memory_order_relaxed) != level) {
     ApplyLogLevel(level);
   }

@@ -13,6 +13,7 @@
 //   over a pipe before its main loop. Then writes <run_dir>/sipd.pid and supervises:
 //   a child that dies is logged and forked again into the same slot (at most once per
 //   second per slot; the delay doubles up to 16 s while it keeps dying within 10 s).
+//   A module process whose main() returns (exit status 0) is not restarted.
 //   SIGTERM/SIGINT or Core::RequestShutdown(): stopping flag, SIGTERM to every child,
 //   up to 5 s grace, SIGKILL for stragglers, modules' Shutdown() (reverse loadmodule
 //   order), pid file removed.
