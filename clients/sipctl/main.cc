@@ -1,0 +1,268 @@
+// sipctl: run MI commands over gRPC (sipd.mi.v1.Management).
+//
+//   sipctl [-s host:port] [--json] [--timeout SECS] [--stream] CMD [ARGS...]
+//   sipctl [-s host:port] [--json] list
+//
+// See clients/sipctl/README.md for the output layout and the exit codes.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "clients/sipctl/output.h"
+#include "grpcpp/grpcpp.h"
+#include "registry/proto_convert.h"
+#include "sipd/mi/v1/mi.grpc.pb.h"
+
+namespace sipd::sipctl {
+namespace {
+
+namespace v1 = ::sipd::mi::v1;
+
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitMiError = 1,
+  kExitUsage = 2,
+  kExitTransport = 3,
+  kExitNotAvailable = 4,
+};
+
+constexpr char kDefaultServer[] = "127.0.0.1:8090";
+constexpr char kExitCodesHelp[] =
+    "Exit codes:\n"
+    "  0  the command replied 2xx\n"
+    "  1  the command replied an MI error (non-2xx) or failed; the reply is printed\n"
+    "     on stdout and '<code> <reason>' on stderr\n"
+    "  2  usage error\n"
+    "  3  transport error: server unreachable, deadline exceeded, request rejected\n"
+    "  4  no such command (stderr: command 'CMD' not available)\n"
+    "Server: -s, else $SIPCTL_SERVER, else 127.0.0.1:8090.";
+
+struct Options {
+  std::string server;
+  bool json = false;
+  bool stream = false;
+  double timeout_seconds = 30;
+  std::string command;
+  std::vector<std::string> args;
+};
+
+std::string Trailer(const grpc::ClientContext& ctx, const char* key) {
+  const auto& md = ctx.GetServerTrailingMetadata();
+  auto it = md.find(key);
+  return it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
+}
+
+// Undoes the percent-encoding of sipd-mi-reason (service/status_mapping.h).
+std::string DecodePercent(const std::string& text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '%' && i + 2 < text.size() && std::isxdigit(text[i + 1]) &&
+        std::isxdigit(text[i + 2])) {
+      out.push_back(static_cast<char>(std::stoi(text.substr(i + 1, 2), nullptr, 16)));
+      i += 2;
+    } else {
+      out.push_back(text[i]);
+    }
+  }
+  return out;
+}
+
+void SetDeadline(const Options& options, grpc::ClientContext* ctx) {
+  if (options.timeout_seconds > 0) {
+    ctx->set_deadline(
+        std::chrono::system_clock::now() +
+        std::chrono::microseconds(static_cast<int64_t>(options.timeout_seconds * 1e6)));
+  }
+}
+
+void PrintReply(const Options& options, const mi::Reply& reply) {
+  const std::string text = options.json ? RenderReplyJson(reply) : RenderReplyText(reply);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fflush(stdout);
+}
+
+// Exit code for a non-OK status that carries no MI reply.
+int TransportError(const Options& options, const grpc::Status& status) {
+  std::fprintf(stderr, "sipctl: %s: %s (gRPC status %d)\n", options.server.c_str(),
+               status.error_message().c_str(), static_cast<int>(status.error_code()));
+  return kExitTransport;
+}
+
+// Classifies a finished call. `reply` is the MI reply when the server sent one
+// (Execute: the message or sipd-mi-reply-bin; ExecuteStream: the chunks).
+int Conclude(const Options& options, const grpc::ClientContext& ctx, const grpc::Status& status,
+             const mi::Reply* reply, bool reply_printed) {
+  const std::string outcome = Trailer(ctx, "sipd-mi-outcome");
+  if (outcome == "not-available") {
+    std::fprintf(stderr, "sipctl: %s\n", status.error_message().c_str());
+    return kExitNotAvailable;
+  }
+  if (outcome == "failed") {
+    const std::string line =
+        Trailer(ctx, "sipd-mi-code") + " " + DecodePercent(Trailer(ctx, "sipd-mi-reason"));
+    if (!reply_printed) {
+      if (options.json) {
+        mi::Reply failed = mi::Reply::Error(500, DecodePercent(Trailer(ctx, "sipd-mi-reason")));
+        PrintReply(options, failed);
+      } else {
+        std::printf("%s\n", line.c_str());
+      }
+    }
+    std::fprintf(stderr, "sipctl: %s\n", line.c_str());
+    return kExitMiError;
+  }
+  if (outcome != "reply" || reply == nullptr) {
+    if (status.ok()) {
+      std::fprintf(stderr, "sipctl: the server sent no MI reply\n");
+      return kExitTransport;
+    }
+    return TransportError(options, status);
+  }
+  if (!reply_printed) PrintReply(options, *reply);
+  if (reply->is_success() && status.ok()) return kExitOk;
+  if (reply->is_success()) return TransportError(options, status);  // e.g. stream cut off
+  std::fprintf(stderr, "sipctl: %u %s\n", reply->code, reply->reason.c_str());
+  return kExitMiError;
+}
+
+int RunUnary(const Options& options, v1::Management::Stub& stub) {
+  v1::ExecuteRequest request;
+  request.set_command(options.command);
+  for (const auto& a : options.args) request.add_params(a);
+  grpc::ClientContext ctx;
+  SetDeadline(options, &ctx);
+  v1::Reply reply;
+  const grpc::Status status = stub.Execute(&ctx, request, &reply);
+  if (status.ok()) {
+    const mi::Reply mi_reply = mi::FromProto(reply);
+    return Conclude(options, ctx, status, &mi_reply, false);
+  }
+  const std::string bin = Trailer(ctx, "sipd-mi-reply-bin");
+  v1::Reply error_reply;
+  if (!bin.empty() && error_reply.ParseFromString(bin)) {
+    const mi::Reply mi_reply = mi::FromProto(error_reply);
+    return Conclude(options, ctx, status, &mi_reply, false);
+  }
+  return Conclude(options, ctx, status, nullptr, false);
+}
+
+// Prints chunks as they arrive (text), or assembles them (JSON).
+int RunStream(const Options& options, v1::Management::Stub& stub) {
+  v1::ExecuteRequest request;
+  request.set_command(options.command);
+  for (const auto& a : options.args) request.add_params(a);
+  grpc::ClientContext ctx;
+  SetDeadline(options, &ctx);
+  auto reader = stub.ExecuteStream(&ctx, request);
+  mi::ChunkAssembler assembler;
+  v1::ReplyChunk chunk;
+  bool have_status = false;
+  std::string text;
+  while (reader->Read(&chunk)) {
+    if (!assembler.Add(chunk).ok()) {
+      ctx.TryCancel();
+      break;
+    }
+    have_status = true;
+    if (options.json) continue;
+    text.clear();
+    if (chunk.has_status()) {
+      text.append(std::to_string(chunk.code())).append(" ").append(chunk.reason()).append("\n");
+    }
+    for (const auto& node : chunk.nodes()) text.append(RenderFlatNodeText(node));
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+  }
+  const grpc::Status status = reader->Finish();
+  if (!have_status) return Conclude(options, ctx, status, nullptr, false);
+  mi::Reply reply = assembler.Take();
+  if (options.json) {
+    if (!status.ok() && reply.is_success()) return TransportError(options, status);
+    return Conclude(options, ctx, status, &reply, false);
+  }
+  return Conclude(options, ctx, status, &reply, true);
+}
+
+int RunList(const Options& options, v1::Management::Stub& stub) {
+  grpc::ClientContext ctx;
+  SetDeadline(options, &ctx);
+  v1::ListCommandsResponse list;
+  const grpc::Status status = stub.ListCommands(&ctx, {}, &list);
+  if (!status.ok()) return TransportError(options, status);
+  const std::string text = options.json ? RenderCommandListJson(list) : RenderCommandListText(list);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  return kExitOk;
+}
+
+int Main(int argc, char** argv) {
+  Options options;
+  const char* env_server = std::getenv("SIPCTL_SERVER");
+  options.server = env_server != nullptr && *env_server != '\0' ? env_server : kDefaultServer;
+
+  CLI::App app{
+      "sipctl: run sipd MI commands over gRPC (sipd.mi.v1.Management).\n"
+      "  sipctl [OPTIONS] CMD [ARGS...]   run CMD (e.g. ps, which, help ps,\n"
+      "                                   get_statistics all, debug -1)\n"
+      "  sipctl [OPTIONS] list            list the loaded commands (name, module, flags)\n"
+      "Options must come before CMD; everything after CMD is passed to it verbatim."};
+  app.add_option("-s,--server", options.server, "host:port of the MI gRPC listener")
+      ->capture_default_str();
+  app.add_flag("--json", options.json, "print the reply as JSON");
+  app.add_option("--timeout", options.timeout_seconds,
+                 "seconds before the call is abandoned (0 = no deadline)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--stream", options.stream,
+               "use ExecuteStream and print the reply as it arrives (large dumps)");
+  app.footer(kExitCodesHelp);
+  app.prefix_command();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitUsage;
+  }
+  std::vector<std::string> rest = app.remaining();
+  if (!rest.empty() && rest.front() == "--") rest.erase(rest.begin());
+  if (rest.empty()) {
+    std::fprintf(stderr, "sipctl: missing command (see sipctl --help)\n");
+    return kExitUsage;
+  }
+  if (rest.front().size() > 1 && rest.front()[0] == '-') {
+    std::fprintf(stderr, "sipctl: unknown option '%s' (see sipctl --help)\n", rest.front().c_str());
+    return kExitUsage;
+  }
+  if (rest.front().empty()) {
+    std::fprintf(stderr, "sipctl: empty command name\n");
+    return kExitUsage;
+  }
+  for (size_t i = 1; i < rest.size(); ++i) {
+    if (rest[i].empty()) {
+      std::fprintf(stderr, "sipctl: argument %zu is empty (MI cannot carry it)\n", i);
+      return kExitUsage;
+    }
+  }
+  options.command = rest.front();
+  options.args.assign(rest.begin() + 1, rest.end());
+
+  grpc::ChannelArguments channel_args;
+  channel_args.SetMaxReceiveMessageSize(256 << 20);
+  channel_args.SetMaxSendMessageSize(256 << 20);
+  auto channel =
+      grpc::CreateCustomChannel(options.server, grpc::InsecureChannelCredentials(), channel_args);
+  auto stub = v1::Management::NewStub(channel);
+  if (options.command == "list" && options.args.empty()) return RunList(options, *stub);
+  return options.stream ? RunStream(options, *stub) : RunUnary(options, *stub);
+}
+
+}  // namespace
+}  // namespace sipd::sipctl
+
+int main(int argc, char** argv) { return sipd::sipctl::Main(argc, argv); }
