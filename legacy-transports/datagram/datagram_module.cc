@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "legacy-transports/datagram/datagram_server.h"
+#include "spdlog/fmt/ranges.h"
 #include "spdlog/spdlog.h"
 
 namespace sipd {
@@ -17,6 +18,11 @@ class MiDatagramModule final : public Module {
       if (!text.ok()) return text.status();
       (param == "socket_name" ? config_.socket_name : config_.reply_indent) = std::move(*text);
       return absl::OkStatus();
+    }
+    if (param == "extra_socket_name") {
+      absl::StatusOr<std::string> text = legacy::StringParam(param, value);
+      if (text.ok()) config_.extra_socket_names.push_back(std::move(*text));
+      return text.status();
     }
     if (param == "children_count") {
       absl::StatusOr<int64_t> count = legacy::IntParam(param, value, 1, 64);
@@ -56,11 +62,14 @@ class MiDatagramModule final : public Module {
     spec.name = "MI Datagram";
     spec.count = config_.children;
     spec.pre_fork = [this]() -> absl::Status {
-      if (sockets_.open()) return absl::OkStatus();  // a restart reuses the sockets
-      absl::StatusOr<legacy::DatagramSockets> sockets = legacy::CreateDatagramSockets(config_);
+      if (!sockets_.empty()) return absl::OkStatus();  // a restart reuses the sockets
+      absl::StatusOr<std::vector<legacy::DatagramSockets>> sockets =
+          legacy::CreateDatagramSockets(config_);
       if (!sockets.ok()) return sockets.status();
       sockets_ = std::move(*sockets);
-      spdlog::info("mi_datagram: listening on {}", config_.socket_name);
+      spdlog::info("mi_datagram: listening on {}{}{}", config_.socket_name,
+                   config_.extra_socket_names.empty() ? "" : " ",
+                   fmt::join(config_.extra_socket_names, " "));
       return absl::OkStatus();
     };
     spec.main = [this](int) {
@@ -72,11 +81,14 @@ class MiDatagramModule final : public Module {
     return {std::move(spec)};
   }
 
-  void Shutdown() override { sockets_.Close(); }
+  void Shutdown() override {
+    for (legacy::DatagramSockets& sockets : sockets_) sockets.Close();
+    sockets_.clear();
+  }
 
  private:
   legacy::DatagramConfig config_;
-  legacy::DatagramSockets sockets_;
+  std::vector<legacy::DatagramSockets> sockets_;
   Core* core_ = nullptr;
 };
 

@@ -3,7 +3,9 @@
 //   loadmodule "mi_datagram"
 //   modparam("mi_datagram", "socket_name", "udp:127.0.0.1:8094")  or a UNIX socket path;
 //                                                                   mandatory
-//   modparam("mi_datagram", "children_count", 1)      processes serving the socket
+//   modparam("mi_datagram", "extra_socket_name", "udp:127.0.0.1:8095")
+//                                                     one more socket (sipd; repeatable)
+//   modparam("mi_datagram", "children_count", 1)      processes serving the sockets
 //   modparam("mi_datagram", "socket_timeout", 2000)   ms a reply may wait for room in the
 //                                                     client's queue (1.11: no effect)
 //   modparam("mi_datagram", "reply_indent", "\t")

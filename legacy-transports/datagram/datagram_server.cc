@@ -73,8 +73,8 @@ absl::StatusOr<DatagramSockets> CreateUdpSocket(const std::string& name) {
   return sockets;
 }
 
-absl::StatusOr<DatagramSockets> CreateUnixSockets(const DatagramConfig& config) {
-  const std::string& path = config.socket_name;
+absl::StatusOr<DatagramSockets> CreateUnixSockets(const std::string& path,
+                                                  const FileAccess& unix_access) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof(addr.sun_path)) {
@@ -106,7 +106,7 @@ absl::StatusOr<DatagramSockets> CreateUnixSockets(const DatagramConfig& config) 
         absl::StrCat("mi_datagram: cannot bind ", path, ": ", why));
   }
   sockets.unix_path = path;
-  if (absl::Status status = ApplyAccessToPath(path, config.unix_access); !status.ok()) {
+  if (absl::Status status = ApplyAccessToPath(path, unix_access); !status.ok()) {
     sockets.Close();
     return status;
   }
@@ -132,14 +132,30 @@ void DatagramSockets::Close() {
   }
 }
 
-absl::StatusOr<DatagramSockets> CreateDatagramSockets(const DatagramConfig& config) {
-  if (config.socket_name.empty()) {
+absl::StatusOr<DatagramSockets> CreateDatagramSockets(const std::string& socket_name,
+                                                      const FileAccess& unix_access) {
+  if (socket_name.empty()) {
     return absl::InvalidArgumentError("mi_datagram: parameter 'socket_name' is mandatory");
   }
-  if (config.socket_name.compare(0, kUdpPrefix.size(), kUdpPrefix) == 0) {
-    return CreateUdpSocket(config.socket_name);
+  if (socket_name.compare(0, kUdpPrefix.size(), kUdpPrefix) == 0) {
+    return CreateUdpSocket(socket_name);
   }
-  return CreateUnixSockets(config);
+  return CreateUnixSockets(socket_name, unix_access);
+}
+
+absl::StatusOr<std::vector<DatagramSockets>> CreateDatagramSockets(const DatagramConfig& config) {
+  std::vector<DatagramSockets> all;
+  std::vector<std::string> names = {config.socket_name};
+  names.insert(names.end(), config.extra_socket_names.begin(), config.extra_socket_names.end());
+  for (const std::string& name : names) {
+    absl::StatusOr<DatagramSockets> sockets = CreateDatagramSockets(name, config.unix_access);
+    if (!sockets.ok()) {
+      for (DatagramSockets& created : all) created.Close();
+      return sockets.status();
+    }
+    all.push_back(std::move(*sockets));
+  }
+  return all;
 }
 
 DatagramReplyWriter::DatagramReplyWriter(std::string indent, size_t max_size)
@@ -175,35 +191,38 @@ void DatagramReplyWriter::CheckSize() {
 }
 
 DatagramServer::DatagramServer(const DatagramConfig& config, const mi::Registry& registry,
-                               const DatagramSockets& sockets)
+                               const std::vector<DatagramSockets>& sockets)
     : config_(config),
       registry_(registry),
       sockets_(sockets),
       writer_(config.reply_indent, kDatagramMaxSize) {
   input_.resize(kDatagramMaxSize);
+  for (const DatagramSockets& socket : sockets_) poll_set_.push_back(pollfd{socket.rx, POLLIN, 0});
 }
 
 void DatagramServer::Run(const std::function<bool()>& stopping,
                          const std::function<void()>& on_wakeup) {
   while (!stopping()) {
-    pollfd pfd{sockets_.rx, POLLIN, 0};
-    const int ready = poll(&pfd, 1, kPollIntervalMs);
+    const int ready = poll(poll_set_.data(), poll_set_.size(), kPollIntervalMs);
     on_wakeup();
     if (ready < 0 && errno != EINTR) {
       spdlog::error("poll: {}", Errno());
       std::this_thread::sleep_for(std::chrono::milliseconds(kPollIntervalMs));
       continue;
     }
-    if (ready > 0) ReceiveOne();
+    if (ready <= 0) continue;
+    for (size_t i = 0; i < poll_set_.size(); ++i) {
+      if (poll_set_[i].revents != 0) ReceiveOne(sockets_[i]);
+    }
   }
 }
 
-void DatagramServer::ReceiveOne() {
+void DatagramServer::ReceiveOne(const DatagramSockets& sockets) {
   sockaddr_storage from{};
   socklen_t from_len = sizeof(from);
   // MSG_TRUNC: the real size of a datagram larger than the buffer. Other children may
   // have taken the datagram already (EAGAIN).
-  const ssize_t n = recvfrom(sockets_.rx, input_.data(), input_.size(), MSG_DONTWAIT | MSG_TRUNC,
+  const ssize_t n = recvfrom(sockets.rx, input_.data(), input_.size(), MSG_DONTWAIT | MSG_TRUNC,
                              reinterpret_cast<sockaddr*>(&from), &from_len);
   if (n < 0) {
     if (errno != EAGAIN && errno != EINTR) spdlog::error("recvfrom: {}", Errno());
@@ -212,11 +231,11 @@ void DatagramServer::ReceiveOne() {
   const size_t real_size = static_cast<size_t>(n);
   const std::string_view reply =
       Handle(std::string_view(input_.data(), std::min(real_size, input_.size())), real_size);
-  if (!sockets_.unix_path.empty() && from_len <= offsetof(sockaddr_un, sun_path)) {
+  if (!sockets.unix_path.empty() && from_len <= offsetof(sockaddr_un, sun_path)) {
     spdlog::warn("request from an unbound UNIX socket: no reply possible");
     return;
   }
-  SendReply(reply, from, from_len);
+  SendReply(sockets.tx, reply, from, from_len);
 }
 
 std::string_view DatagramServer::Handle(std::string_view datagram, size_t real_size) {
@@ -261,11 +280,11 @@ std::string_view DatagramServer::Handle(std::string_view datagram, size_t real_s
   return writer_.payload();
 }
 
-void DatagramServer::SendReply(std::string_view payload, const sockaddr_storage& to,
+void DatagramServer::SendReply(int tx, std::string_view payload, const sockaddr_storage& to,
                                socklen_t to_len) {
   std::chrono::steady_clock::time_point deadline{};
   for (;;) {
-    if (sendto(sockets_.tx, payload.data(), payload.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
+    if (sendto(tx, payload.data(), payload.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
                reinterpret_cast<const sockaddr*>(&to), to_len) >= 0) {
       return;
     }

@@ -20,12 +20,14 @@
 // the same sockets (children_count), each with its own server.
 #pragma once
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <chrono>
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "legacy-transports/text/argument_parser.h"
@@ -48,6 +50,9 @@ inline constexpr std::string_view kDatagramTooLarge =
 struct DatagramConfig {
   // `udp:HOST:PORT` (port 1024..65535, IPv6 host in brackets) or a UNIX socket path.
   std::string socket_name;
+  // More sockets served by the same processes (sipd extension: e.g. a UNIX socket for
+  // local tools and a loopback UDP socket).
+  std::vector<std::string> extra_socket_names;
   int children = 1;
   // Longest time a reply may wait for room in the client's receive queue.
   std::chrono::milliseconds socket_timeout{2000};
@@ -70,9 +75,12 @@ struct DatagramSockets {
 };
 
 // UDP: binds HOST:PORT (no SO_REUSEADDR: a busy port is an error). UNIX: binds the path
-// with config.unix_access; a stale socket file is replaced, a symlink or any other file
-// is refused (FailedPrecondition).
-absl::StatusOr<DatagramSockets> CreateDatagramSockets(const DatagramConfig& config);
+// with `unix_access`; a stale socket file is replaced, a symlink or any other file is
+// refused (FailedPrecondition).
+absl::StatusOr<DatagramSockets> CreateDatagramSockets(const std::string& socket_name,
+                                                      const FileAccess& unix_access);
+// The sockets of config.socket_name and config.extra_socket_names, all or none.
+absl::StatusOr<std::vector<DatagramSockets>> CreateDatagramSockets(const DatagramConfig& config);
 
 // Renders a reply into one datagram buffer; remembers when it no longer fits.
 class DatagramReplyWriter final : public mi::ReplyWriter {
@@ -97,8 +105,9 @@ class DatagramReplyWriter final : public mi::ReplyWriter {
 
 class DatagramServer {
  public:
+  // `sockets` must outlive the server.
   DatagramServer(const DatagramConfig& config, const mi::Registry& registry,
-                 const DatagramSockets& sockets);
+                 const std::vector<DatagramSockets>& sockets);
 
   // Serves requests until stopping() returns true; on_wakeup() runs after every wake-up
   // (at least every 200 ms).
@@ -109,12 +118,13 @@ class DatagramServer {
   std::string_view Handle(std::string_view datagram, size_t real_size);
 
  private:
-  void ReceiveOne();
-  void SendReply(std::string_view payload, const sockaddr_storage& to, socklen_t to_len);
+  void ReceiveOne(const DatagramSockets& sockets);
+  void SendReply(int tx, std::string_view payload, const sockaddr_storage& to, socklen_t to_len);
 
   const DatagramConfig& config_;
   const mi::Registry& registry_;
-  const DatagramSockets& sockets_;
+  const std::vector<DatagramSockets>& sockets_;
+  std::vector<pollfd> poll_set_;
   std::string input_;
   mi::Request request_;
   ArgumentParser parser_{kDatagramMaxSize};

@@ -112,7 +112,7 @@ class InProcessDatagram {
 
   // Creates the sockets and the server; `run` also starts serving in a thread.
   void Start(bool run = true) {
-    absl::StatusOr<DatagramSockets> sockets = CreateDatagramSockets(config_);
+    absl::StatusOr<std::vector<DatagramSockets>> sockets = CreateDatagramSockets(config_);
     ASSERT_TRUE(sockets.ok()) << sockets.status();
     sockets_ = std::move(*sockets);
     server_ = std::make_unique<DatagramServer>(config_, *registry_, sockets_);
@@ -124,14 +124,15 @@ class InProcessDatagram {
     stop_ = true;
     if (thread_.joinable()) thread_.join();
     server_.reset();
-    sockets_.Close();
+    for (DatagramSockets& sockets : sockets_) sockets.Close();
+    sockets_.clear();
   }
 
  private:
   TempDir dir_;
   std::unique_ptr<mi::Registry> registry_;
   DatagramConfig config_;
-  DatagramSockets sockets_;
+  std::vector<DatagramSockets> sockets_;
   std::unique_ptr<DatagramServer> server_;
   std::atomic<bool> stop_{false};
   std::thread thread_;

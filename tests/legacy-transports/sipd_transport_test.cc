@@ -37,13 +37,18 @@ modparam("mi_fifo", "request_timeout", 300)
 modparam("mi_fifo", "reply_timeout", 500)
 )";
 
-constexpr char kUnixDatagramConfig[] = R"(
-loadmodule "mi_datagram"
-modparam("mi_datagram", "socket_name", "{TMP_DIR}/mi.sock")
-modparam("mi_datagram", "children_count", 2)
-)";
+// A UNIX socket and a loopback UDP socket served by the same two processes.
+std::string DatagramConfig(int udp_port) {
+  return absl::StrCat(
+      "loadmodule \"mi_datagram\"\n"
+      "modparam(\"mi_datagram\", \"socket_name\", \"{TMP_DIR}/mi.sock\")\n"
+      "modparam(\"mi_datagram\", \"extra_socket_name\", \"udp:127.0.0.1:",
+      udp_port,
+      "\")\n"
+      "modparam(\"mi_datagram\", \"children_count\", 2)\n");
+}
 
-std::string UdpDatagramConfig(int port) {
+std::string UdpOnlyDatagramConfig(int port) {
   return absl::StrCat("loadmodule \"mi_datagram\"\nmodparam(\"mi_datagram\", \"socket_name\", ",
                       "\"udp:127.0.0.1:", port, "\")\n");
 }
@@ -54,8 +59,9 @@ std::vector<std::string> ManyAll() { return std::vector<std::string>(300, "all")
 class SipdLegacyTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    udp_port_ = sipd::testing::FreeUdpPort();
     sipd_ = std::make_unique<SipdInstance>(SipdInstance::Options{
-        .grpc = false, .extra_config = std::string(kFifoConfig) + kUnixDatagramConfig});
+        .grpc = false, .extra_config = std::string(kFifoConfig) + DatagramConfig(udp_port_)});
     ASSERT_TRUE(sipd_->Start().ok()) << sipd_->log();
   }
   void TearDown() override {
@@ -75,6 +81,7 @@ class SipdLegacyTest : public ::testing::Test {
   }
 
   std::unique_ptr<SipdInstance> sipd_;
+  int udp_port_ = 0;
 };
 
 TEST_F(SipdLegacyTest, PsListsTheTransportProcesses) {
@@ -176,18 +183,15 @@ TEST_F(SipdLegacyTest, KilledTransportDiesAloneAndComesBack) {
       10s));
 }
 
-TEST(SipdUdpDatagramTest, UdpRoundTripAndMalformedInputTable) {
-  const int port = sipd::testing::FreeUdpPort();
-  SipdInstance sipd({.grpc = false, .extra_config = UdpDatagramConfig(port)});
-  ASSERT_TRUE(sipd.Start().ok()) << sipd.log();
-  auto client = DatagramClient::Udp("127.0.0.1", port);
+TEST_F(SipdLegacyTest, UdpDatagramRoundTripAndMalformedInputTable) {
+  auto client = DatagramClient::Udp("127.0.0.1", udp_port_);
   ASSERT_TRUE(client.ok());
   absl::StatusOr<std::string> reply = (*client)->Transact(":uptime:\n");
   ASSERT_TRUE(reply.ok()) << reply.status();
   EXPECT_EQ(reply->substr(0, 12), "200 OK\nNow::");
   std::string large = ":get_statistics:\n";
   for (const std::string& arg : ManyAll()) large += arg + "\n";
-  RunDatagramMalformedTable({.udp_port = port, .large_request = large});
+  RunDatagramMalformedTable({.udp_port = udp_port_, .large_request = large});
 }
 
 TEST(SipdStartupTest, BusyUdpPortFailsStartup) {
@@ -198,7 +202,7 @@ TEST(SipdStartupTest, BusyUdpPortFailsStartup) {
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  SipdInstance sipd({.grpc = false, .extra_config = UdpDatagramConfig(port)});
+  SipdInstance sipd({.grpc = false, .extra_config = UdpOnlyDatagramConfig(port)});
   EXPECT_FALSE(sipd.Start().ok());
   EXPECT_THAT(sipd.log(), HasSubstr("mi_datagram: cannot bind"));
   close(fd);

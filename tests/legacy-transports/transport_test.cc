@@ -131,6 +131,22 @@ TEST(DatagramTransportTest, UdpMalformedInputTable) {
   RunDatagramMalformedTable({.udp_port = port, .large_request = ":big:\n1000\n"});
 }
 
+TEST(DatagramTransportTest, OneServerServesUnixAndUdpSockets) {
+  const int port = FreeLocalUdpPort();
+  InProcessDatagram server("{DIR}/mi.sock");
+  server.config().extra_socket_names = {"udp:127.0.0.1:" + std::to_string(port)};
+  server.Start();
+  auto unix_client = DatagramClient::Unix(server.dir().Join("mi.sock"), server.dir().path());
+  auto udp_client = DatagramClient::Udp("127.0.0.1", port);
+  ASSERT_TRUE(unix_client.ok() && udp_client.ok());
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<std::string> a = (*unix_client)->Transact(":version:\n");
+    absl::StatusOr<std::string> b = (*udp_client)->Transact(":version:\n");
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(*a, *b);
+  }
+}
+
 TEST(DatagramTransportTest, UnixSocketIsPrivateAndStaleSocketReplaced) {
   InProcessDatagram first("{DIR}/mi.sock");
   const mode_t old_umask = umask(0);
@@ -145,7 +161,8 @@ TEST(DatagramTransportTest, UnixSocketIsPrivateAndStaleSocketReplaced) {
   DatagramConfig config;
   config.socket_name = path;
   config.unix_access.mode = 0660;
-  absl::StatusOr<DatagramSockets> second = CreateDatagramSockets(config);
+  absl::StatusOr<DatagramSockets> second =
+      CreateDatagramSockets(config.socket_name, config.unix_access);
   ASSERT_TRUE(second.ok()) << second.status();
   ASSERT_EQ(lstat(path.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0660u);
@@ -160,28 +177,33 @@ TEST(DatagramTransportTest, UnixPathThatIsAFileOrSymlinkIsRefused) {
     FILE* f = fopen(config.socket_name.c_str(), "w");
     fclose(f);
   }
-  EXPECT_EQ(CreateDatagramSockets(config).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(CreateDatagramSockets(config.socket_name, config.unix_access).status().code(),
+            absl::StatusCode::kFailedPrecondition);
   config.socket_name = dir.Join("link");
   ASSERT_EQ(symlink(dir.Join("file").c_str(), config.socket_name.c_str()), 0);
-  EXPECT_EQ(CreateDatagramSockets(config).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(CreateDatagramSockets(config.socket_name, config.unix_access).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(DatagramTransportTest, BusyUdpPortAndBadNamesFail) {
   const int port = FreeLocalUdpPort();
   DatagramConfig config;
   config.socket_name = "udp:127.0.0.1:" + std::to_string(port);
-  absl::StatusOr<DatagramSockets> first = CreateDatagramSockets(config);
+  absl::StatusOr<DatagramSockets> first =
+      CreateDatagramSockets(config.socket_name, config.unix_access);
   ASSERT_TRUE(first.ok()) << first.status();
-  absl::StatusOr<DatagramSockets> second = CreateDatagramSockets(config);
+  absl::StatusOr<DatagramSockets> second =
+      CreateDatagramSockets(config.socket_name, config.unix_access);
   EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition) << second.status();
   first->Close();
   for (const std::string bad : {"udp:127.0.0.1", "udp:127.0.0.1:80", "udp:127.0.0.1:70000",
                                 "udp:127.0.0.1:x", "udp:no.such.host.invalid:5000", ""}) {
     config.socket_name = bad;
-    EXPECT_FALSE(CreateDatagramSockets(config).ok()) << bad;
+    EXPECT_FALSE(CreateDatagramSockets(config.socket_name, config.unix_access).ok()) << bad;
   }
   config.socket_name = "udp:[::1]:" + std::to_string(FreeLocalUdpPort());
-  absl::StatusOr<DatagramSockets> v6 = CreateDatagramSockets(config);
+  absl::StatusOr<DatagramSockets> v6 =
+      CreateDatagramSockets(config.socket_name, config.unix_access);
   if (v6.ok()) v6->Close();  // IPv6 may be disabled on the machine: only parse-check
 }
 
