@@ -1,0 +1,269 @@
+// One suite, every MI transport, one running sipd: the same commands must give the same
+// reply tree over gRPC (generated stubs), FIFO, UNIX datagram and UDP datagram once each
+// transport's format is read back into mi::Reply.
+//
+// Adding a transport (e.g. XML-RPC): add an enumerator to Transport, a Run<Transport>()
+// function that returns its answer as an mi::Reply (its errors mapped to the MI code and
+// reason), a case in RunOver(), its loadmodule lines in kTransportsConfig, and the
+// enumerator in INSTANTIATE_TEST_SUITE_P.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "legacy-transports/datagram/datagram_client.h"
+#include "legacy-transports/fifo/fifo_client.h"
+#include "legacy-transports/text/text_reply_parser.h"
+#include "registry/proto_convert.h"
+#include "sipd/mi/v1/mi.grpc.pb.h"
+#include "tests/support/sipd_harness.h"
+
+namespace sipd::integration {
+namespace {
+
+using ::sipd::testing::SipdInstance;
+
+enum class Transport { kGrpc, kFifo, kUnixDatagram, kUdpDatagram };
+
+std::string TransportName(Transport transport) {
+  switch (transport) {
+    case Transport::kGrpc:
+      return "Grpc";
+    case Transport::kFifo:
+      return "Fifo";
+    case Transport::kUnixDatagram:
+      return "UnixDatagram";
+    case Transport::kUdpDatagram:
+      return "UdpDatagram";
+  }
+  return "?";
+}
+
+// mi_grpc comes from the harness (Options::grpc).
+std::string TransportsConfig(int udp_port) {
+  return absl::StrCat(
+      "loadmodule \"mi_fifo\"\n"
+      "modparam(\"mi_fifo\", \"fifo_name\", \"{TMP_DIR}/sipd_fifo\")\n"
+      "modparam(\"mi_fifo\", \"reply_dir\", \"{TMP_DIR}/\")\n"
+      "loadmodule \"mi_datagram\"\n"
+      "modparam(\"mi_datagram\", \"socket_name\", \"{TMP_DIR}/mi.sock\")\n"
+      "modparam(\"mi_datagram\", \"extra_socket_name\", \"udp:127.0.0.1:",
+      udp_port, "\")\n");
+}
+
+// The one sipd of the suite.
+class SharedSipd {
+ public:
+  static SharedSipd& Get() {
+    static SharedSipd* instance = new SharedSipd();
+    return *instance;
+  }
+  SipdInstance& sipd() { return *sipd_; }
+  int udp_port() const { return udp_port_; }
+  bool started() const { return started_; }
+  void Stop() { sipd_.reset(); }
+
+ private:
+  SharedSipd() : udp_port_(sipd::testing::FreeUdpPort()) {
+    sipd_ = std::make_unique<SipdInstance>(
+        SipdInstance::Options{.grpc = true, .extra_config = TransportsConfig(udp_port_)});
+    absl::Status status = sipd_->Start();
+    started_ = status.ok();
+    if (!started_) std::fprintf(stderr, "sipd did not start: %s\n", status.ToString().c_str());
+  }
+  std::unique_ptr<SipdInstance> sipd_;
+  int udp_port_;
+  bool started_ = false;
+};
+
+// --- one function per transport --------------------------------------------------------
+
+absl::StatusOr<mi::Reply> RunGrpc(const std::string& command,
+                                  const std::vector<std::string>& args) {
+  static std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(
+      SharedSipd::Get().sipd().grpc_target(), grpc::InsecureChannelCredentials());
+  auto stub = mi::v1::Management::NewStub(channel);
+  mi::v1::ExecuteRequest request;
+  request.set_command(command);
+  for (const std::string& arg : args) request.add_params(arg);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  mi::v1::Reply reply;
+  const grpc::Status status = stub->Execute(&context, request, &reply);
+  if (status.ok()) return mi::FromProto(reply);
+  // Non-2xx replies: the whole reply, or code and reason, in trailing metadata.
+  const auto& trailers = context.GetServerTrailingMetadata();
+  auto find = [&](const char* key) -> std::string {
+    auto it = trailers.find(key);
+    return it == trailers.end() ? "" : std::string(it->second.data(), it->second.size());
+  };
+  const std::string bin = find("sipd-mi-reply-bin");
+  if (!bin.empty()) {
+    mi::v1::Reply error;
+    if (!error.ParseFromString(bin)) return absl::InternalError("bad sipd-mi-reply-bin");
+    return mi::FromProto(error);
+  }
+  const std::string code = find("sipd-mi-code");
+  if (code.empty()) {
+    return absl::UnavailableError(
+        absl::StrCat("gRPC error without MI code: ", status.error_message()));
+  }
+  return mi::Reply::Error(static_cast<uint32_t>(std::stoul(code)), find("sipd-mi-reason"));
+}
+
+absl::StatusOr<mi::Reply> RunFifo(const std::string& command,
+                                  const std::vector<std::string>& args) {
+  SipdInstance& sipd = SharedSipd::Get().sipd();
+  auto client = legacy::FifoClient::Create(sipd.tmp_dir() + "/sipd_fifo", sipd.tmp_dir());
+  if (!client.ok()) return client.status();
+  absl::StatusOr<std::string> text = (*client)->Execute(command, args);
+  if (!text.ok()) return text.status();
+  return legacy::ParseTextReply(*text);
+}
+
+// Datagram errors carry no command name (spec 4.4): put it back to compare.
+void NameTheCommand(const std::string& command, mi::Reply* reply) {
+  const std::string quoted = absl::StrCat(" '", command, "'");
+  if (reply->reason == "command not available" || reply->reason == "command failed") {
+    reply->reason.insert(7, quoted);
+  } else if (reply->reason == "parse error in command") {
+    reply->reason += quoted;
+  }
+}
+
+absl::StatusOr<mi::Reply> RunDatagram(Transport transport, const std::string& command,
+                                      const std::vector<std::string>& args) {
+  SipdInstance& sipd = SharedSipd::Get().sipd();
+  auto client = transport == Transport::kUdpDatagram
+                    ? legacy::DatagramClient::Udp("127.0.0.1", SharedSipd::Get().udp_port())
+                    : legacy::DatagramClient::Unix(sipd.tmp_dir() + "/mi.sock", sipd.tmp_dir());
+  if (!client.ok()) return client.status();
+  std::string request = absl::StrCat(":", command, ":\n");
+  for (const std::string& arg : args) absl::StrAppend(&request, arg, "\n");
+  absl::StatusOr<std::string> text = (*client)->Transact(request);
+  if (!text.ok()) return text.status();
+  absl::StatusOr<mi::Reply> reply = legacy::ParseTextReply(*text);
+  if (reply.ok()) NameTheCommand(command, &*reply);
+  return reply;
+}
+
+absl::StatusOr<mi::Reply> RunOver(Transport transport, const std::string& command,
+                                  const std::vector<std::string>& args) {
+  switch (transport) {
+    case Transport::kGrpc:
+      return RunGrpc(command, args);
+    case Transport::kFifo:
+      return RunFifo(command, args);
+    case Transport::kUnixDatagram:
+    case Transport::kUdpDatagram:
+      return RunDatagram(transport, command, args);
+  }
+  return absl::InternalError("unknown transport");
+}
+
+// --- comparison -------------------------------------------------------------------------
+
+// The text layouts do not carry MI_IS_ARRAY.
+void ClearArrayFlags(mi::Node& node) {
+  node.is_array = false;
+  for (auto& kid : node.kids) ClearArrayFlags(*kid);
+}
+
+// For volatile replies (clock, counters): keep names, drop values.
+void BlankValues(mi::Node& node) {
+  node.value.clear();
+  for (auto& attr : node.attributes) attr.value.clear();
+  for (auto& kid : node.kids) BlankValues(*kid);
+}
+
+enum class Compare { kExact, kNamesOnly };
+
+class CrossTransportTest : public ::testing::TestWithParam<Transport> {
+ protected:
+  void SetUp() override { ASSERT_TRUE(SharedSipd::Get().started()); }
+
+  mi::Reply Run(Transport transport, const std::string& command,
+                const std::vector<std::string>& args, Compare compare) {
+    absl::StatusOr<mi::Reply> reply = RunOver(transport, command, args);
+    EXPECT_TRUE(reply.ok()) << TransportName(transport) << ": " << reply.status();
+    if (!reply.ok()) return mi::Reply::Error(0, "transport failure");
+    ClearArrayFlags(reply->root);
+    if (compare == Compare::kNamesOnly) BlankValues(reply->root);
+    return std::move(*reply);
+  }
+
+  // The reply over the transport under test equals the gRPC reply.
+  void ExpectSameAsGrpc(const std::string& command, const std::vector<std::string>& args,
+                        Compare compare = Compare::kExact) {
+    const mi::Reply expected = Run(Transport::kGrpc, command, args, compare);
+    const mi::Reply actual = Run(GetParam(), command, args, compare);
+    EXPECT_EQ(actual, expected) << "command " << command << " over " << TransportName(GetParam())
+                                << " differs from gRPC:\n"
+                                << "got code " << actual.code << " '" << actual.reason << "' with "
+                                << actual.root.kids.size() << " nodes, gRPC code " << expected.code
+                                << " '" << expected.reason << "' with " << expected.root.kids.size()
+                                << " nodes";
+  }
+};
+
+TEST_P(CrossTransportTest, Ps) { ExpectSameAsGrpc("ps", {}); }
+
+TEST_P(CrossTransportTest, Which) { ExpectSameAsGrpc("which", {}); }
+
+TEST_P(CrossTransportTest, HelpPs) { ExpectSameAsGrpc("help", {"ps"}); }
+
+TEST_P(CrossTransportTest, UptimeShape) {
+  ExpectSameAsGrpc("uptime", {}, Compare::kNamesOnly);
+  const mi::Reply reply = Run(GetParam(), "uptime", {}, Compare::kExact);
+  ASSERT_EQ(reply.root.kids.size(), 3u);
+  EXPECT_EQ(reply.root.kids[0]->name, "Now");
+  EXPECT_EQ(reply.root.kids[1]->name, "Up since");
+  EXPECT_EQ(reply.root.kids[2]->name, "Up time");
+}
+
+TEST_P(CrossTransportTest, GetStatisticsAllNames) {
+  ExpectSameAsGrpc("get_statistics", {"all"}, Compare::kNamesOnly);
+}
+
+TEST_P(CrossTransportTest, CacheStoreThenFetch) {
+  const std::string key = "k_" + TransportName(GetParam());
+  const mi::Reply stored = Run(GetParam(), "cache_store", {"local", key, "v"}, Compare::kExact);
+  EXPECT_EQ(stored, mi::Reply::Ok());
+  ExpectSameAsGrpc("cache_fetch", {"local", key});
+  const mi::Reply fetched = Run(GetParam(), "cache_fetch", {"local", key}, Compare::kExact);
+  ASSERT_EQ(fetched.root.kids.size(), 1u);
+  EXPECT_EQ(fetched.root.kids[0]->value, key + " = [v]");
+}
+
+TEST_P(CrossTransportTest, UnknownCommand) {
+  ExpectSameAsGrpc("no_such_command", {});
+  const mi::Reply reply = Run(GetParam(), "no_such_command", {}, Compare::kExact);
+  EXPECT_EQ(reply.code, 500u);
+  EXPECT_EQ(reply.reason, "command 'no_such_command' not available");
+}
+
+TEST_P(CrossTransportTest, TooManyArguments) {
+  ExpectSameAsGrpc("help", {"a", "b"});
+  const mi::Reply reply = Run(GetParam(), "help", {"a", "b"}, Compare::kExact);
+  EXPECT_EQ(reply, mi::Reply::Error(400, "Too few or too many arguments"));
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTransports, CrossTransportTest,
+                         ::testing::Values(Transport::kGrpc, Transport::kFifo,
+                                           Transport::kUnixDatagram, Transport::kUdpDatagram),
+                         [](const ::testing::TestParamInfo<Transport>& info) {
+                           return TransportName(info.param);
+                         });
+
+// Stops the shared sipd when the suite is done (no process left behind).
+class StopSharedSipd : public ::testing::Environment {
+ public:
+  void TearDown() override { SharedSipd::Get().Stop(); }
+};
+const auto* const kStopSharedSipd = ::testing::AddGlobalTestEnvironment(new StopSharedSipd);
+
+}  // namespace
+}  // namespace sipd::integration
