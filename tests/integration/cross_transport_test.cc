@@ -1,15 +1,17 @@
 // One suite, every MI transport, one running sipd: the same commands must give the same
-// reply tree over gRPC (generated stubs), FIFO, UNIX datagram and UDP datagram once each
-// transport's format is read back into mi::Reply.
+// reply tree over gRPC (generated stubs), FIFO, UNIX datagram, UDP datagram and XML-RPC
+// (flattened: XML-RPC loses depth) once each transport's format is read back into mi::Reply.
 //
-// Adding a transport (e.g. XML-RPC): add an enumerator to Transport, a Run<Transport>()
+// Adding a transport: add an enumerator to Transport, a Run<Transport>()
 // function that returns its answer as an mi::Reply (its errors mapped to the MI code and
 // reason), a case in RunOver(), its loadmodule lines in kTransportsConfig, and the
 // enumerator in INSTANTIATE_TEST_SUITE_P.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,13 +22,14 @@
 #include "registry/proto_convert.h"
 #include "sipd/mi/v1/mi.grpc.pb.h"
 #include "tests/support/sipd_harness.h"
+#include "tests/xmlrpc/xmlrpc_test_client.h"
 
 namespace sipd::integration {
 namespace {
 
 using ::sipd::testing::SipdInstance;
 
-enum class Transport { kGrpc, kFifo, kUnixDatagram, kUdpDatagram };
+enum class Transport { kGrpc, kFifo, kUnixDatagram, kUdpDatagram, kXmlrpc };
 
 std::string TransportName(Transport transport) {
   switch (transport) {
@@ -38,8 +41,16 @@ std::string TransportName(Transport transport) {
       return "UnixDatagram";
     case Transport::kUdpDatagram:
       return "UdpDatagram";
+    case Transport::kXmlrpc:
+      return "Xmlrpc";
   }
   return "?";
+}
+
+// The mi_xmlrpc port of the suite's sipd.
+int XmlrpcPort() {
+  static const int port = sipd::testing::FreeTcpPort();
+  return port;
 }
 
 // mi_grpc comes from the harness (Options::grpc).
@@ -51,7 +62,10 @@ std::string TransportsConfig(int udp_port) {
       "loadmodule \"mi_datagram\"\n"
       "modparam(\"mi_datagram\", \"socket_name\", \"{TMP_DIR}/mi.sock\")\n"
       "modparam(\"mi_datagram\", \"extra_socket_name\", \"udp:127.0.0.1:",
-      udp_port, "\")\n");
+      udp_port, "\")\n",
+      "loadmodule \"mi_xmlrpc\"\n"
+      "modparam(\"mi_xmlrpc\", \"port\", ",
+      XmlrpcPort(), ")\n");
 }
 
 // The one sipd of the suite.
@@ -150,6 +164,43 @@ absl::StatusOr<mi::Reply> RunDatagram(Transport transport, const std::string& co
   return reply;
 }
 
+// XML-RPC (spec 5.4/5.5): a 2xx reply is one string of node lines without the status
+// line and without indentation (depth is lost: compare with FlattenForXmlrpc); faults
+// carry the MI code, or -506/-500 for "not available"/"failed".
+absl::StatusOr<mi::Reply> RunXmlrpc(const std::string& command,
+                                    const std::vector<std::string>& args) {
+  const std::optional<xmlrpc::testing::CallOutcome> outcome =
+      xmlrpc::testing::CallOnce(XmlrpcPort(), xmlrpc::testing::StringParams(command, args));
+  if (!outcome.has_value()) return absl::UnavailableError("no XML-RPC reply");
+  if (outcome->is_fault) {
+    if (outcome->fault_code == -506) {
+      return mi::Reply::Error(500, absl::StrCat("command '", command, "' not available"));
+    }
+    if (outcome->fault_code == -500) {
+      return mi::Reply::Error(500, absl::StrCat("command '", command, "' failed"));
+    }
+    return mi::Reply::Error(static_cast<uint32_t>(outcome->fault_code), outcome->fault_string);
+  }
+  // No indentation on XML-RPC: an indent unit that never occurs keeps every node at depth 0.
+  return legacy::ParseTextReply("200 OK\n" + outcome->String(), "\x01");
+}
+
+// The gRPC tree as XML-RPC shows it: every node at depth 0, in pre-order.
+void FlattenForXmlrpc(mi::Node& root) {
+  std::vector<std::unique_ptr<mi::Node>> flat;
+  std::function<void(std::vector<std::unique_ptr<mi::Node>>&)> walk =
+      [&](std::vector<std::unique_ptr<mi::Node>>& kids) {
+        for (auto& kid : kids) {
+          std::vector<std::unique_ptr<mi::Node>> grandkids = std::move(kid->kids);
+          kid->kids.clear();
+          flat.push_back(std::move(kid));
+          walk(grandkids);
+        }
+      };
+  walk(root.kids);
+  root.kids = std::move(flat);
+}
+
 absl::StatusOr<mi::Reply> RunOver(Transport transport, const std::string& command,
                                   const std::vector<std::string>& args) {
   switch (transport) {
@@ -160,6 +211,8 @@ absl::StatusOr<mi::Reply> RunOver(Transport transport, const std::string& comman
     case Transport::kUnixDatagram:
     case Transport::kUdpDatagram:
       return RunDatagram(transport, command, args);
+    case Transport::kXmlrpc:
+      return RunXmlrpc(command, args);
   }
   return absl::InternalError("unknown transport");
 }
@@ -191,6 +244,7 @@ class CrossTransportTest : public ::testing::TestWithParam<Transport> {
     EXPECT_TRUE(reply.ok()) << TransportName(transport) << ": " << reply.status();
     if (!reply.ok()) return mi::Reply::Error(0, "transport failure");
     ClearArrayFlags(reply->root);
+    if (GetParam() == Transport::kXmlrpc) FlattenForXmlrpc(reply->root);
     if (compare == Compare::kNamesOnly) BlankValues(reply->root);
     return std::move(*reply);
   }
@@ -253,7 +307,8 @@ TEST_P(CrossTransportTest, TooManyArguments) {
 
 INSTANTIATE_TEST_SUITE_P(AllTransports, CrossTransportTest,
                          ::testing::Values(Transport::kGrpc, Transport::kFifo,
-                                           Transport::kUnixDatagram, Transport::kUdpDatagram),
+                                           Transport::kUnixDatagram, Transport::kUdpDatagram,
+                                           Transport::kXmlrpc),
                          [](const ::testing::TestParamInfo<Transport>& info) {
                            return TransportName(info.param);
                          });
