@@ -196,6 +196,10 @@ absl::StatusOr<std::unique_ptr<UdpListener>> UdpListener::Open(const ListenAddre
   // Workers wake up at least every 200 ms to notice shutdown and log level changes.
   const timeval timeout{0, 200 * 1000};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  // Bursts should queue rather than drop while every worker is busy; the kernel caps the
+  // request at net.core.rmem_max (failure is harmless).
+  const int receive_buffer = 2 * 1024 * 1024;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
   // No SO_REUSEADDR: a port already in use must fail start-up.
   if (bind(fd, reinterpret_cast<sockaddr*>(&storage), length) != 0) {
     const int error = errno;
