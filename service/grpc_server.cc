@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "service/cq_tag.h"
 #include "spdlog/spdlog.h"
 
 namespace sipd::service {
@@ -27,6 +28,13 @@ void LogToSpdlog(gpr_log_func_args* args) {
   }
 }
 
+// A queue thread: poll, then complete whatever came back.
+void RunQueue(grpc::ServerCompletionQueue* cq) {
+  void* tag = nullptr;
+  bool ok = false;
+  while (cq->Next(&tag, &ok)) static_cast<CqTag*>(tag)->Complete(ok);
+}
+
 }  // namespace
 
 void RouteGrpcLogsToSpdlog() { gpr_set_log_function(&LogToSpdlog); }
@@ -34,11 +42,13 @@ void RouteGrpcLogsToSpdlog() { gpr_set_log_function(&LogToSpdlog); }
 absl::StatusOr<std::unique_ptr<MiGrpcServer>> MiGrpcServer::Start(const mi::Registry& registry,
                                                                   const ServerOptions& options) {
   RouteGrpcLogsToSpdlog();
-  grpc::EnableDefaultHealthCheckService(true);
+  // Ours (HealthService) replaces the built-in one; see service/health_service.h.
+  grpc::EnableDefaultHealthCheckService(false);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   std::unique_ptr<MiGrpcServer> server(new MiGrpcServer());
   server->service_ = std::make_unique<ManagementService>(registry, options.service);
+  server->health_ = std::make_unique<HealthService>();
 
   const int max_size = static_cast<int>(options.service.max_message_size);
   grpc::ServerBuilder builder;
@@ -46,32 +56,47 @@ absl::StatusOr<std::unique_ptr<MiGrpcServer>> MiGrpcServer::Start(const mi::Regi
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(max_size);
   builder.SetMaxSendMessageSize(max_size);
-  builder.RegisterService(server->service_.get());
+  builder.RegisterService(server->service_->service());
+  builder.RegisterService(server->health_->service());
+  for (int i = 0; i < std::max(1, options.threads); ++i) {
+    server->queues_.push_back(builder.AddCompletionQueue());
+  }
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     if (server->server_ != nullptr) server->server_->Shutdown();
-    server->service_->Stop();
+    server->service_->StopWorkers();
+    // Nothing was posted on the queues and no thread runs them; destroying them is all
+    // (CompletionQueue::Shutdown would complain that their server is gone).
+    server->queues_.clear();
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen,
                                                " (address in use, not local, or invalid)"));
   }
-  grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
-  if (health != nullptr) {
-    health->SetServingStatus(true);
-    health->SetServingStatus(kServiceName, true);
+  server->health_->SetServingStatus("", true);
+  server->health_->SetServingStatus(kServiceName, true);
+  for (auto& queue : server->queues_) {
+    server->service_->Serve(queue.get());
+    server->health_->Serve(queue.get());
+    server->threads_.emplace_back(RunQueue, queue.get());
   }
   return server;
 }
 
 MiGrpcServer::~MiGrpcServer() { Shutdown(std::chrono::milliseconds(0)); }
 
+void MiGrpcServer::StopQueues() {
+  for (auto& queue : queues_) queue->Shutdown();
+  for (auto& thread : threads_) thread.join();  // each drains its queue, then returns
+  threads_.clear();
+  queues_.clear();
+}
+
 void MiGrpcServer::Shutdown(std::chrono::milliseconds grace) {
   if (shut_down_ || server_ == nullptr) return;
   shut_down_ = true;
-  if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {
-    health->SetServingStatus(false);
-  }
+  health_->Shutdown();
   server_->Shutdown(std::chrono::system_clock::now() + grace);
-  service_->Stop();
+  service_->StopWorkers();
+  StopQueues();
   server_->Wait();
 }
 

@@ -1,22 +1,26 @@
 // The one place that builds the MI gRPC server: listening port (insecure, loopback by
 // default), message-size limits, no SO_REUSEPORT (a second daemon on the same port must
-// fail, not share it), the standard health service and server reflection (so grpcurl
-// works without .proto files), and the sipd.mi.v1.Management service.
+// fail, not share it), the standard health service (service/health_service.h), server
+// reflection (so grpcurl works without .proto files) and sipd.mi.v1.Management, all
+// served by `threads` completion-queue threads (see service/cq_tag.h).
 //
 // gRPC must only be initialised in the process that serves (the forked "MI gRPC"
 // process); nothing here may run in the attendant.
 //
 // Thread-safety: Start() and Shutdown() from one thread; the server itself serves from
-// gRPC's threads and the service's worker pool.
+// its queue threads, the worker pool and (reflection) gRPC's own threads.
 #pragma once
 
 #include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "grpcpp/grpcpp.h"
 #include "registry/command.h"
+#include "service/health_service.h"
 #include "service/management_service.h"
 
 namespace sipd::service {
@@ -24,6 +28,10 @@ namespace sipd::service {
 struct ServerOptions {
   // gRPC listen address: "host:port" ("127.0.0.1:8090", "[::1]:8090", "0.0.0.0:0").
   std::string listen = "127.0.0.1:8090";
+  // Completion-queue threads: they poll the sockets and run ordinary commands inline.
+  // One is the fastest on a small machine (no hand-off between pollers); more let
+  // several slow-ish commands run in parallel.
+  int threads = 1;
   ServiceOptions service;
 };
 
@@ -34,19 +42,26 @@ class MiGrpcServer {
   static absl::StatusOr<std::unique_ptr<MiGrpcServer>> Start(const mi::Registry& registry,
                                                              const ServerOptions& options);
   ~MiGrpcServer();
+  MiGrpcServer(const MiGrpcServer&) = delete;
+  MiGrpcServer& operator=(const MiGrpcServer&) = delete;
 
   // The bound port (useful with port 0).
   int port() const { return port_; }
 
-  // Marks the health service NOT_SERVING, lets calls in progress finish for at most
-  // `grace`, cancels the rest and stops the worker pool. Idempotent.
+  // Health goes NOT_SERVING (watchers are told and released), calls in progress get
+  // at most `grace` to finish, the rest are cancelled; then the worker pool and the
+  // queue threads stop. Idempotent.
   void Shutdown(std::chrono::milliseconds grace);
 
  private:
   MiGrpcServer() = default;
+  void StopQueues();
 
   std::unique_ptr<ManagementService> service_;
+  std::unique_ptr<HealthService> health_;
   std::unique_ptr<grpc::Server> server_;
+  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues_;
+  std::vector<std::thread> threads_;
   int port_ = 0;
   bool shut_down_ = false;
 };

@@ -1,5 +1,6 @@
 #include "service/management_service.h"
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <string>
@@ -8,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "registry/proto_convert.h"
 #include "service/chunk_writer.h"
+#include "service/cq_tag.h"
 #include "service/status_mapping.h"
 #include "service/utf8.h"
 #include "spdlog/spdlog.h"
@@ -21,8 +23,16 @@ namespace {
 constexpr size_t kMaxReasonInMetadata = 512;
 constexpr size_t kMaxReplyBinBytes = 4096;
 
-bool DeadlineExpired(const grpc::CallbackServerContext* context) {
-  return context->deadline() <= std::chrono::system_clock::now();
+// Requests kept posted per completion queue: Execute is the hot path, so several calls
+// arriving together are matched at once.
+constexpr int kPendingExecutePerQueue = 8;
+constexpr int kPendingStreamPerQueue = 2;
+
+const grpc::Status kPoolFull(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                             "too many long-running MI calls in progress");
+
+bool DeadlineExpired(const grpc::ServerContext& context) {
+  return context.deadline() <= std::chrono::system_clock::now();
 }
 
 grpc::Status DeadlineExpiredStatus() {
@@ -30,11 +40,7 @@ grpc::Status DeadlineExpiredStatus() {
                       "deadline expired before the command ran");
 }
 
-bool MayBlock(const mi::Command& command) {
-  return command.has_flag(mi::kAsync) || command.has_flag(mi::kStreaming);
-}
-
-void AddMiMetadata(grpc::CallbackServerContext* context, uint32_t code, std::string_view reason,
+void AddMiMetadata(grpc::ServerContext* context, uint32_t code, std::string_view reason,
                    std::string_view outcome) {
   context->AddTrailingMetadata(kMetadataMiCode, std::to_string(code));
   context->AddTrailingMetadata(kMetadataMiReason, EncodeMetadataText(reason, kMaxReasonInMetadata));
@@ -94,18 +100,108 @@ grpc::Status ValidateRequest(const v1::ExecuteRequest& in, const ServiceOptions&
   return grpc::Status::OK;
 }
 
-// One ExecuteStream call. Created on a gRPC thread, run on a worker thread, deleted in
-// OnDone() (which gRPC calls only after Finish(), and Finish() is Run()'s last act).
-//
-// Thread-safety: Send() runs on the worker; OnWriteDone()/OnCancel() on gRPC threads;
-// mu_ guards the write state between them.
-class ManagementService::StreamCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+// One Execute: requested -> (run inline or on the pool) -> finished -> deleted.
+class ManagementService::ExecuteCall final : public CqTag {
  public:
-  StreamCall(ManagementService* service, grpc::CallbackServerContext* context, mi::Request request)
-      : service_(service), context_(context), request_(std::move(request)) {}
+  ExecuteCall(ManagementService* service, grpc::ServerCompletionQueue* cq)
+      : service_(service), cq_(cq), responder_(&ctx_) {
+    service_->service_.RequestExecute(&ctx_, &request_, &responder_, cq_, cq_, this);
+  }
 
-  void Run() {
-    if (DeadlineExpired(context_)) {
+  void Complete(bool ok) override {
+    if (finishing_ || !ok) {  // Finish done, or the server shuts down
+      delete this;
+      return;
+    }
+    new ExecuteCall(service_, cq_);
+    mi::Request request;
+    grpc::Status status = ParseRequest(request_, service_->options_, &request);
+    if (status.ok() && DeadlineExpired(ctx_)) status = DeadlineExpiredStatus();
+    if (!status.ok()) {
+      Finish(std::move(status));
+      return;
+    }
+    if (!service_->MustOffload(request)) {
+      Run(request);
+      return;
+    }
+    const bool queued = service_->pool_.TrySubmit([this, request = std::move(request)] {
+      if (DeadlineExpired(ctx_)) {
+        Finish(DeadlineExpiredStatus());
+        return;
+      }
+      Run(request);
+    });
+    if (!queued) Finish(kPoolFull);
+  }
+
+ private:
+  void Run(const mi::Request& request) {
+    mi::DispatchResult result = mi::Dispatch(service_->registry_, request);
+    v1::Reply reply;
+    grpc::Status status = service_->FinishStatus(&ctx_, result, &reply);
+    if (status.ok()) {
+      bool own_buffer = false;
+      status = grpc::SerializationTraits<v1::Reply>::Serialize(reply, &response_, &own_buffer);
+    }
+    Finish(std::move(status));
+  }
+
+  // May run on a worker thread; the completion comes back on the queue thread.
+  void Finish(grpc::Status status) {
+    finishing_ = true;
+    if (status.ok()) {
+      responder_.Finish(response_, status, this);
+    } else {
+      responder_.FinishWithError(status, this);
+    }
+  }
+
+  ManagementService* const service_;
+  grpc::ServerCompletionQueue* const cq_;
+  grpc::ServerContext ctx_;
+  grpc::ByteBuffer request_;
+  grpc::ByteBuffer response_;
+  grpc::ServerAsyncResponseWriter<grpc::ByteBuffer> responder_;
+  bool finishing_ = false;
+};
+
+// One ExecuteStream. The command runs on a worker thread; its chunks are written one
+// at a time (the worker waits for each write), so memory stays bounded by one chunk
+// whatever the client's speed. Deleted once both the finish and the "done" tags are
+// back.
+//
+// Thread-safety: Send() and Finish() run on the worker; the tags complete on the queue
+// thread; mu_ guards the write state between them.
+class ManagementService::StreamCall final {
+ public:
+  StreamCall(ManagementService* service, grpc::ServerCompletionQueue* cq)
+      : service_(service), cq_(cq), writer_(&ctx_) {
+    ctx_.AsyncNotifyWhenDone(&done_tag_);
+    service_->service_.RequestExecuteStream(&ctx_, &request_, &writer_, cq_, cq_, &request_tag_);
+  }
+
+ private:
+  void OnRequest(bool ok) {
+    if (!ok) {  // the server shuts down; no done tag comes for a call never started
+      delete this;
+      return;
+    }
+    new StreamCall(service_, cq_);
+    mi::Request request;
+    grpc::Status status = ParseRequest(request_, service_->options_, &request);
+    if (status.ok() && DeadlineExpired(ctx_)) status = DeadlineExpiredStatus();
+    if (!status.ok()) {
+      Finish(std::move(status));
+      return;
+    }
+    if (!service_->pool_.TrySubmit([this, request = std::move(request)] { Run(request); })) {
+      Finish(kPoolFull);
+    }
+  }
+
+  void Run(const mi::Request& request) {
+    if (DeadlineExpired(ctx_)) {
       Finish(DeadlineExpiredStatus());
       return;
     }
@@ -114,28 +210,57 @@ class ManagementService::StreamCall final : public grpc::ServerWriteReactor<grpc
     limits.max_nodes = options.stream_chunk_nodes;
     limits.max_bytes = options.max_message_size / 4;
     ChunkReplyWriter writer([this](v1::ReplyChunk& chunk) { return Send(chunk); }, limits);
-    mi::DispatchResult result = mi::Dispatch(service_->registry_, request_, &writer);
-    if (writer.broken()) {
-      bool timed_out;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        timed_out = timed_out_;
-      }
-      // No lock held from here: Finish() may run OnDone() (delete this) at once.
-      if (timed_out) {
-        spdlog::warn("mi_grpc: stream of '{}' stopped: the client took no data for {} ms",
-                     request_.command, options.stream_write_timeout.count());
-        Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                            "stream write timed out: the client did not read"));
-      } else {
-        Finish(grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled"));
-      }
+    mi::DispatchResult result = mi::Dispatch(service_->registry_, request, &writer);
+    if (!writer.broken()) {
+      Finish(service_->FinishStatus(&ctx_, result, nullptr));
       return;
     }
-    Finish(service_->FinishStatus(context_, result, nullptr));
+    bool timed_out;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      timed_out = timed_out_;
+    }
+    if (timed_out) {
+      spdlog::warn("mi_grpc: stream of '{}' stopped: the client took no data for {} ms",
+                   request.command, options.stream_write_timeout.count());
+      Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                          "stream write timed out: the client did not read"));
+    } else {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled"));
+    }
   }
 
-  void OnWriteDone(bool ok) override {
+  // The ChunkReplyWriter sink (worker thread). Blocks until the chunk is written.
+  bool Send(v1::ReplyChunk& chunk) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (cancelled_ || !write_ok_) return false;
+    in_flight_.Clear();  // the previous write is done
+    bool own_buffer = false;
+    if (!grpc::SerializationTraits<v1::ReplyChunk>::Serialize(chunk, &in_flight_, &own_buffer)
+             .ok()) {
+      return false;
+    }
+    write_pending_ = true;
+    lock.unlock();
+    writer_.Write(in_flight_, &write_tag_);
+    lock.lock();
+    if (!cv_.wait_for(lock, service_->options_.stream_write_timeout,
+                      [this] { return !write_pending_; })) {
+      timed_out_ = true;
+      lock.unlock();
+      ctx_.TryCancel();
+      lock.lock();
+      // A cancelled call completes its pending write (ok = false); in_flight_ must live
+      // until then.
+      cv_.wait(lock, [this] { return !write_pending_; });
+      return false;
+    }
+    return write_ok_;
+  }
+
+  void Finish(grpc::Status status) { writer_.Finish(status, &finish_tag_); }
+
+  void OnWriteDone(bool ok) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       write_pending_ = false;
@@ -144,49 +269,32 @@ class ManagementService::StreamCall final : public grpc::ServerWriteReactor<grpc
     cv_.notify_all();
   }
 
-  void OnCancel() override {
+  void OnDone(bool) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      cancelled_ = true;
+      cancelled_ = ctx_.IsCancelled();
     }
     cv_.notify_all();
+    Unref();
   }
 
-  void OnDone() override { delete this; }
+  void OnFinishDone(bool) { Unref(); }
 
- private:
-  // The ChunkReplyWriter sink: one write in flight at a time, so memory stays bounded
-  // by one chunk whatever the client's speed.
-  bool Send(v1::ReplyChunk& chunk) {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (cancelled_ || !write_ok_) return false;
-    bool own_buffer = false;
-    in_flight_.Clear();  // the previous write is done
-    if (!grpc::SerializationTraits<v1::ReplyChunk>::Serialize(chunk, &in_flight_, &own_buffer)
-             .ok()) {
-      return false;
-    }
-    write_pending_ = true;
-    lock.unlock();
-    StartWrite(&in_flight_);
-    lock.lock();
-    if (!cv_.wait_for(lock, service_->options_.stream_write_timeout,
-                      [this] { return !write_pending_; })) {
-      timed_out_ = true;
-      lock.unlock();
-      context_->TryCancel();
-      lock.lock();
-      // A cancelled call completes its pending write (ok = false); in_flight_ must
-      // live until then.
-      cv_.wait(lock, [this] { return !write_pending_; });
-      return false;
-    }
-    return write_ok_;
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
 
   ManagementService* const service_;
-  grpc::CallbackServerContext* const context_;
-  const mi::Request request_;
+  grpc::ServerCompletionQueue* const cq_;
+  grpc::ServerContext ctx_;
+  grpc::ByteBuffer request_;
+  grpc::ServerAsyncWriter<grpc::ByteBuffer> writer_;
+  MemberTag<StreamCall, &StreamCall::OnRequest> request_tag_{this};
+  MemberTag<StreamCall, &StreamCall::OnWriteDone> write_tag_{this};
+  MemberTag<StreamCall, &StreamCall::OnFinishDone> finish_tag_{this};
+  MemberTag<StreamCall, &StreamCall::OnDone> done_tag_{this};
+  // The done tag and the finish tag.
+  std::atomic<int> refs_{2};
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -197,16 +305,99 @@ class ManagementService::StreamCall final : public grpc::ServerWriteReactor<grpc
   bool timed_out_ = false;
 };
 
+class ManagementService::ListCall final : public CqTag {
+ public:
+  ListCall(ManagementService* service, grpc::ServerCompletionQueue* cq)
+      : service_(service), cq_(cq), responder_(&ctx_) {
+    service_->service_.RequestListCommands(&ctx_, &request_, &responder_, cq_, cq_, this);
+  }
+
+  void Complete(bool ok) override {
+    if (answered_ || !ok) {
+      delete this;
+      return;
+    }
+    new ListCall(service_, cq_);
+    answered_ = true;
+    for (const auto& command : service_->registry_.commands()) {
+      *response_.add_commands() = mi::ToProto(*command);
+    }
+    responder_.Finish(response_, grpc::Status::OK, this);
+  }
+
+ private:
+  ManagementService* const service_;
+  grpc::ServerCompletionQueue* const cq_;
+  grpc::ServerContext ctx_;
+  v1::ListCommandsRequest request_;
+  v1::ListCommandsResponse response_;
+  grpc::ServerAsyncResponseWriter<v1::ListCommandsResponse> responder_;
+  bool answered_ = false;
+};
+
+class ManagementService::DescribeCall final : public CqTag {
+ public:
+  DescribeCall(ManagementService* service, grpc::ServerCompletionQueue* cq)
+      : service_(service), cq_(cq), responder_(&ctx_) {
+    service_->service_.RequestDescribeCommand(&ctx_, &request_, &responder_, cq_, cq_, this);
+  }
+
+  void Complete(bool ok) override {
+    if (answered_ || !ok) {
+      delete this;
+      return;
+    }
+    new DescribeCall(service_, cq_);
+    answered_ = true;
+    if (request_.command().empty()) {
+      responder_.FinishWithError(
+          grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "empty command name"), this);
+      return;
+    }
+    const mi::Command* command = service_->registry_.Find(request_.command());
+    if (command == nullptr) {
+      const std::string name = request_.command().substr(0, service_->options_.max_command_length);
+      responder_.FinishWithError(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                              absl::StrCat("command '", name, "' not available")),
+                                 this);
+      return;
+    }
+    response_ = mi::ToProto(*command);
+    responder_.Finish(response_, grpc::Status::OK, this);
+  }
+
+ private:
+  ManagementService* const service_;
+  grpc::ServerCompletionQueue* const cq_;
+  grpc::ServerContext ctx_;
+  v1::DescribeCommandRequest request_;
+  v1::CommandInfo response_;
+  grpc::ServerAsyncResponseWriter<v1::CommandInfo> responder_;
+  bool answered_ = false;
+};
+
 ManagementService::ManagementService(const mi::Registry& registry, ServiceOptions options)
     : registry_(registry),
       options_(std::move(options)),
-      pool_(options_.threads, options_.max_queued) {}
+      pool_(options_.workers, options_.max_queued) {}
 
-ManagementService::~ManagementService() { Stop(); }
+ManagementService::~ManagementService() { StopWorkers(); }
 
-void ManagementService::Stop() { pool_.Stop(); }
+void ManagementService::StopWorkers() { pool_.Stop(); }
 
-grpc::Status ManagementService::FinishStatus(grpc::CallbackServerContext* context,
+void ManagementService::Serve(grpc::ServerCompletionQueue* cq) {
+  for (int i = 0; i < kPendingExecutePerQueue; ++i) new ExecuteCall(this, cq);
+  for (int i = 0; i < kPendingStreamPerQueue; ++i) new StreamCall(this, cq);
+  new ListCall(this, cq);
+  new DescribeCall(this, cq);
+}
+
+bool ManagementService::MustOffload(const mi::Request& request) const {
+  const mi::Command* command = registry_.Find(request.command);
+  return command != nullptr && (command->has_flag(mi::kAsync) || command->has_flag(mi::kStreaming));
+}
+
+grpc::Status ManagementService::FinishStatus(grpc::ServerContext* context,
                                              mi::DispatchResult& result,
                                              v1::Reply* response) const {
   mi::Reply& reply = result.reply;
@@ -221,6 +412,7 @@ grpc::Status ManagementService::FinishStatus(grpc::CallbackServerContext* contex
       break;
   }
   const grpc::StatusCode code = MiCodeToStatusCode(reply.code);
+  AddMiMetadata(context, reply.code, reply.reason, kOutcomeReply);
   if (code == grpc::StatusCode::OK) {
     if (response != nullptr) {
       *response = mi::ToProto(reply);
@@ -233,10 +425,8 @@ grpc::Status ManagementService::FinishStatus(grpc::CallbackServerContext* contex
                                          options_.max_message_size, "): use ExecuteStream"));
       }
     }
-    AddMiMetadata(context, reply.code, reply.reason, kOutcomeReply);
     return grpc::Status::OK;
   }
-  AddMiMetadata(context, reply.code, reply.reason, kOutcomeReply);
   if (response != nullptr) {
     v1::Reply error_reply = mi::ToProto(reply);
     SanitizeUtf8(&error_reply);
@@ -250,103 +440,6 @@ grpc::Status ManagementService::FinishStatus(grpc::CallbackServerContext* contex
     context->AddTrailingMetadata(kMetadataMiReplyBin, error_reply.SerializeAsString());
   }
   return grpc::Status(code, StatusMessage(reply.reason));
-}
-
-void ManagementService::RunExecute(grpc::CallbackServerContext* context, const mi::Request& request,
-                                   grpc::ByteBuffer* response, grpc::ServerUnaryReactor* reactor) {
-  mi::DispatchResult result = mi::Dispatch(registry_, request);
-  v1::Reply reply;
-  grpc::Status status = FinishStatus(context, result, &reply);
-  if (status.ok()) {
-    bool own_buffer = false;
-    status = grpc::SerializationTraits<v1::Reply>::Serialize(reply, response, &own_buffer);
-  }
-  reactor->Finish(std::move(status));
-}
-
-grpc::ServerUnaryReactor* ManagementService::Execute(grpc::CallbackServerContext* context,
-                                                     const grpc::ByteBuffer* request,
-                                                     grpc::ByteBuffer* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  mi::Request mi_request;
-  if (grpc::Status status = ParseRequest(*request, options_, &mi_request); !status.ok()) {
-    reactor->Finish(std::move(status));
-    return reactor;
-  }
-  if (DeadlineExpired(context)) {
-    reactor->Finish(DeadlineExpiredStatus());
-    return reactor;
-  }
-  const mi::Command* command = registry_.Find(mi_request.command);
-  if (command == nullptr || !MayBlock(*command)) {
-    RunExecute(context, mi_request, response, reactor);
-    return reactor;
-  }
-  const bool queued =
-      pool_.TrySubmit([this, context, response, reactor, mi_request = std::move(mi_request)]() {
-        if (DeadlineExpired(context) || context->IsCancelled()) {
-          reactor->Finish(DeadlineExpiredStatus());
-          return;
-        }
-        RunExecute(context, mi_request, response, reactor);
-      });
-  if (!queued) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                                 "too many long-running MI calls in progress"));
-  }
-  return reactor;
-}
-
-grpc::ServerWriteReactor<grpc::ByteBuffer>* ManagementService::ExecuteStream(
-    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
-  mi::Request mi_request;
-  grpc::Status status = ParseRequest(*request, options_, &mi_request);
-  if (status.ok() && DeadlineExpired(context)) status = DeadlineExpiredStatus();
-  if (!status.ok()) {
-    class Rejected final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
-     public:
-      explicit Rejected(grpc::Status s) { Finish(std::move(s)); }
-      void OnDone() override { delete this; }
-    };
-    return new Rejected(std::move(status));
-  }
-  auto* call = new StreamCall(this, context, std::move(mi_request));
-  if (!pool_.TrySubmit([call] { call->Run(); })) {
-    call->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                              "too many long-running MI calls in progress"));
-  }
-  return call;
-}
-
-grpc::ServerUnaryReactor* ManagementService::ListCommands(grpc::CallbackServerContext* context,
-                                                          const v1::ListCommandsRequest*,
-                                                          v1::ListCommandsResponse* response) {
-  for (const auto& command : registry_.commands()) {
-    *response->add_commands() = mi::ToProto(*command);
-  }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
-}
-
-grpc::ServerUnaryReactor* ManagementService::DescribeCommand(
-    grpc::CallbackServerContext* context, const v1::DescribeCommandRequest* request,
-    v1::CommandInfo* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (request->command().empty()) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "empty command name"));
-    return reactor;
-  }
-  const mi::Command* command = registry_.Find(request->command());
-  if (command == nullptr) {
-    const std::string name = request->command().substr(0, options_.max_command_length);
-    reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
-                                 absl::StrCat("command '", name, "' not available")));
-    return reactor;
-  }
-  *response = mi::ToProto(*command);
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
 }
 
 }  // namespace sipd::service

@@ -4,13 +4,19 @@
 // transport's limits and maps replies to gRPC statuses and metadata as documented in
 // proto/sipd/mi/v1/mi.proto (see service/status_mapping.h).
 //
+// It is an asynchronous (completion-queue) service; MiGrpcServer runs the queues.
 // Where calls run:
-//  - Execute of an ordinary command runs inline on the gRPC callback thread that
-//    received it (no hand-off, no extra allocation: this is the fast path that the
-//    `version`/`ps`/`get_statistics` traffic takes).
+//  - Execute of an ordinary command runs inline on the queue thread that received it:
+//    read, dispatch and answer on one thread (the `version`/`ps`/`get_statistics`
+//    path; see service/cq_tag.h for why).
 //  - Execute of a command flagged async or streaming, and every ExecuteStream, runs on
 //    the WorkerPool, because those may block (waiting for a SIP reply, or for a slow
 //    client to drain the stream). A full pool queue answers RESOURCE_EXHAUSTED.
+//
+// Execute and ExecuteStream are "raw" methods (the service parses the request bytes
+// itself) so that a request that is not a valid ExecuteRequest, e.g. invalid UTF-8 in a
+// proto3 string, gets INVALID_ARGUMENT with a clear message rather than the library's
+// bare parse failure. Nothing changes on the wire or in reflection.
 //
 // Request validation (INVALID_ARGUMENT): empty command name, command name longer than
 // `max_command_length`, more than `max_args` arguments, arguments totalling more than
@@ -18,9 +24,9 @@
 // represent it, spec 1.2). A call whose deadline already passed is not run
 // (DEADLINE_EXCEEDED).
 //
-// Thread-safety: all RPC methods may run concurrently; the registry is read-only and
-// Dispatch() is thread-safe. Stop() must be called after the grpc::Server was shut
-// down (so no new calls arrive) and before the service is destroyed.
+// Thread-safety: calls run concurrently on the queue threads and the worker pool; the
+// registry is read-only and Dispatch() is thread-safe. StopWorkers() must be called
+// after the grpc::Server was shut down and before its completion queues are drained.
 #pragma once
 
 #include <chrono>
@@ -49,7 +55,7 @@ struct ServiceOptions {
   // (the handler may hold locks while it flushes; a stalled client must not keep them).
   std::chrono::milliseconds stream_write_timeout{10000};
   // Worker threads for calls that may block (see file comment) and their queue bound.
-  size_t threads = 4;
+  size_t workers = 4;
   size_t max_queued = 64;
 };
 
@@ -63,50 +69,42 @@ grpc::Status ParseRequest(const grpc::ByteBuffer& bytes, const ServiceOptions& o
 grpc::Status ValidateRequest(const v1::ExecuteRequest& in, const ServiceOptions& options,
                              mi::Request* out);
 
-// Execute and ExecuteStream are "raw" methods (the service parses the request bytes
-// itself) so that a request that is not a valid ExecuteRequest, e.g. invalid UTF-8 in a
-// proto3 string, is answered INVALID_ARGUMENT with a clear message instead of the
-// library's bare parse failure. On the wire and in reflection nothing changes.
-using ManagementServiceBase = v1::Management::WithRawCallbackMethod_Execute<
-    v1::Management::WithRawCallbackMethod_ExecuteStream<
-        v1::Management::WithCallbackMethod_ListCommands<
-            v1::Management::WithCallbackMethod_DescribeCommand<v1::Management::Service>>>>;
-
-class ManagementService final : public ManagementServiceBase {
+class ManagementService {
  public:
+  using AsyncService = v1::Management::WithRawMethod_Execute<
+      v1::Management::WithRawMethod_ExecuteStream<v1::Management::WithAsyncMethod_ListCommands<
+          v1::Management::WithAsyncMethod_DescribeCommand<v1::Management::Service>>>>;
+
   ManagementService(const mi::Registry& registry, ServiceOptions options);
-  ~ManagementService() override;
+  ~ManagementService();
+  ManagementService(const ManagementService&) = delete;
+  ManagementService& operator=(const ManagementService&) = delete;
+
+  grpc::Service* service() { return &service_; }
+
+  // Posts this service's pending requests on `cq` (after the server started); once per
+  // completion queue.
+  void Serve(grpc::ServerCompletionQueue* cq);
 
   // Finishes the calls queued on the worker pool and joins it. See thread-safety note.
-  void Stop();
-
-  // Request: a serialized ExecuteRequest; response: a serialized Reply.
-  grpc::ServerUnaryReactor* Execute(grpc::CallbackServerContext* context,
-                                    const grpc::ByteBuffer* request,
-                                    grpc::ByteBuffer* response) override;
-  // Request: a serialized ExecuteRequest; each message: a serialized ReplyChunk.
-  grpc::ServerWriteReactor<grpc::ByteBuffer>* ExecuteStream(
-      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) override;
-  grpc::ServerUnaryReactor* ListCommands(grpc::CallbackServerContext* context,
-                                         const v1::ListCommandsRequest* request,
-                                         v1::ListCommandsResponse* response) override;
-  grpc::ServerUnaryReactor* DescribeCommand(grpc::CallbackServerContext* context,
-                                            const v1::DescribeCommandRequest* request,
-                                            v1::CommandInfo* response) override;
+  void StopWorkers();
 
  private:
+  class ExecuteCall;
   class StreamCall;
+  class ListCall;
+  class DescribeCall;
 
-  // Runs the command and finishes the unary call (any thread).
-  void RunExecute(grpc::CallbackServerContext* context, const mi::Request& request,
-                  grpc::ByteBuffer* response, grpc::ServerUnaryReactor* reactor);
   // Status (and trailing metadata) of a finished dispatch. For Execute `response`
   // receives a 2xx reply; for ExecuteStream it is null (the chunks carried the reply).
-  grpc::Status FinishStatus(grpc::CallbackServerContext* context, mi::DispatchResult& result,
+  grpc::Status FinishStatus(grpc::ServerContext* context, mi::DispatchResult& result,
                             v1::Reply* response) const;
+  // True if the command may block and must run on the worker pool.
+  bool MustOffload(const mi::Request& request) const;
 
   const mi::Registry& registry_;
   const ServiceOptions options_;
+  AsyncService service_;
   WorkerPool pool_;
 };
 

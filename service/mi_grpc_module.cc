@@ -119,8 +119,11 @@ class MiGrpcModule final : public Module {
       svc.max_args = static_cast<size_t>(v);
     } else if (param == "threads") {
       SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1, 64));
-      svc.threads = static_cast<size_t>(v);
-      svc.max_queued = 16 * svc.threads;
+      options_.threads = static_cast<int>(v);
+    } else if (param == "workers") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1, 64));
+      svc.workers = static_cast<size_t>(v);
+      svc.max_queued = 16 * svc.workers;
     } else if (param == "stream_chunk_nodes") {
       SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1, 1 << 20));
       svc.stream_chunk_nodes = static_cast<size_t>(v);

@@ -8,8 +8,11 @@
 //                         MI is administrative, expose it deliberately).
 //   max_message_size      bytes, both directions; default 4194304 (4 MiB).
 //   max_args              arguments per request; default 1024.
-//   threads               worker threads for streams and async/streaming commands;
-//                         default 4.
+//   threads               completion-queue threads: they poll the connections and run
+//                         ordinary commands inline; default 1 (fastest on small
+//                         machines: no hand-off between threads, see service/cq_tag.h).
+//   workers               threads for calls that may block: ExecuteStream and commands
+//                         flagged async or streaming; default 4.
 //   stream_chunk_nodes    ExecuteStream: nodes per chunk at most; default 1000.
 //   stream_write_timeout  ExecuteStream: ms a client may leave a chunk unread before
 //                         the stream is ended; default 10000.

@@ -226,7 +226,7 @@ TEST_F(ServiceServerTest, ExpiredDeadline) {
 TEST_F(ServiceServerTest, CallWhoseDeadlinePassedWhileQueuedIsNotRun) {
   TearDown();
   ServiceOptions options;
-  options.threads = 1;
+  options.workers = 1;
   StartServer(options);
   // Occupy the only worker for 600 ms.
   std::thread slow([this] {
@@ -438,6 +438,46 @@ TEST_F(ServiceServerTest, HealthIsServing) {
     ASSERT_TRUE(health->Check(&ctx, request, &response).ok()) << service;
     EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING) << service;
   }
+}
+
+TEST_F(ServiceServerTest, HealthCheckOfAnUnknownServiceIsNotFound) {
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  grpc::ClientContext ctx;
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service("no.such.Service");
+  grpc::health::v1::HealthCheckResponse response;
+  EXPECT_EQ(health->Check(&ctx, request, &response).error_code(), StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServiceServerTest, HealthWatchSeesServingThenShutdown) {
+  using grpc::health::v1::HealthCheckResponse;
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  grpc::ClientContext unknown_ctx;
+  grpc::health::v1::HealthCheckRequest unknown;
+  unknown.set_service("no.such.Service");
+  auto unknown_reader = health->Watch(&unknown_ctx, unknown);
+  HealthCheckResponse response;
+  ASSERT_TRUE(unknown_reader->Read(&response));
+  EXPECT_EQ(response.status(), HealthCheckResponse::SERVICE_UNKNOWN);
+
+  grpc::ClientContext ctx;
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service("sipd.mi.v1.Management");
+  auto reader = health->Watch(&ctx, request);
+  ASSERT_TRUE(reader->Read(&response));
+  EXPECT_EQ(response.status(), HealthCheckResponse::SERVING);
+
+  // Shutting down tells the watcher and ends its call, so shutdown does not wait for it.
+  std::thread stopper([this] { server_->Shutdown(std::chrono::seconds(30)); });
+  ASSERT_TRUE(reader->Read(&response));
+  EXPECT_EQ(response.status(), HealthCheckResponse::NOT_SERVING);
+  EXPECT_FALSE(reader->Read(&response));
+  EXPECT_TRUE(reader->Finish().ok());
+  while (unknown_reader->Read(&response)) {
+  }
+  unknown_reader->Finish();
+  stopper.join();
+  server_.reset();
 }
 
 TEST_F(ServiceServerTest, SecondServerOnTheSamePortFails) {
