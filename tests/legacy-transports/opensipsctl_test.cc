@@ -2,6 +2,7 @@
 // output filter, literal arguments, usrloc subcommands, timeouts and clean-up.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -29,8 +30,10 @@ struct Result {
 };
 
 // Runs `opensipsctl args...` with OPENSIPSCTLRC=rc; arguments are passed through argv
-// untouched (no shell quoting involved).
-Result RunCtl(const std::string& rc, const std::vector<std::string>& args) {
+// untouched (no shell quoting involved). With `term_after` > 0 the script gets SIGTERM
+// after that long.
+Result RunCtl(const std::string& rc, const std::vector<std::string>& args,
+              std::chrono::milliseconds term_after = std::chrono::milliseconds(0)) {
   int out_pipe[2], err_pipe[2];
   if (pipe(out_pipe) != 0 || pipe(err_pipe) != 0) return {};
   const pid_t pid = fork();
@@ -49,6 +52,13 @@ Result RunCtl(const std::string& rc, const std::vector<std::string>& args) {
   }
   close(out_pipe[1]);
   close(err_pipe[1]);
+  std::thread terminator;
+  if (term_after.count() > 0) {
+    terminator = std::thread([pid, term_after] {
+      std::this_thread::sleep_for(term_after);
+      kill(pid, SIGTERM);
+    });
+  }
   Result result;
   auto drain = [](int fd, std::string* into) {
     char buffer[4096];
@@ -61,6 +71,7 @@ Result RunCtl(const std::string& rc, const std::vector<std::string>& args) {
   err_reader.join();
   int status = 0;
   waitpid(pid, &status, 0);
+  if (terminator.joinable()) terminator.join();
   result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;
 }
@@ -190,6 +201,7 @@ TEST_F(OpensipsctlTest, MonitorRunsTheGivenNumberOfCycles) {
   EXPECT_THAT(r.out, HasSubstr("[cycle #: 2;"));
   EXPECT_THAT(r.out, Not(HasSubstr("[cycle #: 3;")));
   EXPECT_THAT(r.out, HasSubstr("Up time:: "));
+  EXPECT_EQ(r.err, "");
 }
 
 TEST_F(OpensipsctlTest, UlAddShowOnlineRm) {
@@ -231,6 +243,22 @@ TEST_F(OpensipsctlTest, TimesOutWhenNobodyReads) {
   Result engine = RunCtl(rc, {"ps"});
   EXPECT_NE(engine.status, 0);
   EXPECT_THAT(engine.err, HasSubstr("no control engine found"));
+}
+
+TEST_F(OpensipsctlTest, TermRemovesTheReplyFifoAtOnce) {
+  TempDir dir;
+  const std::string fifo = dir.Join("dead_fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  const std::string rc = dir.Join("rc");
+  WriteFile(rc, absl::StrCat("OSIPS_FIFO=", fifo, "\nOSIPS_REPLY_DIR=", dir.path(),
+                             "\nFIFO_TIMEOUT=20\n"));
+  const auto start = std::chrono::steady_clock::now();
+  Result r = RunCtl(rc, {"fifo", "version"}, std::chrono::milliseconds(500));
+  EXPECT_EQ(r.status, 143);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
+    EXPECT_THAT(entry.path().filename().string(), Not(StartsWith("osips_rply_")));
+  }
 }
 
 TEST_F(OpensipsctlTest, UnixsockTimesOut) {

@@ -194,6 +194,35 @@ TEST_F(SipdLegacyTest, UdpDatagramRoundTripAndMalformedInputTable) {
   RunDatagramMalformedTable({.udp_port = udp_port_, .large_request = large});
 }
 
+TEST_F(SipdLegacyTest, RestartedFifoProcessRefusesAReplacedFifo) {
+  // Someone replaces the request FIFO with a regular file; the MI FIFO process that the
+  // attendant restarts refuses it, logs why and exits non-zero (and SIP keeps going).
+  ASSERT_EQ(unlink(fifo().c_str()), 0);
+  std::ofstream(fifo()) << "not a fifo";
+  auto client = DatagramClient::Unix(socket(), sipd_->tmp_dir());
+  ASSERT_TRUE(client.ok());
+  absl::StatusOr<std::string> ps = (*client)->Transact(":ps:\n");
+  ASSERT_TRUE(ps.ok());
+  std::smatch match;
+  ASSERT_TRUE(std::regex_search(*ps, match, std::regex(R"(PID=(\d+) Type=MI FIFO\n)")));
+  ASSERT_EQ(kill(std::stoi(match[1]), SIGKILL), 0);
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        const std::string log = sipd_->log();
+        return log.find("is not a FIFO: refusing to use it") != std::string::npos &&
+               log.find("(MI FIFO) pid") != std::string::npos &&
+               log.find("exited with status 1") != std::string::npos;
+      },
+      10s))
+      << sipd_->log();
+  auto sip = SipExchange(sipd_->sip_port(), MakeSipRequest("OPTIONS", sipd_->sip_port(), "r1"));
+  ASSERT_TRUE(sip.ok()) << sip.status();
+  std::ifstream in(fifo());
+  std::string content;
+  std::getline(in, content);
+  EXPECT_EQ(content, "not a fifo") << "the file is left alone";
+}
+
 TEST(SipdStartupTest, BusyUdpPortFailsStartup) {
   const int port = sipd::testing::FreeUdpPort();
   const int fd = socket(AF_INET, SOCK_DGRAM, 0);
