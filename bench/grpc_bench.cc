@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "grpcpp/grpcpp.h"
 #include "sipd/mi/v1/mi.grpc.pb.h"
@@ -205,6 +206,7 @@ int main(int argc, char** argv) {
   std::string target;
   int server_pid = 0;
   int inflight = 1;
+  int server_threads = 0;
   CLI::App app{"Execute() load driver for the sipd MI gRPC transport"};
   app.add_option("--clients", clients_list, "comma-separated client counts")->capture_default_str();
   app.add_option("--seconds", seconds, "measured seconds per run")->capture_default_str();
@@ -213,6 +215,8 @@ int main(int argc, char** argv) {
   app.add_option("--inflight", inflight, "calls outstanding per client (HTTP/2 multiplexed)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
+  app.add_option("--server-threads", server_threads,
+                 "mi_grpc `threads` for the sipd the bench starts (0 = module default)");
   app.add_option("--target", target, "use a running server instead of starting sipd");
   app.add_option("--server-pid", server_pid, "with --target: PID whose CPU time to sample");
   CLI11_PARSE(app, argc, argv);
@@ -232,6 +236,10 @@ int main(int argc, char** argv) {
     sipd::testing::SipdInstance::Options options;
     options.grpc = true;
     options.log_level = 1;  // warnings only: no per-call logging anywhere
+    if (server_threads > 0) {
+      options.extra_config =
+          absl::StrCat("modparam(\"mi_grpc\", \"threads\", ", server_threads, ")\n");
+    }
     sipd = std::make_unique<sipd::testing::SipdInstance>(options);
     if (absl::Status s = sipd->Start(); !s.ok()) {
       std::fprintf(stderr, "cannot start sipd: %s\n", std::string(s.message()).c_str());
