@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -126,10 +127,8 @@ absl::Status FifoServer::Open() {
 void FifoServer::Run(const std::function<bool()>& stopping,
                      const std::function<void()>& on_wakeup) {
   while (!stopping()) {
-    int timeout_ms = kPollIntervalMs;
-    CheckRequestTimeout(&timeout_ms);
     pollfd pfd{read_fd_, POLLIN, 0};
-    const int ready = poll(&pfd, 1, timeout_ms);
+    const int ready = poll(&pfd, 1, PollTimeoutMs());
     on_wakeup();
     if (ready < 0 && errno != EINTR) {
       spdlog::error("poll: {}", Errno());
@@ -137,6 +136,8 @@ void FifoServer::Run(const std::function<bool()>& stopping,
       continue;
     }
     if (ready > 0) ReadInput();
+    // Only after reading what is there: bytes waiting in the pipe are not silence.
+    CheckRequestTimeout();
   }
   spdlog::debug("stopping");
 }
@@ -307,18 +308,24 @@ void FifoServer::RunRequest() {
   }
   CloseReply();
   state_ = State::kIdle;
+  // Serving takes time; a request queued behind this one is not silent meanwhile.
+  last_input_ = std::chrono::steady_clock::now();
 }
 
 bool FifoServer::RequestInProgress() const {
   return state_ != State::kIdle || input_end_ > input_begin_ || skipping_line_;
 }
 
-void FifoServer::CheckRequestTimeout(int* poll_timeout_ms) {
-  if (config_.request_timeout.count() <= 0 || !RequestInProgress()) return;
+int FifoServer::PollTimeoutMs() const {
+  if (config_.request_timeout.count() <= 0 || !RequestInProgress()) return kPollIntervalMs;
   const auto left = std::chrono::ceil<std::chrono::milliseconds>(
       last_input_ + config_.request_timeout - std::chrono::steady_clock::now());
-  if (left.count() > 0) {
-    *poll_timeout_ms = std::min<int>(*poll_timeout_ms, static_cast<int>(left.count()));
+  return static_cast<int>(std::clamp<int64_t>(left.count(), 0, kPollIntervalMs));
+}
+
+void FifoServer::CheckRequestTimeout() {
+  if (config_.request_timeout.count() <= 0 || !RequestInProgress() ||
+      std::chrono::steady_clock::now() - last_input_ < config_.request_timeout) {
     return;
   }
   spdlog::warn("request incomplete after {} ms of silence: discarded",

@@ -101,7 +101,10 @@ class FifoServer {
   void HandleArgumentLine(std::string_view line);
   void OnArgumentError(const absl::Status& why);
   void RunRequest();
-  void CheckRequestTimeout(int* poll_timeout_ms);
+  // How long poll() may wait: the poll interval, or less while a request is incomplete.
+  int PollTimeoutMs() const;
+  // Abandons a request that has been silent for request_timeout.
+  void CheckRequestTimeout();
   bool RequestInProgress() const;
   // -1 if the reply FIFO cannot be used (logged).
   int OpenReplyFifo(std::string_view reply_name);

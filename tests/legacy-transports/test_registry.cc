@@ -1,6 +1,8 @@
 #include "tests/legacy-transports/test_registry.h"
 
+#include <chrono>
 #include <string>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
@@ -132,6 +134,11 @@ std::unique_ptr<mi::Registry> NewTestRegistry() {
                            return absl::OkStatus();
                          }});
   }
+  Register(*registry,
+           {.name = "sleep", .params = {required_n}, .handler = [](Call& call) {
+              std::this_thread::sleep_for(std::chrono::milliseconds(ArgAsSize(call, 0, 0)));
+              return absl::OkStatus();
+            }});
   Register(*registry, {.name = "long_line", .params = {required_n}, .handler = [](Call& call) {
                          call.reply().root.AddKid("", std::string(ArgAsSize(call, 0, 0), 'v'));
                          return absl::OkStatus();

@@ -21,6 +21,7 @@ namespace sipd::legacy::testing {
 //   big <lines>                       `line:: <96 x 'x'>` <lines> times, no flushing
 //   big_flushed <lines>               the same, flushing every 50 lines
 //   long_line <bytes>                 one nameless node of <bytes> 'v' bytes
+//   sleep <ms>                        answers 200 OK after <ms> milliseconds
 std::unique_ptr<mi::Registry> NewTestRegistry();
 
 }  // namespace sipd::legacy::testing

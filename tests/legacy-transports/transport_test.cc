@@ -1,5 +1,6 @@
 // The FIFO and datagram transports in-process (test registry): malformed-input tables,
 // start-up checks of the request FIFO and the sockets.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -33,6 +34,36 @@ TEST(FifoTransportTest, StreamedReplyReachesAReaderOfAnySpeed) {
   absl::StatusOr<std::string> reply = (*client)->Execute("big_flushed", {"20000"});
   ASSERT_TRUE(reply.ok()) << reply.status();
   EXPECT_EQ(reply->size(), 7u + 20000u * 104u + 20000u / 50u + 1u);
+}
+
+TEST(FifoTransportTest, TimeSpentServingIsNotCountedAsSilence) {
+  // A's request and the first half of B's arrive in one read; A runs longer than
+  // request_timeout; B's second half arrives shortly after A is done: B is served.
+  InProcessFifo fifo(milliseconds(300), milliseconds(500));
+  fifo.Start();
+  auto a = FifoClient::Create(fifo.fifo_name(), fifo.reply_dir());
+  auto b = FifoClient::Create(fifo.fifo_name(), fifo.reply_dir());
+  ASSERT_TRUE(a.ok() && b.ok());
+  const int b_reader = open((*b)->reply_path().c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(b_reader, 0);
+  std::thread second_half([&] {
+    std::this_thread::sleep_for(milliseconds(900));
+    ASSERT_TRUE((*b)->Send("ps\n\n").ok());
+  });
+  absl::StatusOr<std::string> a_reply = (*a)->Transact(
+      ":sleep:" + (*a)->reply_name() + "\n800\n\n:echo:" + (*b)->reply_name() + "\n");
+  second_half.join();
+  ASSERT_TRUE(a_reply.ok()) << a_reply.status();
+  EXPECT_EQ(*a_reply, "200 OK\n\n");
+  std::string got;
+  char buffer[256];
+  for (int i = 0; i < 100 && got.find("\n\n") == std::string::npos; ++i) {
+    const ssize_t n = read(b_reader, buffer, sizeof(buffer));
+    if (n > 0) got.append(buffer, static_cast<size_t>(n));
+    if (n <= 0) std::this_thread::sleep_for(milliseconds(20));
+  }
+  close(b_reader);
+  EXPECT_EQ(got, "200 OK\nps\n\n");
 }
 
 TEST(FifoTransportTest, RequestFifoIsCreatedPrivate) {
