@@ -23,11 +23,11 @@ class LocationTableTest : public ::testing::Test {
     cells_ = static_cast<std::atomic<uint64_t>*>(shm_->Allocate(sizeof(std::atomic<uint64_t>) * 4));
     for (int i = 0; i < 4; ++i) new (&cells_[i]) std::atomic<uint64_t>(0);
     clock_ = &cells_[3];
-    table_ = std::move(LocationTable::Create(*shm_, "location", slots, clock_,
-                                             {mi::Counter(&cells_[0]), mi::Counter(&cells_[1]),
-                                              mi::Counter(&cells_[2])},
-                                             track_db)
-                           .value());
+    table_ = std::move(
+        LocationTable::Create(
+            *shm_, "location", slots, clock_,
+            {mi::Counter(&cells_[0]), mi::Counter(&cells_[1]), mi::Counter(&cells_[2])}, track_db)
+            .value());
   }
   void SetUp() override { Make(16, false); }
 
@@ -42,22 +42,18 @@ class LocationTableTest : public ::testing::Test {
   }
 
   absl::StatusOr<UpdateResult> Upsert(std::string_view aor, ContactInfo c) {
-    return table_->Update(
-        aor,
-        [&](bool, const std::vector<ContactInfo>&, std::vector<Edit>& edits) {
-          edits.push_back(Edit{Edit::Kind::kUpsert, c});
-          return absl::OkStatus();
-        },
-        1000);
+    return table_->Update(aor,
+                          [&](bool, const std::vector<ContactInfo>&, std::vector<Edit>& edits) {
+                            edits.push_back(Edit{Edit::Kind::kUpsert, c});
+                            return absl::OkStatus();
+                          });
   }
   absl::StatusOr<UpdateResult> Remove(std::string_view aor, std::string uri) {
-    return table_->Update(
-        aor,
-        [&](bool, const std::vector<ContactInfo>&, std::vector<Edit>& edits) {
-          edits.push_back(Edit{Edit::Kind::kRemove, ContactInfo{.uri = uri}});
-          return absl::OkStatus();
-        },
-        1000);
+    return table_->Update(aor,
+                          [&](bool, const std::vector<ContactInfo>&, std::vector<Edit>& edits) {
+                            edits.push_back(Edit{Edit::Kind::kRemove, ContactInfo{.uri = uri}});
+                            return absl::OkStatus();
+                          });
   }
   uint64_t users() const { return cells_[0].load(); }
   uint64_t contacts() const { return cells_[1].load(); }
@@ -153,14 +149,12 @@ TEST_F(LocationTableTest, RemovingLastContactDropsAorWithoutDatabase) {
 TEST_F(LocationTableTest, EditFnErrorChangesNothing) {
   ASSERT_TRUE(Upsert("alice", Contact("sip:a@h")).ok());
   auto r = table_->Update(
-      "alice",
-      [](bool exists, const std::vector<ContactInfo>& current, std::vector<Edit>& edits) {
+      "alice", [](bool exists, const std::vector<ContactInfo>& current, std::vector<Edit>& edits) {
         EXPECT_TRUE(exists);
         EXPECT_EQ(current.size(), 1u);
         edits.push_back(Edit{Edit::Kind::kRemove, ContactInfo{.uri = "sip:a@h"}});
         return absl::AbortedError("no");
-      },
-      0);
+      });
   EXPECT_TRUE(absl::IsAborted(r.status()));
   EXPECT_EQ(table_->Get("alice")->contacts.size(), 1u);
 }
@@ -260,8 +254,10 @@ TEST_F(LocationTableTest, CopyChunkIsStableUnderConcurrentChanges) {
   // AORs that exist for the whole walk are seen exactly once, whatever is added or
   // removed between chunks.
   Make(4, false);
-  for (int i = 0; i < 500; ++i) ASSERT_TRUE(Upsert(absl::StrCat("keep", i), Contact("sip:k@h")).ok());
-  for (int i = 0; i < 200; ++i) ASSERT_TRUE(Upsert(absl::StrCat("gone", i), Contact("sip:g@h")).ok());
+  for (int i = 0; i < 500; ++i)
+    ASSERT_TRUE(Upsert(absl::StrCat("keep", i), Contact("sip:k@h")).ok());
+  for (int i = 0; i < 200; ++i)
+    ASSERT_TRUE(Upsert(absl::StrCat("gone", i), Contact("sip:g@h")).ok());
   LocationTable::Cursor cursor;
   std::vector<AorSnapshot> chunk;
   std::multiset<std::string> seen;
@@ -311,11 +307,9 @@ TEST_F(LocationTableTest, ProcessDyingUnderSlotLockIsRepaired) {
   ASSERT_GE(child, 0);
   if (child == 0) {
     (void)table_->Update(
-        "bob",
-        [](bool, const std::vector<ContactInfo>&, std::vector<Edit>&) -> absl::Status {
+        "bob", [](bool, const std::vector<ContactInfo>&, std::vector<Edit>&) -> absl::Status {
           _exit(0);
-        },
-        0);
+        });
     _exit(1);
   }
   int status = 0;

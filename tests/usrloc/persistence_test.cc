@@ -4,7 +4,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -43,13 +45,14 @@ struct Instance {
                        });
   }
   absl::StatusOr<Usrloc::Applied> RemoveAll(std::string aor) {
-    return ul().Update(location(), aor,
-                       [&](bool, const std::vector<ContactInfo>& current, std::vector<Edit>& edits) {
-                         for (const auto& c : current) {
-                           edits.push_back(Edit{Edit::Kind::kRemove, ContactInfo{.uri = c.uri}});
-                         }
-                         return absl::OkStatus();
-                       });
+    return ul().Update(
+        location(), aor,
+        [&](bool, const std::vector<ContactInfo>& current, std::vector<Edit>& edits) {
+          for (const auto& c : current) {
+            edits.push_back(Edit{Edit::Kind::kRemove, ContactInfo{.uri = c.uri}});
+          }
+          return absl::OkStatus();
+        });
   }
   int64_t now;
   testing::FakeCore core;
@@ -150,7 +153,7 @@ TEST_F(PersistenceTest, WriteBackWritesOnTimerAndAtShutdown) {
     ASSERT_TRUE(run.Add("bob", "sip:b@h").ok());
     ASSERT_TRUE(run.RemoveAll("alice").ok());
     EXPECT_EQ(InDb(), (Stored{{"alice", {"sip:a@h"}}}));  // not yet
-    run.module.Shutdown();  // the attendant's final flush
+    run.module.Shutdown();                                // the attendant's final flush
     EXPECT_EQ(InDb(), (Stored{{"bob", {"sip:b@h"}}}));
   }
   Instance restarted(db_, 2, kNow + 1);
@@ -209,6 +212,26 @@ TEST_F(PersistenceTest, ConcurrentWriteThroughFromSeveralProcesses) {
   for (const auto& c : shared->contacts) memory.push_back(c.uri);
   EXPECT_EQ(memory.size(), 180u);
   EXPECT_EQ(stored["shared"], memory);
+}
+
+TEST_F(PersistenceTest, WriteThroughFromSeveralThreadsOfOneProcess) {
+  // MI transports may run commands on several threads of one process: they share that
+  // process's connection.
+  Instance run(db_, 1, kNow);
+  ASSERT_TRUE(run.status.ok());
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        auto a = run.Add(absl::StrCat("t", t, "u", i), "sip:x@h");
+        if (!a.ok() || !a->persisted.ok()) ++failures;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(InDb().size(), 200u);
 }
 
 TEST_F(PersistenceTest, SyncRewritesTheDatabaseFromMemory) {

@@ -108,12 +108,12 @@ TEST_F(RegistrarTest, RegisterStoresBindingAndAnswersWithIt) {
 
 TEST_F(RegistrarTest, ExpiresFromParameterThenHeaderThenDefault) {
   Init({}, {{"default_expires", int64_t{1800}}});
-  auto reply = Register("a", "c", 1,
-                        {"Contact: <sip:p@h1>;expires=120, <sip:p@h2>", "Contact: <sip:p@h3>",
-                         "Expires: 600"});
-  EXPECT_THAT(reply.Header("Contact"),
-              ElementsAre("<sip:p@h1>;expires=120", "<sip:p@h2>;expires=600",
-                          "<sip:p@h3>;expires=600"));
+  auto reply = Register(
+      "a", "c", 1,
+      {"Contact: <sip:p@h1>;expires=120, <sip:p@h2>", "Contact: <sip:p@h3>", "Expires: 600"});
+  EXPECT_THAT(
+      reply.Header("Contact"),
+      ElementsAre("<sip:p@h1>;expires=120", "<sip:p@h2>;expires=600", "<sip:p@h3>;expires=600"));
   reply = Register("b", "c", 1, {"Contact: <sip:q@h>"});
   EXPECT_THAT(reply.Header("Contact"), ElementsAre("<sip:q@h>;expires=1800"));
 }
@@ -136,8 +136,7 @@ TEST_F(RegistrarTest, OkListsAllBindingsWithRemainingExpiresAndQOrder) {
 
 TEST_F(RegistrarTest, ExpiresZeroRemovesOneBindingAndStarRemovesAll) {
   Init();
-  ASSERT_EQ(Register("a", "c1", 1, {"Contact: <sip:one@h>, <sip:two@h>, <sip:three@h>"}).code,
-            200);
+  ASSERT_EQ(Register("a", "c1", 1, {"Contact: <sip:one@h>, <sip:two@h>, <sip:three@h>"}).code, 200);
   auto reply = Register("a", "c1", 2, {"Contact: <sip:two@h>;expires=0"});
   EXPECT_EQ(reply.code, 200);
   EXPECT_THAT(Uris("a"), ElementsAre("sip:one@h", "sip:three@h"));
@@ -214,20 +213,23 @@ TEST_F(RegistrarTest, MaxContacts) {
 
 TEST_F(RegistrarTest, PathReceivedInstanceAreKept) {
   Init({}, {{"store_received", int64_t{1}}});
-  auto reply = Send(MakeRegister("a", "c", 1,
-                                 {"Contact: <sip:a@192.168.1.20:5060>;+sip.instance=\"<urn:uuid:1>\"",
-                                  "Path: <sip:edge1.example.com;lr>",
-                                  "Path: <sip:edge2.example.com;lr>", "Supported: path"}),
-                    "203.0.113.5", 40000);
+  auto reply =
+      Send(MakeRegister("a", "c", 1,
+                        {"Contact: <sip:a@192.168.1.20:5060>;+sip.instance=\"<urn:uuid:1>\"",
+                         "Path: <sip:edge1.example.com;lr>", "Path: <sip:edge2.example.com;lr>",
+                         "Supported: path"}),
+           "203.0.113.5", 40000);
   EXPECT_EQ(reply.code, 200);
-  EXPECT_THAT(reply.Header("Contact"),
-              ElementsAre("<sip:a@192.168.1.20:5060>;expires=3600;received=\"sip:203.0.113.5:40000\""
-                          ";+sip.instance=\"<urn:uuid:1>\""));
+  EXPECT_THAT(
+      reply.Header("Contact"),
+      ElementsAre("<sip:a@192.168.1.20:5060>;expires=3600;received=\"sip:203.0.113.5:40000\""
+                  ";+sip.instance=\"<urn:uuid:1>\""));
   EXPECT_THAT(reply.Header("Path"),
               ElementsAre("<sip:edge1.example.com;lr>,<sip:edge2.example.com;lr>"));
   const std::string dump = Mi("ul_dump");
-  EXPECT_THAT(dump, HasSubstr("\t\t\tReceived:: sip:203.0.113.5:40000\n"
-                              "\t\t\tPath:: <sip:edge1.example.com;lr>,<sip:edge2.example.com;lr>\n"));
+  EXPECT_THAT(dump,
+              HasSubstr("\t\t\tReceived:: sip:203.0.113.5:40000\n"
+                        "\t\t\tPath:: <sip:edge1.example.com;lr>,<sip:edge2.example.com;lr>\n"));
   EXPECT_THAT(dump, HasSubstr("\t\t\tSIP_instance:: <urn:uuid:1>\n"));
   EXPECT_THAT(Mi("ul_show_contact", {"location", "a"}),
               HasSubstr(";received=<sip:203.0.113.5:40000>;path=<<sip:edge1.example.com;lr>,"));
@@ -275,8 +277,7 @@ TEST_F(RegistrarTest, MalformedRegisters) {
   std::string tel_to = plain;
   tel_to.replace(tel_to.find("To: <sip:alice@example.com>"), 27, "To: <tel:+15551234>");
   std::string userless_to = plain;
-  userless_to.replace(userless_to.find("To: <sip:alice@example.com>"), 27,
-                      "To: <sip:example.com>");
+  userless_to.replace(userless_to.find("To: <sip:alice@example.com>"), 27, "To: <sip:example.com>");
   const std::vector<BadCase> cases = {
       {"no To", without(plain, "To: "), 400, "To header not found"},
       {"tel To", tel_to, 400, "Error while parsing AOR"},
@@ -299,9 +300,8 @@ TEST_F(RegistrarTest, MalformedRegisters) {
        "* used in contact and expires is not zero"},
       {"star and contact", with({"Contact: *", "Contact: <sip:new@h>", "Expires: 0"}), 400,
        "* used in contact and more than 1 contact"},
-      {"contact too long",
-       with({absl::StrCat("Contact: <sip:", std::string(600, 'x'), "@h>")}), 400,
-       "Contact/received too long"},
+      {"contact too long", with({absl::StrCat("Contact: <sip:", std::string(600, 'x'), "@h>")}),
+       400, "Contact/received too long"},
       {"unsupported Require", with({"Contact: <sip:new@h>", "Require: gruu, path"}), 420,
        "Unsupported extension required"},
       {"too brief", with({"Contact: <sip:new@h>;expires=1"}), 423, "Interval too brief"},

@@ -27,8 +27,7 @@ class SqliteStoreTest : public ::testing::Test {
     EXPECT_TRUE(store.ok()) << store.status();
     return store.ok() ? std::move(*store) : nullptr;
   }
-  static AorSnapshot Snapshot(std::string aor, uint64_t version,
-                              std::vector<std::string> uris) {
+  static AorSnapshot Snapshot(std::string aor, uint64_t version, std::vector<std::string> uris) {
     AorSnapshot s;
     s.aor = std::move(aor);
     s.version = version;
@@ -85,23 +84,36 @@ TEST_F(SqliteStoreTest, RoundTripKeepsEveryFieldAndOrder) {
 }
 
 TEST_F(SqliteStoreTest, OlderSnapshotNeverOverwritesNewer) {
-  ASSERT_TRUE(store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 10, {"sip:new@h"})}).ok());
-  ASSERT_TRUE(store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 9, {"sip:old@h"})}).ok());
+  ASSERT_TRUE(
+      store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 10, {"sip:new@h"})})
+          .ok());
+  ASSERT_TRUE(
+      store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 9, {"sip:old@h"})})
+          .ok());
   EXPECT_EQ(Uris("alice"), std::vector<std::string>{"sip:new@h"});
   // Same version: skipped unless forced.
-  ASSERT_TRUE(store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 10, {"sip:same@h"})}).ok());
+  ASSERT_TRUE(
+      store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 10, {"sip:same@h"})})
+          .ok());
   EXPECT_EQ(Uris("alice"), std::vector<std::string>{"sip:new@h"});
-  ASSERT_TRUE(store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 10, {"sip:same@h"})}, true).ok());
+  ASSERT_TRUE(
+      store_
+          ->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 10, {"sip:same@h"})}, true)
+          .ok());
   EXPECT_EQ(Uris("alice"), std::vector<std::string>{"sip:same@h"});
   // An emptied AOR is not resurrected by a late older write.
   ASSERT_TRUE(store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 12, {})}).ok());
-  ASSERT_TRUE(store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 11, {"sip:late@h"})}).ok());
+  ASSERT_TRUE(
+      store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 11, {"sip:late@h"})})
+          .ok());
   EXPECT_TRUE(Uris("alice").empty());
 }
 
 TEST_F(SqliteStoreTest, TablesAreSeparate) {
-  ASSERT_TRUE(store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 1, {"sip:a@h"})}).ok());
-  ASSERT_TRUE(store_->Write("aliases", std::vector<AorSnapshot>{Snapshot("alice", 2, {"sip:b@h"})}).ok());
+  ASSERT_TRUE(
+      store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 1, {"sip:a@h"})}).ok());
+  ASSERT_TRUE(
+      store_->Write("aliases", std::vector<AorSnapshot>{Snapshot("alice", 2, {"sip:b@h"})}).ok());
   EXPECT_EQ(Uris("alice"), std::vector<std::string>{"sip:a@h"});
   EXPECT_EQ(Uris("alice", "aliases"), std::vector<std::string>{"sip:b@h"});
 }
@@ -118,8 +130,10 @@ TEST_F(SqliteStoreTest, PruneDropsExpiredContactsAndEmptyAors) {
 }
 
 TEST_F(SqliteStoreTest, DeleteAorsExceptKeepsNewerWrites) {
-  ASSERT_TRUE(store_->Write("location", std::vector<AorSnapshot>{Snapshot("a", 1, {"sip:a@h"}), Snapshot("b", 2, {"sip:b@h"}),
-                                         Snapshot("c", 9, {"sip:c@h"})})
+  ASSERT_TRUE(store_
+                  ->Write("location", std::vector<AorSnapshot>{Snapshot("a", 1, {"sip:a@h"}),
+                                                               Snapshot("b", 2, {"sip:b@h"}),
+                                                               Snapshot("c", 9, {"sip:c@h"})})
                   .ok());
   ASSERT_TRUE(store_->DeleteAorsExcept("location", {"a"}, 5).ok());
   EXPECT_EQ(Uris("a").size(), 1u);
@@ -130,8 +144,10 @@ TEST_F(SqliteStoreTest, DeleteAorsExceptKeepsNewerWrites) {
 TEST_F(SqliteStoreTest, SecondConnectionSeesCommittedData) {
   auto other = Open();
   ASSERT_NE(other, nullptr);
-  ASSERT_TRUE(store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 1, {"sip:a@h"})}).ok());
-  ASSERT_TRUE(other->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 2, {"sip:b@h"})}).ok());
+  ASSERT_TRUE(
+      store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 1, {"sip:a@h"})}).ok());
+  ASSERT_TRUE(
+      other->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 2, {"sip:b@h"})}).ok());
   EXPECT_EQ(Uris("alice"), std::vector<std::string>{"sip:b@h"});
 }
 

@@ -168,9 +168,9 @@ TEST_F(UlMiTest, UseDomainRequiresDomainInAor) {
   EXPECT_EQ(Status("ul_rm_contact", {"location", "alice", "sip:a@h"}), "400 Domain missing in AOR");
   EXPECT_EQ(Status("ul_add", {"location", "alice", "sip:a@h", "0", "1", "0", "0", "0", "0"}),
             "400 Domain missing in AOR");
-  EXPECT_EQ(Status("ul_add", {"location", "alice@example.com", "sip:a@h", "0", "1", "0", "0", "0",
-                              "0"}),
-            "200 OK");
+  EXPECT_EQ(
+      Status("ul_add", {"location", "alice@example.com", "sip:a@h", "0", "1", "0", "0", "0", "0"}),
+      "200 OK");
   EXPECT_THAT(Text("ul_dump", {"brief"}), HasSubstr("AOR:: alice@example.com\n"));
   // Table errors come first.
   EXPECT_EQ(Status("ul_rm", {"aliases", "alice"}), "404 Table not found");
@@ -250,9 +250,12 @@ TEST_F(UlMiTest, StatisticsFollowTheTable) {
   EXPECT_EQ(Text("get_statistics", {"usrloc:"}),
             "200 OK\nusrloc:registered_users:: 0\nusrloc:location-users:: 0\n"
             "usrloc:location-contacts:: 0\nusrloc:location-expires:: 0\n\n");
-  ASSERT_EQ(Status("ul_add", {"location", "a", "sip:1@h", "10", "1", "0", "0", "0", "0"}), "200 OK");
-  ASSERT_EQ(Status("ul_add", {"location", "a", "sip:2@h", "100", "1", "0", "0", "0", "0"}), "200 OK");
-  ASSERT_EQ(Status("ul_add", {"location", "b", "sip:3@h", "10", "1", "0", "0", "0", "0"}), "200 OK");
+  ASSERT_EQ(Status("ul_add", {"location", "a", "sip:1@h", "10", "1", "0", "0", "0", "0"}),
+            "200 OK");
+  ASSERT_EQ(Status("ul_add", {"location", "a", "sip:2@h", "100", "1", "0", "0", "0", "0"}),
+            "200 OK");
+  ASSERT_EQ(Status("ul_add", {"location", "b", "sip:3@h", "10", "1", "0", "0", "0", "0"}),
+            "200 OK");
   EXPECT_EQ(Text("get_statistics", {"usrloc:"}),
             "200 OK\nusrloc:registered_users:: 2\nusrloc:location-users:: 2\n"
             "usrloc:location-contacts:: 3\nusrloc:location-expires:: 0\n\n");
@@ -312,7 +315,7 @@ TEST_F(UlMiTest, DumpFlushesEveryFiftyAors) {
   const std::vector<std::string> lines = absl::StrSplit(writer.out, '\n');
   // status + Domain + 120 AORs, two flush lines, final empty line (+ split tail).
   ASSERT_EQ(lines.size(), 1u + 1u + 120u + 2u + 1u + 1u);
-  EXPECT_EQ(lines[2 + 50], "");          // after the 50th AOR
+  EXPECT_EQ(lines[2 + 50], "");           // after the 50th AOR
   EXPECT_EQ(lines[2 + 50 + 1 + 50], "");  // after the 100th
   // Without a streaming transport the tree is whole and has records.
   EXPECT_THAT(Text("ul_dump", {"brief"}), HasSubstr("Domain:: location table=512 records=120\n"));
@@ -327,8 +330,8 @@ TEST_F(UlMiTest, DumpWithSeveralDomainsMatchesOpenSipsFlushing) {
               "200 OK");
   }
   for (int i = 0; i < 3; ++i) {
-    ASSERT_EQ(Status("ul_add", {"aliases", absl::StrCat("a", i), "sip:y@h", "0", "1", "0", "0",
-                                "0", "0"}),
+    ASSERT_EQ(Status("ul_add",
+                     {"aliases", absl::StrCat("a", i), "sip:y@h", "0", "1", "0", "0", "0", "0"}),
               "200 OK");
   }
   TextWriter writer;

@@ -59,8 +59,8 @@ RegisterReply ToReply(Rejection r) {
 
 std::string_view Trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' ||
-                        s.back() == '\n')) {
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
     s.remove_suffix(1);
   }
   return s;
@@ -90,7 +90,8 @@ std::vector<std::string_view> HeaderValues(osip_message_t* msg, const char* name
   for (int i = 0; i < osip_list_size(&msg->headers); ++i) {
     auto* h = static_cast<osip_header_t*>(osip_list_get(&msg->headers, i));
     if (h == nullptr || h->hname == nullptr) continue;
-    if (strcasecmp(h->hname, name) == 0 || (compact != nullptr && strcasecmp(h->hname, compact) == 0)) {
+    if (strcasecmp(h->hname, name) == 0 ||
+        (compact != nullptr && strcasecmp(h->hname, compact) == 0)) {
       out.emplace_back(h->hvalue != nullptr ? h->hvalue : "");
     }
   }
@@ -102,7 +103,8 @@ std::vector<std::string> HeaderTokens(osip_message_t* msg, const char* name,
                                       const char* compact = nullptr) {
   std::vector<std::string> out;
   for (std::string_view value : HeaderValues(msg, name, compact)) {
-    for (absl::string_view token : absl::StrSplit(absl::string_view(value.data(), value.size()), ',')) {
+    for (absl::string_view token :
+         absl::StrSplit(absl::string_view(value.data(), value.size()), ',')) {
       std::string_view t = Trim(std::string_view(token.data(), token.size()));
       if (!t.empty()) out.emplace_back(t);
     }
@@ -113,10 +115,9 @@ std::vector<std::string> HeaderTokens(osip_message_t* msg, const char* name,
 // OpenSIPS method bits (parser/msg_parser.h METHOD_*).
 uint32_t MethodBit(std::string_view method) {
   static constexpr std::pair<std::string_view, uint32_t> kBits[] = {
-      {"INVITE", 1},      {"CANCEL", 2},     {"ACK", 4},       {"BYE", 8},
-      {"INFO", 16},       {"OPTIONS", 32},   {"UPDATE", 64},   {"REGISTER", 128},
-      {"MESSAGE", 256},   {"SUBSCRIBE", 512}, {"NOTIFY", 1024}, {"PRACK", 2048},
-      {"REFER", 4096},    {"PUBLISH", 8192},
+      {"INVITE", 1},    {"CANCEL", 2},   {"ACK", 4},        {"BYE", 8},        {"INFO", 16},
+      {"OPTIONS", 32},  {"UPDATE", 64},  {"REGISTER", 128}, {"MESSAGE", 256},  {"SUBSCRIBE", 512},
+      {"NOTIFY", 1024}, {"PRACK", 2048}, {"REFER", 4096},   {"PUBLISH", 8192},
   };
   for (const auto& [name, bit] : kBits) {
     if (absl::EqualsIgnoreCase(absl::string_view(name.data(), name.size()),
@@ -211,7 +212,8 @@ std::variant<ParsedRegister, Rejection> Parse(SipRequest& request, const Options
     if (!absl::EqualsIgnoreCase(option, "path")) unsupported.push_back(std::move(option));
   }
   if (!unsupported.empty()) {
-    return Rejection{420, "Unsupported extension required",
+    return Rejection{420,
+                     "Unsupported extension required",
                      {absl::StrCat("Unsupported: ", absl::StrJoin(unsupported, ", "))}};
   }
   for (const std::string& option : HeaderTokens(msg, "supported", "k")) {
@@ -317,8 +319,8 @@ std::variant<ParsedRegister, Rejection> Parse(SipRequest& request, const Options
       expires = *header_expires;
     }
     if (expires != 0 && options.min_expires != 0 && expires < options.min_expires) {
-      return Rejection{423, "Interval too brief",
-                       {absl::StrCat("Min-Expires: ", options.min_expires)}};
+      return Rejection{
+          423, "Interval too brief", {absl::StrCat("Min-Expires: ", options.min_expires)}};
     }
     if (options.max_expires != 0 && expires > options.max_expires) expires = options.max_expires;
     b.remove = expires == 0;
@@ -513,8 +515,7 @@ absl::Status RegistrarModule::Init(Core& core) {
   usrloc::LocationTable* table = ul.FindTable(usrloc::kDefaultTable);
   if (table == nullptr) return absl::InternalError("registrar: usrloc has no table location");
   if (options_.max_expires != 0 && options_.default_expires > options_.max_expires) {
-    return absl::InvalidArgumentError(
-        "registrar: default_expires must not be above max_expires");
+    return absl::InvalidArgumentError("registrar: default_expires must not be above max_expires");
   }
   if (options_.default_expires != 0 && options_.default_expires < options_.min_expires) {
     return absl::InvalidArgumentError("registrar: default_expires must not be below min_expires");

@@ -124,13 +124,12 @@ absl::StatusOr<std::unique_ptr<LocationTable>> LocationTable::Create(
   }
   Slot* array = static_cast<Slot*>(memory);
   for (uint32_t i = 0; i < slots; ++i) new (&array[i]) Slot();
-  return std::unique_ptr<LocationTable>(new LocationTable(shm, std::move(name), slots, array,
-                                                          version_clock, counters, track_db));
+  return std::unique_ptr<LocationTable>(
+      new LocationTable(shm, std::move(name), slots, array, version_clock, counters, track_db));
 }
 
 LocationTable::LocationTable(SharedMemory& shm, std::string name, uint32_t size, Slot* slots,
-                             std::atomic<uint64_t>* version_clock, Counters counters,
-                             bool track_db)
+                             std::atomic<uint64_t>* version_clock, Counters counters, bool track_db)
     : shm_(shm),
       name_(std::move(name)),
       size_(size),
@@ -175,9 +174,10 @@ void LocationTable::RepairSlot(Slot& slot) const {
     contacts += n;
     if (n > 0) ++users;
   }
-  spdlog::warn("usrloc: table {}: a process died holding a slot lock; recounted {} users, {} "
-               "contacts (were {}, {})",
-               name_, users, contacts, slot.users, slot.contacts);
+  spdlog::warn(
+      "usrloc: table {}: a process died holding a slot lock; recounted {} users, {} "
+      "contacts (were {}, {})",
+      name_, users, contacts, slot.users, slot.contacts);
   if (users > slot.users) counters_.users.Inc(users - slot.users);
   if (users < slot.users) counters_.users.Dec(slot.users - users);
   if (contacts > slot.contacts) counters_.contacts.Inc(contacts - slot.contacts);
@@ -299,9 +299,7 @@ void LocationTable::DropAorLocked(Slot& slot, Aor* aor) const {
   }
 }
 
-absl::StatusOr<UpdateResult> LocationTable::Update(std::string_view aor_name, EditFn fn,
-                                                   int64_t now) {
-  (void)now;
+absl::StatusOr<UpdateResult> LocationTable::Update(std::string_view aor_name, EditFn fn) {
   if (aor_name.empty() || aor_name.size() > kMaxAorLength) {
     return absl::InvalidArgumentError("bad AOR length");
   }
@@ -324,9 +322,8 @@ absl::StatusOr<UpdateResult> LocationTable::Update(std::string_view aor_name, Ed
 
     // Decide what each edit does against the current contacts, and allocate every new
     // block before changing anything, so that a full heap leaves the AOR untouched.
-    const bool needs_record =
-        std::any_of(edits.begin(), edits.end(),
-                    [](const Edit& e) { return e.kind == Edit::Kind::kUpsert; });
+    const bool needs_record = std::any_of(
+        edits.begin(), edits.end(), [](const Edit& e) { return e.kind == Edit::Kind::kUpsert; });
     const uint64_t version = edits.empty() ? 0 : NextVersion();
     Aor* fresh_aor = nullptr;
     if (needs_record && aor == nullptr) {
@@ -463,8 +460,7 @@ void LocationTable::CopyChunk(Cursor& cursor, size_t max_aors, bool with_contact
       SlotUnlocker unlock(slot.mutex);
       for (const Aor* a = slot.first.load(std::memory_order_acquire); a != nullptr;
            a = a->next.load(std::memory_order_acquire)) {
-        if (cursor.has_last &&
-            Compare(a->hash, a->aor(), cursor.last_hash, cursor.last_aor) <= 0) {
+        if (cursor.has_last && Compare(a->hash, a->aor(), cursor.last_hash, cursor.last_aor) <= 0) {
           continue;
         }
         if (a->contact_count == 0) continue;

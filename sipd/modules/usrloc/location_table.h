@@ -86,15 +86,15 @@ class LocationTable {
   // Called under the slot lock with the AOR's current contacts (`exists` is false when
   // the AOR has none). Appends the edits to apply, or returns an error to abort without
   // changing anything. Must not block or take other locks.
-  using EditFn = absl::FunctionRef<absl::Status(bool exists,
-                                                const std::vector<ContactInfo>& current,
-                                                std::vector<Edit>& edits)>;
+  using EditFn = absl::FunctionRef<absl::Status(
+      bool exists, const std::vector<ContactInfo>& current, std::vector<Edit>& edits)>;
 
   // Creates the table in `shm`. `slots` > 0. `version_clock` (in shm) holds the last
   // version handed out. REQUIRES: attendant, before the fork.
-  static absl::StatusOr<std::unique_ptr<LocationTable>> Create(
-      SharedMemory& shm, std::string name, uint32_t slots, std::atomic<uint64_t>* version_clock,
-      Counters counters, bool track_db);
+  static absl::StatusOr<std::unique_ptr<LocationTable>> Create(SharedMemory& shm, std::string name,
+                                                               uint32_t slots,
+                                                               std::atomic<uint64_t>* version_clock,
+                                                               Counters counters, bool track_db);
 
   const std::string& name() const { return name_; }
   uint32_t size() const { return size_; }
@@ -102,7 +102,7 @@ class LocationTable {
 
   // Runs `fn` under the AOR's slot lock and applies its edits atomically (all or none).
   // Errors: what `fn` returned; ResourceExhausted if shared memory is full.
-  absl::StatusOr<UpdateResult> Update(std::string_view aor, EditFn fn, int64_t now);
+  absl::StatusOr<UpdateResult> Update(std::string_view aor, EditFn fn);
 
   // The AOR with its contacts, or nullopt if it has none.
   std::optional<AorSnapshot> Get(std::string_view aor) const;
@@ -118,8 +118,7 @@ class LocationTable {
   // (counted in D-expires, returned in *expired) and, when the table tracks the
   // database, appends a snapshot of every AOR whose newest version is not in the
   // database yet to *unsynced (nullptr: do not collect).
-  void Sweep(uint32_t slot, int64_t now, std::vector<AorSnapshot>* unsynced,
-             size_t* expired);
+  void Sweep(uint32_t slot, int64_t now, std::vector<AorSnapshot>* unsynced, size_t* expired);
 
   // Records that `version` of `aor` is in the database; drops the AOR if it is empty and
   // nothing newer is pending.

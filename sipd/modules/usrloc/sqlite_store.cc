@@ -40,8 +40,7 @@ CREATE TABLE IF NOT EXISTS usrloc_contact (
 
 // Binds a string without copying (the statement runs before the string dies).
 int BindText(sqlite3_stmt* stmt, int index, std::string_view text) {
-  return sqlite3_bind_text(stmt, index, text.data(), static_cast<int>(text.size()),
-                           SQLITE_STATIC);
+  return sqlite3_bind_text(stmt, index, text.data(), static_cast<int>(text.size()), SQLITE_STATIC);
 }
 
 std::string ColumnText(sqlite3_stmt* stmt, int column) {
@@ -71,17 +70,16 @@ class WriterGuard {
 
 absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const Options& options) {
   sqlite3* db = nullptr;
-  const int rc = sqlite3_open_v2(options.path.c_str(), &db,
-                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                                 nullptr);
+  const int rc =
+      sqlite3_open_v2(options.path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string message = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     sqlite3_close(db);
     return absl::UnavailableError(
         absl::StrCat("cannot open usrloc database ", options.path, ": ", message));
   }
-  auto store =
-      std::unique_ptr<SqliteStore>(new SqliteStore(db, options.path, options.writer_lock));
+  auto store = std::unique_ptr<SqliteStore>(new SqliteStore(db, options.path, options.writer_lock));
   sqlite3_busy_timeout(db, options.busy_timeout_ms);
   absl::Status s = store->Exec("PRAGMA journal_mode=WAL");
   if (s.ok()) {
@@ -146,25 +144,24 @@ absl::Status SqliteStore::InTransaction(Body body) {
 absl::Status SqliteStore::Write(std::string_view table, std::span<const AorSnapshot> snapshots,
                                 bool force) {
   if (snapshots.empty()) return absl::OkStatus();
-  if (select_version_ == nullptr) {
-    auto a = Prepare("SELECT version FROM usrloc_aor WHERE table_name=?1 AND aor=?2");
-    if (!a.ok()) return a.status();
-    select_version_ = *a;
-    auto b = Prepare("DELETE FROM usrloc_contact WHERE table_name=?1 AND aor=?2");
-    if (!b.ok()) return b.status();
-    delete_contacts_ = *b;
-    auto c = Prepare(
-        "INSERT OR REPLACE INTO usrloc_contact (table_name, aor, contact, position, expires, q, "
-        "callid, cseq, flags, cflags, user_agent, received, path, socket, methods, "
-        "sip_instance, attr, last_modified) VALUES "
-        "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)");
-    if (!c.ok()) return c.status();
-    insert_contact_ = *c;
-    auto d = Prepare(
-        "INSERT INTO usrloc_aor (table_name, aor, version) VALUES (?1, ?2, ?3) "
-        "ON CONFLICT (table_name, aor) DO UPDATE SET version=excluded.version");
-    if (!d.ok()) return d.status();
-    upsert_version_ = *d;
+  // Prepared once per connection; a failed prepare is retried on the next call.
+  const std::pair<sqlite3_stmt**, const char*> statements[] = {
+      {&select_version_, "SELECT version FROM usrloc_aor WHERE table_name=?1 AND aor=?2"},
+      {&delete_contacts_, "DELETE FROM usrloc_contact WHERE table_name=?1 AND aor=?2"},
+      {&insert_contact_,
+       "INSERT OR REPLACE INTO usrloc_contact (table_name, aor, contact, position, expires, q, "
+       "callid, cseq, flags, cflags, user_agent, received, path, socket, methods, "
+       "sip_instance, attr, last_modified) VALUES "
+       "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"},
+      {&upsert_version_,
+       "INSERT INTO usrloc_aor (table_name, aor, version) VALUES (?1, ?2, ?3) "
+       "ON CONFLICT (table_name, aor) DO UPDATE SET version=excluded.version"},
+  };
+  for (const auto& [stmt, sql] : statements) {
+    if (*stmt != nullptr) continue;
+    absl::StatusOr<sqlite3_stmt*> prepared = Prepare(sql);
+    if (!prepared.ok()) return prepared.status();
+    *stmt = *prepared;
   }
   return InTransaction([&]() -> absl::Status {
     for (const AorSnapshot& snapshot : snapshots) {

@@ -78,8 +78,7 @@ class SqliteStore {
   // `keep` and whose stored version is <= `max_version` (newer ones were written
   // meanwhile by others and are left alone).
   absl::Status DeleteAorsExcept(std::string_view table,
-                                const absl::flat_hash_set<std::string>& keep,
-                                uint64_t max_version);
+                                const absl::flat_hash_set<std::string>& keep, uint64_t max_version);
 
   const std::string& path() const { return path_; }
 

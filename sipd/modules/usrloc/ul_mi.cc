@@ -61,14 +61,13 @@ absl::Status UlRm(Usrloc& ul, Call& call) {
   std::optional<std::string> aor = AorArg(ul, call, 1);
   if (!aor.has_value()) return absl::OkStatus();
   if (aor->empty()) return absl::OkStatus();  // no such AOR: nothing to delete
-  auto applied = ul.Update(*table, *aor,
-                           [](bool, const std::vector<ContactInfo>& current,
-                              std::vector<Edit>& edits) {
-                             for (const ContactInfo& c : current) {
-                               edits.push_back(Edit{Edit::Kind::kRemove, ContactInfo{.uri = c.uri}});
-                             }
-                             return absl::OkStatus();
-                           });
+  auto applied = ul.Update(
+      *table, *aor, [](bool, const std::vector<ContactInfo>& current, std::vector<Edit>& edits) {
+        for (const ContactInfo& c : current) {
+          edits.push_back(Edit{Edit::Kind::kRemove, ContactInfo{.uri = c.uri}});
+        }
+        return absl::OkStatus();
+      });
   if (!applied.ok() || !applied->persisted.ok()) SetError(call, 500, kFailedToDeleteAor);
   return absl::OkStatus();
 }
@@ -169,8 +168,7 @@ absl::Status UlAdd(Usrloc& ul, Call& call) {
   info.cseq = kMiCseq;
   info.last_modified = now;
   auto applied = ul.Update(
-      *table, *aor,
-      [&](bool, const std::vector<ContactInfo>& current, std::vector<Edit>& edits) {
+      *table, *aor, [&](bool, const std::vector<ContactInfo>& current, std::vector<Edit>& edits) {
         ContactInfo contact = info;
         for (const ContactInfo& c : current) {
           if (c.uri != uri) continue;
@@ -273,11 +271,10 @@ void AppendAorNode(Node& domain, const AorSnapshot& aor, bool brief, int64_t now
 }
 
 std::string FormatShowContact(const ContactInfo& c, int64_t now) {
-  std::string out = absl::StrCat("<", c.uri, ">;q=", FormatQ(c.q),
-                                 ";expires=", static_cast<int>(c.expires - now),
-                                 ";flags=0x", Hex(c.flags), ";cflags=0x", Hex(c.cflags),
-                                 ";socket=<", c.socket.empty() ? "NULL" : c.socket,
-                                 ">;callid=<", c.callid, ">;methods=0x", Hex(c.methods));
+  std::string out = absl::StrCat(
+      "<", c.uri, ">;q=", FormatQ(c.q), ";expires=", static_cast<int>(c.expires - now), ";flags=0x",
+      Hex(c.flags), ";cflags=0x", Hex(c.cflags), ";socket=<", c.socket.empty() ? "NULL" : c.socket,
+      ">;callid=<", c.callid, ">;methods=0x", Hex(c.methods));
   if (!c.received.empty()) absl::StrAppend(&out, ";received=<", c.received, ">");
   if (!c.user_agent.empty()) absl::StrAppend(&out, ";user_agent=<", c.user_agent, ">");
   if (!c.path.empty()) absl::StrAppend(&out, ";path=<", c.path, ">");

@@ -39,8 +39,8 @@ absl::Status Usrloc::Start() {
   } catch (const std::exception& e) {
     return absl::ResourceExhaustedError(absl::StrCat("usrloc: no shared memory: ", e.what()));
   }
-  SIPD_RETURN_IF_ERROR(stats_.AddFunction("usrloc", "registered_users",
-                                          [this] { return registered_users(); }));
+  SIPD_RETURN_IF_ERROR(
+      stats_.AddFunction("usrloc", "registered_users", [this] { return registered_users(); }));
   return AddTable(kDefaultTable).status();
 }
 
@@ -65,8 +65,8 @@ absl::StatusOr<LocationTable*> Usrloc::AddTable(std::string_view name) {
 
 absl::Status Usrloc::LoadFromDatabase() {
   if (options_.db_mode == DbMode::kNone) return absl::OkStatus();
-  SIPD_ASSIGN_OR_RETURN(SqliteStore * store, Store());
-  absl::Status status = [&]() -> absl::Status {
+  absl::Status status = WithStore([&](SqliteStore& db) -> absl::Status {
+    SqliteStore* store = &db;
     SIPD_RETURN_IF_ERROR(store->Prune(Now()));
     SIPD_ASSIGN_OR_RETURN(uint64_t max_version, store->MaxVersion());
     shared_->version_clock.store(max_version, std::memory_order_relaxed);
@@ -81,7 +81,7 @@ absl::Status Usrloc::LoadFromDatabase() {
                    aors.size(), contacts, store->path());
     }
     return absl::OkStatus();
-  }();
+  });
   // No connection may cross the fork.
   CloseStore();
   return status;
@@ -109,10 +109,11 @@ std::optional<std::string> Usrloc::FixAor(std::string_view aor) const {
   return std::string(aor.substr(0, at));
 }
 
-absl::StatusOr<SqliteStore*> Usrloc::Store() {
+absl::Status Usrloc::WithStore(const std::function<absl::Status(SqliteStore&)>& fn) {
   if (options_.db_mode == DbMode::kNone) {
     return absl::FailedPreconditionError("usrloc runs without a database (db_mode 0)");
   }
+  std::lock_guard<std::mutex> lock(store_mutex_);
   const pid_t pid = getpid();
   if (store_ != nullptr && store_pid_ != pid) {
     // Inherited across fork: must not be used or closed here. Leak it.
@@ -127,10 +128,11 @@ absl::StatusOr<SqliteStore*> Usrloc::Store() {
                                   }));
     store_pid_ = pid;
   }
-  return store_.get();
+  return fn(*store_);
 }
 
 void Usrloc::CloseStore() {
+  std::lock_guard<std::mutex> lock(store_mutex_);
   if (store_ != nullptr && store_pid_ != getpid()) (void)store_.release();
   store_.reset();
 }
@@ -138,15 +140,15 @@ void Usrloc::CloseStore() {
 absl::Status Usrloc::Persist(LocationTable& table, std::span<const AorSnapshot> snapshots,
                              bool force) {
   if (snapshots.empty()) return absl::OkStatus();
-  SIPD_ASSIGN_OR_RETURN(SqliteStore * store, Store());
-  SIPD_RETURN_IF_ERROR(store->Write(table.name(), snapshots, force));
+  SIPD_RETURN_IF_ERROR(
+      WithStore([&](SqliteStore& store) { return store.Write(table.name(), snapshots, force); }));
   for (const AorSnapshot& s : snapshots) table.MarkSynced(s.aor, s.version);
   return absl::OkStatus();
 }
 
 absl::StatusOr<Usrloc::Applied> Usrloc::Update(LocationTable& table, std::string_view aor,
                                                LocationTable::EditFn fn) {
-  SIPD_ASSIGN_OR_RETURN(UpdateResult result, table.Update(aor, fn, Now()));
+  SIPD_ASSIGN_OR_RETURN(UpdateResult result, table.Update(aor, fn));
   Applied applied{std::move(result), absl::OkStatus()};
   if (options_.db_mode == DbMode::kWriteThrough && applied.result.changed) {
     applied.persisted = Persist(table, std::span<const AorSnapshot>(&applied.result.after, 1),
@@ -208,18 +210,18 @@ absl::Status Usrloc::SyncTable(LocationTable& table) {
     SIPD_RETURN_IF_ERROR(Persist(table, chunk, /*force=*/true));
     for (AorSnapshot& s : chunk) seen.insert(std::move(s.aor));
   }
-  SIPD_ASSIGN_OR_RETURN(SqliteStore * store, Store());
-  return store->DeleteAorsExcept(table.name(), seen, start);
+  return WithStore(
+      [&](SqliteStore& store) { return store.DeleteAorsExcept(table.name(), seen, start); });
 }
 
 absl::Status Usrloc::ChildInit(int rank) {
   if (options_.db_mode == DbMode::kNone) return absl::OkStatus();
   // Open eagerly where writes happen on a hot path, so a broken database shows at
   // start-up rather than at the first REGISTER. Other processes open on first use.
-  const bool writes = rank == kRankTimer ||
-                      (rank >= kRankSipWorker && options_.db_mode == DbMode::kWriteThrough);
+  const bool writes =
+      rank == kRankTimer || (rank >= kRankSipWorker && options_.db_mode == DbMode::kWriteThrough);
   if (!writes) return absl::OkStatus();
-  return Store().status();
+  return WithStore([](SqliteStore&) { return absl::OkStatus(); });
 }
 
 void Usrloc::Shutdown() {
@@ -242,9 +244,8 @@ absl::StatusOr<int64_t> IntParam(std::string_view param, const ParamValue& value
                                  int64_t max) {
   const int64_t* v = std::get_if<int64_t>(&value);
   if (v == nullptr || *v < min || *v > max) {
-    return absl::InvalidArgumentError(absl::StrCat("usrloc: parameter ", std::string(param),
-                                                   " must be an integer in [", min, ", ", max,
-                                                   "]"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "usrloc: parameter ", std::string(param), " must be an integer in [", min, ", ", max, "]"));
   }
   return *v;
 }

@@ -14,7 +14,7 @@
 // write-through commit is retried).
 //
 // Process-safety: created in the attendant (Start, AddTable, LoadFromDatabase) before
-// the fork; afterwards every method may be called from any sipd process. Table access
+// the fork; afterwards every method may be called from any sipd process and thread. Table access
 // is guarded by the tables' slot locks; each process opens its own SQLite connection on
 // first use (or in ChildInit), never under a slot lock; the connection of the attendant
 // is closed before the fork.
@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -119,12 +120,13 @@ class Usrloc {
  private:
   struct Shared;
 
-  // This process's database connection, opened on first use (nullptr without a DB).
-  absl::StatusOr<SqliteStore*> Store();
+  // Runs `fn` with this process's database connection, opened on first use. The
+  // connection is used by one thread at a time (MI transports may run commands on
+  // several threads). FailedPrecondition without a database.
+  absl::Status WithStore(const std::function<absl::Status(SqliteStore&)>& fn);
   void CloseStore();
   // Writes snapshots and marks them synced.
-  absl::Status Persist(LocationTable& table, std::span<const AorSnapshot> snapshots,
-                       bool force);
+  absl::Status Persist(LocationTable& table, std::span<const AorSnapshot> snapshots, bool force);
 
   Options options_;
   SharedMemory& shm_;
@@ -132,6 +134,7 @@ class Usrloc {
   Clock clock_;
   Shared* shared_ = nullptr;
   std::vector<std::unique_ptr<LocationTable>> tables_;
+  std::mutex store_mutex_;  // process-local: guards store_ and store_pid_
   std::unique_ptr<SqliteStore> store_;
   pid_t store_pid_ = 0;
 };
