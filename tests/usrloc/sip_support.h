@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -63,6 +64,8 @@ inline SippResult RunSipp(int port, const std::string& scenario, std::vector<std
   const pid_t pid = fork();
   if (pid == 0) {
     setpgid(0, 0);
+    // Dies with the test (or bench) even if that is killed before its teardown.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     const int null = open("/dev/null", O_RDONLY);
     dup2(null, 0);
@@ -176,6 +179,20 @@ class MiClient {
     result.code = result.reply.code;
     if (result.reason.empty()) result.reason = result.reply.reason;
     return result;
+  }
+
+  // ExecuteStream, counting node lines without keeping them; -1 on a transport error.
+  long StreamNodeCount(const std::string& command, const std::vector<std::string>& params = {}) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    v1::ExecuteRequest request;
+    request.set_command(command);
+    for (const auto& p : params) request.add_params(p);
+    auto reader = stub_->ExecuteStream(&context, request);
+    v1::ReplyChunk chunk;
+    long nodes = 0;
+    while (reader->Read(&chunk)) nodes += chunk.nodes_size();
+    return reader->Finish().ok() ? nodes : -1;
   }
 
   // get_statistics as name -> value.

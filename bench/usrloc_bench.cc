@@ -1,0 +1,345 @@
+// usrloc / registrar load driver (results: bench/RESULTS.md, section "usrloc").
+//
+//   usrloc_bench register [--calls N] [--rounds R] [--db-mode M]
+//     REGISTER throughput of a fresh sipd (2 SIP children) driven by sipp with unique
+//     AORs (tests/sip/register_unique.xml), alone and while an MI client loops
+//     `ul_dump` (gRPC ExecuteStream) + `get_statistics usrloc:`; rounds alternate the two
+//     cases and the median is reported with the throughput drop.
+//
+//   usrloc_bench dump [--contacts N]...
+//     Fills a sipd with N contacts (sipp) and times `ul_dump` over gRPC Execute, gRPC
+//     ExecuteStream and the FIFO, with the peak RSS (VmHWM, reset through
+//     /proc/PID/clear_refs before each run) of the MI process that served it.
+//
+// sipd and sipp run on this machine; numbers depend on its load (see RESULTS.md).
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "legacy-transports/fifo/fifo_client.h"
+#include "tests/support/sipd_harness.h"
+#include "tests/usrloc/sip_support.h"
+
+namespace {
+
+using sipd::testing::MiClient;
+using sipd::testing::SipdInstance;
+using Clock = std::chrono::steady_clock;
+
+std::string Config(int db_mode, int shm_mb) {
+  return absl::StrCat("shm_size = ", shm_mb,
+                      "\nloadmodule \"mi_fifo\"\n"
+                      "modparam(\"mi_fifo\", \"fifo_name\", \"{TMP_DIR}/sipd_fifo\")\n"
+                      "modparam(\"mi_fifo\", \"reply_dir\", \"{TMP_DIR}/\")\n"
+                      "modparam(\"mi_fifo\", \"reply_timeout\", 600000)\n"
+                      // Large enough for a unary ul_dump of 100,000 contacts.
+                      "modparam(\"mi_grpc\", \"max_message_size\", 1073741824)\n"
+                      "loadmodule \"usrloc\"\n"
+                      "modparam(\"usrloc\", \"db_mode\", ",
+                      db_mode,
+                      ")\n"
+                      "loadmodule \"registrar\"\n");
+}
+
+std::unique_ptr<SipdInstance> StartSipd(int db_mode, int shm_mb) {
+  auto sipd = std::make_unique<SipdInstance>(SipdInstance::Options{
+      .children = 2, .log_level = 1, .extra_config = Config(db_mode, shm_mb)});
+  absl::Status s = sipd->Start();
+  if (!s.ok()) {
+    std::fprintf(stderr, "sipd did not start: %s\n%s\n", s.ToString().c_str(), sipd->log().c_str());
+    std::exit(1);
+  }
+  return sipd;
+}
+
+// Runs sipp with unique AORs; returns REGISTERs per second (0 on failure).
+// Outstanding REGISTERs of sipp. Small enough that no UDP socket buffer overflows on a
+// loaded 2-core host: a lost datagram costs a 500 ms retransmission and would dominate
+// the measurement.
+int g_window = 50;
+
+double RegisterLoad(SipdInstance& sipd, int calls, const std::string& work) {
+  const auto start = Clock::now();
+  sipd::testing::SippResult r = sipd::testing::RunSipp(
+      sipd.sip_port(), "register_unique.xml",
+      {"-m", absl::StrCat(calls), "-r", "100000", "-l", absl::StrCat(g_window)}, work,
+      std::chrono::seconds(600));
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (r.exit_code != 0) {
+    std::fprintf(stderr, "sipp failed (%d):\n%s\n", r.exit_code, r.output.substr(0, 4000).c_str());
+    return 0;
+  }
+  return calls / seconds;
+}
+
+// kB from /proc/PID/status.
+long StatusKb(int pid, std::string_view field) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (absl::StartsWith(line, std::string(field) + ":")) {
+      std::vector<std::string> parts = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      long kb = 0;
+      if (parts.size() >= 2 && absl::SimpleAtoi(parts[1], &kb)) return kb;
+    }
+  }
+  return -1;
+}
+
+void ResetPeak(int pid) {
+  std::ofstream out(absl::StrCat("/proc/", pid, "/clear_refs"));
+  out << "5";
+}
+
+std::string MakeWorkDir() {
+  char dir[] = "/tmp/usrloc-bench-XXXXXX";
+  if (mkdtemp(dir) == nullptr) std::exit(1);
+  return dir;
+}
+
+// utime + stime of `pids`, in seconds.
+double CpuSeconds(const std::vector<int>& pids) {
+  double total = 0;
+  for (int pid : pids) {
+    std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t end = stat.rfind(')');
+    if (end == std::string::npos) continue;
+    std::vector<std::string> fields = absl::StrSplit(stat.substr(end + 2), ' ');
+    // fields[0] is the state (stat field 3): utime and stime are fields 14 and 15.
+    long utime = 0;
+    long stime = 0;
+    if (fields.size() > 12 && absl::SimpleAtoi(fields[11], &utime) &&
+        absl::SimpleAtoi(fields[12], &stime)) {
+      total += static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+    }
+  }
+  return total;
+}
+
+std::vector<int> PidsOf(MiClient& mi, std::string_view type) {
+  std::vector<int> out;
+  MiClient::Result r = mi.Execute("ps");
+  for (const auto& node : r.reply.root.kids) {
+    std::string pid;
+    bool match = false;
+    for (const auto& a : node->attributes) {
+      if (a.name == "PID") pid = a.value;
+      if (a.name == "Type" && absl::StartsWith(a.value, std::string(type))) match = true;
+    }
+    int value = 0;
+    if (match && absl::SimpleAtoi(pid, &value)) out.push_back(value);
+  }
+  return out;
+}
+
+struct RunResult {
+  double rate = 0;           // REGISTER/s
+  double worker_cpu_us = 0;  // SIP worker CPU per REGISTER
+  long mi_iterations = 0;
+};
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+int RunRegister(int calls, int rounds, int db_mode, int mi_interval_ms, int mi_nice,
+                const std::string& mi_commands) {
+  const std::string work = MakeWorkDir();
+  std::vector<RunResult> alone;
+  std::vector<RunResult> loaded;
+  for (int round = 0; round < rounds; ++round) {
+    // Alternate which case runs first, so a slow drift of the host's load does not favour
+    // one of them.
+    for (int step = 0; step < 2; ++step) {
+      const int with_mi = (round % 2 == 0) ? step : 1 - step;
+      auto sipd = StartSipd(db_mode, 256);
+      MiClient control(sipd->grpc_target());
+      const std::vector<int> workers = PidsOf(control, "SIP receiver");
+      if (mi_nice != 0) {
+        for (int pid : PidsOf(control, "MI gRPC")) setpriority(PRIO_PROCESS, pid, mi_nice);
+      }
+      std::atomic<bool> done{false};
+      std::atomic<long> iterations{0};
+      std::thread mi_loop;
+      if (with_mi == 1) {
+        mi_loop = std::thread([&] {
+          // Linux: a thread id names just this thread.
+          if (mi_nice != 0) setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), mi_nice);
+          MiClient mi(sipd->grpc_target());
+          while (!done.load()) {
+            // Reads the stream without rebuilding the tree: the load is sipd's work.
+            if (mi_commands != "stats") (void)mi.StreamNodeCount("ul_dump");
+            if (mi_commands != "dump") (void)mi.Execute("get_statistics", {"usrloc:"});
+            ++iterations;
+            if (mi_interval_ms > 0) {
+              std::this_thread::sleep_for(std::chrono::milliseconds(mi_interval_ms));
+            }
+          }
+        });
+      }
+      const double cpu_before = CpuSeconds(workers);
+      RunResult result;
+      result.rate = RegisterLoad(*sipd, calls, work);
+      result.worker_cpu_us = (CpuSeconds(workers) - cpu_before) * 1e6 / calls;
+      done = true;
+      if (mi_loop.joinable()) mi_loop.join();
+      result.mi_iterations = iterations.load();
+      (with_mi == 1 ? loaded : alone).push_back(result);
+      std::printf("round %d %-8s %8.0f REGISTER/s  %6.1f us worker CPU/REGISTER", round + 1,
+                  with_mi ? "MI load" : "alone", result.rate, result.worker_cpu_us);
+      if (with_mi == 1) std::printf("  (%ld x ul_dump + get_statistics)", result.mi_iterations);
+      std::printf("\n");
+      std::fflush(stdout);
+      (void)sipd->Stop();
+    }
+  }
+  auto rates = [](const std::vector<RunResult>& v) {
+    std::vector<double> out;
+    for (const auto& r : v) out.push_back(r.rate);
+    return out;
+  };
+  auto cpu = [](const std::vector<RunResult>& v) {
+    std::vector<double> out;
+    for (const auto& r : v) out.push_back(r.worker_cpu_us);
+    return out;
+  };
+  const double a = Median(rates(alone));
+  const double l = Median(rates(loaded));
+  // Per round (the two runs of a round are adjacent in time): loaded / alone.
+  std::vector<double> drops;
+  for (size_t i = 0; i < alone.size() && i < loaded.size(); ++i) {
+    if (alone[i].rate > 0)
+      drops.push_back((alone[i].rate - loaded[i].rate) * 100.0 / alone[i].rate);
+  }
+  std::printf("\ndb_mode %d, %d unique AORs per run, %d rounds, MI loop pause %d ms, MI nice %d\n",
+              db_mode, calls, rounds, mi_interval_ms, mi_nice);
+  std::printf("median alone    : %8.0f REGISTER/s  %6.1f us worker CPU/REGISTER\n", a,
+              Median(cpu(alone)));
+  std::printf("median MI load  : %8.0f REGISTER/s  %6.1f us worker CPU/REGISTER\n", l,
+              Median(cpu(loaded)));
+  std::printf("drop under MI   : %7.1f %% (medians), %.1f %% (median of per-round drops)\n",
+              a > 0 ? (a - l) * 100.0 / a : 0.0, Median(drops));
+  std::filesystem::remove_all(work);
+  return 0;
+}
+
+int RunDump(const std::vector<int>& sizes, int repeat) {
+  const std::string work = MakeWorkDir();
+  std::printf("%-9s %-20s %8s %14s %14s %14s  %s\n", "contacts", "transport", "seconds",
+              "MI RSS before", "MI peak RSS", "of it shm", "received");
+  for (int contacts : sizes) {
+    auto sipd = StartSipd(0, std::max(256, contacts / 100 + 128));
+    if (RegisterLoad(*sipd, contacts, work) == 0) return 1;
+    MiClient mi(sipd->grpc_target());
+    const uint64_t stored = mi.Statistics({"location-contacts"})["usrloc:location-contacts"];
+    const std::vector<int> grpc_pids = PidsOf(mi, "MI gRPC");
+    const std::vector<int> fifo_pids = PidsOf(mi, "MI FIFO");
+    if (grpc_pids.empty() || fifo_pids.empty()) {
+      std::fprintf(stderr, "no MI gRPC / MI FIFO process in ps\n");
+      return 1;
+    }
+    const int grpc_pid = grpc_pids[0];
+    const int fifo_pid = fifo_pids[0];
+    for (int r = 0; r < repeat; ++r) {
+      struct Case {
+        const char* name;
+        int pid;
+        // AORs received, or an error text.
+        std::function<std::string()> run;
+      };
+      auto aors = [](const MiClient::Result& r) -> std::string {
+        if (r.code != 200) return absl::StrCat("error: ", r.Status());
+        size_t n = 0;
+        for (const auto& domain : r.reply.root.kids) n += domain->kids.size();
+        return absl::StrCat(n, " AORs");
+      };
+      // ExecuteStream and FIFO first: the unary Execute leaves its peak in the heap.
+      const std::vector<Case> cases = {
+          {"gRPC ExecuteStream", grpc_pid, [&] { return aors(mi.ExecuteStream("ul_dump")); }},
+          {"FIFO", fifo_pid,
+           [&]() -> std::string {
+             auto client = sipd::legacy::FifoClient::Create(sipd->tmp_dir() + "/sipd_fifo",
+                                                            sipd->tmp_dir() + "/");
+             if (!client.ok()) return client.status().ToString();
+             auto reply = (*client)->Execute("ul_dump", {}, std::chrono::minutes(10));
+             if (!reply.ok()) return reply.status().ToString();
+             size_t n = 0;
+             for (size_t at = reply->find("\n\tAOR:: "); at != std::string::npos;
+                  at = reply->find("\n\tAOR:: ", at + 1)) {
+               ++n;
+             }
+             return absl::StrCat(n, " AORs, ", reply->size() / 1024, " KiB");
+           }},
+          {"gRPC Execute", grpc_pid, [&] { return aors(mi.Execute("ul_dump")); }},
+      };
+      for (const Case& c : cases) {
+        ResetPeak(c.pid);
+        const long before = StatusKb(c.pid, "VmRSS");
+        const auto start = Clock::now();
+        const std::string outcome = c.run();
+        const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+        const long peak = StatusKb(c.pid, "VmHWM");
+        // Shared-memory pages the process touched (the table itself) count in RSS too.
+        const long shared = StatusKb(c.pid, "RssShmem");
+        std::printf("%-9llu %-20s %8.2f %11.1f MB %11.1f MB %11.1f MB  %s\n",
+                    static_cast<unsigned long long>(stored), c.name, seconds, before / 1024.0,
+                    peak / 1024.0, shared / 1024.0, outcome.c_str());
+        std::fflush(stdout);
+      }
+    }
+    (void)sipd->Stop();
+  }
+  std::filesystem::remove_all(work);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"usrloc/registrar load driver"};
+  app.require_subcommand(1);
+  int calls = 20000;
+  int rounds = 3;
+  int db_mode = 0;
+  auto* reg = app.add_subcommand("register", "REGISTER/s alone and under MI load");
+  reg->add_option("--calls", calls, "unique AORs registered per run");
+  reg->add_option("--rounds", rounds, "alone/loaded pairs");
+  reg->add_option("--db-mode", db_mode, "usrloc db_mode (0, 1, 2)");
+  reg->add_option("--window", g_window, "sipp -l: outstanding REGISTERs");
+  int mi_interval_ms = 0;
+  reg->add_option("--mi-interval-ms", mi_interval_ms,
+                  "pause of the MI client between iterations (0 = back to back)");
+  std::string mi_commands = "both";
+  reg->add_option("--mi-commands", mi_commands, "what the MI loop runs: both, dump, stats");
+  int mi_nice = 0;
+  reg->add_option("--mi-nice", mi_nice,
+                  "nice value for the MI gRPC process and the MI client thread (0 = as is)");
+  std::vector<int> sizes = {10000, 100000};
+  int repeat = 1;
+  auto* dump = app.add_subcommand("dump", "ul_dump time and MI process peak RSS");
+  dump->add_option("--contacts", sizes, "table sizes");
+  dump->add_option("--repeat", repeat, "runs per transport");
+  CLI11_PARSE(app, argc, argv);
+  if (reg->parsed())
+    return RunRegister(calls, rounds, db_mode, mi_interval_ms, mi_nice, mi_commands);
+  return RunDump(sizes, repeat);
+}
