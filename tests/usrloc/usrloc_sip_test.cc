@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "legacy-transports/datagram/datagram_client.h"
 #include "legacy-transports/fifo/fifo_client.h"
 #include "tests/support/sipd_harness.h"
 #include "tests/usrloc/sip_support.h"
@@ -291,6 +292,51 @@ TEST_F(UsrlocSipTest, RegisterFloodWhileDumpStreaming) {
   auto stats = mi_->Statistics({"usrloc:"});
   EXPECT_EQ(stats["usrloc:location-users"], static_cast<uint64_t>(kCalls));
   EXPECT_EQ(stats["usrloc:location-contacts"], static_cast<uint64_t>(kCalls));
+}
+
+// One dispatch path: the same ul_* replies on FIFO, datagram (no final empty line in
+// 1.11, spec 4.3) and gRPC (code and reason).
+TEST_F(UsrlocSipTest, SameRepliesOnEveryTransport) {
+  const int udp = FreeUdpPort();
+  StartSipd(ModuleConfig("") +
+            absl::StrCat("loadmodule \"mi_datagram\"\nmodparam(\"mi_datagram\", \"socket_name\", "
+                         "\"udp:127.0.0.1:",
+                         udp, "\")\n"));
+  ASSERT_EQ(RegisterUsers("one_user.csv", 1).exit_code, 0);
+  ASSERT_EQ(mi_->Execute("ul_add",
+                         {"location", "static", "sip:s@192.0.2.1", "0", "0.5", "0", "3", "5", "1"})
+                .Status(),
+            "200 OK");
+  auto datagram = legacy::DatagramClient::Udp("127.0.0.1", udp);
+  ASSERT_TRUE(datagram.ok());
+  const std::vector<std::vector<std::string>> cases = {
+      {"ul_dump", "brief"},
+      {"ul_show_contact", "location", "static"},
+      {"ul_show_contact", "location", "nobody"},
+      {"ul_show_contact", "aliases", "static"},
+      {"ul_rm", "location"},
+      {"ul_add", "location", "a", "sip:x@h", "0", "2", "0", "0", "0", "0"},
+      {"ul_rm_contact", "location", "static", "sip:other@h"},
+      {"ul_sync"},
+      {"get_statistics", "usrloc:"},
+  };
+  for (const auto& c : cases) {
+    const std::vector<std::string> args(c.begin() + 1, c.end());
+    SCOPED_TRACE(c[0]);
+    const std::string fifo = Fifo(c[0], args);
+    std::string request = absl::StrCat(":", c[0], ":\n");
+    for (const auto& a : args) absl::StrAppend(&request, a, "\n");
+    auto reply = (*datagram)->Transact(request);
+    ASSERT_TRUE(reply.ok()) << reply.status();
+    EXPECT_EQ(fifo, *reply + "\n");
+    EXPECT_EQ(fifo.substr(0, fifo.find('\n')), mi_->Execute(c[0], args).Status());
+  }
+  // The static contact as every text transport shows it.
+  EXPECT_THAT(Fifo("ul_show_contact", {"location", "static"}),
+              ::testing::MatchesRegex("200 OK\nContact:: <sip:s@192.0.2.1>;q=0.5;expires=-[0-9]+;"
+                                      "flags=0x3;cflags=0x5;socket=<NULL>;"
+                                      "callid=<dfjrewr12386fd6-343@opensips.mi>;methods=0x1;"
+                                      "user_agent=<OpenSIPS MI Server>\n\n"));
 }
 
 // Malformed REGISTERs over the wire: the right 4xx, and the table is unchanged.
