@@ -7,6 +7,7 @@
 //
 //   legacy_bench [--clients 1,4,8] [--seconds 3] [--warmup 0.5]
 //                [--transports fifo,unix,udp,fifo-echo,udp-echo,unix-echo] [--datagram-children 1]
+//                [--command version] [--cpus LIST]
 //
 // Each client is one thread with one request in flight (FIFO: its own reply FIFO,
 // opened before the request is written; datagram: its own socket). For every transport
@@ -15,7 +16,7 @@
 // (MI FIFO; all MI Datagram processes; the echo process) divided by the requests.
 //
 // Pinned figures (bench, sipd and the echo servers on CPU 0; children inherit it):
-//   taskset -c 0 legacy_bench --clients 1
+//   legacy_bench --cpus 0 --clients 1     (or: taskset -c 0 legacy_bench --clients 1)
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -29,126 +30,28 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <memory>
-#include <regex>
-#include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_support.h"
 #include "legacy-transports/datagram/datagram_client.h"
 #include "legacy-transports/fifo/fifo_client.h"
 #include "tests/support/sipd_harness.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using sipd::bench::Requester;
+using sipd::bench::RequesterFactory;
 using sipd::legacy::DatagramClient;
 using sipd::legacy::FifoClient;
-
-struct RunResult {
-  uint64_t calls = 0;
-  uint64_t errors = 0;
-  double seconds = 0;
-  double p50_us = 0, p99_us = 0, max_us = 0;
-  double server_cpu_us_per_call = -1;
-};
-
-// utime + stime of a process, in clock ticks; -1 if unreadable.
-long long ProcessCpuTicks(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t close = stat.rfind(')');
-  if (close == std::string::npos) return -1;
-  std::istringstream fields(stat.substr(close + 2));
-  std::string f;
-  long long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && fields >> f; ++i) {
-    if (i == 14) utime = std::stoll(f);
-    if (i == 15) stime = std::stoll(f);
-  }
-  return utime + stime;
-}
-
-long long TotalCpuTicks(const std::vector<pid_t>& pids) {
-  long long total = 0;
-  for (pid_t pid : pids) {
-    const long long ticks = ProcessCpuTicks(pid);
-    if (ticks < 0) return -1;
-    total += ticks;
-  }
-  return total;
-}
-
-// One request; false on error. Each client thread owns one.
-using Requester = std::function<bool()>;
-using RequesterFactory = std::function<Requester()>;
-
-RunResult Run(const RequesterFactory& factory, int clients, double warmup_seconds, double seconds,
-              const std::vector<pid_t>& server_pids) {
-  std::vector<Requester> requesters;
-  for (int i = 0; i < clients; ++i) requesters.push_back(factory());
-  std::atomic<int> phase{0};  // 0 warm-up, 1 measuring, 2 stop
-  std::vector<std::vector<uint32_t>> latencies(clients);
-  std::vector<uint64_t> errors(clients, 0);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < clients; ++i) {
-    latencies[i].reserve(1 << 20);
-    threads.emplace_back([&, i] {
-      while (true) {
-        const int p = phase.load(std::memory_order_relaxed);
-        if (p == 2) break;
-        const auto start = Clock::now();
-        const bool ok = requesters[i]();
-        const auto end = Clock::now();
-        if (p != 1) continue;
-        if (!ok) ++errors[i];
-        latencies[i].push_back(static_cast<uint32_t>(
-            std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count() / 100));
-      }
-    });
-  }
-  std::this_thread::sleep_for(std::chrono::duration<double>(warmup_seconds));
-  const long long cpu_before = TotalCpuTicks(server_pids);
-  const auto t0 = Clock::now();
-  phase = 1;
-  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-  phase = 2;
-  const auto t1 = Clock::now();
-  const long long cpu_after = TotalCpuTicks(server_pids);
-  for (auto& t : threads) t.join();
-
-  RunResult r;
-  r.seconds = std::chrono::duration<double>(t1 - t0).count();
-  std::vector<uint32_t> all;
-  for (int i = 0; i < clients; ++i) {
-    all.insert(all.end(), latencies[i].begin(), latencies[i].end());
-    r.errors += errors[i];
-  }
-  r.calls = all.size();
-  if (!all.empty()) {
-    std::sort(all.begin(), all.end());
-    r.p50_us = all[all.size() / 2] / 10.0;
-    r.p99_us = all[std::min(all.size() - 1, all.size() * 99 / 100)] / 10.0;
-    r.max_us = all.back() / 10.0;
-  }
-  if (cpu_before >= 0 && cpu_after >= 0 && r.calls > 0) {
-    r.server_cpu_us_per_call =
-        static_cast<double>(cpu_after - cpu_before) * 1e6 / sysconf(_SC_CLK_TCK) / r.calls;
-  }
-  return r;
-}
 
 // --- echo servers (the floor) ------------------------------------------------------------
 
@@ -222,45 +125,28 @@ pid_t StartFifoEchoServer(const std::string& fifo, const std::string& reply_dir)
   }
 }
 
-std::vector<pid_t> PidsOfType(const std::string& ps_reply, const std::string& type) {
-  std::vector<pid_t> pids;
-  const std::regex line("PID=(\\d+) Type=" + type + "\n");
-  for (auto it = std::sregex_iterator(ps_reply.begin(), ps_reply.end(), line);
-       it != std::sregex_iterator(); ++it) {
-    pids.push_back(std::stoi((*it)[1]));
-  }
-  return pids;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string clients_list = "1,4,8";
+  sipd::bench::CommonFlags flags;
+  flags.seconds = 3;
+  flags.warmup = 0.5;
   std::string transports_list = "fifo,unix,udp,fifo-echo,udp-echo,unix-echo";
-  double seconds = 3, warmup = 0.5;
   int datagram_children = 1;
-  std::string command = "version";
   CLI::App app{"version over the legacy MI transports of sipd, and raw echo floors"};
-  app.add_option("--clients", clients_list, "comma-separated client counts")->capture_default_str();
+  flags.AddTo(app);
   app.add_option("--transports", transports_list, "fifo,unix,udp,fifo-echo,udp-echo,unix-echo")
       ->capture_default_str();
-  app.add_option("--seconds", seconds, "measured seconds per run")->capture_default_str();
-  app.add_option("--warmup", warmup, "warm-up seconds per run")->capture_default_str();
   app.add_option("--datagram-children", datagram_children, "mi_datagram children_count")
       ->capture_default_str();
-  app.add_option("--command", command, "MI command (no arguments)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  const std::string datagram_request = ":" + command + ":\n";
-
-  std::vector<int> counts;
-  for (absl::string_view part : absl::StrSplit(clients_list, ',')) {
-    int n = 0;
-    if (!absl::SimpleAtoi(part, &n) || n < 1) {
-      std::fprintf(stderr, "bad --clients\n");
-      return 2;
-    }
-    counts.push_back(n);
+  const absl::StatusOr<std::vector<int>> counts = flags.Apply();
+  if (!counts.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(counts.status().message()).c_str());
+    return 2;
   }
+  const std::string& command = flags.command;
+  const std::string datagram_request = ":" + command + ":\n";
   const std::vector<std::string> transports = absl::StrSplit(transports_list, ',');
 
   // The echo servers are forked before any thread exists.
@@ -322,8 +208,8 @@ int main(int argc, char** argv) {
     }
     ps = *reply;
   }
-  const std::vector<pid_t> fifo_pids = PidsOfType(ps, "MI FIFO");
-  const std::vector<pid_t> datagram_pids = PidsOfType(ps, "MI Datagram");
+  const std::vector<pid_t> fifo_pids = sipd::bench::PidsOfTypeInText(ps, "MI FIFO");
+  const std::vector<pid_t> datagram_pids = sipd::bench::PidsOfTypeInText(ps, "MI Datagram");
 
   // A datagram requester: `version` with its reply checked for a 200.
   auto datagram = [&](std::function<absl::StatusOr<std::unique_ptr<DatagramClient>>()> make) {
@@ -396,17 +282,19 @@ int main(int argc, char** argv) {
   }
 
   std::printf("%s, %.1f s per run after %.1f s warm-up; mi_datagram children_count %d\n",
-              command.c_str(), seconds, warmup, datagram_children);
-  std::printf(
-      "| transport | clients | req/s | p50 us | p99 us | max us | errors | server CPU us/req |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+              command.c_str(), flags.seconds, flags.warmup, datagram_children);
+  const sipd::bench::MarkdownTable table({"transport", "clients", "req/s", "p50 us", "p99 us",
+                                          "max us", "errors", "server CPU us/req"});
+  table.PrintHeader();
   for (const Target& target : targets) {
-    for (int n : counts) {
-      const RunResult r = Run(target.factory, n, warmup, seconds, target.server_pids);
-      std::printf("| %s | %d | %.0f | %.1f | %.1f | %.1f | %llu | %.2f |\n", target.name.c_str(), n,
-                  r.calls / r.seconds, r.p50_us, r.p99_us, r.max_us,
-                  static_cast<unsigned long long>(r.errors), r.server_cpu_us_per_call);
-      std::fflush(stdout);
+    for (int n : *counts) {
+      const sipd::bench::RunResult r = sipd::bench::RunClosedLoop(
+          target.factory, n, flags.warmup, flags.seconds, target.server_pids);
+      table.PrintRow({target.name, absl::StrCat(n), absl::StrFormat("%.0f", r.calls / r.seconds),
+                      absl::StrFormat("%.1f", r.latency.p50_us),
+                      absl::StrFormat("%.1f", r.latency.p99_us),
+                      absl::StrFormat("%.1f", r.latency.max_us), absl::StrCat(r.errors),
+                      absl::StrFormat("%.2f", r.server_cpu_us_per_call)});
     }
   }
 
