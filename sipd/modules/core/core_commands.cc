@@ -110,7 +110,9 @@ absl::Status Uptime(Core& core, Call& call) {
   return absl::OkStatus();
 }
 
-absl::Status Version(Call& call) {
+// "sipd (VERSION (arch/os))": the kernel's names cannot change while we run, so the text
+// is computed once at registration and the handler makes no system call.
+std::string VersionText() {
   struct utsname names;
   std::string arch = "unknown";
   std::string os = "unknown";
@@ -118,7 +120,11 @@ absl::Status Version(Call& call) {
     arch = names.machine;
     os = absl::AsciiStrToLower(names.sysname);
   }
-  RootOf(call).AddKid("Server", absl::StrCat("sipd (", SIPD_VERSION, " (", arch, "/", os, "))"));
+  return absl::StrCat("sipd (", SIPD_VERSION, " (", arch, "/", os, "))");
+}
+
+absl::Status Version(const std::string& text, Call& call) {
+  RootOf(call).AddKid("Server", text);
   return absl::OkStatus();
 }
 
@@ -326,7 +332,8 @@ absl::Status RegisterCoreCommands(Core& core, LocalCache::Options cache_options)
   std::vector<Command::Spec> specs;
   specs.push_back(CoreSpec("uptime", kUptimeHelp, {}, mi::kNoInput,
                            [c](Call& call) { return Uptime(*c, call); }));
-  specs.push_back(CoreSpec("version", kVersionHelp, {}, mi::kNoInput, Version));
+  specs.push_back(CoreSpec("version", kVersionHelp, {}, mi::kNoInput,
+                           [text = VersionText()](Call& call) { return Version(text, call); }));
   specs.push_back(CoreSpec("pwd", kPwdHelp, {}, mi::kNoInput, Pwd));
   specs.push_back(
       CoreSpec("arg", kArgHelp, {}, mi::kNoInput, [c](Call& call) { return Arg(*c, call); }));
