@@ -18,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "sipd/core/daemon.h"
+#include "tests/support/temp_dir.h"
 
 namespace sipd {
 namespace {
@@ -94,9 +95,8 @@ class ProbeModule : public Module {
 class AttendantTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char pattern[] = "/tmp/sipd-attendant-test-XXXXXX";
-    ASSERT_NE(mkdtemp(pattern), nullptr);
-    dir_ = pattern;
+    ASSERT_TRUE(temp_.ok());
+    dir_ = temp_.path();
     notes_ = dir_ + "/notes";
   }
   void TearDown() override {
@@ -104,7 +104,6 @@ class AttendantTest : public ::testing::Test {
       kill(-child_, SIGKILL);
       waitpid(child_, nullptr, 0);
     }
-    std::filesystem::remove_all(dir_);
   }
 
   // Runs a daemon with the probe module in a forked process group; returns its exit code
@@ -136,6 +135,7 @@ class AttendantTest : public ::testing::Test {
     return -1;
   }
 
+  sipd::testing::TempDir temp_{"sipd-attendant-test"};
   std::string dir_;
   std::string notes_;
   pid_t child_ = 0;

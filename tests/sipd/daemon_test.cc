@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "sipd/core/timer.h"
+#include "tests/support/temp_dir.h"
 
 namespace sipd {
 namespace {
@@ -60,14 +61,10 @@ absl::Status AddCommand(Core& core, std::string name, std::string module) {
 class DaemonTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char pattern[] = "/tmp/sipd-daemon-test-XXXXXX";
-    ASSERT_NE(mkdtemp(pattern), nullptr);
-    tmp_dir_ = pattern;
+    ASSERT_TRUE(temp_.ok());
+    tmp_dir_ = temp_.path();
   }
-  void TearDown() override {
-    daemon_.reset();
-    std::filesystem::remove_all(tmp_dir_);
-  }
+  void TearDown() override { daemon_.reset(); }
 
   // Two listeners on free ports, 2 children, modules alpha (2 process groups, a timer, a
   // stats group, a command) and beta (one process, stats group, command).
@@ -112,6 +109,7 @@ class DaemonTest : public ::testing::Test {
     return daemon_->Initialize();
   }
 
+  sipd::testing::TempDir temp_{"sipd-daemon-test"};
   std::string tmp_dir_;
   std::unique_ptr<Daemon> daemon_;
 };
