@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "registry/status_macros.h"
 #include "sipd_version.h"
 
 namespace sipd::xmlrpc {
@@ -70,33 +71,61 @@ size_t FindHeadEnd(std::string_view buffer) {
 
 absl::StatusOr<HttpRequestHead> ParseRequestHead(std::string_view head) {
   HttpRequestHead result;
-  std::vector<std::string_view> lines;
+  SIPD_RETURN_IF_ERROR(ParseRequestHead(head, &result));
+  return result;
+}
+
+absl::Status ParseRequestHead(std::string_view head, HttpRequestHead* result) {
+  // Lines end in LF with an optional CR; the terminating empty line(s) are dropped.
   size_t pos = 0;
-  while (pos < head.size()) {
+  auto next_line = [&](std::string_view* line) {
+    if (pos >= head.size()) return false;
     size_t lf = head.find('\n', pos);
     if (lf == std::string_view::npos) lf = head.size();
-    std::string_view line = head.substr(pos, lf - pos);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    lines.push_back(line);
+    *line = head.substr(pos, lf - pos);
+    if (!line->empty() && line->back() == '\r') line->remove_suffix(1);
     pos = lf + 1;
+    return true;
+  };
+  std::string_view line;
+  if (head.find_first_not_of("\r\n") == std::string_view::npos) {
+    return absl::InvalidArgumentError("empty request");
   }
-  // Drop the terminating empty line(s).
-  while (!lines.empty() && lines.back().empty()) lines.pop_back();
-  if (lines.empty()) return absl::InvalidArgumentError("empty request");
+  next_line(&line);
 
-  std::vector<absl::string_view> parts = absl::StrSplit(AbslView(lines[0]), ' ', absl::SkipEmpty());
-  if (parts.size() != 3 || !IsToken(std::string_view(parts[0].data(), parts[0].size()))) {
-    return absl::InvalidArgumentError("malformed request line");
+  // Request line: exactly three space-separated parts (runs of spaces count as one).
+  std::string_view parts[3];
+  size_t count = 0;
+  for (size_t i = 0; i < line.size();) {
+    if (line[i] == ' ') {
+      ++i;
+      continue;
+    }
+    size_t end = line.find(' ', i);
+    if (end == std::string_view::npos) end = line.size();
+    if (count == 3) return absl::InvalidArgumentError("malformed request line");
+    parts[count++] = line.substr(i, end - i);
+    i = end;
   }
-  result.method = std::string(parts[0]);
-  result.target = std::string(parts[1]);
-  result.version = std::string(parts[2]);
-  if (result.version != "HTTP/1.1" && result.version != "HTTP/1.0") {
-    return absl::InvalidArgumentError(absl::StrCat("unsupported HTTP version ", parts[2]));
+  if (count != 3 || !IsToken(parts[0])) return absl::InvalidArgumentError("malformed request line");
+  result->method.assign(parts[0]);
+  result->target.assign(parts[1]);
+  result->version.assign(parts[2]);
+  if (result->version != "HTTP/1.1" && result->version != "HTTP/1.0") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unsupported HTTP version ", AbslView(parts[2])));
   }
 
-  for (size_t i = 1; i < lines.size(); ++i) {
-    const std::string_view line = lines[i];
+  size_t headers = 0;
+  while (next_line(&line)) {
+    if (line.empty()) {
+      // Only the terminating empty line(s) may be empty; anything after them is not ours.
+      std::string_view rest;
+      bool only_empty = true;
+      while (next_line(&rest)) only_empty = only_empty && rest.empty();
+      if (!only_empty) return absl::InvalidArgumentError("malformed header line");
+      break;
+    }
     if (line.front() == ' ' || line.front() == '\t') {
       // Obsolete line folding (RFC 7230 3.2.4): rejecting it is allowed and safest.
       return absl::InvalidArgumentError("folded header line");
@@ -105,11 +134,14 @@ absl::StatusOr<HttpRequestHead> ParseRequestHead(std::string_view head) {
     if (colon == std::string_view::npos || !IsToken(line.substr(0, colon))) {
       return absl::InvalidArgumentError("malformed header line");
     }
-    result.headers.emplace_back(
-        std::string(line.substr(0, colon)),
-        std::string(absl::StripAsciiWhitespace(AbslView(line.substr(colon + 1)))));
+    if (headers == result->headers.size()) result->headers.emplace_back();
+    auto& [name, value] = result->headers[headers++];
+    name.assign(line.substr(0, colon));
+    const absl::string_view stripped = absl::StripAsciiWhitespace(AbslView(line.substr(colon + 1)));
+    value.assign(stripped.data(), stripped.size());
   }
-  return result;
+  result->headers.resize(headers);
+  return absl::OkStatus();
 }
 
 std::pair<std::optional<HttpError>, size_t> CheckRpcRequest(const HttpRequestHead& head,
@@ -209,20 +241,34 @@ std::string_view ServerHeader() {
 }
 
 std::string FormatXmlResponse(std::string_view xml, const ResponseOptions& options) {
-  std::string out = absl::StrCat("HTTP/1.1 200 OK\r\nDate: ", HttpDate(options.date),
-                                 "\r\nServer: ", AbslView(ServerHeader()),
-                                 "\r\nContent-Type: text/xml; charset=\"utf-8\"\r\n"
-                                 "Content-Length: ",
-                                 xml.size(), "\r\n");
+  std::string out;
+  AppendXmlResponse(xml, options, &out);
+  return out;
+}
+
+void AppendXmlResponse(std::string_view xml, const ResponseOptions& options, std::string* out) {
+  // The Date text changes once a second; formatting it costs more than the rest of the
+  // head, so each thread keeps the last one.
+  thread_local std::time_t cached_date = -1;
+  thread_local std::string cached_date_text;
+  if (options.date != cached_date) {
+    cached_date_text = HttpDate(options.date);
+    cached_date = options.date;
+  }
+  out->reserve(out->size() + 256 + xml.size());
+  absl::StrAppend(out, "HTTP/1.1 200 OK\r\nDate: ", cached_date_text,
+                  "\r\nServer: ", AbslView(ServerHeader()),
+                  "\r\nContent-Type: text/xml; charset=\"utf-8\"\r\n"
+                  "Content-Length: ",
+                  xml.size(), "\r\n");
   if (options.keep_alive) {
-    absl::StrAppend(&out,
+    absl::StrAppend(out,
                     "Connection: Keep-Alive\r\nKeep-Alive: timeout=", options.keep_alive_timeout_s,
                     ", max=", options.keep_alive_remaining, "\r\n");
   } else {
-    out.append("Connection: close\r\n");
+    out->append("Connection: close\r\n");
   }
-  out.append("\r\n").append(xml);
-  return out;
+  out->append("\r\n").append(xml);
 }
 
 std::string FormatErrorResponse(const HttpError& error, std::time_t date) {

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace sipd::xmlrpc {
@@ -51,6 +52,10 @@ size_t FindHeadEnd(std::string_view buffer);
 // Parses a complete head (as delimited by FindHeadEnd). InvalidArgumentError for a
 // malformed request line or header line, or an HTTP version other than 1.0/1.1.
 absl::StatusOr<HttpRequestHead> ParseRequestHead(std::string_view head);
+// The same into `*result`, reusing its strings' storage (a connection parses every
+// request into one object, so a request costs no allocation). `*result` is unspecified
+// after an error.
+absl::Status ParseRequestHead(std::string_view head, HttpRequestHead* result);
 
 // An HTTP-level rejection: status code and a one-line plain-text reason.
 struct HttpError {
@@ -85,6 +90,8 @@ struct ResponseOptions {
 
 // A 200 response carrying an XML-RPC methodResponse.
 std::string FormatXmlResponse(std::string_view xml, const ResponseOptions& options);
+// The same, appended to `*out` (so that a caller can reuse one buffer).
+void AppendXmlResponse(std::string_view xml, const ResponseOptions& options, std::string* out);
 
 // An error response with a short text/plain body (`<status> <phrase>: <message>`).
 // Error responses always close the connection.

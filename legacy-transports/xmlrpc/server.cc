@@ -33,6 +33,8 @@ constexpr size_t kReadChunk = 64 * 1024;
 // Bounds of the lingering close after an error reply.
 constexpr std::chrono::seconds kLingerTime{2};
 constexpr size_t kMaxLingerBytes = 16 * 1024 * 1024;
+// Per-connection buffers larger than this are freed after the request that grew them.
+constexpr size_t kKeptBufferCapacity = 256 * 1024;
 
 std::string PeerName(const sockaddr_storage& peer) {
   char host[INET6_ADDRSTRLEN] = "?";
@@ -245,15 +247,16 @@ class XmlrpcServer::Connection {
       return false;
     }
 
-    absl::StatusOr<HttpRequestHead> head =
-        ParseRequestHead(std::string_view(buffer_).substr(0, head_end));
-    if (!head.ok()) {
-      SendError(400, std::string(head.status().message()), nullptr);
+    if (absl::Status parsed =
+            ParseRequestHead(std::string_view(buffer_).substr(0, head_end), &head_);
+        !parsed.ok()) {
+      SendError(400, std::string(parsed.message()), nullptr);
       return false;
     }
+    const HttpRequestHead* const head = &head_;
     const auto [error, body_length] = CheckRpcRequest(*head, server_.options_.max_body_size);
     if (error) {
-      SendError(error->status, error->message, &*head);
+      SendError(error->status, error->message, head);
       return false;
     }
     if (head->ExpectsContinue() && buffer_.size() < head_end + body_length &&
@@ -267,15 +270,15 @@ class XmlrpcServer::Connection {
         SendError(400,
                   absl::StrCat("connection closed after ", buffer_.size() - head_end, " of ",
                                body_length, " body bytes"),
-                  &*head);
+                  head);
       } else if (result == ReadResult::kTimeout) {
-        SendError(408, "request body not received in time", &*head);
+        SendError(408, "request body not received in time", head);
       }
       return false;
     }
 
-    const std::string xml =
-        server_.processor_.Process(std::string_view(buffer_).substr(head_end, body_length));
+    xml_.clear();
+    server_.processor_.Process(std::string_view(buffer_).substr(head_end, body_length), &xml_);
     buffer_.erase(0, head_end + body_length);
 
     const int remaining = server_.options_.keep_alive_max - (served + 1);
@@ -286,17 +289,33 @@ class XmlrpcServer::Connection {
         std::chrono::duration_cast<std::chrono::seconds>(server_.options_.read_timeout).count());
     response_options.keep_alive_remaining = remaining;
     response_options.date = std::time(nullptr);
-    const std::string response = FormatXmlResponse(xml, response_options);
-    const bool sent = SendAll(response, Clock::now() + server_.options_.read_timeout);
-    Log(&*head, 200, response.size());
+    response_.clear();
+    AppendXmlResponse(xml_, response_options, &response_);
+    const bool sent = SendAll(response_, Clock::now() + server_.options_.read_timeout);
+    Log(head, 200, response_.size());
+    ReleaseLargeBuffers();
     if (!sent) spdlog::debug("mi_xmlrpc: {}: reply not delivered (peer gone or too slow)", peer_);
     return sent;
+  }
+
+  // A huge request or reply should not pin its memory for the rest of a long keep-alive
+  // connection; ordinary ones keep their buffers (no allocation per request).
+  void ReleaseLargeBuffers() {
+    for (std::string* buffer : {&xml_, &response_}) {
+      if (buffer->capacity() > kKeptBufferCapacity) std::string().swap(*buffer);
+    }
+    if (buffer_.empty() && buffer_.capacity() > kKeptBufferCapacity) std::string().swap(buffer_);
   }
 
   XmlrpcServer& server_;
   const int fd_;
   const std::string peer_;
+  // Bytes received and not consumed yet (the next request's start, when pipelined).
   std::string buffer_;
+  // Per-request state, reused across the requests of the connection.
+  HttpRequestHead head_;
+  std::string xml_;
+  std::string response_;
   bool keep_alive_ = false;
 };
 

@@ -64,8 +64,17 @@ xmlrpc_c::fault MakeFault(int code, const std::string& text) {
   return xmlrpc_c::fault(SanitizeForXml(text), static_cast<xmlrpc_c::fault::code_t>(code));
 }
 
-// Collects the reply as Dispatch streams it: node lines go straight into the string (or
-// array) as the handler flushes, so the tree is never held whole.
+// The fixed parts of a successful methodResponse, byte for byte as xmlrpc-c 1.x writes
+// them (spec 5.2); GoldenUptimeStringReply and the serialiser equivalence test pin them.
+constexpr std::string_view kResponseHead =
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<methodResponse>\r\n<params>\r\n"
+    "<param><value>";
+constexpr std::string_view kResponseTail = "</value></param>\r\n</params>\r\n</methodResponse>\r\n";
+
+// Collects the reply as Dispatch streams it: node lines go straight into the text as the
+// handler flushes, so the tree is never held whole. The text is sanitised
+// (AppendSanitizedForXml) but not escaped; in array mode it is the concatenation of the
+// elements and `element_ends_` marks where each one ends.
 class XmlrpcReplyWriter : public mi::ReplyWriter {
  public:
   XmlrpcReplyWriter(ReplyOption option, size_t buffer_size) : option_(option) {
@@ -79,23 +88,50 @@ class XmlrpcReplyWriter : public mi::ReplyWriter {
   void WriteNode(const mi::Node& node, int /*depth*/) override {
     line_.clear();
     mi::AppendNodeLine(line_, node, 0, "");
-    if (option_ == ReplyOption::kString) {
-      text_.append(SanitizeForXml(line_));
-    } else {
-      elements_.push_back(XmlString(SanitizeForXml(line_)));
-    }
+    AppendSanitizedForXml(line_, &text_);
+    if (option_ == ReplyOption::kArray) element_ends_.push_back(text_.size());
   }
 
-  xmlrpc_c::value Result() {
+  // The reply as an xmlrpc-c value (for calls that go through the library's registry,
+  // e.g. system.multicall).
+  xmlrpc_c::value Value() const {
     if (option_ == ReplyOption::kString) return XmlString(text_);
-    return xmlrpc_c::value_array(elements_);
+    std::vector<xmlrpc_c::value> elements;
+    elements.reserve(element_ends_.size());
+    size_t start = 0;
+    for (const size_t end : element_ends_) {
+      elements.push_back(XmlString(text_.substr(start, end - start)));
+      start = end;
+    }
+    return xmlrpc_c::value_array(elements);
+  }
+
+  // Appends the reply as the XML of a <value>'s content, exactly as xmlrpc-c serialises
+  // Value().
+  void AppendXml(std::string* out) const {
+    const std::string_view text(text_);
+    if (option_ == ReplyOption::kString) {
+      out->append("<string>");
+      AppendXmlStringContent(text, out);
+      out->append("</string>");
+      return;
+    }
+    out->append("<array><data>\r\n");
+    size_t start = 0;
+    for (const size_t end : element_ends_) {
+      out->append("<value><string>");
+      AppendXmlStringContent(text.substr(start, end - start), out);
+      out->append("</string></value>\r\n");
+      start = end;
+    }
+    out->append("</data></array>");
   }
 
  private:
   const ReplyOption option_;
   std::string line_;
   std::string text_;
-  std::vector<xmlrpc_c::value> elements_;
+  std::vector<size_t> element_ends_;
 };
 
 // Converts one XML-RPC param to an MI argument value (spec 5.3).
@@ -122,8 +158,21 @@ std::string ParamToArgument(const xmlrpc_c::value& param) {
   }
 }
 
-// The xmlrpc-c "default method": every methodName that is not a system.* method of the
-// library reaches MI here.
+void AppendFaultDocument(const xmlrpc_c::fault& fault, std::string* out) {
+  std::string xml;
+  xmlrpc_c::xml::generateResponse(xmlrpc_c::rpcOutcome(fault), &xml);
+  out->append(xml);
+}
+
+std::string FaultDocument(int code, const std::string& text) {
+  std::string xml;
+  AppendFaultDocument(MakeFault(code, text), &xml);
+  return xml;
+}
+
+// Runs MI commands for XML-RPC calls. It is also xmlrpc-c's "default method": every
+// methodName that is not a system.* method of the library reaches MI through it when a
+// call takes the library's path (see XmlrpcProcessor::Process).
 class MiDefaultMethod : public xmlrpc_c::defaultMethod {
  public:
   MiDefaultMethod(const mi::Registry& registry, const XmlrpcProcessor::Options& options)
@@ -132,7 +181,9 @@ class MiDefaultMethod : public xmlrpc_c::defaultMethod {
   void execute(const std::string& method_name, const xmlrpc_c::paramList& params,
                xmlrpc_c::value* result) override {
     try {
-      Run(method_name, params, result);
+      XmlrpcReplyWriter writer(options_.reply_option, options_.buffer_size);
+      Run(method_name, params, writer);
+      *result = writer.Value();
     } catch (const xmlrpc_c::fault&) {
       throw;
     } catch (const std::exception& e) {
@@ -141,13 +192,36 @@ class MiDefaultMethod : public xmlrpc_c::defaultMethod {
     }
   }
 
+  // Runs the command and appends the whole methodResponse document (result or fault)
+  // to `*out`: the same document the library's path produces, without building
+  // xmlrpc-c values for the reply.
+  void RunToXml(const std::string& method_name, const xmlrpc_c::paramList& params,
+                std::string* out) const {
+    const size_t start = out->size();
+    try {
+      XmlrpcReplyWriter writer(options_.reply_option, options_.buffer_size);
+      Run(method_name, params, writer);
+      out->append(kResponseHead);
+      writer.AppendXml(out);
+      out->append(kResponseTail);
+      return;
+    } catch (const xmlrpc_c::fault& fault) {
+      out->resize(start);
+      AppendFaultDocument(fault, out);
+      return;
+    } catch (const std::exception& e) {
+      spdlog::error("mi_xmlrpc: unexpected error running '{}': {}", method_name, e.what());
+    }
+    out->resize(start);
+    AppendFaultDocument(MakeFault(-500, "Internal server error while processing request"), out);
+  }
+
  private:
+  // Fills `writer` with the reply of a successful command; throws the fault otherwise.
   void Run(const std::string& method_name, const xmlrpc_c::paramList& params,
-           xmlrpc_c::value* result) const {
+           XmlrpcReplyWriter& writer) const {
     const mi::Command* command = registry_.Find(method_name);
-    const std::string not_available =
-        absl::StrCat("Requested command (", method_name, ") is not available!");
-    if (command == nullptr) throw MakeFault(-506, not_available);
+    if (command == nullptr) throw MakeFault(-506, NotAvailable(method_name));
 
     mi::Request request;
     request.command = method_name;
@@ -158,11 +232,10 @@ class MiDefaultMethod : public xmlrpc_c::defaultMethod {
       }
     }
 
-    XmlrpcReplyWriter writer(options_.reply_option, options_.buffer_size);
     const mi::DispatchResult dispatched = mi::Dispatch(registry_, request, &writer);
     switch (dispatched.outcome) {
       case mi::Outcome::kNotAvailable:
-        throw MakeFault(-506, not_available);
+        throw MakeFault(-506, NotAvailable(method_name));
       case mi::Outcome::kFailed:
         throw MakeFault(-500, absl::StrCat("Command (", method_name, ") processing failed.\n"));
       case mi::Outcome::kReply:
@@ -172,41 +245,80 @@ class MiDefaultMethod : public xmlrpc_c::defaultMethod {
       throw MakeFault(static_cast<int>(dispatched.reply.code),
                       dispatched.reply.reason.empty() ? "Error" : dispatched.reply.reason);
     }
-    *result = writer.Result();
+  }
+
+  static std::string NotAvailable(const std::string& method_name) {
+    return absl::StrCat("Requested command (", method_name, ") is not available!");
   }
 
   const mi::Registry& registry_;
   const XmlrpcProcessor::Options options_;
 };
 
-std::string FaultDocument(int code, const std::string& text) {
-  std::string xml;
-  xmlrpc_c::xml::generateResponse(xmlrpc_c::rpcOutcome(MakeFault(code, text)), &xml);
-  return xml;
-}
-
 }  // namespace
 
-std::string SanitizeForXml(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
+void AppendSanitizedForXml(std::string_view text, std::string* out) {
+  out->reserve(out->size() + text.size());
   for (size_t i = 0; i < text.size();) {
     const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x80) {
+      // Fast path: printable ASCII runs are copied as they are.
+      size_t end = i + 1;
+      while (end < text.size() && static_cast<unsigned char>(text[end]) >= 0x20 &&
+             static_cast<unsigned char>(text[end]) < 0x80) {
+        ++end;
+      }
+      out->append(text.substr(i, end - i));
+      i = end;
+      continue;
+    }
     if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') {
-      out.push_back('\x7F');
+      out->push_back('\x7F');
       ++i;
       continue;
     }
     const size_t length = ValidUtf8Length(text, i);
     if (length == 0) {
-      out.append(kReplacementCharacter);
+      out->append(kReplacementCharacter);
       ++i;
     } else {
-      out.append(text.substr(i, length));
+      out->append(text.substr(i, length));
       i += length;
     }
   }
+}
+
+std::string SanitizeForXml(std::string_view text) {
+  std::string out;
+  AppendSanitizedForXml(text, &out);
   return out;
+}
+
+void AppendXmlStringContent(std::string_view text, std::string* out) {
+  out->reserve(out->size() + text.size());
+  size_t start = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    std::string_view entity;
+    switch (text[i]) {
+      case '<':
+        entity = "&lt;";
+        break;
+      case '>':
+        entity = "&gt;";
+        break;
+      case '&':
+        entity = "&amp;";
+        break;
+      case '\r':
+        entity = "&#x0d;";
+        break;
+      default:
+        continue;
+    }
+    out->append(text.substr(start, i - start)).append(entity);
+    start = i + 1;
+  }
+  out->append(text.substr(start));
 }
 
 std::string RewriteDoubleNewlines(std::string_view text) {
@@ -273,39 +385,73 @@ std::string CheckXmlShape(std::string_view xml, int max_element_depth) {
 
 struct XmlrpcProcessor::Impl {
   xmlrpc_c::registry registry;
+  // Owned by `registry` (and by this reference-counted pointer).
+  MiDefaultMethod* mi_method = nullptr;
+  xmlrpc_c::defaultMethodPtr mi_method_ptr;
 };
 
 XmlrpcProcessor::XmlrpcProcessor(const mi::Registry& registry, Options options)
     : impl_(std::make_unique<Impl>()) {
   xmlrpc_limit_set(XMLRPC_XML_SIZE_LIMIT_ID, options.max_xml_size);
   xmlrpc_limit_set(XMLRPC_NESTING_LIMIT_ID, kMaxValueNesting);
-  impl_->registry.setDefaultMethod(
-      xmlrpc_c::defaultMethodPtr(new MiDefaultMethod(registry, options)));
+  impl_->mi_method = new MiDefaultMethod(registry, options);
+  impl_->mi_method_ptr = xmlrpc_c::defaultMethodPtr(impl_->mi_method);
+  impl_->registry.setDefaultMethod(impl_->mi_method_ptr);
 }
 
 XmlrpcProcessor::~XmlrpcProcessor() = default;
 
 std::string XmlrpcProcessor::Process(std::string_view call_xml) const {
+  std::string response;
+  Process(call_xml, &response);
+  return response;
+}
+
+void XmlrpcProcessor::Process(std::string_view call_xml, std::string* out) const {
+  const size_t start = out->size();
   try {
     if (const std::string problem = CheckXmlShape(call_xml, kMaxElementDepth); !problem.empty()) {
-      return FaultDocument(xmlrpc_c::fault::CODE_PARSE,
-                           absl::StrCat("Call XML not a proper XML-RPC call.  ", problem));
+      out->append(FaultDocument(xmlrpc_c::fault::CODE_PARSE,
+                                absl::StrCat("Call XML not a proper XML-RPC call.  ", problem)));
+      return;
     }
+    const std::string call(call_xml);
+    std::string method_name;
+    xmlrpc_c::paramList params;
+    bool parsed = false;
+    try {
+      xmlrpc_c::xml::parseCall(call, &method_name, &params);
+      parsed = true;
+    } catch (const std::exception&) {
+      // Not a proper call: the library's path below produces its exact parse fault.
+    }
+    if (parsed && !method_name.starts_with("system.")) {
+      // The common case: parse with xmlrpc-c, run MI, write the response ourselves
+      // (xmlrpc-c's serialiser costs more than the command; the output is identical).
+      impl_->mi_method->RunToXml(method_name, params, out);
+      return;
+    }
+    // Parse faults and the library's own system.* methods (introspection, multicall,
+    // which may call MI through the default method) take xmlrpc-c's whole path.
     std::string response;
-    impl_->registry.processCall(std::string(call_xml), &response);
-    return response;
+    impl_->registry.processCall(call, &response);
+    out->append(response);
+    return;
   } catch (const std::exception& e) {
     spdlog::error("mi_xmlrpc: could not process a call: {}", e.what());
   }
+  out->resize(start);
   try {
-    return FaultDocument(-500, "Internal server error while processing request");
+    out->append(FaultDocument(-500, "Internal server error while processing request"));
   } catch (const std::exception&) {
     // Serialising a constant fault cannot really fail; keep the no-throw promise anyway.
-    return "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<methodResponse>\r\n<fault>\r\n"
-           "<value><struct>\r\n<member><name>faultCode</name>\r\n<value><i4>-500</i4></value>"
-           "</member>\r\n<member><name>faultString</name>\r\n<value><string>Internal server "
-           "error while processing request</string></value></member>\r\n</struct></value>\r\n"
-           "</fault>\r\n</methodResponse>\r\n";
+    out->resize(start);
+    out->append(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<methodResponse>\r\n<fault>\r\n"
+        "<value><struct>\r\n<member><name>faultCode</name>\r\n<value><i4>-500</i4></value>"
+        "</member>\r\n<member><name>faultString</name>\r\n<value><string>Internal server "
+        "error while processing request</string></value></member>\r\n</struct></value>\r\n"
+        "</fault>\r\n</methodResponse>\r\n");
   }
 }
 

@@ -1,9 +1,15 @@
 // XML-RPC <-> MI: the parser and writer of mi_xmlrpc (spec 5.3-5.5).
 //
 // One methodCall document in, one methodResponse document out:
-//   body --guard--> xmlrpc-c registry (parse; system.* introspection answered by the
-//   library itself) --default method--> mi::Request --mi::Dispatch--> reply lines
+//   body --guard--> xmlrpc-c parse --> mi::Request --mi::Dispatch--> reply lines
 //   --> string or array value, or a <fault>.
+// xmlrpc-c always parses (we never parse XML by hand). We write a successful
+// methodResponse ourselves: it is a fixed envelope around escaped strings, byte for
+// byte what xmlrpc-c writes, and building xmlrpc-c values to serialise them cost more
+// than the command. Faults are serialised by xmlrpc-c. Calls of the library's own
+// system.* methods (introspection, system.multicall) and documents that do not parse
+// take the xmlrpc-c registry's whole path (its default method runs MI), so those
+// answers are the library's own.
 //
 // Request mapping (5.3): methodName is the MI command; each <param> is one nameless
 // argument: string as is, int/i4 in decimal, boolean 0/1, double as printf("%lf"),
@@ -62,6 +68,12 @@ inline constexpr size_t kMaxValueNesting = 64;
 
 // Makes `text` safe to carry in an XML-RPC string (see file comment).
 std::string SanitizeForXml(std::string_view text);
+// The same, appending to `*out`.
+void AppendSanitizedForXml(std::string_view text, std::string* out);
+
+// Appends `text` (already sanitised) as the content of an XML-RPC <string>, escaped as
+// xmlrpc-c 1.x does: `<`, `>`, `&` as entities, CR as `&#x0d;`, everything else as is.
+void AppendXmlStringContent(std::string_view text, std::string* out);
 
 // The 1.11 string-argument rewrite: every "\n\n" pair, left to right, becomes "\r\n".
 std::string RewriteDoubleNewlines(std::string_view text);
@@ -88,6 +100,8 @@ class XmlrpcProcessor {
   // Runs one methodCall document and returns the methodResponse document. Never throws;
   // every problem becomes a fault response.
   std::string Process(std::string_view call_xml) const;
+  // The same, appending the document to `*out` (so that a caller can reuse one buffer).
+  void Process(std::string_view call_xml, std::string* out) const;
 
  private:
   struct Impl;

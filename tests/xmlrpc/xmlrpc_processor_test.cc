@@ -6,6 +6,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <random>
 #include <string>
 
 #include "tests/xmlrpc/test_commands.h"
@@ -301,6 +302,53 @@ TEST(SanitizeForXmlTest, ReplacesControlBytesAndInvalidUtf8) {
   EXPECT_EQ(SanitizeForXml("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");                  // overlong
   EXPECT_EQ(SanitizeForXml("\xED\xA0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate
   EXPECT_EQ(SanitizeForXml("\xE2\x82"), "\xEF\xBF\xBD\xEF\xBF\xBD");                  // truncated
+}
+
+// Successful replies are serialised by hand (xmlrpc_processor.h); they must stay byte for
+// byte what xmlrpc-c writes for the same value.
+std::string LibraryResponse(const xmlrpc_c::value& value) {
+  std::string xml;
+  xmlrpc_c::xml::generateResponse(xmlrpc_c::rpcOutcome(value), &xml);
+  return xml;
+}
+
+TEST(XmlSerialiserTest, StringContentMatchesXmlrpcC) {
+  std::mt19937 random(20141111);
+  for (int i = 0; i < 3000; ++i) {
+    std::string raw(random() % 40, '\0');
+    for (char& c : raw) {
+      // Mostly the interesting bytes, sometimes anything.
+      static constexpr char kInteresting[] = "<>&\r\n\t\"' ]a\x7F\xC3\xA9";
+      c = random() % 4 == 0 ? static_cast<char>(random() % 256)
+                            : kInteresting[random() % (sizeof(kInteresting) - 1)];
+    }
+    const std::string text = SanitizeForXml(raw);
+    std::string ours;
+    AppendXmlStringContent(text, &ours);
+    const std::string expected =
+        LibraryResponse(xmlrpc_c::value_string(text, xmlrpc_c::value_string::nlCode_lf));
+    ASSERT_EQ(absl::StrCat(kXmlHead, "<params>\r\n<param><value><string>", ours,
+                           "</string></value></param>\r\n</params>\r\n</methodResponse>\r\n"),
+              expected)
+        << i;
+  }
+}
+
+TEST_F(ProcessorTest, RepliesMatchXmlrpcCSerialiser) {
+  const xmlrpc_c::paramList params = [] {
+    xmlrpc_c::paramList list;
+    list.add(xmlrpc_c::value_string("<x>&amp;"));
+    list.add(xmlrpc_c::value_string("caf\xC3\xA9 ]]>"));
+    return list;
+  }();
+  EXPECT_EQ(Run(MethodCall("echo", params)),
+            LibraryResponse(xmlrpc_c::value_string("<x>&amp;\ncaf\xC3\xA9 ]]>\n")));
+  EXPECT_EQ(Run(MethodCall("echo", params), ReplyOption::kArray),
+            LibraryResponse(xmlrpc_c::value_array({xmlrpc_c::value_string("<x>&amp;\n"),
+                                                   xmlrpc_c::value_string("caf\xC3\xA9 ]]>\n")})));
+  EXPECT_EQ(Run(MethodCall("empty"), ReplyOption::kArray),
+            LibraryResponse(xmlrpc_c::value_array(std::vector<xmlrpc_c::value>{})));
+  EXPECT_EQ(Run(MethodCall("empty")), LibraryResponse(xmlrpc_c::value_string("")));
 }
 
 }  // namespace

@@ -85,7 +85,7 @@ TEST_F(ServerTest, AnswersACallWithXmlOverHttp11) {
   EXPECT_EQ(http.status_line, "HTTP/1.1 200 OK");
   EXPECT_EQ(http.headers["content-type"], "text/xml; charset=\"utf-8\"");
   EXPECT_EQ(http.headers["connection"], "Keep-Alive");
-  EXPECT_EQ(http.headers["keep-alive"], "timeout=15, max=29");
+  EXPECT_EQ(http.headers["keep-alive"], "timeout=15, max=999");  // keep_alive_max 1000
   EXPECT_THAT(http.headers["server"], HasSubstr("sipd/"));
   EXPECT_FALSE(http.headers["date"].empty());
 }
@@ -100,7 +100,7 @@ TEST_F(ServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
         connection.Call(testing::StringParams("echo", {std::to_string(i)}), &http);
     ASSERT_TRUE(outcome.has_value()) << i;
     EXPECT_EQ(outcome->String(), std::to_string(i) + "\n");
-    EXPECT_EQ(http.headers["keep-alive"], absl::StrCat("timeout=15, max=", 29 - i));
+    EXPECT_EQ(http.headers["keep-alive"], absl::StrCat("timeout=15, max=", 999 - i));
   }
   // Pipelined: two requests in one write, two replies in order.
   ASSERT_TRUE(connection.Send(PostRequest(testing::StringParams("echo", {"a"})) +
