@@ -305,76 +305,73 @@ class ManagementService::StreamCall final {
   bool timed_out_ = false;
 };
 
-class ManagementService::ListCall final : public CqTag {
+// One unary call of a typed method (ListCommands, DescribeCommand): requested ->
+// answered by `answer` on the queue thread -> deleted. These are cheap, read-only
+// lookups in the registry, so they never go to the worker pool.
+template <typename Request, typename Response>
+class ManagementService::UnaryCall final : public CqTag {
  public:
-  ListCall(ManagementService* service, grpc::ServerCompletionQueue* cq)
-      : service_(service), cq_(cq), responder_(&ctx_) {
-    service_->service_.RequestListCommands(&ctx_, &request_, &responder_, cq_, cq_, this);
+  using RequestMethod = void (AsyncService::*)(grpc::ServerContext*, Request*,
+                                               grpc::ServerAsyncResponseWriter<Response>*,
+                                               grpc::CompletionQueue*, grpc::ServerCompletionQueue*,
+                                               void*);
+  using AnswerMethod = grpc::Status (ManagementService::*)(const Request&, Response*) const;
+
+  UnaryCall(ManagementService* service, grpc::ServerCompletionQueue* cq, RequestMethod request,
+            AnswerMethod answer)
+      : service_(service), cq_(cq), request_method_(request), answer_(answer), responder_(&ctx_) {
+    (service_->service_.*request_method_)(&ctx_, &request_, &responder_, cq_, cq_, this);
   }
 
   void Complete(bool ok) override {
-    if (answered_ || !ok) {
+    if (answered_ || !ok) {  // Finish done, or the server shuts down
       delete this;
       return;
     }
-    new ListCall(service_, cq_);
+    new UnaryCall(service_, cq_, request_method_, answer_);
     answered_ = true;
-    for (const auto& command : service_->registry_.commands()) {
-      *response_.add_commands() = mi::ToProto(*command);
+    const grpc::Status status = (service_->*answer_)(request_, &response_);
+    if (status.ok()) {
+      responder_.Finish(response_, status, this);
+    } else {
+      responder_.FinishWithError(status, this);
     }
-    responder_.Finish(response_, grpc::Status::OK, this);
   }
 
  private:
   ManagementService* const service_;
   grpc::ServerCompletionQueue* const cq_;
+  const RequestMethod request_method_;
+  const AnswerMethod answer_;
   grpc::ServerContext ctx_;
-  v1::ListCommandsRequest request_;
-  v1::ListCommandsResponse response_;
-  grpc::ServerAsyncResponseWriter<v1::ListCommandsResponse> responder_;
+  Request request_;
+  Response response_;
+  grpc::ServerAsyncResponseWriter<Response> responder_;
   bool answered_ = false;
 };
 
-class ManagementService::DescribeCall final : public CqTag {
- public:
-  DescribeCall(ManagementService* service, grpc::ServerCompletionQueue* cq)
-      : service_(service), cq_(cq), responder_(&ctx_) {
-    service_->service_.RequestDescribeCommand(&ctx_, &request_, &responder_, cq_, cq_, this);
+grpc::Status ManagementService::ListCommands(const v1::ListCommandsRequest& /*request*/,
+                                             v1::ListCommandsResponse* response) const {
+  for (const auto& command : registry_.commands()) {
+    *response->add_commands() = mi::ToProto(*command);
   }
+  return grpc::Status::OK;
+}
 
-  void Complete(bool ok) override {
-    if (answered_ || !ok) {
-      delete this;
-      return;
-    }
-    new DescribeCall(service_, cq_);
-    answered_ = true;
-    if (request_.command().empty()) {
-      responder_.FinishWithError(
-          grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "empty command name"), this);
-      return;
-    }
-    const mi::Command* command = service_->registry_.Find(request_.command());
-    if (command == nullptr) {
-      const std::string name = request_.command().substr(0, service_->options_.max_command_length);
-      responder_.FinishWithError(grpc::Status(grpc::StatusCode::NOT_FOUND,
-                                              absl::StrCat("command '", name, "' not available")),
-                                 this);
-      return;
-    }
-    response_ = mi::ToProto(*command);
-    responder_.Finish(response_, grpc::Status::OK, this);
+grpc::Status ManagementService::DescribeCommand(const v1::DescribeCommandRequest& request,
+                                                v1::CommandInfo* response) const {
+  if (request.command().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "empty command name");
   }
-
- private:
-  ManagementService* const service_;
-  grpc::ServerCompletionQueue* const cq_;
-  grpc::ServerContext ctx_;
-  v1::DescribeCommandRequest request_;
-  v1::CommandInfo response_;
-  grpc::ServerAsyncResponseWriter<v1::CommandInfo> responder_;
-  bool answered_ = false;
-};
+  const mi::Command* command = registry_.Find(request.command());
+  if (command == nullptr) {
+    const std::string name = request.command().substr(0, options_.max_command_length);
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        absl::StrCat("command '", name, "' not available"));
+  }
+  *response = mi::ToProto(*command);
+  return grpc::Status::OK;
+}
 
 ManagementService::ManagementService(const mi::Registry& registry, ServiceOptions options)
     : registry_(registry),
@@ -388,8 +385,10 @@ void ManagementService::StopWorkers() { pool_.Stop(); }
 void ManagementService::Serve(grpc::ServerCompletionQueue* cq) {
   for (int i = 0; i < kPendingExecutePerQueue; ++i) new ExecuteCall(this, cq);
   for (int i = 0; i < kPendingStreamPerQueue; ++i) new StreamCall(this, cq);
-  new ListCall(this, cq);
-  new DescribeCall(this, cq);
+  new UnaryCall<v1::ListCommandsRequest, v1::ListCommandsResponse>(
+      this, cq, &AsyncService::RequestListCommands, &ManagementService::ListCommands);
+  new UnaryCall<v1::DescribeCommandRequest, v1::CommandInfo>(
+      this, cq, &AsyncService::RequestDescribeCommand, &ManagementService::DescribeCommand);
 }
 
 bool ManagementService::MustOffload(const mi::Request& request) const {

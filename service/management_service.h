@@ -92,8 +92,14 @@ class ManagementService {
  private:
   class ExecuteCall;
   class StreamCall;
-  class ListCall;
-  class DescribeCall;
+  template <typename Request, typename Response>
+  class UnaryCall;
+
+  // The answers of ListCommands and DescribeCommand (run by UnaryCall).
+  grpc::Status ListCommands(const v1::ListCommandsRequest& request,
+                            v1::ListCommandsResponse* response) const;
+  grpc::Status DescribeCommand(const v1::DescribeCommandRequest& request,
+                               v1::CommandInfo* response) const;
 
   // Status (and trailing metadata) of a finished dispatch. For Execute `response`
   // receives a 2xx reply; for ExecuteStream it is null (the chunks carried the reply).

@@ -1,6 +1,6 @@
 // A small fixed pool of threads for MI calls that may block: ExecuteStream (its writes
 // wait for the client) and commands flagged async or streaming. Fast commands run
-// inline on gRPC's callback threads and never come here.
+// inline on the completion-queue threads and never come here.
 //
 // The queue is bounded: TrySubmit() refuses work when `max_queued` tasks are already
 // waiting, so a burst of slow calls is answered with RESOURCE_EXHAUSTED instead of
