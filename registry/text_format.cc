@@ -29,7 +29,7 @@ void AppendNodeLine(std::string& out, const Node& node, int depth, std::string_v
 
 std::string RenderText(const Reply& reply, std::string_view indent, bool final_empty_line) {
   std::string out;
-  AppendStatusLine(out, reply.code, reply.reason);
+  AppendStatusLine(out, reply.code, reply.text_reason());
   AppendNodes(out, reply.root, 0, indent);
   if (final_empty_line) out.push_back('\n');
   return out;

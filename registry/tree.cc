@@ -38,6 +38,7 @@ Reply Reply::Clone() const {
   Reply copy;
   copy.code = code;
   copy.reason = reason;
+  copy.text_reason_cut = text_reason_cut;
   copy.root = root.Clone();
   return copy;
 }

@@ -10,6 +10,7 @@
 // Thread-safety: a tree is owned by one handler invocation; no internal locking.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -70,11 +71,27 @@ struct Reply {
   // root.written means the status line was sent.
   Node root;
 
+  // OpenSIPS 1.11 passes three reasons with a length one short (spec 1.3), so FIFO and
+  // datagram print them truncated while XML-RPC prints the full text. `reason` is always
+  // the full text; text transports print text_reason(), which drops the last
+  // `text_reason_cut` bytes.
+  size_t text_reason_cut = 0;
+  std::string_view text_reason() const {
+    std::string_view r = reason;
+    return r.substr(0, r.size() - std::min(text_reason_cut, r.size()));
+  }
+
   static Reply Ok() { return Reply{}; }
   static Reply Error(uint32_t code, std::string_view reason) {
     Reply r;
     r.code = code;
     r.reason = std::string(reason);
+    return r;
+  }
+  // An error whose reason 1.11's text transports truncate by `cut` bytes (spec 1.3).
+  static Reply ErrorTruncatedOnText(uint32_t code, std::string_view reason, size_t cut) {
+    Reply r = Error(code, reason);
+    r.text_reason_cut = cut;
     return r;
   }
   bool is_success() const { return code >= 200 && code < 300; }

@@ -170,7 +170,7 @@ void DatagramReplyWriter::Begin() {
 
 void DatagramReplyWriter::WriteStatus(const mi::Reply& reply) {
   if (too_large_) return;
-  mi::AppendStatusLine(buffer_, reply.code, reply.reason);
+  mi::AppendStatusLine(buffer_, reply.code, reply.text_reason());
   CheckSize();
 }
 

@@ -24,7 +24,7 @@ void FifoReplyWriter::Begin(int fd) {
 
 void FifoReplyWriter::WriteStatus(const mi::Reply& reply) {
   if (failed_) return;
-  mi::AppendStatusLine(buffer_, reply.code, reply.reason);
+  mi::AppendStatusLine(buffer_, reply.code, reply.text_reason());
   if (buffer_.size() >= kBufferSize) WriteOut();
 }
 

@@ -90,3 +90,19 @@ TEST(TextFormatTest, StatusLineWithoutReasonKeepsTrailingSpace) {
 
 }  // namespace
 }  // namespace sipd::mi
+
+namespace sipd::mi {
+namespace {
+
+TEST(TextFormatTest, TruncatedReasonsOnlyOnTextTransports) {
+  Reply r = Reply::ErrorTruncatedOnText(404, "AOR has no contacts", 1);
+  EXPECT_EQ(r.reason, "AOR has no contacts");
+  EXPECT_EQ(r.text_reason(), "AOR has no contact");
+  EXPECT_EQ(RenderText(r, "\t", true), "404 AOR has no contact\n\n");
+  EXPECT_EQ(r.Clone().text_reason(), "AOR has no contact");
+  EXPECT_EQ(Reply::ErrorTruncatedOnText(400, "ab", 5).text_reason(), "");
+  EXPECT_EQ(Reply::Error(404, "AOR not found").text_reason(), "AOR not found");
+}
+
+}  // namespace
+}  // namespace sipd::mi

@@ -26,9 +26,9 @@ constexpr std::string_view kTableNotFound = "Table not found";
 constexpr std::string_view kDomainMissing = "Domain missing in AOR";
 constexpr std::string_view kAorNotFound = "AOR not found";
 constexpr std::string_view kContactNotFound = "Contact not found";
-// OpenSIPS 1.11 passes a length one short of "AOR has no contacts" (spec 1.3): this is
-// what FIFO and datagram clients receive.
-constexpr std::string_view kAorHasNoContact = "AOR has no contact";
+// OpenSIPS 1.11 passes a length one short of "AOR has no contacts" (spec 1.3): FIFO and
+// datagram clients receive "AOR has no contact", XML-RPC and gRPC the full text.
+constexpr std::string_view kAorHasNoContacts = "AOR has no contacts";
 constexpr std::string_view kFailedToDeleteAor = "Failed to delete AOR";
 constexpr std::string_view kAlreadySynced = "Contacts already synced";
 
@@ -206,7 +206,7 @@ absl::Status UlShowContact(Usrloc& ul, Call& call) {
   for (const ContactInfo& c : snapshot->contacts) {
     if (c.Valid(now)) reply.root.AddKid("Contact", FormatShowContact(c, now));
   }
-  if (reply.root.kids.empty()) SetError(call, 404, kAorHasNoContact);
+  if (reply.root.kids.empty()) call.reply() = Reply::ErrorTruncatedOnText(404, kAorHasNoContacts, 1);
   return absl::OkStatus();
 }
 
