@@ -298,8 +298,8 @@ class Parser {
   }
 
   absl::Status Assignment(const Token& key) {
-    static constexpr std::string_view kKeys[] = {"listen", "children", "log_level",
-                                                 "debug",  "run_dir",  "shm_size"};
+    static constexpr std::string_view kKeys[] = {"listen",  "children", "log_level", "debug",
+                                                 "run_dir", "shm_size", "mi_nice"};
     bool known = false;
     for (std::string_view k : kKeys) known |= (key.text == k);
     if (!known) {
@@ -333,6 +333,9 @@ class Parser {
     } else if (key.text == "shm_size") {
       SIPD_ASSIGN_OR_RETURN(int64_t v, IntegerValue(key, 1, 65536));
       config_.shm_size_mb = v;
+    } else if (key.text == "mi_nice") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntegerValue(key, 0, 19));
+      config_.mi_nice = static_cast<int>(v);
     }
     return absl::OkStatus();
   }

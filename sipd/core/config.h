@@ -6,6 +6,7 @@
 //   log_level = 3                      (alias: debug; OpenSIPS levels -3 .. 4, 5+ = trace)
 //   run_dir = "/tmp/sipd-run"          (pid file directory, created 0750 if missing)
 //   shm_size = 64                      (shared memory, MB)
+//   mi_nice = 0                        (nice value 0..19 of module (MI transport) processes)
 //   loadmodule "mi_grpc"               (a path or `.so` suffix is accepted and stripped)
 //   modparam("mi_grpc", "listen", "127.0.0.1:8090")
 //
@@ -51,6 +52,10 @@ struct Config {
   int log_level = 2;
   std::string run_dir = "/run/sipd";
   int64_t shm_size_mb = 64;
+  // Module processes (the MI transports) run at this nice value, so that under an MI
+  // flood the SIP workers win the CPU (bench/RESULTS.md, usrloc section). 0 = same
+  // priority as SIP, as OpenSIPS.
+  int mi_nice = 0;
   // In loadmodule order, SetParam() already applied.
   std::vector<LoadedModule> modules;
 };

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -430,6 +431,10 @@ void Daemon::ChildMain(int slot, int report_fd) {
   }
   prctl(PR_SET_NAME, comm.substr(0, 15).c_str());
   SyncLogLevel();
+  if (p.kind == PlannedProcess::Kind::kModule && config_.mi_nice != 0 &&
+      setpriority(PRIO_PROCESS, 0, config_.mi_nice) != 0) {
+    spdlog::warn("cannot set nice {} for {}: {}", config_.mi_nice, p.type, std::strerror(errno));
+  }
 
   int exit_code = 0;
   try {

@@ -152,6 +152,8 @@ INSTANTIATE_TEST_SUITE_P(
                       "bad.cfg:2: children: bad integer '08'"},
         MalformedCase{"out of range", "listen = udp:127.0.0.1:5060\nchildren = 0\n",
                       "bad.cfg:2: children: 0 is out of range [1, 256]"},
+        MalformedCase{"mi_nice out of range", "listen = udp:127.0.0.1:5060\nmi_nice = 20\n",
+                      "bad.cfg:2: mi_nice: 20 is out of range [0, 19]"},
         MalformedCase{"huge integer",
                       "listen = udp:127.0.0.1:5060\nshm_size = 99999999999999999999999\n",
                       "bad.cfg:2: shm_size: bad integer"},

@@ -8,7 +8,9 @@
 
 #include <chrono>
 #include <fstream>
+#include <iterator>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -263,6 +265,49 @@ TEST_F(SipdGrpcTest, CtrlCStopsEverythingCleanly) {
   EXPECT_TRUE(WaitUntil([&] { return ProcessGroupPids(attendant).empty(); }, 2s));
   EXPECT_THAT(sipd_.log(), HasSubstr("sipd stopped"));
   EXPECT_THAT(sipd_.log(), Not(HasSubstr("restarting")));
+}
+
+}  // namespace
+
+namespace {
+
+// Field 19 of /proc/PID/stat: the nice value.
+int NiceOf(int pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // The command name (field 2) may contain spaces: fields after it start past the ')'.
+  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  for (int i = 3; i <= 19 && rest >> field; ++i) {
+  }
+  return std::stoi(field);
+}
+
+TEST(SipdMiNiceTest, MiNiceLowersOnlyModuleProcesses) {
+  SipdInstance sipd(
+      SipdInstance::Options{.grpc = true, .children = 1, .extra_config = "mi_nice = 10\n"});
+  ASSERT_TRUE(sipd.Start().ok()) << sipd.log();
+  auto stub = v1::Management::NewStub(
+      grpc::CreateChannel(sipd.grpc_target(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + 5s);
+  v1::ExecuteRequest request;
+  request.set_command("ps");
+  v1::Reply reply;
+  ASSERT_TRUE(stub->Execute(&context, request, &reply).ok());
+  int checked = 0;
+  for (const auto& node : reply.nodes()) {
+    int pid = 0;
+    std::string type;
+    for (const auto& a : node.attributes()) {
+      if (a.name() == "PID") pid = std::stoi(a.value());
+      if (a.name() == "Type") type = a.value();
+    }
+    SCOPED_TRACE(type);
+    EXPECT_EQ(NiceOf(pid), type == "MI gRPC" ? 10 : 0);
+    ++checked;
+  }
+  EXPECT_EQ(checked, 4);
 }
 
 }  // namespace
