@@ -1,7 +1,8 @@
 // Load driver for the MI gRPC transport: Execute(CMD) against a real sipd that the
 // bench starts itself (tests/support/sipd_harness.h), or against --target.
 //
-//   grpc_bench [--clients 1,4,8] [--inflight 1] [--seconds 5] [--warmup 1]
+//   grpc_bench [--clients 1,4,8] [--inflight 1[,8]] [--seconds 5] [--warmup 1] [--cpus 0]
+//              [--driver grpc|h2load [--requests N]] [--server-threads N]
 //              [--command version] [--target host:port [--server-pid PID]]
 //
 // Each client is one thread with its own channel (its own TCP connection) issuing
@@ -12,7 +13,23 @@
 // only when the bench started sipd itself, or --server-pid is given).
 //
 // Pinned single-client figure (both the bench and sipd on CPU 0; sipd inherits the
-// affinity):  taskset -c 0 grpc_bench --clients 1
+// affinity):  grpc_bench --clients 1 --cpus 0  (same as taskset -c 0 grpc_bench ...)
+//
+// --driver h2load: the C++ gRPC client costs more CPU per call than the server, so on
+// a 2-core machine it measures the pair, not the server. With this driver the load
+// comes from nghttp2's h2load (Debian package nghttp2-client), a single-threaded
+// HTTP/2 load generator that is far cheaper per request: the bench writes the gRPC
+// frame of ExecuteRequest{command} (flag 0, 4-byte big-endian length, message) to a
+// file and runs, for every client count and every --inflight value,
+//   h2load -t 1 -c CLIENTS -m INFLIGHT -n REQUESTS -d FRAME
+//     -H 'content-type: application/grpc' -H 'te: trailers'
+//     http://TARGET/sipd.mi.v1.Management/Execute
+// (first an unmeasured warm-up of REQUESTS/10), and reports req/s, h2load's mean and
+// max time per request, server CPU per request and h2load's own CPU per request. A
+// gRPC error is also an HTTP 200, so the replies are checked: every request must have
+// succeeded (2xx) and carried a DATA frame at least as large as a gRPC message header
+// (an error reply is trailers-only, no DATA), and one sample call is made with the C++
+// client first, which must return OK.
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -28,9 +45,11 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_support.h"
 #include "grpcpp/grpcpp.h"
 #include "sipd/mi/v1/mi.grpc.pb.h"
 #include "tests/support/sipd_harness.h"
@@ -38,62 +57,24 @@
 namespace {
 
 namespace v1 = ::sipd::mi::v1;
-using Clock = std::chrono::steady_clock;
+using sipd::bench::Clock;
+using sipd::bench::ProcessCpuTicks;
+using sipd::bench::SelfCpuMicros;
 
 struct RunResult {
   int clients = 0;
   uint64_t calls = 0;
   uint64_t errors = 0;
   double seconds = 0;
-  double p50_us = 0, p99_us = 0, max_us = 0;
+  sipd::bench::LatencySummary latency;
   double server_cpu_us_per_call = -1;
   double client_cpu_us_per_call = -1;
 };
 
-// CPU time (user + system) of this process, in microseconds.
-double SelfCpuMicros() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e6 + usage.ru_utime.tv_usec +
-         usage.ru_stime.tv_usec;
-}
-
-// utime + stime of a whole process, in clock ticks; -1 if unreadable.
-long long ProcessCpuTicks(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t close = stat.rfind(')');
-  if (close == std::string::npos) return -1;
-  std::istringstream fields(stat.substr(close + 2));
-  std::string f;
-  long long utime = 0, stime = 0;
-  // Fields after "pid (comm) ": state is field 3; utime is 14, stime 15.
-  for (int i = 3; i <= 15 && fields >> f; ++i) {
-    if (i == 14) utime = std::stoll(f);
-    if (i == 15) stime = std::stoll(f);
-  }
-  return utime + stime;
-}
-
-// PID of the "MI gRPC" process, from the `ps` MI command.
+// PID of the "MI gRPC" process (0 if not found), from `ps` over gRPC.
 pid_t FindMiGrpcPid(const std::string& target) {
-  auto stub =
-      v1::Management::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  v1::ExecuteRequest request;
-  request.set_command("ps");
-  v1::Reply reply;
-  if (!stub->Execute(&ctx, request, &reply).ok()) return 0;
-  for (const auto& node : reply.nodes()) {
-    std::string pid, type;
-    for (const auto& a : node.attributes()) {
-      if (a.name() == "PID") pid = a.value();
-      if (a.name() == "Type") type = a.value();
-    }
-    int value = 0;
-    if (type == "MI gRPC" && absl::SimpleAtoi(pid, &value)) return value;
-  }
-  return 0;
+  auto pids = sipd::bench::PidsOfTypeOverGrpc(target, "MI gRPC");
+  return pids.ok() && pids->size() == 1 ? pids->front() : 0;
 }
 
 std::shared_ptr<grpc::Channel> NewChannel(const std::string& target, int index) {
@@ -113,13 +94,12 @@ RunResult Run(const std::string& target, const std::string& command, int clients
     stubs.push_back(v1::Management::NewStub(channel));
   }
   std::atomic<int> phase{0};  // 0 warm-up, 1 measuring, 2 stop
-  std::vector<std::vector<uint32_t>> latencies(clients);
+  std::vector<sipd::bench::LatencyLog> latencies(clients);
   std::vector<uint64_t> errors(clients, 0);
   std::vector<std::thread> threads;
   v1::ExecuteRequest request;
   request.set_command(command);
   for (int i = 0; i < clients; ++i) {
-    latencies[i].reserve(1 << 20);
     threads.emplace_back([&, i] {
       // Async stub, one completion queue per client, `inflight` calls outstanding on the
       // client's connection (1 = strict request/response): the cheapest client gRPC
@@ -150,9 +130,7 @@ RunResult Run(const std::string& target, const std::string& command, int clients
         const auto end = Clock::now();
         if (call.phase == 1 && phase.load(std::memory_order_relaxed) == 1) {
           if (!ok || !call.status.ok()) ++errors[i];
-          latencies[i].push_back(static_cast<uint32_t>(
-              std::chrono::duration_cast<std::chrono::nanoseconds>(end - call.start).count() /
-              100));
+          latencies[i].Add(end - call.start);
         }
         if (phase.load(std::memory_order_relaxed) == 2) {
           --outstanding;
@@ -177,58 +155,230 @@ RunResult Run(const std::string& target, const std::string& command, int clients
   RunResult r;
   r.clients = clients;
   r.seconds = std::chrono::duration<double>(t1 - t0).count();
-  std::vector<uint32_t> all;
-  for (int i = 0; i < clients; ++i) {
-    all.insert(all.end(), latencies[i].begin(), latencies[i].end());
-    r.errors += errors[i];
-  }
-  r.calls = all.size();
-  if (!all.empty()) {
-    std::sort(all.begin(), all.end());
-    r.p50_us = all[all.size() / 2] / 10.0;
-    r.p99_us = all[std::min(all.size() - 1, all.size() * 99 / 100)] / 10.0;
-    r.max_us = all.back() / 10.0;
-  }
+  for (int i = 0; i < clients; ++i) r.errors += errors[i];
+  r.latency = sipd::bench::LatencyLog::Merge(latencies);
+  r.calls = r.latency.count;
   if (r.calls > 0) r.client_cpu_us_per_call = (self_after - self_before) / r.calls;
-  if (cpu_before >= 0 && cpu_after >= 0 && r.calls > 0) {
-    r.server_cpu_us_per_call =
-        static_cast<double>(cpu_after - cpu_before) * 1e6 / sysconf(_SC_CLK_TCK) / r.calls;
-  }
+  r.server_cpu_us_per_call = sipd::bench::CpuMicrosPerCall(cpu_before, cpu_after, r.calls);
   return r;
+}
+
+// Children's CPU time (user + system) reaped so far, in microseconds.
+double ChildrenCpuMicros() {
+  rusage usage{};
+  getrusage(RUSAGE_CHILDREN, &usage);
+  return (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e6 + usage.ru_utime.tv_usec +
+         usage.ru_stime.tv_usec;
+}
+
+// One Execute(command) with the C++ client: OK and a reply, or the error.
+absl::Status CheckOneCall(const std::string& target, const std::string& command) {
+  auto stub =
+      v1::Management::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::ExecuteRequest request;
+  request.set_command(command);
+  v1::Reply reply;
+  const grpc::Status status = stub->Execute(&ctx, request, &reply);
+  if (!status.ok()) {
+    return absl::InternalError(absl::StrCat("Execute(", command, "): gRPC status ",
+                                            status.error_code(), " ", status.error_message()));
+  }
+  return absl::OkStatus();
+}
+
+// Writes the length-prefixed gRPC message of ExecuteRequest{command} to `path`.
+absl::Status WriteGrpcFrame(const std::string& path, const std::string& command) {
+  v1::ExecuteRequest request;
+  request.set_command(command);
+  const std::string message = request.SerializeAsString();
+  std::string frame(5, '\0');
+  const uint32_t size = static_cast<uint32_t>(message.size());
+  for (int i = 0; i < 4; ++i) frame[1 + i] = static_cast<char>((size >> (24 - 8 * i)) & 0xff);
+  frame += message;
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << frame;
+  out.close();
+  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
+struct H2loadResult {
+  uint64_t done = 0, succeeded = 0, status_2xx = 0, data_bytes = 0;
+  double seconds = 0, req_per_s = 0, mean_us = 0, max_us = 0;
+  double server_cpu_us_per_call = -1;
+  double driver_cpu_us_per_call = -1;
+  std::string output;  // h2load's stdout, for errors
+};
+
+// "165us", "13.87ms", "1.2s" -> microseconds.
+double ParseH2loadTime(const std::string& text) {
+  double value = 0;
+  if (absl::EndsWith(text, "us") && absl::SimpleAtod(text.substr(0, text.size() - 2), &value)) {
+    return value;
+  }
+  if (absl::EndsWith(text, "ms") && absl::SimpleAtod(text.substr(0, text.size() - 2), &value)) {
+    return value * 1e3;
+  }
+  if (absl::EndsWith(text, "s") && absl::SimpleAtod(text.substr(0, text.size() - 1), &value)) {
+    return value * 1e6;
+  }
+  return -1;
+}
+
+// Runs h2load (see the file comment) and parses its summary.
+absl::StatusOr<H2loadResult> RunH2load(const std::string& h2load, const std::string& target,
+                                       const std::string& frame_path, int clients, int inflight,
+                                       uint64_t requests, pid_t server_pid) {
+  const std::string cmd =
+      absl::StrCat(h2load, " -t 1 -c ", clients, " -m ", inflight, " -n ", requests, " -d '",
+                   frame_path, "' -H 'content-type: application/grpc' -H 'te: trailers' http://",
+                   target, "/sipd.mi.v1.Management/Execute 2>&1");
+  const long long cpu_before = server_pid > 0 ? ProcessCpuTicks(server_pid) : -1;
+  const double children_before = ChildrenCpuMicros();
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (pipe == nullptr) return absl::InternalError(absl::StrCat("cannot run ", h2load));
+  H2loadResult r;
+  char buffer[4096];
+  while (std::fgets(buffer, sizeof(buffer), pipe) != nullptr) r.output += buffer;
+  const int rc = pclose(pipe);
+  const long long cpu_after = server_pid > 0 ? ProcessCpuTicks(server_pid) : -1;
+  const double children_after = ChildrenCpuMicros();
+  if (rc != 0) return absl::InternalError(absl::StrCat("h2load failed:\n", r.output));
+  for (absl::string_view line : absl::StrSplit(r.output, '\n')) {
+    std::vector<std::string> w = absl::StrSplit(line, absl::ByAnyChar(" ,()"), absl::SkipEmpty());
+    if (w.size() >= 5 && w[0] == "finished" && w[1] == "in") {
+      r.seconds = ParseH2loadTime(w[2]) / 1e6;
+      (void)absl::SimpleAtod(w[3], &r.req_per_s);
+    } else if (w.size() >= 9 && w[0] == "requests:") {
+      (void)absl::SimpleAtoi(w[5], &r.done);
+      (void)absl::SimpleAtoi(w[7], &r.succeeded);
+    } else if (w.size() >= 4 && w[0] == "status" && w[1] == "codes:") {
+      (void)absl::SimpleAtoi(w[2], &r.status_2xx);
+    } else if (w.size() >= 2 && w[0] == "traffic:") {
+      // traffic: T (t) total, H (h) headers (space savings X%), D (d) data
+      for (size_t i = 1; i + 1 < w.size(); ++i) {
+        if (w[i + 1] == "data") (void)absl::SimpleAtoi(w[i], &r.data_bytes);
+      }
+    } else if (w.size() >= 4 && w[0] == "time" && w[1] == "for" && w[2] == "request:") {
+      // time for request: min max mean sd +/-sd
+      r.max_us = ParseH2loadTime(w[4]);
+      r.mean_us = ParseH2loadTime(w[5]);
+    }
+  }
+  if (r.done == 0) return absl::InternalError(absl::StrCat("h2load did nothing:\n", r.output));
+  r.server_cpu_us_per_call = sipd::bench::CpuMicrosPerCall(cpu_before, cpu_after, r.done);
+  r.driver_cpu_us_per_call = (children_after - children_before) / r.done;
+  return r;
+}
+
+// The --driver h2load runs. Returns the exit code.
+int RunH2loadDriver(const std::string& h2load, const std::string& target,
+                    const std::string& command, const std::vector<int>& counts,
+                    const std::vector<int>& inflights, uint64_t requests, pid_t server_pid) {
+  if (absl::Status s = CheckOneCall(target, command); !s.ok()) {
+    std::fprintf(stderr, "sample call failed: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  char dir_template[] = "/tmp/grpc_bench.XXXXXX";
+  if (mkdtemp(dir_template) == nullptr) {
+    std::perror("mkdtemp");
+    return 1;
+  }
+  const std::string dir = dir_template;
+  const std::string frame_path = dir + "/execute.grpc";
+  if (absl::Status s = WriteGrpcFrame(frame_path, command); !s.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  std::printf(
+      "target %s, command '%s', driver h2load, %llu requests per run (after %llu "
+      "warm-up)\n",
+      target.c_str(), command.c_str(), static_cast<unsigned long long>(requests),
+      static_cast<unsigned long long>(requests / 10));
+  std::printf("%-8s %9s %12s %10s %10s %8s %18s %18s\n", "clients", "in flight", "requests/s",
+              "mean us", "max us", "errors", "server CPU us/req", "h2load CPU us/req");
+  int rc = 0;
+  for (int n : counts) {
+    for (int m : inflights) {
+      auto warm =
+          RunH2load(h2load, target, frame_path, n, m, std::max<uint64_t>(requests / 10, n), 0);
+      auto r = RunH2load(h2load, target, frame_path, n, m, requests, server_pid);
+      if (!warm.ok() || !r.ok()) {
+        std::fprintf(stderr, "%s\n",
+                     std::string((warm.ok() ? r.status() : warm.status()).message()).c_str());
+        rc = 1;
+        continue;
+      }
+      // An error reply is trailers-only (no DATA); a reply message is >= its 5-byte header.
+      const uint64_t errors = r->done - std::min(r->done, r->status_2xx);
+      if (errors > 0 || r->data_bytes < 5 * r->done) {
+        std::fprintf(stderr,
+                     "replies are not all gRPC messages (%llu data bytes for %llu "
+                     "requests):\n%s\n",
+                     static_cast<unsigned long long>(r->data_bytes),
+                     static_cast<unsigned long long>(r->done), r->output.c_str());
+        rc = 1;
+      }
+      std::printf("%-8d %9d %12.0f %10.1f %10.1f %8llu %18.2f %18.2f\n", n, m, r->req_per_s,
+                  r->mean_us, r->max_us, static_cast<unsigned long long>(errors),
+                  r->server_cpu_us_per_call, r->driver_cpu_us_per_call);
+      std::fflush(stdout);
+    }
+  }
+  std::remove(frame_path.c_str());
+  rmdir(dir.c_str());
+  return rc;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string clients_list = "1,4,8";
-  double seconds = 5, warmup = 1;
-  std::string command = "version";
+  sipd::bench::CommonFlags flags;  // --clients 1,4,8 --seconds 5 --warmup 1 --command version
   std::string target;
   int server_pid = 0;
-  int inflight = 1;
+  std::string inflight_list = "1";
   int server_threads = 0;
+  std::string driver = "grpc";
+  std::string h2load = "h2load";
+  uint64_t requests = 200000;
   CLI::App app{"Execute() load driver for the sipd MI gRPC transport"};
-  app.add_option("--clients", clients_list, "comma-separated client counts")->capture_default_str();
-  app.add_option("--seconds", seconds, "measured seconds per run")->capture_default_str();
-  app.add_option("--warmup", warmup, "warm-up seconds per run")->capture_default_str();
-  app.add_option("--command", command, "MI command to execute")->capture_default_str();
-  app.add_option("--inflight", inflight, "calls outstanding per client (HTTP/2 multiplexed)")
+  flags.AddTo(app);
+  app.add_option("--inflight", inflight_list,
+                 "comma-separated calls outstanding per client (HTTP/2 multiplexed)")
+      ->capture_default_str();
+  app.add_option("--driver", driver, "load generator: grpc (C++ async stub) or h2load")
       ->capture_default_str()
-      ->check(CLI::Range(1, 1000));
+      ->check(CLI::IsMember({"grpc", "h2load"}));
+  app.add_option("--h2load", h2load, "h2load binary (--driver h2load)")->capture_default_str();
+  app.add_option("--requests", requests, "--driver h2load: requests per run")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1}, uint64_t{100000000}));
   app.add_option("--server-threads", server_threads,
                  "mi_grpc `threads` for the sipd the bench starts (0 = module default)");
   app.add_option("--target", target, "use a running server instead of starting sipd");
-  app.add_option("--server-pid", server_pid, "with --target: PID whose CPU time to sample");
+  app.add_option(
+      "--server-pid", server_pid,
+      "with --target: PID whose CPU time to sample (default: the MI gRPC process named by `ps`)");
   CLI11_PARSE(app, argc, argv);
 
-  std::vector<int> counts;
-  for (absl::string_view part : absl::StrSplit(clients_list, ',')) {
-    int n = 0;
-    if (!absl::SimpleAtoi(part, &n) || n < 1) {
-      std::fprintf(stderr, "bad --clients\n");
+  const absl::StatusOr<std::vector<int>> applied = flags.Apply();  // also pins (--cpus)
+  if (!applied.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(applied.status().message()).c_str());
+    return 2;
+  }
+  const std::vector<int>& counts = *applied;
+  const std::string& command = flags.command;
+  const double seconds = flags.seconds, warmup = flags.warmup;
+  std::vector<int> inflights;
+  for (absl::string_view part : absl::StrSplit(inflight_list, ',')) {
+    int m = 0;
+    if (!absl::SimpleAtoi(part, &m) || m < 1 || m > 1000) {
+      std::fprintf(stderr, "bad --inflight\n");
       return 2;
     }
-    counts.push_back(n);
+    inflights.push_back(m);
   }
 
   std::unique_ptr<sipd::testing::SipdInstance> sipd;
@@ -247,26 +397,34 @@ int main(int argc, char** argv) {
     }
     target = sipd->grpc_target();
     server_pid = FindMiGrpcPid(target);
+  } else if (server_pid == 0) {
+    server_pid = FindMiGrpcPid(target);  // a local sipd: its `ps` names the process
   }
 
-  std::printf(
-      "target %s, command '%s', %d call(s) in flight per client, %.0f s per run (after "
-      "%.0f s warm-up)\n",
-      target.c_str(), command.c_str(), inflight, seconds, warmup);
-  std::printf("%-8s %12s %10s %10s %10s %8s %18s %18s\n", "clients", "requests/s", "p50 us",
-              "p99 us", "max us", "errors", "server CPU us/req", "client CPU us/req");
-  for (int n : counts) {
-    const RunResult r = Run(target, command, n, inflight, warmup, seconds, server_pid);
-    std::printf("%-8d %12.0f %10.1f %10.1f %10.1f %8llu %18.2f %18.2f\n", r.clients,
-                r.calls / r.seconds, r.p50_us, r.p99_us, r.max_us,
-                static_cast<unsigned long long>(r.errors), r.server_cpu_us_per_call,
-                r.client_cpu_us_per_call);
-    std::fflush(stdout);
+  int rc = 0;
+  if (driver == "h2load") {
+    rc = RunH2loadDriver(h2load, target, command, counts, inflights, requests, server_pid);
+  } else {
+    std::printf("target %s, command '%s', driver grpc, %g s per run (after %g s warm-up)\n",
+                target.c_str(), command.c_str(), seconds, warmup);
+    std::printf("%-8s %9s %12s %10s %10s %10s %8s %18s %18s\n", "clients", "in flight",
+                "requests/s", "p50 us", "p99 us", "max us", "errors", "server CPU us/req",
+                "client CPU us/req");
+    for (int n : counts) {
+      for (int m : inflights) {
+        const RunResult r = Run(target, command, n, m, warmup, seconds, server_pid);
+        std::printf("%-8d %9d %12.0f %10.1f %10.1f %10.1f %8llu %18.2f %18.2f\n", r.clients, m,
+                    r.calls / r.seconds, r.latency.p50_us, r.latency.p99_us, r.latency.max_us,
+                    static_cast<unsigned long long>(r.errors), r.server_cpu_us_per_call,
+                    r.client_cpu_us_per_call);
+        std::fflush(stdout);
+      }
+    }
   }
   if (sipd) {
     if (absl::Status s = sipd->Stop(); !s.ok()) {
       std::fprintf(stderr, "sipd stop: %s\n", std::string(s.message()).c_str());
     }
   }
-  return 0;
+  return rc;
 }
