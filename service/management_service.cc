@@ -100,6 +100,20 @@ grpc::Status ValidateRequest(const v1::ExecuteRequest& in, const ServiceOptions&
   return grpc::Status::OK;
 }
 
+namespace {
+
+// What Execute and ExecuteStream do first with a call: parse and validate the request,
+// then refuse it if its deadline already passed (no command runs for a caller that gave
+// up).
+grpc::Status AcceptRequest(const grpc::ByteBuffer& bytes, const grpc::ServerContext& context,
+                           const ServiceOptions& options, mi::Request* out) {
+  grpc::Status status = ParseRequest(bytes, options, out);
+  if (status.ok() && DeadlineExpired(context)) status = DeadlineExpiredStatus();
+  return status;
+}
+
+}  // namespace
+
 // One Execute: requested -> (run inline or on the pool) -> finished -> deleted.
 class ManagementService::ExecuteCall final : public CqTag {
  public:
@@ -115,8 +129,7 @@ class ManagementService::ExecuteCall final : public CqTag {
     }
     new ExecuteCall(service_, cq_);
     mi::Request request;
-    grpc::Status status = ParseRequest(request_, service_->options_, &request);
-    if (status.ok() && DeadlineExpired(ctx_)) status = DeadlineExpiredStatus();
+    grpc::Status status = AcceptRequest(request_, ctx_, service_->options_, &request);
     if (!status.ok()) {
       Finish(std::move(status));
       return;
@@ -189,8 +202,7 @@ class ManagementService::StreamCall final {
     }
     new StreamCall(service_, cq_);
     mi::Request request;
-    grpc::Status status = ParseRequest(request_, service_->options_, &request);
-    if (status.ok() && DeadlineExpired(ctx_)) status = DeadlineExpiredStatus();
+    grpc::Status status = AcceptRequest(request_, ctx_, service_->options_, &request);
     if (!status.ok()) {
       Finish(std::move(status));
       return;
