@@ -1,49 +1,11 @@
 #include "service/health_service.h"
 
 #include "service/cq_tag.h"
+#include "service/unary_call.h"
 
 namespace sipd::service {
 
 namespace health = ::grpc::health::v1;
-
-// One Check: request -> answer -> delete.
-class HealthService::CheckCall final : public CqTag {
- public:
-  CheckCall(HealthService* health, grpc::ServerCompletionQueue* cq)
-      : health_(health), cq_(cq), responder_(&ctx_) {
-    health_->service_.RequestCheck(&ctx_, &request_, &responder_, cq_, cq_, this);
-  }
-
-  void Complete(bool ok) override {
-    if (answered_ || !ok) {
-      delete this;
-      return;
-    }
-    new CheckCall(health_, cq_);
-    answered_ = true;
-    Status status;
-    {
-      std::lock_guard<std::mutex> lock(health_->mu_);
-      status = health_->StatusLocked(request_.service());
-    }
-    if (status == health::HealthCheckResponse::SERVICE_UNKNOWN) {
-      responder_.FinishWithError(grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown service"),
-                                 this);
-      return;
-    }
-    response_.set_status(status);
-    responder_.Finish(response_, grpc::Status::OK, this);
-  }
-
- private:
-  HealthService* const health_;
-  grpc::ServerCompletionQueue* const cq_;
-  grpc::ServerContext ctx_;
-  health::HealthCheckRequest request_;
-  health::HealthCheckResponse response_;
-  grpc::ServerAsyncResponseWriter<health::HealthCheckResponse> responder_;
-  bool answered_ = false;
-};
 
 // One Watch: sends the status now and on every change, one write in flight at a time.
 // Deleted when the call is done (client gone or finished) and no operation is pending.
@@ -164,8 +126,24 @@ HealthService::Status HealthService::StatusLocked(const std::string& name) const
   return it == statuses_.end() ? health::HealthCheckResponse::SERVICE_UNKNOWN : it->second;
 }
 
+grpc::Status HealthService::Check(const health::HealthCheckRequest& request,
+                                  health::HealthCheckResponse* response) const {
+  Status status;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    status = StatusLocked(request.service());
+  }
+  if (status == health::HealthCheckResponse::SERVICE_UNKNOWN) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown service");
+  }
+  response->set_status(status);
+  return grpc::Status::OK;
+}
+
 void HealthService::Serve(grpc::ServerCompletionQueue* cq) {
-  new CheckCall(this, cq);
+  new UnaryCall<HealthService, health::Health::AsyncService, health::HealthCheckRequest,
+                health::HealthCheckResponse>(
+      this, &service_, cq, &health::Health::AsyncService::RequestCheck, &HealthService::Check);
   new WatchCall(this, cq);
 }
 

@@ -43,9 +43,13 @@ class HealthService {
   void Shutdown();
 
  private:
-  class CheckCall;
   class WatchCall;
   using Status = grpc::health::v1::HealthCheckResponse::ServingStatus;
+
+  // The answer of Check (run by UnaryCall): the status of `request.service()`, or
+  // NOT_FOUND for an unregistered name.
+  grpc::Status Check(const grpc::health::v1::HealthCheckRequest& request,
+                     grpc::health::v1::HealthCheckResponse* response) const;
 
   // SERVICE_UNKNOWN for an unregistered name. REQUIRES: mu_ held.
   Status StatusLocked(const std::string& name) const;

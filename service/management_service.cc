@@ -11,6 +11,7 @@
 #include "service/chunk_writer.h"
 #include "service/cq_tag.h"
 #include "service/status_mapping.h"
+#include "service/unary_call.h"
 #include "service/utf8.h"
 #include "spdlog/spdlog.h"
 
@@ -317,51 +318,6 @@ class ManagementService::StreamCall final {
   bool timed_out_ = false;
 };
 
-// One unary call of a typed method (ListCommands, DescribeCommand): requested ->
-// answered by `answer` on the queue thread -> deleted. These are cheap, read-only
-// lookups in the registry, so they never go to the worker pool.
-template <typename Request, typename Response>
-class ManagementService::UnaryCall final : public CqTag {
- public:
-  using RequestMethod = void (AsyncService::*)(grpc::ServerContext*, Request*,
-                                               grpc::ServerAsyncResponseWriter<Response>*,
-                                               grpc::CompletionQueue*, grpc::ServerCompletionQueue*,
-                                               void*);
-  using AnswerMethod = grpc::Status (ManagementService::*)(const Request&, Response*) const;
-
-  UnaryCall(ManagementService* service, grpc::ServerCompletionQueue* cq, RequestMethod request,
-            AnswerMethod answer)
-      : service_(service), cq_(cq), request_method_(request), answer_(answer), responder_(&ctx_) {
-    (service_->service_.*request_method_)(&ctx_, &request_, &responder_, cq_, cq_, this);
-  }
-
-  void Complete(bool ok) override {
-    if (answered_ || !ok) {  // Finish done, or the server shuts down
-      delete this;
-      return;
-    }
-    new UnaryCall(service_, cq_, request_method_, answer_);
-    answered_ = true;
-    const grpc::Status status = (service_->*answer_)(request_, &response_);
-    if (status.ok()) {
-      responder_.Finish(response_, status, this);
-    } else {
-      responder_.FinishWithError(status, this);
-    }
-  }
-
- private:
-  ManagementService* const service_;
-  grpc::ServerCompletionQueue* const cq_;
-  const RequestMethod request_method_;
-  const AnswerMethod answer_;
-  grpc::ServerContext ctx_;
-  Request request_;
-  Response response_;
-  grpc::ServerAsyncResponseWriter<Response> responder_;
-  bool answered_ = false;
-};
-
 grpc::Status ManagementService::ListCommands(const v1::ListCommandsRequest& /*request*/,
                                              v1::ListCommandsResponse* response) const {
   for (const auto& command : registry_.commands()) {
@@ -397,10 +353,13 @@ void ManagementService::StopWorkers() { pool_.Stop(); }
 void ManagementService::Serve(grpc::ServerCompletionQueue* cq) {
   for (int i = 0; i < kPendingExecutePerQueue; ++i) new ExecuteCall(this, cq);
   for (int i = 0; i < kPendingStreamPerQueue; ++i) new StreamCall(this, cq);
-  new UnaryCall<v1::ListCommandsRequest, v1::ListCommandsResponse>(
-      this, cq, &AsyncService::RequestListCommands, &ManagementService::ListCommands);
-  new UnaryCall<v1::DescribeCommandRequest, v1::CommandInfo>(
-      this, cq, &AsyncService::RequestDescribeCommand, &ManagementService::DescribeCommand);
+  // ListCommands and DescribeCommand are cheap, read-only registry lookups: answered on
+  // the queue thread, never on the worker pool.
+  new UnaryCall<ManagementService, AsyncService, v1::ListCommandsRequest, v1::ListCommandsResponse>(
+      this, &service_, cq, &AsyncService::RequestListCommands, &ManagementService::ListCommands);
+  new UnaryCall<ManagementService, AsyncService, v1::DescribeCommandRequest, v1::CommandInfo>(
+      this, &service_, cq, &AsyncService::RequestDescribeCommand,
+      &ManagementService::DescribeCommand);
 }
 
 bool ManagementService::MustOffload(const mi::Request& request) const {

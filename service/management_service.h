@@ -92,8 +92,6 @@ class ManagementService {
  private:
   class ExecuteCall;
   class StreamCall;
-  template <typename Request, typename Response>
-  class UnaryCall;
 
   // The answers of ListCommands and DescribeCommand (run by UnaryCall).
   grpc::Status ListCommands(const v1::ListCommandsRequest& request,
