@@ -39,6 +39,14 @@ LatencySummary SummarizeSorted(const std::vector<double>& sorted) {
   return s;
 }
 
+// User + system CPU time of `who` (RUSAGE_SELF or RUSAGE_CHILDREN), in microseconds.
+double RusageCpuMicros(int who) {
+  rusage usage{};
+  getrusage(who, &usage);
+  return (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e6 + usage.ru_utime.tv_usec +
+         usage.ru_stime.tv_usec;
+}
+
 }  // namespace
 
 void LatencyLog::Add(Clock::duration latency) {
@@ -91,12 +99,9 @@ long long TotalCpuTicks(const std::vector<pid_t>& pids) {
   return total;
 }
 
-double SelfCpuMicros() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e6 + usage.ru_utime.tv_usec +
-         usage.ru_stime.tv_usec;
-}
+double SelfCpuMicros() { return RusageCpuMicros(RUSAGE_SELF); }
+
+double ChildrenCpuMicros() { return RusageCpuMicros(RUSAGE_CHILDREN); }
 
 double CpuMicrosPerCall(long long ticks_before, long long ticks_after, uint64_t calls) {
   if (ticks_before < 0 || ticks_after < 0 || calls == 0) return -1;

@@ -63,6 +63,8 @@ long long ProcessCpuTicks(pid_t pid);
 long long TotalCpuTicks(const std::vector<pid_t>& pids);
 // CPU time (user + system) of this process, in microseconds.
 double SelfCpuMicros();
+// CPU time (user + system) of this process's children reaped so far, in microseconds.
+double ChildrenCpuMicros();
 // (after - before) clock ticks per call in microseconds; -1 when a sample is missing
 // (negative) or there were no calls.
 double CpuMicrosPerCall(long long ticks_before, long long ticks_after, uint64_t calls);

@@ -30,7 +30,6 @@
 // succeeded (2xx) and carried a DATA frame at least as large as a gRPC message header
 // (an error reply is trailers-only, no DATA), and one sample call is made with the C++
 // client first, which must return OK.
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -57,6 +56,7 @@
 namespace {
 
 namespace v1 = ::sipd::mi::v1;
+using sipd::bench::ChildrenCpuMicros;
 using sipd::bench::Clock;
 using sipd::bench::ProcessCpuTicks;
 using sipd::bench::SelfCpuMicros;
@@ -161,14 +161,6 @@ RunResult Run(const std::string& target, const std::string& command, int clients
   if (r.calls > 0) r.client_cpu_us_per_call = (self_after - self_before) / r.calls;
   r.server_cpu_us_per_call = sipd::bench::CpuMicrosPerCall(cpu_before, cpu_after, r.calls);
   return r;
-}
-
-// Children's CPU time (user + system) reaped so far, in microseconds.
-double ChildrenCpuMicros() {
-  rusage usage{};
-  getrusage(RUSAGE_CHILDREN, &usage);
-  return (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e6 + usage.ru_utime.tv_usec +
-         usage.ru_stime.tv_usec;
 }
 
 // One Execute(command) with the C++ client: OK and a reply, or the error.
