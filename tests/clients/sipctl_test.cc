@@ -17,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "tests/support/shared_sipd_test.h"
 #include "tests/support/sipd_harness.h"
 
 namespace sipd::testing {
@@ -87,26 +88,14 @@ std::vector<std::string> Lines(const std::string& text) {
   return lines;
 }
 
-class SipctlTest : public ::testing::Test {
+class SipctlTest : public SharedSipdTest<SipctlTest> {
  protected:
-  static void SetUpTestSuite() {
-    sipd_ = new SipdInstance();
-    const absl::Status status = sipd_->Start();
-    ASSERT_TRUE(status.ok()) << status;
-  }
-  static void TearDownTestSuite() {
-    delete sipd_;
-    sipd_ = nullptr;
-  }
-  void SetUp() override { ASSERT_NE(sipd_, nullptr); }
   // sipctl -s <sipd> ARGS...
   Result Sipctl(std::vector<std::string> args) {
     args.insert(args.begin(), {"-s", sipd_->grpc_target()});
     return RunSipctl(args);
   }
-  static SipdInstance* sipd_;
 };
-SipdInstance* SipctlTest::sipd_ = nullptr;
 
 TEST_F(SipctlTest, PsPrintsTheFifoLayout) {
   const Result r = Sipctl({"ps"});

@@ -32,6 +32,7 @@
 #include "registry/proto_convert.h"
 #include "registry/text_format.h"
 #include "sipd/mi/v1/mi.grpc.pb.h"
+#include "tests/support/shared_sipd_test.h"
 #include "tests/support/sipd_harness.h"
 
 namespace sipd::testing {
@@ -126,25 +127,15 @@ uint64_t Statistic(MiClient& client, const std::string& name) {
 }
 
 // One sipd shared by the read-mostly tests of this suite.
-class MiGrpcIntegrationTest : public ::testing::Test {
+class MiGrpcIntegrationTest : public SharedSipdTest<MiGrpcIntegrationTest> {
  protected:
-  static void SetUpTestSuite() {
-    sipd_ = new SipdInstance();
-    const absl::Status status = sipd_->Start();
-    ASSERT_TRUE(status.ok()) << status;
-  }
-  static void TearDownTestSuite() {
-    delete sipd_;
-    sipd_ = nullptr;
-  }
   void SetUp() override {
-    ASSERT_NE(sipd_, nullptr);
+    SharedSipdTest::SetUp();
+    if (HasFatalFailure()) return;
     client_ = std::make_unique<MiClient>(sipd_->grpc_target());
   }
-  static SipdInstance* sipd_;
   std::unique_ptr<MiClient> client_;
 };
-SipdInstance* MiGrpcIntegrationTest::sipd_ = nullptr;
 
 TEST_F(MiGrpcIntegrationTest, PsListsAttendantGrpcProcessAndSipReceivers) {
   v1::Reply reply = client_->Run("ps");
