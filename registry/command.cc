@@ -1,14 +1,47 @@
 #include "registry/command.h"
 
 #include "absl/strings/str_cat.h"
-#include "registry/reply_writer.h"
+#include "registry/statistics.h"
 
 namespace sipd::mi {
 
-void Call::Flush() {
-  if (writer_ == nullptr) return;
-  FlushReply(reply_, *writer_);
-  writer_->EndFlush();
+absl::StatusOr<AsyncTicket> Call::GoAsync() {
+  if (!command_.has_flag(kAsync)) {
+    return absl::UnimplementedError(
+        absl::StrCat("command '", command_.name(), "' is not declared async"));
+  }
+  if (ticket_.has_value()) return *ticket_;
+  if (!context_.can_wait_async || async_ == nullptr) {
+    async_refused_ = true;
+    return absl::FailedPreconditionError("the transport cannot wait for an async reply");
+  }
+  absl::StatusOr<AsyncTicket> ticket = async_->Reserve();
+  if (ticket.ok()) ticket_ = *ticket;
+  return ticket;
+}
+
+namespace {
+
+class FunctionProducer final : public ReplyProducer {
+ public:
+  explicit FunctionProducer(std::function<absl::StatusOr<bool>(Call&)> next)
+      : next_(std::move(next)) {}
+  absl::StatusOr<bool> Next(Call& call) override { return next_(call); }
+
+ private:
+  std::function<absl::StatusOr<bool>(Call&)> next_;
+};
+
+}  // namespace
+
+std::unique_ptr<ReplyProducer> MakeProducer(std::function<absl::StatusOr<bool>(Call&)> next) {
+  return std::make_unique<FunctionProducer>(std::move(next));
+}
+
+void Command::CountCall(bool error, uint64_t micros) const {
+  figures_.calls->fetch_add(1, std::memory_order_relaxed);
+  if (error) figures_.errors->fetch_add(1, std::memory_order_relaxed);
+  figures_.time_us->fetch_add(micros, std::memory_order_relaxed);
 }
 
 Command::Command(Spec spec) : spec_(std::move(spec)) {
@@ -40,6 +73,23 @@ absl::Status Registry::Register(Command::Spec spec) {
   }
   commands_.push_back(std::make_unique<Command>(std::move(spec)));
   by_name_.emplace(commands_.back()->name(), commands_.back().get());
+  return absl::OkStatus();
+}
+
+absl::Status Registry::UseFigureCells(StatsRegistry& stats) {
+  stats.AddGroup("mi");
+  for (auto& command : commands_) {
+    std::atomic<uint64_t>* cells[3];
+    const char* suffixes[3] = {"_calls", "_errors", "_time_us"};
+    for (int i = 0; i < 3; ++i) {
+      absl::StatusOr<Counter> counter =
+          stats.AddCounter("mi", absl::StrCat(command->name(), suffixes[i]));
+      if (!counter.ok()) return counter.status();
+      cells[i] = counter->cell();
+      cells[i]->store(command->local_cells_[i].load());
+    }
+    command->figures_ = Command::Figures{cells[0], cells[1], cells[2]};
+  }
   return absl::OkStatus();
 }
 

@@ -6,7 +6,8 @@
 //
 // Thread-safety: commands are registered in the attendant before the first fork and the
 // registry is read-only afterwards; Find()/commands() may be called from any thread.
-// Call counters are atomic and per process.
+// Per-command figures (calls, errors, time) are atomics; Registry::UseFigureCells()
+// moves them into shared memory so that every process counts into the same cells.
 #pragma once
 
 #include <atomic>
@@ -14,18 +15,23 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "registry/async.h"
+#include "registry/call_context.h"
 #include "registry/tree.h"
 
 namespace sipd::mi {
 
-class ReplyWriter;
 class Command;
+class Call;
+class StatsRegistry;
 
 // One request argument (spec 1.2). Either part may be empty, not both.
 struct Argument {
@@ -34,9 +40,14 @@ struct Argument {
   friend bool operator==(const Argument&, const Argument&) = default;
 };
 
+// A request as a transport parsed it. A transport that cannot parse the arguments still
+// passes the command name, with `args_error` saying why: the dispatcher decides what
+// that means (no-input commands run anyway, unknown commands are "not available", the
+// rest get the transport's parse error).
 struct Request {
   std::string command;
   std::vector<Argument> args;
+  absl::Status args_error;
 };
 
 enum CommandFlag : uint32_t {
@@ -46,8 +57,11 @@ enum CommandFlag : uint32_t {
   kMutating = 1u << 1,
   // MI_ASYNC_RPL_FLAG: may complete later from another process.
   kAsync = 1u << 2,
-  // Flushes its reply incrementally (large output).
+  // Produces its reply incrementally through a ReplyProducer (large output, spec 1.7).
   kStreaming = 1u << 3,
+  // May block (disk I/O such as SQLite syncs): the dispatcher runs it on a worker
+  // thread so the transport's loop keeps serving other clients.
+  kBlocking = 1u << 4,
 };
 
 struct ParamSpec {
@@ -57,31 +71,68 @@ struct ParamSpec {
   std::string help;
 };
 
+// The rest of a streamed reply (spec 1.7), pulled by the dispatcher as the client can
+// take it: a transport asks for the next part only when its buffer has drained, so a
+// slow client costs a bounded buffer, no thread and no lock.
+class ReplyProducer {
+ public:
+  virtual ~ReplyProducer() = default;
+  // Appends the next part of the reply to call.reply(), normally up to the command's
+  // next flush point (50 records in 1.11's commands). Returns true once the reply is
+  // complete. An error status means "the command returned nothing" (spec 1.5).
+  // REQUIRES: no lock is held between calls (a stream may wait for its client for as
+  // long as the transport allows); the producer may be destroyed between any two calls
+  // (client gone, cancelled).
+  virtual absl::StatusOr<bool> Next(Call& call) = 0;
+};
+
 // What a handler sees while it runs.
 class Call {
  public:
-  Call(const Command& command, const std::vector<Argument>& args, ReplyWriter* writer)
-      : command_(command), args_(args), writer_(writer) {}
+  // `args`, `context` and `reply` must outlive the call (the dispatcher keeps them).
+  Call(const Command& command, const std::vector<Argument>& args, const CallContext& context,
+       AsyncBackend* async, Reply& reply)
+      : command_(command), args_(args), context_(context), async_(async), reply_(reply) {}
 
   const Command& command() const { return command_; }
   const std::vector<Argument>& args() const { return args_; }
   size_t arg_count() const { return args_.size(); }
   // Value of argument `i`. REQUIRES: i < arg_count().
   const std::string& arg(size_t i) const { return args_[i].value; }
+  const CallContext& context() const { return context_; }
+  // The caller went away or the call timed out: stop early (the reply is dropped).
+  bool cancelled() const { return context_.cancel.cancelled(); }
 
   Reply& reply() { return reply_; }
 
-  // Sends the finished part of reply() to the transport if it streams (spec 1.7);
-  // a no-op for transports that want the whole tree.
-  void Flush();
-  bool streaming() const { return writer_ != nullptr; }
+  // Streaming commands (kStreaming): the handler sets the status and whatever comes
+  // first, then hands the rest to `producer`, which the dispatcher pulls from.
+  void StreamWith(std::unique_ptr<ReplyProducer> producer) { producer_ = std::move(producer); }
+  std::unique_ptr<ReplyProducer>& producer() { return producer_; }
+
+  // Async commands (kAsync): the reply will come later through
+  // AsyncBackend::Complete(ticket, ...) from any process; what the handler put in
+  // reply() is discarded. FailedPrecondition when the transport cannot wait (the
+  // dispatcher then answers `202 Accepted`, spec 8.3), ResourceExhausted when every
+  // slot is taken, Unimplemented for a command not flagged kAsync.
+  absl::StatusOr<AsyncTicket> GoAsync();
+  const std::optional<AsyncTicket>& ticket() const { return ticket_; }
+  // GoAsync() was refused because the transport cannot wait.
+  bool async_refused() const { return async_refused_; }
 
  private:
   const Command& command_;
   const std::vector<Argument>& args_;
-  ReplyWriter* writer_;
-  Reply reply_;
+  const CallContext& context_;
+  AsyncBackend* const async_;
+  Reply& reply_;
+  std::unique_ptr<ReplyProducer> producer_;
+  std::optional<AsyncTicket> ticket_;
+  bool async_refused_ = false;
 };
+
+// A ReplyProducer made of a function (for small streaming commands and tests).
+std::unique_ptr<ReplyProducer> MakeProducer(std::function<absl::StatusOr<bool>(Call&)> next);
 
 // A handler fills call.reply() (code, reason, nodes) and returns OK. Returning an error
 // status means "the handler returned nothing" (spec 1.5): the transport answers with its
@@ -103,6 +154,19 @@ class Command {
     uint32_t arg_error_code = 400;
     std::string too_few_reason = std::string(kReasonBadArgCount);
     std::string too_many_reason = std::string(kReasonBadArgCount);
+    // A reply given before the argument checks, when the command's answer does not
+    // depend on its arguments in some state (ul_sync without a database, spec 8.1);
+    // nullopt = check the arguments and run the handler.
+    std::function<std::optional<Reply>()> answer_before_args;
+  };
+
+  // Per-command figures, counted by the dispatcher for every finished call.
+  struct Figures {
+    std::atomic<uint64_t>* calls;
+    // Calls that ended in an MI code >= 400, "not available" excepted, or failed.
+    std::atomic<uint64_t>* errors;
+    // Total microseconds from dispatch to the end of the reply (async waits included).
+    std::atomic<uint64_t>* time_us;
   };
 
   explicit Command(Spec spec);
@@ -119,14 +183,21 @@ class Command {
   // std::numeric_limits<size_t>::max() when a parameter repeats.
   size_t max_args() const { return max_args_; }
 
-  uint64_t calls() const { return calls_.load(std::memory_order_relaxed); }
-  void CountCall() const { calls_.fetch_add(1, std::memory_order_relaxed); }
+  uint64_t calls() const { return figures_.calls->load(std::memory_order_relaxed); }
+  uint64_t errors() const { return figures_.errors->load(std::memory_order_relaxed); }
+  uint64_t time_us() const { return figures_.time_us->load(std::memory_order_relaxed); }
+  // Counts one finished call.
+  void CountCall(bool error, uint64_t micros) const;
 
  private:
+  friend class Registry;
+
   Spec spec_;
   size_t min_args_ = 0;
   size_t max_args_ = 0;
-  mutable std::atomic<uint64_t> calls_{0};
+  // Local cells until Registry::UseFigureCells() points figures_ at shared ones.
+  mutable std::atomic<uint64_t> local_cells_[3] = {0, 0, 0};
+  Figures figures_{&local_cells_[0], &local_cells_[1], &local_cells_[2]};
 };
 
 class Registry {
@@ -140,6 +211,12 @@ class Registry {
 
   // All commands in registration order.
   const std::vector<std::unique_ptr<Command>>& commands() const { return commands_; }
+
+  // Moves every registered command's figures into counters of `stats` (group "mi":
+  // `<command>_calls`, `<command>_errors`, `<command>_time_us`), so that all processes
+  // count into the same shared cells and get_statistics shows them. Call once, after
+  // the last command is registered and before the first fork.
+  absl::Status UseFigureCells(StatsRegistry& stats);
 
  private:
   std::vector<std::unique_ptr<Command>> commands_;

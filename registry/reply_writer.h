@@ -1,10 +1,9 @@
 // Incremental output of a reply: the flush algorithm of spec section 1.7.
 //
-// A transport that can stream (FIFO, gRPC ExecuteStream, XML-RPC string building)
-// hands a ReplyWriter to Dispatch(). Whenever the handler calls Call::Flush(), the
-// finished part of the tree is written through the writer and detached from the tree,
-// so no transport needs the whole tree in memory. After the handler returns the rest is
-// written and EndReply() is called.
+// A transport hands a ReplyWriter to the Dispatcher (registry/dispatcher.h). Each time
+// a streaming command's producer reaches a flush point, the finished part of the tree
+// is written through the writer and detached from the tree, so no transport needs the
+// whole tree in memory. At the end the rest is written and EndReply() is called.
 //
 // Order of calls on a writer for one reply:
 //   WriteStatus, then any number of WriteNode (pre-order, with depth) and EndFlush,
@@ -29,6 +28,9 @@ class ReplyWriter {
   virtual void EndFlush() {}
   // Ends the reply (FIFO: the final empty line).
   virtual void EndReply() {}
+  // True when the writer takes nothing more (e.g. a datagram that no longer fits): the
+  // dispatcher stops pulling a stream into it.
+  virtual bool full() const { return false; }
 };
 
 // Writes every finished node that was not written yet and detaches finished subtrees

@@ -28,7 +28,8 @@ absl::StatusOr<Counter> StatsRegistry::AddCounter(std::string_view group, std::s
   Group& g = GroupFor(group);
   for (const auto& s : g.stats) {
     if (s.name == name) {
-      return absl::AlreadyExistsError(absl::StrCat("statistic ", AbslView(group), ":", AbslView(name), " exists"));
+      return absl::AlreadyExistsError(
+          absl::StrCat("statistic ", AbslView(group), ":", AbslView(name), " exists"));
     }
   }
   std::atomic<uint64_t>* cell = &storage_[used_++];
@@ -41,7 +42,8 @@ absl::Status StatsRegistry::AddFunction(std::string_view group, std::string_view
   Group& g = GroupFor(group);
   for (const auto& s : g.stats) {
     if (s.name == name) {
-      return absl::AlreadyExistsError(absl::StrCat("statistic ", AbslView(group), ":", AbslView(name), " exists"));
+      return absl::AlreadyExistsError(
+          absl::StrCat("statistic ", AbslView(group), ":", AbslView(name), " exists"));
     }
   }
   g.stats.push_back(Stat{std::string(name), kStatIsFunc, nullptr, std::move(fn)});

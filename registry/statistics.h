@@ -38,6 +38,7 @@ class Counter {
   void Set(uint64_t v) const { cell_->store(v, std::memory_order_relaxed); }
   uint64_t value() const { return cell_->load(std::memory_order_relaxed); }
   bool valid() const { return cell_ != nullptr; }
+  std::atomic<uint64_t>* cell() const { return cell_; }
 
  private:
   std::atomic<uint64_t>* cell_ = nullptr;

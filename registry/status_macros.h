@@ -5,10 +5,10 @@
 #include "absl/status/statusor.h"
 
 // Returns from the current function if `expr` (an absl::Status) is not OK.
-#define SIPD_RETURN_IF_ERROR(expr)                  \
-  do {                                              \
-    ::absl::Status sipd_status_ = (expr);           \
-    if (!sipd_status_.ok()) return sipd_status_;    \
+#define SIPD_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::absl::Status sipd_status_ = (expr);        \
+    if (!sipd_status_.ok()) return sipd_status_; \
   } while (0)
 
 #define SIPD_CONCAT_INNER_(a, b) a##b

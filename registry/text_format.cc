@@ -1,6 +1,5 @@
 #include "registry/text_format.h"
 
-
 namespace sipd::mi {
 namespace {
 

@@ -2,6 +2,9 @@
 
 #include <grpc/grpc.h>
 #include <grpc/support/log.h>
+#include <poll.h>
+
+#include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -40,7 +43,7 @@ void RunQueue(grpc::ServerCompletionQueue* cq) {
 
 void RouteGrpcLogsToSpdlog() { gpr_set_log_function(&LogToSpdlog); }
 
-absl::StatusOr<std::unique_ptr<MiGrpcServer>> MiGrpcServer::Start(const mi::Registry& registry,
+absl::StatusOr<std::unique_ptr<MiGrpcServer>> MiGrpcServer::Start(mi::Dispatcher& dispatcher,
                                                                   const ServerOptions& options) {
   RouteGrpcLogsToSpdlog();
   // gRPC locks absl::Mutex several times per call; Debian's Abseil is built with the
@@ -52,7 +55,7 @@ absl::StatusOr<std::unique_ptr<MiGrpcServer>> MiGrpcServer::Start(const mi::Regi
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   std::unique_ptr<MiGrpcServer> server(new MiGrpcServer());
-  server->service_ = std::make_unique<ManagementService>(registry, options.service);
+  server->service_ = std::make_unique<ManagementService>(dispatcher, options.service);
   server->health_ = std::make_unique<HealthService>();
 
   const int max_size = static_cast<int>(options.service.max_message_size);
@@ -83,6 +86,21 @@ absl::StatusOr<std::unique_ptr<MiGrpcServer>> MiGrpcServer::Start(const mi::Regi
     server->health_->Serve(queue.get());
     server->threads_.emplace_back(RunQueue, queue.get());
   }
+  MiGrpcServer* raw = server.get();
+  server->completions_ = std::thread([raw, &dispatcher] {
+    using Clock = std::chrono::steady_clock;
+    while (!raw->stop_completions_.load()) {
+      const Clock::time_point next = dispatcher.NextDeadline();
+      int timeout_ms = 100;
+      if (next != Clock::time_point::max()) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(next - Clock::now());
+        timeout_ms = static_cast<int>(std::clamp<int64_t>(left.count(), 0, 100));
+      }
+      pollfd pfd{dispatcher.wake_fd(), POLLIN, 0};
+      poll(&pfd, 1, timeout_ms);
+      dispatcher.RunCompletions();
+    }
+  });
   return server;
 }
 
@@ -103,6 +121,8 @@ void MiGrpcServer::Shutdown(std::chrono::milliseconds grace) {
   service_->StopWorkers();
   StopQueues();
   server_->Wait();
+  stop_completions_.store(true);
+  if (completions_.joinable()) completions_.join();
 }
 
 }  // namespace sipd::service

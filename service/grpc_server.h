@@ -11,6 +11,7 @@
 // its queue threads, the worker pool and (reflection) gRPC's own threads.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -19,7 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "grpcpp/grpcpp.h"
-#include "registry/command.h"
+#include "registry/dispatcher.h"
 #include "service/health_service.h"
 #include "service/management_service.h"
 
@@ -38,8 +39,9 @@ struct ServerOptions {
 class MiGrpcServer {
  public:
   // Builds and starts the server. UnavailableError if the address cannot be bound (in
-  // use, not local, bad syntax).
-  static absl::StatusOr<std::unique_ptr<MiGrpcServer>> Start(const mi::Registry& registry,
+  // use, not local, bad syntax). `dispatcher` runs every command and must outlive the
+  // server; the server runs its completions (RunCompletions) on a thread of its own.
+  static absl::StatusOr<std::unique_ptr<MiGrpcServer>> Start(mi::Dispatcher& dispatcher,
                                                              const ServerOptions& options);
   ~MiGrpcServer();
   MiGrpcServer(const MiGrpcServer&) = delete;
@@ -62,6 +64,9 @@ class MiGrpcServer {
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues_;
   std::vector<std::thread> threads_;
+  // Delivers the dispatcher's async and worker completions (see registry/dispatcher.h).
+  std::thread completions_;
+  std::atomic<bool> stop_completions_{false};
   int port_ = 0;
   bool shut_down_ = false;
 };

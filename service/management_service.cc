@@ -115,60 +115,89 @@ grpc::Status AcceptRequest(const grpc::ByteBuffer& bytes, const grpc::ServerCont
 
 }  // namespace
 
-// One Execute: requested -> (run inline or on the pool) -> finished -> deleted.
-class ManagementService::ExecuteCall final : public CqTag {
+mi::CallContext GrpcCallContext(const grpc::ServerContext& context) {
+  mi::CallContext call;
+  call.transport = mi::Transport::kGrpc;
+  call.peer.address = context.peer();
+  const auto deadline = context.deadline();
+  if (deadline != std::chrono::system_clock::time_point::max()) {
+    const auto left = deadline - std::chrono::system_clock::now();
+    call.deadline = std::chrono::steady_clock::now() +
+                    std::chrono::duration_cast<std::chrono::steady_clock::duration>(left);
+  }
+  return call;
+}
+
+// One Execute: requested -> dispatched -> (ready now, or later from the completion
+// thread) -> finished; deleted once the finish and the "done" tags are both back.
+//
+// Thread-safety: OnRequest runs on a queue thread, OnReady on the completion thread,
+// OnDone on a queue thread; mu_ guards the exchange and the answered flag.
+class ManagementService::ExecuteCall final {
  public:
   ExecuteCall(ManagementService* service, grpc::ServerCompletionQueue* cq)
       : service_(service), cq_(cq), responder_(&ctx_) {
-    service_->service_.RequestExecute(&ctx_, &request_, &responder_, cq_, cq_, this);
+    ctx_.AsyncNotifyWhenDone(&done_tag_);
+    service_->service_.RequestExecute(&ctx_, &request_, &responder_, cq_, cq_, &request_tag_);
   }
 
-  void Complete(bool ok) override {
-    if (finishing_ || !ok) {  // Finish done, or the server shuts down
+ private:
+  void OnRequest(bool ok) {
+    if (!ok) {  // the server shuts down; no done tag comes for a call never started
       delete this;
       return;
     }
     new ExecuteCall(service_, cq_);
     mi::Request request;
     grpc::Status status = AcceptRequest(request_, ctx_, service_->options_, &request);
+    std::lock_guard<std::mutex> lock(mu_);
     if (!status.ok()) {
-      Finish(std::move(status));
+      FinishLocked(std::move(status));
       return;
     }
-    if (!service_->MustOffload(request)) {
-      Run(request);
-      return;
-    }
-    const bool queued = service_->pool_.TrySubmit([this, request = std::move(request)] {
-      if (DeadlineExpired(ctx_)) {
-        Finish(DeadlineExpiredStatus());
-        return;
-      }
-      Run(request);
-    });
-    if (!queued) Finish(kPoolFull);
+    exchange_ = service_->dispatcher_.Start(GrpcCallContext(ctx_), std::move(request),
+                                            mi::Delivery::kTree, nullptr, [this] { OnReady(); });
+    if (exchange_->ready()) AnswerLocked();
   }
 
- private:
-  void Run(const mi::Request& request) {
-    mi::DispatchResult result = mi::Dispatch(service_->registry_, request);
+  void OnReady() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (exchange_ != nullptr && exchange_->ready()) AnswerLocked();
+  }
+
+  void AnswerLocked() {
+    if (finishing_) return;
+    mi::DispatchResult result{exchange_->outcome(), std::move(exchange_->reply())};
     v1::Reply reply;
     grpc::Status status = service_->FinishStatus(&ctx_, result, &reply);
     if (status.ok()) {
       bool own_buffer = false;
       status = grpc::SerializationTraits<v1::Reply>::Serialize(reply, &response_, &own_buffer);
     }
-    Finish(std::move(status));
+    FinishLocked(std::move(status));
   }
 
-  // May run on a worker thread; the completion comes back on the queue thread.
-  void Finish(grpc::Status status) {
+  void FinishLocked(grpc::Status status) {
     finishing_ = true;
     if (status.ok()) {
-      responder_.Finish(response_, status, this);
+      responder_.Finish(response_, status, &finish_tag_);
     } else {
-      responder_.FinishWithError(status, this);
+      responder_.FinishWithError(status, &finish_tag_);
     }
+  }
+
+  void OnDone(bool) {
+    if (ctx_.IsCancelled()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (exchange_ != nullptr) exchange_->Cancel();
+    }
+    Unref();
+  }
+
+  void OnFinishDone(bool) { Unref(); }
+
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
 
   ManagementService* const service_;
@@ -177,6 +206,14 @@ class ManagementService::ExecuteCall final : public CqTag {
   grpc::ByteBuffer request_;
   grpc::ByteBuffer response_;
   grpc::ServerAsyncResponseWriter<grpc::ByteBuffer> responder_;
+  MemberTag<ExecuteCall, &ExecuteCall::OnRequest> request_tag_{this};
+  MemberTag<ExecuteCall, &ExecuteCall::OnFinishDone> finish_tag_{this};
+  MemberTag<ExecuteCall, &ExecuteCall::OnDone> done_tag_{this};
+  // The done tag and the finish tag.
+  std::atomic<int> refs_{2};
+
+  std::mutex mu_;
+  std::unique_ptr<mi::Exchange> exchange_;
   bool finishing_ = false;
 };
 
@@ -223,7 +260,7 @@ class ManagementService::StreamCall final {
     limits.max_nodes = options.stream_chunk_nodes;
     limits.max_bytes = options.max_message_size / 4;
     ChunkReplyWriter writer([this](v1::ReplyChunk& chunk) { return Send(chunk); }, limits);
-    mi::DispatchResult result = mi::Dispatch(service_->registry_, request, &writer);
+    mi::DispatchResult result = service_->dispatcher_.Run(GrpcCallContext(ctx_), request, &writer);
     if (!writer.broken()) {
       Finish(service_->FinishStatus(&ctx_, result, nullptr));
       return;
@@ -341,8 +378,9 @@ grpc::Status ManagementService::DescribeCommand(const v1::DescribeCommandRequest
   return grpc::Status::OK;
 }
 
-ManagementService::ManagementService(const mi::Registry& registry, ServiceOptions options)
-    : registry_(registry),
+ManagementService::ManagementService(mi::Dispatcher& dispatcher, ServiceOptions options)
+    : dispatcher_(dispatcher),
+      registry_(dispatcher.registry()),
       options_(std::move(options)),
       pool_(options_.workers, options_.max_queued) {}
 
@@ -362,11 +400,6 @@ void ManagementService::Serve(grpc::ServerCompletionQueue* cq) {
       &ManagementService::DescribeCommand);
 }
 
-bool ManagementService::MustOffload(const mi::Request& request) const {
-  const mi::Command* command = registry_.Find(request.command);
-  return command != nullptr && (command->has_flag(mi::kAsync) || command->has_flag(mi::kStreaming));
-}
-
 grpc::Status ManagementService::FinishStatus(grpc::ServerContext* context,
                                              mi::DispatchResult& result,
                                              v1::Reply* response) const {
@@ -376,6 +409,7 @@ grpc::Status ManagementService::FinishStatus(grpc::ServerContext* context,
       AddMiMetadata(context, reply.code, reply.reason, kOutcomeNotAvailable);
       return grpc::Status(grpc::StatusCode::NOT_FOUND, StatusMessage(reply.reason));
     case mi::Outcome::kFailed:
+    case mi::Outcome::kParseError:
       AddMiMetadata(context, reply.code, reply.reason, kOutcomeFailed);
       return grpc::Status(grpc::StatusCode::INTERNAL, StatusMessage(reply.reason));
     case mi::Outcome::kReply:

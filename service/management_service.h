@@ -6,12 +6,13 @@
 //
 // It is an asynchronous (completion-queue) service; MiGrpcServer runs the queues.
 // Where calls run:
-//  - Execute of an ordinary command runs inline on the queue thread that received it:
-//    read, dispatch and answer on one thread (the `version`/`ps`/`get_statistics`
-//    path; see service/cq_tag.h for why).
-//  - Execute of a command flagged async or streaming, and every ExecuteStream, runs on
-//    the WorkerPool, because those may block (waiting for a SIP reply, or for a slow
-//    client to drain the stream). A full pool queue answers RESOURCE_EXHAUSTED.
+//  - Execute hands the request to the Dispatcher on the queue thread that received it
+//    (see service/cq_tag.h for why one thread); the dispatcher runs it inline or on its
+//    workers, and an async or worker call is answered from MiGrpcServer's completion
+//    thread when the dispatcher reports it ready. A cancelled call (client gone, or
+//    deadline) cancels its exchange.
+//  - ExecuteStream runs on a small WorkerPool, because its writes wait for the client.
+//    A full pool queue answers RESOURCE_EXHAUSTED.
 //
 // Execute and ExecuteStream are "raw" methods (the service parses the request bytes
 // itself) so that a request that is not a valid ExecuteRequest, e.g. invalid UTF-8 in a
@@ -35,8 +36,8 @@
 
 #include "grpcpp/grpcpp.h"
 #include "registry/command.h"
-#include "registry/dispatch.h"
-#include "service/worker_pool.h"
+#include "registry/dispatcher.h"
+#include "registry/worker_pool.h"
 #include "sipd/mi/v1/mi.grpc.pb.h"
 
 namespace sipd::service {
@@ -75,7 +76,8 @@ class ManagementService {
       v1::Management::WithRawMethod_ExecuteStream<v1::Management::WithAsyncMethod_ListCommands<
           v1::Management::WithAsyncMethod_DescribeCommand<v1::Management::Service>>>>;
 
-  ManagementService(const mi::Registry& registry, ServiceOptions options);
+  // `dispatcher` runs every command and must outlive the service.
+  ManagementService(mi::Dispatcher& dispatcher, ServiceOptions options);
   ~ManagementService();
   ManagementService(const ManagementService&) = delete;
   ManagementService& operator=(const ManagementService&) = delete;
@@ -103,13 +105,11 @@ class ManagementService {
   // receives a 2xx reply; for ExecuteStream it is null (the chunks carried the reply).
   grpc::Status FinishStatus(grpc::ServerContext* context, mi::DispatchResult& result,
                             v1::Reply* response) const;
-  // True if the command may block and must run on the worker pool.
-  bool MustOffload(const mi::Request& request) const;
-
+  mi::Dispatcher& dispatcher_;
   const mi::Registry& registry_;
   const ServiceOptions options_;
   AsyncService service_;
-  WorkerPool pool_;
+  mi::WorkerPool pool_;
 };
 
 }  // namespace sipd::service

@@ -147,7 +147,7 @@ class MiGrpcModule final : public Module {
     spec.name = "MI gRPC";
     spec.count = 1;
     spec.pre_fork = [this] { return CheckCanBind(options_.listen); };
-    spec.main = [this](int) { Serve(); };
+    spec.main = [this](int) { return Serve(); };
     spec.init_child = true;
     return {std::move(spec)};
   }
@@ -155,13 +155,11 @@ class MiGrpcModule final : public Module {
  private:
   // The process body: start the server, then wait for shutdown. Keeps the loop at
   // 100 ms so `debug` level changes and SIGTERM are seen promptly.
-  void Serve() {
-    auto server = service::MiGrpcServer::Start(core_->mi(), options_);
-    if (!server.ok()) {
-      spdlog::error("{}", server.status().ToString());
-      spdlog::default_logger()->flush();
-      _exit(1);
-    }
+  absl::Status Serve() {
+    std::unique_ptr<mi::Dispatcher> dispatcher = core_->NewDispatcher(
+        {.workers = options_.service.workers, .max_queued = options_.service.max_queued});
+    auto server = service::MiGrpcServer::Start(*dispatcher, options_);
+    if (!server.ok()) return server.status();
     spdlog::info("mi_grpc: serving sipd.mi.v1.Management on {} (port {})", options_.listen,
                  (*server)->port());
     while (!core_->stopping()) {
@@ -170,6 +168,7 @@ class MiGrpcModule final : public Module {
     }
     spdlog::info("mi_grpc: shutting down");
     (*server)->Shutdown(kShutdownGrace);
+    return absl::OkStatus();
   }
 
   Core* core_ = nullptr;

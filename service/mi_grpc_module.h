@@ -26,7 +26,7 @@
 
 #include <memory>
 
-#include "sipd/core/module.h"
+#include "sipd/api/module.h"
 
 namespace sipd {
 

@@ -1,24 +1,21 @@
 #include "sipd/module_list.h"
 
 // One #include per module factory (each module adds its own line).
-#include "legacy-transports/xmlrpc/mi_xmlrpc_module.h"
-#include "legacy-transports/fifo/fifo_module.h"
 #include "legacy-transports/datagram/datagram_module.h"
+#include "legacy-transports/fifo/fifo_module.h"
+#include "legacy-transports/xmlrpc/mi_xmlrpc_module.h"
 #include "service/mi_grpc_module.h"
-#include "sipd/modules/usrloc/usrloc.h"
 #include "sipd/modules/registrar/registrar.h"
+#include "sipd/modules/usrloc/usrloc.h"
 
 namespace sipd {
 
 const std::vector<ModuleEntry>& ModuleTable() {
   static const std::vector<ModuleEntry> kModules = {
       // {"name", &NewXxxModule},  (one line per module)
-      {"mi_xmlrpc", &NewMiXmlrpcModule},
-      {"mi_fifo", &NewMiFifoModule},
-      {"mi_datagram", &NewMiDatagramModule},
-      {"mi_grpc", &NewMiGrpcModule},
-      {"usrloc", &NewUsrlocModule},
-      {"registrar", &NewRegistrarModule},
+      {"mi_xmlrpc", &NewMiXmlrpcModule},     {"mi_fifo", &NewMiFifoModule},
+      {"mi_datagram", &NewMiDatagramModule}, {"mi_grpc", &NewMiGrpcModule},
+      {"usrloc", &NewUsrlocModule},          {"registrar", &NewRegistrarModule},
   };
   return kModules;
 }

@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-#include "sipd/core/module.h"
+#include "sipd/api/module.h"
 
 namespace sipd {
 

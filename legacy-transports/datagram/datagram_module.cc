@@ -73,9 +73,11 @@ class MiDatagramModule final : public Module {
       return absl::OkStatus();
     };
     spec.main = [this](int) {
-      legacy::DatagramServer server(config_, core_->mi(), sockets_);
+      std::unique_ptr<mi::Dispatcher> dispatcher = core_->NewDispatcher({.workers = 2});
+      legacy::DatagramServer server(config_, *dispatcher, sockets_);
       Core* core = core_;
       server.Run([core] { return core->stopping(); }, [core] { core->SyncLogLevel(); });
+      return absl::OkStatus();
     };
     spec.init_child = true;
     return {std::move(spec)};

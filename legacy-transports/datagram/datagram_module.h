@@ -22,7 +22,7 @@
 
 #include <memory>
 
-#include "sipd/core/module.h"
+#include "sipd/api/module.h"
 
 namespace sipd {
 

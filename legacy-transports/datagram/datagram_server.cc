@@ -13,7 +13,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "registry/dispatch.h"
+#include "registry/dispatcher.h"
 #include "registry/text_format.h"
 #include "spdlog/spdlog.h"
 
@@ -190,10 +190,10 @@ void DatagramReplyWriter::CheckSize() {
   }
 }
 
-DatagramServer::DatagramServer(const DatagramConfig& config, const mi::Registry& registry,
+DatagramServer::DatagramServer(const DatagramConfig& config, mi::Dispatcher& dispatcher,
                                const std::vector<DatagramSockets>& sockets)
     : config_(config),
-      registry_(registry),
+      dispatcher_(dispatcher),
       sockets_(sockets),
       writer_(config.reply_indent, kDatagramMaxSize) {
   input_.resize(kDatagramMaxSize);
@@ -250,31 +250,26 @@ std::string_view DatagramServer::Handle(std::string_view datagram, size_t real_s
   size_t body = colon + 1;
   if (body < datagram.size() && datagram[body] == '\r') ++body;
   if (body >= datagram.size() || datagram[body] != '\n') return kDatagramNotAvailable;
+  request_ = mi::Request();
   request_.command.assign(datagram.substr(1, colon - 1));
-
-  const absl::Status parsed = parser_.ParseAll(datagram.substr(body + 1), &request_.args);
-  if (!parsed.ok()) {
-    const mi::Command* command = registry_.Find(request_.command);
-    if (command == nullptr) return kDatagramNotAvailable;
-    if (!command->has_flag(mi::kNoInput)) {
-      spdlog::warn("parse error in command '{}': {}", request_.command,
-                   std::string(parsed.message()));
-      return kDatagramParseError;
-    }
-    request_.args.clear();  // no-input commands ignore their arguments
-  }
+  request_.args_error = parser_.ParseAll(datagram.substr(body + 1), &request_.args);
+  mi::CallContext context;
+  context.transport = mi::Transport::kDatagramUnix;
   writer_.Begin();
-  const mi::DispatchResult result = mi::Dispatch(registry_, request_, &writer_);
+  const mi::DispatchResult result = dispatcher_.Run(context, std::move(request_), &writer_);
   switch (result.outcome) {
     case mi::Outcome::kNotAvailable:
       return kDatagramNotAvailable;
+    case mi::Outcome::kParseError:
+      return kDatagramParseError;
     case mi::Outcome::kFailed:
       return kDatagramFailed;
     case mi::Outcome::kReply:
       break;
   }
   if (writer_.too_large()) {
-    spdlog::warn("reply of command '{}' exceeds {} bytes", request_.command, kDatagramMaxSize);
+    spdlog::warn("reply of command '{}' exceeds {} bytes", datagram.substr(1, colon - 1),
+                 kDatagramMaxSize);
     return kDatagramTooLarge;
   }
   return writer_.payload();

@@ -32,7 +32,7 @@
 #include "absl/status/statusor.h"
 #include "legacy-transports/text/argument_parser.h"
 #include "legacy-transports/text/module_params.h"
-#include "registry/command.h"
+#include "registry/dispatcher.h"
 #include "registry/reply_writer.h"
 
 namespace sipd::legacy {
@@ -92,6 +92,7 @@ class DatagramReplyWriter final : public mi::ReplyWriter {
   // Flushes and the end add nothing: no empty lines on datagram (spec 4.3, 4.5).
 
   bool too_large() const { return too_large_; }
+  bool full() const override { return too_large_; }
   std::string_view payload() const { return buffer_; }
 
  private:
@@ -106,7 +107,7 @@ class DatagramReplyWriter final : public mi::ReplyWriter {
 class DatagramServer {
  public:
   // `sockets` must outlive the server.
-  DatagramServer(const DatagramConfig& config, const mi::Registry& registry,
+  DatagramServer(const DatagramConfig& config, mi::Dispatcher& dispatcher,
                  const std::vector<DatagramSockets>& sockets);
 
   // Serves requests until stopping() returns true; on_wakeup() runs after every wake-up
@@ -122,7 +123,7 @@ class DatagramServer {
   void SendReply(int tx, std::string_view payload, const sockaddr_storage& to, socklen_t to_len);
 
   const DatagramConfig& config_;
-  const mi::Registry& registry_;
+  mi::Dispatcher& dispatcher_;
   const std::vector<DatagramSockets>& sockets_;
   std::vector<pollfd> poll_set_;
   std::string input_;

@@ -66,7 +66,7 @@ class MiFifoModule final : public Module {
       fifo_created_ = status.ok();
       return status;
     };
-    spec.main = [this](int) { RunProcess(); };
+    spec.main = [this](int) { return RunProcess(); };
     spec.init_child = true;
     return {std::move(spec)};
   }
@@ -85,17 +85,15 @@ class MiFifoModule final : public Module {
     return absl::OkStatus();
   }
 
-  void RunProcess() {
+  absl::Status RunProcess() {
     // A client that closes its reply FIFO early must not kill the process.
     std::signal(SIGPIPE, SIG_IGN);
-    legacy::FifoServer server(config_, core_->mi());
-    if (absl::Status status = server.Open(); !status.ok()) {
-      spdlog::critical("mi_fifo: {}", std::string(status.message()));
-      spdlog::default_logger()->flush();
-      _exit(1);
-    }
+    std::unique_ptr<mi::Dispatcher> dispatcher = core_->NewDispatcher({.workers = 2});
+    legacy::FifoServer server(config_, *dispatcher);
+    if (absl::Status status = server.Open(); !status.ok()) return status;
     Core* core = core_;
     server.Run([core] { return core->stopping(); }, [core] { core->SyncLogLevel(); });
+    return absl::OkStatus();
   }
 
   FifoConfig config_;

@@ -19,7 +19,7 @@
 
 #include <memory>
 
-#include "sipd/core/module.h"
+#include "sipd/api/module.h"
 
 namespace sipd {
 

@@ -11,7 +11,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "registry/dispatch.h"
+#include "registry/dispatcher.h"
 #include "spdlog/spdlog.h"
 
 namespace sipd::legacy {
@@ -82,9 +82,9 @@ absl::Status PrepareRequestFifo(const FifoConfig& config) {
   return status;
 }
 
-FifoServer::FifoServer(const FifoConfig& config, const mi::Registry& registry)
+FifoServer::FifoServer(const FifoConfig& config, mi::Dispatcher& dispatcher)
     : config_(config),
-      registry_(registry),
+      dispatcher_(dispatcher),
       input_(new char[kInputSize]),
       writer_(config.reply_indent, config.reply_timeout) {
   reply_path_.reserve(config.reply_dir.size() + 256);
@@ -227,7 +227,7 @@ void FifoServer::HandleLine(std::string_view line) {
     case State::kArguments:
       HandleArgumentLine(line);
       break;
-    case State::kIgnoreArgs:
+    case State::kBadArgs:
       if (IsEndLine(line)) RunRequest();
       break;
     case State::kDiscard:
@@ -262,6 +262,7 @@ void FifoServer::HandleCommandLine(std::string_view line) {
     state_ = State::kDiscard;
     return;
   }
+  request_ = mi::Request();
   request_.command.assign(command);
   parser_.Begin(&request_.args);
   state_ = State::kArguments;
@@ -280,32 +281,23 @@ void FifoServer::HandleArgumentLine(std::string_view line) {
 }
 
 void FifoServer::OnArgumentError(const absl::Status& why) {
-  const mi::Command* command = registry_.Find(request_.command);
-  if (command != nullptr && command->has_flag(mi::kNoInput)) {
-    // 1.11 never parses the arguments of a no-input command: run it anyway.
-    state_ = State::kIgnoreArgs;
-    return;
-  }
-  if (command == nullptr) {
-    writer_.Begin(reply_fd_);
-    writer_.WriteErrorLine(500, absl::StrCat("command '", request_.command, "' not available"));
-  } else {
-    spdlog::warn("parse error in command '{}': {}", request_.command, std::string(why.message()));
-    writer_.Begin(reply_fd_);
-    writer_.WriteErrorLine(400, absl::StrCat("parse error in command '", request_.command, "'"));
-  }
-  CloseReply();
-  state_ = State::kDiscard;
+  // What a parse error means (a no-input command runs anyway, an unknown one is "not
+  // available") is the dispatcher's decision, made at the end of the request.
+  request_.args_error = why;
+  state_ = State::kBadArgs;
 }
 
 void FifoServer::RunRequest() {
-  if (state_ == State::kIgnoreArgs) request_.args.clear();
+  mi::CallContext context;
+  context.transport = mi::Transport::kFifo;
+  context.peer.address = reply_path_;
   writer_.Begin(reply_fd_);
-  const mi::DispatchResult result = mi::Dispatch(registry_, request_, &writer_);
+  const mi::DispatchResult result = dispatcher_.Run(context, std::move(request_), &writer_);
   if (result.outcome != mi::Outcome::kReply) {
-    // "not available" / "failed": the reply holds the single status line.
+    // "not available" / "parse error" / "failed": the single status line.
     writer_.WriteErrorLine(result.reply.code, result.reply.reason);
   }
+  request_ = mi::Request();
   CloseReply();
   state_ = State::kIdle;
   // Serving takes time; a request queued behind this one is not silent meanwhile.
@@ -334,7 +326,7 @@ void FifoServer::CheckRequestTimeout() {
     // A command line without its LF: answer it if it names a usable reply FIFO.
     HandleCommandLine(std::string_view(input_.get() + input_begin_, input_end_ - input_begin_));
   }
-  if (state_ == State::kArguments || state_ == State::kIgnoreArgs) {
+  if (state_ == State::kArguments || state_ == State::kBadArgs) {
     writer_.Begin(reply_fd_);
     writer_.WriteErrorLine(400, absl::StrCat("parse error in command '", request_.command, "'"));
   }

@@ -39,7 +39,7 @@
 #include "legacy-transports/fifo/fifo_reply_writer.h"
 #include "legacy-transports/text/argument_parser.h"
 #include "legacy-transports/text/module_params.h"
-#include "registry/command.h"
+#include "registry/dispatcher.h"
 
 namespace sipd::legacy {
 
@@ -70,7 +70,7 @@ absl::Status CheckReplyDir(const std::string& reply_dir);
 
 class FifoServer {
  public:
-  FifoServer(const FifoConfig& config, const mi::Registry& registry);
+  FifoServer(const FifoConfig& config, mi::Dispatcher& dispatcher);
   ~FifoServer();
   FifoServer(const FifoServer&) = delete;
   FifoServer& operator=(const FifoServer&) = delete;
@@ -86,10 +86,10 @@ class FifoServer {
 
  private:
   enum class State {
-    kIdle,        // expecting a command line
-    kArguments,   // reading argument lines of a request whose reply FIFO is open
-    kIgnoreArgs,  // no-input command with unparsable arguments: run it at the end
-    kDiscard,     // skipping to the end of a rejected request
+    kIdle,       // expecting a command line
+    kArguments,  // reading argument lines of a request whose reply FIFO is open
+    kBadArgs,    // arguments did not parse: the dispatcher decides at the end
+    kDiscard,    // skipping to the end of a rejected request
   };
 
   void ReadInput();
@@ -111,7 +111,7 @@ class FifoServer {
   void CloseReply();
 
   const FifoConfig& config_;
-  const mi::Registry& registry_;
+  mi::Dispatcher& dispatcher_;
   int read_fd_ = -1;
   int keep_fd_ = -1;
   int reply_fd_ = -1;

@@ -13,7 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "sipd/core/module.h"
+#include "sipd/api/module.h"
 
 namespace sipd::legacy {
 

@@ -114,7 +114,7 @@ class MiXmlrpcModule : public Module {
                    listen_.find(':') != std::string::npos ? "]" : "", port_);
       return absl::OkStatus();
     };
-    spec.main = [this](int /*index*/) { RunProcess(); };
+    spec.main = [this](int /*index*/) { return RunProcess(); };
     return {std::move(spec)};
   }
 
@@ -130,27 +130,21 @@ class MiXmlrpcModule : public Module {
     listen_fd_ = -1;
   }
 
-  void RunProcess() {
+  absl::Status RunProcess() {
     if (listen_fd_ < 0) {
       // pre_fork did not run (or failed): bind here so the process is still useful.
       absl::StatusOr<int> fd = xmlrpc::OpenListenSocket(listen_, port_);
-      if (!fd.ok()) {
-        spdlog::critical("{}", fd.status().ToString());
-        spdlog::default_logger()->flush();
-        _exit(1);
-      }
+      if (!fd.ok()) return fd.status();
       listen_fd_ = *fd;
     }
-    xmlrpc::XmlrpcProcessor processor(core_->mi(), processor_options_);
+    std::unique_ptr<mi::Dispatcher> dispatcher = core_->NewDispatcher({.workers = 2});
+    xmlrpc::XmlrpcProcessor processor(*dispatcher, processor_options_);
     xmlrpc::XmlrpcServer server(listen_fd_, server_options_, processor);
-    if (absl::Status status = server.Open(); !status.ok()) {
-      spdlog::critical("{}", status.ToString());
-      spdlog::default_logger()->flush();
-      _exit(1);
-    }
+    if (absl::Status status = server.Open(); !status.ok()) return status;
     spdlog::debug("mi_xmlrpc: process ready");
     server.Run([this] { return core_->stopping(); }, [this] { core_->SyncLogLevel(); });
     spdlog::debug("mi_xmlrpc: process stopped");
+    return absl::OkStatus();
   }
 
   Core* core_ = nullptr;

@@ -17,7 +17,7 @@
 
 #include <memory>
 
-#include "sipd/core/module.h"
+#include "sipd/api/module.h"
 
 namespace sipd {
 

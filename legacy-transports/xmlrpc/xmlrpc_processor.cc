@@ -10,7 +10,7 @@
 #include <xmlrpc-c/xml.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "registry/dispatch.h"
+#include "registry/dispatcher.h"
 #include "registry/reply_writer.h"
 #include "registry/text_format.h"
 #include "spdlog/spdlog.h"
@@ -175,8 +175,8 @@ std::string FaultDocument(int code, const std::string& text) {
 // call takes the library's path (see XmlrpcProcessor::Process).
 class MiDefaultMethod : public xmlrpc_c::defaultMethod {
  public:
-  MiDefaultMethod(const mi::Registry& registry, const XmlrpcProcessor::Options& options)
-      : registry_(registry), options_(options) {}
+  MiDefaultMethod(mi::Dispatcher& dispatcher, const XmlrpcProcessor::Options& options)
+      : dispatcher_(dispatcher), options_(options) {}
 
   void execute(const std::string& method_name, const xmlrpc_c::paramList& params,
                xmlrpc_c::value* result) override {
@@ -220,22 +220,30 @@ class MiDefaultMethod : public xmlrpc_c::defaultMethod {
   // Fills `writer` with the reply of a successful command; throws the fault otherwise.
   void Run(const std::string& method_name, const xmlrpc_c::paramList& params,
            XmlrpcReplyWriter& writer) const {
-    const mi::Command* command = registry_.Find(method_name);
-    if (command == nullptr) throw MakeFault(-506, NotAvailable(method_name));
-
     mi::Request request;
     request.command = method_name;
-    if (!command->has_flag(mi::kNoInput)) {
-      request.args.reserve(params.size());
-      for (size_t i = 0; i < params.size(); ++i) {
+    // A param of an unsupported type is this transport's parse error; whether it matters
+    // (a no-input command ignores its params) is the dispatcher's decision.
+    std::optional<xmlrpc_c::fault> bad_param;
+    request.args.reserve(params.size());
+    for (size_t i = 0; i < params.size(); ++i) {
+      try {
         request.args.push_back(mi::Argument{{}, ParamToArgument(params[i])});
+      } catch (const xmlrpc_c::fault& fault) {
+        bad_param = fault;
+        request.args_error = absl::InvalidArgumentError(fault.getDescription());
+        break;
       }
     }
 
-    const mi::DispatchResult dispatched = mi::Dispatch(registry_, request, &writer);
+    mi::CallContext context;
+    context.transport = mi::Transport::kXmlrpc;
+    const mi::DispatchResult dispatched = dispatcher_.Run(context, std::move(request), &writer);
     switch (dispatched.outcome) {
       case mi::Outcome::kNotAvailable:
         throw MakeFault(-506, NotAvailable(method_name));
+      case mi::Outcome::kParseError:
+        throw *bad_param;
       case mi::Outcome::kFailed:
         throw MakeFault(-500, absl::StrCat("Command (", method_name, ") processing failed.\n"));
       case mi::Outcome::kReply:
@@ -251,7 +259,7 @@ class MiDefaultMethod : public xmlrpc_c::defaultMethod {
     return absl::StrCat("Requested command (", method_name, ") is not available!");
   }
 
-  const mi::Registry& registry_;
+  mi::Dispatcher& dispatcher_;
   const XmlrpcProcessor::Options options_;
 };
 
@@ -390,11 +398,11 @@ struct XmlrpcProcessor::Impl {
   xmlrpc_c::defaultMethodPtr mi_method_ptr;
 };
 
-XmlrpcProcessor::XmlrpcProcessor(const mi::Registry& registry, Options options)
+XmlrpcProcessor::XmlrpcProcessor(mi::Dispatcher& dispatcher, Options options)
     : impl_(std::make_unique<Impl>()) {
   xmlrpc_limit_set(XMLRPC_XML_SIZE_LIMIT_ID, options.max_xml_size);
   xmlrpc_limit_set(XMLRPC_NESTING_LIMIT_ID, kMaxValueNesting);
-  impl_->mi_method = new MiDefaultMethod(registry, options);
+  impl_->mi_method = new MiDefaultMethod(dispatcher, options);
   impl_->mi_method_ptr = xmlrpc_c::defaultMethodPtr(impl_->mi_method);
   impl_->registry.setDefaultMethod(impl_->mi_method_ptr);
 }

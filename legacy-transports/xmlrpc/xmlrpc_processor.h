@@ -48,7 +48,7 @@
 #include <string>
 #include <string_view>
 
-#include "registry/command.h"
+#include "registry/dispatcher.h"
 
 namespace sipd::xmlrpc {
 
@@ -91,8 +91,8 @@ class XmlrpcProcessor {
     size_t max_xml_size = 1024 * 1024;
   };
 
-  // `registry` must outlive this object.
-  XmlrpcProcessor(const mi::Registry& registry, Options options);
+  // `dispatcher` must outlive this object.
+  XmlrpcProcessor(mi::Dispatcher& dispatcher, Options options);
   ~XmlrpcProcessor();
   XmlrpcProcessor(const XmlrpcProcessor&) = delete;
   XmlrpcProcessor& operator=(const XmlrpcProcessor&) = delete;

@@ -298,8 +298,9 @@ class Parser {
   }
 
   absl::Status Assignment(const Token& key) {
-    static constexpr std::string_view kKeys[] = {"listen",  "children", "log_level", "debug",
-                                                 "run_dir", "shm_size", "mi_nice"};
+    static constexpr std::string_view kKeys[] = {"listen",  "children",      "log_level",
+                                                 "debug",   "run_dir",       "shm_size",
+                                                 "mi_nice", "mi_async_slots"};
     bool known = false;
     for (std::string_view k : kKeys) known |= (key.text == k);
     if (!known) {
@@ -336,6 +337,9 @@ class Parser {
     } else if (key.text == "mi_nice") {
       SIPD_ASSIGN_OR_RETURN(int64_t v, IntegerValue(key, 0, 19));
       config_.mi_nice = static_cast<int>(v);
+    } else if (key.text == "mi_async_slots") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntegerValue(key, 16, 1 << 20));
+      config_.mi_async_slots = static_cast<size_t>(v);
     }
     return absl::OkStatus();
   }

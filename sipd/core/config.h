@@ -7,6 +7,7 @@
 //   run_dir = "/tmp/sipd-run"          (pid file directory, created 0750 if missing)
 //   shm_size = 64                      (shared memory, MB)
 //   mi_nice = 0                        (nice value 0..19 of module (MI transport) processes)
+//   mi_async_slots = 4096              (MI calls that may wait for an async reply at once)
 //   loadmodule "mi_grpc"               (a path or `.so` suffix is accepted and stripped)
 //   modparam("mi_grpc", "listen", "127.0.0.1:8090")
 //
@@ -25,7 +26,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "sipd/core/module.h"
+#include "sipd/api/module.h"
 
 namespace sipd {
 
@@ -56,6 +57,8 @@ struct Config {
   // flood the SIP workers win the CPU (bench/RESULTS.md, usrloc section). 0 = same
   // priority as SIP, as OpenSIPS.
   int mi_nice = 0;
+  // Async MI calls pending at once, all MI processes together (sipd/core/async_table.h).
+  size_t mi_async_slots = 4096;
   // In loadmodule order, SetParam() already applied.
   std::vector<LoadedModule> modules;
 };

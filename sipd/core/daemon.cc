@@ -144,6 +144,29 @@ bool Daemon::stopping() const {
          (shared_ != nullptr && shared_->stopping.load(std::memory_order_relaxed));
 }
 
+std::unique_ptr<mi::Dispatcher> Daemon::NewDispatcher(const mi::DispatcherOptions& options) {
+  // A restarted process takes over its predecessor's slot: free what it left pending.
+  async_table_->ReclaimOwner(current_slot_);
+  mi::DispatchHooks hooks;
+  // Everything is allowed until the security layer decides from the command's flags and
+  // the caller's role; the hook is called on every path all the same.
+  hooks.authorize = [](const mi::CallContext&, const mi::Command&) { return absl::OkStatus(); };
+  hooks.audit = [](const mi::CallContext& context, const mi::Command& command,
+                   const mi::Request& request, uint32_t code) {
+    spdlog::info("MI audit: {} over {} from {}{}{} with {} argument(s) -> {}", command.name(),
+                 mi::TransportName(context.transport),
+                 context.peer.address.empty() ? "-" : context.peer.address,
+                 context.peer.uid_known() ? absl::StrCat(" uid ", context.peer.uid) : "",
+                 context.peer.principal.empty() ? "" : " as " + context.peer.principal,
+                 request.args.size(),
+                 code == 0 ? std::string("caller gone") : std::to_string(code));
+  };
+  return std::make_unique<mi::Dispatcher>(mi_, &async_table_->ForOwner(current_slot_), options,
+                                          std::move(hooks));
+}
+
+mi::AsyncBackend& Daemon::async() { return async_table_->ForOwner(current_slot_); }
+
 void Daemon::RequestShutdown() {
   if (shared_ == nullptr) return;
   shared_->stopping.store(true, std::memory_order_relaxed);
@@ -210,6 +233,8 @@ absl::Status Daemon::Initialize() {
   }
   PlanProcesses();
   SIPD_ASSIGN_OR_RETURN(table_, ProcessTable::Create(*shm_, static_cast<int>(plan_.size())));
+  SIPD_ASSIGN_OR_RETURN(async_table_, ShmAsyncTable::Create(*shm_, config_.mi_async_slots,
+                                                            static_cast<int>(plan_.size())));
   for (size_t i = 0; i < plan_.size(); ++i) table_->SetType(static_cast<int>(i), "");
   table_->SetType(0, "starter");
   table_->SetPid(0, getpid());
@@ -222,6 +247,8 @@ absl::Status Daemon::Initialize() {
     new (&busy_flags_[i]) std::atomic<uint8_t>(0);
   }
   SIPD_RETURN_IF_ERROR(RegisterProcessStatistics());
+  // Every command is registered by now: count their calls in shared memory (group mi).
+  SIPD_RETURN_IF_ERROR(mi_.UseFigureCells(*stats_));
 
   std::random_device entropy;
   char prefix[9];
@@ -415,6 +442,7 @@ void Daemon::ChildMain(int slot, int report_fd) {
   sigprocmask(SIG_SETMASK, &none, nullptr);
 
   const PlannedProcess& p = plan_[static_cast<size_t>(slot)];
+  current_slot_ = slot;
   SetLogProcessType(p.type);
   // A short name for top/ps/pgrep (the kernel keeps 15 bytes): sipd:sip, sipd:timer,
   // sipd:<module process type>.
@@ -457,9 +485,15 @@ void Daemon::ChildMain(int slot, int report_fd) {
     close(report_fd);
 
     switch (p.kind) {
-      case PlannedProcess::Kind::kModule:
-        module_specs_[p.module][p.spec].main(p.index);
+      case PlannedProcess::Kind::kModule: {
+        absl::Status status = module_specs_[p.module][p.spec].main(p.index);
+        if (!status.ok()) {
+          spdlog::critical("process {} ({}) failed: {}", slot, p.type,
+                           std::string(status.message()));
+          exit_code = 1;
+        }
         break;
+      }
       case PlannedProcess::Kind::kSipWorker: {
         SipWorker worker(*listeners_[p.listener], sip_counters_, sip_handlers_, to_tag_prefix_,
                          absl::StrCat("sipd/", SIPD_VERSION), &busy_flags_[p.index]);

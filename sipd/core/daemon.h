@@ -39,8 +39,9 @@
 #include "absl/status/status.h"
 #include "registry/command.h"
 #include "registry/statistics.h"
+#include "sipd/api/module.h"
+#include "sipd/core/async_table.h"
 #include "sipd/core/config.h"
-#include "sipd/core/module.h"
 #include "sipd/core/proc_memory.h"
 #include "sipd/core/process_table.h"
 #include "sipd/core/shm.h"
@@ -95,6 +96,8 @@ class Daemon final : public Core {
   void RequestShutdown() override;
   bool stopping() const override;
   void SyncLogLevel() override;
+  std::unique_ptr<mi::Dispatcher> NewDispatcher(const mi::DispatcherOptions& options) override;
+  mi::AsyncBackend& async() override;
 
   // The `ps` type of every slot in fork order, as planned by Initialize() (the process
   // table itself shows a type only once the slot is forked, spec 10.1).
@@ -155,6 +158,9 @@ class Daemon final : public Core {
   std::vector<std::string> listen_names_;
 
   std::unique_ptr<SharedMemory> shm_;
+  std::unique_ptr<ShmAsyncTable> async_table_;
+  // This process's slot in the process table (0 in the attendant).
+  int current_slot_ = 0;
   SharedState* shared_ = nullptr;
   std::atomic<uint64_t>* stat_cells_ = nullptr;
   std::unique_ptr<mi::StatsRegistry> stats_;

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "sipd/core/module.h"
+#include "sipd/api/module.h"
 #include "sipd/core/shm.h"
 
 namespace sipd {

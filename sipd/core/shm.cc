@@ -1,9 +1,8 @@
 #include "sipd/core/shm.h"
 
+#include <boost/interprocess/anonymous_shared_memory.hpp>
 #include <cerrno>
 #include <cstring>
-
-#include <boost/interprocess/anonymous_shared_memory.hpp>
 
 #include "absl/strings/str_cat.h"
 

@@ -15,16 +15,15 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <boost/interprocess/allocators/allocator.hpp>
+#include <boost/interprocess/indexes/iset_index.hpp>
+#include <boost/interprocess/managed_external_buffer.hpp>
+#include <boost/interprocess/mapped_region.hpp>
+#include <boost/interprocess/mem_algo/rbtree_best_fit.hpp>
+#include <boost/interprocess/sync/mutex_family.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-
-#include <boost/interprocess/allocators/allocator.hpp>
-#include <boost/interprocess/managed_external_buffer.hpp>
-#include <boost/interprocess/mem_algo/rbtree_best_fit.hpp>
-#include <boost/interprocess/sync/mutex_family.hpp>
-#include <boost/interprocess/indexes/iset_index.hpp>
-#include <boost/interprocess/mapped_region.hpp>
 
 #include "absl/status/statusor.h"
 
@@ -58,8 +57,7 @@ class SharedMemory {
   // when full (callers at start-up turn that into a startup error).
   template <typename T, typename... Args>
   T* Construct(Args&&... args) {
-    T* p = heap_.construct<T>(boost::interprocess::anonymous_instance)(
-        std::forward<Args>(args)...);
+    T* p = heap_.construct<T>(boost::interprocess::anonymous_instance)(std::forward<Args>(args)...);
     live_objects_->fetch_add(1, std::memory_order_relaxed);
     NoteUsage();
     return p;

@@ -23,8 +23,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "registry/statistics.h"
+#include "sipd/api/module.h"
 #include "sipd/core/config.h"
-#include "sipd/core/module.h"
 
 namespace sipd {
 

@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "sipd/core/module.h"
+#include "sipd/api/module.h"
 #include "spdlog/spdlog.h"
 
 namespace sipd {

@@ -17,7 +17,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "registry/dispatch.h"
+#include "registry/dispatcher.h"
 #include "registry/text_format.h"
 #include "sipd_version.h"
 #include "tests/core-commands/test_core.h"
@@ -58,7 +58,7 @@ class CoreCommandsTest : public ::testing::Test {
     mi::Request request;
     request.command = command;
     for (const auto& a : args) request.args.push_back({"", a});
-    return mi::Dispatch(core_.mi(), request);
+    return core_.NewDispatcher({})->Run(request);
   }
   // The reply as FIFO prints it (without the final empty line).
   std::string Text(const std::string& command, const std::vector<std::string>& args = {}) {
@@ -400,7 +400,7 @@ TEST(CoreCommandsRealClockTest, CacheExpiresAfterItsLifetime) {
   auto run = [&core](const std::string& command, std::vector<std::string> args) {
     mi::Request request{command, {}};
     for (auto& a : args) request.args.push_back({"", std::move(a)});
-    return mi::RenderText(mi::Dispatch(core.mi(), request).reply, "\t", false);
+    return mi::RenderText(core.NewDispatcher({})->Run(request).reply, "\t", false);
   };
   EXPECT_EQ(run("cache_store", {"local", "k", "v", "1"}), "200 OK\n");
   EXPECT_EQ(run("cache_fetch", {"local", "k"}), "200 OK\nk = [v]\n");
@@ -439,13 +439,13 @@ TEST(CoreCommandsForkTest, ConcurrentStoresFromTwoProcessesLoseNothing) {
                           {{"", "local"},
                            {"", absl::StrCat("p", process, "-k", i)},
                            {"", absl::StrCat("value-", process, "-", i)}}};
-      if (mi::Dispatch(core.mi(), request).reply.code != 200) return 1;
+      if (core.NewDispatcher({})->Run(request).reply.code != 200) return 1;
       if (i < kShared) {
         mi::Request shared{"cache_store",
                            {{"", "local"},
                             {"", absl::StrCat("shared-", i)},
                             {"", absl::StrCat("from-", process)}}};
-        if (mi::Dispatch(core.mi(), shared).reply.code != 200) return 2;
+        if (core.NewDispatcher({})->Run(shared).reply.code != 200) return 2;
       }
     }
     return 0;

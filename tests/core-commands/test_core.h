@@ -21,7 +21,7 @@
 
 #include "registry/command.h"
 #include "registry/statistics.h"
-#include "sipd/core/module.h"
+#include "sipd/api/module.h"
 #include "sipd/core/shm.h"
 
 namespace sipd::testing {
@@ -61,6 +61,11 @@ class TestCore : public Core {
   void RequestShutdown() override { ++shutdown_requests; }
   bool stopping() const override { return shutdown_requests > 0; }
   void SyncLogLevel() override {}
+  std::unique_ptr<mi::Dispatcher> NewDispatcher(const mi::DispatcherOptions& options) override {
+    return std::make_unique<mi::Dispatcher>(registry_, &async_, options);
+  }
+  mi::AsyncBackend& async() override { return async_; }
+  mi::LocalAsyncBackend async_;
 
   // Test-visible state.
   std::time_t start = std::time(nullptr);

@@ -61,7 +61,9 @@ class InProcessFifo {
  public:
   explicit InProcessFifo(std::chrono::milliseconds request_timeout = std::chrono::milliseconds(300),
                          std::chrono::milliseconds reply_timeout = std::chrono::milliseconds(500))
-      : registry_(NewTestRegistry()) {
+      : registry_(NewTestRegistry()),
+        dispatcher_(std::make_unique<mi::Dispatcher>(*registry_, nullptr,
+                                                     mi::DispatcherOptions{.workers = 2})) {
     std::signal(SIGPIPE, SIG_IGN);
     config_.fifo_name = dir_.Join("sipd_fifo");
     config_.reply_dir = dir_.path() + "/";
@@ -77,7 +79,7 @@ class InProcessFifo {
 
   void Start() {
     ASSERT_TRUE(PrepareRequestFifo(config_).ok());
-    server_ = std::make_unique<FifoServer>(config_, *registry_);
+    server_ = std::make_unique<FifoServer>(config_, *dispatcher_);
     ASSERT_TRUE(server_->Open().ok());
     thread_ = std::thread([this] { server_->Run([this] { return stop_.load(); }, [] {}); });
   }
@@ -90,6 +92,7 @@ class InProcessFifo {
  private:
   TempDir dir_;
   std::unique_ptr<mi::Registry> registry_;
+  std::unique_ptr<mi::Dispatcher> dispatcher_;
   FifoConfig config_;
   std::unique_ptr<FifoServer> server_;
   std::atomic<bool> stop_{false};
@@ -99,7 +102,10 @@ class InProcessFifo {
 class InProcessDatagram {
  public:
   // `socket_name` may contain {DIR} for the temp directory.
-  explicit InProcessDatagram(std::string socket_name) : registry_(NewTestRegistry()) {
+  explicit InProcessDatagram(std::string socket_name)
+      : registry_(NewTestRegistry()),
+        dispatcher_(std::make_unique<mi::Dispatcher>(*registry_, nullptr,
+                                                     mi::DispatcherOptions{.workers = 2})) {
     const size_t at = socket_name.find("{DIR}");
     if (at != std::string::npos) socket_name.replace(at, 5, dir_.path());
     config_.socket_name = socket_name;
@@ -115,7 +121,7 @@ class InProcessDatagram {
     absl::StatusOr<std::vector<DatagramSockets>> sockets = CreateDatagramSockets(config_);
     ASSERT_TRUE(sockets.ok()) << sockets.status();
     sockets_ = std::move(*sockets);
-    server_ = std::make_unique<DatagramServer>(config_, *registry_, sockets_);
+    server_ = std::make_unique<DatagramServer>(config_, *dispatcher_, sockets_);
     if (run) {
       thread_ = std::thread([this] { server_->Run([this] { return stop_.load(); }, [] {}); });
     }
@@ -131,6 +137,7 @@ class InProcessDatagram {
  private:
   TempDir dir_;
   std::unique_ptr<mi::Registry> registry_;
+  std::unique_ptr<mi::Dispatcher> dispatcher_;
   DatagramConfig config_;
   std::vector<DatagramSockets> sockets_;
   std::unique_ptr<DatagramServer> server_;

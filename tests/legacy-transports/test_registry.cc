@@ -91,12 +91,16 @@ std::unique_ptr<mi::Registry> NewTestRegistry() {
                          mi::Node& domain = call.reply().root.AddKid("Domain", "location");
                          domain.AddAttribute("table", "512");
                          domain.not_completed = true;  // usrloc never clears it (spec 1.7)
-                         for (size_t i = 1; i <= n; ++i) {
-                           const std::string user = absl::StrFormat("a%03d", i);
-                           AddContact(domain.AddKid("AOR", user), user);
-                           if (i % 50 == 0) call.Flush();
-                         }
-                         domain.AddAttribute("records", std::to_string(n));
+                         call.StreamWith(mi::MakeProducer(
+                             [n, &domain, i = size_t{1}](Call&) mutable -> absl::StatusOr<bool> {
+                               while (i <= n) {
+                                 const std::string user = absl::StrFormat("a%03d", i);
+                                 AddContact(domain.AddKid("AOR", user), user);
+                                 if (i++ % 50 == 0) return false;
+                               }
+                               domain.AddAttribute("records", std::to_string(n));
+                               return true;
+                             }));
                          return absl::OkStatus();
                        }});
   Register(*registry, {.name = "table_missing", .handler = [](Call& call) {
@@ -122,17 +126,24 @@ std::unique_ptr<mi::Registry> NewTestRegistry() {
                          return absl::OkStatus();
                        }});
   for (const bool flushed : {false, true}) {
-    Register(*registry, {.name = flushed ? "big_flushed" : "big",
-                         .params = {required_n},
-                         .handler = [flushed](Call& call) {
-                           const size_t n = ArgAsSize(call, 0, 0);
-                           const std::string value(96, 'x');
-                           for (size_t i = 1; i <= n; ++i) {
-                             call.reply().root.AddKid("line", value);
-                             if (flushed && i % 50 == 0) call.Flush();
-                           }
-                           return absl::OkStatus();
-                         }});
+    Register(*registry,
+             {.name = flushed ? "big_flushed" : "big",
+              .params = {required_n},
+              .flags = flushed ? uint32_t{mi::kStreaming} : 0u,
+              .handler = [flushed](Call& call) {
+                const size_t n = ArgAsSize(call, 0, 0);
+                call.StreamWith(mi::MakeProducer(
+                    [flushed, n, i = size_t{1}](Call& call) mutable -> absl::StatusOr<bool> {
+                      const std::string value(96, 'x');
+                      while (i <= n) {
+                        call.reply().root.AddKid("line", value);
+                        if (flushed && i++ % 50 == 0) return false;
+                        if (!flushed) ++i;
+                      }
+                      return true;
+                    }));
+                return absl::OkStatus();
+              }});
   }
   Register(*registry,
            {.name = "sleep", .params = {required_n}, .handler = [](Call& call) {

@@ -125,7 +125,8 @@ TEST(FifoTransportTest, RegularFileAndSymlinkAreRefused) {
   EXPECT_NE(status.message().find("symbolic link"), absl::string_view::npos) << status;
   // The server refuses to open a symlink too.
   auto registry = NewTestRegistry();
-  FifoServer server(config, *registry);
+  mi::Dispatcher dispatcher(*registry);
+  FifoServer server(config, dispatcher);
   EXPECT_FALSE(server.Open().ok());
 }
 
@@ -134,7 +135,8 @@ TEST(FifoTransportTest, OpenRecreatesAMissingFifo) {
   FifoConfig config;
   config.fifo_name = dir.Join("fifo");
   auto registry = NewTestRegistry();
-  FifoServer server(config, *registry);
+  mi::Dispatcher dispatcher(*registry);
+  FifoServer server(config, dispatcher);
   ASSERT_TRUE(server.Open().ok());
   struct stat st;
   ASSERT_EQ(lstat(config.fifo_name.c_str(), &st), 0);

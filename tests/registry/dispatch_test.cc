@@ -1,9 +1,8 @@
-#include "registry/dispatch.h"
-
 #include <gtest/gtest.h>
 
 #include <stdexcept>
 
+#include "registry/dispatcher.h"
 #include "registry/text_format.h"
 
 namespace sipd::mi {
@@ -49,8 +48,8 @@ class DispatchTest : public ::testing::Test {
                                .flags = kNoInput,
                                .handler =
                                    [](Call& call) {
-                                     call.reply().root.AddKid(
-                                         "args", std::to_string(call.arg_count()));
+                                     call.reply().root.AddKid("args",
+                                                              std::to_string(call.arg_count()));
                                      return absl::OkStatus();
                                    }})
                     .ok());
@@ -60,14 +59,13 @@ class DispatchTest : public ::testing::Test {
                                .flags = kNoInput,
                                .handler = [](Call&) { return absl::InternalError("boom"); }})
                     .ok());
-    ASSERT_TRUE(registry_
-                    .Register({.name = "throws",
-                               .module = "test",
-                               .flags = kNoInput,
-                               .handler = [](Call&) -> absl::Status {
-                                 throw std::runtime_error("bad");
-                               }})
-                    .ok());
+    ASSERT_TRUE(
+        registry_
+            .Register({.name = "throws",
+                       .module = "test",
+                       .flags = kNoInput,
+                       .handler = [](Call&) -> absl::Status { throw std::runtime_error("bad"); }})
+            .ok());
     ASSERT_TRUE(registry_
                     .Register({.name = "cache_like",
                                .module = "test",
@@ -83,8 +81,8 @@ class DispatchTest : public ::testing::Test {
                                .params = {{"x", Arity::kRequired, ""}, {"x", Arity::kRepeated, ""}},
                                .handler =
                                    [](Call& call) {
-                                     call.reply().root.AddKid(
-                                         "n", std::to_string(call.arg_count()));
+                                     call.reply().root.AddKid("n",
+                                                              std::to_string(call.arg_count()));
                                      return absl::OkStatus();
                                    }})
                     .ok());
@@ -93,14 +91,14 @@ class DispatchTest : public ::testing::Test {
 };
 
 TEST_F(DispatchTest, UnknownCommandIsNotAvailable) {
-  DispatchResult r = Dispatch(registry_, {"nosuch", {}});
+  DispatchResult r = Dispatcher(registry_).Run({"nosuch", {}});
   EXPECT_EQ(r.outcome, Outcome::kNotAvailable);
   EXPECT_EQ(r.reply.code, 500u);
   EXPECT_EQ(r.reply.reason, "command 'nosuch' not available");
 }
 
 TEST_F(DispatchTest, LookupIsCaseSensitive) {
-  EXPECT_EQ(Dispatch(registry_, {"ECHO", {{"", "a"}}}).outcome, Outcome::kNotAvailable);
+  EXPECT_EQ(Dispatcher(registry_).Run({"ECHO", {{"", "a"}}}).outcome, Outcome::kNotAvailable);
 }
 
 TEST_F(DispatchTest, DuplicateRegistrationIsRejected) {
@@ -137,7 +135,7 @@ TEST_F(DispatchTest, ArgumentCountsComeFromTheDeclaration) {
   };
   for (const auto& c : cases) {
     Request req{c.command, std::vector<Argument>(c.nargs, Argument{"", "v"})};
-    DispatchResult r = Dispatch(registry_, req);
+    DispatchResult r = Dispatcher(registry_).Run(req);
     EXPECT_EQ(r.outcome, Outcome::kReply);
     EXPECT_EQ(r.reply.code, c.code) << c.command << " with " << c.nargs;
     EXPECT_EQ(r.reply.reason, c.reason) << c.command << " with " << c.nargs;
@@ -145,19 +143,19 @@ TEST_F(DispatchTest, ArgumentCountsComeFromTheDeclaration) {
 }
 
 TEST_F(DispatchTest, NoInputCommandsIgnoreArguments) {
-  DispatchResult r = Dispatch(registry_, {"noinput", {{"", "a"}, {"", "b"}}});
+  DispatchResult r = Dispatcher(registry_).Run({"noinput", {{"", "a"}, {"", "b"}}});
   ASSERT_EQ(r.reply.root.kids.size(), 1u);
   EXPECT_EQ(r.reply.root.kids[0]->value, "0");
 }
 
 TEST_F(DispatchTest, HandlerErrorIsFailedOutcome) {
-  DispatchResult r = Dispatch(registry_, {"fails", {}});
+  DispatchResult r = Dispatcher(registry_).Run({"fails", {}});
   EXPECT_EQ(r.outcome, Outcome::kFailed);
   EXPECT_EQ(r.reply.reason, "command 'fails' failed");
 }
 
 TEST_F(DispatchTest, ExceptionBecomes500Reply) {
-  DispatchResult r = Dispatch(registry_, {"throws", {}});
+  DispatchResult r = Dispatcher(registry_).Run({"throws", {}});
   EXPECT_EQ(r.outcome, Outcome::kReply);
   EXPECT_EQ(r.reply.code, 500u);
   EXPECT_EQ(r.reply.reason, "Server Internal Error");
@@ -166,14 +164,14 @@ TEST_F(DispatchTest, ExceptionBecomes500Reply) {
 TEST_F(DispatchTest, CallsAreCounted) {
   const Command* echo = registry_.Find("echo");
   const uint64_t before = echo->calls();
-  Dispatch(registry_, {"echo", {{"", "a"}}});
-  Dispatch(registry_, {"echo", {}});  // wrong args still counts as a call
+  Dispatcher(registry_).Run({"echo", {{"", "a"}}});
+  Dispatcher(registry_).Run({"echo", {}});  // wrong args still counts as a call
   EXPECT_EQ(echo->calls(), before + 2);
 }
 
 TEST_F(DispatchTest, WriterGetsWholeReplyExactlyOnce) {
   RecordingWriter w;
-  DispatchResult r = Dispatch(registry_, {"echo", {{"n", "v"}}}, &w);
+  DispatchResult r = Dispatcher(registry_).Run({"echo", {{"n", "v"}}}, &w);
   EXPECT_EQ(r.outcome, Outcome::kReply);
   EXPECT_EQ(w.out, "200 OK\nn:: v\n\n");
   EXPECT_EQ(w.ended, 1);
@@ -181,8 +179,8 @@ TEST_F(DispatchTest, WriterGetsWholeReplyExactlyOnce) {
 
 TEST_F(DispatchTest, WriterIsNotUsedForTransportErrors) {
   RecordingWriter w;
-  Dispatch(registry_, {"nosuch", {}}, &w);
-  Dispatch(registry_, {"fails", {}}, &w);
+  Dispatcher(registry_).Run({"nosuch", {}}, &w);
+  Dispatcher(registry_).Run({"fails", {}}, &w);
   EXPECT_EQ(w.out, "");
   EXPECT_EQ(w.ended, 0);
 }
@@ -190,8 +188,8 @@ TEST_F(DispatchTest, WriterIsNotUsedForTransportErrors) {
 TEST_F(DispatchTest, RegistrationOrderIsKept) {
   std::vector<std::string> names;
   for (const auto& c : registry_.commands()) names.push_back(c->name());
-  EXPECT_EQ(names, (std::vector<std::string>{"echo", "noinput", "fails", "throws", "cache_like",
-                                             "many"}));
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"echo", "noinput", "fails", "throws", "cache_like", "many"}));
 }
 
 }  // namespace

@@ -3,7 +3,7 @@
 
 #include <cstdio>
 
-#include "registry/dispatch.h"
+#include "registry/dispatcher.h"
 #include "registry/text_format.h"
 
 namespace sipd::mi {
@@ -37,18 +37,24 @@ Registry DumpRegistry(int aors, int domains) {
        .module = "test",
        .flags = kNoInput | kStreaming,
        .handler = [aors, domains](Call& call) {
-         Node& root = call.reply().root;
-         root.is_array = true;
-         for (int d = 0; d < domains; ++d) {
-           Node& domain = root.AddKid("Domain", d == 0 ? "location" : "aliases");
-           domain.not_completed = true;
-           domain.AddAttribute("table", "512");
-           for (int i = 1; i <= aors; ++i) {
-             domain.AddKid("AOR", AorName(i));
-             if (i % 50 == 0) call.Flush();
-           }
-           domain.AddAttribute("records", std::to_string(aors));
-         }
+         call.reply().root.is_array = true;
+         call.StreamWith(
+             MakeProducer([aors, domains, d = 0, i = 1, domain = static_cast<Node*>(nullptr)](
+                              Call& call) mutable -> absl::StatusOr<bool> {
+               for (; d < domains; ++d, i = 1, domain = nullptr) {
+                 if (domain == nullptr) {
+                   domain = &call.reply().root.AddKid("Domain", d == 0 ? "location" : "aliases");
+                   domain->not_completed = true;
+                   domain->AddAttribute("table", "512");
+                 }
+                 while (i <= aors) {
+                   domain->AddKid("AOR", AorName(i));
+                   if (i++ % 50 == 0) return false;  // flush point
+                 }
+                 domain->AddAttribute("records", std::to_string(aors));
+               }
+               return true;
+             }));
          return absl::OkStatus();
        }});
   EXPECT_TRUE(s.ok());
@@ -58,7 +64,7 @@ Registry DumpRegistry(int aors, int domains) {
 TEST(FlushTest, FifoLayoutOf120AorDumpMatchesSpec36) {
   Registry registry = DumpRegistry(120, 1);
   TextWriter w;
-  DispatchResult r = Dispatch(registry, {"dump", {}}, &w);
+  DispatchResult r = Dispatcher(registry).Run({"dump", {}}, &w);
   ASSERT_EQ(r.outcome, Outcome::kReply);
   std::string expected = "200 OK\nDomain:: location table=512\n";
   for (int i = 1; i <= 120; ++i) {
@@ -73,23 +79,28 @@ TEST(FlushTest, FifoLayoutOf120AorDumpMatchesSpec36) {
 TEST(FlushTest, FlushDetachesWrittenNodesSoTheTreeStaysSmall) {
   Registry registry;
   size_t max_kids_seen = 0;
-  ASSERT_TRUE(registry
-                  .Register({.name = "big",
-                             .module = "test",
-                             .flags = kNoInput,
-                             .handler =
-                                 [&max_kids_seen](Call& call) {
-                                   for (int i = 0; i < 10000; ++i) {
-                                     call.reply().root.AddKid("n", std::to_string(i));
-                                     max_kids_seen =
-                                         std::max(max_kids_seen, call.reply().root.kids.size());
-                                     if (i % 50 == 49) call.Flush();
-                                   }
-                                   return absl::OkStatus();
-                                 }})
-                  .ok());
+  ASSERT_TRUE(
+      registry
+          .Register({.name = "big",
+                     .module = "test",
+                     .flags = kNoInput | kStreaming,
+                     .handler =
+                         [&max_kids_seen](Call& call) {
+                           call.StreamWith(MakeProducer(
+                               [&max_kids_seen, i = 0](Call& call) mutable -> absl::StatusOr<bool> {
+                                 while (i < 10000) {
+                                   call.reply().root.AddKid("n", std::to_string(i));
+                                   max_kids_seen =
+                                       std::max(max_kids_seen, call.reply().root.kids.size());
+                                   if (i++ % 50 == 49) return false;
+                                 }
+                                 return true;
+                               }));
+                           return absl::OkStatus();
+                         }})
+          .ok());
   TextWriter w;
-  Dispatch(registry, {"big", {}}, &w);
+  Dispatcher(registry).Run({"big", {}}, &w);
   EXPECT_LE(max_kids_seen, 50u);
   EXPECT_NE(w.out.find("n:: 9999\n"), std::string::npos);
 }
@@ -97,7 +108,7 @@ TEST(FlushTest, FlushDetachesWrittenNodesSoTheTreeStaysSmall) {
 TEST(FlushTest, SecondDomainOnlyInFinalWriteWithItsRecords) {
   Registry registry = DumpRegistry(10, 2);
   TextWriter w;
-  Dispatch(registry, {"dump", {}}, &w);
+  Dispatcher(registry).Run({"dump", {}}, &w);
   // No flush happened (10 < 50): both domains are complete in the final write.
   EXPECT_NE(w.out.find("Domain:: location table=512 records=10\n"), std::string::npos);
   EXPECT_NE(w.out.find("Domain:: aliases table=512 records=10\n"), std::string::npos);
@@ -105,7 +116,7 @@ TEST(FlushTest, SecondDomainOnlyInFinalWriteWithItsRecords) {
 
 TEST(FlushTest, WithoutWriterTheWholeTreeIsReturned) {
   Registry registry = DumpRegistry(120, 1);
-  DispatchResult r = Dispatch(registry, {"dump", {}});
+  DispatchResult r = Dispatcher(registry).Run({"dump", {}});
   ASSERT_EQ(r.reply.root.kids.size(), 1u);
   EXPECT_EQ(r.reply.root.kids[0]->kids.size(), 120u);
   EXPECT_EQ(r.reply.root.kids[0]->attributes.size(), 2u);

@@ -4,7 +4,7 @@
 
 #include <array>
 
-#include "registry/dispatch.h"
+#include "registry/dispatcher.h"
 #include "registry/text_format.h"
 
 namespace sipd::mi {
@@ -23,7 +23,7 @@ class StatisticsTest : public ::testing::Test {
   std::string Run(std::vector<std::string> args, const char* command = "get_statistics") {
     Request req{command, {}};
     for (auto& a : args) req.args.push_back({"", a});
-    return RenderText(Dispatch(registry_, req).reply, "\t", true);
+    return RenderText(Dispatcher(registry_).Run(req).reply, "\t", true);
   }
 
   std::array<std::atomic<uint64_t>, 8> storage_{};
@@ -56,8 +56,7 @@ TEST_F(StatisticsTest, UnknownEmptyAndQualifiedNamesAreSkipped) {
 TEST_F(StatisticsTest, ResetHonoursFlags) {
   rcv_.Inc(5);
   active_.Inc(5);
-  EXPECT_EQ(Run({"rcv_requests", "active_dialogs", "timestamp"}, "reset_statistics"),
-            "200 OK\n\n");
+  EXPECT_EQ(Run({"rcv_requests", "active_dialogs", "timestamp"}, "reset_statistics"), "200 OK\n\n");
   EXPECT_EQ(rcv_.value(), 0u);
   EXPECT_EQ(active_.value(), 5u);
   EXPECT_EQ(Run({"active_dialogs"}, "reset_statistics"), "200 OK\n\n");
@@ -68,7 +67,8 @@ TEST_F(StatisticsTest, ResetHonoursFlags) {
 TEST_F(StatisticsTest, StorageExhaustionAndDuplicatesAreErrors) {
   EXPECT_EQ(stats_.AddCounter("core", "rcv_requests").status().code(),
             absl::StatusCode::kAlreadyExists);
-  for (int i = 0; i < 5; ++i) ASSERT_TRUE(stats_.AddCounter("x", std::string("s").append(std::to_string(i))).ok());
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(stats_.AddCounter("x", std::string("s").append(std::to_string(i))).ok());
   EXPECT_EQ(stats_.AddCounter("x", "overflow").status().code(),
             absl::StatusCode::kResourceExhausted);
 }

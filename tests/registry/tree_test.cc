@@ -49,11 +49,17 @@ TEST(TextFormatTest, NodeLineLayoutMatchesSpecSection2) {
     const char* expected;
   };
   const std::vector<Case> cases = {
-      {"Process", "", {{"ID", "0"}, {"PID", "2831"}, {"Type", "attendant"}}, 0,
+      {"Process",
+       "",
+       {{"ID", "0"}, {"PID", "2831"}, {"Type", "attendant"}},
+       0,
        "Process::  ID=0 PID=2831 Type=attendant\n"},
       {"CALLEES", "", {}, 0, "CALLEES:: \n"},
       {"", "0", {{"Current", "0"}, {"Total", "0"}}, 0, "0 Current=0 Total=0\n"},
-      {"Contact", "sip:alice@192.0.2.10:5060", {{"Q", ""}}, 2,
+      {"Contact",
+       "sip:alice@192.0.2.10:5060",
+       {{"Q", ""}},
+       2,
        "\t\tContact:: sip:alice@192.0.2.10:5060 Q=\n"},
       {"Cflags", "", {}, 3, "\t\t\tCflags:: \n"},
       {"", "Value not found", {}, 0, "Value not found\n"},

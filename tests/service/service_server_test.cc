@@ -14,7 +14,7 @@
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
-#include "registry/dispatch.h"
+#include "registry/dispatcher.h"
 #include "registry/proto_convert.h"
 #include "service/grpc_server.h"
 #include "service/status_mapping.h"
@@ -39,7 +39,10 @@ class ServiceServerTest : public ::testing::Test {
     ServerOptions server_options;
     server_options.listen = "127.0.0.1:0";
     server_options.service = options;
-    auto server = MiGrpcServer::Start(t_.registry, server_options);
+    dispatcher_ = std::make_unique<mi::Dispatcher>(
+        t_.registry, nullptr,
+        mi::DispatcherOptions{.workers = options.workers, .max_queued = options.max_queued});
+    auto server = MiGrpcServer::Start(*dispatcher_, server_options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
     target_ = "127.0.0.1:" + std::to_string(server_->port());
@@ -75,6 +78,7 @@ class ServiceServerTest : public ::testing::Test {
   }
 
   testing::TestRegistry t_;
+  std::unique_ptr<mi::Dispatcher> dispatcher_;
   std::unique_ptr<MiGrpcServer> server_;
   std::string target_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -483,7 +487,7 @@ TEST_F(ServiceServerTest, HealthWatchSeesServingThenShutdown) {
 TEST_F(ServiceServerTest, SecondServerOnTheSamePortFails) {
   ServerOptions options;
   options.listen = target_;
-  auto second = MiGrpcServer::Start(t_.registry, options);
+  auto second = MiGrpcServer::Start(*dispatcher_, options);
   EXPECT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
   ExpectStillServing();

@@ -7,14 +7,14 @@
 #include <thread>
 #include <vector>
 
-#include "registry/dispatch.h"
+#include "registry/dispatcher.h"
 #include "registry/proto_convert.h"
 #include "registry/text_format.h"
+#include "registry/worker_pool.h"
 #include "service/chunk_writer.h"
 #include "service/management_service.h"
 #include "service/status_mapping.h"
 #include "service/utf8.h"
-#include "service/worker_pool.h"
 #include "tests/service/test_registry.h"
 
 namespace sipd::service {
@@ -204,7 +204,7 @@ std::vector<v1::ReplyChunk> StreamChunks(const mi::Registry& registry, const mi:
         return true;
       },
       limits);
-  mi::Dispatch(registry, request, &writer);
+  mi::Dispatcher(registry).Run(request, &writer);
   return chunks;
 }
 
@@ -237,7 +237,7 @@ TEST(ChunkWriterTest, ReassemblesToTheWholeReply) {
   testing::TestRegistry t;
   const mi::Request request{"dump", {{"", "237"}, {"", "3"}}};
   const mi::Reply streamed = Reassemble(StreamChunks(t.registry, request, {}));
-  const mi::Reply whole = mi::Dispatch(t.registry, request).reply;
+  const mi::Reply whole = mi::Dispatcher(t.registry).Run(request).reply;
   EXPECT_EQ(mi::RenderText(streamed, "\t", false), mi::RenderText(whole, "\t", false));
   EXPECT_TRUE(streamed == whole);
 }
@@ -256,7 +256,7 @@ TEST(ChunkWriterTest, SplitsLongFlushesByNodeCountAndBytes) {
   EXPECT_GE(chunks.size(), 10u);
   for (const auto& c : chunks) EXPECT_LT(c.ByteSizeLong(), 4096u + 1200u);
   EXPECT_TRUE(Reassemble(chunks) ==
-              mi::Dispatch(t.registry, {"dump", {{"", "40"}, {"", "1000"}}}).reply);
+              mi::Dispatcher(t.registry).Run({"dump", {{"", "40"}, {"", "1000"}}}).reply);
 }
 
 TEST(ChunkWriterTest, ReplyWithoutNodesIsOneStatusChunk) {
@@ -294,7 +294,7 @@ TEST(ChunkWriterTest, BrokenSinkDropsTheRestButHandlerCompletes) {
         return accepted < 2;  // the second chunk fails: stream gone
       },
       {});
-  const auto result = mi::Dispatch(t.registry, {"dump", {{"", "500"}}}, &writer);
+  const auto result = mi::Dispatcher(t.registry).Run({"dump", {{"", "500"}}}, &writer);
   EXPECT_EQ(result.outcome, mi::Outcome::kReply);
   EXPECT_TRUE(writer.broken());
   EXPECT_EQ(accepted, 2);
@@ -306,7 +306,7 @@ TEST(WorkerPoolTest, RunsTasksAndBoundsTheQueue) {
   std::atomic<bool> started{false};
   std::atomic<bool> release{false};
   {
-    WorkerPool pool(1, 2);
+    mi::WorkerPool pool(1, 2);
     ASSERT_TRUE(pool.TrySubmit([&] {
       started = true;
       while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -323,7 +323,7 @@ TEST(WorkerPoolTest, RunsTasksAndBoundsTheQueue) {
 }
 
 TEST(WorkerPoolTest, RefusesAfterStop) {
-  WorkerPool pool(2, 8);
+  mi::WorkerPool pool(2, 8);
   pool.Stop();
   EXPECT_FALSE(pool.TrySubmit([] {}));
 }

@@ -69,33 +69,37 @@ TestRegistry::TestRegistry() {
                             call.reply().root.AddKid("Big", std::string(IntArg(call, 0, 0), 'b'));
                             return absl::OkStatus();
                           }});
-  MustRegister(registry,
-               {.name = "dump",
-                .module = "test",
-                .params = {{"records", Arity::kRequired, ""}, {"pad", Arity::kOptional, ""}},
-                .flags = mi::kStreaming,
-                .handler = [flushes = dump_flushes, finished = dump_finished](mi::Call& call) {
-                  const int records = IntArg(call, 0, 0);
-                  const int pad = IntArg(call, 1, 8);
-                  mi::Node& root = call.reply().root;
-                  root.is_array = true;
-                  for (int i = 0; i < records; ++i) {
-                    mi::Node& rec = root.AddKid("Record", std::to_string(i));
-                    rec.AddAttribute("n", std::to_string(i % 7));
-                    rec.AddKid("Data", std::string(pad, 'd'));
-                    if ((i + 1) % 50 == 0) {
-                      call.Flush();
-                      flushes->fetch_add(1);
-                    }
-                  }
-                  finished->fetch_add(1);
-                  return absl::OkStatus();
-                }});
+  MustRegister(
+      registry,
+      {.name = "dump",
+       .module = "test",
+       .params = {{"records", Arity::kRequired, ""}, {"pad", Arity::kOptional, ""}},
+       .flags = mi::kStreaming,
+       .handler = [flushes = dump_flushes, finished = dump_finished](mi::Call& call) {
+         const int records = IntArg(call, 0, 0);
+         const int pad = IntArg(call, 1, 8);
+         call.reply().root.is_array = true;
+         call.StreamWith(mi::MakeProducer([flushes, finished, records, pad,
+                                           i = 0](mi::Call& call) mutable -> absl::StatusOr<bool> {
+           while (i < records) {
+             mi::Node& rec = call.reply().root.AddKid("Record", std::to_string(i));
+             rec.AddAttribute("n", std::to_string(i % 7));
+             rec.AddKid("Data", std::string(pad, 'd'));
+             if (++i % 50 == 0) {
+               flushes->fetch_add(1);
+               return false;
+             }
+           }
+           finished->fetch_add(1);
+           return true;
+         }));
+         return absl::OkStatus();
+       }});
   MustRegister(registry,
                {.name = "slow",
                 .module = "test",
                 .params = {{"ms", Arity::kRequired, ""}},
-                .flags = mi::kAsync,
+                .flags = mi::kBlocking,
                 .handler = [](mi::Call& call) {
                   std::this_thread::sleep_for(std::chrono::milliseconds(IntArg(call, 0, 0)));
                   call.reply().root.AddKid("Slept", call.arg(0));

@@ -76,6 +76,7 @@ class ProbeModule : public Module {
         }
         usleep(20 * 1000);
       }
+      return absl::OkStatus();
     };
     return {spec};
   }

@@ -43,7 +43,7 @@ ProcessSpec Spec(std::string name, int count) {
   ProcessSpec spec;
   spec.name = std::move(name);
   spec.count = count;
-  spec.main = [](int) {};
+  spec.main = [](int) { return absl::OkStatus(); };
   return spec;
 }
 
@@ -147,7 +147,8 @@ TEST_F(DaemonTest, StatisticsGroupsInSpecOrder) {
     const std::string group = kid->name.substr(0, kid->name.find(':'));
     if (groups.empty() || groups.back() != group) groups.push_back(group);
   }
-  EXPECT_THAT(groups, ElementsAre("shmem", "core", "net", "sl", "alpha", "beta", "pkmem", "load"));
+  EXPECT_THAT(groups,
+              ElementsAre("shmem", "core", "net", "sl", "alpha", "beta", "pkmem", "load", "mi"));
 
   std::vector<std::string> names;
   for (const auto& kid : root.kids) names.push_back(kid->name);
@@ -168,11 +169,14 @@ TEST_F(DaemonTest, StatisticsGroupsInSpecOrder) {
   ASSERT_GE(names.size(), expected_head.size());
   EXPECT_EQ(std::vector<std::string>(names.begin(), names.begin() + expected_head.size()),
             expected_head);
-  // 10 slots x 6 pkmem stats, then one load stat per listener.
-  const std::vector<std::string> tail(names.end() - 2, names.end());
+  // 10 slots x 6 pkmem stats, one load stat per listener, then calls/errors/time_us of
+  // every MI command.
+  const size_t figures = 3 * daemon_->mi().commands().size();
+  const std::vector<std::string> tail(names.end() - 2 - figures, names.end() - figures);
   EXPECT_THAT(tail, ElementsAre(absl::StrCat("load:", daemon_->listen()[0], "-load"),
                                 absl::StrCat("load:", daemon_->listen()[1], "-load")));
-  EXPECT_EQ(names.size(), expected_head.size() - 7 + 10 * 6 + 2);
+  EXPECT_EQ(names.at(names.size() - figures), "mi:get_statistics_calls");
+  EXPECT_EQ(names.size(), expected_head.size() - 7 + 10 * 6 + 2 + figures);
 }
 
 TEST_F(DaemonTest, StatisticsValuesAreReal) {
@@ -277,6 +281,10 @@ class StopAfterCore : public Core {
   void RequestShutdown() override {}
   bool stopping() const override { return stop_(); }
   void SyncLogLevel() override { ++syncs; }
+  std::unique_ptr<mi::Dispatcher> NewDispatcher(const mi::DispatcherOptions&) override {
+    std::abort();
+  }
+  mi::AsyncBackend& async() override { std::abort(); }
   int syncs = 0;
 
  private:

@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "registry/dispatch.h"
+#include "registry/dispatcher.h"
 #include "registry/text_format.h"
 #include "sipd/modules/usrloc/sqlite_store.h"
 #include "sipd/modules/usrloc/usrloc.h"
@@ -58,7 +58,7 @@ class RegistrarTest : public ::testing::Test {
   std::string Mi(std::string command, std::vector<std::string> args = {}) {
     mi::Request request{std::move(command), {}};
     for (auto& a : args) request.args.push_back(mi::Argument{"", std::move(a)});
-    return mi::RenderText(mi::Dispatch(core_.mi(), request).reply, "\t", true);
+    return mi::RenderText(core_.NewDispatcher({})->Run(request).reply, "\t", true);
   }
   std::vector<std::string> Uris(std::string aor) {
     std::vector<std::string> out;

@@ -19,7 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "registry/command.h"
 #include "registry/statistics.h"
-#include "sipd/core/module.h"
+#include "sipd/api/module.h"
 #include "sipd/core/shm.h"
 #include "sipd/core/sip.h"
 
@@ -71,6 +71,11 @@ class FakeCore : public Core {
   void RequestShutdown() override {}
   bool stopping() const override { return false; }
   void SyncLogLevel() override {}
+  std::unique_ptr<mi::Dispatcher> NewDispatcher(const mi::DispatcherOptions& options) override {
+    return std::make_unique<mi::Dispatcher>(registry_, &async_, options);
+  }
+  mi::AsyncBackend& async() override { return async_; }
+  mi::LocalAsyncBackend async_;
 
   void AddModule(Module* module) { modules_.push_back(module); }
   void RunTimers() {

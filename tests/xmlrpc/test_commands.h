@@ -104,10 +104,15 @@ inline void RegisterTestCommands(mi::Registry& registry) {
   add(
       "flusher",
       [](mi::Call& call) {
-        for (int i = 0; i < 120; ++i) {
-          call.reply().root.AddKid("Record", std::to_string(i)).AddKid("Index", std::to_string(i));
-          if (i % 50 == 49) call.Flush();
-        }
+        call.StreamWith(mi::MakeProducer([i = 0](mi::Call& call) mutable -> absl::StatusOr<bool> {
+          while (i < 120) {
+            call.reply()
+                .root.AddKid("Record", std::to_string(i))
+                .AddKid("Index", std::to_string(i));
+            if (i++ % 50 == 49) return false;
+          }
+          return true;
+        }));
         return absl::OkStatus();
       },
       mi::kNoInput | mi::kStreaming);

@@ -28,7 +28,8 @@ class ProcessorTest : public ::testing::Test {
   std::string Run(const std::string& xml, ReplyOption option = ReplyOption::kString) {
     XmlrpcProcessor::Options options;
     options.reply_option = option;
-    XmlrpcProcessor processor(registry_, options);
+    mi::Dispatcher dispatcher(registry_);
+    XmlrpcProcessor processor(dispatcher, options);
     return processor.Process(xml);
   }
   CallOutcome Call(const std::string& method, const xmlrpc_c::paramList& params = {},
@@ -108,7 +109,8 @@ TEST_F(ProcessorTest, FlushedReplyIsCompleteAndInOrder) {
 TEST_F(ProcessorTest, ArrayModeBuildsAFreshArrayPerRequest) {
   XmlrpcProcessor::Options options;
   options.reply_option = ReplyOption::kArray;
-  XmlrpcProcessor processor(registry_, options);
+  mi::Dispatcher dispatcher(registry_);
+  XmlrpcProcessor processor(dispatcher, options);
   for (int i = 0; i < 3; ++i) {
     EXPECT_EQ(ParseOutcome(processor.Process(MethodCall("flusher"))).Strings().size(), 240u);
   }

@@ -36,7 +36,8 @@ class ServerTest : public ::testing::Test {
     testing::RegisterTestCommands(registry_);
     XmlrpcProcessor::Options processor_options;
     processor_options.max_xml_size = options.max_body_size;
-    processor_ = std::make_unique<XmlrpcProcessor>(registry_, processor_options);
+    dispatcher_ = std::make_unique<mi::Dispatcher>(registry_);
+    processor_ = std::make_unique<XmlrpcProcessor>(*dispatcher_, processor_options);
     absl::StatusOr<int> fd = OpenListenSocket("127.0.0.1", 0);
     ASSERT_TRUE(fd.ok()) << fd.status();
     listen_fd_ = *fd;
@@ -64,6 +65,7 @@ class ServerTest : public ::testing::Test {
   }
 
   mi::Registry registry_;
+  std::unique_ptr<mi::Dispatcher> dispatcher_;
   std::unique_ptr<XmlrpcProcessor> processor_;
   std::unique_ptr<XmlrpcServer> server_;
   std::thread thread_;

@@ -11,7 +11,7 @@
 #pragma once
 
 #include "absl/status/status.h"
-#include "sipd/core/module.h"
+#include "sipd/api/module.h"
 #include "sipd/modules/core/local_cache.h"
 
 namespace sipd {

@@ -37,7 +37,7 @@
 #include <vector>
 
 #include "registry/statistics.h"
-#include "sipd/core/module.h"
+#include "sipd/api/module.h"
 #include "sipd/core/sip.h"
 #include "sipd/modules/usrloc/usrloc.h"
 

@@ -104,32 +104,57 @@ absl::Status UlRmContact(Usrloc& ul, Call& call) {
   return applied->persisted;
 }
 
+// ul_dump's reply, produced one flush (50 AORs, spec 1.7) at a time as the transport
+// asks for it. Between two parts it holds a cursor, never a slot lock, so a client that
+// reads slowly (or not at all) blocks nobody.
+class UlDumpProducer final : public mi::ReplyProducer {
+ public:
+  UlDumpProducer(Usrloc& ul, bool brief) : ul_(ul), brief_(brief) {}
+
+  absl::StatusOr<bool> Next(Call& call) override {
+    const auto& tables = ul_.tables();
+    while (table_ < tables.size()) {
+      const LocationTable& table = *tables[table_];
+      if (domain_ == nullptr) {
+        domain_ = &call.reply().root.AddKid("Domain", table.name());
+        domain_->AddAttribute("table", absl::StrCat(table.size()));
+        domain_->is_array = true;
+        // Never cleared, as in OpenSIPS: later domains are written by the final write.
+        domain_->not_completed = true;
+        records_ = 0;
+        cursor_ = LocationTable::Cursor{};
+      }
+      while (!cursor_.done) {
+        // Copy at most up to the next flush point, so every flush happens right after
+        // the 50th, 100th, ... AOR, and no slot lock is held while building or writing.
+        chunk_.clear();
+        table.CopyChunk(cursor_, kAorsPerFlush - records_ % kAorsPerFlush, !brief_, chunk_);
+        const int64_t now = ul_.Now();
+        for (const AorSnapshot& aor : chunk_) AppendAorNode(*domain_, aor, brief_, now);
+        records_ += chunk_.size();
+        if (!chunk_.empty() && records_ % kAorsPerFlush == 0) return false;  // flush point
+      }
+      domain_->AddAttribute("records", absl::StrCat(records_));
+      domain_ = nullptr;
+      ++table_;
+    }
+    return true;
+  }
+
+ private:
+  Usrloc& ul_;
+  const bool brief_;
+  size_t table_ = 0;
+  mi::Node* domain_ = nullptr;
+  size_t records_ = 0;
+  LocationTable::Cursor cursor_;
+  std::vector<AorSnapshot> chunk_;
+};
+
 absl::Status UlDump(Usrloc& ul, Call& call) {
   const bool brief = call.arg_count() == 1 && absl::EqualsIgnoreCase(call.arg(0), "brief");
-  Reply& reply = call.reply();
-  reply.root.is_array = true;
-  std::vector<AorSnapshot> chunk;
-  for (const auto& table : ul.tables()) {
-    Node& domain = reply.root.AddKid("Domain", table->name());
-    domain.AddAttribute("table", absl::StrCat(table->size()));
-    domain.is_array = true;
-    // Never cleared, as in OpenSIPS: later domains are written by the final write.
-    domain.not_completed = true;
-    size_t records = 0;
-    LocationTable::Cursor cursor;
-    while (!cursor.done) {
-      // Copy at most up to the next flush point, so every flush happens right after the
-      // 50th, 100th, ... AOR and no slot lock is held while building or writing.
-      chunk.clear();
-      table->CopyChunk(cursor, kAorsPerFlush - records % kAorsPerFlush, !brief, chunk);
-      const int64_t now = ul.Now();
-      for (const AorSnapshot& aor : chunk) {
-        AppendAorNode(domain, aor, brief, now);
-        if (++records % kAorsPerFlush == 0) call.Flush();
-      }
-    }
-    domain.AddAttribute("records", absl::StrCat(records));
-  }
+  call.reply().root.is_array = true;
+  call.StreamWith(std::make_unique<UlDumpProducer>(ul, brief));
   return absl::OkStatus();
 }
 
@@ -206,27 +231,15 @@ absl::Status UlShowContact(Usrloc& ul, Call& call) {
   for (const ContactInfo& c : snapshot->contacts) {
     if (c.Valid(now)) reply.root.AddKid("Contact", FormatShowContact(c, now));
   }
-  if (reply.root.kids.empty()) call.reply() = Reply::ErrorTruncatedOnText(404, kAorHasNoContacts, 1);
+  if (reply.root.kids.empty())
+    call.reply() = Reply::ErrorTruncatedOnText(404, kAorHasNoContacts, 1);
   return absl::OkStatus();
 }
 
 absl::Status UlSync(Usrloc& ul, Call& call) {
-  // Spec 8.1: without a database the answer does not depend on the arguments.
-  if (ul.options().db_mode == DbMode::kNone) {
-    call.reply().reason = std::string(kAlreadySynced);
-    return absl::OkStatus();
-  }
-  if (call.arg_count() == 0) {
-    SetError(call, 400, mi::kReasonBadArgCount);
-    return absl::OkStatus();
-  }
   LocationTable* table = TableArg(ul, call);
   if (table == nullptr) return absl::OkStatus();
   if (call.arg_count() == 1) return ul.SyncTable(*table);
-  if (call.arg_count() > 2) {
-    SetError(call, 400, mi::kReasonBadArgCount);
-    return absl::OkStatus();
-  }
   std::optional<std::string> aor = AorArg(ul, call, 1);
   if (!aor.has_value()) return absl::OkStatus();
   absl::Status status = ul.SyncAor(*table, *aor);
@@ -305,7 +318,7 @@ absl::Status RegisterMiCommands(Usrloc& ul, mi::Registry& registry) {
        .handler = bind(UlDump)},
       {.name = "ul_flush",
        .module = "usrloc",
-       .flags = mi::kNoInput | mi::kMutating,
+       .flags = mi::kNoInput | mi::kMutating | mi::kBlocking,
        .handler = bind(UlFlush)},
       {.name = "ul_add",
        .module = "usrloc",
@@ -324,14 +337,18 @@ absl::Status RegisterMiCommands(Usrloc& ul, mi::Registry& registry) {
        .module = "usrloc",
        .params = {table, aor},
        .handler = bind(UlShowContact)},
-      // Argument counts are checked by the handler: without a database the reply does
-      // not depend on them (spec 8.1).
       {.name = "ul_sync",
        .module = "usrloc",
-       .params = {{"table", Arity::kOptional, "usrloc table (required with a database)"},
-                  {"aor", Arity::kRepeated, "optional AOR to sync (at most one)"}},
-       .flags = mi::kMutating,
-       .handler = bind(UlSync)},
+       .params = {table, {"aor", Arity::kOptional, "the one AOR to sync (default: all)"}},
+       .flags = mi::kMutating | mi::kBlocking,
+       .handler = bind(UlSync),
+       // Spec 8.1: without a database the answer does not depend on the arguments.
+       .answer_before_args = [&ul]() -> std::optional<Reply> {
+         if (ul.options().db_mode != DbMode::kNone) return std::nullopt;
+         Reply reply;
+         reply.reason = std::string(kAlreadySynced);
+         return reply;
+       }},
   };
   for (auto& spec : specs) {
     absl::Status s = registry.Register(std::move(spec));

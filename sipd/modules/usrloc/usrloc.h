@@ -36,7 +36,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "registry/statistics.h"
-#include "sipd/core/module.h"
+#include "sipd/api/module.h"
 #include "sipd/core/shm.h"
 #include "sipd/modules/usrloc/contact.h"
 #include "sipd/modules/usrloc/location_table.h"

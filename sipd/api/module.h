@@ -25,14 +25,18 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "registry/async.h"
 #include "registry/command.h"
+#include "registry/dispatcher.h"
 #include "registry/statistics.h"
-#include "sipd/core/shm.h"
 
 namespace sipd {
 
 class Core;
 class SipRequest;
+// sipd/core/shm.h (Boost.Interprocess): included only by the modules that place objects
+// in shared memory.
+class SharedMemory;
 
 // Ranks passed to ChildInit (as OpenSIPS).
 inline constexpr int kRankMain = 0;
@@ -53,8 +57,9 @@ struct ProcessSpec {
   // Run once in the attendant after this group is forked.
   std::function<void()> post_fork;
   // The body of process `index` (0..count-1). It should loop until Core::stopping()
-  // becomes true; returning exits the process (status 0 = deliberate).
-  std::function<void(int index)> main;
+  // becomes true. Returning OK ends the process deliberately (it is not restarted); an
+  // error is logged by the attendant, the process exits with status 1 and is restarted.
+  std::function<absl::Status(int index)> main;
   // Run every module's ChildInit(kRankModule) before main().
   bool init_child = true;
 };
@@ -101,6 +106,15 @@ class Core {
   virtual SharedMemory& shm() = 0;
   virtual mi::Registry& mi() = 0;
   virtual mi::StatsRegistry& stats() = 0;
+
+  // The MI dispatcher of the calling process, configured with the daemon's policy
+  // hooks (authorization, audit) and its async replies routed to this process. A
+  // transport process makes one when it starts (after the fork) and serves every
+  // request through it. REQUIRES: called in a forked process, not during Init().
+  virtual std::unique_ptr<mi::Dispatcher> NewDispatcher(const mi::DispatcherOptions& options) = 0;
+  // Completes async MI calls (AsyncBackend::Complete) from any process: where a module
+  // hands the reply of a ticket it was given (spec 1.6).
+  virtual mi::AsyncBackend& async() = 0;
 
   // Another loaded module, or nullptr.
   virtual Module* FindModule(std::string_view name) = 0;

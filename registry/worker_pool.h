@@ -1,10 +1,10 @@
-// A small fixed pool of threads for MI calls that may block: ExecuteStream (its writes
-// wait for the client) and commands flagged async or streaming. Fast commands run
-// inline on the completion-queue threads and never come here.
+// A small fixed pool of threads on which the Dispatcher runs MI calls that may block:
+// commands flagged kBlocking, and streaming commands whose transport wants the whole
+// reply at once. Every other call runs inline on the transport's own thread.
 //
 // The queue is bounded: TrySubmit() refuses work when `max_queued` tasks are already
-// waiting, so a burst of slow calls is answered with RESOURCE_EXHAUSTED instead of
-// growing without limit.
+// waiting, so a burst of slow calls is answered "busy" instead of growing without
+// limit.
 //
 // Thread-safety: TrySubmit() may be called from any thread. The destructor (or Stop())
 // runs the tasks already queued, then joins the threads; it must not be called from a
@@ -19,7 +19,7 @@
 #include <thread>
 #include <vector>
 
-namespace sipd::service {
+namespace sipd::mi {
 
 class WorkerPool {
  public:
@@ -45,4 +45,4 @@ class WorkerPool {
   std::vector<std::thread> threads_;
 };
 
-}  // namespace sipd::service
+}  // namespace sipd::mi

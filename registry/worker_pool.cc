@@ -1,6 +1,6 @@
-#include "service/worker_pool.h"
+#include "registry/worker_pool.h"
 
-namespace sipd::service {
+namespace sipd::mi {
 
 WorkerPool::WorkerPool(size_t threads, size_t max_queued) : max_queued_(max_queued) {
   threads_.reserve(threads);
@@ -44,4 +44,4 @@ void WorkerPool::Run() {
   }
 }
 
-}  // namespace sipd::service
+}  // namespace sipd::mi

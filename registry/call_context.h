@@ -1,0 +1,84 @@
+// Who is calling, over what, until when: the context a transport hands to the
+// Dispatcher with every request (see registry/dispatcher.h).
+//
+// Transports fill what they know: the transport, the peer (SO_PEERCRED uid/pid on unix
+// sockets and the FIFO owner, ip:port on network sockets), the deadline, a cancellation
+// token they trip when the client goes away, and whether they can hold the caller while
+// an async command completes. The dispatcher's authorization hook reads the principal
+// and role (filled by the security layer); everything else is policy input for the
+// dispatcher, never re-decided by a transport.
+//
+// Thread-safety: a CallContext is copied into the call; the CancellationToken it holds
+// is shared and may be tripped from any thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace sipd::mi {
+
+enum class Transport {
+  kInternal,  // in-process callers (tests, other modules)
+  kFifo,
+  kDatagramUnix,
+  kDatagramUdp,
+  kXmlrpc,
+  kGrpc,
+  kHttp,
+};
+
+std::string_view TransportName(Transport transport);
+
+// What the caller is allowed to do (decided by the authorization hook; see
+// registry/dispatcher.h). kUnset = no security layer has spoken: everything is allowed.
+enum class Role { kUnset, kNone, kRead, kOperate, kAdmin };
+
+std::string_view RoleName(Role role);
+
+struct Peer {
+  // Unix sockets (SO_PEERCRED) and the FIFO (owner of the reply FIFO); -1 = unknown.
+  uid_t uid = static_cast<uid_t>(-1);
+  pid_t pid = -1;
+  // "ip:port" for network peers, the socket or FIFO path for local ones; may be empty.
+  std::string address;
+  // The authenticated principal (token name, certificate subject, unix user); empty =
+  // not authenticated.
+  std::string principal;
+  Role role = Role::kUnset;
+
+  bool uid_known() const { return uid != static_cast<uid_t>(-1); }
+};
+
+// Tripped by the transport when the caller is gone (gRPC cancel or deadline, a FIFO
+// reader that went away, a closed connection) or by the dispatcher on timeout. Running
+// handlers poll it through Call::cancelled(); a cancelled async call releases its slot.
+class CancellationToken {
+ public:
+  CancellationToken() : flag_(std::make_shared<std::atomic<bool>>(false)) {}
+  void Cancel() const { flag_->store(true, std::memory_order_relaxed); }
+  bool cancelled() const { return flag_->load(std::memory_order_relaxed); }
+
+ private:
+  std::shared_ptr<std::atomic<bool>> flag_;
+};
+
+struct CallContext {
+  using Clock = std::chrono::steady_clock;
+
+  Transport transport = Transport::kInternal;
+  Peer peer;
+  // No deadline by default; an async call then waits at most the dispatcher's
+  // async_timeout.
+  Clock::time_point deadline = Clock::time_point::max();
+  CancellationToken cancel;
+  // The transport can hold the caller until an async command completes (all of sipd's
+  // transports can). When false an async command answers `202 Accepted` (spec 8.3).
+  bool can_wait_async = true;
+};
+
+}  // namespace sipd::mi

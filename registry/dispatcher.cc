@@ -1,0 +1,551 @@
+#include "registry/dispatcher.h"
+
+#include <poll.h>
+
+#include <algorithm>
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace sipd::mi {
+
+// One call from Start() to its end. Shared by the Exchange (the transport's handle) and
+// whatever runs the call: a worker thread, or the dispatcher's table of calls waiting
+// for an async reply.
+struct CallState {
+  using Clock = std::chrono::steady_clock;
+  enum class Phase { kRunning, kReady, kCancelled };
+
+  CallContext context;
+  Request request;
+  const Command* command = nullptr;
+  Delivery delivery = Delivery::kTree;
+  ReplyWriter* writer = nullptr;
+  Exchange::ReadyFn on_ready;
+
+  Reply reply;
+  Outcome outcome = Outcome::kReply;
+  // Alive while the handler runs and while a pulled stream has more to give.
+  std::unique_ptr<Call> call;
+  std::optional<AsyncTicket> ticket;
+  Clock::time_point start;
+  Clock::time_point deadline = Clock::time_point::max();
+  // Guarded by Dispatcher::mu_ once the call left the starting thread.
+  Phase phase = Phase::kRunning;
+  // A worker thread owns `call` (guarded by Dispatcher::mu_).
+  bool on_worker = false;
+  bool accounted = false;
+};
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+Reply NotAvailable(const std::string& command) {
+  return Reply::Error(500, absl::StrCat("command '", command, "' not available"));
+}
+Reply ParseError(const std::string& command) {
+  return Reply::Error(400, absl::StrCat("parse error in command '", command, "'"));
+}
+Reply Failed(const std::string& command) {
+  return Reply::Error(500, absl::StrCat("command '", command, "' failed"));
+}
+Reply Accepted() {
+  Reply reply;
+  reply.code = 202;
+  reply.reason = "Accepted";
+  return reply;
+}
+
+bool IsError(const CallState& state) {
+  return state.outcome == Outcome::kFailed || state.outcome == Outcome::kParseError ||
+         (state.outcome == Outcome::kReply && state.reply.code >= 400);
+}
+
+// Runs the producer to its end without flushing (kTree), or flushing into the
+// transport's writer until it is full (kWriter). False if the producer failed.
+bool Drain(CallState& state) {
+  std::unique_ptr<ReplyProducer>& producer = state.call->producer();
+  while (producer != nullptr) {
+    if (state.context.cancel.cancelled()) return false;
+    if (state.writer != nullptr && state.writer->full()) break;
+    absl::StatusOr<bool> done;
+    try {
+      done = producer->Next(*state.call);
+    } catch (const std::exception& e) {
+      done = absl::InternalError(e.what());
+    }
+    if (!done.ok()) {
+      spdlog::warn("MI: stream of '{}' failed: {}", state.command->name(),
+                   done.status().ToString());
+      producer.reset();
+      return false;
+    }
+    if (*done) {
+      producer.reset();
+      break;
+    }
+    if (state.writer != nullptr) {
+      FlushReply(state.reply, *state.writer);
+      state.writer->EndFlush();
+    }
+  }
+  producer.reset();
+  return true;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Exchange
+
+Exchange::~Exchange() { Cancel(); }
+
+bool Exchange::ready() const {
+  std::lock_guard<std::mutex> lock(dispatcher_->mu_);
+  return state_->phase == CallState::Phase::kReady;
+}
+
+Outcome Exchange::outcome() const { return state_->outcome; }
+
+const std::string& Exchange::command_name() const { return state_->request.command; }
+
+const Command* Exchange::command() const { return state_->command; }
+
+const CallContext& Exchange::context() const { return state_->context; }
+
+Reply& Exchange::reply() { return state_->reply; }
+
+bool Exchange::WriteNext(ReplyWriter& writer) {
+  CallState& state = *state_;
+  if (state.delivery != Delivery::kPull || state.outcome != Outcome::kReply || state.accounted) {
+    return true;
+  }
+  std::unique_ptr<ReplyProducer>* producer =
+      state.call != nullptr && state.call->producer() != nullptr ? &state.call->producer()
+                                                                 : nullptr;
+  if (producer != nullptr) {
+    absl::StatusOr<bool> done;
+    try {
+      done = (*producer)->Next(*state.call);
+    } catch (const std::exception& e) {
+      done = absl::InternalError(e.what());
+    }
+    if (!done.ok()) {
+      spdlog::warn("MI: stream of '{}' failed: {}", state.command->name(),
+                   done.status().ToString());
+      state.call.reset();
+      state.outcome = Outcome::kFailed;
+      state.reply = Failed(state.request.command);
+      dispatcher_->Account(state);
+      return true;
+    }
+    if (!*done) {
+      FlushReply(state.reply, writer);
+      writer.EndFlush();
+      return false;
+    }
+  }
+  state.call.reset();
+  FinishReply(state.reply, writer);
+  dispatcher_->Account(state);
+  return true;
+}
+
+void Exchange::Cancel() {
+  if (state_ != nullptr) dispatcher_->Cancel(*state_);
+}
+
+// ---------------------------------------------------------------------------------------
+// Dispatcher
+
+Dispatcher::Dispatcher(const Registry& registry, AsyncBackend* async, DispatcherOptions options,
+                       DispatchHooks hooks)
+    : registry_(registry),
+      own_async_(async == nullptr ? std::make_unique<LocalAsyncBackend>() : nullptr),
+      async_(async == nullptr ? own_async_.get() : async),
+      options_(options),
+      hooks_(std::move(hooks)) {
+  if (options_.workers > 0) {
+    pool_ = std::make_unique<WorkerPool>(options_.workers, options_.max_queued);
+  }
+}
+
+Dispatcher::~Dispatcher() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [slot, state] : waiting_) {
+      state->context.cancel.Cancel();
+      async_->Release(*state->ticket);
+    }
+    waiting_.clear();
+  }
+  if (pool_ != nullptr) pool_->Stop();
+}
+
+std::unique_ptr<Exchange> Dispatcher::Start(CallContext context, Request request, Delivery delivery,
+                                            ReplyWriter* writer, Exchange::ReadyFn on_ready) {
+  auto state = std::make_shared<CallState>();
+  state->start = Clock::now();
+  state->context = std::move(context);
+  state->request = std::move(request);
+  state->delivery = delivery;
+  state->writer = delivery == Delivery::kWriter ? writer : nullptr;
+  state->on_ready = std::move(on_ready);
+  std::unique_ptr<Exchange> exchange(new Exchange(this, state));
+  const std::string& name = state->request.command;
+
+  const Command* command = registry_.Find(name);
+  if (command == nullptr) {
+    spdlog::debug("MI: command '{}' not available", name);
+    Finish(*state, Outcome::kNotAvailable, NotAvailable(name));
+    return exchange;
+  }
+  state->command = command;
+  const Command::Spec& spec = command->spec();
+
+  if (hooks_.authorize) {
+    absl::Status allowed = hooks_.authorize(state->context, *command);
+    if (!allowed.ok()) {
+      const uint32_t code = absl::IsUnauthenticated(allowed) ? 401 : 403;
+      spdlog::info("MI: '{}' refused over {} to '{}': {}", name,
+                   TransportName(state->context.transport), state->context.peer.principal,
+                   std::string(allowed.message()));
+      Finish(*state, Outcome::kReply, Reply::Error(code, std::string(allowed.message())));
+      return exchange;
+    }
+  }
+
+  if (command->has_flag(kNoInput)) {
+    // 1.11 never parses the arguments of a no-input command: they are ignored even when
+    // they do not parse.
+    state->request.args.clear();
+    state->request.args_error = absl::OkStatus();
+  } else if (!state->request.args_error.ok()) {
+    spdlog::warn("MI: parse error in command '{}': {}", name,
+                 std::string(state->request.args_error.message()));
+    Finish(*state, Outcome::kParseError, ParseError(name));
+    return exchange;
+  }
+
+  if (spec.answer_before_args) {
+    if (std::optional<Reply> early = spec.answer_before_args()) {
+      Finish(*state, Outcome::kReply, std::move(*early));
+      return exchange;
+    }
+  }
+  const size_t count = state->request.args.size();
+  if (!command->has_flag(kNoInput) &&
+      (count < command->min_args() || count > command->max_args())) {
+    Finish(*state, Outcome::kReply,
+           Reply::Error(spec.arg_error_code,
+                        count < command->min_args() ? spec.too_few_reason : spec.too_many_reason));
+    return exchange;
+  }
+
+  spdlog::debug("MI: running '{}' with {} argument(s) over {}", name, count,
+                TransportName(state->context.transport));
+  const bool on_worker =
+      pool_ != nullptr && (command->has_flag(kBlocking) ||
+                           (command->has_flag(kStreaming) && delivery != Delivery::kPull));
+  if (on_worker) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++on_workers_;
+      state->on_worker = true;
+    }
+    const bool queued = pool_->TrySubmit([this, state] {
+      if (!state->context.cancel.cancelled()) {
+        RunHandler(state);
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      --on_workers_;
+      state->on_worker = false;
+      if (state->phase == CallState::Phase::kCancelled) return;
+      if (state->ticket.has_value()) return;  // waiting for its async reply now
+      if (state->call != nullptr && state->call->ticket().has_value()) return;
+      finished_.push_back(state);
+      async_->WakeSelf();
+    });
+    if (queued) return exchange;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --on_workers_;
+      state->on_worker = false;
+    }
+    spdlog::warn("MI: '{}' refused: {} calls already queued for the workers", name,
+                 options_.max_queued);
+    Finish(*state, Outcome::kReply, Reply::Error(503, "Too many MI calls in progress"));
+    return exchange;
+  }
+  RunHandler(state);
+  if (state->call != nullptr && state->call->ticket().has_value()) {
+    return exchange;  // async: ready later
+  }
+  MarkReady(*state);
+  return exchange;
+}
+
+void Dispatcher::RunHandler(const std::shared_ptr<CallState>& state) {
+  const Command& command = *state->command;
+  state->call =
+      std::make_unique<Call>(command, state->request.args, state->context, async_, state->reply);
+  absl::Status status;
+  try {
+    status = command.spec().handler(*state->call);
+  } catch (const std::exception& e) {
+    spdlog::error("MI: command '{}' threw: {}", command.name(), e.what());
+    state->call->producer().reset();
+    state->reply = Reply::Error(500, kReasonInternalError);
+  } catch (...) {
+    spdlog::error("MI: command '{}' threw an unknown exception", command.name());
+    state->call->producer().reset();
+    state->reply = Reply::Error(500, kReasonInternalError);
+  }
+  if (!status.ok()) {
+    spdlog::warn("MI: command '{}' failed: {}", command.name(), status.ToString());
+    if (state->call->ticket().has_value()) async_->Release(*state->call->ticket());
+    state->call.reset();
+    state->outcome = Outcome::kFailed;
+    state->reply = Failed(command.name());
+    return;
+  }
+  AfterHandler(state);
+}
+
+void Dispatcher::AfterHandler(const std::shared_ptr<CallState>& state) {
+  Call& call = *state->call;
+  if (call.ticket().has_value()) {
+    // The reply comes later, from whichever process completes the ticket.
+    call.producer().reset();
+    const Clock::time_point limit = state->start + options_.async_timeout;
+    state->deadline = std::min(state->context.deadline, limit);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (state->phase == CallState::Phase::kCancelled) {
+        async_->Release(*call.ticket());
+        return;
+      }
+      state->ticket = call.ticket();
+      waiting_[state->ticket->slot] = state;
+    }
+    // The completer may have been faster than the line above: look again.
+    async_->WakeSelf();
+    return;
+  }
+  if (call.async_refused()) {
+    call.producer().reset();
+    state->reply = Accepted();
+  }
+  PullWhole(*state);
+}
+
+void Dispatcher::PullWhole(CallState& state) {
+  if (state.delivery == Delivery::kPull) {
+    if (state.call != nullptr && state.call->producer() == nullptr) state.call.reset();
+    return;  // the transport pulls
+  }
+  if (state.call != nullptr && !Drain(state)) {
+    state.call.reset();
+    if (state.context.cancel.cancelled()) return;
+    state.outcome = Outcome::kFailed;
+    state.reply = Failed(state.request.command);
+    return;
+  }
+  state.call.reset();
+  if (state.writer != nullptr && state.outcome == Outcome::kReply) {
+    FinishReply(state.reply, *state.writer);
+  }
+}
+
+void Dispatcher::Finish(CallState& state, Outcome outcome, Reply reply) {
+  state.outcome = outcome;
+  state.reply = std::move(reply);
+  if (state.writer != nullptr && outcome == Outcome::kReply) {
+    FinishReply(state.reply, *state.writer);
+  }
+  MarkReady(state);
+}
+
+void Dispatcher::MarkReady(CallState& state) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state.phase == CallState::Phase::kCancelled) return;
+    state.phase = CallState::Phase::kReady;
+  }
+  // A pulled reply is accounted when its last part is written.
+  if (state.delivery != Delivery::kPull || state.outcome != Outcome::kReply) Account(state);
+}
+
+void Dispatcher::Account(CallState& state) {
+  if (state.accounted) return;
+  state.accounted = true;
+  if (state.command == nullptr) return;
+  const bool gone = state.phase == CallState::Phase::kCancelled;
+  const auto micros =
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - state.start);
+  state.command->CountCall(gone || IsError(state), static_cast<uint64_t>(micros.count()));
+  if (hooks_.audit && state.command->has_flag(kMutating)) {
+    uint32_t code = gone ? 0 : state.reply.code;
+    if (!gone && state.outcome == Outcome::kParseError) code = 400;
+    hooks_.audit(state.context, *state.command, state.request, code);
+  }
+}
+
+void Dispatcher::CompleteAsync(CallState& state, AsyncResult result) {
+  state.ticket.reset();
+  if (!result.has_value()) {
+    state.outcome = Outcome::kFailed;
+    state.reply = Failed(state.request.command);
+  } else {
+    state.outcome = Outcome::kReply;
+    state.reply = std::move(*result);
+  }
+  state.call.reset();
+  if (state.writer != nullptr && state.outcome == Outcome::kReply) {
+    FinishReply(state.reply, *state.writer);
+  }
+}
+
+void Dispatcher::RunCompletions() {
+  async_->ClearWake();
+  std::vector<std::shared_ptr<CallState>> ready;
+  std::vector<std::pair<std::shared_ptr<CallState>, AsyncResult>> replies;
+  std::vector<std::shared_ptr<CallState>> expired;
+  const Clock::time_point now = Clock::now();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ready.swap(finished_);
+    for (auto it = waiting_.begin(); it != waiting_.end();) {
+      CallState& state = *it->second;
+      if (std::optional<AsyncResult> result = async_->TryTake(*state.ticket)) {
+        replies.emplace_back(it->second, std::move(*result));
+        it = waiting_.erase(it);
+      } else if (state.deadline <= now) {
+        async_->Release(*state.ticket);
+        expired.push_back(it->second);
+        it = waiting_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& [state, result] : replies) {
+    CompleteAsync(*state, std::move(result));
+    ready.push_back(state);
+  }
+  for (auto& state : expired) {
+    spdlog::warn("MI: no async reply for '{}' in time", state->request.command);
+    state->context.cancel.Cancel();
+    CompleteAsync(*state, std::nullopt);
+    ready.push_back(state);
+  }
+  for (auto& state : ready) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (state->phase == CallState::Phase::kCancelled) continue;
+    }
+    MarkReady(*state);
+    if (state->on_ready) state->on_ready();
+  }
+}
+
+Dispatcher::Clock::time_point Dispatcher::NextDeadline() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  Clock::time_point next = Clock::time_point::max();
+  for (const auto& [slot, state] : waiting_) next = std::min(next, state->deadline);
+  return next;
+}
+
+size_t Dispatcher::running() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return waiting_.size() + on_workers_;
+}
+
+void Dispatcher::Cancel(CallState& state) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state.phase == CallState::Phase::kCancelled) return;
+    const bool finished = state.phase == CallState::Phase::kReady && state.accounted;
+    state.context.cancel.Cancel();
+    if (state.ticket.has_value()) {
+      auto it = waiting_.find(state.ticket->slot);
+      if (it != waiting_.end() && it->second.get() == &state) waiting_.erase(it);
+      async_->Release(*state.ticket);
+      state.ticket.reset();
+    }
+    if (finished) return;
+    state.phase = CallState::Phase::kCancelled;
+  }
+  // A pulled stream's producer goes now (it holds no lock, but may hold memory); a
+  // worker still running the handler sees the token and stops by itself.
+  bool owned_here;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    owned_here = !state.on_worker;
+  }
+  if (owned_here) state.call.reset();
+  Account(state);
+}
+
+DispatchResult Dispatcher::Run(const CallContext& context, Request request, ReplyWriter* writer) {
+  std::unique_ptr<Exchange> exchange = Start(
+      context, std::move(request), writer != nullptr ? Delivery::kWriter : Delivery::kTree, writer);
+  while (!exchange->ready()) {
+    const Clock::time_point deadline = NextDeadline();
+    int timeout_ms = 100;
+    if (deadline != Clock::time_point::max()) {
+      const auto left =
+          std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      timeout_ms = static_cast<int>(std::clamp<int64_t>(left, 0, 100));
+    }
+    pollfd pfd{wake_fd(), POLLIN, 0};
+    poll(&pfd, 1, timeout_ms);
+    RunCompletions();
+  }
+  return DispatchResult{exchange->outcome(), std::move(exchange->reply())};
+}
+
+DispatchResult Dispatcher::Run(Request request, ReplyWriter* writer) {
+  const CallContext context;
+  return Run(context, std::move(request), writer);
+}
+
+std::string_view TransportName(Transport transport) {
+  switch (transport) {
+    case Transport::kInternal:
+      return "internal";
+    case Transport::kFifo:
+      return "fifo";
+    case Transport::kDatagramUnix:
+      return "datagram-unix";
+    case Transport::kDatagramUdp:
+      return "datagram-udp";
+    case Transport::kXmlrpc:
+      return "xmlrpc";
+    case Transport::kGrpc:
+      return "grpc";
+    case Transport::kHttp:
+      return "http";
+  }
+  return "?";
+}
+
+std::string_view RoleName(Role role) {
+  switch (role) {
+    case Role::kUnset:
+      return "unset";
+    case Role::kNone:
+      return "none";
+    case Role::kRead:
+      return "read";
+    case Role::kOperate:
+      return "operate";
+    case Role::kAdmin:
+      return "admin";
+  }
+  return "?";
+}
+
+}  // namespace sipd::mi
