@@ -12,7 +12,7 @@ PACKAGES=(
   libosip2-dev libxmlrpc-c++8-dev libboost-dev libcli11-dev libsqlite3-dev
   sip-tester sipsak
   python3 python3-grpcio python3-protobuf
-  clang-format procps iproute2 curl nghttp2-client
+  clang-format procps iproute2 curl nghttp2-client ccache
 )
 
 missing=()
