@@ -247,6 +247,12 @@ absl::Status Daemon::Initialize() {
     new (&busy_flags_[i]) std::atomic<uint8_t>(0);
   }
   SIPD_RETURN_IF_ERROR(RegisterProcessStatistics());
+  // MI calls waiting for an async reply, all processes together.
+  stats_->AddGroup("mi");
+  ShmAsyncTable* async_table = async_table_.get();
+  SIPD_RETURN_IF_ERROR(stats_->AddFunction("mi", "async_pending", [async_table] {
+    return static_cast<uint64_t>(async_table->pending());
+  }));
   // Every command is registered by now: count their calls in shared memory (group mi).
   SIPD_RETURN_IF_ERROR(mi_.UseFigureCells(*stats_));
 
