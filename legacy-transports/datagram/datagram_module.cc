@@ -74,7 +74,7 @@ class MiDatagramModule final : public Module {
                                 ? Listener{"mi_datagram", "udp", name.substr(4)}  // "udp:..."
                                 : Listener{"mi_datagram", "unix", sockets_[i].unix_path});
       }
-      core_->ReportListeners(std::move(listeners));
+      if (core_ != nullptr) core_->ReportListeners(std::move(listeners));
       spdlog::info("mi_datagram: listening on {}{}{}", config_.socket_name,
                    config_.extra_socket_names.empty() ? "" : " ",
                    fmt::join(config_.extra_socket_names, " "));

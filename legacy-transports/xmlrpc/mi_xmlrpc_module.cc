@@ -113,7 +113,7 @@ class MiXmlrpcModule : public Module {
           "http://", listen_.find(':') != std::string::npos ? "[" + listen_ + "]" : listen_, ":",
           xmlrpc::BoundPort(listen_fd_).value_or(port_), "/RPC2");
       spdlog::info("mi_xmlrpc: listening on {} (POST)", url);
-      core_->ReportListeners({{"mi_xmlrpc", "http", url}});
+      if (core_ != nullptr) core_->ReportListeners({{"mi_xmlrpc", "http", url}});
       return absl::OkStatus();
     };
     spec.main = [this](int /*index*/) { return RunProcess(); };

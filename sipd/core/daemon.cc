@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -127,16 +128,23 @@ std::string PortHolders(int port) {
     if (users != absl::string_view::npos) {
       // users:(("name",pid=12,fd=3),("name",pid=13,fd=3))
       absl::string_view rest = line.substr(users + 7);
-      std::vector<std::string> processes;
+      std::vector<std::pair<long, std::string>> processes;  // by pid
       for (size_t q = rest.find("(\""); q != absl::string_view::npos; q = rest.find("(\"", q + 1)) {
         const size_t name_end = rest.find('"', q + 2);
         const size_t pid_at = rest.find("pid=", q);
         if (name_end == absl::string_view::npos || pid_at == absl::string_view::npos) break;
         const size_t pid_end = rest.find_first_not_of("0123456789", pid_at + 4);
-        processes.push_back(absl::StrCat(rest.substr(q + 2, name_end - q - 2), " (pid ",
-                                         rest.substr(pid_at + 4, pid_end - pid_at - 4), ")"));
+        const std::string pid(rest.substr(pid_at + 4, pid_end - pid_at - 4));
+        processes.emplace_back(
+            std::atol(pid.c_str()),
+            absl::StrCat(rest.substr(q + 2, name_end - q - 2), " (pid ", pid, ")"));
       }
-      who = absl::StrCat(" by ", absl::StrJoin(processes, ", "));
+      // Forked servers share the socket: the parent (lowest pid) and two more suffice.
+      std::sort(processes.begin(), processes.end());
+      std::vector<std::string> names;
+      for (size_t i = 0; i < processes.size() && i < 3; ++i) names.push_back(processes[i].second);
+      who = absl::StrCat(" by ", absl::StrJoin(names, ", "));
+      if (processes.size() > 3) absl::StrAppend(&who, " and ", processes.size() - 3, " more");
     }
     holders.push_back(absl::StrCat(fields[0], " ", fields[4], who));
   }
@@ -657,8 +665,19 @@ void Daemon::ReportListeners(std::vector<Listener> listeners) {
 
 std::vector<Listener> Daemon::listeners() const {
   std::vector<Listener> all = attendant_listeners_;
-  for (const PlannedProcess& p : plan_)
+  for (const PlannedProcess& p : plan_) {
     all.insert(all.end(), p.listeners.begin(), p.listeners.end());
+  }
+  // SIP first, then modules in loadmodule order (however their processes reported).
+  auto rank = [this](const Listener& l) {
+    if (l.module == "sip") return -1;
+    for (size_t m = 0; m < config_.modules.size(); ++m) {
+      if (config_.modules[m].name == l.module) return static_cast<int>(m);
+    }
+    return static_cast<int>(config_.modules.size());
+  };
+  std::stable_sort(all.begin(), all.end(),
+                   [&rank](const Listener& a, const Listener& b) { return rank(a) < rank(b); });
   return all;
 }
 
