@@ -105,6 +105,16 @@ TestRegistry::TestRegistry() {
                   call.reply().root.AddKid("Slept", call.arg(0));
                   return absl::OkStatus();
                 }});
+  MustRegister(registry, {.name = "park",
+                          .module = "test",
+                          .flags = mi::kAsync | mi::kNoInput,
+                          .handler = [parked = parked](mi::Call& call) {
+                            absl::StatusOr<mi::AsyncTicket> ticket = call.GoAsync();
+                            if (!ticket.ok()) return ticket.status();
+                            std::lock_guard<std::mutex> lock(parked->mu);
+                            parked->tickets.push_back(*ticket);
+                            return absl::OkStatus();
+                          }});
   MustRegister(registry, {.name = "ps",
                           .module = "core",
                           .help = "lists all processes used by OpenSIPS",
