@@ -241,7 +241,8 @@ class SessionCall final : public Flushable {
     SanitizeUtf8(out);
     const size_t bytes = out->ByteSizeLong();
     if (bytes + 64 > options_.max_message_size) {
-      out->clear_nodes();
+      result->clear_reply();
+      result->clear_outcome();
       result->set_status(ResultStatus(grpc::StatusCode::RESOURCE_EXHAUSTED));
       result->set_message(absl::StrCat("reply of ", bytes, " bytes exceeds max_message_size (",
                                        options_.max_message_size, "): use stream"));
