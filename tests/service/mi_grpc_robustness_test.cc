@@ -38,6 +38,7 @@
 #include "grpcpp/grpcpp.h"
 #include "registry/proto_convert.h"
 #include "sipd/mi/v1/mi.grpc.pb.h"
+#include "tests/service/raw_http2.h"
 #include "tests/support/sipd_harness.h"
 
 namespace sipd::testing {
@@ -202,90 +203,6 @@ long RssKib(pid_t pid) {
   return 0;
 }
 
-// --- raw HTTP/2 by hand (for clients a gRPC library would never be) -------------------
-
-int ConnectTcp(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-bool SendAll(int fd, const std::string& bytes) {
-  size_t sent = 0;
-  while (sent < bytes.size()) {
-    const ssize_t n = send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) return false;
-    sent += static_cast<size_t>(n);
-  }
-  return true;
-}
-
-constexpr char kPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-std::string Frame(uint8_t type, uint8_t flags, uint32_t stream, const std::string& payload) {
-  std::string frame;
-  const uint32_t length = static_cast<uint32_t>(payload.size());
-  frame.push_back(static_cast<char>(length >> 16));
-  frame.push_back(static_cast<char>(length >> 8));
-  frame.push_back(static_cast<char>(length));
-  frame.push_back(static_cast<char>(type));
-  frame.push_back(static_cast<char>(flags));
-  for (int shift = 24; shift >= 0; shift -= 8) frame.push_back(static_cast<char>(stream >> shift));
-  return frame + payload;
-}
-
-// HPACK "literal header field without indexing, new name" (names and values < 127 bytes).
-std::string Header(const std::string& name, const std::string& value) {
-  std::string out(1, '\0');
-  out.push_back(static_cast<char>(name.size()));
-  out += name;
-  out.push_back(static_cast<char>(value.size()));
-  out += value;
-  return out;
-}
-
-// The bytes a gRPC client sends for `method` on stream 1: preface, SETTINGS, HEADERS and
-// the request message. `complete` = false sends only half of the message, no end of
-// stream.
-std::string GrpcRequestBytes(const std::string& method, const v1::ExecuteRequest& request,
-                             bool complete) {
-  const std::string message = request.SerializeAsString();
-  std::string grpc_frame(1, '\0');
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    grpc_frame.push_back(static_cast<char>(message.size() >> shift));
-  }
-  grpc_frame += message;
-  const std::string headers = Header(":method", "POST") + Header(":scheme", "http") +
-                              Header(":path", "/sipd.mi.v1.Management/" + method) +
-                              Header(":authority", "127.0.0.1") +
-                              Header("content-type", "application/grpc") + Header("te", "trailers");
-  std::string out = kPreface;
-  out += Frame(0x4, 0, 0, "");         // SETTINGS
-  out += Frame(0x1, 0x4, 1, headers);  // HEADERS, END_HEADERS
-  if (complete) {
-    out += Frame(0x0, 0x1, 1, grpc_frame);  // DATA, END_STREAM
-  } else {
-    out += Frame(0x0, 0, 1, grpc_frame.substr(0, grpc_frame.size() / 2));
-  }
-  return out;
-}
-
-// WINDOW_UPDATE of `bytes` on the connection and on stream 1.
-std::string WindowUpdates(uint32_t bytes) {
-  std::string increment;
-  for (int shift = 24; shift >= 0; shift -= 8)
-    increment.push_back(static_cast<char>(bytes >> shift));
-  return Frame(0x8, 0, 0, increment) + Frame(0x8, 0, 1, increment);
-}
-
 class Fds {
  public:
   ~Fds() {
@@ -318,6 +235,22 @@ TEST(MiGrpcRobustnessTest, GoodClientIsServedWhileAThousandClientsMisbehave) {
   const pid_t mi_pid = good.MiGrpcPid();
   ASSERT_GT(mi_pid, 0);
   std::printf("MI gRPC process RSS before the misbehaving clients: %ld KiB\n", RssKib(mi_pid));
+
+  // Latencies are printed (the figures for the issue), never asserted.
+  std::map<std::string, std::vector<double>> latencies_ms;
+  auto timed = [&](const std::string& what, auto fn) {
+    const auto start = Clock::now();
+    fn();
+    latencies_ms[what].push_back(
+        std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+  };
+  for (int i = 0; i < 5; ++i) {
+    timed("before: Execute ul_dump (3000 AORs)",
+          [&] { EXPECT_EQ(good.Run("ul_dump").nodes(0).kids_size(), kAors); });
+  }
+  for (int i = 0; i < 1000; ++i) {
+    timed("before: Execute version", [&] { EXPECT_EQ(good.Run("version").nodes_size(), 1); });
+  }
 
   int index = 1;
   long rss = RssKib(mi_pid);
@@ -392,7 +325,7 @@ TEST(MiGrpcRobustnessTest, GoodClientIsServedWhileAThousandClientsMisbehave) {
     const int fd = ConnectTcp(port);
     ASSERT_GE(fd, 0);
     raw.Add(fd);
-    ASSERT_TRUE(SendAll(fd, std::string(kPreface, 12)));
+    ASSERT_TRUE(SendAll(fd, std::string(kHttp2Preface, 12)));
   }
   for (int i = 0; i < kHalfRequest; ++i) {
     const int fd = ConnectTcp(port);
@@ -404,30 +337,25 @@ TEST(MiGrpcRobustnessTest, GoodClientIsServedWhileAThousandClientsMisbehave) {
   const int misbehaving = kStalled + kSlow + kIdleChannels + kIdleTcp + kHalfPreface + kHalfRequest;
   ASSERT_EQ(misbehaving, 1000);
 
-  // The good client, on its connection and on new ones: everything succeeds.
-  std::vector<double> latencies_ms;
-  auto timed = [&](auto fn) {
-    const auto start = Clock::now();
-    fn();
-    latencies_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
-  };
-  for (int i = 0; i < 200; ++i) {
-    timed([&] { EXPECT_EQ(good.Run("version").nodes_size(), 1); });
+  // The good client, on its connection and on new ones: everything succeeds. Latencies
+  // are printed (the figures for the issue), never asserted.
+  for (int i = 0; i < 1000; ++i) {
+    timed("Execute version", [&] { EXPECT_EQ(good.Run("version").nodes_size(), 1); });
   }
-  for (int i = 0; i < 3; ++i) {
-    timed([&] {
+  for (int i = 0; i < 5; ++i) {
+    timed("Execute ul_dump (3000 AORs)", [&] {
       const v1::Reply dump = good.Run("ul_dump");
       ASSERT_EQ(dump.nodes_size(), 1);
       EXPECT_EQ(dump.nodes(0).kids_size(), kAors);
     });
   }
   for (int i = 0; i < 20; ++i) {
-    timed([&] {
+    timed("new connection + Execute version", [&] {
       MiClient fresh(NewChannel(target, index++));
       EXPECT_EQ(fresh.Run("version").nodes_size(), 1);
     });
   }
-  {
+  timed("ExecuteStream ul_dump (3000 AORs)", [&] {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + kCallTimeout);
     auto reader = good.stub().ExecuteStream(&ctx, Request("ul_dump", {}));
@@ -436,8 +364,8 @@ TEST(MiGrpcRobustnessTest, GoodClientIsServedWhileAThousandClientsMisbehave) {
     while (reader->Read(&chunk)) EXPECT_TRUE(assembler.Add(chunk).ok());
     ASSERT_TRUE(reader->Finish().ok());
     EXPECT_EQ(assembler.Take().root.kids[0]->kids.size(), static_cast<size_t>(kAors));
-  }
-  {
+  });
+  timed("Session of 500 commands", [&] {
     std::vector<v1::SessionRequest> requests;
     for (uint32_t id = 0; id < 500; ++id) {
       requests.push_back(id % 2 ? SessionCommand(id, "version")
@@ -448,13 +376,14 @@ TEST(MiGrpcRobustnessTest, GoodClientIsServedWhileAThousandClientsMisbehave) {
     EXPECT_TRUE(status.ok()) << status.error_message();
     EXPECT_EQ(finals.size(), requests.size());
     for (const auto& [id, result] : finals) EXPECT_EQ(result.status(), Result::OK) << id;
+  });
+  std::printf("good client before and while %d clients misbehave:\n", misbehaving);
+  for (auto& [what, samples] : latencies_ms) {
+    std::sort(samples.begin(), samples.end());
+    std::printf("  %-36s %5zu calls  p50 %7.2f ms  p99 %7.2f ms  max %7.2f ms\n", what.c_str(),
+                samples.size(), samples[samples.size() / 2], samples[samples.size() * 99 / 100],
+                samples.back());
   }
-  std::sort(latencies_ms.begin(), latencies_ms.end());
-  std::printf(
-      "good client while %d clients misbehave: %zu calls, p50 %.2f ms, p99 %.2f ms, "
-      "max %.2f ms (ul_dump of %d AORs included)\n",
-      misbehaving, latencies_ms.size(), latencies_ms[latencies_ms.size() / 2],
-      latencies_ms[latencies_ms.size() * 99 / 100], latencies_ms.back(), kAors);
 
   // The misbehaving clients are all still there, none was served at their expense.
   stop_slow = true;

@@ -2,6 +2,7 @@
 // with a registry of test commands (tests/service/test_registry.h). The same checks
 // against a real sipd live in sipd_grpc_test.cc.
 #include <gtest/gtest.h>
+#include <poll.h>
 
 #include <algorithm>
 #include <atomic>
@@ -21,6 +22,7 @@
 #include "service/grpc_server.h"
 #include "service/status_mapping.h"
 #include "sipd/mi/v1/mi.grpc.pb.h"
+#include "tests/service/raw_http2.h"
 #include "tests/service/test_registry.h"
 #include "tests/support/sipd_harness.h"
 
@@ -38,8 +40,7 @@ std::string Trailer(const grpc::ClientContext& ctx, const std::string& key) {
 
 class ServiceServerTest : public ::testing::Test {
  protected:
-  void StartServer(ServiceOptions options = {}) {
-    ServerOptions server_options;
+  void StartServer(ServiceOptions options = {}, ServerOptions server_options = {}) {
     server_options.listen = "127.0.0.1:0";
     server_options.service = options;
     dispatcher_ = std::make_unique<mi::Dispatcher>(
@@ -786,6 +787,51 @@ TEST_F(ServiceServerTest, SessionWhoseClientReadsNothingIsCut) {
   while (session->Read(&reply)) ++replies;
   EXPECT_LT(replies, 40);
   EXPECT_EQ(session->Finish().error_code(), StatusCode::CANCELLED);
+  ExpectStillServing();
+}
+
+// Whether the server closed `fd` (EOF or reset), reading and dropping what it sent.
+bool ClosedByServer(int fd, std::chrono::milliseconds timeout) {
+  return testing::WaitUntil(
+      [fd] {
+        pollfd pfd{fd, POLLIN, 0};
+        if (poll(&pfd, 1, 0) <= 0) return false;
+        char buffer[4096];
+        const ssize_t n = recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+        return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+      },
+      timeout);
+}
+
+TEST_F(ServiceServerTest, HalfAPrefaceIsClosedAtTheHandshakeTimeout) {
+  TearDown();
+  ServerOptions server_options;
+  server_options.handshake_timeout = std::chrono::milliseconds(300);
+  StartServer({}, server_options);
+  const int fd = testing::ConnectTcp(server_->port());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(testing::SendAll(fd, std::string(testing::kHttp2Preface, 12)));
+  EXPECT_TRUE(ClosedByServer(fd, std::chrono::seconds(20)));
+  close(fd);
+  ExpectStillServing();
+}
+
+// A unary reply larger than the client's HTTP/2 window, from a client that never reads
+// nor grants window: the reply is cut after stream_write_timeout.
+TEST_F(ServiceServerTest, LargeUnaryReplyNeverReadIsCut) {
+  TearDown();
+  ServiceOptions options;
+  options.stream_write_timeout = std::chrono::milliseconds(300);
+  StartServer(options);
+  const int fd = testing::ConnectTcp(server_->port());
+  ASSERT_GE(fd, 0);
+  mi::v1::ExecuteRequest request;
+  request.set_command("big");
+  request.add_params("1000000");
+  ASSERT_TRUE(testing::SendAll(fd, testing::GrpcRequestBytes("Execute", request, true)));
+  EXPECT_TRUE(
+      testing::WaitUntil([&] { return server_->calls_cut() == 1; }, std::chrono::seconds(20)));
+  close(fd);
   ExpectStillServing();
 }
 
