@@ -229,12 +229,13 @@ RunResult RunSession(const std::string& target, const CommandLine& line, int cli
       std::vector<int> started_phase(static_cast<size_t>(inflight), 0);
       std::vector<uint32_t> to_send;
       for (int id = inflight - 1; id >= 0; --id) to_send.push_back(static_cast<uint32_t>(id));
-      int outstanding = 0;
       bool writing = false, started_call = false, closing = false;
       grpc::Status finish_status;
+      // At the end: half-close once no write is in flight (WritesDone also flushes a
+      // request written with a buffer hint); the server answers what it has and ends
+      // the session.
       auto maybe_close = [&] {
-        if (phase.load(std::memory_order_relaxed) == 2 && outstanding == 0 && !writing &&
-            !closing && started_call) {
+        if (phase.load(std::memory_order_relaxed) == 2 && !writing && !closing && started_call) {
           closing = true;
           stream->WritesDone(reinterpret_cast<void*>(kWritesDone));
         }
@@ -249,9 +250,12 @@ RunResult RunSession(const std::string& target, const CommandLine& line, int cli
         request.set_id(id);
         started[id] = Clock::now();
         started_phase[id] = phase.load(std::memory_order_relaxed);
-        ++outstanding;
         writing = true;
-        stream->Write(request, reinterpret_cast<void*>(kWrite));
+        // More to write right behind this one: let gRPC buffer it (one TCP write for
+        // the burst, sent with the last request of the burst).
+        grpc::WriteOptions options;
+        if (!to_send.empty()) options.set_buffer_hint();
+        stream->Write(request, options, reinterpret_cast<void*>(kWrite));
       };
       void* tag = nullptr;
       bool ok = false;
@@ -283,7 +287,6 @@ RunResult RunSession(const std::string& target, const CommandLine& line, int cli
             for (const auto& result : reply.results()) {
               if (!result.done()) continue;
               const uint32_t id = result.id();
-              --outstanding;
               if (started_phase[id] == 1 && phase.load(std::memory_order_relaxed) == 1) {
                 if (result.status() != v1::SessionResult::OK) ++errors[i];
                 latencies[i].Add(now - started[id]);

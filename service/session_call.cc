@@ -210,8 +210,9 @@ class SessionCall final : public Flushable {
     return result;
   }
 
-  void CountLocked(const Result& result) {
-    const size_t bytes = result.ByteSizeLong() + 8;
+  void CountLocked(const Result& result) { CountLocked(result.ByteSizeLong()); }
+  void CountLocked(size_t bytes) {
+    bytes += 16;  // the result's own fields and tags, about
     batches_.back()->bytes += bytes;
     pending_bytes_ += bytes;
   }
@@ -246,8 +247,10 @@ class SessionCall final : public Flushable {
       result->set_status(ResultStatus(grpc::StatusCode::RESOURCE_EXHAUSTED));
       result->set_message(absl::StrCat("reply of ", bytes, " bytes exceeds max_message_size (",
                                        options_.max_message_size, "): use stream"));
+      CountLocked(*result);
+      return;
     }
-    CountLocked(*result);
+    CountLocked(bytes + result->message().size() + result->outcome().size());
   }
 
   void OnReadyLocked(uint32_t id) {
