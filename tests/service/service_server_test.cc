@@ -386,6 +386,13 @@ TEST_F(ServiceServerTest, CancelledStreamDropsItsProducerAndServerKeepsServing) 
   ExpectStillServing();
 }
 
+mi::v1::SessionRequest SessionCommandFor(uint32_t id, const std::string& command) {
+  mi::v1::SessionRequest request;
+  request.set_id(id);
+  request.set_command(command);
+  return request;
+}
+
 // A channel whose client reads nothing on its own: no BDP probing (the HTTP/2 window
 // stays at `window` bytes), its own connection.
 std::shared_ptr<grpc::Channel> SmallWindowChannel(const std::string& target, int window,
@@ -477,6 +484,39 @@ TEST_F(ServiceServerTest, StalledStreamsHoldNoThread) {
     reader->Finish();
   }
   EXPECT_EQ(t_.dump_finished->load(), 1);  // only the stream that was read
+}
+
+// A deadline (and a cancel) reaches a handler that is already running, on a worker.
+TEST_F(ServiceServerTest, DeadlineAndCancelReachTheRunningHandler) {
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
+    mi::v1::Reply reply;
+    EXPECT_EQ(Execute("spin", {}, &reply, &ctx).error_code(), StatusCode::DEADLINE_EXCEEDED);
+  }
+  EXPECT_TRUE(
+      testing::WaitUntil([&] { return t_.spin_cancelled->load() == 1; }, std::chrono::seconds(20)));
+  {
+    grpc::ClientContext ctx;
+    auto session = stub_->Session(&ctx);
+    ASSERT_TRUE(session->Write(SessionCommandFor(1, "spin")));
+    ASSERT_TRUE(session->Write(SessionCommandFor(2, "version")));
+    mi::v1::SessionReply reply;
+    ASSERT_TRUE(session->Read(&reply));  // version answered
+    ASSERT_TRUE(
+        testing::WaitUntil([&] { return t_.spin_started->load() == 2; }, std::chrono::seconds(20)));
+    mi::v1::SessionRequest cancel;
+    cancel.set_id(1);
+    cancel.set_cancel(true);
+    ASSERT_TRUE(session->Write(cancel));
+    EXPECT_TRUE(testing::WaitUntil([&] { return t_.spin_cancelled->load() == 2; },
+                                   std::chrono::seconds(20)));
+    ASSERT_TRUE(session->WritesDone());
+    while (session->Read(&reply)) {
+    }
+    EXPECT_TRUE(session->Finish().ok());
+  }
+  ExpectStillServing();
 }
 
 TEST_F(ServiceServerTest, CancelledAsyncExecuteReleasesItsSlot) {
