@@ -81,13 +81,19 @@ class InProcessFifo {
     ASSERT_TRUE(PrepareRequestFifo(config_).ok());
     server_ = std::make_unique<FifoServer>(config_, *dispatcher_);
     ASSERT_TRUE(server_->Open().ok());
-    thread_ = std::thread([this] { server_->Run([this] { return stop_.load(); }, [] {}); });
+    thread_ = std::thread([this] {
+      const absl::Status status = server_->Run([this] { return stop_.load(); }, [] {});
+      EXPECT_TRUE(status.ok()) << status;
+    });
   }
   void Stop() {
     stop_ = true;
     if (thread_.joinable()) thread_.join();
     server_.reset();
   }
+
+  mi::Dispatcher& dispatcher() { return *dispatcher_; }
+  mi::Registry& registry() { return *registry_; }
 
  private:
   TempDir dir_;
