@@ -121,6 +121,7 @@ class InProcessDatagram {
   DatagramConfig& config() { return config_; }
   const TempDir& dir() const { return dir_; }
   DatagramServer& server() { return *server_; }
+  mi::Dispatcher& dispatcher() { return *dispatcher_; }
 
   // Creates the sockets and the server; `run` also starts serving in a thread.
   void Start(bool run = true) {
@@ -129,7 +130,10 @@ class InProcessDatagram {
     sockets_ = std::move(*sockets);
     server_ = std::make_unique<DatagramServer>(config_, *dispatcher_, sockets_);
     if (run) {
-      thread_ = std::thread([this] { server_->Run([this] { return stop_.load(); }, [] {}); });
+      thread_ = std::thread([this] {
+        const absl::Status status = server_->Run([this] { return stop_.load(); }, [] {});
+        EXPECT_TRUE(status.ok()) << status;
+      });
     }
   }
   void Stop() {
