@@ -105,6 +105,12 @@ absl::StatusOr<DatagramSockets> CreateUnixSockets(const std::string& path,
   DatagramSockets sockets;
   sockets.rx = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (sockets.rx < 0) return absl::InternalError(absl::StrCat("mi_datagram: socket: ", Errno()));
+  // Every datagram carries its sender's uid and pid (SCM_CREDENTIALS): set before the
+  // socket can receive anything, so no datagram arrives without them.
+  const int on = 1;
+  if (setsockopt(sockets.rx, SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)) != 0) {
+    spdlog::warn("mi_datagram: SO_PASSCRED on {}: {}: callers' uid unknown", path, Errno());
+  }
   // The socket file is created by bind() with the umask: keep it private until chmod.
   const mode_t old_umask = umask(0177);
   const int bound = bind(sockets.rx, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
@@ -239,11 +245,6 @@ absl::Status DatagramServer::Setup() {
       return absl::InternalError(absl::StrCat("mi_datagram: epoll_ctl: ", Errno()));
     }
     if (!sockets_[i].unix_path.empty()) {
-      // Every datagram then carries its sender's uid and pid (SCM_CREDENTIALS).
-      const int on = 1;
-      if (setsockopt(sockets_[i].rx, SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)) != 0) {
-        spdlog::warn("mi_datagram: SO_PASSCRED: {}: callers' uid unknown", Errno());
-      }
       socklen_t len = sizeof(send_buffer_);
       getsockopt(sockets_[i].tx, SOL_SOCKET, SO_SNDBUF, &send_buffer_, &len);
     }
@@ -272,6 +273,7 @@ absl::Status DatagramServer::Run(const std::function<bool()>& stopping,
     if (n < 0 && errno != EINTR) {
       const std::string why = Errno();
       waiting_.clear();
+      waiting_count_.store(0, std::memory_order_relaxed);
       return absl::InternalError(absl::StrCat("mi_datagram: epoll_wait: ", why));
     }
     bool wake = false;
@@ -288,6 +290,7 @@ absl::Status DatagramServer::Run(const std::function<bool()>& stopping,
     }
   }
   waiting_.clear();
+  waiting_count_.store(0, std::memory_order_relaxed);
   return absl::OkStatus();
 }
 
@@ -391,6 +394,7 @@ std::string_view DatagramServer::Handle(std::string_view datagram, size_t real_s
   waiting->peer = from;
   waiting->peer_len = from_len;
   waiting_.emplace(id, std::move(waiting));
+  waiting_count_.store(waiting_.size(), std::memory_order_relaxed);
   writer_ = std::make_unique<DatagramReplyWriter>(config_.reply_indent, kDatagramMaxSize);
   return {};
 }
@@ -432,6 +436,7 @@ void DatagramServer::OnReady() {
     }
     waiting_.erase(it);
   }
+  waiting_count_.store(waiting_.size(), std::memory_order_relaxed);
 }
 
 void DatagramServer::SendReply(size_t index, std::string_view payload, const sockaddr_storage& to,
@@ -457,8 +462,7 @@ void DatagramServer::SendReply(size_t index, std::string_view payload, const soc
         static_cast<size_t>(queued) + payload.size() + 4096 >= static_cast<size_t>(send_buffer_)) {
       const int fresh = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
       if (fresh >= 0) {
-        spdlog::info("mi_datagram: reply socket full of unread replies ({} bytes): a new one",
-                     queued);
+        spdlog::debug("reply socket full of unread replies ({} bytes): a new one", queued);
         if (own_tx_[index]) close(tx_[index]);
         tx_[index] = fresh;
         own_tx_[index] = true;
@@ -470,7 +474,7 @@ void DatagramServer::SendReply(size_t index, std::string_view payload, const soc
 }
 
 void DatagramServer::Drop(std::string_view why) {
-  ++dropped_local_;
+  dropped_local_.fetch_add(1, std::memory_order_relaxed);
   if (dropped_.valid()) dropped_.Inc();
   spdlog::debug("reply dropped: {}", why);
 }

@@ -50,6 +50,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <string>
@@ -151,9 +152,10 @@ class DatagramServer {
   // still waiting are cancelled on return.
   absl::Status Run(const std::function<bool()>& stopping, const std::function<void()>& on_wakeup);
 
-  // Calls waiting for their reply, and replies dropped so far by this server (tests).
-  size_t waiting() const { return waiting_.size(); }
-  uint64_t dropped_replies() const { return dropped_local_; }
+  // Calls waiting for their reply, and replies dropped so far by this server. May be
+  // read from any thread (tests).
+  size_t waiting() const { return waiting_count_.load(std::memory_order_relaxed); }
+  uint64_t dropped_replies() const { return dropped_local_.load(std::memory_order_relaxed); }
 
  private:
   struct Waiting;
@@ -180,7 +182,8 @@ class DatagramServer {
   std::vector<bool> own_tx_;
   int send_buffer_ = 0;
   mi::Counter dropped_;
-  uint64_t dropped_local_ = 0;
+  std::atomic<uint64_t> dropped_local_{0};
+  std::atomic<size_t> waiting_count_{0};
   int epoll_fd_ = -1;
 
   std::string input_;

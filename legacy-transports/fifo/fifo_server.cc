@@ -624,6 +624,7 @@ bool FifoServer::Park(std::unique_ptr<Client> client) {
   if (client->phase == Client::Phase::kOpening) ArmTimer(client->next_open);
   const uint64_t id = client->id;
   clients_.emplace(id, std::move(client));
+  in_flight_.store(clients_.size(), std::memory_order_relaxed);
   return true;
 }
 
@@ -632,6 +633,7 @@ std::unique_ptr<FifoServer::Client> FifoServer::Unpark(uint64_t id) {
   if (it == clients_.end()) return nullptr;
   std::unique_ptr<Client> client = std::move(it->second);
   clients_.erase(it);
+  in_flight_.store(clients_.size(), std::memory_order_relaxed);
   auto users = path_users_.find(client->reply_path);
   if (users != path_users_.end() && --users->second == 0) path_users_.erase(users);
   return client;
@@ -826,6 +828,7 @@ void FifoServer::CancelAll() {
   if (current_ != nullptr) Recycle(std::move(current_));
   for (auto& [id, client] : clients_) Recycle(std::move(client));
   clients_.clear();
+  in_flight_.store(0, std::memory_order_relaxed);
   path_users_.clear();
   ready_.clear();
 }

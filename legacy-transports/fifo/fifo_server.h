@@ -74,6 +74,7 @@
 // Thread-safety: a FifoServer is used by one thread (the MI FIFO process).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -142,8 +143,9 @@ class FifoServer {
   // SIGPIPE is ignored.
   absl::Status Run(const std::function<bool()>& stopping, const std::function<void()>& on_wakeup);
 
-  // Requests in flight (parsed and not fully answered), for tests.
-  size_t clients_in_flight() const { return clients_.size(); }
+  // Requests in flight that wait for something (their reply FIFO, their call, their
+  // reader). May be read from any thread (tests).
+  size_t clients_in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -234,6 +236,7 @@ class FifoServer {
   // Clients waiting for something: their reply FIFO to open or free up, their call, or
   // their reader.
   absl::flat_hash_map<uint64_t, std::unique_ptr<Client>> clients_;
+  std::atomic<size_t> in_flight_{0};
   // Reply FIFO path -> how many parked clients use it. A request for a path in here waits
   // (kQueued) until the earlier ones are answered.
   absl::flat_hash_map<std::string, size_t> path_users_;
