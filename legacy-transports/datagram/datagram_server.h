@@ -41,7 +41,7 @@
 // Deliberate differences from 1.11: a first line ending in CRLF is accepted; the full
 // 65457 bytes are usable for a reply (1.11: about half, spec 4.5); an async call that
 // fails is answered (1.11 loses that reply, spec 4.6); a reply is never waited for
-// (1.11's socket_timeout has no effect either).
+// (as in 1.11, whose socket_timeout has no effect either), and a dropped one is counted.
 //
 // Thread-safety: a DatagramServer is used by one thread; several processes may serve
 // the same sockets (children_count), each with its own server.
