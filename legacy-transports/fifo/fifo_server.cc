@@ -236,7 +236,11 @@ absl::Status FifoServer::Run(const std::function<bool()>& stopping,
                              const std::function<void()>& on_wakeup) {
   epoll_event events[kMaxEvents];
   while (!stopping()) {
-    const int n = epoll_wait(epoll_fd_, events, kMaxEvents, TimeoutMs(Clock::now()));
+    // (An async deadline added while this round runs is later than its start: the next
+    // round looks at it.)
+    const Clock::time_point async_deadline = dispatcher_.NextDeadline();
+    const int n =
+        epoll_wait(epoll_fd_, events, kMaxEvents, TimeoutMs(Clock::now(), async_deadline));
     on_wakeup();
     if (n < 0 && errno != EINTR) {
       const std::string why = Errno();
@@ -255,7 +259,7 @@ absl::Status FifoServer::Run(const std::function<bool()>& stopping,
       }
     }
     const Clock::time_point now = Clock::now();
-    if (wake || dispatcher_.NextDeadline() <= now) {
+    if (wake || async_deadline <= now) {
       dispatcher_.RunCompletions();
       OnReady();
     }
@@ -267,7 +271,7 @@ absl::Status FifoServer::Run(const std::function<bool()>& stopping,
   return absl::OkStatus();
 }
 
-int FifoServer::TimeoutMs(Clock::time_point now) const {
+int FifoServer::TimeoutMs(Clock::time_point now, Clock::time_point async_deadline) const {
   int timeout = kPollIntervalMs;
   if (config_.request_timeout.count() > 0 && RequestInProgress()) {
     timeout = std::min(timeout, MillisUntil(now, last_input_ + config_.request_timeout));
@@ -275,7 +279,6 @@ int FifoServer::TimeoutMs(Clock::time_point now) const {
   if (next_timer_ != Clock::time_point::max()) {
     timeout = std::min(timeout, MillisUntil(now, next_timer_));
   }
-  const Clock::time_point async_deadline = dispatcher_.NextDeadline();
   if (async_deadline != Clock::time_point::max()) {
     timeout = std::min(timeout, MillisUntil(now, async_deadline));
   }
@@ -290,6 +293,7 @@ void FifoServer::ReadInput() {
     const size_t room = kInputSize - input_end_;
     const ssize_t n = read(read_fd_, input_.get() + input_end_, room);
     if (n > 0) {
+      read_at_ = last_input_ = Clock::now();
       if (paused_) {
         paused_ = false;
         if (RequestInProgress()) {
@@ -297,7 +301,6 @@ void FifoServer::ReadInput() {
         }
       }
       input_end_ += static_cast<size_t>(n);
-      last_input_ = Clock::now();
       ProcessInput();
       // A read that took less than it could drained the FIFO: whatever comes next was
       // written after it (a pause, for the resynchronisation rule).
@@ -500,6 +503,7 @@ void FifoServer::CheckRequestTimeout(Clock::time_point now) {
   }
   spdlog::warn("request incomplete after {} ms of silence: discarded",
                config_.request_timeout.count());
+  read_at_ = now;
   if (state_ == State::kIdle && !skipping_line_ && input_end_ > input_begin_) {
     // A command line without its LF: answer it if it names a usable reply FIFO.
     HandleCommandLine(std::string_view(input_.get() + input_begin_, input_end_ - input_begin_));
@@ -565,7 +569,9 @@ bool FifoServer::TryOpenReply(Client& client) {
 }
 
 void FifoServer::Admit(std::unique_ptr<Client> client) {
-  client->deadline = Clock::now() + config_.reply_deadline;
+  // (When the bytes that completed it were read: serving earlier requests of the same
+  // read takes microseconds.)
+  client->deadline = read_at_ + config_.reply_deadline;
   if (client->fd >= 0) {
     Dispatch(std::move(client));
     return;

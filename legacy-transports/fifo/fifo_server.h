@@ -207,7 +207,7 @@ class FifoServer {
   void OnReady();
   void ArmTimer(Clock::time_point when);
   void RunTimers(Clock::time_point now);
-  int TimeoutMs(Clock::time_point now) const;
+  int TimeoutMs(Clock::time_point now, Clock::time_point async_deadline) const;
   void CancelAll();
 
   const FifoConfig& config_;
@@ -225,6 +225,8 @@ class FifoServer {
   // The FIFO was found empty while a request was incomplete (see the resync rule).
   bool paused_ = false;
   Clock::time_point last_input_;
+  // When the last bytes were read (or a request timed out).
+  Clock::time_point read_at_;
 
   State state_ = State::kIdle;
   // The request being read (its reply FIFO may be open already).
