@@ -332,18 +332,16 @@ void DatagramServer::ReceiveOne(size_t index) {
                           strnlen(address->sun_path, from_len - offsetof(sockaddr_un, sun_path)));
     }
   } else {
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
     if (from.ss_family == AF_INET) {
+      // (inet_ntop formats IPv4 with sprintf: a visible cost per request.)
       const auto* v4 = reinterpret_cast<const sockaddr_in*>(&from);
-      inet_ntop(AF_INET, &v4->sin_addr, host, sizeof(host));
-      port = ntohs(v4->sin_port);
-      peer.address = absl::StrCat(host, ":", port);
+      const auto* b = reinterpret_cast<const uint8_t*>(&v4->sin_addr);
+      peer.address = absl::StrCat(b[0], ".", b[1], ".", b[2], ".", b[3], ":", ntohs(v4->sin_port));
     } else if (from.ss_family == AF_INET6) {
       const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&from);
+      char host[INET6_ADDRSTRLEN] = "?";
       inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host));
-      port = ntohs(v6->sin6_port);
-      peer.address = absl::StrCat("[", host, "]:", port);
+      peer.address = absl::StrCat("[", host, "]:", ntohs(v6->sin6_port));
     }
   }
   const size_t real_size = static_cast<size_t>(n);

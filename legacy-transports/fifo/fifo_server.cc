@@ -143,6 +143,8 @@ struct FifoServer::Client {
   // The answer is a transport error line already in `out` (no call).
   bool answer_only = false;
   mi::Request request;
+  // The command name, for logs (the request goes to the dispatcher).
+  std::string command;
   std::unique_ptr<mi::Exchange> exchange;
   // The outcome was looked at (the first part rendered).
   bool started = false;
@@ -172,6 +174,7 @@ struct FifoServer::Client {
     request.command.clear();
     request.args.clear();
     request.args_error = absl::OkStatus();
+    command.clear();
     exchange.reset();
     started = false;
     stream_done = false;
@@ -603,6 +606,7 @@ bool FifoServer::Dispatch(std::unique_ptr<Client> client) {
     context.can_wait_async = true;
     client->phase = Client::Phase::kRunning;
     const uint64_t id = client->id;
+    client->command = client->request.command;
     client->exchange =
         dispatcher_.Start(std::move(context), std::move(client->request), mi::Delivery::kPull,
                           nullptr, [this, id] { ready_.push_back(id); });
@@ -611,7 +615,8 @@ bool FifoServer::Dispatch(std::unique_ptr<Client> client) {
   client->phase = Client::Phase::kWriting;
   if (!Pump(*client)) return Park(std::move(client));
   if (!client->failed.empty()) {
-    spdlog::warn("reply to {} abandoned: {}", client->reply_path, client->failed);
+    spdlog::warn("reply to {} for '{}' abandoned: {}", client->reply_path, client->command,
+                 client->failed);
   }
   Recycle(std::move(client));
   return false;
