@@ -47,7 +47,6 @@
 // the same sockets (children_count), each with its own server.
 #pragma once
 
-#include <poll.h>
 #include <sys/socket.h>
 
 #include <atomic>

@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <deque>
 
 #include "absl/strings/str_cat.h"
 #include "registry/dispatcher.h"
