@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -190,6 +191,15 @@ absl::StatusOr<std::unique_ptr<MisbehavingClients>> MisbehavingClients::StartDat
                                         {Kind::kHalfSend, o.mix.half_send}};
   const auto period = std::chrono::duration_cast<Clock::duration>(
       std::chrono::duration<double>(1.0 / std::max(o.requests_per_second, 0.01)));
+  int burst = o.never_read_burst;
+  if (burst < 0) {
+    int qlen = 10;
+    if (FILE* f = std::fopen("/proc/sys/net/unix/max_dgram_qlen", "r")) {
+      if (std::fscanf(f, "%d", &qlen) != 1) qlen = 10;
+      std::fclose(f);
+    }
+    burst = std::min(qlen + 6, 600);
+  }
   for (const auto& [kind, count] : kinds) {
     for (int i = 0; i < count; ++i) {
       Client client;
@@ -223,7 +233,7 @@ absl::StatusOr<std::unique_ptr<MisbehavingClients>> MisbehavingClients::StartDat
       client.next_read = client.next;
       self->clients_.push_back(std::move(client));
       if (kind == Kind::kNeverRead && is_unix) {
-        for (int burst = 0; burst < o.never_read_burst; ++burst) {
+        for (int sent = 0; sent < burst; ++sent) {
           self->SendDatagram(self->clients_.back());
         }
       }

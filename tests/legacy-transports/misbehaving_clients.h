@@ -18,8 +18,9 @@
 // legacy-transports/fifo/fifo_server.h).
 //
 // Datagram kinds (UNIX sockets bound in client_dir, or UDP sockets):
-//   never_read  UNIX: sends `never_read_burst` requests at once (more than its socket's
-//               queue holds); then `big_request` `requests_per_second`; never reads.
+//   never_read  UNIX: sends `never_read_burst` requests at once (default: more than its
+//               socket's queue holds, net.unix.max_dgram_qlen + 6, at most 600); then
+//               `big_request` `requests_per_second`; never reads.
 //               (No burst over UDP: a UDP server never waits for a client's queue,
 //               and a burst would only overflow the server's own receive buffer.)
 //   slow_read   the same with the smallest receive buffer, reading one datagram (at most
@@ -84,7 +85,8 @@ class MisbehavingClients {
     // A whole datagram, e.g. ":get_statistics:\nall\n".
     std::string big_request = ":get_statistics:\nall\n";
     double requests_per_second = 2;
-    int never_read_burst = 16;
+    // -1: net.unix.max_dgram_qlen + 6 (at most 600).
+    int never_read_burst = -1;
     size_t slow_read_bytes = 1024;
   };
 

@@ -182,12 +182,13 @@ TEST_F(FifoSipdTest, AThousandConcurrentAsyncCalls) {
     readers.push_back(open(clients.back()->reply_path().c_str(), O_RDONLY | O_NONBLOCK));
     ASSERT_GE(readers.back(), 0);
     ASSERT_TRUE(clients.back()
-                    ->Send(absl::StrCat(":async_echo:", clients.back()->reply_name(), "\n500\nn", i,
-                                        "\n\n"))
+                    ->Send(absl::StrCat(":async_echo:", clients.back()->reply_name(), "\n4000\nn",
+                                        i, "\n\n"))
                     .ok());
   }
-  // All are pending at once (the completions come 500 ms later from the timer process).
-  EXPECT_TRUE(WaitUntil([&] { return Stat("async_pending") >= 900; }, seconds(5)));
+  // All are pending at once: the timer process completes them 4 s after each was sent,
+  // far longer than sending them all takes.
+  EXPECT_TRUE(WaitUntil([&] { return Stat("async_pending") == kCalls; }, seconds(4)));
   for (int i = 0; i < kCalls; ++i) {
     EXPECT_EQ(ReadToEof(readers[i], seconds(10)), absl::StrCat("200 OK\necho:: n", i, "\n\n"));
     close(readers[i]);
