@@ -35,6 +35,30 @@ bool IsXmlSpace(std::string_view text) {
   return true;
 }
 
+// xmlrpc-c accepts only characters of the Basic Multilingual Plane (no 4-byte UTF-8).
+bool OutsideBmp(std::string_view text) {
+  for (const char c : text) {
+    if (static_cast<unsigned char>(c) >= 0xF0) return true;
+  }
+  return false;
+}
+
+// xmlrpc-c hands string values out with CR LF and lone CR (which can only come from
+// character references: the XML parser already turned literal ones into LF) as LF.
+void NormalizeNewlines(std::string* text) {
+  if (text->find('\r') == std::string::npos) return;
+  size_t out = 0;
+  for (size_t i = 0; i < text->size(); ++i) {
+    if ((*text)[i] == '\r') {
+      (*text)[out++] = '\n';
+      if (i + 1 < text->size() && (*text)[i + 1] == '\n') ++i;
+    } else {
+      (*text)[out++] = (*text)[i];
+    }
+  }
+  text->resize(out);
+}
+
 // -?[0-9]+ within int32, printed as printf("%d") would.
 bool ConvertInt(const std::string& text, std::string* out) {
   size_t i = 0;
@@ -133,6 +157,11 @@ struct FastCallParser::State {
     if (!ok) return;
     switch (where) {
       case Where::kMethodName:
+        for (const char c : text) {
+          if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0xF0) {
+            return Fail();
+          }
+        }
         request->command = text;
         have_name = true;
         where = Where::kCall;
@@ -145,6 +174,8 @@ struct FastCallParser::State {
         switch (type) {
           case Type::kNone:
           case Type::kString:
+            if (OutsideBmp(text)) return Fail();
+            NormalizeNewlines(&text);
             argument = RewriteDoubleNewlines(text);
             break;
           case Type::kInt:

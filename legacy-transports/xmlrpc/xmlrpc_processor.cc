@@ -417,20 +417,8 @@ XmlrpcProcessor::Parsed XmlrpcProcessor::Parse(std::string_view call_xml, mi::Re
     thread_local FastCallParser fast_parser;
     if (fast_parser.Parse(call_xml, request)) return Parsed::kCall;
 
+    if (LibraryParseCall(call_xml, request)) return Parsed::kCall;
     const std::string call(call_xml);
-    std::string method_name;
-    xmlrpc_c::paramList params;
-    bool parsed = false;
-    try {
-      xmlrpc_c::xml::parseCall(call, &method_name, &params);
-      parsed = true;
-    } catch (const std::exception&) {
-      // Not a proper call: the library's path below produces its exact parse fault.
-    }
-    if (parsed && !method_name.starts_with("system.")) {
-      ToRequest(method_name, params, request);
-      return Parsed::kCall;
-    }
     // Parse faults and the library's own system.* methods (introspection, multicall,
     // which may call MI through the default method) take xmlrpc-c's whole path.
     std::string answer;
@@ -502,6 +490,19 @@ void XmlrpcProcessor::Process(std::string_view call_xml, std::string* out) const
     out->resize(start);  // the stream failed midway
   }
   AppendFault(*exchange, args_error, waited_async, out);
+}
+
+bool LibraryParseCall(std::string_view call_xml, mi::Request* request) {
+  std::string method_name;
+  xmlrpc_c::paramList params;
+  try {
+    xmlrpc_c::xml::parseCall(std::string(call_xml), &method_name, &params);
+  } catch (const std::exception&) {
+    return false;
+  }
+  if (method_name.starts_with("system.")) return false;
+  ToRequest(method_name, params, request);
+  return true;
 }
 
 void AppendFaultDocument(int code, const std::string& text, std::string* out) {

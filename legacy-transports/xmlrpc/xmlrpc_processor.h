@@ -169,6 +169,12 @@ class XmlrpcProcessor {
   std::unique_ptr<Impl> impl_;
 };
 
+// xmlrpc-c's reading of a methodCall and the spec 5.3 mapping of its params: true and
+// `*request` filled, or false if the document is not a proper call or calls a system.*
+// method. The reference FastCallParser is held to; Parse() uses it for what the fast
+// parser declines.
+bool LibraryParseCall(std::string_view call_xml, mi::Request* request);
+
 // A fault document (serialised by xmlrpc-c), appended to `*out`.
 void AppendFaultDocument(int code, const std::string& text, std::string* out);
 
