@@ -88,6 +88,9 @@ class MiXmlrpcModule : public Module {
     } else if (name == "max_connections_per_peer") {
       if (absl::Status s = require_range(1, 1 << 20); !s.ok()) return s;
       server_options_.max_connections_per_peer = static_cast<int>(*number);
+    } else if (name == "processes") {
+      if (absl::Status s = require_range(1, 64); !s.ok()) return s;
+      processes_ = static_cast<int>(*number);
     } else if (name == "keep_alive_max") {
       if (absl::Status s = require_range(0, 1 << 30); !s.ok()) return s;
       server_options_.keep_alive_max = static_cast<int>(*number);
@@ -116,7 +119,7 @@ class MiXmlrpcModule : public Module {
   std::vector<ProcessSpec> Processes() override {
     ProcessSpec spec;
     spec.name = "MI XMLRPC";
-    spec.count = 1;
+    spec.count = processes_;
     spec.init_child = true;
     spec.pre_fork = [this]() -> absl::Status {
       CloseListenSocket();
@@ -180,6 +183,8 @@ class MiXmlrpcModule : public Module {
   Core* core_ = nullptr;
   std::string listen_ = "127.0.0.1";
   int port_ = kDefaultPort;
+  // MI XMLRPC processes sharing the listen socket, each with its own event loop.
+  int processes_ = 2;
   int listen_fd_ = -1;
   xmlrpc::ServerOptions server_options_;
   xmlrpc::XmlrpcProcessor::Options processor_options_;

@@ -12,18 +12,21 @@
 //   modparam("mi_xmlrpc", "idle_timeout", 15)      # s: keep-alive wait between requests
 //   modparam("mi_xmlrpc", "stall_timeout", 10)     # s: reply not taken by the client
 //   modparam("mi_xmlrpc", "reply_timeout", 60)     # s: whole reply (streams too) delivered
-//   modparam("mi_xmlrpc", "max_connections", 4096) # open connections in all
-//   modparam("mi_xmlrpc", "max_connections_per_peer", 2048)  # per client IP
+//   modparam("mi_xmlrpc", "max_connections", 4096) # open connections per process
+//   modparam("mi_xmlrpc", "max_connections_per_peer", 2048)  # per client IP, per process
 //   modparam("mi_xmlrpc", "keep_alive_max", 0)     # requests per connection; 0 = no cap
+//   modparam("mi_xmlrpc", "processes", 2)          # event-loop processes on the socket
 //
 // At a connection limit the oldest idle connection is closed to make room; only when
 // none is idle is the newcomer answered `503` (see server.h, which also states the
 // memory a connection may hold). The process lifts its descriptor soft limit to
 // max_connections + 64 when the hard limit allows.
 //
-// One process, `ps` type "MI XMLRPC". The socket is bound in the attendant before the
-// fork (pre_fork), so a busy port or a bad address fails start-up with a clear error,
-// and a restarted MI XMLRPC process serves the same socket.
+// `processes` processes (default 2: on the 2-core reference machine one event loop
+// cannot use the second core, and 4 clients got 57-65k req/s with one against 63-109k
+// with two, bench/RESULTS.md), `ps` type "MI XMLRPC" each. The socket is bound in the
+// attendant before the fork (pre_fork), so a busy port or a bad address fails start-up
+// with a clear error, and a restarted MI XMLRPC process serves the same socket.
 #pragma once
 
 #include <memory>

@@ -298,7 +298,8 @@ absl::Status XmlrpcServer::Impl::Open() {
   // block us.
   fcntl(listen_fd_, F_SETFL, fcntl(listen_fd_, F_GETFL) | O_NONBLOCK);
   epoll_event listen_event{};
-  listen_event.events = EPOLLIN;
+  // Several MI XMLRPC processes may wait on the same listen socket: wake one of them.
+  listen_event.events = EPOLLIN | EPOLLEXCLUSIVE;
   listen_event.data.u64 = kListenKey;
   epoll_event wake_event{};
   wake_event.events = EPOLLIN;
@@ -369,9 +370,7 @@ void XmlrpcServer::Impl::Accept() {
         // Out of descriptors or memory: stop listening until the next sweep rather
         // than spin on a readable listen socket.
         spdlog::warn("mi_xmlrpc: accept: {} ({} connections open)", strerror(errno), open_);
-        epoll_event event{};
-        event.data.u64 = kListenKey;
-        epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, listen_fd_, &event);
+        epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
         listen_paused_ = true;
       }
       return;
@@ -881,9 +880,9 @@ void XmlrpcServer::Impl::RunCompletions() {
 void XmlrpcServer::Impl::Sweep() {
   if (listen_paused_) {
     epoll_event event{};
-    event.events = EPOLLIN;
+    event.events = EPOLLIN | EPOLLEXCLUSIVE;
     event.data.u64 = kListenKey;
-    if (epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, listen_fd_, &event) == 0) listen_paused_ = false;
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &event) == 0) listen_paused_ = false;
   }
   for (auto& [key, owned] : connections_) {
     Connection& c = *owned;

@@ -1,8 +1,11 @@
 // The MI XMLRPC process body: an HTTP/1.1 server for `POST /RPC2` (spec 5.2) that turns
 // each body into an mi::Request (XmlrpcProcessor) and hands it to the Dispatcher.
 //
-// Concurrency model: ONE thread, one epoll loop (wait, read, parse, dispatch, write).
-// Every socket is non-blocking; no client can stall the loop for others:
+// Concurrency model: per MI XMLRPC process ONE thread, one epoll loop (wait, read,
+// parse, dispatch, write). The module forks `processes` such processes (default 2) on
+// the same listen socket (EPOLLEXCLUSIVE: a new connection wakes one of them), each
+// with its own dispatcher; a connection stays with the process that accepted it.
+// Every socket is non-blocking; no client can stall a loop for others:
 //   * A request is started with Dispatcher::Start(). A synchronous reply is written at
 //     once; an async one (or a kBlocking command on the dispatcher's workers) leaves
 //     the connection waiting, holding no thread, and the loop goes on. The dispatcher's
@@ -20,7 +23,8 @@
 //     body), idle_timeout (keep-alive wait between requests), stall_timeout (a reply
 //     being written, no byte taken by the socket) and reply_timeout (total time to
 //     deliver one reply, streams included). A cut request head or body gets 408.
-//   * max_connections in all, max_connections_per_peer per client IP. When a limit is
+//   * max_connections in all, max_connections_per_peer per client IP (both per
+//     process; the attendant's descriptor limit permitting). When a limit is
 //     reached the oldest IDLE connection (nothing of a request received, nothing to
 //     write) is closed to make room; only when there is none is the newcomer refused
 //     (`503`, Retry-After: 1). So idle clients cannot lock a good one out.
