@@ -198,6 +198,8 @@ class XmlrpcServer::Impl {
     HttpRequestHead head;
     size_t head_end = 0;
     size_t body_length = 0;
+    // Bytes of the pending input already searched for the end of the head.
+    size_t head_scanned = 0;
     bool http10 = false;
     bool keep_alive = true;
     bool close_after_write = false;
@@ -553,10 +555,16 @@ void XmlrpcServer::Impl::ProcessInput(Connection& c) {
       if (c.in_pending() == 0) break;
       c.phase = Phase::kHead;
       c.deadline = now_ + options_.header_timeout;
+      c.head_scanned = 0;
     }
     if (c.phase == Phase::kHead) {
       const std::string_view pending = std::string_view(c.in).substr(c.in_pos);
-      const size_t head_end = FindHeadEnd(pending);
+      // Search only what arrived since the last look (a head sent byte by byte must not
+      // cost quadratic time); a terminator may straddle the old end by 2 bytes.
+      const size_t from = c.head_scanned > 2 ? c.head_scanned - 2 : 0;
+      const size_t found = FindHeadEnd(pending.substr(from));
+      const size_t head_end = found == 0 ? 0 : from + found;
+      c.head_scanned = pending.size();
       if (head_end == 0) {
         if (pending.size() > kMaxHeadSize) {
           SendError(c, 431, absl::StrCat("request head exceeds ", kMaxHeadSize, " bytes"),
@@ -588,7 +596,9 @@ void XmlrpcServer::Impl::ProcessInput(Connection& c) {
           if (c.out_pending() == 0) c.last_progress = now_;
           c.out.append(kContinueResponse);
         }
-        c.in.reserve(c.in_pos + head_end + body_length);
+        // Room for a small body at once; a large one grows as it arrives (a client
+        // that announces 1 MiB and sends nothing pins nothing).
+        if (body_length <= kReadChunk) c.in.reserve(c.in_pos + head_end + body_length);
       }
     }
     if (c.phase != Phase::kBody || c.in_pending() < c.head_end + c.body_length) break;
