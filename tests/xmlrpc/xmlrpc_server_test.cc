@@ -3,6 +3,7 @@
 // (tests/xmlrpc/xmlrpc_sipd_test.cc runs the same transport inside a real sipd.)
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <netinet/tcp.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -173,6 +174,24 @@ TEST_F(ServerTest, ExpectContinueGetsAnInterimResponse) {
   HttpResponse http = connection.ReadResponse();
   EXPECT_EQ(http.status, 200);
   EXPECT_FALSE(ParseOutcome(http.body).is_fault);
+}
+
+TEST_F(ServerTest, RequestSentByteByByteIsServed) {
+  Start();
+  for (const std::string& terminator : {std::string("\r\n\r\n"), std::string("\n\n")}) {
+    RawConnection connection;
+    ASSERT_TRUE(connection.Connect(port_));
+    const int one = 1;
+    setsockopt(connection.fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    const std::string body = MethodCall("uptime");
+    const std::string request =
+        absl::StrCat("POST /RPC2 HTTP/1.1\r\nContent-Type: text/xml\r\nContent-Length: ",
+                     body.size(), terminator, body);
+    for (const char c : request) ASSERT_TRUE(connection.Send(std::string_view(&c, 1)));
+    const HttpResponse http = connection.ReadResponse();
+    EXPECT_EQ(http.status, 200) << http.body;
+    EXPECT_FALSE(ParseOutcome(http.body).is_fault);
+  }
 }
 
 TEST_F(ServerTest, BadInputGetsItsDocumentedAnswerAndTheServerGoesOn) {
