@@ -17,8 +17,8 @@
 // `taskset -c`). For every client count and repetition it prints requests/s, p50/p99/max
 // latency, and the CPU time per request of the server ("MI XMLRPC" process: utime+stime
 // of all its threads from /proc/<pid>/stat, summed over every MI XMLRPC process; only
-// when the bench started sipd or --server-pid is given) and of the bench itself; with --repeat > 1 a second table
-// holds, per client count, the run with the median requests/s.
+// when the bench started sipd or --server-pid is given) and of the bench itself; with --repeat > 1
+// a second table holds, per client count, the run with the median requests/s.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>

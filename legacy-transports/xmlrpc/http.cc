@@ -265,8 +265,8 @@ void AppendCommonHead(const ResponseOptions& options, std::string* out) {
 
 void AppendConnectionHeaders(const ResponseOptions& options, std::string* out) {
   if (options.keep_alive) {
-    absl::StrAppend(out, "Connection: Keep-Alive\r\nKeep-Alive: timeout=",
-                    options.keep_alive_timeout_s);
+    absl::StrAppend(out,
+                    "Connection: Keep-Alive\r\nKeep-Alive: timeout=", options.keep_alive_timeout_s);
     if (options.keep_alive_remaining >= 0) {
       absl::StrAppend(out, ", max=", options.keep_alive_remaining);
     }

@@ -167,8 +167,8 @@ class XmlrpcServer::Impl {
     kLinger,
   };
 
-  using IdleHook = boost::intrusive::list_base_hook<
-      boost::intrusive::link_mode<boost::intrusive::auto_unlink>>;
+  using IdleHook =
+      boost::intrusive::list_base_hook<boost::intrusive::link_mode<boost::intrusive::auto_unlink>>;
 
   struct Connection : IdleHook {
     explicit Connection(ReplyOption option) : writer(option) {}
@@ -218,8 +218,7 @@ class XmlrpcServer::Impl {
     ResponseWriter writer;
   };
 
-  using IdleList =
-      boost::intrusive::list<Connection, boost::intrusive::constant_time_size<false>>;
+  using IdleList = boost::intrusive::list<Connection, boost::intrusive::constant_time_size<false>>;
 
   Connection* Find(uint64_t key) {
     const auto it = connections_.find(key);
@@ -327,9 +326,9 @@ void XmlrpcServer::Impl::Run(const std::function<bool()>& should_stop,
   while (!should_stop()) {
     const Clock::time_point next = std::min(next_sweep_, next_dispatch_deadline_);
     const int timeout_ms =
-        next <= now_ ? 0
-                     : static_cast<int>(
-                           std::chrono::ceil<std::chrono::milliseconds>(next - now_).count());
+        next <= now_
+            ? 0
+            : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(next - now_).count());
     const int n = epoll_wait(epoll_fd_, events, kMaxEvents, timeout_ms);
     now_ = Clock::now();
     wall_now_ = std::time(nullptr);
@@ -567,8 +566,7 @@ void XmlrpcServer::Impl::ProcessInput(Connection& c) {
       c.head_scanned = pending.size();
       if (head_end == 0) {
         if (pending.size() > kMaxHeadSize) {
-          SendError(c, 431, absl::StrCat("request head exceeds ", kMaxHeadSize, " bytes"),
-                    nullptr);
+          SendError(c, 431, absl::StrCat("request head exceeds ", kMaxHeadSize, " bytes"), nullptr);
         }
         break;
       }
@@ -632,10 +630,9 @@ void XmlrpcServer::Impl::StartCall(Connection& c, std::string_view body) {
   c.writer.Reset();
   c.writer.SetOutput(&c.body);
   const uint64_t key = c.key;
-  c.exchange =
-      dispatcher_.Start(std::move(context), std::move(request), c.delivery,
-                        c.delivery == mi::Delivery::kWriter ? &c.writer : nullptr,
-                        [this, key] { ready_.push_back(key); });
+  c.exchange = dispatcher_.Start(std::move(context), std::move(request), c.delivery,
+                                 c.delivery == mi::Delivery::kWriter ? &c.writer : nullptr,
+                                 [this, key] { ready_.push_back(key); });
   if (c.exchange->ready()) {
     c.waited_async = false;
     Deliver(c);
@@ -751,7 +748,8 @@ void XmlrpcServer::Impl::FinishReply(Connection& c) {
 void XmlrpcServer::Impl::SendError(Connection& c, int status, std::string message,
                                    const HttpRequestHead* head) {
   spdlog::debug("mi_xmlrpc: {} -> HTTP {} ({})", c.peer, status, message);
-  const std::string response = FormatErrorResponse(HttpError{status, std::move(message)}, wall_now_);
+  const std::string response =
+      FormatErrorResponse(HttpError{status, std::move(message)}, wall_now_);
   BeginReply(c);
   c.out.append(response);
   Log(c, head, status, response.size());
@@ -967,8 +965,8 @@ void XmlrpcServer::Impl::Log(const Connection& c, const HttpRequestHead* head, i
   const std::string request =
       head == nullptr ? std::string("-")
                       : absl::StrCat(head->method, " ", head->target, " ", head->version);
-  const std::string line = absl::StrCat(c.host, " - - ", LogTime(wall_now_), " \"", request,
-                                        "\" ", status, " ", bytes, "\n");
+  const std::string line = absl::StrCat(c.host, " - - ", LogTime(wall_now_), " \"", request, "\" ",
+                                        status, " ", bytes, "\n");
   // O_APPEND + one write() per line keeps lines whole; a failed log write is not worth
   // failing a request for.
   if (write(access_log_fd_, line.data(), line.size()) < 0) {
@@ -978,8 +976,8 @@ void XmlrpcServer::Impl::Log(const Connection& c, const HttpRequestHead* head, i
 
 XmlrpcServer::XmlrpcServer(int listen_fd, ServerOptions options, const XmlrpcProcessor& processor,
                            mi::Dispatcher& dispatcher)
-    : impl_(std::make_unique<Impl>(active_, listen_fd, std::move(options), processor,
-                                   dispatcher)) {}
+    : impl_(std::make_unique<Impl>(active_, listen_fd, std::move(options), processor, dispatcher)) {
+}
 
 XmlrpcServer::~XmlrpcServer() = default;
 

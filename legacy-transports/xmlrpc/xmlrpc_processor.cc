@@ -471,9 +471,9 @@ void XmlrpcProcessor::Process(std::string_view call_xml, std::string* out) const
     const auto deadline = dispatcher_.NextDeadline();
     int timeout_ms = 100;
     if (deadline != mi::Dispatcher::Clock::time_point::max()) {
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(
-                            deadline - mi::Dispatcher::Clock::now())
-                            .count();
+      const auto left =
+          std::chrono::ceil<std::chrono::milliseconds>(deadline - mi::Dispatcher::Clock::now())
+              .count();
       timeout_ms = static_cast<int>(std::clamp<int64_t>(left, 0, 100));
     }
     pollfd pfd{dispatcher_.wake_fd(), POLLIN, 0};

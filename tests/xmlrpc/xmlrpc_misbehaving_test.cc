@@ -98,9 +98,9 @@ TEST(XmlrpcMisbehavingClientsTest, GoodClientIsServedWhileMisbehavingClientsHang
       "modparam(\"mi_xmlrpc\", \"idle_timeout\", 120)\n"
       "modparam(\"mi_xmlrpc\", \"stall_timeout\", 120)\n"
       "modparam(\"mi_xmlrpc\", \"reply_timeout\", 600)\n"
-      "modparam(\"mi_xmlrpc\", \"max_connections\", ", std::max(4096, 6 * kPerKind),
-      ")\nmodparam(\"mi_xmlrpc\", \"max_connections_per_peer\", ", std::max(2048, 6 * kPerKind),
-      ")\nloadmodule \"usrloc\"\n");
+      "modparam(\"mi_xmlrpc\", \"max_connections\", ",
+      std::max(4096, 6 * kPerKind), ")\nmodparam(\"mi_xmlrpc\", \"max_connections_per_peer\", ",
+      std::max(2048, 6 * kPerKind), ")\nloadmodule \"usrloc\"\n");
   ::sipd::testing::SipdInstance sipd(options);
   ASSERT_TRUE(sipd.Start().ok()) << sipd.log();
   ASSERT_TRUE(::sipd::testing::WaitUntil(
@@ -176,12 +176,12 @@ TEST(XmlrpcMisbehavingClientsTest, GoodClientIsServedWhileMisbehavingClientsHang
       ASSERT_TRUE(good.Connect(port));
       outcome = good.Call(MethodCall("version"), &http);
     }
-    ASSERT_TRUE(outcome.has_value()) << "request " << i << ": HTTP " << http.status << " "
-                                     << http.body;
+    ASSERT_TRUE(outcome.has_value())
+        << "request " << i << ": HTTP " << http.status << " " << http.body;
     ASSERT_FALSE(outcome->is_fault) << outcome->fault_string;
-    latencies_us.push_back(std::chrono::duration<double, std::micro>(
-                               std::chrono::steady_clock::now() - start)
-                               .count());
+    latencies_us.push_back(
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+            .count());
   }
   // A fresh connection is accepted too (not refused while they all hang on).
   const std::optional<CallOutcome> fresh = CallOnce(port, MethodCall("version"));
@@ -200,8 +200,8 @@ TEST(XmlrpcMisbehavingClientsTest, GoodClientIsServedWhileMisbehavingClientsHang
       "max %.0f us, %d reconnects\n"
       "MI XMLRPC RSS (%zu processes): %ld KiB before, %ld KiB with them: %.1f KiB per "
       "misbehaving client\n",
-      kGoodRequests, stalled, p50, p99, latencies_us.back(), reconnects, mi_pids.size(),
-      rss_before, rss_during, per_client_kib);
+      kGoodRequests, stalled, p50, p99, latencies_us.back(), reconnects, mi_pids.size(), rss_before,
+      rss_during, per_client_kib);
   // The documented bound: ~100 KiB of user memory per stalled client at most (server.h);
   // these clients hold far less (no body, streams stopped at one part).
   EXPECT_LT(per_client_kib, 100.0);

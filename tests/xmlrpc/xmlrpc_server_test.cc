@@ -184,9 +184,9 @@ TEST_F(ServerTest, RequestSentByteByByteIsServed) {
     const int one = 1;
     setsockopt(connection.fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     const std::string body = MethodCall("uptime");
-    const std::string request =
-        absl::StrCat("POST /RPC2 HTTP/1.1\r\nContent-Type: text/xml\r\nContent-Length: ",
-                     body.size(), terminator, body);
+    const std::string request = absl::StrCat(
+        "POST /RPC2 HTTP/1.1\r\nContent-Type: text/xml\r\nContent-Length: ", body.size(),
+        terminator, body);
     for (const char c : request) ASSERT_TRUE(connection.Send(std::string_view(&c, 1)));
     const HttpResponse http = connection.ReadResponse();
     EXPECT_EQ(http.status, 200) << http.body;
@@ -295,9 +295,9 @@ TEST_F(ServerTest, AtTheConnectionLimitWithNoIdleConnectionNewcomersGet503) {
   EXPECT_EQ(refused.status, 503);
   EXPECT_EQ(refused.headers.at("retry-after"), "1");
   // The accepted ones are still served, and once they leave others are served again.
-  ASSERT_TRUE(first.Send(absl::StrCat("Content-Type: text/xml\r\nContent-Length: ",
-                                      MethodCall("uptime").size(), "\r\n\r\n",
-                                      MethodCall("uptime"))));
+  ASSERT_TRUE(first.Send(
+      absl::StrCat("Content-Type: text/xml\r\nContent-Length: ", MethodCall("uptime").size(),
+                   "\r\n\r\n", MethodCall("uptime"))));
   EXPECT_EQ(first.ReadResponse().status, 200);
   second.Close();
   ExpectHealthy();
@@ -375,9 +375,9 @@ TEST_F(ServerTest, StreamedReplyIsChunkedOnHttp11AndWholeOnHttp10) {
 
   const std::string body = MethodCall("flusher");
   ASSERT_TRUE(connection.Connect(port_));
-  ASSERT_TRUE(connection.Send(absl::StrCat(
-      "POST /RPC2 HTTP/1.0\r\nContent-Type: text/xml\r\nContent-Length: ", body.size(),
-      "\r\n\r\n", body)));
+  ASSERT_TRUE(connection.Send(
+      absl::StrCat("POST /RPC2 HTTP/1.0\r\nContent-Type: text/xml\r\nContent-Length: ", body.size(),
+                   "\r\n\r\n", body)));
   http = connection.ReadResponse();
   ASSERT_TRUE(http.ok);
   EXPECT_EQ(http.headers.count("transfer-encoding"), 0u);
@@ -445,8 +445,8 @@ TEST_F(ServerTest, ClosingTheConnectionCancelsItsAsyncCalls) {
                                          std::chrono::seconds(10)));
   connections.clear();
   // Every slot is released without any completion.
-  EXPECT_TRUE(::sipd::testing::WaitUntil([&] { return async_.pending() == 0; },
-                                         std::chrono::seconds(10)));
+  EXPECT_TRUE(
+      ::sipd::testing::WaitUntil([&] { return async_.pending() == 0; }, std::chrono::seconds(10)));
   EXPECT_TRUE(::sipd::testing::WaitUntil([&] { return dispatcher_->running() == 0; },
                                          std::chrono::seconds(10)));
   ExpectHealthy();

@@ -38,8 +38,9 @@ class SipdXmlrpcAsyncTest : public ::testing::Test {
     port_ = ::sipd::testing::FreeTcpPort();
     ::sipd::testing::SipdInstance::Options options;
     options.grpc = false;
-    options.extra_config = absl::StrCat("loadmodule \"mi_xmlrpc\"\nmodparam(\"mi_xmlrpc\", \"port\", ",
-                                        port_, ")\nloadmodule \"mi_selftest\"\n", extra);
+    options.extra_config =
+        absl::StrCat("loadmodule \"mi_xmlrpc\"\nmodparam(\"mi_xmlrpc\", \"port\", ", port_,
+                     ")\nloadmodule \"mi_selftest\"\n", extra);
     sipd_ = std::make_unique<::sipd::testing::SipdInstance>(options);
     ASSERT_TRUE(sipd_->Start().ok()) << sipd_->log();
     ASSERT_TRUE(::sipd::testing::WaitUntil(
@@ -128,8 +129,8 @@ TEST_F(SipdXmlrpcAsyncTest, ThousandConcurrentAsyncCallsHoldOnlyTheirConnections
     ASSERT_TRUE(http.ok) << i;
     EXPECT_EQ(ParseOutcome(http.body).String(), absl::StrCat("echo:: n", i, "\n"));
   }
-  EXPECT_TRUE(::sipd::testing::WaitUntil([&] { return AsyncPending() == 0; },
-                                         std::chrono::seconds(10)));
+  EXPECT_TRUE(
+      ::sipd::testing::WaitUntil([&] { return AsyncPending() == 0; }, std::chrono::seconds(10)));
 }
 
 TEST_F(SipdXmlrpcAsyncTest, ClosedConnectionsReleaseTheirPendingCalls) {
@@ -165,10 +166,10 @@ void AddContacts(int port, int count) {
   RawConnection connection;
   ASSERT_TRUE(connection.Connect(port));
   for (int i = 0; i < count; ++i) {
-    const std::optional<CallOutcome> outcome = connection.Call(StringParams(
-        "ul_add", {"location", absl::StrCat("user", i, "@example.com"),
-                   absl::StrCat("sip:user", i, "@192.0.2.1:5060"), "3600", "1.00", "x", "0",
-                   "0", "4294967295"}));
+    const std::optional<CallOutcome> outcome =
+        connection.Call(StringParams("ul_add", {"location", absl::StrCat("user", i, "@example.com"),
+                                                absl::StrCat("sip:user", i, "@192.0.2.1:5060"),
+                                                "3600", "1.00", "x", "0", "0", "4294967295"}));
     ASSERT_TRUE(outcome.has_value()) << i;
     ASSERT_FALSE(outcome->is_fault) << outcome->fault_string;
   }
@@ -202,9 +203,9 @@ TEST_F(SipdXmlrpcAsyncTest, UlDumpIsStreamedChunkedAndWholeOnHttp10) {
 
   const std::string body = MethodCall("ul_dump");
   ASSERT_TRUE(connection.Connect(port_));
-  ASSERT_TRUE(connection.Send(absl::StrCat(
-      "POST /RPC2 HTTP/1.0\r\nContent-Type: text/xml\r\nContent-Length: ", body.size(),
-      "\r\n\r\n", body)));
+  ASSERT_TRUE(connection.Send(
+      absl::StrCat("POST /RPC2 HTTP/1.0\r\nContent-Type: text/xml\r\nContent-Length: ", body.size(),
+                   "\r\n\r\n", body)));
   http = connection.ReadResponse(std::chrono::seconds(30));
   ASSERT_TRUE(http.ok);
   EXPECT_EQ(http.chunks, 0);
@@ -248,11 +249,11 @@ TEST_F(SipdXmlrpcAsyncTest, ChunkedUlDumpReadsInPythonAndCurl) {
     const std::string body = sipd_->tmp_dir() + "/dump.xml";
     std::ofstream(body) << MethodCall("ul_dump");
     int status = 0;
-    const std::string output = RunCommand(
-        absl::StrCat(XMLRPC_TEST_CURL,
-                     " -sS --max-time 20 -H 'Content-Type: text/xml' --data-binary @", body,
-                     " http://127.0.0.1:", port_, "/RPC2"),
-        &status);
+    const std::string output =
+        RunCommand(absl::StrCat(XMLRPC_TEST_CURL,
+                                " -sS --max-time 20 -H 'Content-Type: text/xml' --data-binary @",
+                                body, " http://127.0.0.1:", port_, "/RPC2"),
+                   &status);
     ASSERT_EQ(status, 0) << output;
     EXPECT_EQ(CountLines(ParseOutcome(output).String(), "AOR:: "), 120);
   }

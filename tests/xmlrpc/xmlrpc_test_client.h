@@ -157,8 +157,7 @@ class RawConnection {
           chunked = te != response.headers.end() && te->second == "chunked";
         }
       }
-      if (head_end != std::string::npos && !chunked &&
-          buffer_.size() >= head_end + body_length) {
+      if (head_end != std::string::npos && !chunked && buffer_.size() >= head_end + body_length) {
         response.body = buffer_.substr(head_end, body_length);
         buffer_.erase(0, head_end + body_length);
         response.ok = true;
