@@ -1,5 +1,6 @@
 #include "legacy-transports/xmlrpc/fast_call_parser.h"
 
+#include <dlfcn.h>
 #include <expat.h>
 
 #include <cstdio>
@@ -78,6 +79,20 @@ bool ConvertInt(const std::string& text, std::string* out) {
   snprintf(number, sizeof(number), "%d", static_cast<int>(value));
   out->assign(number);
   return true;
+}
+
+// xmlrpc-c's bundled parser (libxmlrpc_xmlparse) exports an unprefixed XML_SetHashSalt
+// of its own, for its own parser structure. Which definition a call binds to depends on
+// the link order; calling the wrong one on an expat parser would corrupt it. So the salt
+// is only set when the symbol is expat's (it is in our build: libexpat comes first);
+// otherwise expat draws a salt from the system per document (one getrandom call).
+bool HashSaltIsExpats() {
+  static const bool is_expats = [] {
+    Dl_info info{};
+    return dladdr(reinterpret_cast<void*>(&XML_SetHashSalt), &info) != 0 &&
+           info.dli_fname != nullptr && std::strstr(info.dli_fname, "libexpat") != nullptr;
+  }();
+  return is_expats;
 }
 
 }  // namespace
@@ -283,7 +298,7 @@ bool FastCallParser::Parse(std::string_view xml, mi::Request* request) {
   // A fixed salt: expat would otherwise read the system's random source per document.
   // The salt protects hash tables of attribute names against collisions; we refuse
   // every attribute anyway.
-  XML_SetHashSalt(s.parser, 0x5eed5a17);
+  if (HashSaltIsExpats()) XML_SetHashSalt(s.parser, 0x5eed5a17);
   XML_SetUserData(s.parser, &s);
   XML_SetElementHandler(s.parser, OnStart, OnEnd);
   XML_SetCharacterDataHandler(s.parser, OnCharacters);

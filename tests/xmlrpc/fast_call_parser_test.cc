@@ -5,6 +5,8 @@
 // checks that the common shapes are indeed accepted (or the fast path would be dead).
 #include "legacy-transports/xmlrpc/fast_call_parser.h"
 
+#include <dlfcn.h>
+#include <expat.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -170,6 +172,15 @@ void ExpectAgrees(FastCallParser& parser, const std::string& xml, bool must_acce
   EXPECT_TRUE(library.request.args_error.ok()) << xml;
   EXPECT_EQ(fast.request.command, library.request.command) << xml;
   EXPECT_EQ(fast.request.args, library.request.args) << xml;
+}
+
+// libxmlrpc_xmlparse exports an XML_SetHashSalt of its own; ours must be expat's (the
+// fast parser checks before it calls it, this test keeps the link order honest so that
+// no system call per document creeps back).
+TEST(FastCallParserTest, XmlSetHashSaltIsExpats) {
+  Dl_info info{};
+  ASSERT_NE(dladdr(reinterpret_cast<void*>(&XML_SetHashSalt), &info), 0);
+  EXPECT_THAT(info.dli_fname, ::testing::HasSubstr("libexpat"));
 }
 
 TEST(FastCallParserTest, AcceptsTheCommonShapesAndAgreesWithXmlrpcC) {
