@@ -15,7 +15,9 @@
 // Why: xmlrpc-c builds an element tree, then xmlrpc_value objects, then C++ wrappers,
 // and reseeds random() for every document; on `version` that was most of the server's
 // user time per request. The parser is reused (XML_ParserReset) and given a fixed hash
-// salt, so a document costs no system call and no allocation beyond the request's own.
+// salt, so a document costs no system call and no allocation beyond the request's own;
+// the plain `<?xml version="1.0"...?>` declarations are skipped (expat's defaults are the
+// same, and processing one cost about 0.8 us, as much as the rest of a `version` call).
 //
 // Thread-safety: none; one parser per thread (XmlrpcProcessor keeps one per thread).
 #pragma once

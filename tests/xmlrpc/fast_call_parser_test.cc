@@ -70,6 +70,12 @@ std::vector<std::string> CommonDocuments() {
       Call("echo", Param("<string>\xE2\x82\xAC &#xFFFD; \xEF\xBF\xBD</string>")),
       Call("echo", Param("<int>-0</int>") + Param("<i4>0</i4>") + Param("<boolean>1</boolean>")),
       Call("echo", Param("tab\there\r\nline")),
+      // The declarations skipped without expat, then whitespace before the root.
+      "<?xml version='1.0'?>\n<methodCall><methodName>version</methodName></methodCall>",
+      "<?xml version=\"1.0\" encoding=\"utf-8\"?><methodCall><methodName>version</methodName>"
+      "</methodCall>",
+      "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n\r\n<methodCall><methodName>v</methodName>"
+      "</methodCall>",
   };
   return docs;
 }
@@ -135,6 +141,14 @@ std::vector<std::string> OtherDocuments() {
       "<methodCall><methodName>\xF0\x9F\x98\x80</methodName></methodCall>",
       "<methodCall><methodName>a&#x0d;b</methodName></methodCall>",
       Call("echo", Param("a&#x0d;b&#13;&#13;&#10;c&#x0a;&#x0d;d")),
+      // A skipped declaration followed by another one, or by junk.
+      "<?xml version=\"1.0\"?><?xml version=\"1.0\"?><methodCall><methodName>v</methodName>"
+      "</methodCall>",
+      "<?xml version=\"1.0\"?>x<methodCall><methodName>v</methodName></methodCall>",
+      "<?xml version=\"1.0\"?>",
+      "<?xml version=\"1.0\" standalone=\"yes\"?><methodCall><methodName>v</methodName>"
+      "</methodCall>",
+      " <?xml version=\"1.0\"?><methodCall><methodName>v</methodName></methodCall>",
   };
   for (const testing::BadInput& bad : testing::BadInputs("uptime", "echo")) {
     const size_t body = bad.request.find("\r\n\r\n");
