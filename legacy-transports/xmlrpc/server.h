@@ -14,7 +14,8 @@
 //     (Exchange::Cancel(): the async slot is released, a stream's producer dropped).
 //   * Replies are written from a per-connection buffer as the socket takes them. A
 //     streamed command (ul_dump) is pulled (Delivery::kPull) one part at a time, only
-//     when the buffer has drained below kStreamLowWater, and goes out with HTTP/1.1
+//     when the buffer has drained below kStreamLowWater (and at most one part per turn
+//     of the loop), and goes out with HTTP/1.1
 //     chunked transfer encoding; every other reply has a Content-Length. HTTP/1.0
 //     clients get the whole body (Delivery::kWriter).
 //   * Limits per connection, checked by a sweep every kSweepInterval (no timer system
@@ -32,7 +33,7 @@
 //     flow control holds the client back); a closed client is still seen (EPOLLRDHUP).
 //
 // Memory per connection: in the kernel, the send buffer (SO_SNDBUF kSocketSendBuffer,
-// 128 KiB, which the kernel doubles: <= 256 KiB) and the receive buffer (autotuned within
+// 64 KiB, which the kernel doubles: <= 128 KiB) and the receive buffer (autotuned within
 // net.ipv4.tcp_rmem; it only fills while we do not read, i.e. while a call runs or a
 // reply is blocked); in user space about 1 KiB of state, plus
 //   input:  < kMaxHeadSize (16 KiB) + one read (kReadChunk, 64 KiB) while a head
@@ -41,9 +42,14 @@
 //           ~300 bytes), or for a streamed reply < kStreamLowWater (32 KiB) + one part
 //           (ul_dump: 50 records, ~30 KiB).
 // So a client that stalls (never reads, reads slowly, sends half a request, sits idle)
-// costs at most ~100 KiB of user memory plus the body it sent, and <= 256 KiB of kernel
+// costs at most ~100 KiB of user memory plus the body it sent, and <= 128 KiB of kernel
 // send buffer, and only until its timeout. (Measured: tests/xmlrpc/
-// xmlrpc_misbehaving_test.cc reports the MI process's RSS growth per stalled client.)
+// xmlrpc_misbehaving_test.cc reports the MI processes' RSS growth per stalled client:
+// 12-16 KiB with 1,000 and with 5,000 of them.)
+//
+// Fairness: one turn of the loop handles at most kMaxEvents (64) events, and a streamed
+// reply gets one part produced per turn (an ul_dump part, 50 AORs, takes ~0.2 ms), so a
+// fast reader of a huge dump cannot hold the loop for long either.
 //
 // Keep-alive: HTTP/1.1 connections stay open unless the client sends
 // `Connection: close` (HTTP/1.0 only with `Connection: keep-alive`), idle at most
@@ -74,7 +80,7 @@ inline constexpr size_t kReadChunk = 64 * 1024;
 // A streamed reply's next part is pulled when less than this is waiting to be sent.
 inline constexpr size_t kStreamLowWater = 32 * 1024;
 // SO_SNDBUF of every connection (the kernel doubles it for its bookkeeping).
-inline constexpr size_t kSocketSendBuffer = 128 * 1024;
+inline constexpr size_t kSocketSendBuffer = 64 * 1024;
 // Timeouts are checked this often.
 inline constexpr std::chrono::milliseconds kSweepInterval{100};
 
