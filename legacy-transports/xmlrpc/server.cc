@@ -216,7 +216,8 @@ class XmlrpcServer::Impl {
     uint32_t events = 0;
     // The call in progress.
     std::unique_ptr<mi::Exchange> exchange;
-    mi::Delivery delivery = mi::Delivery::kPull;
+    // An HTTP/1.0 client's streamed reply is being gathered whole in `body`.
+    bool whole_body = false;
     absl::Status args_error;
     bool waited_async = false;
     ResponseWriter writer;
@@ -629,14 +630,15 @@ void XmlrpcServer::Impl::StartCall(Connection& c, std::string_view body) {
   context.peer.address = c.peer;
   context.can_wait_async = true;
   c.args_error = request.args_error;
-  // HTTP/1.0 has no chunked encoding: such a client gets the whole body at once.
-  c.delivery = c.http10 ? mi::Delivery::kWriter : mi::Delivery::kPull;
   c.writer.Reset();
   c.writer.SetOutput(&c.body);
+  c.whole_body = false;
   const uint64_t key = c.key;
-  c.exchange = dispatcher_.Start(std::move(context), std::move(request), c.delivery,
-                                 c.delivery == mi::Delivery::kWriter ? &c.writer : nullptr,
-                                 [this, key] { ready_.push_back(key); });
+  // Always pulled, on this thread: the dispatcher never writes into this connection's
+  // buffers from a worker (which could outlive a cancelled call), and a stream for an
+  // HTTP/1.0 client is produced in turns like any other (then sent whole).
+  c.exchange = dispatcher_.Start(std::move(context), std::move(request), mi::Delivery::kPull,
+                                 nullptr, [this, key] { ready_.push_back(key); });
   if (c.exchange->ready()) {
     c.waited_async = false;
     Deliver(c);
@@ -656,11 +658,6 @@ void XmlrpcServer::Impl::Deliver(Connection& c) {
     QueueResponse(c);
     return;
   }
-  if (c.delivery == mi::Delivery::kWriter) {
-    c.exchange.reset();  // the dispatcher wrote the whole document into c.body
-    QueueResponse(c);
-    return;
-  }
   c.body.clear();
   if (exchange.WriteNext(c.writer)) {
     if (exchange.outcome() != mi::Outcome::kReply) {  // the stream failed at once
@@ -669,6 +666,15 @@ void XmlrpcServer::Impl::Deliver(Connection& c) {
     }
     c.exchange.reset();
     QueueResponse(c);
+    return;
+  }
+  if (c.http10) {
+    // HTTP/1.0 has no chunked encoding: the parts are gathered (one per turn of the
+    // loop) and the whole document goes out with a Content-Length.
+    c.whole_body = true;
+    c.phase = Phase::kStreaming;
+    c.reply_start = now_;
+    c.last_progress = now_;
     return;
   }
   // More parts follow: a chunked reply, pulled as the socket drains.
@@ -682,6 +688,22 @@ void XmlrpcServer::Impl::Deliver(Connection& c) {
 }
 
 void XmlrpcServer::Impl::PullStream(Connection& c) {
+  if (c.exchange != nullptr && c.whole_body) {
+    // Appends the next part to the document being gathered.
+    const bool done = c.exchange->WriteNext(c.writer);
+    c.last_progress = now_;
+    if (c.exchange->outcome() != mi::Outcome::kReply) {  // failed: nothing sent yet
+      c.body.clear();
+      processor_.AppendFault(*c.exchange, c.args_error, c.waited_async, &c.body);
+    } else if (!done) {
+      return;
+    }
+    c.exchange.reset();
+    c.whole_body = false;
+    c.reply_start = Clock::time_point{};
+    QueueResponse(c);
+    return;
+  }
   if (c.exchange != nullptr && c.out_pending() < kStreamLowWater) {
     c.body.clear();
     const bool done = c.exchange->WriteNext(c.writer);
@@ -809,7 +831,7 @@ void XmlrpcServer::Impl::Flush(Connection& c) {
       }
       PullStream(c);
       ++pulled;
-      if (c.out_pending() > 0) continue;
+      if (c.out_pending() > 0 || c.whole_body) continue;
     }
     break;
   }

@@ -15,9 +15,11 @@
 //   * Replies are written from a per-connection buffer as the socket takes them. A
 //     streamed command (ul_dump) is pulled (Delivery::kPull) one part at a time, only
 //     when the buffer has drained below kStreamLowWater (and at most one part per turn
-//     of the loop), and goes out with HTTP/1.1
-//     chunked transfer encoding; every other reply has a Content-Length. HTTP/1.0
-//     clients get the whole body (Delivery::kWriter).
+//     of the loop), and goes out with HTTP/1.1 chunked transfer encoding; every other
+//     reply has a Content-Length. HTTP/1.0 clients get the whole body (its parts
+//     gathered the same way, one per turn, then sent with a Content-Length). The
+//     dispatcher writes only inside Exchange::WriteNext() on this thread, never into a
+//     connection's buffers from a worker.
 //   * Limits per connection, checked by a sweep every kSweepInterval (no timer system
 //     call per request): header_timeout (first byte to end of head; a new connection
 //     that sends nothing is closed silently), read_timeout (end of head to end of

@@ -254,6 +254,30 @@ TEST_F(ServerTest, SlowCommandDoesNotBlockOtherConnections) {
   EXPECT_EQ(ParseOutcome(http.body).String(), "Gate:: opened\n");
 }
 
+TEST_F(ServerTest, ClientGoneDuringABlockingCallLeavesTheServerHealthy) {
+  Start();
+  testing::TestGate().Close();
+  size_t calls = 0;
+  for (const char* version : {"HTTP/1.0", "HTTP/1.1"}) {
+    ++calls;  // the cancelled calls stay on their workers until the gate opens
+    const std::string body = MethodCall("wait_gate");
+    RawConnection waiter;
+    ASSERT_TRUE(waiter.Connect(port_));
+    ASSERT_TRUE(waiter.Send(absl::StrCat(
+        "POST /RPC2 ", version, "\r\nContent-Type: text/xml\r\nContent-Length: ", body.size(),
+        "\r\n\r\n", body)));
+    ASSERT_TRUE(::sipd::testing::WaitUntil([&] { return dispatcher_->running() == calls; },
+                                           std::chrono::seconds(5)));
+    waiter.Close();  // gone while a worker runs its call
+    ASSERT_TRUE(::sipd::testing::WaitUntil([&] { return server_->active_connections() == 0; },
+                                           std::chrono::seconds(5)));
+  }
+  testing::TestGate().Open();
+  ASSERT_TRUE(::sipd::testing::WaitUntil([&] { return dispatcher_->running() == 0; },
+                                         std::chrono::seconds(15)));
+  ExpectHealthy();
+}
+
 TEST_F(ServerTest, ClientThatNeverReadsItsRepliesDoesNotBlockOthers) {
   Start();
   RawConnection hog;
