@@ -209,6 +209,7 @@ absl::Status Daemon::Initialize() {
   }
 
   SIPD_RETURN_IF_ERROR(RegisterBuiltinStatistics());
+  SIPD_ASSIGN_OR_RETURN(events_, SipdEvents::Create(*shm_, *stats_));  // before any Publish
   SIPD_RETURN_IF_ERROR(stats_->RegisterCommands(mi_));
   if (options_.register_core_commands) {
     absl::Status s = options_.register_core_commands(*this);
@@ -656,6 +657,7 @@ void Daemon::RestartDue() {
     absl::StatusOr<pid_t> pid = ForkSlot(static_cast<int>(slot));
     if (pid.ok()) {
       spdlog::info("process {} ({}) restarted as pid {}", slot, p.type, *pid);
+      events_->ProcessRestarted(static_cast<int>(slot), p.type, *pid);
     } else {
       spdlog::error("restart failed: {}", std::string(pid.status().message()));
       ScheduleRestart(p);

@@ -42,6 +42,7 @@
 #include "sipd/api/module.h"
 #include "sipd/core/async_table.h"
 #include "sipd/core/config.h"
+#include "sipd/core/event_bus.h"
 #include "sipd/core/proc_memory.h"
 #include "sipd/core/process_table.h"
 #include "sipd/core/shm.h"
@@ -98,6 +99,7 @@ class Daemon final : public Core {
   void SyncLogLevel() override;
   std::unique_ptr<mi::Dispatcher> NewDispatcher(const mi::DispatcherOptions& options) override;
   mi::AsyncBackend& async() override;
+  mi::EventRegistry* events() override { return events_ ? &events_->registry() : nullptr; }
 
   // The `ps` type of every slot in fork order, as planned by Initialize() (the process
   // table itself shows a type only once the slot is forked, spec 10.1).
@@ -159,6 +161,7 @@ class Daemon final : public Core {
 
   std::unique_ptr<SharedMemory> shm_;
   std::unique_ptr<ShmAsyncTable> async_table_;
+  std::unique_ptr<SipdEvents> events_;
   // This process's slot in the process table (0 in the attendant).
   int current_slot_ = 0;
   SharedState* shared_ = nullptr;
