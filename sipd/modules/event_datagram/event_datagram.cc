@@ -106,7 +106,8 @@ std::string CanonicalUdp(const UdpParts& parts) {
 
 void AppendValue(std::string& out, const mi::EventValue& value) {
   if (const int64_t* n = std::get_if<int64_t>(&value)) {
-    absl::StrAppend(&out, *n);
+    // 1.11 prints its int through int2str(unsigned long): -1 is 18446744073709551615.
+    absl::StrAppend(&out, static_cast<uint64_t>(*n));
     return;
   }
   const std::string& text = std::get<std::string>(value);

@@ -9,8 +9,11 @@
 //
 // One datagram per event and subscriber (1.11 format):
 //   EVENT_NAME\n
-//   param::value\n          one line per parameter; integers in decimal; a value that
-//   ...                     contains \n is written in double quotes with every " as \"
+//   param::value\n          one line per parameter; a string value that contains \n is
+//   ...                     written in double quotes with every " as \" (other strings
+//                           as they are, an empty one as nothing); integers in decimal,
+//                           a negative one as 1.11's int2str(unsigned long) prints it
+//                           (qval -1 -> 18446744073709551615)
 //   \n                      an empty line ends it
 //
 // Sockets: udp:HOST:PORT (HOST an IPv4 address or a name resolved to IPv4 when
