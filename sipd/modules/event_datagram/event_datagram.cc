@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -174,6 +175,8 @@ struct Target {
 };
 
 constexpr uint64_t kLogEvery = 1000;
+// The delivery process yields the CPU to SIP (see event_datagram.h).
+constexpr int kDefaultNice = 19;
 // Events taken per wake-up before the loop looks at shutdown and expiries again.
 constexpr int kBatch = 256;
 
@@ -190,9 +193,13 @@ class EventDatagramModule final : public Module {
       queue_bytes_ = static_cast<size_t>(*number);
       return absl::OkStatus();
     }
+    if (param == "nice" && number != nullptr && *number >= 0 && *number <= 19) {
+      nice_ = static_cast<int>(*number);
+      return absl::OkStatus();
+    }
     return absl::InvalidArgumentError(
         absl::StrCat("event_datagram: unknown parameter or bad value '", std::string(param),
-                     "' (queue_size: bytes, 131072 .. 268435456)"));
+                     "' (queue_size: bytes, 131072 .. 268435456; nice: 0 .. 19)"));
   }
 
   absl::Status Init(Core& core) override {
@@ -221,12 +228,15 @@ class EventDatagramModule final : public Module {
   absl::Status Run();
   void Refresh();
   void Deliver(const mi::RaisedEvent& event, int64_t now);
-  bool Send(Target& target, const std::string& payload);
+  void SendBatch(int fd, const std::vector<Target*>& targets, const std::string& payload,
+                 uint64_t* delivered, uint64_t* failed);
+  void NoteFailure(Target& target, int error);
 
   Core* core_ = nullptr;
   mi::EventRegistry* events_ = nullptr;
   mi::EventConsumer* consumer_ = nullptr;
-  size_t queue_bytes_ = 1 << 20;
+  size_t queue_bytes_ = 4 << 20;
+  int nice_ = kDefaultNice;
 
   // Delivery process only.
   int udp4_ = -1;
@@ -240,6 +250,9 @@ class EventDatagramModule final : public Module {
   };
   std::map<std::string, Resolved> resolved_;
   uint64_t dropped_seen_ = 0;
+  // Scratch of Deliver(): targets per socket (UDP IPv4, UDP IPv6, UNIX), messages.
+  std::vector<Target*> by_socket_[3];
+  std::vector<mmsghdr> messages_;
 };
 
 void EventDatagramModule::Refresh() {
@@ -282,27 +295,53 @@ void EventDatagramModule::Refresh() {
   targets_ = std::move(fresh);
 }
 
-bool EventDatagramModule::Send(Target& target, const std::string& payload) {
-  int fd = unix_;
-  if (!target.is_unix) fd = target.address.ss_family == AF_INET6 ? udp6_ : udp4_;
-  if (fd < 0 && !target.is_unix && target.address.ss_family == AF_INET6) {
-    fd = udp6_ = OpenSocket(AF_INET6);
-  }
-  ssize_t sent = -1;
-  int error = EBADF;
-  if (fd >= 0) {
-    do {
-      sent = sendto(fd, payload.data(), payload.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
-                    reinterpret_cast<const sockaddr*>(&target.address), target.address_length);
-    } while (sent < 0 && errno == EINTR);
-    error = errno;
-  }
-  if (sent == static_cast<ssize_t>(payload.size())) return true;
+void EventDatagramModule::NoteFailure(Target& target, int error) {
   if (target.failures++ % kLogEvery == 0) {
     spdlog::warn("event_datagram: cannot send to {}: {} ({} failure(s))", target.socket,
-                 sent < 0 ? std::strerror(error) : "short write", target.failures);
+                 error == 0 ? "short write" : std::strerror(error), target.failures);
   }
-  return false;
+}
+
+void EventDatagramModule::SendBatch(int fd, const std::vector<Target*>& targets,
+                                    const std::string& payload, uint64_t* delivered,
+                                    uint64_t* failed) {
+  if (targets.empty()) return;
+  if (fd < 0) {
+    for (Target* t : targets) NoteFailure(*t, EBADF);
+    *failed += targets.size();
+    return;
+  }
+  iovec iov{const_cast<char*>(payload.data()), payload.size()};
+  messages_.assign(targets.size(), mmsghdr{});
+  for (size_t i = 0; i < targets.size(); ++i) {
+    msghdr& header = messages_[i].msg_hdr;
+    header.msg_name = &targets[i]->address;
+    header.msg_namelen = targets[i]->address_length;
+    header.msg_iov = &iov;
+    header.msg_iovlen = 1;
+  }
+  // One system call for all of them; sendmmsg stops at the first failure, which the
+  // next call (starting there) reports.
+  size_t at = 0;
+  while (at < targets.size()) {
+    const int sent = sendmmsg(fd, &messages_[at], static_cast<unsigned>(targets.size() - at),
+                              MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (sent < 0) {
+      if (errno == EINTR) continue;
+      NoteFailure(*targets[at++], errno);
+      ++*failed;
+      continue;
+    }
+    for (size_t k = at; k < at + static_cast<size_t>(sent); ++k) {
+      if (messages_[k].msg_len == payload.size()) {
+        ++*delivered;
+      } else {
+        NoteFailure(*targets[k], 0);
+        ++*failed;
+      }
+    }
+    at += static_cast<size_t>(sent);
+  }
 }
 
 void EventDatagramModule::Deliver(const mi::RaisedEvent& event, int64_t now) {
@@ -310,21 +349,26 @@ void EventDatagramModule::Deliver(const mi::RaisedEvent& event, int64_t now) {
   const mi::Event* declared = events_->Get(event.id);
   if (it == targets_.end() || declared == nullptr) return;
   const std::string payload = EncodePayload(*declared, event.values);
-  uint64_t delivered = 0;
-  uint64_t failed = 0;
-  // Newest subscriber first, as 1.11 walked its list.
+  for (auto& group : by_socket_) group.clear();
+  // Newest subscriber first, as 1.11 walked its list (per socket kind).
   for (Target& target : it->second) {
     if (target.subscription.Expired(now)) continue;  // 1.11 dropped it before sending
-    if (Send(target, payload)) {
-      ++delivered;
-    } else {
-      ++failed;
-    }
+    const size_t group = target.is_unix ? 2 : target.address.ss_family == AF_INET6 ? 1 : 0;
+    by_socket_[group].push_back(&target);
   }
+  if (!by_socket_[1].empty() && udp6_ < 0) udp6_ = OpenSocket(AF_INET6);
+  uint64_t delivered = 0;
+  uint64_t failed = 0;
+  SendBatch(udp4_, by_socket_[0], payload, &delivered, &failed);
+  SendBatch(udp6_, by_socket_[1], payload, &delivered, &failed);
+  SendBatch(unix_, by_socket_[2], payload, &delivered, &failed);
   consumer_->CountDeliveries(delivered, failed);
 }
 
 absl::Status EventDatagramModule::Run() {
+  if (setpriority(PRIO_PROCESS, 0, nice_) != 0) {
+    spdlog::warn("event_datagram: cannot set nice {}: {}", nice_, std::strerror(errno));
+  }
   udp4_ = OpenSocket(AF_INET);
   unix_ = OpenSocket(AF_UNIX);
   if (udp4_ < 0 || unix_ < 0) {
