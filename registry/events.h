@@ -22,10 +22,39 @@
 // in-process subscriber took with AddInterest() (a gRPC stream). So an event nobody
 // listens to costs its raiser one atomic load.
 //
+// An in-process subscriber (the gRPC Subscribe stream to come) uses a consumer of its own:
+//   Init (attendant):   consumer = core.events()->backend()->AddConsumer("mi_grpc", 1 << 20)
+//   process start:      consumer->ResetLocalInterest()   (what a dead predecessor held)
+//   a stream opens:     id = core.events()->Find(name)->id(); consumer->AddInterest(id)
+//   a stream ends:      consumer->RemoveInterest(id), once per AddInterest
+//   its event thread:   while (consumer->Pop(event)) hand `event` to the streams of event.id;
+//                       then consumer->WaitForEvents(timeout) (or PrepareToSleep(), poll
+//                       wake_fd() for at most max_sleep(), ClearWake())
+//   names and types:    core.events()->Get(event.id)->params()[i].name for event.values[i]
+//                       (std::string or int64_t); event.raised_at_ns for the raise time
+//   figures:            consumer->CountDeliveries(written, lost) per stream message
+// Its events never reach event_datagram's subscribers and the other way round: each
+// consumer has its own queue, and a raiser queues an event once per interested consumer.
+// Such subscribers are not stored subscriptions (subscribers_list does not show them).
+//
 // The backend lives elsewhere: sipd/core/event_bus.h keeps queues, subscriptions and
 // interest in shared memory (created before the fork, so every process raises into the
 // same queues and subscriptions survive the restart of any process);
 // LocalEventBackend below serves one process (unit tests, in-process servers).
+//
+// Deliberate deviations from 1.11 (observable):
+//   - `event_subscribe ... 0` removes the subscription at once (1.11 kept it, and sent to
+//     it, until the next raise of its event at least a second later); an expired
+//     subscription leaves subscribers_list when it expires (1.11: at the next raise);
+//   - more than three arguments to event_subscribe answer 400 "Too few or too many
+//     arguments" (1.11 ignored the rest); an expire above 2147483647 is a bad parameter
+//     (1.11 wrapped it);
+//   - a re-subscription matches the canonical address exactly (1.11 compared only the
+//     length of the new address: "127.0.0.1" refreshed an existing "127.0.0.10");
+//   - subscribers_list flushing after its 50th subscriber in the middle of an event keeps
+//     that event's node for the rest of its subscribers (1.11 lost them);
+//   - sipd publishes E_SIPD_PROCESS_RESTARTED as core event 3, so module events have ids
+//     one higher than in 1.11 (E_UL_AOR_INSERT is 4).
 //
 // Thread/process-safety: Publish/AddTransport/SetBackend only before the fork (the
 // registry is read-only afterwards, as the command registry). Raise() and Wanted() may

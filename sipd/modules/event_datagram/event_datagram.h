@@ -38,6 +38,10 @@
 // ~9 us). "nice" 0 gives delivery the priority of SIP (lower latency on a busy host, at
 // the cost of SIP throughput when subscribers are many).
 //
+// Deviations from 1.11's parsers: a UDP port above 65535 is refused (1.11 wrapped it),
+// [IPv6]:PORT is accepted (1.11 could not send to IPv6), a UNIX path that does not fit
+// sun_path is refused (1.11 overflowed it).
+//
 // Thread/process-safety: Init() in the attendant; the delivery process is the only user
 // of the consumer afterwards.
 #pragma once
