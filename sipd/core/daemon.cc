@@ -209,7 +209,7 @@ absl::Status Daemon::Initialize() {
   }
 
   SIPD_RETURN_IF_ERROR(RegisterBuiltinStatistics());
-  SIPD_ASSIGN_OR_RETURN(events_, SipdEvents::Create(*shm_, *stats_));  // before any Publish
+  SIPD_ASSIGN_OR_RETURN(events_, SipdEvents::Create(*shm_));  // before any Publish
   SIPD_RETURN_IF_ERROR(stats_->RegisterCommands(mi_));
   if (options_.register_core_commands) {
     absl::Status s = options_.register_core_commands(*this);
@@ -247,6 +247,7 @@ absl::Status Daemon::Initialize() {
   for (size_t i = 0; i < std::max<size_t>(workers, 1); ++i) {
     new (&busy_flags_[i]) std::atomic<uint8_t>(0);
   }
+  SIPD_RETURN_IF_ERROR(events_->RegisterStatistics(*stats_));  // evi, after the modules'
   SIPD_RETURN_IF_ERROR(RegisterProcessStatistics());
   // MI calls waiting for an async reply, all processes together.
   stats_->AddGroup("mi");

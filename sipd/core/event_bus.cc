@@ -103,11 +103,13 @@ struct ShmEventBackend::Shared {
   // Interest: stored subscriptions and local interest, per consumer and event.
   std::atomic<uint32_t> stored[kMaxConsumers][kMaxEvents];
   std::atomic<int32_t> local[kMaxConsumers][kMaxEvents];
-  // Figures: shared-memory counters from the statistics registry.
-  mi::Counter queued;
-  mi::Counter dropped;
-  mi::Counter delivered;
-  mi::Counter failed;
+  // Figures: cells of their own until RegisterStatistics() moves them to counters of
+  // the statistics registry (shared memory as well).
+  std::atomic<uint64_t> own_cells[4];
+  mi::Counter queued{&own_cells[0]};
+  mi::Counter dropped{&own_cells[1]};
+  mi::Counter delivered{&own_cells[2]};
+  mi::Counter failed{&own_cells[3]};
 };
 
 struct ShmEventBackend::Slot {
@@ -237,7 +239,6 @@ class ShmEventBackend::Consumer final : public mi::EventConsumer {
 // ShmEventBackend
 
 absl::StatusOr<std::unique_ptr<ShmEventBackend>> ShmEventBackend::Create(SharedMemory& shm,
-                                                                         mi::StatsRegistry& stats,
                                                                          Options options) {
   Shared* shared = nullptr;
   try {
@@ -252,20 +253,25 @@ absl::StatusOr<std::unique_ptr<ShmEventBackend>> ShmEventBackend::Create(SharedM
   }
   Slot* slots = static_cast<Slot*>(memory);
   for (size_t i = 0; i < options.max_subscriptions; ++i) new (&slots[i]) Slot();
-
-  stats.AddGroup("evi");
-  SIPD_ASSIGN_OR_RETURN(shared->queued, stats.AddCounter("evi", "queued_events"));
-  SIPD_ASSIGN_OR_RETURN(shared->dropped, stats.AddCounter("evi", "dropped_events"));
-  SIPD_ASSIGN_OR_RETURN(shared->delivered, stats.AddCounter("evi", "delivered_events"));
-  SIPD_ASSIGN_OR_RETURN(shared->failed, stats.AddCounter("evi", "failed_deliveries"));
   std::function<int64_t()> now = std::move(options.now);
   if (!now) now = [] { return static_cast<int64_t>(std::time(nullptr)); };
-  auto backend = std::unique_ptr<ShmEventBackend>(
+  return std::unique_ptr<ShmEventBackend>(
       new ShmEventBackend(shm, shared, slots, options.max_subscriptions, std::move(now)));
-  ShmEventBackend* b = backend.get();
-  SIPD_RETURN_IF_ERROR(stats.AddFunction(
-      "evi", "subscriptions", [b] { return static_cast<uint64_t>(b->subscription_count()); }));
-  return backend;
+}
+
+absl::Status ShmEventBackend::RegisterStatistics(mi::StatsRegistry& stats) {
+  stats.AddGroup("evi");
+  mi::Counter* figures[] = {&shared_->queued, &shared_->dropped, &shared_->delivered,
+                            &shared_->failed};
+  const char* names[] = {"queued_events", "dropped_events", "delivered_events",
+                         "failed_deliveries"};
+  for (size_t i = 0; i < 4; ++i) {
+    SIPD_ASSIGN_OR_RETURN(mi::Counter counter, stats.AddCounter("evi", names[i]));
+    counter.Set(figures[i]->value());
+    *figures[i] = counter;
+  }
+  return stats.AddFunction("evi", "subscriptions",
+                           [this] { return static_cast<uint64_t>(subscription_count()); });
 }
 
 ShmEventBackend::ShmEventBackend(SharedMemory& shm, Shared* shared, Slot* slots,
@@ -518,10 +524,9 @@ const std::vector<mi::EventSpec>& CoreEventSpecs() {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SipdEvents>> SipdEvents::Create(SharedMemory& shm,
-                                                               mi::StatsRegistry& stats,
                                                                ShmEventBackend::Options options) {
   auto events = std::unique_ptr<SipdEvents>(new SipdEvents());
-  SIPD_ASSIGN_OR_RETURN(events->backend_, ShmEventBackend::Create(shm, stats, std::move(options)));
+  SIPD_ASSIGN_OR_RETURN(events->backend_, ShmEventBackend::Create(shm, std::move(options)));
   events->registry_.SetBackend(events->backend_.get());
   for (const mi::EventSpec& spec : CoreEventSpecs()) {
     SIPD_ASSIGN_OR_RETURN(EventId id, events->registry_.Publish(spec));

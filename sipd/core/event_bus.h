@@ -20,7 +20,8 @@
 // restart of any process but the attendant.
 //
 // SipdEvents bundles what the daemon owns: the mi::EventRegistry that Core::events()
-// returns, this backend, the statistics group `evi` and the core's own events:
+// returns, this backend, the statistics group `evi` (after the modules' groups) and the
+// core's own events:
 //   E_CORE_THRESHOLD       source, time, extra           (1.11 id 0; not raised yet)
 //   E_CORE_SHM_THRESHOLD   usage, threshold, used, size  (1.11 id 1; not raised yet)
 //   E_CORE_PKG_THRESHOLD   usage, threshold, used, size, pid (1.11 id 2; not raised yet)
@@ -58,12 +59,14 @@ class ShmEventBackend final : public mi::EventBackend {
     std::function<int64_t()> now;
   };
 
-  // Creates the shared state in `shm` and the statistics of group `evi` in `stats`
-  // (queued_events, dropped_events, delivered_events, failed_deliveries, subscriptions).
-  // REQUIRES: attendant, before the fork.
+  // Creates the shared state in `shm`. REQUIRES: attendant, before the fork.
   static absl::StatusOr<std::unique_ptr<ShmEventBackend>> Create(SharedMemory& shm,
-                                                                 mi::StatsRegistry& stats,
                                                                  Options options);
+  // Adds the statistics group `evi` (queued_events, dropped_events, delivered_events,
+  // failed_deliveries: counters; subscriptions: a function) and counts into it from now
+  // on. Separate from Create() so that the group comes after the modules' groups (as a
+  // module's would). REQUIRES: attendant, before the fork; once.
+  absl::Status RegisterStatistics(mi::StatsRegistry& stats);
   ~ShmEventBackend() override;
   ShmEventBackend(const ShmEventBackend&) = delete;
   ShmEventBackend& operator=(const ShmEventBackend&) = delete;
@@ -109,8 +112,11 @@ class SipdEvents {
  public:
   // REQUIRES: attendant, before the fork.
   static absl::StatusOr<std::unique_ptr<SipdEvents>> Create(SharedMemory& shm,
-                                                            mi::StatsRegistry& stats,
                                                             ShmEventBackend::Options options = {});
+  // See ShmEventBackend::RegisterStatistics().
+  absl::Status RegisterStatistics(mi::StatsRegistry& stats) {
+    return backend_->RegisterStatistics(stats);
+  }
 
   mi::EventRegistry& registry() { return registry_; }
   ShmEventBackend& backend() { return *backend_; }

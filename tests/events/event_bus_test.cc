@@ -40,10 +40,11 @@ class EventBusTest : public ::testing::Test {
     cells_ = static_cast<std::atomic<uint64_t>*>(shm_->Allocate(sizeof(cells_[0]) * 64));
     for (int i = 0; i < 64; ++i) new (&cells_[i]) std::atomic<uint64_t>(0);
     stats_ = std::make_unique<mi::StatsRegistry>(std::span(cells_, 64));
-    auto events = SipdEvents::Create(
-        *shm_, *stats_, {.max_subscriptions = 4, .now = [this] { return now_.load(); }});
+    auto events =
+        SipdEvents::Create(*shm_, {.max_subscriptions = 4, .now = [this] { return now_.load(); }});
     ASSERT_TRUE(events.ok()) << events.status();
     events_ = std::move(*events);
+    ASSERT_TRUE(events_->RegisterStatistics(*stats_).ok());
     test_event_ = *registry().Publish(
         {.name = "E_TEST", .module = "test", .params = {{"text", ""}, {"number", ""}}});
     auto consumer = backend().AddConsumer("test", 1 << 20);
