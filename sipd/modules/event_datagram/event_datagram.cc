@@ -175,8 +175,8 @@ struct Target {
 };
 
 constexpr uint64_t kLogEvery = 1000;
-// The delivery process yields the CPU to SIP (see event_datagram.h).
-constexpr int kDefaultNice = 19;
+// The delivery process keeps the priority the daemon gave it (mi_nice) unless "nice" says.
+constexpr int kInheritNice = -1;
 // Events taken per wake-up before the loop looks at shutdown and expiries again.
 constexpr int kBatch = 256;
 
@@ -236,7 +236,7 @@ class EventDatagramModule final : public Module {
   mi::EventRegistry* events_ = nullptr;
   mi::EventConsumer* consumer_ = nullptr;
   size_t queue_bytes_ = 4 << 20;
-  int nice_ = kDefaultNice;
+  int nice_ = kInheritNice;
 
   // Delivery process only.
   int udp4_ = -1;
@@ -366,7 +366,7 @@ void EventDatagramModule::Deliver(const mi::RaisedEvent& event, int64_t now) {
 }
 
 absl::Status EventDatagramModule::Run() {
-  if (setpriority(PRIO_PROCESS, 0, nice_) != 0) {
+  if (nice_ != kInheritNice && setpriority(PRIO_PROCESS, 0, nice_) != 0) {
     spdlog::warn("event_datagram: cannot set nice {}: {}", nice_, std::strerror(errno));
   }
   udp4_ = OpenSocket(AF_INET);

@@ -3,7 +3,8 @@
 //
 //   loadmodule "event_datagram"
 //   modparam("event_datagram", "queue_size", 4194304)   # bytes of queued events (default)
-//   modparam("event_datagram", "nice", 19)              # of the delivery process (default)
+//   modparam("event_datagram", "nice", 19)              # of the delivery process (default:
+//                                                       # mi_nice, as every module process)
 //
 //   event_subscribe E_UL_AOR_INSERT udp:127.0.0.1:8888 [expire]
 //   event_subscribe E_UL_AOR_INSERT unix:/run/listener.sock [expire]
@@ -30,13 +31,14 @@
 // it stays subscribed until it expires. evi:delivered_events counts datagrams sent.
 // One sendmmsg() per event sends it to all its subscribers of a socket kind.
 //
-// Priority: SIP first. The delivery process runs at nice 19 by default, so when SIP
-// workers need every CPU, delivery waits, the queue (4 MB: about 32,000 AOR events, 8,000
-// contact events) absorbs the burst, and beyond that events are dropped and counted
-// (evi:dropped_events), never slowing the SIP workers (bench/RESULTS.md, "Events": with
-// 100 subscribers a REGISTER costs the delivery process ~90 us of CPU, the SIP workers
-// ~9 us). "nice" 0 gives delivery the priority of SIP (lower latency on a busy host, at
-// the cost of SIP throughput when subscribers are many).
+// Cost and priority: raising costs a SIP worker about a microsecond (a copy into the
+// shared-memory queue); sending costs the delivery process about a microsecond per
+// datagram (sendmmsg, loopback), so 100 subscribers of an event raised 10,000 times a
+// second need a CPU core (bench/RESULTS.md, "Events"). The delivery process runs at the
+// priority of module processes (global `mi_nice`) or at its own "nice"; a lower priority
+// lets SIP win the CPU, the queue (4 MB: about 32,000 AOR events, 8,000 contact events)
+// absorbs bursts, and beyond that events are dropped and counted (evi:dropped_events),
+// never slowing the raisers; the price is event latency on a busy host.
 //
 // Deviations from 1.11's parsers: a UDP port above 65535 is refused (1.11 wrapped it),
 // [IPv6]:PORT is accepted (1.11 could not send to IPv6), a UNIX path that does not fit
