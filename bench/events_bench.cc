@@ -13,12 +13,19 @@
 //     flight, as usrloc_bench) with N UDP subscribers of E_UL_AOR_INSERT (bench sockets,
 //     not read unless --drain: the kernel drops what overflows them, as it would for
 //     remote subscribers that are slow). Rounds alternate the subscriber counts; medians.
+//     --stop-delivery stops the delivery process during the run: what raising alone
+//     costs the SIP workers.
 //
-// Both take --cpus LIST (pin the bench and its sipd) and --extra TEXT (appended to
+//   events_bench raise [--count N]
+//     Nanoseconds per Raise() of a one-string event into the shared-memory queue, in this
+//     process (what a SIP worker pays), with and without a consumer draining meanwhile.
+//
+// All take --cpus LIST (pin the bench and its sipd) and --extra TEXT (appended to
 // sipd's configuration, e.g. 'modparam("event_datagram", "nice", 19)').
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -37,6 +44,7 @@
 #include "absl/strings/str_split.h"
 #include "bench/bench_support.h"
 #include "legacy-transports/fifo/fifo_client.h"
+#include "sipd/core/event_bus.h"
 #include "tests/support/sipd_harness.h"
 #include "tests/usrloc/sip_support.h"
 
@@ -73,7 +81,14 @@ std::string Fifo(SipdInstance& sipd, const std::string& command,
   auto client =
       sipd::legacy::FifoClient::Create(sipd.tmp_dir() + "/sipd_fifo", sipd.tmp_dir() + "/");
   if (!client.ok()) return client.status().ToString();
+  // Right after start-up the MI FIFO process may not have opened its FIFO yet.
+  const Clock::time_point deadline = Clock::now() + 10s;
   auto reply = (*client)->Execute(command, args, 60s);
+  while (!reply.ok() && reply.status().code() == absl::StatusCode::kUnavailable &&
+         Clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+    reply = (*client)->Execute(command, args, 60s);
+  }
   return reply.ok() ? *reply : reply.status().ToString();
 }
 
@@ -240,9 +255,13 @@ struct RegisterRun {
   uint64_t dropped = 0;
   double worker_cpu_us = -1;
   double delivery_cpu_us = -1;
+  // While sipp ran.
+  uint64_t delivered_during = 0;
+  double delivery_cpu_during_us = -1;
 };
 
-RegisterRun MeasureRegister(int subscribers, int calls, bool drain, const std::string& work) {
+RegisterRun MeasureRegister(int subscribers, int calls, bool drain, bool stop_delivery,
+                            const std::string& work) {
   std::unique_ptr<SipdInstance> sipd = StartSipd();
   std::vector<int> sockets;
   for (int i = 0; i < subscribers; ++i) {
@@ -276,6 +295,10 @@ RegisterRun MeasureRegister(int subscribers, int calls, bool drain, const std::s
   const std::vector<pid_t> delivery = sipd::bench::PidsOfTypeInText(ps, "Event datagram");
   const long long workers_before = sipd::bench::TotalCpuTicks(workers);
   const long long delivery_before = sipd::bench::TotalCpuTicks(delivery);
+  // --stop-delivery: what raising alone costs the SIP workers (events wait, or drop).
+  if (stop_delivery) {
+    for (pid_t pid : delivery) kill(pid, SIGSTOP);
+  }
   const Clock::time_point start = Clock::now();
   sipd::testing::SippResult r = sipd::testing::RunSipp(
       sipd->sip_port(), "register_unique.xml",
@@ -290,6 +313,12 @@ RegisterRun MeasureRegister(int subscribers, int calls, bool drain, const std::s
   }
   run.worker_cpu_us = sipd::bench::CpuMicrosPerCall(
       workers_before, sipd::bench::TotalCpuTicks(workers), static_cast<uint64_t>(calls));
+  run.delivered_during = Statistic(*sipd, "delivered_events");
+  run.delivery_cpu_during_us = sipd::bench::CpuMicrosPerCall(
+      delivery_before, sipd::bench::TotalCpuTicks(delivery), static_cast<uint64_t>(calls));
+  if (stop_delivery) {
+    for (pid_t pid : delivery) kill(pid, SIGCONT);
+  }
   // Give the delivery process the time to empty its queue before reading its CPU.
   const Clock::time_point settle = Clock::now() + 10s;
   while (Clock::now() < settle &&
@@ -306,6 +335,43 @@ RegisterRun MeasureRegister(int subscribers, int calls, bool drain, const std::s
   if (drainer.joinable()) drainer.join();
   for (int fd : sockets) close(fd);
   return run;
+}
+
+// Nanoseconds per Raise() of an E_UL_AOR_INSERT-like event (one short string) into the
+// shared-memory queue, `count` raises from this thread into a queue that takes them all;
+// with `drain` a consumer thread takes them meanwhile (sleeping on the eventfd when it has
+// nothing, as the delivery process does), so raiser and consumer share cache lines.
+double RaiseNanos(size_t count, bool drain) {
+  auto shm = sipd::SharedMemory::Create(512u << 20);
+  if (!shm.ok()) std::exit(1);
+  auto events = sipd::SipdEvents::Create(**shm);
+  if (!events.ok()) std::exit(1);
+  sipd::mi::EventRegistry& registry = (*events)->registry();
+  const sipd::mi::EventId id =
+      *registry.Publish({.name = "E_UL_AOR_INSERT", .params = {{"aor", ""}}});
+  sipd::mi::EventConsumer* consumer =
+      *(*events)->backend().AddConsumer("bench", (count + 1024) * 128 * 2);
+  consumer->AddInterest(id);
+  std::atomic<bool> done{false};
+  std::thread drainer;
+  if (drain) {
+    drainer = std::thread([&] {
+      sipd::mi::RaisedEvent event;
+      while (!done.load()) {
+        while (consumer->Pop(event)) {
+        }
+        consumer->WaitForEvents(std::chrono::milliseconds(50));
+      }
+    });
+  }
+  const std::string aor = "u123456@example.com";
+  const Clock::time_point start = Clock::now();
+  for (size_t i = 0; i < count; ++i) registry.Raise(id, {aor});
+  const double nanos = std::chrono::duration<double, std::nano>(Clock::now() - start).count();
+  done = true;
+  if (drainer.joinable()) drainer.join();
+  if (consumer->dropped() > 0) std::fprintf(stderr, "%lu dropped\n", consumer->dropped());
+  return nanos / static_cast<double>(count);
 }
 
 template <typename T, typename Key>
@@ -346,6 +412,13 @@ int main(int argc, char** argv) {
   reg->add_option("--calls", calls, "REGISTERs per run");
   reg->add_option("--rounds", rounds, "rounds (each runs every subscriber count once)");
   reg->add_flag("--drain", drain, "read the subscriber sockets (costs bench CPU)");
+  bool stop_delivery = false;
+  reg->add_flag("--stop-delivery", stop_delivery,
+                "SIGSTOP the delivery process while sipp runs (the cost of raising alone)");
+  CLI::App* raise = app.add_subcommand("raise", "nanoseconds per Raise() into the queue");
+  size_t raise_count = 1000000;
+  raise->add_option("--count", raise_count, "raises per run");
+
   CLI11_PARSE(app, argc, argv);
 
   if (!cpus.empty()) {
@@ -354,6 +427,21 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "bad --cpus %s\n", cpus.c_str());
       return 1;
     }
+  }
+
+  if (raise->parsed()) {
+    sipd::bench::MarkdownTable table({"consumer", "ns per raise (median of 5)", "load"});
+    table.PrintHeader();
+    for (bool drain : {false, true}) {
+      std::vector<double> runs;
+      for (int i = 0; i < 5; ++i) runs.push_back(RaiseNanos(raise_count, drain));
+      std::sort(runs.begin(), runs.end());
+      double loads[3] = {0, 0, 0};
+      getloadavg(loads, 3);
+      table.PrintRow({drain ? "draining meanwhile" : "none (queue takes all)", Fixed(runs[2], 0),
+                      Fixed(loads[0], 1)});
+    }
+    return 0;
   }
 
   if (latency->parsed()) {
@@ -388,16 +476,16 @@ int main(int argc, char** argv) {
     for (size_t k = 0; k < counts.size(); ++k) {
       // Alternate the order between rounds.
       const size_t index = round % 2 == 0 ? k : counts.size() - 1 - k;
-      runs[index].push_back(MeasureRegister(counts[index], calls, drain, dir));
+      runs[index].push_back(MeasureRegister(counts[index], calls, drain, stop_delivery, dir));
       const RegisterRun& last = runs[index].back();
       std::fprintf(stderr, "round %d: %d subscribers: %.0f REGISTER/s\n", round, last.subscribers,
                    last.per_second);
     }
   }
   std::filesystem::remove_all(dir);
-  sipd::bench::MarkdownTable table({"subscribers", "REGISTER/s", "drop", "events queued",
-                                    "datagrams sent", "events dropped", "worker CPU us/REG",
-                                    "delivery CPU us/REG", "load"});
+  sipd::bench::MarkdownTable table(
+      {"subscribers", "REGISTER/s", "drop", "events queued", "datagrams sent (during run)",
+       "events dropped", "worker CPU us/REG", "delivery CPU us/REG (during run)", "load"});
   table.PrintHeader();
   double base = 0;
   for (size_t k = 0; k < counts.size(); ++k) {
@@ -405,10 +493,13 @@ int main(int argc, char** argv) {
     if (k == 0) base = m.per_second;
     double loads[3] = {0, 0, 0};
     getloadavg(loads, 3);
-    table.PrintRow({absl::StrCat(m.subscribers), Fixed(m.per_second),
-                    k == 0 ? "-" : Fixed(100.0 * (base - m.per_second) / base, 1) + " %",
-                    absl::StrCat(m.queued), absl::StrCat(m.delivered), absl::StrCat(m.dropped),
-                    Fixed(m.worker_cpu_us, 1), Fixed(m.delivery_cpu_us, 1), Fixed(loads[0], 1)});
+    table.PrintRow(
+        {absl::StrCat(m.subscribers), Fixed(m.per_second),
+         k == 0 ? "-" : Fixed(100.0 * (base - m.per_second) / base, 1) + " %",
+         absl::StrCat(m.queued), absl::StrCat(m.delivered, " (", m.delivered_during, ")"),
+         absl::StrCat(m.dropped), Fixed(m.worker_cpu_us, 1),
+         absl::StrCat(Fixed(m.delivery_cpu_us, 1), " (", Fixed(m.delivery_cpu_during_us, 1), ")"),
+         Fixed(loads[0], 1)});
   }
   return 0;
 }

@@ -148,6 +148,9 @@ class EventsSipdTest : public ::testing::Test {
                         "loadmodule \"usrloc\"\n"
                         "loadmodule \"registrar\"\n"});
     ASSERT_TRUE(sipd_->Start().ok()) << sipd_->log();
+    // The MI FIFO process opens its FIFO after the pid file appears: wait for a reader.
+    ASSERT_TRUE(WaitUntil([&] { return absl::StartsWith(Fifo("uptime"), "200 OK\n"); }, 10s))
+        << Fifo("uptime");
   }
   void TearDown() override {
     if (HasFailure() && sipd_ != nullptr) {
