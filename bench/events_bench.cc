@@ -14,7 +14,7 @@
 //     not read unless --drain: the kernel drops what overflows them, as it would for
 //     remote subscribers that are slow). Rounds alternate the subscriber counts; medians.
 //     --stop-delivery stops the delivery process during the run: what raising alone
-//     costs the SIP workers.
+//     costs the SIP workers. EVENTS_BENCH_SIPP_LOG=1 prints sipp's screen (retransmissions).
 //
 //   events_bench raise [--count N]
 //     Nanoseconds per Raise() of a one-string event into the shared-memory queue, in this
@@ -310,6 +310,7 @@ RegisterRun MeasureRegister(int subscribers, int calls, bool drain, bool stop_de
     std::fprintf(stderr, "sipp failed (%d):\n%s\n", r.exit_code, r.output.substr(0, 4000).c_str());
   } else {
     run.per_second = calls / seconds;
+    if (getenv("EVENTS_BENCH_SIPP_LOG") != nullptr) std::fprintf(stderr, "%s\n", r.output.c_str());
   }
   run.worker_cpu_us = sipd::bench::CpuMicrosPerCall(
       workers_before, sipd::bench::TotalCpuTicks(workers), static_cast<uint64_t>(calls));
