@@ -9,6 +9,7 @@
 #include <array>
 #include <cerrno>
 #include <ctime>
+#include <deque>
 #include <limits>
 
 #include "absl/strings/ascii.h"
@@ -323,7 +324,8 @@ std::vector<Command::Spec> EventCommandSpecs(EventRegistry& events) {
                   "subscriber: udp:HOST:PORT or unix:/PATH (event_datagram)"},
                  {"expire", Arity::kOptional,
                   "seconds (default 3600); 0 unsubscribes; subscribing again refreshes"}},
-      .flags = kMutating,
+      // Blocking: a host name in a udp: socket is resolved (as 1.11 did).
+      .flags = kMutating | kBlocking,
       .handler = [e](Call& call) { return EventSubscribe(*e, call); },
   });
   specs.push_back(Command::Spec{

@@ -162,7 +162,10 @@ class ShmEventBackend::Consumer final : public mi::EventConsumer {
           stalled_ = false;
           if (!ValidEvent(static_cast<EventId>(tag)) ||
               !DecodeEventValues(payload_, event.values)) {
-            continue;  // garbled (see event_queue.h): dropped
+            // Garbled by a stalled raiser (see event_queue.h): counted as dropped.
+            state().dropped.fetch_add(1, std::memory_order_relaxed);
+            shared_->dropped.Inc();
+            continue;
           }
           event.id = static_cast<EventId>(tag);
           return true;
