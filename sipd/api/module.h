@@ -28,6 +28,7 @@
 #include "registry/async.h"
 #include "registry/command.h"
 #include "registry/dispatcher.h"
+#include "registry/events.h"
 #include "registry/statistics.h"
 
 namespace sipd {
@@ -143,6 +144,10 @@ class Core {
   // and mark the process ready; call it once, after binding. Elsewhere it is ignored.
   // (A no-op by default, for test doubles.)
   virtual void ReportListeners(std::vector<Listener> /*listeners*/) {}
+  // The event interface (registry/events.h): modules publish their events during Init()
+  // and raise them from any process; event transports (event_datagram) add their
+  // consumer and transports during Init(). nullptr when the core has none (test doubles).
+  virtual mi::EventRegistry* events() { return nullptr; }
 
   // Runs `fn` every `interval` in the timer process (`label` shows in `ps` as
   // "timer: LABEL" when it is the most recently registered timer).

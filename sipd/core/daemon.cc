@@ -388,6 +388,7 @@ absl::Status Daemon::InitializeSteps() {
   }
 
   SIPD_RETURN_IF_ERROR(RegisterBuiltinStatistics());
+  SIPD_ASSIGN_OR_RETURN(events_, SipdEvents::Create(*shm_));  // before any Publish
   SIPD_RETURN_IF_ERROR(stats_->RegisterCommands(mi_));
   if (options_.register_core_commands) {
     absl::Status s = options_.register_core_commands(*this);
@@ -425,6 +426,7 @@ absl::Status Daemon::InitializeSteps() {
   for (size_t i = 0; i < std::max<size_t>(workers, 1); ++i) {
     new (&busy_flags_[i]) std::atomic<uint8_t>(0);
   }
+  SIPD_RETURN_IF_ERROR(events_->RegisterStatistics(*stats_));  // evi, after the modules'
   SIPD_RETURN_IF_ERROR(RegisterProcessStatistics());
   // MI calls waiting for an async reply, all processes together.
   stats_->AddGroup("mi");
@@ -833,6 +835,8 @@ void Daemon::CloseForeignDescriptors(const PlannedProcess& p, int report_fd) con
   std::vector<int> keep = {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO, report_fd};
   const std::vector<int>& wake = async_table_->wake_fds();
   keep.insert(keep.end(), wake.begin(), wake.end());
+  const std::vector<int> event_wake = events_->backend().wake_fds();
+  keep.insert(keep.end(), event_wake.begin(), event_wake.end());
   switch (p.kind) {
     case PlannedProcess::Kind::kModule: {
       const std::vector<int>& own = module_spec_fds_[p.module][p.spec];
@@ -1021,6 +1025,7 @@ void Daemon::RestartDue() {
         absl::Status written = WriteListenersFile();
         if (!written.ok()) spdlog::error("{}", std::string(written.message()));
       }
+      events_->ProcessRestarted(static_cast<int>(slot), p.type, *pid);
     } else {
       spdlog::error("restart failed: {}", std::string(pid.status().message()));
       ScheduleRestart(p);

@@ -24,7 +24,8 @@
 // Children set PR_SET_PDEATHSIG(SIGTERM), so an attendant killed with SIGKILL leaves
 // no orphans.
 // Descriptors: right after the fork each child closes everything it inherited except
-// stdin/stdout/stderr, the async-reply eventfds (any process may complete an MI call) and
+// stdin/stdout/stderr, the async-reply and event-consumer eventfds (any process may
+// complete an MI call or raise an event) and
 // what it serves: a module process the descriptors its group's pre_fork opened, a SIP
 // receiver its listen socket. So no SIP worker holds an MI socket and no MI process holds
 // a SIP socket or another transport's (issue 9). Descriptors opened later (ChildInit,
@@ -66,6 +67,7 @@
 #include "sipd/api/module.h"
 #include "sipd/core/async_table.h"
 #include "sipd/core/config.h"
+#include "sipd/core/event_bus.h"
 #include "sipd/core/proc_memory.h"
 #include "sipd/core/process_table.h"
 #include "sipd/core/shm.h"
@@ -122,6 +124,7 @@ class Daemon final : public Core {
   void SyncLogLevel() override;
   std::unique_ptr<mi::Dispatcher> NewDispatcher(const mi::DispatcherOptions& options) override;
   mi::AsyncBackend& async() override;
+  mi::EventRegistry* events() override { return events_ ? &events_->registry() : nullptr; }
 
   // The `ps` type of every slot in fork order, as planned by Initialize() (the process
   // table itself shows a type only once the slot is forked, spec 10.1).
@@ -202,6 +205,7 @@ class Daemon final : public Core {
 
   std::unique_ptr<SharedMemory> shm_;
   std::unique_ptr<ShmAsyncTable> async_table_;
+  std::unique_ptr<SipdEvents> events_;
   // This process's slot in the process table (0 in the attendant).
   int current_slot_ = 0;
   // In a module process that has yet to report its listeners: the start-up pipe.

@@ -360,6 +360,10 @@ absl::Status RegisterCoreCommands(Core& core, LocalCache::Options cache_options)
   specs.push_back(CacheSpec("cache_remove", kCacheRemoveHelp, {system, attr}, mi::kMutating,
                             "Too many parameters",
                             [cache](Call& call) { return CacheRemove(*cache, call); }));
+  // event_subscribe, events_list, subscribers_list (registry/events.h), 1.11's place.
+  if (core.events() != nullptr) {
+    for (auto& spec : mi::EventCommandSpecs(*core.events())) specs.push_back(std::move(spec));
+  }
   specs.push_back(CoreSpec("help", kHelpHelp,
                            {{"command", Arity::kOptional, "MI command to describe"}}, 0,
                            [c](Call& call) { return Help(*c, call); }));
