@@ -479,6 +479,9 @@ absl::Status Daemon::RegisterBuiltinStatistics() {
   const SipTransportImpl* transport = transport_.get();
   SIPD_RETURN_IF_ERROR(stats_->AddFunction("net", "waiting_udp",
                                            [transport] { return transport->UdpReceiveBacklog(); }));
+  SIPD_RETURN_IF_ERROR(stats_->AddFunction("net", "waiting_tcp", [transport]() -> uint64_t {
+    return transport->tcp() != nullptr ? transport->tcp()->WaitingBytes() : 0;
+  }));
 
   return RegisterSlStats(*stats_, sip_counters_);
 }

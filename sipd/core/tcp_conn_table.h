@@ -136,6 +136,10 @@ class TcpConnTable {
   // Sum of queued_bytes over all connections (net:waiting_tcp's outbound part).
   uint64_t QueuedBytes() const;
 
+  // Tests only: takes the table lock and never releases it (the calling process is
+  // about to die), to exercise the repair done by the next locker.
+  void LockAndAbandonForTesting() { LockTable(); }
+
  private:
   struct Message;
   struct Slot;

@@ -327,9 +327,11 @@ void TcpReceiver::ProcessFrames(Connection& c) {
   } else if (c.message_start == Clock::time_point{}) {
     c.message_start = now_;
   }
-  // Backpressure: a peer that does not read its replies is not read either.
+  // Backpressure: a peer that does not read its replies is not read either (and its
+  // header timer stops meanwhile: the send timeout judges it now).
   if (c.reading && Pending(c) > transport_.options().max_send_queue / 2) {
     c.reading = false;
+    c.message_start = {};
     UpdateEvents(c);
   }
 }
