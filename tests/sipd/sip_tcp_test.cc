@@ -419,6 +419,27 @@ TEST_F(SipTcpTest, WaitingUdpAndTcpShowTheBacklog) {
   EXPECT_TRUE(WaitUntil([&] { return Stat("waiting_tcp") == 0; }, 10s));
 }
 
+TEST_F(SipTcpTest, AKilledReceiverIsReplacedAndItsConnectionsAreForgotten) {
+  Start("tcp_children = 1\n", 1);
+  auto client = Connect();
+  ASSERT_NE(client, nullptr);
+  ASSERT_TRUE(client->Write(TcpRequest("OPTIONS", tcp_port_, "before-kill")).ok());
+  ASSERT_TRUE(client->ReadMessage().ok());
+  const std::vector<pid_t> receiver = Pids("TCP receiver");
+  ASSERT_EQ(receiver.size(), 1u);
+  ASSERT_EQ(kill(receiver[0], SIGKILL), 0);
+  EXPECT_TRUE(client->WaitForClose(5s));  // its descriptor died with the process
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        const std::vector<pid_t> now = Pids("TCP receiver");
+        return now.size() == 1 && now[0] != receiver[0] && now[0] != 0;
+      },
+      10s));
+  ExpectServed("after-kill");
+  EXPECT_TRUE(WaitUntil([&] { return Mi("list_tcp_conns") == "200 OK\n\n"; }, 5s))
+      << Mi("list_tcp_conns");
+}
+
 // Socket inodes a process holds ("socket:[123]" links in /proc/PID/fd).
 std::set<uint64_t> SocketInodes(pid_t pid) {
   std::set<uint64_t> out;

@@ -106,13 +106,28 @@ TEST_F(TcpConnTableTest, EnqueueByIdByPeerOrNewConnection) {
   EXPECT_EQ(table_->FindByPeer(Peer(1000)), 0u);
 }
 
-TEST_F(TcpConnTableTest, ReclaimOwnerFreesItsSlots) {
-  for (uint16_t i = 0; i < 4; ++i)
-    ASSERT_TRUE(table_->AddAccepted(Peer(1000 + i), Peer(1), 1).ok());
+TEST_F(TcpConnTableTest, ReclaimOwnerFreesWhatItsPredecessorAdopted) {
+  std::vector<uint64_t> adopted;
+  for (uint16_t i = 0; i < 3; ++i) {
+    auto added = table_->AddAccepted(Peer(1000 + i), Peer(1), 1);
+    ASSERT_TRUE(added.ok());
+    if (added->owner == 0 && adopted.empty()) {
+      table_->Adopt(added->id);
+      adopted.push_back(added->id);
+    }
+  }
+  ASSERT_EQ(adopted.size(), 1u);
   ASSERT_TRUE(table_->Enqueue(0, Peer(1000), -1, "queued", 100).ok());
-  EXPECT_EQ(table_->ReclaimOwner(0), 2u);
-  EXPECT_EQ(table_->size(), 2u);
-  for (const TcpConnInfo& c : table_->Snapshot()) EXPECT_EQ(c.owner, 1);
+  // An outbound connection nobody started yet, for owner 1 (the least loaded).
+  auto outbound = table_->Enqueue(0, Peer(2000), 1, "request", 100);
+  ASSERT_TRUE(outbound.ok());
+  ASSERT_EQ(outbound->owner, 1);
+  std::vector<uint64_t> to_connect;
+  EXPECT_EQ(table_->ReclaimOwner(0, &to_connect), 1u);
+  EXPECT_TRUE(to_connect.empty());
+  EXPECT_EQ(table_->size(), 3u);
+  EXPECT_EQ(table_->ReclaimOwner(1, &to_connect), 0u);
+  EXPECT_EQ(to_connect, std::vector<uint64_t>{outbound->id});
 }
 
 TEST_F(TcpConnTableTest, SurvivesALockHolderThatDies) {
