@@ -8,9 +8,11 @@
 //   2. Init(core) in loadmodule order: create shared-memory state, statistics, MI
 //      commands, SIP handlers, timers. Everything shared must exist before the fork;
 //   3. the attendant forks the processes from Processes() (module processes first,
-//      modules in loadmodule order, then SIP receivers, then the timer process);
+//      modules in loadmodule order, then SIP receivers, then the timer process, then the
+//      TCP receivers and TCP main when a TCP listen socket is configured);
 //   4. in every forked child, ChildInit(rank) of every module (rank: kRankSipWorker+i
-//      for SIP workers, kRankTimer, kRankModule for module processes that ask for it);
+//      for SIP workers, UDP then TCP receivers; kRankTimer; kRankTcpMain; kRankModule for
+//      module processes that ask for it);
 //   5. at clean shutdown, Shutdown() in the attendant after all children are gone.
 #pragma once
 

@@ -3,15 +3,18 @@
 // Start-up (Initialize, all before the first fork):
 //   run_dir (created 0700 if missing, its parent never; see sipd/core/config.h), shared
 //   memory, shared state (log level, stopping flag, statistics cells,
-//   process table, worker busy flags), libosip2, UDP listen sockets, statistics groups
-//   shmem/core/net/sl, MI commands (get_statistics, reset_statistics, the core list),
-//   modules' Init in loadmodule order, module process specs, the process table plan,
-//   statistics groups pkmem/load.
+//   process table, worker busy flags), libosip2, the SIP listen sockets (UDP, and TCP
+//   with its connection table, hand-off socketpairs and eventfds: sipd/core/
+//   tcp_transport.h), statistics groups shmem/core/net/sl, MI commands (get_statistics,
+//   reset_statistics, the core list), modules' Init in loadmodule order, module process specs, the
+//   process table plan, statistics groups pkmem/load.
 // Run:
 //   forks module processes (modules in loadmodule order, each spec x count; pre_fork /
-//   post_fork around each group), SIP receivers (children per listen socket), the timer
-//   process; every child runs the modules' ChildInit for its rank and reports success
-//   over a pipe before its main loop (a process whose ProcessSpec sets
+//   post_fork around each group), SIP receivers (children per UDP listen socket), the
+//   timer process, then with a TCP listen socket `TCP receiver` x tcp_children and
+//   `TCP main` last (spec 10.1); every child first closes the SIP descriptors its role
+//   must not hold (TcpTransport::EnterProcess), then runs the modules' ChildInit for its rank and
+//   reports success over a pipe before its main loop (a process whose ProcessSpec sets
 //   reports_listeners also reports, over the same pipe, what it listens on once it does).
 //   Then writes <run_dir>/listeners and <run_dir>/sipd.pid, logs the start-up banner
 //   (what listens where, where the files are) and supervises:
