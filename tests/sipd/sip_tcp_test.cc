@@ -419,6 +419,34 @@ TEST_F(SipTcpTest, WaitingUdpAndTcpShowTheBacklog) {
   EXPECT_TRUE(WaitUntil([&] { return Stat("waiting_tcp") == 0; }, 10s));
 }
 
+TEST_F(SipTcpTest, ABurstOfNewConnectionsIsHandedOverWithoutLoss) {
+  // More connections at once than a hand-off channel holds (its send buffer, a few
+  // hundred descriptors): TCP main keeps the rest until the receivers take them.
+  Start("tcp_children = 2\n", 1);
+  // TCP main stopped while the kernel queues the connections: it then accepts them all
+  // at once.
+  const std::vector<pid_t> main = Pids("TCP main");
+  ASSERT_EQ(main.size(), 1u);
+  ASSERT_EQ(kill(main[0], SIGSTOP), 0);
+  std::vector<std::unique_ptr<SipTcpClient>> clients;
+  for (int i = 0; i < 900; ++i) {
+    clients.push_back(Connect());
+    if (clients.back() == nullptr) break;
+  }
+  kill(main[0], SIGCONT);
+  ASSERT_EQ(clients.size(), 900u);
+  ASSERT_NE(clients.back(), nullptr);
+  for (size_t i = 0; i < clients.size(); ++i) {
+    ASSERT_TRUE(clients[i]->Write(TcpRequest("OPTIONS", tcp_port_, absl::StrCat("b", i))).ok());
+  }
+  for (size_t i = 0; i < clients.size(); ++i) {
+    auto reply = clients[i]->ReadMessage(10s);
+    ASSERT_TRUE(reply.ok()) << i << ": " << reply.status();
+    EXPECT_EQ(CallIdOf(*reply), absl::StrCat("b", i));
+  }
+  EXPECT_THAT(sipd_->log(), ::testing::Not(HasSubstr("dropped")));
+}
+
 TEST_F(SipTcpTest, AKilledReceiverIsReplacedAndItsConnectionsAreForgotten) {
   Start("tcp_children = 1\n", 1);
   auto client = Connect();
