@@ -166,8 +166,10 @@ TEST_F(DaemonTest, StatisticsGroupsInSpecOrder) {
       "pkmem:0-total_size",       "pkmem:0-used_size",  "pkmem:0-real_used_size",
       "pkmem:0-max_used_size",    "pkmem:0-free_size",  "pkmem:0-fragments",
       "pkmem:1-total_size"};
+  // TCP builds (spec 7.4): net:waiting_tcp after net:waiting_udp.
+  expected_head.insert(expected_head.begin() + 19, "net:waiting_tcp");
   // The event interface's group follows the modules' (sipd/core/event_bus.h).
-  expected_head.insert(expected_head.begin() + 30,
+  expected_head.insert(expected_head.begin() + 31,
                        {"evi:queued_events", "evi:dropped_events", "evi:delivered_events",
                         "evi:failed_deliveries", "evi:subscriptions"});
   ASSERT_GE(names.size(), expected_head.size());
