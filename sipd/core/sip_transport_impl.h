@@ -32,7 +32,8 @@ class SipTransportImpl final : public SipTransport {
   };
 
   // Opens (binds) every listen socket in `addresses` order, and with a TCP socket the
-  // TCP transport (table, hand-off channels, eventfds). Errors name the address.
+  // TCP transport (table, hand-off channels, eventfds). Errors name the address. Port 0
+  // lines of one IP (udp and tcp) get the same port when it is free for both.
   static absl::StatusOr<std::unique_ptr<SipTransportImpl>> Open(
       const std::vector<ListenAddress>& addresses, const Options& options);
   static absl::StatusOr<std::unique_ptr<SipTransportImpl>> Open(
@@ -62,6 +63,9 @@ class SipTransportImpl final : public SipTransport {
 
  private:
   SipTransportImpl() = default;
+  // Opens one listen socket of Open() and appends it.
+  static absl::Status OpenOne(SipTransportImpl& transport, const ListenAddress& address,
+                              const Options& options);
   absl::Status SendUdp(const SipDestination& destination, std::string_view message);
   absl::Status SendTcp(const SipDestination& destination, std::string_view message);
 
