@@ -6,6 +6,7 @@
 #include "legacy-transports/xmlrpc/mi_xmlrpc_module.h"
 #include "service/mi_grpc_module.h"
 #include "sipd/modules/event_datagram/event_datagram.h"
+#include "sipd/modules/httpd/httpd_module.h"
 #include "sipd/modules/mi_selftest/mi_selftest.h"
 #include "sipd/modules/registrar/registrar.h"
 #include "sipd/modules/usrloc/usrloc.h"
@@ -15,10 +16,15 @@ namespace sipd {
 const std::vector<ModuleEntry>& ModuleTable() {
   static const std::vector<ModuleEntry> kModules = {
       // {"name", &NewXxxModule},  (one line per module)
-      {"mi_xmlrpc", &NewMiXmlrpcModule},     {"mi_fifo", &NewMiFifoModule},
-      {"mi_datagram", &NewMiDatagramModule}, {"mi_grpc", &NewMiGrpcModule},
-      {"usrloc", &NewUsrlocModule},          {"registrar", &NewRegistrarModule},
-      {"mi_selftest", &NewMiSelftestModule}, {"event_datagram", &NewEventDatagramModule},
+      {"mi_xmlrpc", &NewMiXmlrpcModule},
+      {"mi_fifo", &NewMiFifoModule},
+      {"mi_datagram", &NewMiDatagramModule},
+      {"mi_grpc", &NewMiGrpcModule},
+      {"usrloc", &NewUsrlocModule},
+      {"registrar", &NewRegistrarModule},
+      {"mi_selftest", &NewMiSelftestModule},
+      {"event_datagram", &NewEventDatagramModule},
+      {"httpd", &NewHttpdModule},
   };
   return kModules;
 }

@@ -1,0 +1,459 @@
+#include "sipd/modules/httpd/http_server.h"
+
+#include <unistd.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <fstream>
+#include <sstream>
+#include <unordered_set>
+
+#include "absl/strings/str_cat.h"
+#include "sipd/modules/httpd/json_reply.h"
+#include "sipd/modules/httpd/jsonrpc.h"
+#include "sipd/modules/httpd/rpc_job.h"
+#include "spdlog/spdlog.h"
+
+namespace sipd::httpd {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+constexpr size_t kMaxHeaderBytes = 16 << 10;
+constexpr auto kLingerTime = std::chrono::seconds(10);
+constexpr char kServerName[] = "sipd-httpd";
+
+std::string_view ContentTypeFor(std::string_view path) {
+  if (path.ends_with(".html")) return "text/html; charset=utf-8";
+  if (path.ends_with(".js")) return "text/javascript; charset=utf-8";
+  if (path.ends_with(".css")) return "text/css; charset=utf-8";
+  if (path.ends_with(".svg")) return "image/svg+xml";
+  if (path.ends_with(".png")) return "image/png";
+  if (path.ends_with(".json")) return "application/json";
+  return "application/octet-stream";
+}
+
+// A request path that may name a file under the web root: no "..", no odd characters.
+bool SafeStaticPath(std::string_view path) {
+  if (path.empty() || path[0] != '/' || path.find("..") != std::string_view::npos) return false;
+  for (const char c : path) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '/' || c == '.' || c == '-' || c == '_';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+class Session;
+
+struct HttpServer::Impl {
+  Impl(asio::io_context& io_context, mi::Dispatcher& d, ServerOptions o)
+      : io(io_context),
+        dispatcher(d),
+        options(std::move(o)),
+        acceptor(io_context),
+        wake(io_context) {}
+
+  void Accept();
+  void WatchWake();
+
+  asio::io_context& io;
+  mi::Dispatcher& dispatcher;
+  const ServerOptions options;
+  tcp::acceptor acceptor;
+  asio::posix::stream_descriptor wake;
+  std::map<std::string, GetHandler> routes;
+  std::unordered_set<Session*> sessions;
+  bool stopped = false;
+};
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, HttpServer::Impl& server)
+      : stream_(std::move(socket)), server_(server) {
+    server_.sessions.insert(this);
+    beast::error_code ec;
+    const tcp::endpoint remote = stream_.socket().remote_endpoint(ec);
+    if (!ec) {
+      const std::string ip = remote.address().to_string();
+      peer_ = remote.address().is_v6() ? absl::StrCat("[", ip, "]:", remote.port())
+                                       : absl::StrCat(ip, ":", remote.port());
+      loopback_ = remote.address().is_loopback();
+    }
+  }
+  ~Session() { server_.sessions.erase(this); }
+
+  void Start(bool over_limit) {
+    if (over_limit) {
+      keep_alive_ = false;
+      Respond(http::status::service_unavailable, "text/plain; charset=utf-8",
+              "too many connections\n", 11);
+      return;
+    }
+    ReadRequest();
+  }
+
+  void Close() {
+    job_.reset();
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.close();
+  }
+
+ private:
+  void ReadRequest() {
+    parser_.emplace();
+    parser_->body_limit(server_.options.max_body_size);
+    parser_->header_limit(kMaxHeaderBytes);
+    stream_.expires_after(server_.options.header_timeout);
+    http::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+  }
+
+  void OnRead(beast::error_code ec) {
+    if (ec == http::error::body_limit) {
+      keep_alive_ = false;
+      linger_ = true;
+      Respond(http::status::payload_too_large, "application/json",
+              JsonRpcError("null", kJsonRpcInvalidRequest,
+                           absl::StrCat("Invalid Request: body larger than ",
+                                        server_.options.max_body_size, " bytes")),
+              11);
+      return;
+    }
+    if (ec == http::error::header_limit) {
+      keep_alive_ = false;
+      Respond(http::status::request_header_fields_too_large, "text/plain; charset=utf-8",
+              "request head too large\n", 11);
+      return;
+    }
+    if (ec) {
+      // Closed, timed out, or not HTTP: a parse error gets a 400 when anything was read.
+      if (ec != http::error::end_of_stream && ec != beast::error::timeout &&
+          ec != asio::error::operation_aborted && ec != asio::error::connection_reset &&
+          ec.category() == http::make_error_code(http::error::end_of_stream).category()) {
+        keep_alive_ = false;
+        Respond(http::status::bad_request, "text/plain; charset=utf-8",
+                absl::StrCat("bad request: ", ec.message(), "\n"), 11);
+        return;
+      }
+      Close();
+      return;
+    }
+    stream_.expires_never();
+    Handle();
+  }
+
+  void Handle() {
+    auto& request = parser_->get();
+    keep_alive_ = request.keep_alive();
+    version_ = request.version();
+    const std::string target(request.target());
+    const std::string path = target.substr(0, target.find('?'));
+    if (path == "/mi") {
+      if (request.method() != http::verb::post) {
+        MethodNotAllowed("POST");
+        return;
+      }
+      StartRpc(request.body());
+      return;
+    }
+    if (request.method() != http::verb::get) {
+      MethodNotAllowed("GET");
+      return;
+    }
+    if (auto route = server_.routes.find(path); route != server_.routes.end()) {
+      HttpAnswer answer = route->second(target);
+      Respond(static_cast<http::status>(answer.status), answer.content_type, std::move(answer.body),
+              version_);
+      return;
+    }
+    ServeFile(path);
+  }
+
+  void MethodNotAllowed(std::string_view allow) {
+    allow_ = std::string(allow);
+    Respond(http::status::method_not_allowed, "text/plain; charset=utf-8",
+            "method not allowed; use " + allow_ + "\n", version_);
+  }
+
+  void ServeFile(std::string path) {
+    if (path == "/") path = "/index.html";
+    if (server_.options.web_root.empty() || !SafeStaticPath(path)) {
+      Respond(http::status::not_found, "text/plain; charset=utf-8", "not found\n", version_);
+      return;
+    }
+    std::ifstream file(server_.options.web_root + path, std::ios::binary);
+    if (!file) {
+      Respond(http::status::not_found, "text/plain; charset=utf-8", "not found\n", version_);
+      return;
+    }
+    std::ostringstream content;
+    content << file.rdbuf();
+    Respond(http::status::ok, std::string(ContentTypeFor(path)), std::move(content).str(),
+            version_);
+  }
+
+  void StartRpc(std::string& body) {
+    mi::CallContext context;
+    context.transport = mi::Transport::kHttp;
+    context.peer.address = peer_;
+    context.deadline = mi::CallContext::Clock::now() + server_.options.reply_timeout;
+    context.can_wait_async = true;
+    // The callback holds the session while a call runs with no socket operation pending
+    // (an async reply, a worker): the cycle ends when the job ends or Close() drops it.
+    job_ =
+        std::make_unique<RpcJob>(server_.dispatcher, ParseJsonRpc(body, server_.options.max_batch),
+                                 std::move(context), [self = shared_from_this()] { self->Pump(); });
+    body.clear();
+    body.shrink_to_fit();
+    header_sent_ = false;
+    Pump();
+  }
+
+  // Moves the JSON-RPC response on: produce more when nothing is being written.
+  void Pump() {
+    if (writing_ || !job_) return;
+    const RpcJob::State state = job_->Run(out_, server_.options.chunk_bytes);
+    switch (state) {
+      case RpcJob::State::kBroken:
+        // A stream failed after parts were sent: cut, so the client sees a truncated body.
+        spdlog::warn("httpd: a streamed reply to {} failed midway; closing the connection", peer_);
+        Close();
+        return;
+      case RpcJob::State::kWaiting:
+        if (header_sent_ && !out_.empty()) WriteChunk(false);
+        return;  // on_ready calls Pump() again
+      case RpcJob::State::kMore:
+        WriteChunk(false);
+        return;
+      case RpcJob::State::kDone:
+        if (header_sent_) {
+          WriteChunk(true);
+        } else {
+          const bool silent = job_->silent();
+          job_.reset();
+          Respond(silent ? http::status::no_content : http::status::ok, "application/json",
+                  std::move(out_), version_);
+          out_.clear();
+        }
+        return;
+    }
+  }
+
+  void WriteChunk(bool last) {
+    writing_ = true;
+    stream_.expires_after(server_.options.stall_timeout);
+    auto self = shared_from_this();
+    if (!header_sent_) {
+      header_sent_ = true;
+      chunked_head_ = {};
+      chunked_head_.version(version_);
+      chunked_head_.result(http::status::ok);
+      chunked_head_.set(http::field::server, kServerName);
+      chunked_head_.set(http::field::content_type, "application/json");
+      chunked_head_.keep_alive(keep_alive_);
+      chunked_head_.chunked(true);
+      head_serializer_.emplace(chunked_head_);
+      http::async_write_header(stream_, *head_serializer_,
+                               [self, last](beast::error_code ec, size_t) {
+                                 if (ec) return self->Close();
+                                 self->writing_ = false;
+                                 self->WriteChunk(last);
+                               });
+      return;
+    }
+    sending_.swap(out_);
+    out_.clear();
+    auto after_data = [self, last](beast::error_code ec, size_t) {
+      if (ec) return self->Close();
+      self->sending_.clear();
+      if (!last) {
+        self->writing_ = false;
+        self->Pump();
+        return;
+      }
+      asio::async_write(self->stream_, http::make_chunk_last(),
+                        [self](beast::error_code ec2, size_t) {
+                          self->writing_ = false;
+                          self->job_.reset();
+                          self->AfterResponse(ec2);
+                        });
+    };
+    if (sending_.empty()) {
+      after_data({}, 0);
+      return;
+    }
+    asio::async_write(stream_, http::make_chunk(asio::buffer(sending_)), std::move(after_data));
+  }
+
+  void Respond(http::status status, std::string content_type, std::string body, unsigned version) {
+    auto response = std::make_shared<http::response<http::string_body>>(status, version);
+    response->set(http::field::server, kServerName);
+    response->set(http::field::content_type, content_type);
+    response->set(http::field::cache_control, "no-store");
+    response->set("X-Content-Type-Options", "nosniff");
+    if (!allow_.empty()) response->set(http::field::allow, allow_);
+    allow_.clear();
+    if (content_type.starts_with("text/html")) {
+      response->set("Content-Security-Policy",
+                    "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
+    }
+    response->keep_alive(keep_alive_);
+    response->body() = std::move(body);
+    response->prepare_payload();
+    writing_ = true;
+    stream_.expires_after(server_.options.stall_timeout);
+    http::async_write(stream_, *response,
+                      [self = shared_from_this(), response](beast::error_code ec, size_t) {
+                        self->writing_ = false;
+                        self->AfterResponse(ec);
+                      });
+  }
+
+  void AfterResponse(beast::error_code ec) {
+    if (!ec && linger_ && !server_.stopped) {
+      Linger();
+      return;
+    }
+    if (ec || !keep_alive_ || server_.stopped) {
+      Close();
+      return;
+    }
+    ReadRequest();
+  }
+
+  // After refusing a body still on its way: stop sending, then read and drop what the
+  // client still sends (bounded in time), so closing does not reset the connection and
+  // take the answer with it before the client has read it.
+  void Linger() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if (!linger_started_) {
+      linger_started_ = true;
+      stream_.expires_after(kLingerTime);
+    }
+    drain_.resize(64 << 10);
+    stream_.async_read_some(asio::buffer(drain_),
+                            [self = shared_from_this()](beast::error_code read_ec, size_t) {
+                              if (read_ec) return self->Close();
+                              self->Linger();
+                            });
+  }
+
+  beast::tcp_stream stream_;
+  HttpServer::Impl& server_;
+  std::string peer_;
+  bool loopback_ = false;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  bool keep_alive_ = true;
+  bool linger_ = false;
+  bool linger_started_ = false;
+  std::string drain_;
+  unsigned version_ = 11;
+  std::string allow_;
+  std::unique_ptr<RpcJob> job_;
+  std::string out_;
+  std::string sending_;
+  bool writing_ = false;
+  bool header_sent_ = false;
+  http::response<http::empty_body> chunked_head_;
+  std::optional<http::response_serializer<http::empty_body>> head_serializer_;
+};
+
+void HttpServer::Impl::Accept() {
+  acceptor.async_accept(io, [this](beast::error_code ec, tcp::socket socket) {
+    if (stopped) return;
+    if (ec) {
+      if (ec != asio::error::operation_aborted) {
+        spdlog::warn("httpd: accept failed: {}", ec.message());
+      }
+      if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space) {
+        // Out of descriptors: wait for connections to go instead of spinning.
+        auto timer = std::make_shared<asio::steady_timer>(io, std::chrono::milliseconds(100));
+        timer->async_wait([this, timer](beast::error_code) { Accept(); });
+        return;
+      }
+    } else {
+      socket.set_option(tcp::no_delay(true), ec);
+      const bool over_limit = sessions.size() >= options.max_connections;
+      std::make_shared<Session>(std::move(socket), *this)->Start(over_limit);
+    }
+    Accept();
+  });
+}
+
+void HttpServer::Impl::WatchWake() {
+  wake.async_wait(asio::posix::stream_descriptor::wait_read, [this](beast::error_code ec) {
+    if (ec || stopped) return;
+    dispatcher.RunCompletions();
+    WatchWake();
+  });
+}
+
+HttpServer::HttpServer(asio::io_context& io, mi::Dispatcher& dispatcher, ServerOptions options)
+    : impl_(std::make_unique<Impl>(io, dispatcher, std::move(options))) {}
+
+HttpServer::~HttpServer() { Stop(); }
+
+void HttpServer::AddGet(std::string path, GetHandler handler) {
+  impl_->routes[std::move(path)] = std::move(handler);
+}
+
+absl::StatusOr<uint16_t> HttpServer::Listen() {
+  beast::error_code ec;
+  const asio::ip::address address = asio::ip::make_address(impl_->options.host, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("httpd: '", impl_->options.host, "' is not an IP address"));
+  }
+  const tcp::endpoint endpoint(address, impl_->options.port);
+  tcp::acceptor& acceptor = impl_->acceptor;
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return absl::UnavailableError(absl::StrCat("httpd: cannot listen on ", impl_->options.host, ":",
+                                               impl_->options.port, ": ", ec.message()));
+  }
+  return acceptor.local_endpoint().port();
+}
+
+void HttpServer::Start() {
+  const int fd = dup(impl_->dispatcher.wake_fd());
+  if (fd >= 0) {
+    impl_->wake.assign(fd);
+    impl_->WatchWake();
+  }
+  impl_->Accept();
+}
+
+void HttpServer::Stop() {
+  if (impl_->stopped) return;
+  impl_->stopped = true;
+  beast::error_code ec;
+  impl_->acceptor.close(ec);
+  impl_->wake.close(ec);
+  std::vector<Session*> open(impl_->sessions.begin(), impl_->sessions.end());
+  for (Session* session : open) session->Close();
+}
+
+void HttpServer::Tick() {
+  if (mi::Dispatcher::Clock::now() >= impl_->dispatcher.NextDeadline()) {
+    impl_->dispatcher.RunCompletions();
+  }
+}
+
+size_t HttpServer::connections() const { return impl_->sessions.size(); }
+
+}  // namespace sipd::httpd
