@@ -145,6 +145,7 @@ async function showCommands(main, selected) {
   form.append(el('p', {}, el('button', { class: 'primary', type: 'submit', id: 'run' }, 'Run')));
   form.addEventListener('submit', async ev => {
     ev.preventDefault();
+    updateCopy();
     output.replaceChildren(el('p', { class: 'muted', text: 'Running…' }));
     const streaming = command.flags.includes('streaming');
     const progress = streaming ? text => {
@@ -212,7 +213,8 @@ function formatNumber(v) {
   return Number.isInteger(v) ? String(v) : v.toFixed(1);
 }
 
-async function showStatistics(main) {
+// `#/statistics/core:rcv_requests,tm:` opens those charts (a link to share).
+async function showStatistics(main, arg) {
   let catalog = [];
   try { catalog = await getJson('api/statistics/catalog'); } catch (e) { main.replaceChildren(errorBox({ code: 0, message: e.message })); return; }
   const names = el('datalist', { id: 'stat-names' },
@@ -228,6 +230,12 @@ async function showStatistics(main) {
     matches.forEach(m => charted.add(m)); saveCharts(); pick.value = ''; refresh();
   };
   pick.addEventListener('keydown', e => { if (e.key === 'Enter') add(); });
+  if (arg) {
+    for (const v of decodeURIComponent(arg).split(',').filter(Boolean)) {
+      catalog.filter(s => (v.endsWith(':') ? s.name.startsWith(v) : s.name === v)).forEach(s => charted.add(s.name));
+    }
+    saveCharts();
+  }
   main.replaceChildren(el('div', { class: 'toolbar' }, pick, names,
     el('button', { class: 'primary', type: 'button', id: 'stat-add', onclick: add }, 'Add chart'),
     el('span', { class: 'muted', text: 'Gauges show the value, counters the rate per second; 1 s samples, last hour kept by sipd.' })), charts);
@@ -254,6 +262,8 @@ async function showStatistics(main) {
       const recent = pts.slice(-5);
       const avg = recent.length ? recent.reduce((a, p) => a + p[1], 0) / recent.length : 0;
       box.dataset.value = String(last);
+      box.dataset.points = String(pts.length);
+      box.dataset.lastTime = String(history.times[history.times.length - 1] || 0);
       box.dataset.rate5s = String(avg);
       $('.now', box).textContent = s.counter ? `${formatNumber(avg)}/s` : formatNumber(last);
       drawChart($('canvas', box), pts);
@@ -347,7 +357,7 @@ async function route() {
   document.querySelectorAll('nav a').forEach(a => a.toggleAttribute('aria-current', a.dataset.page === page) || a.dataset.page === page && a.setAttribute('aria-current', 'page'));
   const main = $('#main');
   main.dataset.page = page;
-  const pages = { commands: m => showCommands(m, decodeURIComponent(arg || '')), statistics: showStatistics, processes: showProcesses, registrations: showRegistrations };
+  const pages = { commands: m => showCommands(m, decodeURIComponent(arg || '')), statistics: m => showStatistics(m, arg), processes: showProcesses, registrations: showRegistrations };
   await (pages[page] || pages.commands)(main);
   main.dataset.ready = page;
 }
