@@ -13,7 +13,7 @@ PACKAGES=(
   sip-tester sipsak
   python3 python3-grpcio python3-protobuf
   clang-format procps iproute2 curl nghttp2-client ccache
-  nlohmann-json3-dev chromium prometheus libjs-chart.js
+  nlohmann-json3-dev chromium prometheus
 )
 
 missing=()
