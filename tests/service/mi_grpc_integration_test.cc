@@ -3,8 +3,8 @@
 // abuse, a SIGKILL and a second daemon on its port. Real SIP traffic comes from UDP
 // datagrams and sipsak.
 //
-// This binary must not link gRPC::grpc++_reflection (see CMakeLists.txt): it carries
-// its own reflection client generated from grpc-proto.
+// The reflection client is sipd's own generated grpc-proto code (sipd links no
+// gRPC::grpc++_reflection, see service/CMakeLists.txt).
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
