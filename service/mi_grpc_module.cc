@@ -2,13 +2,13 @@
 
 #include <netdb.h>
 #include <sys/resource.h>
-#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -124,6 +124,25 @@ void RaiseOpenFileLimit() {
 // clears it.
 constexpr int kOverloadedSamples = 3;
 
+// The process exists and has not exited (a zombie the attendant did not reap yet has).
+bool Running(int pid) {
+  if (pid <= 0) return false;
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  std::FILE* file = std::fopen(path, "re");
+  if (file == nullptr) return false;
+  char buffer[512] = {};
+  const size_t got = std::fread(buffer, 1, sizeof(buffer) - 1, file);
+  std::fclose(file);
+  // "PID (COMM) STATE ...": COMM may contain spaces and parentheses; the state follows
+  // the last ')'.
+  const std::string_view stat(buffer, got);
+  const size_t close = stat.rfind(')');
+  if (close == std::string_view::npos || close + 2 >= stat.size()) return false;
+  const char state = stat[close + 2];
+  return state != 'Z' && state != 'X';
+}
+
 // "sipd.sip": every SIP receiver slot of the process table has a live process, and no
 // listener had all its workers busy (`load` statistics, spec 7.4) kOverloadedSamples
 // times in a row. Runs on the health monitor's thread only.
@@ -139,7 +158,7 @@ class SipHealth {
       if (!absl::StartsWith(process.type, kPrefix)) continue;
       ++receivers;
       std::string listener(absl::StripAsciiWhitespace(process.type.substr(kPrefix.size())));
-      if (process.pid <= 0 || (kill(process.pid, 0) != 0 && errno == ESRCH)) {
+      if (!Running(process.pid)) {
         return absl::UnavailableError(
             absl::StrCat("SIP receiver ", listener, " (slot ", process.id, ") is not running"));
       }

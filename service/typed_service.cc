@@ -219,7 +219,6 @@ class TypedCall final {
     if (!conversion_error_.ok()) return;
     if (current_ == nullptr) current_ = binding_.method->NewResponse();
     conversion_error_ = binding_.method->AddItem(*request_, ancestors, item, *current_);
-    ++items_in_current_;
   }
 
   // Sends the next message, pulling the next part of the reply when none is queued.
@@ -232,10 +231,11 @@ class TypedCall final {
         FinishLocked(ConversionFailed(*binding_.method, conversion_error_));
         return;
       }
-      if (items_in_current_ > 0) {
+      // A part whose items were all filtered out sends nothing.
+      if (current_ != nullptr && current_->ByteSizeLong() > 0) {
         pending_.push_back(std::move(current_));
-        items_in_current_ = 0;
       }
+      current_.reset();
     }
     if (pending_.empty()) {
       FinishLocked(ErrorOf(*exchange_).value_or(grpc::Status::OK));
@@ -371,7 +371,6 @@ class TypedCall final {
   // in pending_ (one part's worth at most).
   std::optional<mi::ItemAssembler> assembler_;
   std::unique_ptr<google::protobuf::Message> current_;
-  size_t items_in_current_ = 0;
   absl::Status conversion_error_;
   std::deque<std::unique_ptr<google::protobuf::Message>> pending_;
   std::unique_ptr<grpc::Alarm> alarm_;
