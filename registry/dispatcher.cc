@@ -267,8 +267,9 @@ std::unique_ptr<Exchange> Dispatcher::Start(CallContext context, Request request
   const size_t count = state->request.args.size();
   if (!command->has_flag(kNoInput) &&
       (count < command->min_args() || count > command->max_args())) {
-    Reply refusal = Reply::Error(
-        spec.arg_error_code, count < command->min_args() ? spec.too_few_reason : spec.too_many_reason);
+    Reply refusal =
+        Reply::Error(spec.arg_error_code,
+                     count < command->min_args() ? spec.too_few_reason : spec.too_many_reason);
     refusal.bad_arguments = ArgumentCountProblems(*command, count);
     Finish(*state, Outcome::kReply, std::move(refusal));
     return exchange;

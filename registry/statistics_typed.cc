@@ -80,8 +80,9 @@ std::shared_ptr<const TypedMethod> GetStatisticsMethod(const StatsRegistry& stat
 std::shared_ptr<const TypedMethod> ResetStatisticsMethod() {
   return TypedUnary<statsv1::ResetStatisticsRequest, statsv1::ResetStatisticsResponse>(
       absl::StrCat(kService, "ResetStatistics"), ResetNames,
-      [](const statsv1::ResetStatisticsRequest&, const Reply&,
-         statsv1::ResetStatisticsResponse&) { return absl::OkStatus(); });
+      [](const statsv1::ResetStatisticsRequest&, const Reply&, statsv1::ResetStatisticsResponse&) {
+        return absl::OkStatus();
+      });
 }
 
 }  // namespace sipd::mi

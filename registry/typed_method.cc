@@ -76,11 +76,10 @@ absl::Status TypedMethod::Check() const {
   }
   const Kind declared = method->server_streaming() ? Kind::kServerStream : Kind::kUnary;
   if (method->client_streaming() || declared != kind_) {
-    return absl::InvalidArgumentError(absl::StrCat("typed method ", full_name_, " is ",
-                                                   method->client_streaming()
-                                                       ? "client streaming"
-                                                       : DescribeKind(declared),
-                                                   " in its proto, declared ", DescribeKind(kind_)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("typed method ", full_name_, " is ",
+                     method->client_streaming() ? "client streaming" : DescribeKind(declared),
+                     " in its proto, declared ", DescribeKind(kind_)));
   }
   if (kind_ == Kind::kServerStream && item_depth_ < 0) {
     return absl::InvalidArgumentError(

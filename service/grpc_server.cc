@@ -123,9 +123,8 @@ absl::StatusOr<std::unique_ptr<MiGrpcServer>> MiGrpcServer::Start(mi::Dispatcher
   }
   std::vector<mi::HealthCheck> checks = dispatcher.registry().health_checks();
   for (const mi::HealthCheck& check : options.health_checks) checks.push_back(check);
-  server->monitor_ = std::make_unique<HealthMonitor>(*server->health_, std::move(checks),
-                                                     std::move(mi_services),
-                                                     options.health_interval);
+  server->monitor_ = std::make_unique<HealthMonitor>(
+      *server->health_, std::move(checks), std::move(mi_services), options.health_interval);
   server->monitor_->Start();
   for (auto& queue : server->queues_) {
     server->service_->Serve(queue.get());

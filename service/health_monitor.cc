@@ -60,7 +60,8 @@ void HealthMonitor::RunOnce() {
       if (serving) {
         spdlog::info("mi_grpc: health of {}: SERVING", name);
       } else {
-        spdlog::warn("mi_grpc: health of {}: NOT_SERVING ({})", name, std::string(status.message()));
+        spdlog::warn("mi_grpc: health of {}: NOT_SERVING ({})", name,
+                     std::string(status.message()));
       }
       last_[name] = serving;
     }

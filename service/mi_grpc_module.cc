@@ -275,10 +275,8 @@ class MiGrpcModule final : public Module {
     std::unique_ptr<mi::Dispatcher> dispatcher = core_->NewDispatcher(
         {.workers = options_.service.workers, .max_queued = options_.service.max_queued});
     service::ServerOptions options = options_;
-    options.health_checks.push_back(
-        mi::HealthCheck{"sipd.sip", [sip = std::make_shared<SipHealth>(*core_)] {
-                          return (*sip)();
-                        }});
+    options.health_checks.push_back(mi::HealthCheck{
+        "sipd.sip", [sip = std::make_shared<SipHealth>(*core_)] { return (*sip)(); }});
     auto server = service::MiGrpcServer::Start(*dispatcher, options);
     if (!server.ok()) return server.status();
     spdlog::info("mi_grpc: serving sipd.mi.v1.Management on {} (port {})", options_.listen,

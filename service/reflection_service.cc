@@ -17,8 +17,7 @@ using google::protobuf::FileDescriptor;
 
 // The same answer for both versions: their messages have the same fields.
 template <typename Request, typename Response>
-void Answer(const std::vector<std::string>& services, const Request& request,
-            Response* response) {
+void Answer(const std::vector<std::string>& services, const Request& request, Response* response) {
   const DescriptorPool* pool = DescriptorPool::generated_pool();
   response->set_valid_host(request.host());
   *response->mutable_original_request() = request;
@@ -98,9 +97,8 @@ class Reflection final : public Service {
  public:
   explicit Reflection(const std::vector<std::string>* services) : services_(services) {}
 
-  grpc::Status ServerReflectionInfo(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<Response, Request>* stream) override {
+  grpc::Status ServerReflectionInfo(grpc::ServerContext* context,
+                                    grpc::ServerReaderWriter<Response, Request>* stream) override {
     Request request;
     while (!context->IsCancelled() && stream->Read(&request)) {
       Response response;

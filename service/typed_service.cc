@@ -44,10 +44,10 @@ std::chrono::system_clock::time_point ToSystem(Clock::time_point when) {
 
 grpc::Status ConversionFailed(const mi::TypedMethod& method, const absl::Status& why) {
   spdlog::error("mi_grpc: {}: reply conversion failed: {}", method.full_name(), why.ToString());
-  return TransportError(grpc::StatusCode::INTERNAL,
-                        absl::StrCat("the reply of ", method.full_name(),
-                                     " could not be converted: ", why.message()),
-                        kReasonConversion);
+  return TransportError(
+      grpc::StatusCode::INTERNAL,
+      absl::StrCat("the reply of ", method.full_name(), " could not be converted: ", why.message()),
+      kReasonConversion);
 }
 
 class TypedCall final {
@@ -103,11 +103,11 @@ class TypedCall final {
     if (in_.Length() > options_.max_message_size ||
         !grpc::SerializationTraits<google::protobuf::Message>::Deserialize(&in_, request_.get())
              .ok()) {
-      FinishLocked(TransportError(grpc::StatusCode::INVALID_ARGUMENT,
-                                  absl::StrCat("request is not a valid ",
-                                               request_->GetDescriptor()->full_name(),
-                                               " (string fields must be UTF-8)"),
-                                  kReasonInvalidRequest));
+      FinishLocked(TransportError(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          absl::StrCat("request is not a valid ", request_->GetDescriptor()->full_name(),
+                       " (string fields must be UTF-8)"),
+          kReasonInvalidRequest));
       return;
     }
     in_.Clear();
@@ -203,8 +203,8 @@ class TypedCall final {
     }
     out_.Clear();  // gRPC holds its own reference to the bytes of the previous write
     bool own_buffer = false;
-    grpc::Status serialized =
-        grpc::SerializationTraits<google::protobuf::Message>::Serialize(message, &out_, &own_buffer);
+    grpc::Status serialized = grpc::SerializationTraits<google::protobuf::Message>::Serialize(
+        message, &out_, &own_buffer);
     if (!serialized.ok()) {
       if (exchange_ != nullptr) exchange_->Cancel();
       FinishLocked(WithErrorDetails(serialized, kReasonConversion));
@@ -262,7 +262,8 @@ class TypedCall final {
     sending_ = false;
     if (!ok || cut_) {  // the stream is gone (client cancelled, or we cut it)
       if (exchange_ != nullptr) exchange_->Cancel();
-      FinishLocked(TransportError(grpc::StatusCode::CANCELLED, "stream cancelled", kReasonCancelled));
+      FinishLocked(
+          TransportError(grpc::StatusCode::CANCELLED, "stream cancelled", kReasonCancelled));
     } else {
       PumpLocked();
     }

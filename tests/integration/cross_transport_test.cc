@@ -70,8 +70,7 @@ std::string TransportsConfig(int udp_port) {
       udp_port, "\")\n",
       "loadmodule \"mi_xmlrpc\"\n"
       "modparam(\"mi_xmlrpc\", \"port\", ",
-      XmlrpcPort(), ")\n",
-      "loadmodule \"usrloc\"\n");
+      XmlrpcPort(), ")\n", "loadmodule \"usrloc\"\n");
 }
 
 // The one sipd of the suite.
@@ -437,9 +436,8 @@ TEST_P(CrossTransportTest, TooManyArguments) {
 
 INSTANTIATE_TEST_SUITE_P(AllTransports, CrossTransportTest,
                          ::testing::Values(Transport::kGrpc, Transport::kGrpcStream,
-                                           Transport::kFifo,
-                                           Transport::kUnixDatagram, Transport::kUdpDatagram,
-                                           Transport::kXmlrpc),
+                                           Transport::kFifo, Transport::kUnixDatagram,
+                                           Transport::kUdpDatagram, Transport::kXmlrpc),
                          [](const ::testing::TestParamInfo<Transport>& info) {
                            return TransportName(info.param);
                          });

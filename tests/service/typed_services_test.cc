@@ -461,10 +461,9 @@ void CheckReflection(const std::shared_ptr<grpc::Channel>& channel) {
   std::set<std::string> services;
   for (const auto& s : response.list_services_response().service()) services.insert(s.name());
   for (const char* name :
-       {"sipd.mi.v1.Management", "sipd.core.v1.CoreService",
-        "sipd.statistics.v1.StatisticsService", "sipd.usrloc.v1.LocationService",
-        "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
-        "grpc.reflection.v1alpha.ServerReflection"}) {
+       {"sipd.mi.v1.Management", "sipd.core.v1.CoreService", "sipd.statistics.v1.StatisticsService",
+        "sipd.usrloc.v1.LocationService", "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"}) {
     EXPECT_TRUE(services.count(name)) << name;
   }
   request.set_file_containing_symbol("sipd.core.v1.CoreService");
@@ -494,8 +493,8 @@ void CheckReflection(const std::shared_ptr<grpc::Channel>& channel) {
 TEST_F(TypedServicesTest, ReflectionV1AndV1Alpha) {
   namespace v1 = ::grpc::reflection::v1;
   namespace v1alpha = ::grpc::reflection::v1alpha;
-  CheckReflection<v1::ServerReflection, v1::ServerReflectionRequest,
-                  v1::ServerReflectionResponse>(*channel_);
+  CheckReflection<v1::ServerReflection, v1::ServerReflectionRequest, v1::ServerReflectionResponse>(
+      *channel_);
   CheckReflection<v1alpha::ServerReflection, v1alpha::ServerReflectionRequest,
                   v1alpha::ServerReflectionResponse>(*channel_);
 }
@@ -513,12 +512,12 @@ health::HealthCheckResponse::ServingStatus HealthOf(const std::shared_ptr<grpc::
 
 TEST_F(TypedServicesTest, HealthPerSubsystem) {
   // The checks run every second: the first run may predate the SIP receivers' fork.
-  for (const char* name : {"", "sipd.sip", "sipd.usrloc", "sipd.mi.v1.Management",
-                           "sipd.core.v1.CoreService", "sipd.statistics.v1.StatisticsService",
-                           "sipd.usrloc.v1.LocationService"}) {
-    EXPECT_TRUE(WaitUntil(
-        [&] { return HealthOf(*channel_, name) == health::HealthCheckResponse::SERVING; },
-        std::chrono::seconds(5)))
+  for (const char* name :
+       {"", "sipd.sip", "sipd.usrloc", "sipd.mi.v1.Management", "sipd.core.v1.CoreService",
+        "sipd.statistics.v1.StatisticsService", "sipd.usrloc.v1.LocationService"}) {
+    EXPECT_TRUE(
+        WaitUntil([&] { return HealthOf(*channel_, name) == health::HealthCheckResponse::SERVING; },
+                  std::chrono::seconds(5)))
         << name;
   }
   EXPECT_EQ(HealthOf(*channel_, "sipd.no_such_subsystem"),

@@ -79,9 +79,9 @@ TEST_F(UlMiTest, CommandsAreDeclaredInOpenSipsOrder) {
     if (c->module() == "usrloc") names.push_back(c->name());
   }
   // 1.11's seven, then sipd's own two (behind the typed ListContacts and GetContacts).
-  EXPECT_THAT(names, ::testing::ElementsAre("ul_rm", "ul_rm_contact", "ul_dump", "ul_flush",
-                                            "ul_add", "ul_show_contact", "ul_sync",
-                                            "ul_dump_page", "ul_dump_aor"));
+  EXPECT_THAT(names,
+              ::testing::ElementsAre("ul_rm", "ul_rm_contact", "ul_dump", "ul_flush", "ul_add",
+                                     "ul_show_contact", "ul_sync", "ul_dump_page", "ul_dump_aor"));
   const mi::Command* dump = core_.mi().Find("ul_dump");
   EXPECT_TRUE(dump->has_flag(mi::kStreaming));
   EXPECT_TRUE(core_.mi().Find("ul_flush")->has_flag(mi::kNoInput));

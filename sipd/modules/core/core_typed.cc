@@ -26,8 +26,7 @@ std::string Method(std::string_view name) {
 
 absl::Status Malformed(std::string_view command, std::string_view what) {
   return absl::InternalError(absl::StrCat(absl::string_view(command.data(), command.size()),
-                                          " reply: ",
-                                          absl::string_view(what.data(), what.size())));
+                                          " reply: ", absl::string_view(what.data(), what.size())));
 }
 
 const mi::Node* Kid(const Reply& reply, std::string_view name) {
@@ -60,7 +59,8 @@ absl::Status FromDebug(const Reply& reply, int32_t* level) {
 
 std::shared_ptr<const mi::TypedMethod> ListProcessesMethod() {
   return mi::TypedUnary<corev1::ListProcessesRequest, corev1::ListProcessesResponse>(
-      Method("ListProcesses"), [](const corev1::ListProcessesRequest&) { return mi::NoArguments(); },
+      Method("ListProcesses"),
+      [](const corev1::ListProcessesRequest&) { return mi::NoArguments(); },
       [](const corev1::ListProcessesRequest&, const Reply& reply,
          corev1::ListProcessesResponse& out) -> absl::Status {
         for (const auto& node : reply.root.kids) {

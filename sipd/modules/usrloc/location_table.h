@@ -111,8 +111,8 @@ class LocationTable {
   // not empty), continuing from `cursor`; each AOR is copied whole under its slot lock,
   // and no lock is held for more than one slot's share of the chunk. Sets cursor.done
   // at the end of the table. Contacts are copied only if `with_contacts`.
-  void CopyChunk(Cursor& cursor, size_t max_aors, bool with_contacts,
-                 std::vector<AorSnapshot>& out, std::string_view aor_prefix = {}) const;
+  void CopyChunk(Cursor& cursor, size_t max_aors, bool with_contacts, std::vector<AorSnapshot>& out,
+                 std::string_view aor_prefix = {}) const;
 
   // Timer work for one slot: removes contacts with expires != 0 && expires <= now
   // (counted in D-expires, returned in *expired) and, when the table tracks the

@@ -217,11 +217,11 @@ std::shared_ptr<const mi::TypedMethod> AddContactMethod() {
         if (absl::Status s = Required("uri", request.uri()); !s.ok()) return s;
         const float q = request.has_q() ? request.q() : 1.0f;
         if (!(q >= 0.0f && q <= 1.0f)) return mi::FieldError("q", "must be from 0 to 1");
-        return mi::Arguments({request.table(), request.aor(), request.uri(),
-                              absl::StrCat(request.expires_seconds()),
-                              absl::StrFormat("%.3f", std::round(q * kQMax) / kQMax), "0",
-                              absl::StrCat(request.flags()), absl::StrCat(request.cflags()),
-                              absl::StrCat(request.has_methods() ? request.methods() : kAllMethods)});
+        return mi::Arguments(
+            {request.table(), request.aor(), request.uri(), absl::StrCat(request.expires_seconds()),
+             absl::StrFormat("%.3f", std::round(q * kQMax) / kQMax), "0",
+             absl::StrCat(request.flags()), absl::StrCat(request.cflags()),
+             absl::StrCat(request.has_methods() ? request.methods() : kAllMethods)});
       },
       [](const ulv1::AddContactRequest&, const Reply&, ulv1::AddContactResponse&) {
         return absl::OkStatus();
