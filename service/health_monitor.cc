@@ -16,14 +16,14 @@ HealthMonitor::HealthMonitor(HealthService& health, std::vector<mi::HealthCheck>
 
 void HealthMonitor::Start() {
   for (const std::string& service : services_) health_.SetServingStatus(service, true);
-  RunOnce();
-  thread_ = std::thread([this] {
+  bool serving = RunOnce();
+  thread_ = std::thread([this, serving]() mutable {
     std::unique_lock<std::mutex> lock(mu_);
     while (!stop_) {
-      wake_.wait_for(lock, interval_, [this] { return stop_; });
+      wake_.wait_for(lock, serving ? interval_ : interval_ / 10, [this] { return stop_; });
       if (stop_) break;
       lock.unlock();
-      RunOnce();
+      serving = RunOnce();
       lock.lock();
     }
   });
@@ -38,7 +38,7 @@ void HealthMonitor::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void HealthMonitor::RunOnce() {
+bool HealthMonitor::RunOnce() {
   // name -> the first failure (OK if every check of that name passed).
   std::map<std::string, absl::Status> results;
   for (const mi::HealthCheck& check : checks_) {
@@ -68,6 +68,7 @@ void HealthMonitor::RunOnce() {
     health_.SetServingStatus(name, serving);
   }
   health_.SetServingStatus("", all);
+  return all;
 }
 
 }  // namespace sipd::service

@@ -1,11 +1,12 @@
 // What drives grpc.health.v1 (service/health_service.h): checks run again and again,
 // not a status set once at start.
 //
-// Every `interval` (1 s) a thread of its own runs each subsystem's checks (those the
-// modules declared in the registry, mi::HealthCheck, e.g. "sipd.usrloc": the database
-// takes writes; and those the transport adds, e.g. "sipd.sip": every SIP receiver alive
-// and not overloaded) and sets that name SERVING when all its checks pass, NOT_SERVING
-// otherwise; a change is logged with the reason. The MI services this server offers
+// Every `interval` (1 s; every interval / 10 while a subsystem is not serving, so that
+// start-up and recovery show within 100 ms) a thread of its own runs each subsystem's checks (those
+// the modules declared in the registry, mi::HealthCheck, e.g. "sipd.usrloc": the database takes
+// writes; and those the transport adds, e.g. "sipd.sip": every SIP receiver alive and not
+// overloaded) and sets that name SERVING when all its checks pass, NOT_SERVING otherwise; a change
+// is logged with the reason. The MI services this server offers
 // ("sipd.mi.v1.Management" and each typed service) are SERVING while the server runs.
 // "" (the server as a whole) is SERVING when every subsystem is.
 //
@@ -41,7 +42,8 @@ class HealthMonitor {
   void Stop();
 
  private:
-  void RunOnce();
+  // Runs every check and sets the statuses; returns whether everything serves.
+  bool RunOnce();
 
   HealthService& health_;
   const std::vector<mi::HealthCheck> checks_;
