@@ -1,11 +1,17 @@
 #include "sipd/modules/httpd/http_server.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <unordered_set>
@@ -409,24 +415,63 @@ void HttpServer::AddGet(std::string path, GetHandler handler) {
   impl_->routes[std::move(path)] = std::move(handler);
 }
 
-absl::StatusOr<uint16_t> HttpServer::Listen() {
-  beast::error_code ec;
-  const asio::ip::address address = asio::ip::make_address(impl_->options.host, ec);
-  if (ec) {
+absl::StatusOr<int> HttpServer::OpenListenSocket(const std::string& host, uint16_t port) {
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+  auto* in = reinterpret_cast<sockaddr_in*>(&storage);
+  auto* in6 = reinterpret_cast<sockaddr_in6*>(&storage);
+  if (inet_pton(AF_INET, host.c_str(), &in->sin_addr) == 1) {
+    in->sin_family = AF_INET;
+    in->sin_port = htons(port);
+    length = sizeof(sockaddr_in);
+  } else if (inet_pton(AF_INET6, host.c_str(), &in6->sin6_addr) == 1) {
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(port);
+    length = sizeof(sockaddr_in6);
+  } else {
     return absl::InvalidArgumentError(
-        absl::StrCat("httpd: '", impl_->options.host, "' is not an IP address"));
+        absl::StrCat("httpd: listen address '", host, "' is not an IP address"));
   }
-  const tcp::endpoint endpoint(address, impl_->options.port);
-  tcp::acceptor& acceptor = impl_->acceptor;
-  acceptor.open(endpoint.protocol(), ec);
-  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor.bind(endpoint, ec);
-  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  const int fd = socket(storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::InternalError(absl::StrCat("httpd: socket: ", strerror(errno)));
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (bind(fd, reinterpret_cast<sockaddr*>(&storage), length) != 0 || listen(fd, 1024) != 0) {
+    const int error = errno;
+    close(fd);
+    return absl::UnavailableError(
+        absl::StrCat("httpd: cannot listen on ", host, " port ", port, ": ", strerror(error)));
+  }
+  return fd;
+}
+
+absl::StatusOr<uint16_t> HttpServer::BoundPort(int fd) {
+  sockaddr_storage storage{};
+  socklen_t length = sizeof(storage);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &length) != 0) {
+    return absl::InternalError(absl::StrCat("httpd: getsockname: ", strerror(errno)));
+  }
+  if (storage.ss_family == AF_INET6) {
+    return ntohs(reinterpret_cast<sockaddr_in6*>(&storage)->sin6_port);
+  }
+  return ntohs(reinterpret_cast<sockaddr_in*>(&storage)->sin_port);
+}
+
+absl::Status HttpServer::Adopt(int fd) {
+  sockaddr_storage storage{};
+  socklen_t length = sizeof(storage);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &length) != 0) {
+    return absl::InternalError(absl::StrCat("httpd: getsockname: ", strerror(errno)));
+  }
+  const int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (own < 0) return absl::InternalError(absl::StrCat("httpd: dup: ", strerror(errno)));
+  beast::error_code ec;
+  impl_->acceptor.assign(storage.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), own, ec);
   if (ec) {
-    return absl::UnavailableError(absl::StrCat("httpd: cannot listen on ", impl_->options.host, ":",
-                                               impl_->options.port, ": ", ec.message()));
+    close(own);
+    return absl::InternalError(absl::StrCat("httpd: cannot use the listen socket: ", ec.message()));
   }
-  return acceptor.local_endpoint().port();
+  return absl::OkStatus();
 }
 
 void HttpServer::Start() {

@@ -39,8 +39,6 @@ class io_context;
 namespace sipd::httpd {
 
 struct ServerOptions {
-  std::string host = "127.0.0.1";
-  uint16_t port = 8888;
   size_t max_connections = 1024;
   size_t max_body_size = 1 << 20;
   size_t max_batch = 1000;
@@ -71,8 +69,14 @@ class HttpServer {
   // GET `path` (exact, before the query) answered by `handler`.
   void AddGet(std::string path, GetHandler handler);
 
-  // Binds and listens; returns the bound port (the kernel's choice for port 0).
-  absl::StatusOr<uint16_t> Listen();
+  // A listening TCP socket on host:port (port 0: the kernel picks), close-on-exec; made
+  // in the attendant before the fork so that several processes share it.
+  static absl::StatusOr<int> OpenListenSocket(const std::string& host, uint16_t port);
+  // The port `fd` is bound to.
+  static absl::StatusOr<uint16_t> BoundPort(int fd);
+  // Serves connections of the listening socket `fd` (a duplicate is taken: the caller
+  // keeps `fd`).
+  absl::Status Adopt(int fd);
   // Starts accepting and watching the dispatcher's wake_fd (RunCompletions on it).
   void Start();
   // Stops accepting and closes every connection.

@@ -171,6 +171,7 @@ class HttpdModule : public Module {
       std::function<void(int64_t)> set;
     };
     const Limit limits[] = {
+        {"processes", 1, 64, [&](int64_t v) { processes_ = static_cast<int>(v); }},
         {"max_connections", 1, 1 << 20,
          [&](int64_t v) { options_.max_connections = static_cast<size_t>(v); }},
         {"max_body_size", 1024, 1 << 30,
@@ -208,14 +209,37 @@ class HttpdModule : public Module {
   std::vector<ProcessSpec> Processes() override {
     ProcessSpec spec;
     spec.name = "HTTPD";
-    spec.count = 1;
+    spec.count = processes_;
     spec.init_child = true;
-    spec.reports_listeners = true;  // bound after the fork: port 0 is known only then
+    // Bound in the attendant: a busy port fails start-up, every HTTPD process serves the
+    // same socket, and a restarted one goes on with it.
+    spec.pre_fork = [this]() -> absl::Status {
+      CloseListenSocket();
+      absl::StatusOr<int> fd = httpd::HttpServer::OpenListenSocket(host_, port_);
+      if (!fd.ok()) return fd.status();
+      listen_fd_ = *fd;
+      absl::StatusOr<uint16_t> port = httpd::HttpServer::BoundPort(listen_fd_);
+      if (!port.ok()) return port.status();
+      const std::string host = host_.find(':') == std::string::npos ? host_ : "[" + host_ + "]";
+      url_ = absl::StrCat("http://", host, ":", *port, "/");
+      spdlog::info("httpd: serving JSON-RPC (POST {}mi), /metrics and the console on {}", url_,
+                   url_);
+      if (core_ != nullptr) core_->ReportListeners({{std::string(kModuleName), "http", url_}});
+      return absl::OkStatus();
+    };
     spec.main = [this](int) { return Serve(); };
     return {std::move(spec)};
   }
 
+  void Shutdown() override { CloseListenSocket(); }
+  ~HttpdModule() override { CloseListenSocket(); }
+
  private:
+  void CloseListenSocket() {
+    if (listen_fd_ >= 0) close(listen_fd_);
+    listen_fd_ = -1;
+  }
+
   static absl::Status Invalid(const std::string& param, const std::string& why) {
     return absl::InvalidArgumentError(absl::StrCat("httpd: parameter '", param, "' ", why));
   }
@@ -245,8 +269,8 @@ class HttpdModule : public Module {
         port < 0 || port > 65535) {
       return Invalid("listen", absl::StrCat("'", text, "' has no valid port"));
     }
-    options_.host = host;
-    options_.port = static_cast<uint16_t>(port);
+    host_ = host;
+    port_ = static_cast<uint16_t>(port);
     return absl::OkStatus();
   }
 
@@ -298,13 +322,8 @@ class HttpdModule : public Module {
       return HttpAnswer{200, "application/json", sampler.HistoryJson(selectors, last, since)};
     });
 
-    absl::StatusOr<uint16_t> port = server.Listen();
-    if (!port.ok()) return port.status();
-    const std::string host =
-        options_.host.find(':') == std::string::npos ? options_.host : "[" + options_.host + "]";
-    const std::string url = absl::StrCat("http://", host, ":", *port, "/");
-    spdlog::info("httpd: serving JSON-RPC (POST {}mi), /metrics and the console on {}", url, url);
-    core_->ReportListeners({{std::string(kModuleName), "http", url}});
+    if (listen_fd_ < 0) return absl::FailedPreconditionError("httpd: no listen socket");
+    if (absl::Status s = server.Adopt(listen_fd_); !s.ok()) return s;
     server.Start();
     sampler.Sample(stats, UnixMillis());
 
@@ -338,6 +357,13 @@ class HttpdModule : public Module {
   }
 
   Core* core_ = nullptr;
+  std::string host_ = "127.0.0.1";
+  uint16_t port_ = 8888;
+  // HTTPD processes sharing the listen socket, each with its own event loop (and its own
+  // statistics history: they sample the same shared counters).
+  int processes_ = 2;
+  int listen_fd_ = -1;
+  std::string url_;
   httpd::ServerOptions options_;
   size_t history_seconds_ = 3600;
   size_t history_max_stats_ = 2000;

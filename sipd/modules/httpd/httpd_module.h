@@ -10,7 +10,10 @@
 // Parameters:
 //   listen            default 127.0.0.1:8888 (loopback: MI is administrative; expose it
 //                     deliberately).
-//   max_connections   open connections at most; one more is answered 503; default 1024.
+//   processes         HTTPD processes sharing the listen socket, each an event loop;
+//                     default 2 (the 2-core reference machine: bench/RESULTS.md).
+//   max_connections   open connections per process at most; one more is answered 503;
+//                     default 1024.
 //   max_body_size     bytes of a request body; more is HTTP 413 with a JSON-RPC error;
 //                     default 1048576.
 //   max_batch         requests in one JSON-RPC batch; more is a -32600 error; default 1000.
@@ -23,8 +26,11 @@
 //   history_seconds   statistics history kept for the console, 1 sample/s; default 3600.
 //   history_max_stats statistics kept in the history at most; default 2000.
 //
-// Process: `ps` type "HTTPD". It binds after the fork and reports its listener (the
-// bound port for port 0) in RUN_DIR/listeners as `httpd http http://HOST:PORT/`.
+// Processes: `processes` x `ps` type "HTTPD". The attendant binds the socket before the
+// fork (a busy port fails start-up) and reports it (the bound port for port 0) in
+// RUN_DIR/listeners as `httpd http http://HOST:PORT/`. Each process keeps its own
+// statistics history (the same shared counters sampled each second), so the console
+// shows the same charts whichever process answers.
 #pragma once
 
 #include <memory>
