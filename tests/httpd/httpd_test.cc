@@ -419,3 +419,71 @@ TEST_F(HttpdTest, ConsoleFilesAndApi) {
 
 }  // namespace
 }  // namespace sipd::httpd_test
+
+namespace sipd::httpd_test {
+namespace {
+
+// A client that asks for a big ul_dump and takes nothing: its stream waits (no thread,
+// no lock), others are served meanwhile, and stall_timeout cuts it (httpd:stalled).
+TEST(HttpdStallTest, AReaderThatTakesNothingIsCutAfterStallTimeout) {
+  SipdInstance sipd({.grpc = false,
+                     .extra_config = "loadmodule \"usrloc\"\n"
+                                     "loadmodule \"httpd\"\n"
+                                     "modparam(\"httpd\", \"listen\", \"127.0.0.1:0\")\n"
+                                     "modparam(\"httpd\", \"processes\", 1)\n"
+                                     "modparam(\"httpd\", \"stall_timeout\", 1)\n"});
+  ASSERT_TRUE(sipd.Start().ok()) << sipd.log();
+  const int port = sipd.listener_port("httpd", "http");
+  for (int first = 0; first < 10000; first += 1000) {
+    json batch = json::array();
+    for (int i = first; i < first + 1000; ++i) {
+      batch.push_back(
+          json{{"jsonrpc", "2.0"},
+               {"method", "ul_add"},
+               {"params",
+                {"location", absl::StrCat("user", i, "@example.com"),
+                 absl::StrCat("sip:user", i, "@192.0.2.1:5060"), "0", "1.00", "0", "0", "0", "0"}},
+               {"id", i}});
+    }
+    auto added = HttpPost(port, batch.dump());
+    ASSERT_TRUE(added.ok() && added->status == 200);
+  }
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  const int small = 4096;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  const std::string body = RpcRequest("ul_dump");
+  const std::string raw = absl::StrCat(
+      "POST /mi HTTP/1.1\r\nHost: x\r\nContent-Length: ", body.size(), "\r\n\r\n", body);
+  ASSERT_EQ(write(fd, raw.data(), raw.size()), static_cast<ssize_t>(raw.size()));
+  auto stalled = [&]() -> int64_t {
+    auto result = HttpPost(port, RpcRequest("get_statistics", json::array({"stalled"})));
+    if (!result.ok()) return -1;
+    const json reply = json::parse(result->body, nullptr, false);
+    if (!reply.contains("result")) return -1;
+    return std::stoll(reply["result"]["nodes"][0]["value"].get<std::string>());
+  };
+  EXPECT_EQ(stalled(), 0);  // served while the stream waits
+  EXPECT_TRUE(sipd::testing::WaitUntil([&] { return stalled() == 1; }, std::chrono::seconds(30)));
+  // What the client still reads ends before the chunked body's end.
+  std::string received;
+  char buffer[65536];
+  while (true) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 10000) != 1) break;
+    const ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n <= 0) break;
+    received.append(buffer, static_cast<size_t>(n));
+  }
+  close(fd);
+  EXPECT_FALSE(absl::EndsWith(received, "0\r\n\r\n")) << received.size() << " bytes";
+  EXPECT_GT(received.size(), 0u);
+}
+
+}  // namespace
+}  // namespace sipd::httpd_test

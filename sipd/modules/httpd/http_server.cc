@@ -55,6 +55,10 @@ bool SafeStaticPath(std::string_view path) {
   return true;
 }
 
+void Count(const mi::Counter& counter) {
+  if (counter.valid()) counter.Inc();
+}
+
 }  // namespace
 
 class Session;
@@ -85,6 +89,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(tcp::socket socket, HttpServer::Impl& server)
       : stream_(std::move(socket)), server_(server) {
     server_.sessions.insert(this);
+    Count(server_.options.counters.connections);
     beast::error_code ec;
     const tcp::endpoint remote = stream_.socket().remote_endpoint(ec);
     if (!ec) {
@@ -94,10 +99,14 @@ class Session : public std::enable_shared_from_this<Session> {
       loopback_ = remote.address().is_loopback();
     }
   }
-  ~Session() { server_.sessions.erase(this); }
+  ~Session() {
+    server_.sessions.erase(this);
+    if (server_.options.counters.connections.valid()) server_.options.counters.connections.Dec();
+  }
 
   void Start(bool over_limit) {
     if (over_limit) {
+      Count(server_.options.counters.rejected);
       keep_alive_ = false;
       Respond(http::status::service_unavailable, "text/plain; charset=utf-8",
               "too many connections\n", 11);
@@ -114,6 +123,15 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
  private:
+  // A socket operation failed: the connection ends (a timeout is counted: reading, the
+  // header_timeout; writing, the stall_timeout).
+  void Fail(beast::error_code ec, bool writing) {
+    if (ec == beast::error::timeout) {
+      Count(writing ? server_.options.counters.stalled : server_.options.counters.timeouts);
+    }
+    Close();
+  }
+
   void ReadRequest() {
     parser_.emplace();
     parser_->body_limit(server_.options.max_body_size);
@@ -126,6 +144,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void OnRead(beast::error_code ec) {
     if (ec == http::error::body_limit) {
+      Count(server_.options.counters.too_large);
       keep_alive_ = false;
       linger_ = true;
       Respond(http::status::payload_too_large, "application/json",
@@ -151,10 +170,11 @@ class Session : public std::enable_shared_from_this<Session> {
                 absl::StrCat("bad request: ", ec.message(), "\n"), 11);
         return;
       }
-      Close();
+      Fail(ec, false);
       return;
     }
     stream_.expires_never();
+    Count(server_.options.counters.requests);
     Handle();
   }
 
@@ -271,7 +291,7 @@ class Session : public std::enable_shared_from_this<Session> {
       head_serializer_.emplace(chunked_head_);
       http::async_write_header(stream_, *head_serializer_,
                                [self, last](beast::error_code ec, size_t) {
-                                 if (ec) return self->Close();
+                                 if (ec) return self->Fail(ec, true);
                                  self->writing_ = false;
                                  self->WriteChunk(last);
                                });
@@ -280,7 +300,7 @@ class Session : public std::enable_shared_from_this<Session> {
     sending_.swap(out_);
     out_.clear();
     auto after_data = [self, last](beast::error_code ec, size_t) {
-      if (ec) return self->Close();
+      if (ec) return self->Fail(ec, true);
       self->sending_.clear();
       if (!last) {
         self->writing_ = false;
@@ -331,7 +351,7 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     if (ec || !keep_alive_ || server_.stopped) {
-      Close();
+      Fail(ec, true);
       return;
     }
     ReadRequest();

@@ -31,12 +31,24 @@
 
 #include "absl/status/statusor.h"
 #include "registry/dispatcher.h"
+#include "registry/statistics.h"
 
 namespace boost::asio {
 class io_context;
 }
 
 namespace sipd::httpd {
+
+// Shared-memory counters the server keeps (statistics group "httpd"); invalid ones are
+// not counted (tests).
+struct ServerCounters {
+  mi::Counter connections;  // open now, all processes (a gauge)
+  mi::Counter requests;     // HTTP requests read
+  mi::Counter rejected;     // connections refused at max_connections
+  mi::Counter timeouts;     // connections cut by header_timeout (requests too slow, idle)
+  mi::Counter stalled;      // connections cut by stall_timeout (a reply not taken)
+  mi::Counter too_large;    // bodies refused with 413
+};
 
 struct ServerOptions {
   size_t max_connections = 1024;
@@ -48,6 +60,7 @@ struct ServerOptions {
   std::chrono::seconds reply_timeout{60};
   // Static files of the console; empty = no console.
   std::string web_root;
+  ServerCounters counters;
 };
 
 // What a GET route answers.

@@ -199,6 +199,27 @@ class HttpdModule : public Module {
 
   absl::Status Init(Core& core) override {
     core_ = &core;
+    mi::StatsRegistry& stats = core.stats();
+    struct Declared {
+      const char* name;
+      uint32_t flags;
+      const char* help;
+      mi::Counter* counter;
+    };
+    httpd::ServerCounters& c = options_.counters;
+    const Declared declared[] = {
+        {"connections", mi::kStatNoReset, "HTTP connections open now", &c.connections},
+        {"requests", 0, "HTTP requests read", &c.requests},
+        {"rejected", 0, "connections refused at max_connections (503)", &c.rejected},
+        {"timeouts", 0, "connections closed by header_timeout (slow or idle)", &c.timeouts},
+        {"stalled", 0, "connections cut by stall_timeout (reply not taken)", &c.stalled},
+        {"too_large", 0, "request bodies refused over max_body_size (413)", &c.too_large},
+    };
+    for (const Declared& d : declared) {
+      absl::StatusOr<mi::Counter> counter = stats.AddCounter(kModuleName, d.name, d.flags, d.help);
+      if (!counter.ok()) return counter.status();
+      *d.counter = *counter;
+    }
     if (options_.web_root.empty()) options_.web_root = DefaultWebRoot();
     if (options_.web_root.empty()) {
       spdlog::warn("httpd: no console files found (set modparam web_root); GET / answers 404");

@@ -26,6 +26,9 @@
 //   history_seconds   statistics history kept for the console, 1 sample/s; default 3600.
 //   history_max_stats statistics kept in the history at most; default 2000.
 //
+// Statistics: httpd:connections (gauge), requests, rejected, timeouts, stalled,
+// too_large (README.md).
+//
 // Processes: `processes` x `ps` type "HTTPD". The attendant binds the socket before the
 // fork (a busy port fails start-up) and reports it (the bound port for port 0) in
 // RUN_DIR/listeners as `httpd http http://HOST:PORT/`. Each process keeps its own
