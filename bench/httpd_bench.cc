@@ -175,7 +175,7 @@ int RunMetrics(int stats_count, int repeat, int port) {
   size_t bytes = 0;
   for (int k = 0; k < repeat; ++k) {
     const auto start = Clock::now();
-    const std::string text = sipd::httpd::RenderPrometheus(registry, {});
+    const std::string text = sipd::httpd::RenderPrometheus(registry, {}, {});
     render_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
     bytes = text.size();
   }

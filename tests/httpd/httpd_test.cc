@@ -257,6 +257,27 @@ TEST_F(HttpdTest, AsyncCommandsWaitWithoutBlockingOthers) {
   EXPECT_EQ(failed["error"]["code"], 500) << failed.dump();
 }
 
+// A client that goes away while its async call waits: the call is cancelled at once and
+// its async slot released (mi:async_pending back to 0), not at the call's deadline.
+TEST_F(HttpdTest, AClientGoneWhileWaitingCancelsItsCall) {
+  auto pending = [&]() -> int64_t {
+    const json reply = Call("get_statistics", json::array({"async_pending"}));
+    if (!reply.contains("result")) return -1;
+    return std::stoll(reply["result"]["nodes"][0]["value"].get<std::string>());
+  };
+  ASSERT_EQ(pending(), 0);
+  {
+    auto connection = HttpConnection::Open(port_);
+    ASSERT_TRUE(connection.ok());
+    const std::string body = RpcRequest("async_never");
+    const std::string raw = absl::StrCat(
+        "POST /mi HTTP/1.1\r\nHost: x\r\nContent-Length: ", body.size(), "\r\n\r\n", body);
+    ASSERT_EQ(write((*connection)->fd(), raw.data(), raw.size()), static_cast<ssize_t>(raw.size()));
+    ASSERT_TRUE(sipd::testing::WaitUntil([&] { return pending() == 1; }, std::chrono::seconds(10)));
+  }  // closed
+  EXPECT_TRUE(sipd::testing::WaitUntil([&] { return pending() == 0; }, std::chrono::seconds(10)));
+}
+
 // Reads a chunked ul_dump slowly (a small receive buffer, paused after the first bytes)
 // while other clients are served, then reads the rest: the JSON is whole and right.
 TEST_F(HttpdTest, ChunkedUlDumpToASlowReader) {

@@ -153,8 +153,14 @@ TEST(MetricsTest, NamesTypesAndUnits) {
   ASSERT_TRUE(stats.AddCounter("g", "a_b").ok());  // same metric name: gets a suffix
   ASSERT_TRUE(stats.AddFunction("g", "fn", [] { return uint64_t{5}; }).ok());
   stats.FindCounter("rcv_requests").Set(12);
+  ASSERT_TRUE(stats.AddFunction("pkmem", "3-used_size", [] { return uint64_t{77}; }).ok());
   const std::string text = RenderPrometheus(
-      stats, {{.id = 3, .pid = 10, .type = "MI \"FIFO\"", .cpu_seconds = 0.5, .rss_bytes = 4096}});
+      stats, {{.id = 3, .pid = 10, .type = "MI \"FIFO\""}},
+      {{.id = 3, .pid = 10, .type = "MI \"FIFO\"", .cpu_seconds = 0.5, .rss_bytes = 4096}});
+  EXPECT_NE(text.find("# TYPE sipd_pkmem_used_size gauge\n"
+                      "sipd_pkmem_used_size{id=\"3\",process=\"MI \\\"FIFO\\\"\"} 77\n"),
+            std::string::npos)
+      << text;
   EXPECT_NE(text.find("# HELP sipd_core_rcv_requests_total core:rcv_requests: requests "
                       "received\n# TYPE sipd_core_rcv_requests_total counter\n"
                       "sipd_core_rcv_requests_total 12\n"),

@@ -256,7 +256,11 @@ class Session : public std::enable_shared_from_this<Session> {
         Close();
         return;
       case RpcJob::State::kWaiting:
-        if (header_sent_ && !out_.empty()) WriteChunk(false);
+        if (header_sent_ && !out_.empty()) {
+          WriteChunk(false);
+        } else {
+          WatchPeer();
+        }
         return;  // on_ready calls Pump() again
       case RpcJob::State::kMore:
         WriteChunk(false);
@@ -273,6 +277,26 @@ class Session : public std::enable_shared_from_this<Session> {
         }
         return;
     }
+  }
+
+  // While a call waits (async reply, worker) nothing is read or written: notice a client
+  // that goes away meanwhile, so its call is cancelled at once (the dispatcher releases
+  // the async slot) rather than at its deadline. Waits for readability without taking
+  // any byte: a pipelined next request stays in the socket for the parser.
+  void WatchPeer() {
+    if (watching_) return;
+    watching_ = true;
+    stream_.socket().async_wait(
+        tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
+          self->watching_ = false;
+          if (ec || !self->job_) return;
+          char byte;
+          const ssize_t n =
+              recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+          if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+            self->Close();  // gone: ~RpcJob cancels the call
+          }
+        });
   }
 
   void WriteChunk(bool last) {
@@ -391,6 +415,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string out_;
   std::string sending_;
   bool writing_ = false;
+  bool watching_ = false;
   bool header_sent_ = false;
   http::response<http::empty_body> chunked_head_;
   std::optional<http::response_serializer<http::empty_body>> head_serializer_;

@@ -315,9 +315,9 @@ class HttpdModule : public Module {
     const mi::StatsRegistry& stats = core_->stats();
 
     server.AddGet("/metrics", [this, &stats](const std::string&) {
-      return HttpAnswer{
-          200, "text/plain; version=0.0.4; charset=utf-8",
-          httpd::RenderPrometheus(stats, httpd::ReadProcessUsage(core_->process_table()))};
+      const std::vector<ProcessInfo> table = core_->process_table();
+      return HttpAnswer{200, "text/plain; version=0.0.4; charset=utf-8",
+                        httpd::RenderPrometheus(stats, table, httpd::ReadProcessUsage(table))};
     });
     server.AddGet("/api/commands", [this](const std::string&) {
       return HttpAnswer{200, "application/json", CommandsJson(core_->mi())};

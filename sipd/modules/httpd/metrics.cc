@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <charconv>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <unordered_set>
 
@@ -103,13 +105,39 @@ std::vector<ProcessUsage> ReadProcessUsage(const std::vector<ProcessInfo>& table
   return out;
 }
 
-std::string RenderPrometheus(const mi::StatsRegistry& stats,
+std::string RenderPrometheus(const mi::StatsRegistry& stats, const std::vector<ProcessInfo>& table,
                              const std::vector<ProcessUsage>& processes) {
   std::string out;
   out.reserve(stats.size() * 160 + processes.size() * 200 + 512);
   std::unordered_set<std::string> seen;
   seen.reserve(stats.size() * 2);
+  std::map<int, std::string_view> types;
+  for (const ProcessInfo& p : table) types[p.id] = p.type;
+  auto labels = [&](int id, std::string_view type) {
+    absl::StrAppend(&out, "{id=\"", id, "\",process=\"");
+    AppendLabel(out, type);
+    out.append("\"} ");
+  };
+  // Per-process statistics (group pkmem, names "<ID>-<name>"): one metric per name.
+  struct PerProcess {
+    std::string group_name;  // "pkmem:<name>" for HELP
+    std::vector<std::pair<int, uint64_t>> values;
+  };
+  std::map<std::string, PerProcess> per_process;
   stats.ForEach([&](const mi::StatsRegistry::StatView& stat) {
+    if (stat.group == "pkmem") {
+      const size_t dash = stat.name.find('-');
+      int id = 0;
+      const auto [end, error] = std::from_chars(stat.name.data(), stat.name.data() + dash, id);
+      if (dash != std::string_view::npos && error == std::errc() &&
+          end == stat.name.data() + dash) {
+        const std::string_view rest = stat.name.substr(dash + 1);
+        PerProcess& entry = per_process[MetricName(stat.group, rest, false)];
+        entry.group_name = std::string(stat.group).append(":<ID>-").append(rest);
+        entry.values.emplace_back(id, stat.value);
+        return;
+      }
+    }
     const bool counter = stat.resettable();
     double scale = 1;
     std::string name = MetricName(stat.group, stat.name, counter, &scale);
@@ -137,18 +165,25 @@ std::string RenderPrometheus(const mi::StatsRegistry& stats,
       absl::StrAppend(&out, static_cast<double>(stat.value) * scale, "\n");
     }
   });
+  for (const auto& [name, entry] : per_process) {
+    if (!seen.insert(name).second) continue;
+    absl::StrAppend(&out, "# HELP ", name, " ");
+    AppendHelp(out, entry.group_name);
+    absl::StrAppend(&out, " (per process)\n# TYPE ", name, " gauge\n");
+    for (const auto& [id, value] : entry.values) {
+      out.append(name);
+      const auto type = types.find(id);
+      labels(id, type == types.end() ? std::string_view() : type->second);
+      absl::StrAppend(&out, value, "\n");
+    }
+  }
   if (!processes.empty()) {
-    auto labels = [&](const ProcessUsage& p) {
-      absl::StrAppend(&out, "{id=\"", p.id, "\",process=\"");
-      AppendLabel(out, p.type);
-      out.append("\"} ");
-    };
     out.append(
         "# HELP sipd_process_cpu_seconds_total CPU time (user + system) of each sipd "
         "process, as ps lists them\n# TYPE sipd_process_cpu_seconds_total counter\n");
     for (const ProcessUsage& p : processes) {
       out.append("sipd_process_cpu_seconds_total");
-      labels(p);
+      labels(p.id, p.type);
       absl::StrAppend(&out, p.cpu_seconds, "\n");
     }
     out.append(
@@ -157,7 +192,7 @@ std::string RenderPrometheus(const mi::StatsRegistry& stats,
         "# TYPE sipd_process_resident_memory_bytes gauge\n");
     for (const ProcessUsage& p : processes) {
       out.append("sipd_process_resident_memory_bytes");
-      labels(p);
+      labels(p.id, p.type);
       absl::StrAppend(&out, p.rss_bytes, "\n");
     }
   }

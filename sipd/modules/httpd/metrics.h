@@ -11,7 +11,10 @@
 // is `gauge`. Prometheus wants base units: a statistic named `..._us` (microseconds, e.g.
 // mi:<command>_time_us) or `..._ms` is exported as `..._seconds` with its value scaled.
 // Two statistics that sanitise to one name keep the first, the second gets
-// a `_2` suffix. Per-process figures carry a `process` label (the `ps` type) and `id`:
+// a `_2` suffix. Per-process figures carry a `process` label (the `ps` type) and `id`
+// (the `ps` ID): the per-process statistics `pkmem:<ID>-<name>` become one metric per
+// name, and each process's CPU and memory are read from /proc:
+//   sipd_pkmem_used_size{id="3",process="MI FIFO"} 123456
 //   sipd_process_cpu_seconds_total{id="3",process="MI FIFO"} 0.42
 //   sipd_process_resident_memory_bytes{id="3",process="MI FIFO"} 8126464
 #pragma once
@@ -42,7 +45,9 @@ std::vector<ProcessUsage> ReadProcessUsage(const std::vector<ProcessInfo>& table
 std::string MetricName(std::string_view group, std::string_view name, bool counter,
                        double* scale = nullptr);
 
-std::string RenderPrometheus(const mi::StatsRegistry& stats,
+// `table` names the processes of per-process statistics (pkmem); `processes` adds CPU
+// and memory per process.
+std::string RenderPrometheus(const mi::StatsRegistry& stats, const std::vector<ProcessInfo>& table,
                              const std::vector<ProcessUsage>& processes);
 
 }  // namespace sipd::httpd
