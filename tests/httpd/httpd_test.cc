@@ -508,3 +508,58 @@ TEST(HttpdStallTest, AReaderThatTakesNothingIsCutAfterStallTimeout) {
 
 }  // namespace
 }  // namespace sipd::httpd_test
+
+namespace sipd::httpd_test {
+namespace {
+
+// Past max_connections a newcomer gets 503 and is closed; the ones inside go on.
+TEST(HttpdLimitsTest, ConnectionsPastMaxConnectionsGet503) {
+  SipdInstance sipd({.grpc = false,
+                     .extra_config = "loadmodule \"httpd\"\n"
+                                     "modparam(\"httpd\", \"listen\", \"127.0.0.1:0\")\n"
+                                     "modparam(\"httpd\", \"processes\", 1)\n"
+                                     "modparam(\"httpd\", \"max_connections\", 2)\n"});
+  ASSERT_TRUE(sipd.Start().ok()) << sipd.log();
+  const int port = sipd.listener_port("httpd", "http");
+  auto first = HttpConnection::Open(port);
+  auto second = HttpConnection::Open(port);
+  ASSERT_TRUE(first.ok() && second.ok());
+  // Both are accepted (a request on each proves it) before the third comes.
+  ASSERT_TRUE((*first)->Post(RpcRequest("version")).ok());
+  ASSERT_TRUE((*second)->Post(RpcRequest("version")).ok());
+  auto third = HttpPost(port, RpcRequest("version"));
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(third->status, 503u);
+  auto again = (*first)->Post(RpcRequest("version"));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->status, 200u);
+}
+
+// A port already taken fails start-up with a clear error (the socket is bound by the
+// attendant before the HTTPD processes are forked).
+TEST(HttpdLimitsTest, BusyPortFailsStartUp) {
+  const int taken = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(taken, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(taken, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(listen(taken, 1), 0);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(getsockname(taken, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  const int port = ntohs(address.sin_port);
+  SipdInstance sipd(
+      {.grpc = false,
+       .extra_config = absl::StrCat("loadmodule \"httpd\"\nmodparam(\"httpd\", \"listen\", "
+                                    "\"127.0.0.1:",
+                                    port, "\")\n")});
+  const absl::Status status = sipd.Start();
+  close(taken);
+  EXPECT_FALSE(status.ok());
+  EXPECT_TRUE(
+      absl::StrContains(sipd.log(), absl::StrCat("httpd: cannot listen on 127.0.0.1 port ", port)))
+      << sipd.log();
+}
+
+}  // namespace
+}  // namespace sipd::httpd_test
