@@ -1,5 +1,6 @@
 // httpd's pieces without a server: the JSON reply writer across flushes, JSON-RPC
-// parsing, metric names and the Prometheus text, the statistics sampler's ring.
+// parsing, metric names and the Prometheus text, the statistics history's ring
+// (registry/stats_history.h) and its JSON.
 #include <atomic>
 #include <string>
 #include <vector>
@@ -174,29 +175,29 @@ TEST(MetricsTest, NamesTypesAndUnits) {
       << text;
 }
 
-TEST(StatsSamplerTest, KeepsTheLastSamplesInOrder) {
+TEST(StatsHistoryTest, KeepsTheLastSamplesInOrder) {
   std::vector<std::atomic<uint64_t>> cells(2);
   mi::StatsRegistry stats(cells);
   auto counter = stats.AddCounter("core", "rcv_requests");
   ASSERT_TRUE(counter.ok());
   ASSERT_TRUE(stats.AddCounter("tm", "inuse", mi::kStatNoReset).ok());
-  StatsSampler sampler(/*capacity=*/4, /*max_stats=*/10);
+  mi::StatsHistory sampler(/*capacity=*/4, /*max_stats=*/10);
   for (int i = 1; i <= 6; ++i) {
     counter->Set(static_cast<uint64_t>(i * 10));
     sampler.Sample(stats, i * 1000);
   }
-  const json all = json::parse(sampler.HistoryJson({"all"}, 100, 0));
+  const json all = json::parse(HistoryJson(sampler, {"all"}, 100, 0));
   EXPECT_EQ(all["times"], json::array({3000, 4000, 5000, 6000}));
   ASSERT_EQ(all["series"].size(), 2u);
   EXPECT_EQ(all["series"][0]["values"], json::array({30, 40, 50, 60}));
   EXPECT_EQ(all["series"][0]["counter"], true);
   EXPECT_EQ(all["series"][1]["counter"], false);
-  const json group = json::parse(sampler.HistoryJson({"tm:"}, 2, 0));
+  const json group = json::parse(HistoryJson(sampler, {"tm:"}, 2, 0));
   ASSERT_EQ(group["series"].size(), 1u);
   EXPECT_EQ(group["times"], json::array({5000, 6000}));
-  const json since = json::parse(sampler.HistoryJson({"core:rcv_requests"}, 100, 4000));
+  const json since = json::parse(HistoryJson(sampler, {"core:rcv_requests"}, 100, 4000));
   EXPECT_EQ(since["series"][0]["values"], json::array({50, 60}));
-  EXPECT_EQ(json::parse(sampler.HistoryJson({"nope"}, 100, 0))["series"].size(), 0u);
+  EXPECT_EQ(json::parse(HistoryJson(sampler, {"nope"}, 100, 0))["series"].size(), 0u);
 }
 
 }  // namespace

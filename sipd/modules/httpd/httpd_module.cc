@@ -311,7 +311,7 @@ class HttpdModule : public Module {
     asio::io_context io(1);
     std::unique_ptr<mi::Dispatcher> dispatcher = core_->NewDispatcher({.workers = 2});
     httpd::HttpServer server(io, *dispatcher, options_);
-    httpd::StatsSampler sampler(history_seconds_, history_max_stats_);
+    mi::StatsHistory sampler(history_seconds_, history_max_stats_);
     const mi::StatsRegistry& stats = core_->stats();
 
     server.AddGet("/metrics", [this, &stats](const std::string&) {
@@ -327,7 +327,7 @@ class HttpdModule : public Module {
                         ProcessesJson(httpd::ReadProcessUsage(core_->process_table()))};
     });
     server.AddGet("/api/statistics/catalog", [&sampler](const std::string&) {
-      return HttpAnswer{200, "application/json", sampler.CatalogJson()};
+      return HttpAnswer{200, "application/json", httpd::CatalogJson(sampler)};
     });
     server.AddGet("/api/statistics/history", [&sampler](const std::string& target) {
       std::vector<std::string> selectors =
@@ -340,7 +340,8 @@ class HttpdModule : public Module {
       if (const std::string text = QueryValue(target, "since"); !text.empty()) {
         if (!absl::SimpleAtoi(text, &since)) since = 0;
       }
-      return HttpAnswer{200, "application/json", sampler.HistoryJson(selectors, last, since)};
+      return HttpAnswer{200, "application/json",
+                        httpd::HistoryJson(sampler, selectors, last, since)};
     });
 
     if (listen_fd_ < 0) return absl::FailedPreconditionError("httpd: no listen socket");
