@@ -46,8 +46,16 @@ struct Peer {
   pid_t pid = -1;
   // "ip:port" for network peers, the socket or FIFO path for local ones; may be empty.
   std::string address;
-  // The authenticated principal (token name, certificate subject, unix user); empty =
-  // not authenticated.
+  // The caller is on this host: a unix socket or FIFO, or a loopback address.
+  bool local = false;
+  // Credentials as the transport received them; the authorization hook checks them.
+  // A bearer token (gRPC `authorization: Bearer`, XML-RPC Basic password or Bearer).
+  std::string token;
+  // The subject of a verified TLS client certificate (mTLS).
+  std::string tls_subject;
+  // Decided by the authorization hook from the credentials above (a transport may
+  // preset `role` only from its own configuration, e.g. mi_datagram's udp_role).
+  // Empty principal = anonymous.
   std::string principal;
   Role role = Role::kUnset;
 

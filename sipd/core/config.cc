@@ -261,6 +261,11 @@ class Parser {
     if (!s.ok()) return s;
 
     const std::string name = ModuleNameFromPath(module_name);
+    if (name == "mi") {
+      absl::Status set = SetMiSecurityParam(param, value, &config_.mi_security);
+      if (!set.ok()) return Error(keyword.line, std::string(set.message()));
+      return absl::OkStatus();
+    }
     for (auto& m : config_.modules) {
       if (m.name != name) continue;
       absl::Status set = m.module->SetParam(param, value);

@@ -10,6 +10,8 @@
 //   mi_async_slots = 4096              (MI calls that may wait for an async reply at once)
 //   loadmodule "mi_grpc"               (a path or `.so` suffix is accepted and stripped)
 //   modparam("mi_grpc", "listen", "127.0.0.1:8090")
+//   modparam("mi", "tokens_file", "/etc/sipd/tokens")   (MI security: sipd/core/mi_security.h;
+//                                       "mi" is built in and needs no loadmodule)
 //
 // Values are quoted strings (escapes \" \\ \n \t) or bare integers (decimal, negative,
 // octal with a leading 0 such as 0600, hex with 0x). A statement may end with `;`.
@@ -27,6 +29,7 @@
 
 #include "absl/status/statusor.h"
 #include "sipd/api/module.h"
+#include "sipd/core/mi_security.h"
 
 namespace sipd {
 
@@ -59,6 +62,8 @@ struct Config {
   int mi_nice = 0;
   // Async MI calls pending at once, all MI processes together (sipd/core/async_table.h).
   size_t mi_async_slots = 4096;
+  // modparam("mi", ...): who may run which MI command, the audit log.
+  MiSecurityOptions mi_security;
   // In loadmodule order, SetParam() already applied.
   std::vector<LoadedModule> modules;
 };

@@ -318,7 +318,7 @@ absl::Status RegisterMiCommands(Usrloc& ul, mi::Registry& registry) {
        .handler = bind(UlDump)},
       {.name = "ul_flush",
        .module = "usrloc",
-       .flags = mi::kNoInput | mi::kMutating | mi::kBlocking,
+       .flags = mi::kNoInput | mi::kMutating | mi::kDangerous | mi::kBlocking,
        .handler = bind(UlFlush)},
       {.name = "ul_add",
        .module = "usrloc",
