@@ -15,6 +15,12 @@ PACKAGES=(
   clang-format procps iproute2 curl nghttp2-client ccache
 )
 
+# `bootstrap.sh fuzz` adds what bench/fuzz.sh needs: clang with libFuzzer and the
+# sanitizer runtimes (not needed to build or test sipd).
+if [ "${1:-}" = "fuzz" ]; then
+  PACKAGES+=(clang-14 libclang-rt-14-dev)
+fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -1,0 +1,13 @@
+// Fuzz target: the configuration parser (sipd/core/config.h) with every module factory,
+// so modparam values reach the modules' SetParam.
+#include <cstdint>
+#include <string_view>
+
+#include "sipd/core/config.h"
+#include "sipd/module_list.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string_view text(reinterpret_cast<const char*>(data), size);
+  (void)sipd::ParseConfig(text, "fuzz.cfg", &sipd::CreateModule);
+  return 0;
+}

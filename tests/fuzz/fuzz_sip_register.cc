@@ -1,0 +1,80 @@
+// Fuzz target: one UDP datagram through a real SIP worker (SipWorker::HandleDatagram:
+// libosip2 parsing, the core's stateless answers, counters) and, for REGISTER, the
+// registrar's decisions and the location table (shared memory, usrloc without a
+// database), exactly as a SIP worker process runs them. Replies go to a socket of this
+// process that is drained after each input.
+#include <netinet/in.h>
+#include <osipparser2/osip_parser.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "sipd/core/sip_receiver.h"
+#include "sipd/modules/registrar/registrar.h"
+#include "sipd/modules/usrloc/usrloc.h"
+#include "tests/usrloc/test_support.h"
+
+namespace {
+
+struct World {
+  World() {
+    parser_init();
+    (void)registrar.SetParam("max_contacts_total", int64_t{1000});
+    core.AddModule(&usrloc);
+    core.AddModule(&registrar);
+    if (!usrloc.Init(core).ok() || !registrar.Init(core).ok()) std::abort();
+    if (!sipd::RegisterCoreStats(
+             core.stats(), [] { return uint64_t{0}; }, counters)
+             .ok() ||
+        !sipd::RegisterSlStats(core.stats(), counters).ok()) {
+      std::abort();
+    }
+    for (auto& [method, handler] : core.sip_handlers()) handlers[method] = handler;
+    auto address = sipd::ParseListenAddress("udp:127.0.0.1:0");
+    auto opened = sipd::UdpListener::Open(*address);
+    if (!opened.ok()) std::abort();
+    listener = std::move(*opened);
+    worker = std::make_unique<sipd::SipWorker>(*listener, counters, handlers, "fuzz", "sipd/fuzz",
+                                               nullptr);
+    // Where replies go: a socket of ours, drained after every input.
+    peer = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    sockaddr_in any{};
+    any.sin_family = AF_INET;
+    any.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(peer, reinterpret_cast<sockaddr*>(&any), sizeof(any));
+    source_length = sizeof(source);
+    getsockname(peer, reinterpret_cast<sockaddr*>(&source), &source_length);
+  }
+  ~World() { close(peer); }
+
+  void Drain() {
+    char buffer[65536];
+    while (recv(peer, buffer, sizeof(buffer), 0) > 0) {
+    }
+  }
+
+  sipd::testing::FakeCore core;
+  sipd::usrloc::UsrlocModule usrloc;
+  sipd::registrar::RegistrarModule registrar;
+  sipd::SipCounters counters;
+  sipd::SipHandlerMap handlers;
+  std::unique_ptr<sipd::UdpListener> listener;
+  std::unique_ptr<sipd::SipWorker> worker;
+  int peer = -1;
+  sockaddr_storage source{};
+  socklen_t source_length = 0;
+};
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static World world;
+  world.worker->HandleDatagram(std::string_view(reinterpret_cast<const char*>(data), size),
+                               world.source, world.source_length);
+  world.Drain();
+  return 0;
+}
