@@ -33,6 +33,9 @@ struct CallState {
   Clock::time_point deadline = Clock::time_point::max();
   // Guarded by Dispatcher::mu_ once the call left the starting thread.
   Phase phase = Phase::kRunning;
+  // on_ready is still to be called (RunCompletions clears it just before calling it,
+  // Cancel() when it prevents the call); guarded by Dispatcher::mu_.
+  bool callback_pending = false;
   // A worker thread owns `call` (guarded by Dispatcher::mu_).
   bool on_worker = false;
   bool accounted = false;
@@ -153,9 +156,7 @@ bool Exchange::WriteNext(ReplyWriter& writer) {
   return true;
 }
 
-void Exchange::Cancel() {
-  if (state_ != nullptr) dispatcher_->Cancel(*state_);
-}
+bool Exchange::Cancel() { return state_ != nullptr && dispatcher_->Cancel(*state_); }
 
 // ---------------------------------------------------------------------------------------
 // Dispatcher
@@ -193,6 +194,7 @@ std::unique_ptr<Exchange> Dispatcher::Start(CallContext context, Request request
   state->delivery = delivery;
   state->writer = delivery == Delivery::kWriter ? writer : nullptr;
   state->on_ready = std::move(on_ready);
+  state->callback_pending = static_cast<bool>(state->on_ready);
   std::unique_ptr<Exchange> exchange(new Exchange(this, state));
   const std::string& name = state->request.command;
 
@@ -268,7 +270,10 @@ std::unique_ptr<Exchange> Dispatcher::Start(CallContext context, Request request
       finished_.push_back(state);
       async_->WakeSelf();
     });
-    if (queued) return exchange;
+    if (queued) {
+      exchange->callback_expected_ = static_cast<bool>(state->on_ready);
+      return exchange;
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       --on_workers_;
@@ -281,6 +286,7 @@ std::unique_ptr<Exchange> Dispatcher::Start(CallContext context, Request request
   }
   RunHandler(state);
   if (state->call != nullptr && state->call->ticket().has_value()) {
+    exchange->callback_expected_ = static_cast<bool>(state->on_ready);
     return exchange;  // async: ready later
   }
   MarkReady(*state);
@@ -373,6 +379,8 @@ void Dispatcher::MarkReady(CallState& state) {
     std::lock_guard<std::mutex> lock(mu_);
     if (state.phase == CallState::Phase::kCancelled) return;
     state.phase = CallState::Phase::kReady;
+    // Ready within Start(): the transport writes it at once, no callback comes.
+    state.callback_pending = false;
   }
   // A pulled reply is accounted when its last part is written.
   if (state.delivery != Delivery::kPull || state.outcome != Outcome::kReply) Account(state);
@@ -442,12 +450,16 @@ void Dispatcher::RunCompletions() {
     ready.push_back(state);
   }
   for (auto& state : ready) {
+    bool call_back;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (state->phase == CallState::Phase::kCancelled) continue;
+      state->phase = CallState::Phase::kReady;
+      call_back = state->callback_pending;
+      state->callback_pending = false;
     }
-    MarkReady(*state);
-    if (state->on_ready) state->on_ready();
+    if (state->delivery != Delivery::kPull || state->outcome != Outcome::kReply) Account(*state);
+    if (call_back) state->on_ready();
   }
 }
 
@@ -463,10 +475,13 @@ size_t Dispatcher::running() const {
   return waiting_.size() + on_workers_;
 }
 
-void Dispatcher::Cancel(CallState& state) {
+bool Dispatcher::Cancel(CallState& state) {
+  bool prevented;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (state.phase == CallState::Phase::kCancelled) return;
+    prevented = state.callback_pending;
+    state.callback_pending = false;
+    if (state.phase == CallState::Phase::kCancelled) return prevented;
     const bool finished = state.phase == CallState::Phase::kReady && state.accounted;
     state.context.cancel.Cancel();
     if (state.ticket.has_value()) {
@@ -475,7 +490,7 @@ void Dispatcher::Cancel(CallState& state) {
       async_->Release(*state.ticket);
       state.ticket.reset();
     }
-    if (finished) return;
+    if (finished) return prevented;
     state.phase = CallState::Phase::kCancelled;
   }
   // A pulled stream's producer goes now (it holds no lock, but may hold memory); a
@@ -487,6 +502,7 @@ void Dispatcher::Cancel(CallState& state) {
   }
   if (owned_here) state.call.reset();
   Account(state);
+  return prevented;
 }
 
 DispatchResult Dispatcher::Run(const CallContext& context, Request request, ReplyWriter* writer) {

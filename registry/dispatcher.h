@@ -32,10 +32,12 @@
 // call's serialised callbacks); RunCompletions() runs the callbacks on its caller's
 // thread and may run concurrently with Start() and with Cancel() of another exchange.
 // In a multi-threaded transport `on_ready` can run on the RunCompletions() thread before
-// Start() has returned, and can race with Cancel() of the same exchange: guard the
-// transport's call object with its own lock and tolerate a callback for a call it
-// already gave up. Single-threaded transports (one loop calls Start, RunCompletions
-// and Cancel) have none of these races.
+// Start() has returned: guard the transport's call object with its own lock. To know
+// when the call object may be freed, use callback_expected() and Cancel()'s result:
+// exactly one of "on_ready runs" and "Cancel() returns true" happens for such an
+// exchange, so the object stays alive until its callback has run or was prevented.
+// Single-threaded transports (one loop calls Start, RunCompletions and Cancel) have none
+// of these races.
 #pragma once
 
 #include <chrono>
@@ -121,10 +123,15 @@ class Exchange {
   // returns true. REQUIRES: ready().
   bool WriteNext(ReplyWriter& writer);
 
+  // True when Start() returned the exchange not ready with an on_ready: exactly one of
+  // "on_ready is called" and "a later Cancel() returns true" then happens.
+  bool callback_expected() const { return callback_expected_; }
+
   // The caller is gone: trips the call's cancellation token, releases an async slot,
-  // drops a stream's producer. No callback comes after Cancel() returns (but see the
-  // thread-safety note above). Idempotent.
-  void Cancel();
+  // drops a stream's producer. Returns true if this prevented a pending on_ready call
+  // (false if there was none, or it has already started on another thread: it then
+  // runs to its end). Idempotent.
+  bool Cancel();
 
  private:
   friend class Dispatcher;
@@ -133,6 +140,7 @@ class Exchange {
 
   Dispatcher* dispatcher_;
   std::shared_ptr<CallState> state_;
+  bool callback_expected_ = false;
 };
 
 struct DispatchResult {
@@ -188,7 +196,7 @@ class Dispatcher {
   void CompleteAsync(CallState& state, AsyncResult result);
   void MarkReady(CallState& state);
   void Account(CallState& state);
-  void Cancel(CallState& state);
+  bool Cancel(CallState& state);
 
   const Registry& registry_;
   std::unique_ptr<LocalAsyncBackend> own_async_;

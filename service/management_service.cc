@@ -157,12 +157,19 @@ class ManagementService::ExecuteCall final {
     }
     exchange_ = service_->dispatcher_.Start(GrpcCallContext(ctx_), std::move(request),
                                             mi::Delivery::kTree, nullptr, [this] { OnReady(); });
+    // A pending callback keeps this call alive until it has run (or was cancelled).
+    if (exchange_->callback_expected()) refs_.fetch_add(1, std::memory_order_relaxed);
     if (exchange_->ready()) AnswerLocked();
   }
 
+  // From the dispatcher's completion thread; may run before OnRequest has stored the
+  // exchange (it then waits for mu_).
   void OnReady() {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (exchange_ != nullptr && exchange_->ready()) AnswerLocked();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (exchange_ != nullptr && exchange_->ready()) AnswerLocked();
+    }
+    Unref();
   }
 
   void AnswerLocked() {
@@ -187,10 +194,14 @@ class ManagementService::ExecuteCall final {
   }
 
   void OnDone(bool) {
+    bool prevented = false;
     if (ctx_.IsCancelled()) {
       std::lock_guard<std::mutex> lock(mu_);
-      if (exchange_ != nullptr) exchange_->Cancel();
+      if (exchange_ != nullptr) prevented = exchange_->Cancel();
+      // Not answered yet: finish anyway so that the finish tag comes back.
+      if (!finishing_) FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
     }
+    if (prevented) Unref();  // the callback's reference: it will not come
     Unref();
   }
 
@@ -209,7 +220,7 @@ class ManagementService::ExecuteCall final {
   MemberTag<ExecuteCall, &ExecuteCall::OnRequest> request_tag_{this};
   MemberTag<ExecuteCall, &ExecuteCall::OnFinishDone> finish_tag_{this};
   MemberTag<ExecuteCall, &ExecuteCall::OnDone> done_tag_{this};
-  // The done tag and the finish tag.
+  // The done tag, the finish tag, and a pending dispatcher callback.
   std::atomic<int> refs_{2};
 
   std::mutex mu_;

@@ -149,6 +149,7 @@ class MiGrpcModule final : public Module {
     spec.pre_fork = [this] { return CheckCanBind(options_.listen); };
     spec.main = [this](int) { return Serve(); };
     spec.init_child = true;
+    spec.reports_listeners = true;  // the port is known only once the server runs
     return {std::move(spec)};
   }
 
@@ -162,6 +163,11 @@ class MiGrpcModule final : public Module {
     if (!server.ok()) return server.status();
     spdlog::info("mi_grpc: serving sipd.mi.v1.Management on {} (port {})", options_.listen,
                  (*server)->port());
+    const std::string host = ParseListen(options_.listen)->host;
+    core_->ReportListeners(
+        {{kModuleName, "grpc",
+          absl::StrCat(host.find(':') == std::string::npos ? host : "[" + host + "]", ":",
+                       (*server)->port())}});
     while (!core_->stopping()) {
       std::this_thread::sleep_for(kLoopInterval);
       core_->SyncLogLevel();

@@ -53,7 +53,13 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  absl::StatusOr<sipd::Config> config = sipd::LoadConfigFile(config_file, &sipd::CreateModule);
+  sipd::ParseOptions parse_options;
+  for (const sipd::ModuleEntry& entry : sipd::ModuleTable()) {
+    parse_options.known_modules.emplace_back(entry.name);
+  }
+  std::sort(parse_options.known_modules.begin(), parse_options.known_modules.end());
+  absl::StatusOr<sipd::Config> config =
+      sipd::LoadConfigFile(config_file, &sipd::CreateModule, parse_options);
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
     return 1;

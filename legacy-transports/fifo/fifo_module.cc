@@ -64,6 +64,8 @@ class MiFifoModule final : public Module {
       if (fifo_created_) return absl::OkStatus();  // a restart keeps the FIFO
       absl::Status status = legacy::PrepareRequestFifo(config_);
       fifo_created_ = status.ok();
+      if (fifo_created_ && core_ != nullptr)
+        core_->ReportListeners({{"mi_fifo", "fifo", config_.fifo_name}});
       return status;
     };
     spec.main = [this](int) { return RunProcess(); };

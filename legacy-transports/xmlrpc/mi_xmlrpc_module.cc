@@ -52,7 +52,7 @@ class MiXmlrpcModule : public Module {
     if (name == "port") {
       if (number == nullptr) return Invalid(name, "expects an integer");
       if (*number > 65535) return Invalid(name, absl::StrCat(*number, " is not a TCP port"));
-      if (*number <= 1024) {
+      if (*number != 0 && *number <= 1024) {  // 0: any free port (tests)
         // As OpenSIPS: privileged (and nonsense) ports fall back to the default.
         spdlog::warn("mi_xmlrpc: port {} <= 1024 is not allowed, using {}", *number, kDefaultPort);
         port_ = kDefaultPort;
@@ -109,9 +109,11 @@ class MiXmlrpcModule : public Module {
       absl::StatusOr<int> fd = xmlrpc::OpenListenSocket(listen_, port_);
       if (!fd.ok()) return fd.status();
       listen_fd_ = *fd;
-      spdlog::info("mi_xmlrpc: listening on {}{}{}:{} (POST /RPC2)",
-                   listen_.find(':') != std::string::npos ? "[" : "", listen_,
-                   listen_.find(':') != std::string::npos ? "]" : "", port_);
+      const std::string url = absl::StrCat(
+          "http://", listen_.find(':') != std::string::npos ? "[" + listen_ + "]" : listen_, ":",
+          xmlrpc::BoundPort(listen_fd_).value_or(port_), "/RPC2");
+      spdlog::info("mi_xmlrpc: listening on {} (POST)", url);
+      if (core_ != nullptr) core_->ReportListeners({{"mi_xmlrpc", "http", url}});
       return absl::OkStatus();
     };
     spec.main = [this](int /*index*/) { return RunProcess(); };

@@ -1,7 +1,7 @@
 // The `mi_xmlrpc` module: the MI XMLRPC process (spec 5, 10.2).
 //
 //   loadmodule "mi_xmlrpc"
-//   modparam("mi_xmlrpc", "port", 8080)            # <= 1024 -> 8080 with a warning
+//   modparam("mi_xmlrpc", "port", 8080)            # 1..1024 -> 8080 (warning); 0 any port
 //   modparam("mi_xmlrpc", "listen", "127.0.0.1")   # bind address (OpenSIPS: all)
 //   modparam("mi_xmlrpc", "reply_option", 0)       # 0 one string, 1 array of strings
 //   modparam("mi_xmlrpc", "buffer_size", 8192)     # initial reply buffer

@@ -47,6 +47,15 @@ inline constexpr int kRankSipWorker = 1;  // first SIP worker; workers are 1..n
 // A modparam value: a quoted string or a bare integer.
 using ParamValue = std::variant<std::string, int64_t>;
 
+// Where a client reaches sipd, or a file an operator looks for: one line of the start-up
+// banner and of RUN_DIR/listeners (format in sipd/core/daemon.h). Addresses are the ones
+// actually bound (a configured port 0 shows the port the kernel chose).
+struct Listener {
+  std::string module;    // "sip" for the SIP sockets, else the module's name
+  std::string protocol;  // udp, tcp, grpc, http, fifo, unix, sqlite
+  std::string address;   // HOST:PORT ([v6]:PORT), or an absolute path; no newline
+};
+
 // One group of processes a module asks the attendant to fork.
 struct ProcessSpec {
   // `ps` Type text (e.g. "MI FIFO"); no index suffix.
@@ -62,6 +71,14 @@ struct ProcessSpec {
   std::function<absl::Status(int index)> main;
   // Run every module's ChildInit(kRankModule) before main().
   bool init_child = true;
+  // main() binds its listeners itself (after the fork) and then calls
+  // Core::ReportListeners() once, e.g. mi_grpc whose server exists only in its process.
+  // The attendant waits for that report (at most 10 s, as for ChildInit) before it
+  // forks the next process, so start-up completes only when the process listens, and
+  // the banner and RUN_DIR/listeners show the bound address. A process that ends or
+  // fails before it reports fails start-up (its error is passed to the attendant).
+  // After a restart the new report replaces the old one.
+  bool reports_listeners = false;
 };
 
 class Module {
@@ -118,6 +135,14 @@ class Core {
 
   // Another loaded module, or nullptr.
   virtual Module* FindModule(std::string_view name) = 0;
+
+  // Tells the operator where this module listens (or which file it keeps). In the
+  // attendant (Init, pre_fork, post_fork) the entries are recorded at once. In a module
+  // process whose ProcessSpec sets reports_listeners, they travel to the attendant over
+  // the start-up pipe (lines "L MODULE PROTOCOL ADDRESS", then "R"; sipd/core/daemon.cc)
+  // and mark the process ready; call it once, after binding. Elsewhere it is ignored.
+  // (A no-op by default, for test doubles.)
+  virtual void ReportListeners(std::vector<Listener> /*listeners*/) {}
 
   // Runs `fn` every `interval` in the timer process (`label` shows in `ps` as
   // "timer: LABEL" when it is the most recently registered timer).

@@ -1,6 +1,7 @@
 #include "sipd/core/config.h"
 
 #include <arpa/inet.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -11,6 +12,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
 #include "registry/status_macros.h"
 
@@ -143,8 +146,9 @@ std::string ModuleNameFromPath(std::string_view path) {
 
 class Parser {
  public:
-  Parser(std::vector<Token> tokens, std::string_view file, const ModuleFactory& factory)
-      : tokens_(std::move(tokens)), file_(file), factory_(factory) {
+  Parser(std::vector<Token> tokens, std::string_view file, const ModuleFactory& factory,
+         const ParseOptions& options)
+      : tokens_(std::move(tokens)), file_(file), factory_(factory), options_(options) {
     config_.file = std::string(file);
   }
 
@@ -165,6 +169,10 @@ class Parser {
       if (!s.ok()) return s;
       // Optional statement terminator.
       if (Peek().kind == Token::kPunct && Peek().text == ";") Next();
+    }
+    // run_dir is final now: ${run_dir} can be expanded.
+    for (PendingParam& pending : pending_params_) {
+      SIPD_RETURN_IF_ERROR(ApplyParam(pending));
     }
     if (config_.listen.empty()) {
       return absl::InvalidArgumentError(
@@ -227,7 +235,11 @@ class Parser {
     }
     std::unique_ptr<Module> module = factory_ ? factory_(name) : nullptr;
     if (module == nullptr) {
-      return Error(keyword.line, absl::StrCat("unknown module \"", name, "\""));
+      std::string known;
+      if (!options_.known_modules.empty()) {
+        known = absl::StrCat("; sipd has: ", absl::StrJoin(options_.known_modules, ", "));
+      }
+      return Error(keyword.line, absl::StrCat("unknown module \"", name, "\"", known));
     }
     config_.modules.push_back(LoadedModule{name, keyword.line, std::move(module)});
     return absl::OkStatus();
@@ -261,22 +273,54 @@ class Parser {
     if (!s.ok()) return s;
 
     const std::string name = ModuleNameFromPath(module_name);
-    if (name == "mi") {
-      absl::Status set = SetMiSecurityParam(param, value, &config_.mi_security);
-      if (!set.ok()) return Error(keyword.line, std::string(set.message()));
+    if (name == "mi") {  // built in: MI security (sipd/core/mi_security.h)
+      pending_params_.push_back(PendingParam{kMiModule, param, std::move(value), keyword.line});
       return absl::OkStatus();
     }
-    for (auto& m : config_.modules) {
+    for (size_t i = 0; i < config_.modules.size(); ++i) {
+      LoadedModule& m = config_.modules[i];
       if (m.name != name) continue;
-      absl::Status set = m.module->SetParam(param, value);
-      if (!set.ok()) {
-        return Error(keyword.line,
-                     absl::StrCat("modparam(\"", name, "\", \"", param, "\"): ", set.message()));
-      }
+      m.params.push_back(
+          ParamLine{param, v.kind == Token::kString ? absl::StrCat("\"", v.text, "\"") : v.text,
+                    keyword.line});
+      pending_params_.push_back(PendingParam{i, param, std::move(value), keyword.line});
       return absl::OkStatus();
     }
     return Error(keyword.line, absl::StrCat("modparam for module \"", name,
                                             "\" which is not loaded (loadmodule it first)"));
+  }
+
+  // PendingParam.module of modparam("mi", ...).
+  static constexpr size_t kMiModule = static_cast<size_t>(-1);
+
+  // A modparam whose SetParam waits for the end of the file (for ${run_dir}).
+  struct PendingParam {
+    size_t module;
+    std::string param;
+    ParamValue value;
+    int line;
+  };
+
+  absl::Status ApplyParam(PendingParam& pending) {
+    const bool mi = pending.module == kMiModule;
+    const std::string& name = mi ? std::string("mi") : config_.modules[pending.module].name;
+    if (std::string* text = std::get_if<std::string>(&pending.value)) {
+      *text = absl::StrReplaceAll(*text, {{"${run_dir}", config_.run_dir}});
+      if (text->find("${") != std::string::npos) {
+        return Error(pending.line, absl::StrCat("modparam(\"", name, "\", \"", pending.param,
+                                                "\"): unknown placeholder in \"", *text,
+                                                "\" (the only one is ${run_dir})"));
+      }
+    }
+    absl::Status set =
+        mi ? SetMiSecurityParam(pending.param, pending.value, &config_.mi_security)
+           : config_.modules[pending.module].module->SetParam(pending.param, pending.value);
+    if (!set.ok()) {
+      if (mi) return Error(pending.line, std::string(set.message()));
+      return Error(pending.line, absl::StrCat("modparam(\"", name, "\", \"", pending.param,
+                                              "\"): ", set.message()));
+    }
+    return absl::OkStatus();
   }
 
   absl::StatusOr<int64_t> IntegerValue(const Token& key, int64_t min, int64_t max) {
@@ -326,6 +370,7 @@ class Parser {
           return Error(key.line, absl::StrCat("listen: ", addr->ToString(), " given twice"));
         }
       }
+      addr->line = key.line;
       config_.listen.push_back(*std::move(addr));
     } else if (key.text == "children") {
       SIPD_ASSIGN_OR_RETURN(int64_t v, IntegerValue(key, 1, 256));
@@ -335,7 +380,11 @@ class Parser {
       config_.log_level = static_cast<int>(v);
     } else if (key.text == "run_dir") {
       SIPD_ASSIGN_OR_RETURN(std::string v, TextValue(key));
+      if (v.find("${") != std::string::npos) {
+        return Error(key.line, "run_dir: placeholders are not allowed here");
+      }
       config_.run_dir = std::move(v);
+      config_.run_dir_line = key.line;
     } else if (key.text == "shm_size") {
       SIPD_ASSIGN_OR_RETURN(int64_t v, IntegerValue(key, 1, 65536));
       config_.shm_size_mb = v;
@@ -353,10 +402,18 @@ class Parser {
   size_t pos_ = 0;
   std::string_view file_;
   const ModuleFactory& factory_;
+  const ParseOptions& options_;
   Config config_;
+  std::vector<PendingParam> pending_params_;
 };
 
 }  // namespace
+
+std::string DefaultRunDir() {
+  const char* xdg = std::getenv("XDG_RUNTIME_DIR");
+  if (xdg != nullptr && xdg[0] == '/') return absl::StrCat(xdg, "/sipd");
+  return absl::StrCat("/tmp/sipd-", geteuid());
+}
 
 std::string ListenAddress::ToString() const {
   return ipv6 ? absl::StrCat("udp:[", ip, "]:", port) : absl::StrCat("udp:", ip, ":", port);
@@ -410,13 +467,14 @@ absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view text) {
 }
 
 absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file_name,
-                                   const ModuleFactory& factory) {
+                                   const ModuleFactory& factory, const ParseOptions& options) {
   absl::StatusOr<std::vector<Token>> tokens = Lexer(text, file_name).Run();
   if (!tokens.ok()) return tokens.status();
-  return Parser(*std::move(tokens), file_name, factory).Run();
+  return Parser(*std::move(tokens), file_name, factory, options).Run();
 }
 
-absl::StatusOr<Config> LoadConfigFile(const std::string& path, const ModuleFactory& factory) {
+absl::StatusOr<Config> LoadConfigFile(const std::string& path, const ModuleFactory& factory,
+                                      const ParseOptions& options) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::NotFoundError(
@@ -424,7 +482,7 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, const ModuleFacto
   }
   std::ostringstream text;
   text << in.rdbuf();
-  return ParseConfig(text.str(), path, factory);
+  return ParseConfig(text.str(), path, factory, options);
 }
 
 }  // namespace sipd

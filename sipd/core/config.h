@@ -4,7 +4,7 @@
 //   listen = udp:127.0.0.1:5060        (repeatable; `udp:` may be omitted; IPv6 as [::1])
 //   children = 2                       (SIP workers per listen socket)
 //   log_level = 3                      (alias: debug; OpenSIPS levels -3 .. 4, 5+ = trace)
-//   run_dir = "/tmp/sipd-run"          (pid file directory, created 0750 if missing)
+//   run_dir = "/tmp/sipd-run"          (sipd's own directory; see "run_dir" below)
 //   shm_size = 64                      (shared memory, MB)
 //   mi_nice = 0                        (nice value 0..19 of module (MI transport) processes)
 //   mi_async_slots = 4096              (MI calls that may wait for an async reply at once)
@@ -16,6 +16,21 @@
 // Values are quoted strings (escapes \" \\ \n \t) or bare integers (decimal, negative,
 // octal with a leading 0 such as 0600, hex with 0x). A statement may end with `;`.
 // Every error is reported as `FILE:LINE: what is wrong`.
+//
+// run_dir: where sipd keeps its run files: the pid file (sipd.pid), the list of what it
+// listens on (listeners, see sipd/core/daemon.h) and, in etc/sipd.cfg, the MI FIFO, the
+// MI datagram socket and the usrloc database. Default: $XDG_RUNTIME_DIR/sipd when
+// XDG_RUNTIME_DIR is set (an absolute path), else /tmp/sipd-<euid>, so two users on one
+// machine do not collide. sipd creates the directory itself (mode 0700), never its
+// parent: a missing parent is a start-up error that names it. An existing run_dir must
+// belong to sipd's user and be writable by nobody else.
+//
+// ${run_dir} in a modparam string value stands for the final run_dir (wherever the
+// run_dir line is, or the default), e.g.
+//   modparam("mi_fifo", "fifo_name", "${run_dir}/opensips_fifo")
+// It is the only substitution: any other `${` in a modparam string is an error, so a
+// typo does not silently become a file name. (The parser applies modparams after the
+// whole file is read, in file order.)
 //
 // Thread-safety: plain value types; no shared state.
 #pragma once
@@ -38,23 +53,36 @@ struct ListenAddress {
   std::string ip;  // without brackets
   uint16_t port = 0;
   bool ipv6 = false;
+  int line = 0;  // of its listen line (0: not from a file)
 
   // "udp:IP:PORT" (IPv6 in brackets): the socket name used by ps, stats and SipRequest.
   std::string ToString() const;
+};
+
+// One modparam line, as written (for error messages that point at the config).
+struct ParamLine {
+  std::string param;
+  std::string value;  // as written: "quoted" or the integer's text
+  int line = 0;
 };
 
 struct LoadedModule {
   std::string name;
   int line = 0;  // of its loadmodule line
   std::unique_ptr<Module> module;
+  std::vector<ParamLine> params;  // in file order
 };
+
+// $XDG_RUNTIME_DIR/sipd, else /tmp/sipd-<euid> (see "run_dir" above).
+std::string DefaultRunDir();
 
 struct Config {
   std::string file;
   std::vector<ListenAddress> listen;
   int children = 8;
   int log_level = 2;
-  std::string run_dir = "/run/sipd";
+  std::string run_dir = DefaultRunDir();
+  int run_dir_line = 0;  // 0: the default
   int64_t shm_size_mb = 64;
   // Module processes (the MI transports) run at this nice value, so that under an MI
   // flood the SIP workers win the CPU (bench/RESULTS.md, usrloc section). 0 = same
@@ -71,13 +99,19 @@ struct Config {
 // Creates a module by name; nullptr for an unknown name.
 using ModuleFactory = std::function<std::unique_ptr<Module>(std::string_view name)>;
 
+struct ParseOptions {
+  // Listed in the "unknown module" error, so the reader sees what exists.
+  std::vector<std::string> known_modules;
+};
+
 // Parses a whole configuration. `file_name` only labels errors. On error returns
 // InvalidArgument "FILE:LINE: what is wrong" (or "FILE: what" for whole-file problems).
 absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file_name,
-                                   const ModuleFactory& factory);
+                                   const ModuleFactory& factory, const ParseOptions& options = {});
 
 // Reads `path` and parses it (NotFound/PermissionDenied style errors name the file).
-absl::StatusOr<Config> LoadConfigFile(const std::string& path, const ModuleFactory& factory);
+absl::StatusOr<Config> LoadConfigFile(const std::string& path, const ModuleFactory& factory,
+                                      const ParseOptions& options = {});
 
 // Parses "udp:IP:PORT", "IP:PORT", "udp:[v6]:PORT". Port 0 = any free port.
 absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view text);

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -18,8 +19,11 @@
 #include <new>
 #include <random>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "generated/sipd_version.h"
 #include "registry/status_macros.h"
 #include "sipd/core/logging.h"
@@ -61,21 +65,90 @@ sigset_t AttendantSignals() {
   return set;
 }
 
-absl::Status MakeDirectories(const std::string& path, mode_t mode) {
-  if (path.empty()) return absl::InvalidArgumentError("empty run_dir");
-  for (size_t pos = 1; pos <= path.size(); ++pos) {
-    if (pos != path.size() && path[pos] != '/') continue;
-    const std::string prefix = path.substr(0, pos);
-    if (mkdir(prefix.c_str(), mode) != 0 && errno != EEXIST) {
-      return absl::PermissionDeniedError(
-          absl::StrCat("cannot create directory ", prefix, ": ", std::strerror(errno)));
+// `text` on one line (the start-up pipe is line-based).
+std::string OneLine(absl::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  return out;
+}
+
+// One word: spaces too become '_'.
+std::string OneWord(absl::string_view text) {
+  std::string out = OneLine(text);
+  for (char& c : out) {
+    if (c == ' ' || c == '\t') c = '_';
+  }
+  return out.empty() ? "-" : out;
+}
+
+bool WriteAll(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+// Whether a modparam value as written ("127.0.0.1:8090", 8095) asks for `port`.
+bool ValueNamesPort(const std::string& value, int port) {
+  const std::string digits = std::to_string(port);
+  if (value == digits) return true;
+  const std::string needle = ":" + digits;
+  for (size_t at = value.find(needle); at != std::string::npos; at = value.find(needle, at + 1)) {
+    const size_t end = at + needle.size();
+    if (end == value.size() || !absl::ascii_isdigit(static_cast<unsigned char>(value[end]))) {
+      return true;
     }
   }
-  struct stat st {};
-  if (stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    return absl::FailedPreconditionError(absl::StrCat(path, " is not a directory"));
+  return false;
+}
+
+// Who holds `port` (TCP or UDP), as `ss` sees it: "tcp 127.0.0.1:8090 by python3 (pid 12)";
+// empty when ss is missing or sees nothing (other users' sockets need root).
+std::string PortHolders(int port) {
+  const std::string command =
+      absl::StrCat("ss -H -l -n -p -t -u 'sport = :", port, "' 2>/dev/null");
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return "";
+  std::string output;
+  char buffer[4096];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, n);
+  pclose(pipe);
+  std::vector<std::string> holders;
+  for (absl::string_view line : absl::StrSplit(output, '\n', absl::SkipWhitespace())) {
+    std::vector<absl::string_view> fields = absl::StrSplit(line, ' ', absl::SkipWhitespace());
+    if (fields.size() < 5) continue;
+    std::string who;
+    const size_t users = line.find("users:((");
+    if (users != absl::string_view::npos) {
+      // users:(("name",pid=12,fd=3),("name",pid=13,fd=3))
+      absl::string_view rest = line.substr(users + 7);
+      std::vector<std::pair<long, std::string>> processes;  // by pid
+      for (size_t q = rest.find("(\""); q != absl::string_view::npos; q = rest.find("(\"", q + 1)) {
+        const size_t name_end = rest.find('"', q + 2);
+        const size_t pid_at = rest.find("pid=", q);
+        if (name_end == absl::string_view::npos || pid_at == absl::string_view::npos) break;
+        const size_t pid_end = rest.find_first_not_of("0123456789", pid_at + 4);
+        const std::string pid(rest.substr(pid_at + 4, pid_end - pid_at - 4));
+        processes.emplace_back(
+            std::atol(pid.c_str()),
+            absl::StrCat(rest.substr(q + 2, name_end - q - 2), " (pid ", pid, ")"));
+      }
+      // Forked servers share the socket: the parent (lowest pid) and two more suffice.
+      std::sort(processes.begin(), processes.end());
+      std::vector<std::string> names;
+      for (size_t i = 0; i < processes.size() && i < 3; ++i) names.push_back(processes[i].second);
+      who = absl::StrCat(" by ", absl::StrJoin(names, ", "));
+      if (processes.size() > 3) absl::StrAppend(&who, " and ", processes.size() - 3, " more");
+    }
+    holders.push_back(absl::StrCat(fields[0], " ", fields[4], who));
   }
-  return absl::OkStatus();
+  return absl::StrJoin(holders, "; ");
 }
 
 }  // namespace
@@ -168,9 +241,96 @@ void Daemon::RequestShutdown() {
   if (attendant > 0 && attendant != getpid()) kill(attendant, SIGTERM);
 }
 
-absl::Status Daemon::CreateRunDir() { return MakeDirectories(config_.run_dir, 0750); }
+absl::Status Daemon::CreateRunDir() {
+  std::string dir = config_.run_dir;
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  const std::string origin =
+      config_.run_dir_line > 0
+          ? absl::StrCat("run_dir is set at ", config_.file, ":", config_.run_dir_line)
+          : "run_dir is the default: $XDG_RUNTIME_DIR/sipd, else /tmp/sipd-<uid>; set run_dir "
+            "in the config to choose another";
+  if (dir.empty()) return absl::InvalidArgumentError("empty run_dir");
+  if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    const int error = errno;
+    const size_t slash = dir.rfind('/');
+    const std::string parent =
+        slash == std::string::npos ? "." : (slash == 0 ? "/" : dir.substr(0, slash));
+    if (error == ENOENT) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("run_dir ", dir, " cannot be created: its parent directory ", parent,
+                       " does not exist. Create it (mkdir -p ", parent,
+                       ") or choose another run_dir (", origin, ")"));
+    }
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create run_dir ", dir, ": ", std::strerror(error), " (", origin, ")"));
+  }
+  struct stat st {};
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("run_dir ", dir, " is not a directory (", origin, ")"));
+  }
+  if (st.st_uid != geteuid()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("run_dir ", dir, " belongs to uid ", st.st_uid, ", not to sipd's user (uid ",
+                     geteuid(), "): remove it or choose another run_dir (", origin, ")"));
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return absl::FailedPreconditionError(
+        absl::StrCat("run_dir ", dir, " is writable by other users (mode ", mode, "): chmod 700 ",
+                     dir, " or choose another run_dir (", origin, ")"));
+  }
+  return absl::OkStatus();
+}
 
-absl::Status Daemon::Initialize() {
+absl::Status Daemon::Explain(absl::Status status) const {
+  if (status.ok()) return status;
+  const std::string message(status.message());
+  const size_t at = message.find(absl::StrCat(": ", std::strerror(EADDRINUSE)));
+  if (at == std::string::npos) return status;
+  // The port: the digits right before ": Address already in use" ("HOST:PORT: ...").
+  size_t begin = at;
+  while (begin > 0 && absl::ascii_isdigit(static_cast<unsigned char>(message[begin - 1]))) --begin;
+  if (begin == at || begin == 0 || message[begin - 1] != ':') return status;
+  const int port = std::atoi(message.substr(begin, at - begin).c_str());
+
+  std::vector<std::string> lines;
+  for (const ListenAddress& l : config_.listen) {
+    if (l.port == port) {
+      lines.push_back(absl::StrCat(config_.file, ":", l.line, ": listen = ", l.ToString()));
+    }
+  }
+  for (const LoadedModule& m : config_.modules) {
+    for (const ParamLine& p : m.params) {
+      if (ValueNamesPort(p.value, port)) {
+        lines.push_back(absl::StrCat(config_.file, ":", p.line, ": modparam(\"", m.name, "\", \"",
+                                     p.param, "\", ", p.value, ")"));
+      }
+    }
+  }
+  std::string extra = absl::StrCat("\n  port ", port, " is already in use");
+  if (lines.empty()) {
+    absl::StrAppend(&extra, "; no line of ", config_.file,
+                    " names it (a module's default: set the port with its modparam)");
+  } else {
+    absl::StrAppend(&extra, "; the config asks for it at ", absl::StrJoin(lines, " and at "));
+  }
+  const std::string holders = PortHolders(port);
+  if (holders.empty()) {
+    absl::StrAppend(&extra, "\n  `ss -lnptu 'sport = :", port,
+                    "'` shows no holder it may see (run it as root)");
+  } else {
+    absl::StrAppend(&extra, "\n  held by: ", holders);
+  }
+  absl::StrAppend(&extra, "\n  stop that process, or change the port in the config (port 0 picks ",
+                  "any free port)");
+  return absl::Status(status.code(), message + extra);
+}
+
+absl::Status Daemon::Initialize() { return Explain(InitializeSteps()); }
+
+absl::Status Daemon::InitializeSteps() {
   start_time_ = std::time(nullptr);
   start_steady_ = Clock::now();
   SIPD_RETURN_IF_ERROR(CreateRunDir());
@@ -199,6 +359,9 @@ absl::Status Daemon::Initialize() {
   for (const auto& address : config_.listen) {
     SIPD_ASSIGN_OR_RETURN(std::unique_ptr<UdpListener> listener, UdpListener::Open(address));
     listen_names_.push_back(listener->name());
+    std::string bound = listener->name();
+    if (absl::StartsWith(bound, "udp:")) bound.erase(0, 4);
+    attendant_listeners_.push_back(Listener{"sip", "udp", bound});
     listeners_.push_back(std::move(listener));
   }
 
@@ -407,22 +570,132 @@ absl::StatusOr<pid_t> Daemon::ForkSlot(int slot) {
   table_->SetPid(slot, pid);
   p.started = Clock::now();
 
-  // Wait for the child's "ChildInit done" byte (or EOF if it failed or died).
-  char answer = 0;
-  pollfd pfd{report[0], POLLIN, 0};
-  const int ready =
-      poll(&pfd, 1, static_cast<int>(std::chrono::milliseconds(kChildInitTimeout).count()));
-  const bool ok = ready == 1 && read(report[0], &answer, 1) == 1 && answer == 'O';
+  // The child's start-up report, one line each: "O" when its ChildInit calls are done;
+  // then, from a process that reports_listeners, "L MODULE PROTOCOL ADDRESS" lines and
+  // "R" once it listens; "E TEXT" says why it failed. EOF before the end = it died.
+  const bool wants_listeners = ReportsListeners(p);
+  bool init_done = false;
+  bool ready = false;
+  bool timed_out = false;
+  std::string error_text;
+  std::vector<Listener> reported;
+  std::string buffer;
+  Clock::time_point deadline = Clock::now() + kChildInitTimeout;
+  while (!ready) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    pollfd pfd{report[0], POLLIN, 0};
+    if (left <= 0 || poll(&pfd, 1, static_cast<int>(left)) == 0) {
+      timed_out = true;
+      break;
+    }
+    char chunk[4096];
+    const ssize_t n = read(report[0], chunk, sizeof(chunk));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    buffer.append(chunk, static_cast<size_t>(n));
+    for (size_t end = buffer.find('\n'); end != std::string::npos && !ready;
+         end = buffer.find('\n')) {
+      const std::string line = buffer.substr(0, end);
+      buffer.erase(0, end + 1);
+      if (line == "O") {
+        init_done = true;
+        ready = !wants_listeners;
+        deadline = Clock::now() + kChildInitTimeout;  // binding gets its own allowance
+      } else if (line == "R") {
+        ready = init_done;
+      } else if (absl::StartsWith(line, "E ")) {
+        error_text = line.substr(2);
+      } else if (absl::StartsWith(line, "L ")) {
+        std::vector<std::string> f = absl::StrSplit(line.substr(2), absl::MaxSplits(' ', 2));
+        if (f.size() == 3) reported.push_back(Listener{f[0], f[1], f[2]});
+      }
+    }
+  }
   close(report[0]);
-  if (ok) return pid;
+  if (ready) {
+    if (wants_listeners) p.listeners = std::move(reported);
+    return pid;
+  }
 
   kill(pid, SIGKILL);
   int status = 0;
   waitpid(pid, &status, 0);
   table_->SetPid(slot, 0);
-  return absl::InternalError(absl::StrCat("process ", slot, " (", p.type, ") failed to initialise",
-                                          ready == 0 ? " in time" : "", ", it ",
+  if (!error_text.empty()) {
+    return absl::UnavailableError(
+        absl::StrCat("process ", slot, " (", p.type, ") failed to start: ", error_text));
+  }
+  const char* what = !init_done ? "failed to initialise" : "failed before it listened";
+  return absl::InternalError(absl::StrCat("process ", slot, " (", p.type, ") ", what,
+                                          timed_out ? " in time" : "", ", it ",
                                           DescribeExit(status), "; see its log above"));
+}
+
+bool Daemon::ReportsListeners(const PlannedProcess& p) const {
+  return p.kind == PlannedProcess::Kind::kModule &&
+         module_specs_[p.module][p.spec].reports_listeners;
+}
+
+void Daemon::ReportListeners(std::vector<Listener> listeners) {
+  if (current_slot_ == 0) {  // the attendant: Init, pre_fork, post_fork
+    for (Listener& l : listeners) attendant_listeners_.push_back(std::move(l));
+    return;
+  }
+  if (report_fd_ < 0) {
+    spdlog::debug("ReportListeners in a process that does not report listeners: ignored");
+    return;
+  }
+  std::string message;
+  for (const Listener& l : listeners) {
+    absl::StrAppend(&message, "L ", OneWord(l.module), " ", OneWord(l.protocol), " ",
+                    OneLine(l.address), "\n");
+  }
+  message += "R\n";
+  if (!WriteAll(report_fd_, message)) {
+    spdlog::warn("cannot report listeners to the attendant: {}", std::strerror(errno));
+  }
+  close(report_fd_);
+  report_fd_ = -1;
+}
+
+std::vector<Listener> Daemon::listeners() const {
+  std::vector<Listener> all = attendant_listeners_;
+  for (const PlannedProcess& p : plan_) {
+    all.insert(all.end(), p.listeners.begin(), p.listeners.end());
+  }
+  // SIP first, then modules in loadmodule order (however their processes reported).
+  auto rank = [this](const Listener& l) {
+    if (l.module == "sip") return -1;
+    for (size_t m = 0; m < config_.modules.size(); ++m) {
+      if (config_.modules[m].name == l.module) return static_cast<int>(m);
+    }
+    return static_cast<int>(config_.modules.size());
+  };
+  std::stable_sort(all.begin(), all.end(),
+                   [&rank](const Listener& a, const Listener& b) { return rank(a) < rank(b); });
+  return all;
+}
+
+std::string Daemon::Banner() const {
+  const std::vector<Listener> all = listeners();
+  size_t width = std::string("run_dir").size();
+  for (const Listener& l : all) width = std::max(width, l.module.size());
+  auto row = [width](const std::string& name, const std::string& protocol,
+                     const std::string& where) {
+    return absl::StrCat("\n  ", name, std::string(width - name.size() + 2, ' '), protocol,
+                        std::string(protocol.size() < 8 ? 8 - protocol.size() : 1, ' '), where);
+  };
+  std::string out = absl::StrCat("sipd ", SIPD_VERSION, " started: pid ", getpid(), ", ",
+                                 plan_.size(), " processes. Listening:");
+  std::string files;
+  for (const Listener& l : all) {
+    const bool is_file = l.protocol == "sqlite";
+    absl::StrAppend(is_file ? &files : &out, row(l.module, l.protocol, l.address));
+  }
+  absl::StrAppend(&out, "\nFiles:", files,
+                  row("run_dir", "", absl::StrCat(config_.run_dir, " (sipd.pid, listeners)")));
+  return out;
 }
 
 void Daemon::ChildMain(int slot, int report_fd) {
@@ -475,16 +748,21 @@ void Daemon::ChildMain(int slot, int report_fd) {
       for (auto& m : config_.modules) {
         absl::Status s = m.module->ChildInit(rank);
         if (!s.ok()) {
-          spdlog::critical("module {}: child init (rank {}) failed: {}", m.name, rank,
-                           std::string(s.message()));
+          const std::string why = absl::StrCat("module ", m.name, ": child init (rank ", rank,
+                                               ") failed: ", s.message());
+          spdlog::critical("{}", why);
+          WriteAll(report_fd, absl::StrCat("E ", OneLine(why), "\n"));
           std::fflush(nullptr);
           _exit(1);
         }
       }
     }
-    const char ok = 'O';
-    if (write(report_fd, &ok, 1) != 1) _exit(1);
-    close(report_fd);
+    if (!WriteAll(report_fd, "O\n")) _exit(1);
+    if (ReportsListeners(p)) {
+      report_fd_ = report_fd;  // ReportListeners() sends the rest and closes it
+    } else {
+      close(report_fd);
+    }
 
     switch (p.kind) {
       case PlannedProcess::Kind::kModule: {
@@ -493,6 +771,15 @@ void Daemon::ChildMain(int slot, int report_fd) {
           spdlog::critical("process {} ({}) failed: {}", slot, p.type,
                            std::string(status.message()));
           exit_code = 1;
+        }
+        if (report_fd_ >= 0) {  // ended before it reported: tell the attendant why
+          WriteAll(report_fd_,
+                   absl::StrCat("E ",
+                                status.ok() ? "it ended before it reported its listeners"
+                                            : OneLine(status.message()),
+                                "\n"));
+          close(report_fd_);
+          report_fd_ = -1;
         }
         break;
       }
@@ -510,6 +797,7 @@ void Daemon::ChildMain(int slot, int report_fd) {
     }
   } catch (const std::exception& e) {
     spdlog::critical("process {} ({}) failed: {}", slot, p.type, e.what());
+    if (report_fd_ >= 0) WriteAll(report_fd_, absl::StrCat("E ", OneLine(e.what()), "\n"));
     exit_code = 1;
   } catch (...) {
     spdlog::critical("process {} ({}) failed with an unknown exception", slot, p.type);
@@ -567,12 +855,38 @@ absl::Status Daemon::WritePidFile() {
   return absl::OkStatus();
 }
 
+absl::Status Daemon::WriteListenersFile() {
+  std::string text =
+      absl::StrCat("# sipd pid ", getpid(), ": MODULE PROTOCOL ADDRESS, one per line\n");
+  for (const Listener& l : listeners()) {
+    absl::StrAppend(&text, OneWord(l.module), " ", OneWord(l.protocol), " ", OneLine(l.address),
+                    "\n");
+  }
+  const std::string path = listeners_file();
+  const std::string temp = path + ".tmp";
+  {
+    std::ofstream out(temp, std::ios::trunc);
+    out << text;
+    out.close();
+    if (!out) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("cannot write ", temp, ": ", std::strerror(errno)));
+    }
+  }
+  if (rename(temp.c_str(), path.c_str()) != 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot rename ", temp, " to ", path, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
 int Daemon::Run() {
   const sigset_t signals = AttendantSignals();
   sigprocmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  absl::Status started = StartAll();
+  absl::Status started = Explain(StartAll());
+  if (started.ok()) started = WriteListenersFile();
   if (started.ok()) started = WritePidFile();
   if (!started.ok()) {
     if (started.code() == absl::StatusCode::kCancelled) {
@@ -584,8 +898,8 @@ int Daemon::Run() {
     return started.code() == absl::StatusCode::kCancelled ? 0 : 1;
   }
   table_->SetType(0, "attendant");
-  spdlog::info("sipd {} started: {} processes, SIP on {}", SIPD_VERSION, plan_.size(),
-               absl::StrJoin(listen_names_, ", "));
+  started_ = true;
+  spdlog::info("{}", Banner());
 
   Supervise();
   StopAll();
@@ -652,6 +966,10 @@ void Daemon::RestartDue() {
     absl::StatusOr<pid_t> pid = ForkSlot(static_cast<int>(slot));
     if (pid.ok()) {
       spdlog::info("process {} ({}) restarted as pid {}", slot, p.type, *pid);
+      if (started_ && ReportsListeners(p)) {
+        absl::Status written = WriteListenersFile();
+        if (!written.ok()) spdlog::error("{}", std::string(written.message()));
+      }
     } else {
       spdlog::error("restart failed: {}", std::string(pid.status().message()));
       ScheduleRestart(p);
@@ -699,6 +1017,7 @@ void Daemon::StopAll() {
     }
   }
   unlink(pid_file().c_str());
+  if (started_) unlink(listeners_file().c_str());
 }
 
 }  // namespace sipd

@@ -1,7 +1,8 @@
 // The attendant: the sipd main process and its implementation of sipd::Core.
 //
 // Start-up (Initialize, all before the first fork):
-//   run_dir, shared memory, shared state (log level, stopping flag, statistics cells,
+//   run_dir (created 0700 if missing, its parent never; see sipd/core/config.h), shared
+//   memory, shared state (log level, stopping flag, statistics cells,
 //   process table, worker busy flags), libosip2, UDP listen sockets, statistics groups
 //   shmem/core/net/sl, MI commands (get_statistics, reset_statistics, the core list),
 //   modules' Init in loadmodule order, module process specs, the process table plan,
@@ -10,7 +11,10 @@
 //   forks module processes (modules in loadmodule order, each spec x count; pre_fork /
 //   post_fork around each group), SIP receivers (children per listen socket), the timer
 //   process; every child runs the modules' ChildInit for its rank and reports success
-//   over a pipe before its main loop. Then writes <run_dir>/sipd.pid and supervises:
+//   over a pipe before its main loop (a process whose ProcessSpec sets
+//   reports_listeners also reports, over the same pipe, what it listens on once it does).
+//   Then writes <run_dir>/listeners and <run_dir>/sipd.pid, logs the start-up banner
+//   (what listens where, where the files are) and supervises:
 //   a child that dies is logged and forked again into the same slot (at most once per
 //   second per slot; the delay doubles up to 16 s while it keeps dying within 10 s).
 //   A module process whose main() returns (exit status 0) is not restarted.
@@ -19,6 +23,20 @@
 //   order), pid file removed.
 // Children set PR_SET_PDEATHSIG(SIGTERM), so an attendant killed with SIGKILL leaves
 // no orphans.
+//
+// <run_dir>/listeners (written atomically, before the pid file; rewritten when a
+// restarted process reports a new address; removed at shutdown):
+//   # sipd pid 1234: MODULE PROTOCOL ADDRESS, one per line
+//   sip udp 127.0.0.1:5060
+//   mi_grpc grpc 127.0.0.1:8090
+//   mi_fifo fifo /run/user/1000/sipd/opensips_fifo
+//   mi_xmlrpc http http://127.0.0.1:8095/RPC2
+// MODULE and PROTOCOL are single words; ADDRESS is the rest of the line (a path may
+// hold spaces). Lines starting with '#' are comments. Tests start sipd with port 0
+// everywhere and read their ports here (tests/support/sipd_harness.h).
+//
+// Start-up errors are made actionable: a port already in use names the port, the
+// config line that asks for it and, when `ss` can see it, the process holding it.
 //
 // Thread/process-safety: the Daemon object is built in the attendant and inherited by
 // every child through fork(). Registration calls (Add*) are only valid during modules'
@@ -105,6 +123,16 @@ class Daemon final : public Core {
 
   // Where the pid file goes.
   std::string pid_file() const { return config_.run_dir + "/sipd.pid"; }
+  // Where the listeners file goes (format above).
+  std::string listeners_file() const { return config_.run_dir + "/listeners"; }
+
+  // Every reported listener: SIP first, then what modules reported in the attendant,
+  // then module processes in slot order.
+  std::vector<Listener> listeners() const;
+  // The start-up banner: one block, what listens where and where the files are.
+  std::string Banner() const;
+
+  void ReportListeners(std::vector<Listener> listeners) override;
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -130,9 +158,14 @@ class Daemon final : public Core {
     Clock::time_point next_start{};
     int quick_deaths = 0;
     bool restart_pending = false;
+    // What this process reported (reports_listeners), from its latest start.
+    std::vector<Listener> listeners;
   };
 
+  absl::Status InitializeSteps();
   absl::Status CreateRunDir();
+  // Adds what an operator needs to act on a start-up error (see file comment).
+  absl::Status Explain(absl::Status status) const;
   absl::Status RegisterBuiltinStatistics();
   absl::Status RegisterProcessStatistics();
   void PlanProcesses();
@@ -150,6 +183,8 @@ class Daemon final : public Core {
   void RestartDue();
   void StopAll();
   absl::Status WritePidFile();
+  absl::Status WriteListenersFile();
+  bool ReportsListeners(const PlannedProcess& p) const;
 
   Config config_;
   Options options_;
@@ -162,6 +197,11 @@ class Daemon final : public Core {
   std::unique_ptr<MiSecurity> mi_security_;
   // This process's slot in the process table (0 in the attendant).
   int current_slot_ = 0;
+  // In a module process that has yet to report its listeners: the start-up pipe.
+  int report_fd_ = -1;
+  // SIP sockets and what modules reported in the attendant.
+  std::vector<Listener> attendant_listeners_;
+  bool started_ = false;
   SharedState* shared_ = nullptr;
   std::atomic<uint64_t>* stat_cells_ = nullptr;
   std::unique_ptr<mi::StatsRegistry> stats_;

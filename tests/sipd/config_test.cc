@@ -1,5 +1,8 @@
 #include "sipd/core/config.h"
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
@@ -212,6 +215,65 @@ INSTANTIATE_TEST_SUITE_P(
       }
       return name;
     });
+
+TEST(ConfigTest, RunDirPlaceholderIsExpandedWhereverRunDirIsSet) {
+  auto config = ParseConfig(R"(listen = udp:127.0.0.1:5060
+loadmodule "alpha"
+modparam("alpha", "str", "${run_dir}/opensips_fifo")
+modparam("alpha", "num", 8095)
+run_dir = "/srv/sipd"
+)",
+                            "p.cfg", Factory);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(std::get<std::string>(ModuleAt(*config, 0).params.at("str")),
+            "/srv/sipd/opensips_fifo");
+  EXPECT_EQ(config->run_dir_line, 5);
+  EXPECT_EQ(config->listen.at(0).line, 1);
+  // The lines as written, for start-up errors that point at them.
+  const auto& params = config->modules.at(0).params;
+  ASSERT_EQ(params.size(), 2u);
+  EXPECT_EQ(params[0].param, "str");
+  EXPECT_EQ(params[0].value, "\"${run_dir}/opensips_fifo\"");
+  EXPECT_EQ(params[0].line, 3);
+  EXPECT_EQ(params[1].value, "8095");
+}
+
+TEST(ConfigTest, UnknownPlaceholderIsAnError) {
+  auto config = ParseConfig(
+      "listen = udp:127.0.0.1:5060\nloadmodule \"alpha\"\nmodparam(\"alpha\", \"str\", "
+      "\"${rundir}/x\")\n",
+      "p.cfg", Factory);
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(std::string(config.status().message()),
+              HasSubstr("p.cfg:3: modparam(\"alpha\", \"str\"): unknown placeholder in "
+                        "\"${rundir}/x\" (the only one is ${run_dir})"));
+}
+
+TEST(ConfigTest, DefaultRunDirIsPerUser) {
+  const char* saved = std::getenv("XDG_RUNTIME_DIR");
+  const std::string saved_value = saved != nullptr ? saved : "";
+  setenv("XDG_RUNTIME_DIR", "/run/user/4242", 1);
+  EXPECT_EQ(DefaultRunDir(), "/run/user/4242/sipd");
+  auto config = ParseConfig("listen = udp:127.0.0.1:5060\n", "d.cfg", Factory);
+  ASSERT_TRUE(config.ok());
+  EXPECT_EQ(config->run_dir, "/run/user/4242/sipd");
+  EXPECT_EQ(config->run_dir_line, 0);
+  setenv("XDG_RUNTIME_DIR", "relative/dir", 1);  // not absolute: ignored
+  EXPECT_EQ(DefaultRunDir(), absl::StrCat("/tmp/sipd-", geteuid()));
+  unsetenv("XDG_RUNTIME_DIR");
+  EXPECT_EQ(DefaultRunDir(), absl::StrCat("/tmp/sipd-", geteuid()));
+  if (saved != nullptr) setenv("XDG_RUNTIME_DIR", saved_value.c_str(), 1);
+}
+
+TEST(ConfigTest, UnknownModuleListsKnownModules) {
+  ParseOptions options;
+  options.known_modules = {"alpha", "beta"};
+  auto config =
+      ParseConfig("listen = udp:127.0.0.1:5060\nloadmodule \"gamma\"\n", "m.cfg", Factory, options);
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(std::string(config.status().message()),
+              HasSubstr("m.cfg:2: unknown module \"gamma\"; sipd has: alpha, beta"));
+}
 
 TEST(ConfigTest, ListenAddressParsing) {
   auto a = ParseListenAddress("udp:10.1.2.3:0");

@@ -71,7 +71,7 @@ class DaemonTest : public ::testing::Test {
   absl::Status Build() {
     const std::string text = absl::StrCat(
         "listen = udp:127.0.0.1:0\nlisten = udp:127.0.0.1:0\nchildren = 2\nlog_level = 1\n",
-        "shm_size = 8\nrun_dir = \"", tmp_dir_, "/run/sub\"\n",
+        "shm_size = 8\nrun_dir = \"", tmp_dir_, "/run\"\n",
         "loadmodule \"alpha\"\nloadmodule \"beta\"\n");
     ModuleFactory factory = [](std::string_view name) -> std::unique_ptr<Module> {
       if (name == "alpha") {
@@ -219,12 +219,10 @@ TEST_F(DaemonTest, MiRegistrationOrder) {
 
 TEST_F(DaemonTest, CoreAccessors) {
   ASSERT_TRUE(Build().ok());
-  EXPECT_TRUE(std::filesystem::is_directory(tmp_dir_ + "/run/sub"));
-  EXPECT_EQ(
-      std::filesystem::status(tmp_dir_ + "/run/sub").permissions() & std::filesystem::perms::all,
-      std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
-          std::filesystem::perms::group_exec);
-  EXPECT_EQ(daemon_->run_dir(), tmp_dir_ + "/run/sub");
+  EXPECT_TRUE(std::filesystem::is_directory(tmp_dir_ + "/run"));
+  EXPECT_EQ(std::filesystem::status(tmp_dir_ + "/run").permissions() & std::filesystem::perms::all,
+            std::filesystem::perms::owner_all);  // 0700: run_dir is private to sipd's user
+  EXPECT_EQ(daemon_->run_dir(), tmp_dir_ + "/run");
   EXPECT_EQ(daemon_->children(), 2);
   EXPECT_THAT(daemon_->argv(), ElementsAre("sipd", "-f", "test.cfg"));
   EXPECT_NE(daemon_->FindModule("alpha"), nullptr);
@@ -234,7 +232,7 @@ TEST_F(DaemonTest, CoreAccessors) {
   daemon_->SetLogLevel(4);
   EXPECT_EQ(daemon_->log_level(), 4);
   EXPECT_FALSE(daemon_->stopping());
-  EXPECT_EQ(daemon_->pid_file(), tmp_dir_ + "/run/sub/sipd.pid");
+  EXPECT_EQ(daemon_->pid_file(), tmp_dir_ + "/run/sipd.pid");
 }
 
 TEST_F(DaemonTest, ModuleInitErrorNamesTheModule) {

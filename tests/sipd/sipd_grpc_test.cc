@@ -149,11 +149,11 @@ TEST_F(SipdGrpcTest, SipTrafficMovesCoreAndSlCounters) {
     const std::string group = node.name().substr(0, node.name().find(':'));
     if (groups.empty() || groups.back() != group) groups.push_back(group);
   }
-  ASSERT_GE(groups.size(), 6u);
+  ASSERT_GE(groups.size(), 7u);
   EXPECT_EQ(std::vector<std::string>(groups.begin(), groups.begin() + 4),
             (std::vector<std::string>{"shmem", "core", "net", "sl"}));
-  EXPECT_EQ(std::vector<std::string>(groups.end() - 2, groups.end()),
-            (std::vector<std::string>{"pkmem", "load"}));
+  EXPECT_EQ(std::vector<std::string>(groups.end() - 3, groups.end()),
+            (std::vector<std::string>{"pkmem", "load", "mi"}));
   auto pk = Statistics({"2-real_used_size", "2-max_used_size", "shmem:", "load:"});
   EXPECT_GT(pk["pkmem:2-real_used_size"], 0u);
   EXPECT_GE(pk["pkmem:2-max_used_size"], pk["pkmem:2-real_used_size"]);

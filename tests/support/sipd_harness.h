@@ -10,6 +10,11 @@
 // sipd runs in its own session/process group (setsid) with PR_SET_PDEATHSIG, so the
 // whole group is killed in teardown, and even a crashed test binary takes it along.
 //
+// Ports: the generated config asks for port 0 (SIP, mi_grpc) and the harness reads the
+// ports sipd got from RUN_DIR/listeners (sipd/core/daemon.h), so parallel tests never
+// race for a port. Modules in extra_config may do the same (port 0, or a path under
+// {RUN_DIR}) and be found with listener_address() / listener_port().
+//
 // Thread-safety: one SipdInstance per test; not for concurrent use.
 #pragma once
 
@@ -26,14 +31,26 @@
 
 namespace sipd::testing {
 
-// A port that was free on 127.0.0.1 a moment ago (bind to 0, read, close).
+// A port that was free on 127.0.0.1 a moment ago (bind to 0, read, close). Racy under
+// ctest -j (another process may take it before sipd binds it): prefer port 0 in the
+// config and SipdInstance::listener_port(). Kept for the tests that still use it.
 int FreeTcpPort();
 int FreeUdpPort();
+
+// One line of RUN_DIR/listeners.
+struct ListenerEntry {
+  std::string module;    // "sip", "mi_grpc", ...
+  std::string protocol;  // udp, grpc, http, fifo, unix, sqlite, ...
+  std::string address;   // HOST:PORT, http://HOST:PORT/PATH, or a path
+};
+
+// The port of "HOST:PORT", "[v6]:PORT" or "http://HOST:PORT/PATH"; 0 if none.
+int PortOf(std::string_view address);
 
 class SipdInstance {
  public:
   struct Options {
-    bool grpc = true;  // loadmodule "mi_grpc" on a free 127.0.0.1 port
+    bool grpc = true;  // loadmodule "mi_grpc" on 127.0.0.1 port 0
     int children = 2;
     int log_level = 3;
     std::string extra_config;  // appended verbatim (loadmodule/modparam lines);
@@ -49,9 +66,17 @@ class SipdInstance {
   SipdInstance& operator=(const SipdInstance&) = delete;
 
   // Writes the config in a temp dir, starts `sipd -f CFG` (cwd = the temp dir, stdout
-  // and stderr to TMP_DIR/sipd.log), waits (<= 15 s) for RUN_DIR/sipd.pid and, with
-  // grpc, for the gRPC port to accept connections. On failure the error includes the log.
+  // and stderr to TMP_DIR/sipd.log), waits (<= 15 s) for RUN_DIR/sipd.pid (sipd writes
+  // it once every process is up and listening) and reads RUN_DIR/listeners. On failure
+  // the error includes the log.
   absl::Status Start();
+  // The same with a config file of the caller's whose run_dir is `run_dir`, and extra
+  // environment variables ("NAME=value") for sipd. tmp_dir() exists before the call
+  // when the caller asked for it (it is made on first use).
+  absl::Status StartWithConfig(const std::string& config_path, const std::string& run_dir,
+                               const std::vector<std::string>& environment = {});
+  // The private temp dir (created now if needed; removed by the destructor).
+  absl::StatusOr<std::string> MakeTmpDir();
   // SIGTERM, wait <= 10 s, then SIGKILL the group. OK if sipd exited with status 0.
   // Idempotent.
   absl::Status Stop();
@@ -64,8 +89,18 @@ class SipdInstance {
   pid_t pid() const { return pid_; }  // the attendant; 0 when not running
   int sip_port() const { return sip_port_; }
   std::string sip_address() const { return "127.0.0.1"; }
-  int grpc_port() const { return grpc_port_; }
+  // Read from RUN_DIR/listeners at each call: a restarted mi_grpc on port 0 reports a
+  // new port (the last known one is kept once sipd has stopped).
+  int grpc_port() const;
   std::string grpc_target() const;  // "127.0.0.1:PORT"
+
+  // RUN_DIR/listeners as it is now (empty when sipd is not running).
+  std::vector<ListenerEntry> listeners() const;
+  // The address of the first listener of `module` (and `protocol`, if not empty); ""
+  // if there is none.
+  std::string listener_address(std::string_view module, std::string_view protocol = "") const;
+  // PortOf(listener_address(...)).
+  int listener_port(std::string_view module, std::string_view protocol = "") const;
   const std::string& run_dir() const { return run_dir_; }
   const std::string& tmp_dir() const { return tmp_dir_; }
   const std::string& config_path() const { return config_path_; }
@@ -78,7 +113,7 @@ class SipdInstance {
   std::string config_path_;
   std::string log_path_;
   int sip_port_ = 0;
-  int grpc_port_ = 0;
+  mutable int grpc_port_ = 0;
   pid_t pid_ = 0;
   pid_t group_ = 0;  // sipd's process group, until every member is gone for sure
 };

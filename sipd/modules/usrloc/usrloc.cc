@@ -311,6 +311,7 @@ absl::Status UsrlocModule::Init(Core& core) {
   SIPD_RETURN_IF_ERROR(usrloc_->Start());
   SIPD_RETURN_IF_ERROR(usrloc_->LoadFromDatabase());
   SIPD_RETURN_IF_ERROR(RegisterMiCommands(*usrloc_, core.mi()));
+  if (options_.db_mode != DbMode::kNone) core.ReportListeners({{"usrloc", "sqlite", path}});
   Usrloc* ul = usrloc_.get();
   core.AddTimer("ul-timer", std::chrono::seconds(options_.timer_interval),
                 [ul] { ul->RunTimer(); });
