@@ -1,9 +1,21 @@
-// Load driver for the MI gRPC transport: Execute(CMD) against a real sipd that the
-// bench starts itself (tests/support/sipd_harness.h), or against --target.
+// Load driver for the MI gRPC transport: Execute(CMD) or Session, against a real sipd
+// that the bench starts itself (tests/support/sipd_harness.h), or against --target.
 //
 //   grpc_bench [--clients 1,4,8] [--inflight 1[,8]] [--seconds 5] [--warmup 1] [--cpus 0]
-//              [--driver grpc|h2load [--requests N]] [--server-threads N]
-//              [--command version] [--target host:port [--server-pid PID]]
+//              [--driver grpc|h2load|session [--requests N]] [--server-threads N]
+//              [--command 'version'|'get_statistics all'] [--repeat 3]
+//              [--target host:port [--server-pid PID]]
+//
+// --command is the MI command and its arguments, separated by spaces.
+//
+// --driver session: each client is one thread with its own channel and ONE Session
+// call, keeping `--inflight` tagged requests outstanding on it (a new one is written as
+// soon as a final result comes back; ids are reused once answered). Figures are per
+// command: commands/s, p50/p99/max from write to final result, server and client CPU.
+// The C++ client's async writer writes one request per Write (gRPC allows one write in
+// flight per stream), so the client side costs about as much as the server side.
+//
+// --repeat N runs every configuration N times and prints the median run (by rate).
 //
 // Each client is one thread with its own channel (its own TCP connection) issuing
 // Execute calls back to back, `--inflight` at a time (default 1: request/response);
@@ -85,6 +97,31 @@ std::shared_ptr<grpc::Channel> NewChannel(const std::string& target, int index) 
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
 }
 
+// "get_statistics all" -> command "get_statistics", params {"all"}.
+struct CommandLine {
+  std::string command;
+  std::vector<std::string> params;
+};
+
+CommandLine SplitCommand(const std::string& text) {
+  CommandLine out;
+  for (absl::string_view word : absl::StrSplit(text, ' ', absl::SkipEmpty())) {
+    if (out.command.empty()) {
+      out.command = std::string(word);
+    } else {
+      out.params.emplace_back(word);
+    }
+  }
+  return out;
+}
+
+v1::ExecuteRequest ExecuteRequestFor(const CommandLine& line) {
+  v1::ExecuteRequest request;
+  request.set_command(line.command);
+  for (const auto& p : line.params) request.add_params(p);
+  return request;
+}
+
 RunResult Run(const std::string& target, const std::string& command, int clients, int inflight,
               double warmup_seconds, double seconds, pid_t server_pid) {
   std::vector<std::unique_ptr<v1::Management::Stub>> stubs;
@@ -97,8 +134,7 @@ RunResult Run(const std::string& target, const std::string& command, int clients
   std::vector<sipd::bench::LatencyLog> latencies(clients);
   std::vector<uint64_t> errors(clients, 0);
   std::vector<std::thread> threads;
-  v1::ExecuteRequest request;
-  request.set_command(command);
+  const v1::ExecuteRequest request = ExecuteRequestFor(SplitCommand(command));
   for (int i = 0; i < clients; ++i) {
     threads.emplace_back([&, i] {
       // Async stub, one completion queue per client, `inflight` calls outstanding on the
@@ -163,14 +199,148 @@ RunResult Run(const std::string& target, const std::string& command, int clients
   return r;
 }
 
+// --driver session (see the file comment).
+RunResult RunSession(const std::string& target, const CommandLine& line, int clients, int inflight,
+                     double warmup_seconds, double seconds, pid_t server_pid) {
+  using Stream = grpc::ClientAsyncReaderWriter<v1::SessionRequest, v1::SessionReply>;
+  std::vector<std::unique_ptr<v1::Management::Stub>> stubs;
+  for (int i = 0; i < clients; ++i) {
+    auto channel = NewChannel(target, i);
+    channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    stubs.push_back(v1::Management::NewStub(channel));
+  }
+  std::atomic<int> phase{0};  // 0 warm-up, 1 measuring, 2 stop
+  std::vector<sipd::bench::LatencyLog> latencies(clients);
+  std::vector<uint64_t> errors(clients, 0);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < clients; ++i) {
+    threads.emplace_back([&, i] {
+      enum Tag : intptr_t { kStart = 1, kRead, kWrite, kWritesDone, kFinish };
+      grpc::CompletionQueue cq;
+      grpc::ClientContext ctx;
+      std::unique_ptr<Stream> stream =
+          stubs[i]->AsyncSession(&ctx, &cq, reinterpret_cast<void*>(kStart));
+      v1::SessionRequest request;
+      request.set_command(line.command);
+      for (const auto& p : line.params) request.add_params(p);
+      v1::SessionReply reply;
+      // Slot = request id; a slot is free again once its final result came.
+      std::vector<Clock::time_point> started(static_cast<size_t>(inflight));
+      std::vector<int> started_phase(static_cast<size_t>(inflight), 0);
+      std::vector<uint32_t> to_send;
+      for (int id = inflight - 1; id >= 0; --id) to_send.push_back(static_cast<uint32_t>(id));
+      bool writing = false, started_call = false, closing = false;
+      grpc::Status finish_status;
+      // At the end: half-close once no write is in flight (WritesDone also flushes a
+      // request written with a buffer hint); the server answers what it has and ends
+      // the session.
+      auto maybe_close = [&] {
+        if (phase.load(std::memory_order_relaxed) == 2 && !writing && !closing && started_call) {
+          closing = true;
+          stream->WritesDone(reinterpret_cast<void*>(kWritesDone));
+        }
+      };
+      auto write_next = [&] {
+        if (writing || to_send.empty() || !started_call || closing ||
+            phase.load(std::memory_order_relaxed) == 2) {
+          return;
+        }
+        const uint32_t id = to_send.back();
+        to_send.pop_back();
+        request.set_id(id);
+        started[id] = Clock::now();
+        started_phase[id] = phase.load(std::memory_order_relaxed);
+        writing = true;
+        // More to write right behind this one: let gRPC buffer it (one TCP write for
+        // the burst, sent with the last request of the burst).
+        grpc::WriteOptions options;
+        if (!to_send.empty()) options.set_buffer_hint();
+        stream->Write(request, options, reinterpret_cast<void*>(kWrite));
+      };
+      void* tag = nullptr;
+      bool ok = false;
+      bool finished = false;
+      while (!finished && cq.Next(&tag, &ok)) {
+        switch (reinterpret_cast<intptr_t>(tag)) {
+          case kStart:
+            if (!ok) {
+              ++errors[i];
+              finished = true;
+              break;
+            }
+            started_call = true;
+            stream->Read(&reply, reinterpret_cast<void*>(kRead));
+            write_next();
+            break;
+          case kWrite:
+            writing = false;
+            if (!ok) ++errors[i];
+            write_next();
+            maybe_close();
+            break;
+          case kRead: {
+            if (!ok) {  // the server ended the session
+              stream->Finish(&finish_status, reinterpret_cast<void*>(kFinish));
+              break;
+            }
+            const auto now = Clock::now();
+            for (const auto& result : reply.results()) {
+              if (!result.done()) continue;
+              const uint32_t id = result.id();
+              if (started_phase[id] == 1 && phase.load(std::memory_order_relaxed) == 1) {
+                if (result.status() != v1::SessionResult::OK) ++errors[i];
+                latencies[i].Add(now - started[id]);
+              }
+              if (phase.load(std::memory_order_relaxed) != 2) to_send.push_back(id);
+            }
+            stream->Read(&reply, reinterpret_cast<void*>(kRead));
+            write_next();
+            maybe_close();
+            break;
+          }
+          case kWritesDone:
+            break;
+          case kFinish:
+            if (!finish_status.ok()) ++errors[i];
+            finished = true;
+            break;
+        }
+      }
+      cq.Shutdown();
+      while (cq.Next(&tag, &ok)) {
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double>(warmup_seconds));
+  const long long cpu_before = server_pid > 0 ? ProcessCpuTicks(server_pid) : -1;
+  const double self_before = SelfCpuMicros();
+  const auto t0 = Clock::now();
+  phase = 1;
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  phase = 2;
+  const auto t1 = Clock::now();
+  const long long cpu_after = server_pid > 0 ? ProcessCpuTicks(server_pid) : -1;
+  const double self_after = SelfCpuMicros();
+  for (auto& t : threads) t.join();
+
+  RunResult r;
+  r.clients = clients;
+  r.seconds = std::chrono::duration<double>(t1 - t0).count();
+  for (int i = 0; i < clients; ++i) r.errors += errors[i];
+  r.latency = sipd::bench::LatencyLog::Merge(latencies);
+  r.calls = r.latency.count;
+  if (r.calls > 0) r.client_cpu_us_per_call = (self_after - self_before) / r.calls;
+  r.server_cpu_us_per_call = sipd::bench::CpuMicrosPerCall(cpu_before, cpu_after, r.calls);
+  return r;
+}
+
 // One Execute(command) with the C++ client: OK and a reply, or the error.
 absl::Status CheckOneCall(const std::string& target, const std::string& command) {
   auto stub =
       v1::Management::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  v1::ExecuteRequest request;
-  request.set_command(command);
+  const v1::ExecuteRequest request = ExecuteRequestFor(SplitCommand(command));
   v1::Reply reply;
   const grpc::Status status = stub->Execute(&ctx, request, &reply);
   if (!status.ok()) {
@@ -182,8 +352,7 @@ absl::Status CheckOneCall(const std::string& target, const std::string& command)
 
 // Writes the length-prefixed gRPC message of ExecuteRequest{command} to `path`.
 absl::Status WriteGrpcFrame(const std::string& path, const std::string& command) {
-  v1::ExecuteRequest request;
-  request.set_command(command);
+  const v1::ExecuteRequest request = ExecuteRequestFor(SplitCommand(command));
   const std::string message = request.SerializeAsString();
   std::string frame(5, '\0');
   const uint32_t size = static_cast<uint32_t>(message.size());
@@ -335,14 +504,20 @@ int main(int argc, char** argv) {
   std::string driver = "grpc";
   std::string h2load = "h2load";
   uint64_t requests = 200000;
-  CLI::App app{"Execute() load driver for the sipd MI gRPC transport"};
+  int repeat = 1;
+  CLI::App app{"Execute() and Session load driver for the sipd MI gRPC transport"};
   flags.AddTo(app);
   app.add_option("--inflight", inflight_list,
                  "comma-separated calls outstanding per client (HTTP/2 multiplexed)")
       ->capture_default_str();
-  app.add_option("--driver", driver, "load generator: grpc (C++ async stub) or h2load")
+  app.add_option("--driver", driver,
+                 "load generator: grpc (C++ async stub, Execute), h2load (Execute) or session "
+                 "(C++ async stub, Session)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"grpc", "h2load"}));
+      ->check(CLI::IsMember({"grpc", "h2load", "session"}));
+  app.add_option("--repeat", repeat, "--driver grpc|session: runs per configuration (median)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 99));
   app.add_option("--h2load", h2load, "h2load binary (--driver h2load)")->capture_default_str();
   app.add_option("--requests", requests, "--driver h2load: requests per run")
       ->capture_default_str()
@@ -397,14 +572,32 @@ int main(int argc, char** argv) {
   if (driver == "h2load") {
     rc = RunH2loadDriver(h2load, target, command, counts, inflights, requests, server_pid);
   } else {
-    std::printf("target %s, command '%s', driver grpc, %g s per run (after %g s warm-up)\n",
-                target.c_str(), command.c_str(), seconds, warmup);
+    const bool session = driver == "session";
+    std::printf(
+        "target %s, command '%s', driver %s, %g s per run (after %g s warm-up), median of "
+        "%d\n",
+        target.c_str(), command.c_str(), driver.c_str(), seconds, warmup, repeat);
     std::printf("%-8s %9s %12s %10s %10s %10s %8s %18s %18s\n", "clients", "in flight",
-                "requests/s", "p50 us", "p99 us", "max us", "errors", "server CPU us/req",
-                "client CPU us/req");
+                session ? "commands/s" : "requests/s", "p50 us", "p99 us", "max us", "errors",
+                "server CPU us/cmd", "client CPU us/cmd");
+    const CommandLine line = SplitCommand(command);
     for (int n : counts) {
       for (int m : inflights) {
-        const RunResult r = Run(target, command, n, m, warmup, seconds, server_pid);
+        std::vector<RunResult> runs;
+        for (int k = 0; k < repeat; ++k) {
+          runs.push_back(session ? RunSession(target, line, n, m, warmup, seconds, server_pid)
+                                 : Run(target, command, n, m, warmup, seconds, server_pid));
+          if (repeat > 1) {
+            const RunResult& one = runs.back();
+            std::fprintf(stderr, "  run %d: %.0f/s, server %.2f us, client %.2f us\n", k + 1,
+                         one.calls / one.seconds, one.server_cpu_us_per_call,
+                         one.client_cpu_us_per_call);
+          }
+        }
+        std::sort(runs.begin(), runs.end(), [](const RunResult& a, const RunResult& b) {
+          return a.calls / a.seconds < b.calls / b.seconds;
+        });
+        const RunResult& r = runs[runs.size() / 2];
         std::printf("%-8d %9d %12.0f %10.1f %10.1f %10.1f %8llu %18.2f %18.2f\n", r.clients, m,
                     r.calls / r.seconds, r.latency.p50_us, r.latency.p99_us, r.latency.max_us,
                     static_cast<unsigned long long>(r.errors), r.server_cpu_us_per_call,

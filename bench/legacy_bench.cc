@@ -7,7 +7,7 @@
 //
 //   legacy_bench [--clients 1,4,8] [--seconds 3] [--warmup 0.5]
 //                [--transports fifo,unix,udp,fifo-echo,udp-echo,unix-echo] [--datagram-children 1]
-//                [--command version] [--cpus LIST]
+//                [--command version] [--cpus LIST] [--misbehaving 0,100,1000]
 //
 // Each client is one thread with one request in flight (FIFO: its own reply FIFO,
 // opened before the request is written; datagram: its own socket). For every transport
@@ -17,6 +17,17 @@
 //
 // Pinned figures (bench, sipd and the echo servers on CPU 0; children inherit it):
 //   legacy_bench --cpus 0 --clients 1     (or: taskset -c 0 legacy_bench --clients 1)
+//
+// --misbehaving N1,N2,...: instead of the table above, for each of fifo/unix/udp in
+// --transports and each N, N misbehaving clients (tests/legacy-transports/
+// misbehaving_clients.h: never read, read 1 KB/s, idle, half-send, FIFO also never open;
+// N spread evenly) work on the transport while ONE good client runs --command back to
+// back; after a warm-up of at least 3 s (the FIFO cuts stalled readers after its 2 s
+// reply_timeout, so the churn is established) its p50/p99/max latency and errors are
+// measured over --seconds, with the RSS of the serving processes and how much it grew
+// over the same run with N = 0. The sipd then also loads usrloc with 300 AORs: FIFO
+// misbehaving readers ask for ul_dump (about 120 KB, streamed), datagram ones for
+// `get_statistics all`.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -30,6 +41,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -38,12 +50,14 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_support.h"
 #include "legacy-transports/datagram/datagram_client.h"
 #include "legacy-transports/fifo/fifo_client.h"
+#include "tests/legacy-transports/misbehaving_clients.h"
 #include "tests/support/sipd_harness.h"
 
 namespace {
@@ -125,6 +139,29 @@ pid_t StartFifoEchoServer(const std::string& fifo, const std::string& reply_dir)
   }
 }
 
+// Resident set size of `pid` in KB (VmRSS), or -1.
+long ResidentKb(pid_t pid) {
+  FILE* f = std::fopen(absl::StrCat("/proc/", pid, "/status").c_str(), "r");
+  if (f == nullptr) return -1;
+  char line[256];
+  long kb = -1;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::sscanf(line, "VmRSS: %ld kB", &kb) == 1) break;
+  }
+  std::fclose(f);
+  return kb;
+}
+
+long TotalResidentKb(const std::vector<pid_t>& pids) {
+  long total = 0;
+  for (const pid_t pid : pids) {
+    const long kb = ResidentKb(pid);
+    if (kb < 0) return -1;
+    total += kb;
+  }
+  return total;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -133,12 +170,16 @@ int main(int argc, char** argv) {
   flags.warmup = 0.5;
   std::string transports_list = "fifo,unix,udp,fifo-echo,udp-echo,unix-echo";
   int datagram_children = 1;
+  std::string misbehaving_list;
   CLI::App app{"version over the legacy MI transports of sipd, and raw echo floors"};
   flags.AddTo(app);
   app.add_option("--transports", transports_list, "fifo,unix,udp,fifo-echo,udp-echo,unix-echo")
       ->capture_default_str();
   app.add_option("--datagram-children", datagram_children, "mi_datagram children_count")
       ->capture_default_str();
+  app.add_option("--misbehaving", misbehaving_list,
+                 "misbehaving client counts (e.g. 0,100,1000): one good client's latency among "
+                 "them, per transport (fifo, unix, udp)");
   CLI11_PARSE(app, argc, argv);
   const absl::StatusOr<std::vector<int>> counts = flags.Apply();
   if (!counts.ok()) {
@@ -190,6 +231,18 @@ int main(int argc, char** argv) {
       "modparam(\"mi_datagram\", \"extra_socket_name\", \"udp:127.0.0.1:",
       udp_port, "\")\n", "modparam(\"mi_datagram\", \"children_count\", ", datagram_children,
       ")\n");
+  std::vector<int> misbehaving_counts;
+  if (!misbehaving_list.empty()) {
+    for (const absl::string_view n : absl::StrSplit(misbehaving_list, ',')) {
+      int count = 0;
+      if (!absl::SimpleAtoi(n, &count) || count < 0) {
+        std::fprintf(stderr, "bad --misbehaving '%s'\n", misbehaving_list.c_str());
+        return 2;
+      }
+      misbehaving_counts.push_back(count);
+    }
+    absl::StrAppend(&options.extra_config, "loadmodule \"usrloc\"\n");
+  }
   sipd::testing::SipdInstance sipd(options);
   if (absl::Status s = sipd.Start(); !s.ok()) {
     std::fprintf(stderr, "cannot start sipd: %s\n", std::string(s.message()).c_str());
@@ -281,20 +334,81 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::printf("%s, %.1f s per run after %.1f s warm-up; mi_datagram children_count %d\n",
-              command.c_str(), flags.seconds, flags.warmup, datagram_children);
-  const sipd::bench::MarkdownTable table({"transport", "clients", "req/s", "p50 us", "p99 us",
-                                          "max us", "errors", "server CPU us/req"});
-  table.PrintHeader();
-  for (const Target& target : targets) {
-    for (int n : *counts) {
-      const sipd::bench::RunResult r = sipd::bench::RunClosedLoop(
-          target.factory, n, flags.warmup, flags.seconds, target.server_pids);
-      table.PrintRow({target.name, absl::StrCat(n), absl::StrFormat("%.0f", r.calls / r.seconds),
-                      absl::StrFormat("%.1f", r.latency.p50_us),
-                      absl::StrFormat("%.1f", r.latency.p99_us),
-                      absl::StrFormat("%.1f", r.latency.max_us), absl::StrCat(r.errors),
-                      absl::StrFormat("%.2f", r.server_cpu_us_per_call)});
+  if (!misbehaving_counts.empty()) {
+    // 300 AORs for the FIFO misbehaving readers' ul_dump.
+    auto client = FifoClient::Create(fifo, sipd.tmp_dir());
+    for (int i = 0; client.ok() && i < 300; ++i) {
+      const std::string aor = absl::StrCat("user", i);
+      (void)(*client)->Execute("ul_add", {"location", aor, "sip:" + aor + "@192.0.2.10:5060",
+                                          "3600", "1", "0", "0", "0", "4294967295"});
+    }
+    const double warmup = std::max(flags.warmup, 3.0);
+    std::printf(
+        "one good client (%s) among N misbehaving clients; %.1f s measured after %.1f s; "
+        "mi_datagram children_count %d\n",
+        command.c_str(), flags.seconds, warmup, datagram_children);
+    const sipd::bench::MarkdownTable table({"transport", "misbehaving", "good req/s", "p50 us",
+                                            "p99 us", "max us", "errors", "server RSS MB",
+                                            "RSS growth KB/client"});
+    table.PrintHeader();
+    for (const Target& target : targets) {
+      const bool is_fifo = target.name == "MI FIFO";
+      const bool is_unix = target.name == "MI datagram UNIX";
+      if (!is_fifo && !is_unix && target.name != "MI datagram UDP") continue;
+      long base_kb = -1;
+      for (const int n : misbehaving_counts) {
+        absl::StatusOr<std::unique_ptr<sipd::legacy::testing::MisbehavingClients>> misbehaving;
+        if (n > 0 && is_fifo) {
+          misbehaving = sipd::legacy::testing::MisbehavingClients::StartFifo(
+              {.fifo = fifo,
+               .reply_dir = sipd.tmp_dir() + "/",
+               .mix = sipd::legacy::testing::MisbehavingMix::Spread(n, true)});
+        } else if (n > 0) {
+          sipd::legacy::testing::MisbehavingClients::DatagramOptions o;
+          o.unix_path = is_unix ? mi_socket : "";
+          o.client_dir = dir;
+          o.udp_port = udp_port;
+          o.mix = sipd::legacy::testing::MisbehavingMix::Spread(n, false);
+          misbehaving = sipd::legacy::testing::MisbehavingClients::StartDatagram(o);
+        }
+        if (n > 0 && !misbehaving.ok()) {
+          std::fprintf(stderr, "misbehaving clients: %s\n",
+                       std::string(misbehaving.status().message()).c_str());
+          return 1;
+        }
+        const sipd::bench::RunResult r =
+            sipd::bench::RunClosedLoop(target.factory, 1, warmup, flags.seconds, {});
+        const long kb = TotalResidentKb(target.server_pids);
+        if (n == 0) base_kb = kb;
+        const std::string growth =
+            n > 0 && base_kb >= 0 && kb >= 0
+                ? absl::StrFormat("%.1f", static_cast<double>(kb - base_kb) / n)
+                : std::string("-");
+        table.PrintRow({target.name, absl::StrCat(n), absl::StrFormat("%.0f", r.calls / r.seconds),
+                        absl::StrFormat("%.1f", r.latency.p50_us),
+                        absl::StrFormat("%.1f", r.latency.p99_us),
+                        absl::StrFormat("%.1f", r.latency.max_us), absl::StrCat(r.errors),
+                        absl::StrFormat("%.1f", kb / 1024.0), growth});
+      }
+    }
+  }
+
+  if (misbehaving_counts.empty()) {
+    std::printf("%s, %.1f s per run after %.1f s warm-up; mi_datagram children_count %d\n",
+                command.c_str(), flags.seconds, flags.warmup, datagram_children);
+    const sipd::bench::MarkdownTable table({"transport", "clients", "req/s", "p50 us", "p99 us",
+                                            "max us", "errors", "server CPU us/req"});
+    table.PrintHeader();
+    for (const Target& target : targets) {
+      for (int n : *counts) {
+        const sipd::bench::RunResult r = sipd::bench::RunClosedLoop(
+            target.factory, n, flags.warmup, flags.seconds, target.server_pids);
+        table.PrintRow({target.name, absl::StrCat(n), absl::StrFormat("%.0f", r.calls / r.seconds),
+                        absl::StrFormat("%.1f", r.latency.p50_us),
+                        absl::StrFormat("%.1f", r.latency.p99_us),
+                        absl::StrFormat("%.1f", r.latency.max_us), absl::StrCat(r.errors),
+                        absl::StrFormat("%.2f", r.server_cpu_us_per_call)});
+      }
     }
   }
 

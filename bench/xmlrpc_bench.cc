@@ -3,7 +3,8 @@
 // `loadmodule "mi_xmlrpc"` on a free port), or against --port.
 //
 //   xmlrpc_bench [--clients 1,4,8] [--seconds 5] [--warmup 1] [--repeat 3]
-//                [--command version] [--cpus 0] [--port N [--server-pid PID]]
+//                [--command version] [--cpus 0] [--processes N]
+//                [--port N [--server-pid PID]]
 //
 // Each client is one thread with one keep-alive HTTP/1.1 connection issuing requests
 // back to back (one in flight). The client is kept cheap so that it does not dominate
@@ -15,9 +16,9 @@
 // `connections` column counts them. --cpus pins the bench and the sipd it starts (as
 // `taskset -c`). For every client count and repetition it prints requests/s, p50/p99/max
 // latency, and the CPU time per request of the server ("MI XMLRPC" process: utime+stime
-// of all its threads from /proc/<pid>/stat; only when the bench started sipd or
-// --server-pid is given) and of the bench itself; with --repeat > 1 a second table
-// holds, per client count, the run with the median requests/s.
+// of all its threads from /proc/<pid>/stat, summed over every MI XMLRPC process; only
+// when the bench started sipd or --server-pid is given) and of the bench itself; with --repeat > 1
+// a second table holds, per client count, the run with the median requests/s.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
@@ -48,14 +49,13 @@ using sipd::xmlrpc::testing::MethodCall;
 using sipd::xmlrpc::testing::PostRequest;
 using sipd::xmlrpc::testing::RawConnection;
 
-// PID of the "MI XMLRPC" process, from the `ps` MI command over XML-RPC itself.
-pid_t FindMiXmlrpcPid(int port) {
+// PIDs of the "MI XMLRPC" processes, from the `ps` MI command over XML-RPC itself.
+std::vector<pid_t> FindMiXmlrpcPids(int port) {
   RawConnection connection;
-  if (!connection.Connect(port)) return 0;
+  if (!connection.Connect(port)) return {};
   const auto outcome = connection.Call(MethodCall("ps"));
-  if (!outcome || outcome->is_fault) return 0;
-  const std::vector<pid_t> pids = sipd::bench::PidsOfTypeInText(outcome->String(), "MI XMLRPC");
-  return pids.empty() ? 0 : pids.front();
+  if (!outcome || outcome->is_fault) return {};
+  return sipd::bench::PidsOfTypeInText(outcome->String(), "MI XMLRPC");
 }
 
 // One client's keep-alive connection. Not thread-safe: one client thread owns it.
@@ -216,6 +216,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--port", port, "use a running sipd's mi_xmlrpc port on 127.0.0.1");
   app.add_option("--server-pid", server_pid, "PID of its MI XMLRPC process (for CPU/request)");
+  int processes = 0;
+  app.add_option("--processes", processes,
+                 "modparam mi_xmlrpc processes for the sipd the bench starts (0: default)");
   CLI11_PARSE(app, argc, argv);
   const absl::StatusOr<std::vector<int>> client_counts = flags.Apply();
   if (!client_counts.ok()) {
@@ -232,17 +235,25 @@ int main(int argc, char** argv) {
     options.log_level = 1;
     options.extra_config =
         absl::StrCat("loadmodule \"mi_xmlrpc\"\nmodparam(\"mi_xmlrpc\", \"port\", ", port, ")\n");
+    if (processes > 0) {
+      absl::StrAppend(&options.extra_config, "modparam(\"mi_xmlrpc\", \"processes\", ", processes,
+                      ")\n");
+    }
     sipd = std::make_unique<sipd::testing::SipdInstance>(options);
     if (absl::Status status = sipd->Start(); !status.ok()) {
       std::fprintf(stderr, "cannot start sipd: %s\n", status.ToString().c_str());
       return 1;
     }
-    sipd::testing::WaitUntil([&] { return FindMiXmlrpcPid(port) > 0; }, std::chrono::seconds(10));
+    sipd::testing::WaitUntil([&] { return !FindMiXmlrpcPids(port).empty(); },
+                             std::chrono::seconds(10));
   }
-  if (server_pid == 0) server_pid = FindMiXmlrpcPid(port);
-  if (server_pid == 0) std::fprintf(stderr, "MI XMLRPC process not found: no CPU figures\n");
   std::vector<pid_t> server_pids;
-  if (server_pid > 0) server_pids.push_back(server_pid);
+  if (server_pid > 0) {
+    server_pids.push_back(server_pid);
+  } else {
+    server_pids = FindMiXmlrpcPids(port);
+  }
+  if (server_pids.empty()) std::fprintf(stderr, "MI XMLRPC process not found: no CPU figures\n");
 
   const std::string request = PostRequest(MethodCall(flags.command));
   // `version` (and most commands) answer "Server:: ..." first; a fault has no <string>

@@ -11,6 +11,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "service/cq_tag.h"
+#include "service/flush_list.h"
 #include "spdlog/spdlog.h"
 
 namespace sipd::service {
@@ -32,11 +33,33 @@ void LogToSpdlog(gpr_log_func_args* args) {
   }
 }
 
-// A queue thread: poll, then complete whatever came back.
+// A queue thread: poll, then complete whatever came back. Writes deferred by the calls
+// (service/flush_list.h) go out when the queue has nothing more for now, or after
+// FlushList::kMaxDeferredEvents events.
 void RunQueue(grpc::ServerCompletionQueue* cq) {
+  FlushList flushes;
+  FlushList::SetCurrent(&flushes);
   void* tag = nullptr;
   bool ok = false;
-  while (cq->Next(&tag, &ok)) static_cast<CqTag*>(tag)->Complete(ok);
+  int deferred_events = 0;
+  while (true) {
+    if (flushes.empty()) {
+      if (!cq->Next(&tag, &ok)) break;
+    } else {
+      const grpc::CompletionQueue::NextStatus status =
+          cq->AsyncNext(&tag, &ok, gpr_time_0(GPR_CLOCK_MONOTONIC));
+      if (status == grpc::CompletionQueue::SHUTDOWN) break;
+      if (status == grpc::CompletionQueue::TIMEOUT ||
+          ++deferred_events >= FlushList::kMaxDeferredEvents) {
+        flushes.FlushAll();
+        deferred_events = 0;
+        if (status == grpc::CompletionQueue::TIMEOUT) continue;
+      }
+    }
+    static_cast<CqTag*>(tag)->Complete(ok);
+  }
+  flushes.FlushAll();
+  FlushList::SetCurrent(nullptr);
 }
 
 }  // namespace
@@ -62,6 +85,15 @@ absl::StatusOr<std::unique_ptr<MiGrpcServer>> MiGrpcServer::Start(mi::Dispatcher
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &server->port_);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                             static_cast<int>(options.handshake_timeout.count()));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                             static_cast<int>(options.idle_timeout.count()));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                             static_cast<int>(options.keepalive_time.count()));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             static_cast<int>(options.keepalive_timeout.count()));
   builder.SetMaxReceiveMessageSize(max_size);
   builder.SetMaxSendMessageSize(max_size);
   builder.RegisterService(server->service_->service());
@@ -72,7 +104,6 @@ absl::StatusOr<std::unique_ptr<MiGrpcServer>> MiGrpcServer::Start(mi::Dispatcher
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     if (server->server_ != nullptr) server->server_->Shutdown();
-    server->service_->StopWorkers();
     // Nothing was posted on the queues and no thread runs them; destroying them is all
     // (CompletionQueue::Shutdown would complain that their server is gone).
     server->queues_.clear();
@@ -89,6 +120,8 @@ absl::StatusOr<std::unique_ptr<MiGrpcServer>> MiGrpcServer::Start(mi::Dispatcher
   MiGrpcServer* raw = server.get();
   server->completions_ = std::thread([raw, &dispatcher] {
     using Clock = std::chrono::steady_clock;
+    FlushList flushes;  // results made ready here leave together
+    FlushList::SetCurrent(&flushes);
     while (!raw->stop_completions_.load()) {
       const Clock::time_point next = dispatcher.NextDeadline();
       int timeout_ms = 100;
@@ -99,7 +132,10 @@ absl::StatusOr<std::unique_ptr<MiGrpcServer>> MiGrpcServer::Start(mi::Dispatcher
       pollfd pfd{dispatcher.wake_fd(), POLLIN, 0};
       poll(&pfd, 1, timeout_ms);
       dispatcher.RunCompletions();
+      flushes.FlushAll();
     }
+    flushes.FlushAll();
+    FlushList::SetCurrent(nullptr);
   });
   return server;
 }
@@ -118,7 +154,6 @@ void MiGrpcServer::Shutdown(std::chrono::milliseconds grace) {
   shut_down_ = true;
   health_->Shutdown();
   server_->Shutdown(std::chrono::system_clock::now() + grace);
-  service_->StopWorkers();
   StopQueues();
   server_->Wait();
   stop_completions_.store(true);

@@ -8,7 +8,8 @@
 // process); nothing here may run in the attendant.
 //
 // Thread-safety: Start() and Shutdown() from one thread; the server itself serves from
-// its queue threads, the worker pool and (reflection) gRPC's own threads.
+// its queue threads, its completion thread (dispatcher completions) and (reflection)
+// gRPC's own threads.
 #pragma once
 
 #include <atomic>
@@ -33,6 +34,15 @@ struct ServerOptions {
   // One is the fastest on a small machine (no hand-off between pollers); more let
   // several slow-ish commands run in parallel.
   int threads = 1;
+  // Connection limits, so that clients that misbehave cost bounded memory and go away:
+  // HTTP/2 streams per connection (calls beyond wait in the client), time to complete
+  // the HTTP/2 handshake (a peer that sends half a preface), a connection without
+  // calls for this long is closed (GOAWAY), and keepalive pings that find dead peers.
+  int max_concurrent_streams = 256;
+  std::chrono::milliseconds handshake_timeout{20000};
+  std::chrono::milliseconds idle_timeout{300000};
+  std::chrono::milliseconds keepalive_time{60000};
+  std::chrono::milliseconds keepalive_timeout{20000};
   ServiceOptions service;
 };
 
@@ -49,10 +59,12 @@ class MiGrpcServer {
 
   // The bound port (useful with port 0).
   int port() const { return port_; }
+  // Calls cut so far because their client made no progress (see ServiceOptions).
+  uint64_t calls_cut() const { return service_->calls_cut(); }
 
   // Health goes NOT_SERVING (watchers are told and released), calls in progress get
-  // at most `grace` to finish, the rest are cancelled; then the worker pool and the
-  // queue threads stop. Idempotent.
+  // at most `grace` to finish, the rest are cancelled; then the queue threads and the
+  // completion thread stop. Idempotent.
   void Shutdown(std::chrono::milliseconds grace);
 
  private:

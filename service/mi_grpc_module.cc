@@ -1,9 +1,11 @@
 #include "service/mi_grpc_module.h"
 
 #include <netdb.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -98,6 +100,20 @@ absl::StatusOr<int64_t> IntParam(std::string_view param, const ParamValue& value
   return *v;
 }
 
+// Every client is a descriptor: lift the soft limit (often 1024) to the hard one, up to
+// 65536, so that a thousand idle or stalled clients do not make the server refuse the
+// next one. Failure only costs capacity.
+void RaiseOpenFileLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  const rlim_t wanted = std::min<rlim_t>(limit.rlim_max, 65536);
+  if (limit.rlim_cur >= wanted) return;
+  limit.rlim_cur = wanted;
+  if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    spdlog::warn("mi_grpc: cannot raise the open-file limit: {}", std::strerror(errno));
+  }
+}
+
 class MiGrpcModule final : public Module {
  public:
   std::string_view name() const override { return kModuleName; }
@@ -127,9 +143,36 @@ class MiGrpcModule final : public Module {
     } else if (param == "stream_chunk_nodes") {
       SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1, 1 << 20));
       svc.stream_chunk_nodes = static_cast<size_t>(v);
+    } else if (param == "stream_chunk_bytes") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1024, 1 << 30));
+      svc.stream_chunk_bytes = static_cast<size_t>(v);
     } else if (param == "stream_write_timeout") {
       SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 100, 3600 * 1000));
       svc.stream_write_timeout = std::chrono::milliseconds(v);
+    } else if (param == "reply_timeout") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 100, 24 * 3600 * 1000));
+      svc.reply_timeout = std::chrono::milliseconds(v);
+    } else if (param == "session_max_inflight") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1, 1 << 16));
+      svc.session_max_inflight = static_cast<size_t>(v);
+    } else if (param == "session_buffer_bytes") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 4096, 1 << 30));
+      svc.session_buffer_bytes = static_cast<size_t>(v);
+    } else if (param == "max_concurrent_streams") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1, 1 << 20));
+      options_.max_concurrent_streams = static_cast<int>(v);
+    } else if (param == "handshake_timeout") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 100, 3600 * 1000));
+      options_.handshake_timeout = std::chrono::milliseconds(v);
+    } else if (param == "idle_timeout") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1000, 24 * 3600 * 1000));
+      options_.idle_timeout = std::chrono::milliseconds(v);
+    } else if (param == "keepalive_time") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1000, 24 * 3600 * 1000));
+      options_.keepalive_time = std::chrono::milliseconds(v);
+    } else if (param == "keepalive_timeout") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1000, 3600 * 1000));
+      options_.keepalive_timeout = std::chrono::milliseconds(v);
     } else {
       return absl::InvalidArgumentError(
           absl::StrCat("mi_grpc: unknown parameter '", std::string(param), "'"));
@@ -157,6 +200,7 @@ class MiGrpcModule final : public Module {
   // The process body: start the server, then wait for shutdown. Keeps the loop at
   // 100 ms so `debug` level changes and SIGTERM are seen promptly.
   absl::Status Serve() {
+    RaiseOpenFileLimit();
     std::unique_ptr<mi::Dispatcher> dispatcher = core_->NewDispatcher(
         {.workers = options_.service.workers, .max_queued = options_.service.max_queued});
     auto server = service::MiGrpcServer::Start(*dispatcher, options_);

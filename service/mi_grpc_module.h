@@ -11,11 +11,32 @@
 //   threads               completion-queue threads: they poll the connections and run
 //                         ordinary commands inline; default 1 (fastest on small
 //                         machines: no hand-off between threads, see service/cq_tag.h).
-//   workers               threads for calls that may block: ExecuteStream and commands
-//                         flagged async or streaming; default 4.
-//   stream_chunk_nodes    ExecuteStream: nodes per chunk at most; default 1000.
-//   stream_write_timeout  ExecuteStream: ms a client may leave a chunk unread before
-//                         the stream is ended; default 10000.
+//   workers               the dispatcher's threads for commands flagged blocking (no
+//                         gRPC call ever holds a thread while it waits); default 4.
+//   stream_chunk_nodes    streamed replies: nodes per chunk at most; default 1000.
+//   stream_chunk_bytes    streamed replies: about bytes per chunk at most (also the
+//                         Session batch size); default 65536.
+//   stream_write_timeout  stall timeout, ms: an ExecuteStream chunk, a Session reply or a
+//                         unary reply over 64 KiB the client leaves untaken this long
+//                         cuts the call; default 10000.
+//   reply_timeout         total reply deadline, ms: an ExecuteStream not over, or a
+//                         Session request not answered, after this long is cut; default
+//                         300000.
+//   session_max_inflight  Session: requests in flight at most (one more is refused with
+//                         RESOURCE_EXHAUSTED); default 1024.
+//   session_buffer_bytes  Session: results waiting for the client beyond which no more
+//                         requests are read; default 1048576.
+//   max_concurrent_streams  HTTP/2 streams per connection; default 256.
+//   handshake_timeout     ms to complete the HTTP/2 handshake; default 20000.
+//   idle_timeout          ms without calls after which a connection is closed (GOAWAY);
+//                         default 300000.
+//   keepalive_time, keepalive_timeout  ms between server pings on a quiet connection,
+//                         and to wait for the answer before closing it; 60000, 20000.
+//
+// Memory per misbehaving client (measured, see service/README.md and bench/RESULTS.md):
+// a stalled ExecuteStream holds one part of its reply plus gRPC's per-call state; an
+// idle connection gRPC's per-connection state. The process raises its open-file soft
+// limit to the hard one (at most 65536) so idle clients do not exhaust descriptors.
 //
 // Process: one `ps` entry "MI gRPC". gRPC is created inside that process only (never
 // in the attendant). Before forking, the attendant checks that the address can be

@@ -29,6 +29,32 @@ grpc::StatusCode MiCodeToStatusCode(uint32_t mi_code) {
   return grpc::StatusCode::INTERNAL;
 }
 
+grpc::StatusCode OutcomeStatusCode(mi::Outcome outcome, uint32_t mi_code) {
+  switch (outcome) {
+    case mi::Outcome::kNotAvailable:
+      return grpc::StatusCode::NOT_FOUND;
+    case mi::Outcome::kFailed:
+    case mi::Outcome::kParseError:
+      return grpc::StatusCode::INTERNAL;
+    case mi::Outcome::kReply:
+      break;
+  }
+  return MiCodeToStatusCode(mi_code);
+}
+
+std::string_view OutcomeName(mi::Outcome outcome) {
+  switch (outcome) {
+    case mi::Outcome::kNotAvailable:
+      return kOutcomeNotAvailable;
+    case mi::Outcome::kFailed:
+    case mi::Outcome::kParseError:
+      return kOutcomeFailed;
+    case mi::Outcome::kReply:
+      break;
+  }
+  return kOutcomeReply;
+}
+
 std::string EncodeMetadataText(std::string_view text, size_t max_bytes) {
   static constexpr char kHex[] = "0123456789ABCDEF";
   if (text.size() > max_bytes) text = text.substr(0, max_bytes);

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "grpcpp/support/status.h"
+#include "registry/dispatcher.h"
 
 namespace sipd::service {
 
@@ -31,6 +32,13 @@ inline constexpr std::string_view kOutcomeFailed = "failed";
 //   409 -> ALREADY_EXISTS; other 4xx -> FAILED_PRECONDITION; 503 -> UNAVAILABLE;
 //   500 and every other code (5xx, 1xx, 3xx, 6xx+) -> INTERNAL.
 grpc::StatusCode MiCodeToStatusCode(uint32_t mi_code);
+
+// What Execute answers for a dispatch outcome (the same for ExecuteStream and each
+// Session request): kNotAvailable -> NOT_FOUND, kFailed and kParseError -> INTERNAL,
+// kReply -> MiCodeToStatusCode(mi_code).
+grpc::StatusCode OutcomeStatusCode(mi::Outcome outcome, uint32_t mi_code);
+// The `sipd-mi-outcome` text of an outcome ("reply", "not-available", "failed").
+std::string_view OutcomeName(mi::Outcome outcome);
 
 // Percent-encodes every byte outside printable ASCII (0x20..0x7E) and '%' itself, so
 // any MI reason is a valid ASCII metadata value (the encoding gRPC uses for

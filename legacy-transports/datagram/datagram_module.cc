@@ -34,6 +34,11 @@ class MiDatagramModule final : public Module {
       if (ms.ok()) config_.socket_timeout = std::chrono::milliseconds(*ms);
       return ms.status();
     }
+    if (param == "async_timeout") {
+      absl::StatusOr<int64_t> ms = legacy::IntParam(param, value, 1, 3600 * 1000);
+      if (ms.ok()) config_.async_timeout = std::chrono::milliseconds(*ms);
+      return ms.status();
+    }
     if (param == "unix_socket_mode") {
       absl::StatusOr<mode_t> mode = legacy::ModeFromParam(param, value);
       if (mode.ok()) config_.unix_access.mode = *mode;
@@ -54,6 +59,12 @@ class MiDatagramModule final : public Module {
     if (config_.socket_name.empty()) {
       return absl::InvalidArgumentError("mi_datagram: parameter 'socket_name' is mandatory");
     }
+    // Replies dropped because the client's queue was full (it does not read), all
+    // processes together.
+    core.stats().AddGroup("mi_datagram");
+    absl::StatusOr<mi::Counter> dropped = core.stats().AddCounter("mi_datagram", "dropped_replies");
+    if (!dropped.ok()) return dropped.status();
+    dropped_replies_ = *dropped;
     return absl::OkStatus();
   }
 
@@ -81,11 +92,11 @@ class MiDatagramModule final : public Module {
       return absl::OkStatus();
     };
     spec.main = [this](int) {
-      std::unique_ptr<mi::Dispatcher> dispatcher = core_->NewDispatcher({.workers = 2});
-      legacy::DatagramServer server(config_, *dispatcher, sockets_);
+      std::unique_ptr<mi::Dispatcher> dispatcher =
+          core_->NewDispatcher({.workers = 2, .async_timeout = config_.async_timeout});
+      legacy::DatagramServer server(config_, *dispatcher, sockets_, dropped_replies_);
       Core* core = core_;
-      server.Run([core] { return core->stopping(); }, [core] { core->SyncLogLevel(); });
-      return absl::OkStatus();
+      return server.Run([core] { return core->stopping(); }, [core] { core->SyncLogLevel(); });
     };
     spec.init_child = true;
     return {std::move(spec)};
@@ -99,6 +110,7 @@ class MiDatagramModule final : public Module {
  private:
   legacy::DatagramConfig config_;
   std::vector<legacy::DatagramSockets> sockets_;
+  mi::Counter dropped_replies_;
   Core* core_ = nullptr;
 };
 

@@ -6,8 +6,10 @@
 //   modparam("mi_datagram", "extra_socket_name", "udp:127.0.0.1:8095")
 //                                                     one more socket (sipd; repeatable)
 //   modparam("mi_datagram", "children_count", 1)      processes serving the sockets
-//   modparam("mi_datagram", "socket_timeout", 2000)   ms a reply may wait for room in the
-//                                                     client's queue (1.11: no effect)
+//   modparam("mi_datagram", "socket_timeout", 2000)   accepted, no effect (as in 1.11):
+//                                                     replies never wait
+//   modparam("mi_datagram", "async_timeout", 120000)  ms an async call may wait for its
+//                                                     reply (sipd; then 500 command failed)
 //   modparam("mi_datagram", "reply_indent", "\t")
 //   modparam("mi_datagram", "unix_socket_mode", 0600) default 0600 (0 -> 0600, warning)
 //   modparam("mi_datagram", "unix_socket_user", "sipd")
@@ -17,7 +19,8 @@
 // pre-fork hook (a busy port or an unusable path fails sipd start-up) and inherited by
 // the processes. Unlike OpenSIPS, the attendant keeps its copies after the fork so that
 // a restarted MI Datagram process inherits working sockets. Shutdown() closes them and
-// removes the UNIX socket file.
+// removes the UNIX socket file. Init() registers the statistic
+// `mi_datagram:dropped_replies` (replies dropped on a client's full queue).
 #pragma once
 
 #include <memory>

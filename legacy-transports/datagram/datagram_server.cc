@@ -1,16 +1,18 @@
 #include "legacy-transports/datagram/datagram_server.h"
 
 #include <arpa/inet.h>
+#include <linux/sockios.h>
 #include <netdb.h>
-#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "registry/dispatcher.h"
@@ -20,8 +22,16 @@
 namespace sipd::legacy {
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 constexpr int kPollIntervalMs = 200;
+constexpr int kMaxEvents = 64;
+// epoll tag of the dispatcher's wake descriptor; sockets use their index.
+constexpr uint64_t kWakeTag = ~uint64_t{0};
 constexpr std::string_view kUdpPrefix = "udp:";
+// A reply buffer keeps at most this much memory between two replies (a call that waits
+// takes the buffer along).
+constexpr size_t kKeptWriterCapacity = 4096;
 
 std::string Errno() { return std::strerror(errno); }
 
@@ -95,6 +105,12 @@ absl::StatusOr<DatagramSockets> CreateUnixSockets(const std::string& path,
   DatagramSockets sockets;
   sockets.rx = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (sockets.rx < 0) return absl::InternalError(absl::StrCat("mi_datagram: socket: ", Errno()));
+  // Every datagram carries its sender's uid and pid (SCM_CREDENTIALS): set before the
+  // socket can receive anything, so no datagram arrives without them.
+  const int on = 1;
+  if (setsockopt(sockets.rx, SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)) != 0) {
+    spdlog::warn("mi_datagram: SO_PASSCRED on {}: {}: callers' uid unknown", path, Errno());
+  }
   // The socket file is created by bind() with the umask: keep it private until chmod.
   const mode_t old_umask = umask(0177);
   const int bound = bind(sockets.rx, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
@@ -159,12 +175,11 @@ absl::StatusOr<std::vector<DatagramSockets>> CreateDatagramSockets(const Datagra
 }
 
 DatagramReplyWriter::DatagramReplyWriter(std::string indent, size_t max_size)
-    : indent_(std::move(indent)), max_size_(max_size) {
-  buffer_.reserve(max_size_ + 1024);
-}
+    : indent_(std::move(indent)), max_size_(max_size) {}
 
 void DatagramReplyWriter::Begin() {
   buffer_.clear();
+  if (buffer_.capacity() > kKeptWriterCapacity) buffer_.shrink_to_fit();
   too_large_ = false;
 }
 
@@ -184,61 +199,166 @@ void DatagramReplyWriter::CheckSize() {
   if (buffer_.size() <= max_size_) return;
   too_large_ = true;
   buffer_.clear();
-  if (buffer_.capacity() > 2 * max_size_) {
-    buffer_.shrink_to_fit();
-    buffer_.reserve(max_size_ + 1024);
-  }
+  buffer_.shrink_to_fit();
 }
 
+// A call that did not finish at once: whom to answer, from which socket, and its own
+// reply buffer (the dispatcher writes the reply into it when the call is ready).
+struct DatagramServer::Waiting {
+  std::unique_ptr<mi::Exchange> exchange;
+  std::unique_ptr<DatagramReplyWriter> writer;
+  size_t index = 0;
+  sockaddr_storage peer{};
+  socklen_t peer_len = 0;
+};
+
 DatagramServer::DatagramServer(const DatagramConfig& config, mi::Dispatcher& dispatcher,
-                               const std::vector<DatagramSockets>& sockets)
+                               const std::vector<DatagramSockets>& sockets,
+                               mi::Counter dropped_replies)
     : config_(config),
       dispatcher_(dispatcher),
       sockets_(sockets),
-      writer_(config.reply_indent, kDatagramMaxSize) {
+      dropped_(dropped_replies),
+      writer_(std::make_unique<DatagramReplyWriter>(config.reply_indent, kDatagramMaxSize)) {
   input_.resize(kDatagramMaxSize);
-  for (const DatagramSockets& socket : sockets_) poll_set_.push_back(pollfd{socket.rx, POLLIN, 0});
-}
-
-void DatagramServer::Run(const std::function<bool()>& stopping,
-                         const std::function<void()>& on_wakeup) {
-  while (!stopping()) {
-    const int ready = poll(poll_set_.data(), poll_set_.size(), kPollIntervalMs);
-    on_wakeup();
-    if (ready < 0 && errno != EINTR) {
-      spdlog::error("poll: {}", Errno());
-      std::this_thread::sleep_for(std::chrono::milliseconds(kPollIntervalMs));
-      continue;
-    }
-    if (ready <= 0) continue;
-    for (size_t i = 0; i < poll_set_.size(); ++i) {
-      if (poll_set_[i].revents != 0) ReceiveOne(sockets_[i]);
-    }
+  for (const DatagramSockets& socket : sockets_) {
+    tx_.push_back(socket.tx);
+    own_tx_.push_back(false);
   }
 }
 
-void DatagramServer::ReceiveOne(const DatagramSockets& sockets) {
+DatagramServer::~DatagramServer() {
+  waiting_.clear();  // cancels what still waits
+  for (size_t i = 0; i < tx_.size(); ++i) {
+    if (own_tx_[i]) close(tx_[i]);
+  }
+  if (epoll_fd_ >= 0) close(epoll_fd_);
+}
+
+absl::Status DatagramServer::Setup() {
+  if (epoll_fd_ >= 0) return absl::OkStatus();
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_ < 0) return absl::InternalError(absl::StrCat("mi_datagram: epoll: ", Errno()));
+  for (size_t i = 0; i < sockets_.size(); ++i) {
+    epoll_event event{.events = EPOLLIN, .data = {.u64 = i}};
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, sockets_[i].rx, &event) != 0) {
+      return absl::InternalError(absl::StrCat("mi_datagram: epoll_ctl: ", Errno()));
+    }
+    if (!sockets_[i].unix_path.empty()) {
+      socklen_t len = sizeof(send_buffer_);
+      getsockopt(sockets_[i].tx, SOL_SOCKET, SO_SNDBUF, &send_buffer_, &len);
+    }
+  }
+  epoll_event wake{.events = EPOLLIN, .data = {.u64 = kWakeTag}};
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, dispatcher_.wake_fd(), &wake) != 0) {
+    return absl::InternalError(absl::StrCat("mi_datagram: epoll_ctl: ", Errno()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DatagramServer::Run(const std::function<bool()>& stopping,
+                                 const std::function<void()>& on_wakeup) {
+  if (absl::Status status = Setup(); !status.ok()) return status;
+  epoll_event events[kMaxEvents];
+  while (!stopping()) {
+    int timeout = kPollIntervalMs;
+    const Clock::time_point deadline = dispatcher_.NextDeadline();
+    if (deadline != Clock::time_point::max()) {
+      const auto left =
+          std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      timeout = static_cast<int>(std::clamp<int64_t>(left, 0, kPollIntervalMs));
+    }
+    const int n = epoll_wait(epoll_fd_, events, kMaxEvents, timeout);
+    on_wakeup();
+    if (n < 0 && errno != EINTR) {
+      const std::string why = Errno();
+      waiting_.clear();
+      waiting_count_.store(0, std::memory_order_relaxed);
+      return absl::InternalError(absl::StrCat("mi_datagram: epoll_wait: ", why));
+    }
+    bool wake = false;
+    for (int i = 0; i < n; ++i) {
+      if (events[i].data.u64 == kWakeTag) {
+        wake = true;
+      } else {
+        ReceiveOne(static_cast<size_t>(events[i].data.u64));
+      }
+    }
+    if (wake || (deadline != Clock::time_point::max() && deadline <= Clock::now())) {
+      dispatcher_.RunCompletions();
+      OnReady();
+    }
+  }
+  waiting_.clear();
+  waiting_count_.store(0, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+void DatagramServer::ReceiveOne(size_t index) {
+  const DatagramSockets& sockets = sockets_[index];
+  const bool is_unix = !sockets.unix_path.empty();
   sockaddr_storage from{};
-  socklen_t from_len = sizeof(from);
+  iovec iov{input_.data(), input_.size()};
+  msghdr msg{};
+  msg.msg_name = &from;
+  msg.msg_namelen = sizeof(from);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (is_unix) {
+    msg.msg_control = control_;
+    msg.msg_controllen = sizeof(control_);
+  }
   // MSG_TRUNC: the real size of a datagram larger than the buffer. Other children may
   // have taken the datagram already (EAGAIN).
-  const ssize_t n = recvfrom(sockets.rx, input_.data(), input_.size(), MSG_DONTWAIT | MSG_TRUNC,
-                             reinterpret_cast<sockaddr*>(&from), &from_len);
+  const ssize_t n = recvmsg(sockets.rx, &msg, MSG_DONTWAIT | MSG_TRUNC | MSG_CMSG_CLOEXEC);
   if (n < 0) {
-    if (errno != EAGAIN && errno != EINTR) spdlog::error("recvfrom: {}", Errno());
+    if (errno != EAGAIN && errno != EINTR) spdlog::error("recvmsg: {}", Errno());
     return;
+  }
+  const socklen_t from_len = msg.msg_namelen;
+  mi::Peer peer;
+  if (is_unix) {
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
+        ucred credentials;
+        std::memcpy(&credentials, CMSG_DATA(c), sizeof(credentials));
+        peer.uid = credentials.uid;
+        peer.pid = credentials.pid;
+      }
+    }
+    const auto* address = reinterpret_cast<const sockaddr_un*>(&from);
+    if (from_len > offsetof(sockaddr_un, sun_path) && address->sun_path[0] != '\0') {
+      peer.address.assign(address->sun_path,
+                          strnlen(address->sun_path, from_len - offsetof(sockaddr_un, sun_path)));
+    }
+  } else {
+    if (from.ss_family == AF_INET) {
+      // (inet_ntop formats IPv4 with sprintf: a visible cost per request.)
+      const auto* v4 = reinterpret_cast<const sockaddr_in*>(&from);
+      const auto* b = reinterpret_cast<const uint8_t*>(&v4->sin_addr);
+      peer.address = absl::StrCat(b[0], ".", b[1], ".", b[2], ".", b[3], ":", ntohs(v4->sin_port));
+    } else if (from.ss_family == AF_INET6) {
+      const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&from);
+      char host[INET6_ADDRSTRLEN] = "?";
+      inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host));
+      peer.address = absl::StrCat("[", host, "]:", ntohs(v6->sin6_port));
+    }
   }
   const size_t real_size = static_cast<size_t>(n);
   const std::string_view reply =
-      Handle(std::string_view(input_.data(), std::min(real_size, input_.size())), real_size);
-  if (!sockets.unix_path.empty() && from_len <= offsetof(sockaddr_un, sun_path)) {
+      Handle(std::string_view(input_.data(), std::min(real_size, input_.size())), real_size,
+             std::move(peer), index, from, from_len);
+  if (reply.empty()) return;  // the call waits
+  if (is_unix && from_len <= offsetof(sockaddr_un, sun_path)) {
     spdlog::warn("request from an unbound UNIX socket: no reply possible");
     return;
   }
-  SendReply(sockets.tx, reply, from, from_len);
+  SendReply(index, reply, from, from_len);
 }
 
-std::string_view DatagramServer::Handle(std::string_view datagram, size_t real_size) {
+std::string_view DatagramServer::Handle(std::string_view datagram, size_t real_size, mi::Peer peer,
+                                        size_t index, const sockaddr_storage& from,
+                                        socklen_t from_len) {
   if (real_size > datagram.size() || datagram.size() > kDatagramMaxSize) {
     spdlog::warn("request of {} bytes exceeds {} bytes", real_size, kDatagramMaxSize);
     return kDatagramParseError;
@@ -250,14 +370,36 @@ std::string_view DatagramServer::Handle(std::string_view datagram, size_t real_s
   size_t body = colon + 1;
   if (body < datagram.size() && datagram[body] == '\r') ++body;
   if (body >= datagram.size() || datagram[body] != '\n') return kDatagramNotAvailable;
-  request_ = mi::Request();
-  request_.command.assign(datagram.substr(1, colon - 1));
-  request_.args_error = parser_.ParseAll(datagram.substr(body + 1), &request_.args);
+  mi::Request request;
+  request.command.assign(datagram.substr(1, colon - 1));
+  request.args_error = parser_.ParseAll(datagram.substr(body + 1), &request.args);
   mi::CallContext context;
-  context.transport = mi::Transport::kDatagramUnix;
-  writer_.Begin();
-  const mi::DispatchResult result = dispatcher_.Run(context, std::move(request_), &writer_);
-  switch (result.outcome) {
+  context.transport = sockets_[index].unix_path.empty() ? mi::Transport::kDatagramUdp
+                                                        : mi::Transport::kDatagramUnix;
+  context.peer = std::move(peer);
+  context.can_wait_async = true;
+  writer_->Begin();
+  const uint64_t id = next_id_++;
+  std::unique_ptr<mi::Exchange> exchange =
+      dispatcher_.Start(std::move(context), std::move(request), mi::Delivery::kWriter,
+                        writer_.get(), [this, id] { ready_.push_back(id); });
+  if (exchange->ready()) return Payload(*exchange, *writer_);
+  // It waits: it keeps this reply buffer; the next request gets a new one.
+  auto waiting = std::make_unique<Waiting>();
+  waiting->exchange = std::move(exchange);
+  waiting->writer = std::move(writer_);
+  waiting->index = index;
+  waiting->peer = from;
+  waiting->peer_len = from_len;
+  waiting_.emplace(id, std::move(waiting));
+  waiting_count_.store(waiting_.size(), std::memory_order_relaxed);
+  writer_ = std::make_unique<DatagramReplyWriter>(config_.reply_indent, kDatagramMaxSize);
+  return {};
+}
+
+std::string_view DatagramServer::Payload(mi::Exchange& exchange,
+                                         const DatagramReplyWriter& writer) {
+  switch (exchange.outcome()) {
     case mi::Outcome::kNotAvailable:
       return kDatagramNotAvailable;
     case mi::Outcome::kParseError:
@@ -267,39 +409,72 @@ std::string_view DatagramServer::Handle(std::string_view datagram, size_t real_s
     case mi::Outcome::kReply:
       break;
   }
-  if (writer_.too_large()) {
-    spdlog::warn("reply of command '{}' exceeds {} bytes", datagram.substr(1, colon - 1),
+  if (writer.too_large()) {
+    spdlog::warn("reply of command '{}' exceeds {} bytes", exchange.command_name(),
                  kDatagramMaxSize);
     return kDatagramTooLarge;
   }
-  return writer_.payload();
+  return writer.payload();
 }
 
-void DatagramServer::SendReply(int tx, std::string_view payload, const sockaddr_storage& to,
-                               socklen_t to_len) {
-  std::chrono::steady_clock::time_point deadline{};
-  for (;;) {
-    if (sendto(tx, payload.data(), payload.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
-               reinterpret_cast<const sockaddr*>(&to), to_len) >= 0) {
-      return;
+void DatagramServer::OnReady() {
+  if (ready_.empty()) return;
+  std::vector<uint64_t> ready;
+  ready.swap(ready_);
+  for (const uint64_t id : ready) {
+    auto it = waiting_.find(id);
+    if (it == waiting_.end()) continue;
+    Waiting& waiting = *it->second;
+    const std::string_view payload = Payload(*waiting.exchange, *waiting.writer);
+    const bool is_unix = !sockets_[waiting.index].unix_path.empty();
+    if (is_unix && waiting.peer_len <= offsetof(sockaddr_un, sun_path)) {
+      spdlog::warn("reply to an unbound UNIX socket is not possible");
+    } else {
+      SendReply(waiting.index, payload, waiting.peer, waiting.peer_len);
     }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != ENOBUFS) {
-      spdlog::warn("cannot send reply: {}", Errno());
-      return;
-    }
-    // The client's receive queue is full: wait a little for it to drain.
-    const auto now = std::chrono::steady_clock::now();
-    if (deadline == std::chrono::steady_clock::time_point{}) {
-      deadline = now + config_.socket_timeout;
-    }
-    if (now >= deadline) {
-      spdlog::warn("reply dropped: the client did not read for {} ms",
-                   config_.socket_timeout.count());
-      return;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    waiting_.erase(it);
   }
+  waiting_count_.store(waiting_.size(), std::memory_order_relaxed);
+}
+
+void DatagramServer::SendReply(size_t index, std::string_view payload, const sockaddr_storage& to,
+                               socklen_t to_len) {
+  const auto send = [&](int fd) {
+    ssize_t n;
+    do {
+      n = sendto(fd, payload.data(), payload.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
+                 reinterpret_cast<const sockaddr*>(&to), to_len);
+    } while (n < 0 && errno == EINTR);
+    return n >= 0;
+  };
+  if (send(tx_[index])) return;
+  if (errno != EAGAIN && errno != ENOBUFS) {
+    spdlog::warn("cannot send reply: {}", Errno());
+    return;
+  }
+  if (!sockets_[index].unix_path.empty()) {
+    // Full queue at the client, or our own send buffer full of replies that clients who
+    // never read hold: the latter would silence everyone, so answer from a fresh socket.
+    int queued = 0;
+    if (ioctl(tx_[index], SIOCOUTQ, &queued) == 0 &&
+        static_cast<size_t>(queued) + payload.size() + 4096 >= static_cast<size_t>(send_buffer_)) {
+      const int fresh = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+      if (fresh >= 0) {
+        spdlog::debug("reply socket full of unread replies ({} bytes): a new one", queued);
+        if (own_tx_[index]) close(tx_[index]);
+        tx_[index] = fresh;
+        own_tx_[index] = true;
+        if (send(fresh)) return;
+      }
+    }
+  }
+  Drop(errno == ENOBUFS ? "no buffer space" : "the client's queue is full");
+}
+
+void DatagramServer::Drop(std::string_view why) {
+  dropped_local_.fetch_add(1, std::memory_order_relaxed);
+  if (dropped_.valid()) dropped_.Inc();
+  spdlog::debug("reply dropped: {}", why);
 }
 
 }  // namespace sipd::legacy

@@ -6,34 +6,63 @@
 // clients must bind their socket to a path). Flushing commands only pre-render into the
 // single reply buffer; nothing is sent before the command is done.
 //
+// Each process is one event loop (epoll) over its sockets and the dispatcher's wake
+// descriptor. A request is parsed and started at once; a call that is not ready at once
+// (an async reply from another process, a command on a worker thread) keeps the peer
+// address, the socket to answer from and its own reply buffer, and the loop goes on
+// serving others; its reply is sent when the dispatcher reports it ready. An async call
+// without a reply after `async_timeout` gets `500 command failed`. With several
+// processes (children_count) each has its own dispatcher, and a completion comes back to
+// the process that started the call (the shared async table wakes its owner).
+//
+// Sends never block: a reply that meets a full queue (EAGAIN/ENOBUFS: a client that does
+// not read) is dropped, logged at debug level and counted (statistic
+// `mi_datagram:dropped_replies`). UNIX replies leave from an unbound socket, and the
+// replies a client has not read yet are charged to that socket's send buffer: when
+// clients that never read fill it, the process opens a fresh reply socket for everyone
+// else (the kernel keeps at most net.unix.max_dgram_qlen + 1 unread replies per client
+// and frees them when the client reads or closes).
+//
+// Memory: one reply buffer for the calls answered at once (up to 65457 bytes, reused);
+// about 1 KB per call that waits (peer address, call state) plus its reply once it is
+// rendered (at most 65457 bytes, freed when sent).
+//
+// Peer identity for the dispatcher (CallContext.peer): UNIX: uid and pid of the sender
+// (SO_PASSCRED / SCM_CREDENTIALS) and its socket path; UDP: `ip:port`.
+//
 // Errors, each one datagram with one line and no command name:
 //   500 command not available\n   bad first line or unknown command
 //   400 parse error in command\n   bad arguments, or a request larger than 65457 bytes
-//   500 command failed\n           the handler returned nothing
+//   500 command failed\n           the handler returned nothing, or its async reply
+//                                  failed or never came
 //   500 reply too large for a datagram: use a stream transport (FIFO or gRPC
 //   ExecuteStream)\n               the reply does not fit in 65457 bytes (1.11 sends
 //                                  nothing and the client just times out)
 // Deliberate differences from 1.11: a first line ending in CRLF is accepted; the full
-// 65457 bytes are usable for a reply (1.11: about half, spec 4.5).
+// 65457 bytes are usable for a reply (1.11: about half, spec 4.5); an async call that
+// fails is answered (1.11 loses that reply, spec 4.6); a reply is never waited for
+// (as in 1.11, whose socket_timeout has no effect either), and a dropped one is counted.
 //
 // Thread-safety: a DatagramServer is used by one thread; several processes may serve
 // the same sockets (children_count), each with its own server.
 #pragma once
 
-#include <poll.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "legacy-transports/text/argument_parser.h"
 #include "legacy-transports/text/module_params.h"
 #include "registry/dispatcher.h"
 #include "registry/reply_writer.h"
+#include "registry/statistics.h"
 
 namespace sipd::legacy {
 
@@ -54,8 +83,11 @@ struct DatagramConfig {
   // local tools and a loopback UDP socket).
   std::vector<std::string> extra_socket_names;
   int children = 1;
-  // Longest time a reply may wait for room in the client's receive queue.
+  // Accepted for compatibility (1.11's send timeout, which has no effect there either):
+  // replies never wait.
   std::chrono::milliseconds socket_timeout{2000};
+  // Longest wait for an async reply (the dispatcher's async_timeout for this transport).
+  std::chrono::milliseconds async_timeout{120000};
   std::string reply_indent = "\t";
   // UNIX socket file: mode 0600 by default.
   FileAccess unix_access;
@@ -106,30 +138,61 @@ class DatagramReplyWriter final : public mi::ReplyWriter {
 
 class DatagramServer {
  public:
-  // `sockets` must outlive the server.
+  // `sockets` must outlive the server. `dropped_replies` counts replies dropped on a
+  // full queue (an invalid Counter: counted locally only).
   DatagramServer(const DatagramConfig& config, mi::Dispatcher& dispatcher,
-                 const std::vector<DatagramSockets>& sockets);
+                 const std::vector<DatagramSockets>& sockets, mi::Counter dropped_replies = {});
+  ~DatagramServer();
+  DatagramServer(const DatagramServer&) = delete;
+  DatagramServer& operator=(const DatagramServer&) = delete;
 
   // Serves requests until stopping() returns true; on_wakeup() runs after every wake-up
-  // (at least every 200 ms).
-  void Run(const std::function<bool()>& stopping, const std::function<void()>& on_wakeup);
+  // (at least every 200 ms). Returns an error only if the event loop itself fails. Calls
+  // still waiting are cancelled on return.
+  absl::Status Run(const std::function<bool()>& stopping, const std::function<void()>& on_wakeup);
 
-  // Runs one request datagram and returns the reply payload (valid until the next
-  // call). `real_size` > datagram.size() means the datagram was cut by the buffer.
-  std::string_view Handle(std::string_view datagram, size_t real_size);
+  // Calls waiting for their reply, and replies dropped so far by this server. May be
+  // read from any thread (tests).
+  size_t waiting() const { return waiting_count_.load(std::memory_order_relaxed); }
+  uint64_t dropped_replies() const { return dropped_local_.load(std::memory_order_relaxed); }
 
  private:
-  void ReceiveOne(const DatagramSockets& sockets);
-  void SendReply(int tx, std::string_view payload, const sockaddr_storage& to, socklen_t to_len);
+  struct Waiting;
+
+  absl::Status Setup();
+  void ReceiveOne(size_t index);
+  // Parses and starts one request from `peer`. Returns the payload to send at once, or
+  // an empty view if the call waits (it is then in waiting_).
+  std::string_view Handle(std::string_view datagram, size_t real_size, mi::Peer peer, size_t index,
+                          const sockaddr_storage& from, socklen_t from_len);
+  // The payload of a ready exchange, rendered in `writer`.
+  static std::string_view Payload(mi::Exchange& exchange, const DatagramReplyWriter& writer);
+  void OnReady();
+  void SendReply(size_t index, std::string_view payload, const sockaddr_storage& to,
+                 socklen_t to_len);
+  void Drop(std::string_view why);
 
   const DatagramConfig& config_;
   mi::Dispatcher& dispatcher_;
   const std::vector<DatagramSockets>& sockets_;
-  std::vector<pollfd> poll_set_;
+  // The socket each listening socket answers from (UNIX: may be replaced, see above);
+  // `own_tx_` marks those this server created (and closes).
+  std::vector<int> tx_;
+  std::vector<bool> own_tx_;
+  int send_buffer_ = 0;
+  mi::Counter dropped_;
+  std::atomic<uint64_t> dropped_local_{0};
+  std::atomic<size_t> waiting_count_{0};
+  int epoll_fd_ = -1;
+
   std::string input_;
-  mi::Request request_;
+  char control_[64];
   ArgumentParser parser_{kDatagramMaxSize};
-  DatagramReplyWriter writer_;
+  // The reply buffer of calls answered at once; a call that waits takes it along.
+  std::unique_ptr<DatagramReplyWriter> writer_;
+  uint64_t next_id_ = 1;
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Waiting>> waiting_;
+  std::vector<uint64_t> ready_;
 };
 
 }  // namespace sipd::legacy

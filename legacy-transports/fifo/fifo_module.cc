@@ -1,5 +1,6 @@
 #include "legacy-transports/fifo/fifo_module.h"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -37,6 +38,11 @@ class MiFifoModule final : public Module {
       (param == "reply_timeout" ? config_.reply_timeout : config_.request_timeout) =
           std::chrono::milliseconds(*ms);
       return absl::OkStatus();
+    }
+    if (param == "reply_deadline") {
+      absl::StatusOr<int64_t> ms = legacy::IntParam(param, value, 1, 24 * 3600 * 1000);
+      if (ms.ok()) config_.reply_deadline = std::chrono::milliseconds(*ms);
+      return ms.status();
     }
     return absl::InvalidArgumentError(absl::StrCat(
         "mi_fifo: unknown parameter '", absl::string_view(param.data(), param.size()), "'"));
@@ -90,12 +96,24 @@ class MiFifoModule final : public Module {
   absl::Status RunProcess() {
     // A client that closes its reply FIFO early must not kill the process.
     std::signal(SIGPIPE, SIG_IGN);
+    RaiseOpenFileLimit();
     std::unique_ptr<mi::Dispatcher> dispatcher = core_->NewDispatcher({.workers = 2});
     legacy::FifoServer server(config_, *dispatcher);
     if (absl::Status status = server.Open(); !status.ok()) return status;
     Core* core = core_;
-    server.Run([core] { return core->stopping(); }, [core] { core->SyncLogLevel(); });
-    return absl::OkStatus();
+    return server.Run([core] { return core->stopping(); }, [core] { core->SyncLogLevel(); });
+  }
+
+  // Every request in flight holds its reply FIFO open (up to legacy::kFifoMaxClients):
+  // the soft open-file limit is raised to the hard one, for this process only.
+  static void RaiseOpenFileLimit() {
+    rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
+    const rlim_t before = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &limit) == 0) {
+      spdlog::debug("open-file limit raised from {} to {}", before, limit.rlim_cur);
+    }
   }
 
   FifoConfig config_;

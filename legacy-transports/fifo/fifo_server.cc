@@ -1,14 +1,13 @@
 #include "legacy-transports/fifo/fifo_server.h"
 
 #include <fcntl.h>
-#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "registry/dispatcher.h"
@@ -17,13 +16,51 @@
 namespace sipd::legacy {
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 constexpr int kPollIntervalMs = 200;
 constexpr int kReplyOpenAttempts = 5;
 constexpr auto kReplyOpenRetryDelay = std::chrono::milliseconds(80);
+// Timers (open retries, stalls, deadlines) are checked at most this often.
+constexpr auto kTimerGranularity = std::chrono::milliseconds(10);
+constexpr int kMaxEvents = 64;
+// epoll tags; clients use their id (from 2).
+constexpr uint64_t kRequestTag = 0;
+constexpr uint64_t kWakeTag = 1;
+// Spare client records kept for reuse, and the largest output buffer kept with one.
+constexpr size_t kMaxSpareClients = 64;
+constexpr size_t kMaxSpareBuffer = 64 * 1024;
 
 std::string Errno() { return std::strerror(errno); }
 
 bool IsEndLine(std::string_view line) { return line == "\n" || line == "\r\n"; }
+
+// The strict command-line form of the resynchronisation rule (fifo_server.h):
+// `:name:reply` + LF or CRLF, name of [A-Za-z0-9_], reply of [A-Za-z0-9_-].
+bool IsStrictCommandLine(std::string_view bytes) {
+  const size_t lf = bytes.find('\n');
+  if (lf == std::string_view::npos) return false;
+  std::string_view line = bytes.substr(0, lf);
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  if (line.size() < 4 || line[0] != ':') return false;
+  const size_t colon = line.find(':', 1);
+  if (colon == std::string_view::npos || colon == 1 || colon + 1 == line.size()) return false;
+  const auto word = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+  };
+  for (size_t i = 1; i < colon; ++i) {
+    if (!word(line[i])) return false;
+  }
+  for (size_t i = colon + 1; i < line.size(); ++i) {
+    if (!word(line[i]) && line[i] != '-') return false;
+  }
+  return true;
+}
+
+int MillisUntil(Clock::time_point now, Clock::time_point when) {
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(when - now).count();
+  return static_cast<int>(std::clamp<int64_t>(left, 0, kPollIntervalMs));
+}
 
 std::string_view TrimCommandLine(std::string_view line) {
   const size_t end = line.find_last_not_of("\n\r \t");
@@ -82,16 +119,81 @@ absl::Status PrepareRequestFifo(const FifoConfig& config) {
   return status;
 }
 
+// One request from its command line to the end of its reply.
+struct FifoServer::Client {
+  enum class Phase {
+    kReading,  // its request is still being read (FifoServer::current_)
+    kOpening,  // its reply FIFO had no reader yet (ENXIO): another attempt at next_open
+    kQueued,   // an earlier request for the same reply FIFO is still being answered
+    kRunning,  // its call runs (worker thread, async reply)
+    kWriting,  // its reply is being written
+  };
+
+  uint64_t id = 0;
+  Phase phase = Phase::kReading;
+  std::string reply_path;
+  int fd = -1;
+  // Owner of the reply FIFO (fstat), for CallContext.peer.
+  uid_t uid = static_cast<uid_t>(-1);
+  int open_attempts = 0;
+  Clock::time_point next_open;
+  // In the epoll set.
+  bool watched = false;
+  // The answer is a transport error line already in `out` (no call).
+  bool answer_only = false;
+  mi::Request request;
+  // The command name, for logs (the request goes to the dispatcher).
+  std::string command;
+  std::unique_ptr<mi::Exchange> exchange;
+  // The outcome was looked at (the first part rendered).
+  bool started = false;
+  // Everything of the reply is in `out` (the exchange is gone).
+  bool stream_done = false;
+  std::string out;
+  size_t out_pos = 0;
+  // The last write met a full pipe; stall_since = when progress stopped.
+  bool blocked = false;
+  Clock::time_point stall_since;
+  // The reply must be complete by then (set when the request is complete).
+  Clock::time_point deadline = Clock::time_point::max();
+  // Why the client was cut; empty = answered (or discarded quietly).
+  std::string failed;
+
+  size_t pending() const { return out.size() - out_pos; }
+
+  void Reset() {
+    id = 0;
+    phase = Phase::kReading;
+    reply_path.clear();
+    fd = -1;
+    uid = static_cast<uid_t>(-1);
+    open_attempts = 0;
+    watched = false;
+    answer_only = false;
+    request.command.clear();
+    request.args.clear();
+    request.args_error = absl::OkStatus();
+    command.clear();
+    exchange.reset();
+    started = false;
+    stream_done = false;
+    out.clear();
+    out_pos = 0;
+    blocked = false;
+    deadline = Clock::time_point::max();
+    failed.clear();
+  }
+};
+
 FifoServer::FifoServer(const FifoConfig& config, mi::Dispatcher& dispatcher)
     : config_(config),
       dispatcher_(dispatcher),
       input_(new char[kInputSize]),
-      writer_(config.reply_indent, config.reply_timeout) {
-  reply_path_.reserve(config.reply_dir.size() + 256);
-}
+      writer_(config.reply_indent) {}
 
 FifoServer::~FifoServer() {
-  CloseReply();
+  CancelAll();
+  if (epoll_fd_ >= 0) close(epoll_fd_);
   if (read_fd_ >= 0) close(read_fd_);
   if (keep_fd_ >= 0) close(keep_fd_);
 }
@@ -119,42 +221,115 @@ absl::Status FifoServer::Open() {
     return absl::FailedPreconditionError(
         absl::StrCat("mi_fifo: cannot open '", path, "' for writing: ", Errno()));
   }
-  last_input_ = std::chrono::steady_clock::now();
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_ < 0) return absl::InternalError(absl::StrCat("mi_fifo: epoll: ", Errno()));
+  epoll_event request{.events = EPOLLIN, .data = {.u64 = kRequestTag}};
+  epoll_event wake{.events = EPOLLIN, .data = {.u64 = kWakeTag}};
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, read_fd_, &request) != 0 ||
+      epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, dispatcher_.wake_fd(), &wake) != 0) {
+    return absl::InternalError(absl::StrCat("mi_fifo: epoll_ctl: ", Errno()));
+  }
+  last_input_ = Clock::now();
   spdlog::info("listening on {}", path);
   return absl::OkStatus();
 }
 
-void FifoServer::Run(const std::function<bool()>& stopping,
-                     const std::function<void()>& on_wakeup) {
+absl::Status FifoServer::Run(const std::function<bool()>& stopping,
+                             const std::function<void()>& on_wakeup) {
+  epoll_event events[kMaxEvents];
   while (!stopping()) {
-    pollfd pfd{read_fd_, POLLIN, 0};
-    const int ready = poll(&pfd, 1, PollTimeoutMs());
+    // (An async deadline added while this round runs is later than its start: the next
+    // round looks at it.)
+    const Clock::time_point async_deadline = dispatcher_.NextDeadline();
+    const int n =
+        epoll_wait(epoll_fd_, events, kMaxEvents, TimeoutMs(Clock::now(), async_deadline));
     on_wakeup();
-    if (ready < 0 && errno != EINTR) {
-      spdlog::error("poll: {}", Errno());
-      std::this_thread::sleep_for(std::chrono::milliseconds(kPollIntervalMs));
-      continue;
+    if (n < 0 && errno != EINTR) {
+      const std::string why = Errno();
+      CancelAll();
+      return absl::InternalError(absl::StrCat("mi_fifo: epoll_wait: ", why));
     }
-    if (ready > 0) ReadInput();
-    // Only after reading what is there: bytes waiting in the pipe are not silence.
-    CheckRequestTimeout();
+    bool wake = false;
+    for (int i = 0; i < n; ++i) {
+      const uint64_t tag = events[i].data.u64;
+      if (tag == kRequestTag) {
+        ReadInput();
+      } else if (tag == kWakeTag) {
+        wake = true;
+      } else {
+        OnClientEvent(tag, events[i].events);
+      }
+    }
+    const Clock::time_point now = Clock::now();
+    if (wake || async_deadline <= now) {
+      dispatcher_.RunCompletions();
+      OnReady();
+    }
+    CheckRequestTimeout(now);
+    if (now >= next_timer_) RunTimers(now);
   }
   spdlog::debug("stopping");
+  CancelAll();
+  return absl::OkStatus();
 }
+
+int FifoServer::TimeoutMs(Clock::time_point now, Clock::time_point async_deadline) const {
+  int timeout = kPollIntervalMs;
+  if (config_.request_timeout.count() > 0 && RequestInProgress()) {
+    timeout = std::min(timeout, MillisUntil(now, last_input_ + config_.request_timeout));
+  }
+  if (next_timer_ != Clock::time_point::max()) {
+    timeout = std::min(timeout, MillisUntil(now, next_timer_));
+  }
+  if (async_deadline != Clock::time_point::max()) {
+    timeout = std::min(timeout, MillisUntil(now, async_deadline));
+  }
+  return timeout;
+}
+
+// ---------------------------------------------------------------------------------------
+// The request FIFO
 
 void FifoServer::ReadInput() {
   for (;;) {
-    const ssize_t n = read(read_fd_, input_.get() + input_end_, kInputSize - input_end_);
+    const size_t room = kInputSize - input_end_;
+    const ssize_t n = read(read_fd_, input_.get() + input_end_, room);
     if (n > 0) {
+      read_at_ = last_input_ = Clock::now();
+      if (paused_) {
+        paused_ = false;
+        if (RequestInProgress()) {
+          ResyncOnNewCommandLine(std::string_view(input_.get() + input_end_, n));
+        }
+      }
       input_end_ += static_cast<size_t>(n);
-      last_input_ = std::chrono::steady_clock::now();
       ProcessInput();
+      // A read that took less than it could drained the FIFO: whatever comes next was
+      // written after it (a pause, for the resynchronisation rule).
+      if (static_cast<size_t>(n) < room) {
+        paused_ = RequestInProgress();
+        return;
+      }
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno != EAGAIN) spdlog::error("read: {}", Errno());
+    paused_ = RequestInProgress();
     return;  // EAGAIN, or EOF (impossible while keep_fd_ is open)
   }
+}
+
+bool FifoServer::ResyncOnNewCommandLine(std::string_view fresh) {
+  if (!IsStrictCommandLine(fresh)) return false;
+  const bool answer = state_ == State::kArguments || state_ == State::kBadArgs;
+  spdlog::warn("request {}incomplete when a new request began: {}",
+               current_ != nullptr ? absl::StrCat("'", current_->request.command, "' ") : "",
+               answer ? "answered 400" : "discarded");
+  // The unfinished line (if any) goes; the fresh bytes start at input_end_.
+  input_begin_ = input_end_;
+  skipping_line_ = false;
+  AbandonRequest(answer);
+  return true;
 }
 
 size_t FifoServer::LineLimit() const {
@@ -228,7 +403,7 @@ void FifoServer::HandleLine(std::string_view line) {
       HandleArgumentLine(line);
       break;
     case State::kBadArgs:
-      if (IsEndLine(line)) RunRequest();
+      if (IsEndLine(line)) EndRequest();
       break;
     case State::kDiscard:
       if (IsEndLine(line)) state_ = State::kIdle;
@@ -257,20 +432,30 @@ void FifoServer::HandleCommandLine(std::string_view line) {
     state_ = State::kDiscard;
     return;
   }
-  reply_fd_ = OpenReplyFifo(reply_name);
-  if (reply_fd_ < 0) {
+  if (clients_.size() >= kFifoMaxClients) {
+    spdlog::warn("command '{}': {} requests in flight already: request discarded", command,
+                 kFifoMaxClients);
     state_ = State::kDiscard;
     return;
   }
-  request_ = mi::Request();
-  request_.command.assign(command);
-  parser_.Begin(&request_.args);
+  current_ = NewClient();
+  current_->reply_path.assign(config_.reply_dir).append(reply_name);
+  current_->request.command.assign(command);
+  // As 1.11, the reply FIFO is opened before the arguments are read, unless an earlier
+  // request still writes to it (then when that one is done).
+  const bool busy = !path_users_.empty() && path_users_.contains(current_->reply_path);
+  if (!busy && !TryOpenReply(*current_) && current_->phase != Client::Phase::kOpening) {
+    Recycle(std::move(current_));
+    state_ = State::kDiscard;
+    return;
+  }
+  parser_.Begin(&current_->request.args);
   state_ = State::kArguments;
 }
 
 void FifoServer::HandleArgumentLine(std::string_view line) {
   if (!parser_.in_quoted_value() && IsEndLine(line)) {
-    RunRequest();
+    EndRequest();
     return;
   }
   const absl::Status status = parser_.FeedLine(line);
@@ -283,85 +468,379 @@ void FifoServer::HandleArgumentLine(std::string_view line) {
 void FifoServer::OnArgumentError(const absl::Status& why) {
   // What a parse error means (a no-input command runs anyway, an unknown one is "not
   // available") is the dispatcher's decision, made at the end of the request.
-  request_.args_error = why;
+  current_->request.args_error = why;
   state_ = State::kBadArgs;
 }
 
-void FifoServer::RunRequest() {
-  mi::CallContext context;
-  context.transport = mi::Transport::kFifo;
-  context.peer.address = reply_path_;
-  writer_.Begin(reply_fd_);
-  const mi::DispatchResult result = dispatcher_.Run(context, std::move(request_), &writer_);
-  if (result.outcome != mi::Outcome::kReply) {
-    // "not available" / "parse error" / "failed": the single status line.
-    writer_.WriteErrorLine(result.reply.code, result.reply.reason);
-  }
-  request_ = mi::Request();
-  CloseReply();
+void FifoServer::EndRequest() {
   state_ = State::kIdle;
+  Admit(std::move(current_));
   // Serving takes time; a request queued behind this one is not silent meanwhile.
-  last_input_ = std::chrono::steady_clock::now();
+  last_input_ = Clock::now();
+}
+
+void FifoServer::AbandonRequest(bool answer) {
+  state_ = State::kIdle;
+  if (current_ == nullptr) return;
+  if (!answer) {
+    Recycle(std::move(current_));
+    return;
+  }
+  current_->answer_only = true;
+  current_->stream_done = true;
+  writer_.Begin(&current_->out);
+  writer_.WriteErrorLine(400,
+                         absl::StrCat("parse error in command '", current_->request.command, "'"));
+  Admit(std::move(current_));
 }
 
 bool FifoServer::RequestInProgress() const {
   return state_ != State::kIdle || input_end_ > input_begin_ || skipping_line_;
 }
 
-int FifoServer::PollTimeoutMs() const {
-  if (config_.request_timeout.count() <= 0 || !RequestInProgress()) return kPollIntervalMs;
-  const auto left = std::chrono::ceil<std::chrono::milliseconds>(
-      last_input_ + config_.request_timeout - std::chrono::steady_clock::now());
-  return static_cast<int>(std::clamp<int64_t>(left.count(), 0, kPollIntervalMs));
-}
-
-void FifoServer::CheckRequestTimeout() {
+void FifoServer::CheckRequestTimeout(Clock::time_point now) {
   if (config_.request_timeout.count() <= 0 || !RequestInProgress() ||
-      std::chrono::steady_clock::now() - last_input_ < config_.request_timeout) {
+      now - last_input_ < config_.request_timeout) {
     return;
   }
   spdlog::warn("request incomplete after {} ms of silence: discarded",
                config_.request_timeout.count());
+  read_at_ = now;
   if (state_ == State::kIdle && !skipping_line_ && input_end_ > input_begin_) {
     // A command line without its LF: answer it if it names a usable reply FIFO.
     HandleCommandLine(std::string_view(input_.get() + input_begin_, input_end_ - input_begin_));
   }
-  if (state_ == State::kArguments || state_ == State::kBadArgs) {
-    writer_.Begin(reply_fd_);
-    writer_.WriteErrorLine(400, absl::StrCat("parse error in command '", request_.command, "'"));
-  }
-  CloseReply();
-  state_ = State::kIdle;
+  AbandonRequest(state_ == State::kArguments || state_ == State::kBadArgs);
   input_begin_ = input_end_ = 0;
   skipping_line_ = false;
+  paused_ = false;
 }
 
-int FifoServer::OpenReplyFifo(std::string_view reply_name) {
-  reply_path_.assign(config_.reply_dir).append(reply_name);
-  int fd = -1;
-  for (int attempt = 0; attempt < kReplyOpenAttempts; ++attempt) {
-    if (attempt > 0) std::this_thread::sleep_for(kReplyOpenRetryDelay);
-    // Non-blocking: ENXIO while the client has not opened its end yet.
-    fd = open(reply_path_.c_str(), O_WRONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
-    if (fd >= 0 || errno != ENXIO) break;
+// ---------------------------------------------------------------------------------------
+// Clients
+
+std::unique_ptr<FifoServer::Client> FifoServer::NewClient() {
+  std::unique_ptr<Client> client;
+  if (spare_.empty()) {
+    client = std::make_unique<Client>();
+  } else {
+    client = std::move(spare_.back());
+    spare_.pop_back();
   }
+  client->id = next_id_++;
+  return client;
+}
+
+void FifoServer::Recycle(std::unique_ptr<Client> client) {
+  if (client->exchange != nullptr) client->exchange->Cancel();
+  if (client->fd >= 0) close(client->fd);
+  if (spare_.size() >= kMaxSpareClients) return;
+  client->Reset();
+  if (client->out.capacity() > kMaxSpareBuffer) client->out = std::string();
+  spare_.push_back(std::move(client));
+}
+
+bool FifoServer::TryOpenReply(Client& client) {
+  ++client.open_attempts;
+  // Non-blocking: ENXIO while the client has not opened its end yet.
+  const int fd = open(client.reply_path.c_str(), O_WRONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
-    spdlog::warn("cannot open reply FIFO {}: {}", reply_path_,
-                 errno == ENXIO ? "nobody reads it" : Errno());
-    return -1;
+    if (errno == ENXIO && client.open_attempts < kReplyOpenAttempts) {
+      client.phase = Client::Phase::kOpening;
+      client.next_open = Clock::now() + kReplyOpenRetryDelay;
+      return false;
+    }
+    spdlog::warn("cannot open reply FIFO {}: {}{}", client.reply_path,
+                 errno == ENXIO ? "nobody reads it" : Errno(),
+                 client.request.command.empty()
+                     ? ""
+                     : absl::StrCat(": request '", client.request.command, "' discarded"));
+    client.phase = Client::Phase::kReading;
+    return false;
   }
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode) || st.st_nlink != 1) {
-    spdlog::warn("reply file {} is not a FIFO with a single link: not used", reply_path_);
+    spdlog::warn("reply file {} is not a FIFO with a single link: not used", client.reply_path);
     close(fd);
-    return -1;
+    client.phase = Client::Phase::kReading;
+    return false;
   }
-  return fd;
+  client.fd = fd;
+  client.uid = st.st_uid;
+  return true;
 }
 
-void FifoServer::CloseReply() {
-  if (reply_fd_ >= 0) close(reply_fd_);
-  reply_fd_ = -1;
+void FifoServer::Admit(std::unique_ptr<Client> client) {
+  // (When the bytes that completed it were read: serving earlier requests of the same
+  // read takes microseconds.)
+  client->deadline = read_at_ + config_.reply_deadline;
+  if (client->fd >= 0) {
+    Dispatch(std::move(client));
+    return;
+  }
+  // Not open: an earlier request still uses its reply FIFO, or its reader is not there.
+  if (path_users_.contains(client->reply_path)) {
+    client->phase = Client::Phase::kQueued;
+  } else if (client->phase != Client::Phase::kOpening) {
+    // Its predecessor finished while the request was read: first attempt now.
+    if (TryOpenReply(*client)) {
+      Dispatch(std::move(client));
+      return;
+    }
+    if (client->phase != Client::Phase::kOpening) {
+      Recycle(std::move(client));
+      return;
+    }
+  }
+  Park(std::move(client));
+}
+
+bool FifoServer::Dispatch(std::unique_ptr<Client> client) {
+  if (!client->answer_only) {
+    mi::CallContext context;
+    context.transport = mi::Transport::kFifo;
+    context.peer.uid = client->uid;
+    context.peer.address = client->reply_path;
+    context.deadline = client->deadline;
+    context.can_wait_async = true;
+    client->phase = Client::Phase::kRunning;
+    const uint64_t id = client->id;
+    client->command = client->request.command;
+    client->exchange =
+        dispatcher_.Start(std::move(context), std::move(client->request), mi::Delivery::kPull,
+                          nullptr, [this, id] { ready_.push_back(id); });
+    if (!client->exchange->ready()) return Park(std::move(client));
+  }
+  client->phase = Client::Phase::kWriting;
+  if (!Pump(*client)) return Park(std::move(client));
+  if (!client->failed.empty()) {
+    spdlog::warn("reply to {} for '{}' abandoned: {}", client->reply_path, client->command,
+                 client->failed);
+  }
+  Recycle(std::move(client));
+  return false;
+}
+
+bool FifoServer::Park(std::unique_ptr<Client> client) {
+  // A reply FIFO that is open joins the epoll set (edge-triggered writability): a full
+  // pipe is waited for, and the reader's departure (EPOLLERR) is seen while the call runs.
+  if (client->fd >= 0 && !Watch(*client)) {
+    spdlog::warn("reply to {} abandoned: {}", client->reply_path, client->failed);
+    Recycle(std::move(client));
+    return false;
+  }
+  ++path_users_[client->reply_path];
+  ArmTimer(client->deadline);
+  if (client->phase == Client::Phase::kOpening) ArmTimer(client->next_open);
+  const uint64_t id = client->id;
+  clients_.emplace(id, std::move(client));
+  in_flight_.store(clients_.size(), std::memory_order_relaxed);
+  return true;
+}
+
+std::unique_ptr<FifoServer::Client> FifoServer::Unpark(uint64_t id) {
+  auto it = clients_.find(id);
+  if (it == clients_.end()) return nullptr;
+  std::unique_ptr<Client> client = std::move(it->second);
+  clients_.erase(it);
+  in_flight_.store(clients_.size(), std::memory_order_relaxed);
+  auto users = path_users_.find(client->reply_path);
+  if (users != path_users_.end() && --users->second == 0) path_users_.erase(users);
+  return client;
+}
+
+bool FifoServer::Watch(Client& client) {
+  if (client.watched) return true;
+  epoll_event event{.events = EPOLLOUT | EPOLLET, .data = {.u64 = client.id}};
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, client.fd, &event) != 0) {
+    client.failed = absl::StrCat("epoll_ctl: ", Errno());
+    return false;
+  }
+  client.watched = true;
+  return true;
+}
+
+void FifoServer::FillOutput(Client& client) {
+  if (client.out_pos > 0) {
+    client.out.erase(0, client.out_pos);
+    client.out_pos = 0;
+  }
+  mi::Exchange& exchange = *client.exchange;
+  writer_.Begin(&client.out);
+  bool done;
+  if (!client.started && exchange.outcome() != mi::Outcome::kReply) {
+    // "not available" / "parse error" / "failed": the single status line.
+    done = true;
+  } else {
+    done = exchange.WriteNext(writer_);
+  }
+  client.started = true;
+  if (!done) return;
+  if (exchange.outcome() != mi::Outcome::kReply) {
+    // (A stream that failed midway keeps what was written and gets the line after it.)
+    writer_.WriteErrorLine(exchange.reply().code, exchange.reply().reason);
+  }
+  client.stream_done = true;
+  // The reply is all rendered: free the call (and its tree) now.
+  client.exchange.reset();
+}
+
+bool FifoServer::Pump(Client& client) {
+  bool progressed = false;
+  for (;;) {
+    if (!client.stream_done && client.pending() < kFifoLowWater) {
+      FillOutput(client);
+      continue;
+    }
+    const size_t pending = client.pending();
+    if (pending == 0) return true;  // stream_done
+    const ssize_t n = write(client.fd, client.out.data() + client.out_pos, pending);
+    if (n > 0) {
+      client.out_pos += static_cast<size_t>(n);
+      progressed = true;
+      if (client.out_pos == client.out.size()) {
+        client.out.clear();
+        client.out_pos = 0;
+      }
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      if (progressed || !client.blocked) {
+        client.stall_since = Clock::now();
+        client.blocked = true;
+        ArmTimer(client.stall_since + config_.reply_timeout);
+      }
+      return false;
+    }
+    client.failed = errno == EPIPE ? std::string("the client closed its reply FIFO")
+                                   : absl::StrCat("write: ", Errno());
+    return true;
+  }
+}
+
+void FifoServer::Finish(uint64_t id, std::string_view why) {
+  std::unique_ptr<Client> client = Unpark(id);
+  if (client == nullptr) return;
+  if (!why.empty()) {
+    spdlog::warn(
+        "reply to {} for '{}' abandoned: {}", client->reply_path,
+        client->exchange != nullptr ? client->exchange->command_name() : client->request.command,
+        why);
+  }
+  const bool holder = client->phase != Client::Phase::kQueued;
+  std::string path;
+  if (holder && path_users_.contains(client->reply_path)) path = client->reply_path;
+  Recycle(std::move(client));
+  if (!path.empty()) StartNext(path);
+}
+
+void FifoServer::StartNext(const std::string& path) {
+  // The requests queued for `path` are answered oldest first (ids grow); each one that
+  // is answered at once hands the path to the next.
+  while (path_users_.contains(path)) {
+    Client* next = nullptr;
+    for (auto& [other_id, other] : clients_) {
+      if (other->phase == Client::Phase::kQueued && other->reply_path == path &&
+          (next == nullptr || other_id < next->id)) {
+        next = other.get();
+      }
+    }
+    if (next == nullptr) return;  // the holder is still at work
+    const uint64_t id = next->id;
+    if (!TryOpenReply(*next)) {
+      if (next->phase == Client::Phase::kOpening) {
+        ArmTimer(next->next_open);
+        return;  // it holds the path now
+      }
+      Recycle(Unpark(id));  // logged by TryOpenReply
+      continue;
+    }
+    if (Dispatch(Unpark(id))) return;
+  }
+}
+
+void FifoServer::OnClientEvent(uint64_t id, uint32_t events) {
+  auto it = clients_.find(id);
+  if (it == clients_.end()) return;
+  Client& client = *it->second;
+  if ((events & (EPOLLERR | EPOLLHUP)) != 0) {
+    Finish(id, "the client closed its reply FIFO");
+    return;
+  }
+  if (client.phase == Client::Phase::kWriting && (events & EPOLLOUT) != 0 && Pump(client)) {
+    Finish(id, client.failed);
+  }
+}
+
+void FifoServer::OnReady() {
+  if (ready_.empty()) return;
+  std::vector<uint64_t> ready;
+  ready.swap(ready_);
+  for (const uint64_t id : ready) {
+    auto it = clients_.find(id);
+    if (it == clients_.end() || it->second->phase != Client::Phase::kRunning) continue;
+    Client& client = *it->second;
+    client.phase = Client::Phase::kWriting;
+    if (Pump(client)) Finish(id, client.failed);
+  }
+}
+
+void FifoServer::ArmTimer(Clock::time_point when) { next_timer_ = std::min(next_timer_, when); }
+
+void FifoServer::RunTimers(Clock::time_point now) {
+  std::vector<std::pair<uint64_t, std::string>> cut;
+  std::vector<uint64_t> retry;
+  Clock::time_point next = Clock::time_point::max();
+  for (const auto& [id, client] : clients_) {
+    if (now >= client->deadline) {
+      cut.emplace_back(id, absl::StrCat("reply not complete within reply_deadline (",
+                                        config_.reply_deadline.count(), " ms)"));
+      continue;
+    }
+    next = std::min(next, client->deadline);
+    if (client->phase == Client::Phase::kWriting && client->blocked) {
+      const Clock::time_point stall_end = client->stall_since + config_.reply_timeout;
+      if (now >= stall_end) {
+        cut.emplace_back(
+            id, absl::StrCat("the client did not read for ", config_.reply_timeout.count(), " ms"));
+        continue;
+      }
+      next = std::min(next, stall_end);
+    }
+    if (client->phase == Client::Phase::kOpening) {
+      if (now >= client->next_open) {
+        retry.push_back(id);
+      } else {
+        next = std::min(next, client->next_open);
+      }
+    }
+  }
+  next_timer_ = next == Clock::time_point::max() ? next : std::max(next, now + kTimerGranularity);
+  for (const auto& [id, why] : cut) Finish(id, why);
+  for (const uint64_t id : retry) {
+    auto it = clients_.find(id);
+    if (it == clients_.end() || it->second->phase != Client::Phase::kOpening) continue;
+    Client& client = *it->second;
+    if (TryOpenReply(client)) {
+      std::unique_ptr<Client> owned = Unpark(id);
+      const std::string path = owned->reply_path;
+      if (!Dispatch(std::move(owned))) StartNext(path);
+    } else if (client.phase == Client::Phase::kOpening) {
+      ArmTimer(client.next_open);
+    } else {
+      Finish(id, "");  // logged by TryOpenReply
+    }
+  }
+}
+
+void FifoServer::CancelAll() {
+  if (current_ != nullptr) Recycle(std::move(current_));
+  for (auto& [id, client] : clients_) Recycle(std::move(client));
+  clients_.clear();
+  in_flight_.store(0, std::memory_order_relaxed);
+  path_users_.clear();
+  ready_.clear();
 }
 
 }  // namespace sipd::legacy

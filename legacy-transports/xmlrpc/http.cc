@@ -246,7 +246,10 @@ std::string FormatXmlResponse(std::string_view xml, const ResponseOptions& optio
   return out;
 }
 
-void AppendXmlResponse(std::string_view xml, const ResponseOptions& options, std::string* out) {
+namespace {
+
+// The head lines every 200 response shares, up to and excluding the framing header.
+void AppendCommonHead(const ResponseOptions& options, std::string* out) {
   // The Date text changes once a second; formatting it costs more than the rest of the
   // head, so each thread keeps the last one.
   thread_local std::time_t cached_date = -1;
@@ -255,20 +258,38 @@ void AppendXmlResponse(std::string_view xml, const ResponseOptions& options, std
     cached_date_text = HttpDate(options.date);
     cached_date = options.date;
   }
-  out->reserve(out->size() + 256 + xml.size());
   absl::StrAppend(out, "HTTP/1.1 200 OK\r\nDate: ", cached_date_text,
                   "\r\nServer: ", AbslView(ServerHeader()),
-                  "\r\nContent-Type: text/xml; charset=\"utf-8\"\r\n"
-                  "Content-Length: ",
-                  xml.size(), "\r\n");
+                  "\r\nContent-Type: text/xml; charset=\"utf-8\"\r\n");
+}
+
+void AppendConnectionHeaders(const ResponseOptions& options, std::string* out) {
   if (options.keep_alive) {
     absl::StrAppend(out,
-                    "Connection: Keep-Alive\r\nKeep-Alive: timeout=", options.keep_alive_timeout_s,
-                    ", max=", options.keep_alive_remaining, "\r\n");
+                    "Connection: Keep-Alive\r\nKeep-Alive: timeout=", options.keep_alive_timeout_s);
+    if (options.keep_alive_remaining >= 0) {
+      absl::StrAppend(out, ", max=", options.keep_alive_remaining);
+    }
+    out->append("\r\n\r\n");
   } else {
-    out->append("Connection: close\r\n");
+    out->append("Connection: close\r\n\r\n");
   }
-  out->append("\r\n").append(xml);
+}
+
+}  // namespace
+
+void AppendXmlResponse(std::string_view xml, const ResponseOptions& options, std::string* out) {
+  out->reserve(out->size() + 256 + xml.size());
+  AppendCommonHead(options, out);
+  absl::StrAppend(out, "Content-Length: ", xml.size(), "\r\n");
+  AppendConnectionHeaders(options, out);
+  out->append(xml);
+}
+
+void AppendChunkedResponseHead(const ResponseOptions& options, std::string* out) {
+  AppendCommonHead(options, out);
+  out->append("Transfer-Encoding: chunked\r\n");
+  AppendConnectionHeaders(options, out);
 }
 
 std::string FormatErrorResponse(const HttpError& error, std::time_t date) {

@@ -1,9 +1,11 @@
 // The small HTTP/1.1 framing mi_xmlrpc needs (spec 5.2): parse a request head, decide
 // whether it is an acceptable `POST /RPC2` XML-RPC call, and format responses.
 //
-// We frame HTTP ourselves (instead of using xmlrpc-c's Abyss server) so that every limit
-// is ours: header size, body size, per-connection read timeout, connection cap, and a
-// process loop that polls Core::stopping(). xmlrpc-c only parses and serialises XML.
+// We frame HTTP ourselves (instead of using xmlrpc-c's Abyss server or Boost.Beast) so
+// that every limit and every answer is ours: header size (431 measured on the head as
+// sent), body size, the order of the RPC2 checks (404, 405, 400, 411, 400, 413), lenient
+// bare-LF heads, and no allocation per request (Beast's header container allocates per
+// field). The event loop is server.cc's; xmlrpc-c and expat only read and write XML.
 //
 // Everything here is a pure function of its inputs (no I/O), so it is unit-tested
 // directly; server.cc does the socket work.
@@ -80,11 +82,12 @@ std::string HttpDate(std::time_t when);
 
 struct ResponseOptions {
   // Keep the connection open: `Connection: Keep-Alive` plus
-  // `Keep-Alive: timeout=<keep_alive_timeout_s>, max=<keep_alive_remaining>`;
+  // `Keep-Alive: timeout=<keep_alive_timeout_s>[, max=<keep_alive_remaining>]` (max only
+  // when keep_alive_remaining >= 0, i.e. the server caps requests per connection);
   // otherwise `Connection: close`.
   bool keep_alive = false;
   int keep_alive_timeout_s = 15;
-  int keep_alive_remaining = 0;
+  int keep_alive_remaining = -1;
   std::time_t date = 0;
 };
 
@@ -92,6 +95,9 @@ struct ResponseOptions {
 std::string FormatXmlResponse(std::string_view xml, const ResponseOptions& options);
 // The same, appended to `*out` (so that a caller can reuse one buffer).
 void AppendXmlResponse(std::string_view xml, const ResponseOptions& options, std::string* out);
+// The head of a 200 response whose body follows in HTTP/1.1 chunks
+// (`Transfer-Encoding: chunked`), appended to `*out`.
+void AppendChunkedResponseHead(const ResponseOptions& options, std::string* out);
 
 // An error response with a short text/plain body (`<status> <phrase>: <message>`).
 // Error responses always close the connection.

@@ -2,8 +2,10 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -71,12 +73,27 @@ class MiXmlrpcModule : public Module {
     } else if (name == "max_body_size") {
       if (absl::Status s = require_range(64, 64 << 20); !s.ok()) return s;
       server_options_.max_body_size = static_cast<size_t>(*number);
-    } else if (name == "read_timeout") {
+    } else if (name == "read_timeout" || name == "header_timeout" || name == "idle_timeout" ||
+               name == "stall_timeout" || name == "reply_timeout") {
       if (absl::Status s = require_range(1, 3600); !s.ok()) return s;
-      server_options_.read_timeout = std::chrono::seconds(*number);
+      const std::chrono::seconds seconds(*number);
+      if (name == "read_timeout") server_options_.read_timeout = seconds;
+      if (name == "header_timeout") server_options_.header_timeout = seconds;
+      if (name == "idle_timeout") server_options_.idle_timeout = seconds;
+      if (name == "stall_timeout") server_options_.stall_timeout = seconds;
+      if (name == "reply_timeout") server_options_.reply_timeout = seconds;
     } else if (name == "max_connections") {
-      if (absl::Status s = require_range(1, 1024); !s.ok()) return s;
+      if (absl::Status s = require_range(1, 1 << 20); !s.ok()) return s;
       server_options_.max_connections = static_cast<int>(*number);
+    } else if (name == "max_connections_per_peer") {
+      if (absl::Status s = require_range(1, 1 << 20); !s.ok()) return s;
+      server_options_.max_connections_per_peer = static_cast<int>(*number);
+    } else if (name == "processes") {
+      if (absl::Status s = require_range(1, 64); !s.ok()) return s;
+      processes_ = static_cast<int>(*number);
+    } else if (name == "keep_alive_max") {
+      if (absl::Status s = require_range(0, 1 << 30); !s.ok()) return s;
+      server_options_.keep_alive_max = static_cast<int>(*number);
     } else {
       return absl::InvalidArgumentError(absl::StrCat("mi_xmlrpc: unknown parameter '", name, "'"));
     }
@@ -102,7 +119,7 @@ class MiXmlrpcModule : public Module {
   std::vector<ProcessSpec> Processes() override {
     ProcessSpec spec;
     spec.name = "MI XMLRPC";
-    spec.count = 1;
+    spec.count = processes_;
     spec.init_child = true;
     spec.pre_fork = [this]() -> absl::Status {
       CloseListenSocket();
@@ -139,9 +156,10 @@ class MiXmlrpcModule : public Module {
       if (!fd.ok()) return fd.status();
       listen_fd_ = *fd;
     }
+    RaiseDescriptorLimit();
     std::unique_ptr<mi::Dispatcher> dispatcher = core_->NewDispatcher({.workers = 2});
     xmlrpc::XmlrpcProcessor processor(*dispatcher, processor_options_);
-    xmlrpc::XmlrpcServer server(listen_fd_, server_options_, processor);
+    xmlrpc::XmlrpcServer server(listen_fd_, server_options_, processor, *dispatcher);
     if (absl::Status status = server.Open(); !status.ok()) return status;
     spdlog::debug("mi_xmlrpc: process ready");
     server.Run([this] { return core_->stopping(); }, [this] { core_->SyncLogLevel(); });
@@ -149,9 +167,26 @@ class MiXmlrpcModule : public Module {
     return absl::OkStatus();
   }
 
+  // One descriptor per connection: lift the soft limit to what max_connections needs
+  // (within the hard limit), and say so if the hard limit is lower.
+  void RaiseDescriptorLimit() {
+    const rlim_t wanted = static_cast<rlim_t>(server_options_.max_connections) + 64;
+    struct rlimit limit {};
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= wanted) return;
+    limit.rlim_cur = std::min(wanted, limit.rlim_max);
+    if (setrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur < wanted) {
+      spdlog::warn(
+          "mi_xmlrpc: descriptor limit {} is below max_connections {}: connections past it "
+          "are refused",
+          limit.rlim_cur, server_options_.max_connections);
+    }
+  }
+
   Core* core_ = nullptr;
   std::string listen_ = "127.0.0.1";
   int port_ = kDefaultPort;
+  // MI XMLRPC processes sharing the listen socket, each with its own event loop.
+  int processes_ = 2;
   int listen_fd_ = -1;
   xmlrpc::ServerOptions server_options_;
   xmlrpc::XmlrpcProcessor::Options processor_options_;

@@ -1,7 +1,10 @@
 #include "legacy-transports/xmlrpc/xmlrpc_processor.h"
 
+#include <poll.h>
 #include <xmlrpc-c/base.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <exception>
 #include <vector>
@@ -10,6 +13,7 @@
 #include <xmlrpc-c/xml.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "legacy-transports/xmlrpc/fast_call_parser.h"
 #include "registry/dispatcher.h"
 #include "registry/reply_writer.h"
 #include "registry/text_format.h"
@@ -71,67 +75,34 @@ constexpr std::string_view kResponseHead =
     "<param><value>";
 constexpr std::string_view kResponseTail = "</value></param>\r\n</params>\r\n</methodResponse>\r\n";
 
-// Collects the reply as Dispatch streams it: node lines go straight into the text as the
-// handler flushes, so the tree is never held whole. The text is sanitised
-// (AppendSanitizedForXml) but not escaped; in array mode it is the concatenation of the
-// elements and `element_ends_` marks where each one ends.
-class XmlrpcReplyWriter : public mi::ReplyWriter {
- public:
-  XmlrpcReplyWriter(ReplyOption option, size_t buffer_size) : option_(option) {
-    if (option_ == ReplyOption::kString) text_.reserve(buffer_size);
-  }
+constexpr std::string_view kInternalError = "Internal server error while processing request";
 
-  void WriteStatus(const mi::Reply& /*reply*/) override {
-    // The status line is never transmitted (spec 5.4); the code decides success later.
-  }
+// Collects a reply as xmlrpc-c values, for calls that go through the library's registry
+// (system.multicall runs MI commands through the default method).
+class ValueReplyWriter : public mi::ReplyWriter {
+ public:
+  explicit ValueReplyWriter(ReplyOption option) : option_(option) {}
+
+  void WriteStatus(const mi::Reply& /*reply*/) override {}
 
   void WriteNode(const mi::Node& node, int /*depth*/) override {
     line_.clear();
     mi::AppendNodeLine(line_, node, 0, "");
+    const size_t start = text_.size();
     AppendSanitizedForXml(line_, &text_);
-    if (option_ == ReplyOption::kArray) element_ends_.push_back(text_.size());
+    if (option_ == ReplyOption::kArray) elements_.push_back(XmlString(text_.substr(start)));
   }
 
-  // The reply as an xmlrpc-c value (for calls that go through the library's registry,
-  // e.g. system.multicall).
   xmlrpc_c::value Value() const {
     if (option_ == ReplyOption::kString) return XmlString(text_);
-    std::vector<xmlrpc_c::value> elements;
-    elements.reserve(element_ends_.size());
-    size_t start = 0;
-    for (const size_t end : element_ends_) {
-      elements.push_back(XmlString(text_.substr(start, end - start)));
-      start = end;
-    }
-    return xmlrpc_c::value_array(elements);
-  }
-
-  // Appends the reply as the XML of a <value>'s content, exactly as xmlrpc-c serialises
-  // Value().
-  void AppendXml(std::string* out) const {
-    const std::string_view text(text_);
-    if (option_ == ReplyOption::kString) {
-      out->append("<string>");
-      AppendXmlStringContent(text, out);
-      out->append("</string>");
-      return;
-    }
-    out->append("<array><data>\r\n");
-    size_t start = 0;
-    for (const size_t end : element_ends_) {
-      out->append("<value><string>");
-      AppendXmlStringContent(text.substr(start, end - start), out);
-      out->append("</string></value>\r\n");
-      start = end;
-    }
-    out->append("</data></array>");
+    return xmlrpc_c::value_array(elements_);
   }
 
  private:
   const ReplyOption option_;
   std::string line_;
   std::string text_;
-  std::vector<size_t> element_ends_;
+  std::vector<xmlrpc_c::value> elements_;
 };
 
 // Converts one XML-RPC param to an MI argument value (spec 5.3).
@@ -158,21 +129,51 @@ std::string ParamToArgument(const xmlrpc_c::value& param) {
   }
 }
 
-void AppendFaultDocument(const xmlrpc_c::fault& fault, std::string* out) {
-  std::string xml;
-  xmlrpc_c::xml::generateResponse(xmlrpc_c::rpcOutcome(fault), &xml);
-  out->append(xml);
+// The MI request of a call xmlrpc-c parsed. A param of an unsupported type is this
+// transport's parse error; whether it matters (a no-input command ignores its params) is
+// the dispatcher's decision.
+void ToRequest(const std::string& method_name, const xmlrpc_c::paramList& params,
+               mi::Request* request) {
+  request->command = method_name;
+  request->args.clear();
+  request->args_error = absl::OkStatus();
+  request->args.reserve(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    try {
+      request->args.push_back(mi::Argument{{}, ParamToArgument(params[i])});
+    } catch (const xmlrpc_c::fault& fault) {
+      request->args_error = absl::InvalidArgumentError(fault.getDescription());
+      break;
+    }
+  }
 }
 
-std::string FaultDocument(int code, const std::string& text) {
-  std::string xml;
-  AppendFaultDocument(MakeFault(code, text), &xml);
-  return xml;
+std::string NotAvailable(const std::string& method_name) {
+  return absl::StrCat("Requested command (", method_name, ") is not available!");
 }
 
-// Runs MI commands for XML-RPC calls. It is also xmlrpc-c's "default method": every
-// methodName that is not a system.* method of the library reaches MI through it when a
-// call takes the library's path (see XmlrpcProcessor::Process).
+// The fault of a finished call that is not a success (see xmlrpc_processor.h).
+xmlrpc_c::fault OutcomeFault(mi::Outcome outcome, const std::string& command,
+                             const mi::Reply& reply, const absl::Status& args_error,
+                             bool waited_async) {
+  switch (outcome) {
+    case mi::Outcome::kNotAvailable:
+      return MakeFault(-506, NotAvailable(command));
+    case mi::Outcome::kParseError:
+      return MakeFault(-501, std::string(args_error.message()));
+    case mi::Outcome::kFailed:
+      return MakeFault(-500, absl::StrCat("Command (", command, ") processing failed",
+                                          waited_async ? " (async)" : "", ".\n"));
+    case mi::Outcome::kReply:
+      break;
+  }
+  return MakeFault(static_cast<int>(reply.code), reply.reason.empty() ? "Error" : reply.reason);
+}
+
+// xmlrpc-c's "default method": every methodName that is not a system.* method of the
+// library reaches MI through it when a call takes the library's path (system.multicall).
+// It runs the command to its end synchronously; such a call cannot wait for an async
+// reply (async commands answer `202 Accepted`, spec 8.3).
 class MiDefaultMethod : public xmlrpc_c::defaultMethod {
  public:
   MiDefaultMethod(mi::Dispatcher& dispatcher, const XmlrpcProcessor::Options& options)
@@ -181,87 +182,53 @@ class MiDefaultMethod : public xmlrpc_c::defaultMethod {
   void execute(const std::string& method_name, const xmlrpc_c::paramList& params,
                xmlrpc_c::value* result) override {
     try {
-      XmlrpcReplyWriter writer(options_.reply_option, options_.buffer_size);
-      Run(method_name, params, writer);
+      mi::Request request;
+      ToRequest(method_name, params, &request);
+      const absl::Status args_error = request.args_error;
+      mi::CallContext context;
+      context.transport = mi::Transport::kXmlrpc;
+      context.can_wait_async = false;
+      ValueReplyWriter writer(options_.reply_option);
+      const mi::DispatchResult dispatched = dispatcher_.Run(context, std::move(request), &writer);
+      if (dispatched.outcome != mi::Outcome::kReply || !dispatched.reply.is_success()) {
+        throw OutcomeFault(dispatched.outcome, method_name, dispatched.reply, args_error, false);
+      }
       *result = writer.Value();
     } catch (const xmlrpc_c::fault&) {
       throw;
     } catch (const std::exception& e) {
       spdlog::error("mi_xmlrpc: unexpected error running '{}': {}", method_name, e.what());
-      throw MakeFault(-500, "Internal server error while processing request");
+      throw MakeFault(-500, std::string(kInternalError));
     }
-  }
-
-  // Runs the command and appends the whole methodResponse document (result or fault)
-  // to `*out`: the same document the library's path produces, without building
-  // xmlrpc-c values for the reply.
-  void RunToXml(const std::string& method_name, const xmlrpc_c::paramList& params,
-                std::string* out) const {
-    const size_t start = out->size();
-    try {
-      XmlrpcReplyWriter writer(options_.reply_option, options_.buffer_size);
-      Run(method_name, params, writer);
-      out->append(kResponseHead);
-      writer.AppendXml(out);
-      out->append(kResponseTail);
-      return;
-    } catch (const xmlrpc_c::fault& fault) {
-      out->resize(start);
-      AppendFaultDocument(fault, out);
-      return;
-    } catch (const std::exception& e) {
-      spdlog::error("mi_xmlrpc: unexpected error running '{}': {}", method_name, e.what());
-    }
-    out->resize(start);
-    AppendFaultDocument(MakeFault(-500, "Internal server error while processing request"), out);
   }
 
  private:
-  // Fills `writer` with the reply of a successful command; throws the fault otherwise.
-  void Run(const std::string& method_name, const xmlrpc_c::paramList& params,
-           XmlrpcReplyWriter& writer) const {
-    mi::Request request;
-    request.command = method_name;
-    // A param of an unsupported type is this transport's parse error; whether it matters
-    // (a no-input command ignores its params) is the dispatcher's decision.
-    std::optional<xmlrpc_c::fault> bad_param;
-    request.args.reserve(params.size());
-    for (size_t i = 0; i < params.size(); ++i) {
-      try {
-        request.args.push_back(mi::Argument{{}, ParamToArgument(params[i])});
-      } catch (const xmlrpc_c::fault& fault) {
-        bad_param = fault;
-        request.args_error = absl::InvalidArgumentError(fault.getDescription());
-        break;
-      }
-    }
-
-    mi::CallContext context;
-    context.transport = mi::Transport::kXmlrpc;
-    const mi::DispatchResult dispatched = dispatcher_.Run(context, std::move(request), &writer);
-    switch (dispatched.outcome) {
-      case mi::Outcome::kNotAvailable:
-        throw MakeFault(-506, NotAvailable(method_name));
-      case mi::Outcome::kParseError:
-        throw *bad_param;
-      case mi::Outcome::kFailed:
-        throw MakeFault(-500, absl::StrCat("Command (", method_name, ") processing failed.\n"));
-      case mi::Outcome::kReply:
-        break;
-    }
-    if (!dispatched.reply.is_success()) {
-      throw MakeFault(static_cast<int>(dispatched.reply.code),
-                      dispatched.reply.reason.empty() ? "Error" : dispatched.reply.reason);
-    }
-  }
-
-  static std::string NotAvailable(const std::string& method_name) {
-    return absl::StrCat("Requested command (", method_name, ") is not available!");
-  }
-
   mi::Dispatcher& dispatcher_;
   const XmlrpcProcessor::Options options_;
 };
+
+void AppendFaultXml(const xmlrpc_c::fault& fault, std::string* out) {
+  std::string xml;
+  xmlrpc_c::xml::generateResponse(xmlrpc_c::rpcOutcome(fault), &xml);
+  out->append(xml);
+}
+
+// The fault for "anything unexpected", even if serialising fails.
+void AppendInternalErrorFault(std::string* out) {
+  const size_t start = out->size();
+  try {
+    AppendFaultXml(MakeFault(-500, std::string(kInternalError)), out);
+  } catch (const std::exception&) {
+    // Serialising a constant fault cannot really fail; keep the no-throw promise anyway.
+    out->resize(start);
+    out->append(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<methodResponse>\r\n<fault>\r\n"
+        "<value><struct>\r\n<member><name>faultCode</name>\r\n<value><i4>-500</i4></value>"
+        "</member>\r\n<member><name>faultString</name>\r\n<value><string>Internal server "
+        "error while processing request</string></value></member>\r\n</struct></value>\r\n"
+        "</fault>\r\n</methodResponse>\r\n");
+  }
+}
 
 }  // namespace
 
@@ -391,23 +358,99 @@ std::string CheckXmlShape(std::string_view xml, int max_element_depth) {
   return {};
 }
 
+void ResponseWriter::WriteStatus(const mi::Reply& reply) {
+  failed_ = !reply.is_success();
+  if (failed_) return;
+  out_->append(kResponseHead);
+  out_->append(option_ == ReplyOption::kString ? std::string_view("<string>")
+                                               : std::string_view("<array><data>\r\n"));
+}
+
+void ResponseWriter::WriteNode(const mi::Node& node, int /*depth*/) {
+  if (failed_) return;
+  line_.clear();
+  mi::AppendNodeLine(line_, node, 0, "");
+  safe_.clear();
+  AppendSanitizedForXml(line_, &safe_);
+  if (option_ == ReplyOption::kString) {
+    AppendXmlStringContent(safe_, out_);
+    return;
+  }
+  out_->append("<value><string>");
+  AppendXmlStringContent(safe_, out_);
+  out_->append("</string></value>\r\n");
+}
+
+void ResponseWriter::EndReply() {
+  if (failed_) return;
+  out_->append(option_ == ReplyOption::kString ? std::string_view("</string>")
+                                               : std::string_view("</data></array>"));
+  out_->append(kResponseTail);
+}
+
 struct XmlrpcProcessor::Impl {
   xmlrpc_c::registry registry;
-  // Owned by `registry` (and by this reference-counted pointer).
-  MiDefaultMethod* mi_method = nullptr;
-  xmlrpc_c::defaultMethodPtr mi_method_ptr;
+  xmlrpc_c::defaultMethodPtr mi_method;
 };
 
 XmlrpcProcessor::XmlrpcProcessor(mi::Dispatcher& dispatcher, Options options)
-    : impl_(std::make_unique<Impl>()) {
+    : options_(options), dispatcher_(dispatcher), impl_(std::make_unique<Impl>()) {
   xmlrpc_limit_set(XMLRPC_XML_SIZE_LIMIT_ID, options.max_xml_size);
   xmlrpc_limit_set(XMLRPC_NESTING_LIMIT_ID, kMaxValueNesting);
-  impl_->mi_method = new MiDefaultMethod(dispatcher, options);
-  impl_->mi_method_ptr = xmlrpc_c::defaultMethodPtr(impl_->mi_method);
-  impl_->registry.setDefaultMethod(impl_->mi_method_ptr);
+  // Owned by the registry (and by this reference-counted pointer).
+  impl_->mi_method = xmlrpc_c::defaultMethodPtr(new MiDefaultMethod(dispatcher, options));
+  impl_->registry.setDefaultMethod(impl_->mi_method);
 }
 
 XmlrpcProcessor::~XmlrpcProcessor() = default;
+
+XmlrpcProcessor::Parsed XmlrpcProcessor::Parse(std::string_view call_xml, mi::Request* request,
+                                               std::string* response) const {
+  const size_t start = response->size();
+  try {
+    // The fast reader needs no guard: it stops at a DTD and below the 5th element level.
+    thread_local FastCallParser fast_parser;
+    if (fast_parser.Parse(call_xml, request)) return Parsed::kCall;
+    if (const std::string problem = CheckXmlShape(call_xml, kMaxElementDepth); !problem.empty()) {
+      AppendFaultXml(MakeFault(xmlrpc_c::fault::CODE_PARSE,
+                               absl::StrCat("Call XML not a proper XML-RPC call.  ", problem)),
+                     response);
+      return Parsed::kAnswered;
+    }
+    if (LibraryParseCall(call_xml, request)) return Parsed::kCall;
+    const std::string call(call_xml);
+    // Parse faults and the library's own system.* methods (introspection, multicall,
+    // which may call MI through the default method) take xmlrpc-c's whole path.
+    std::string answer;
+    impl_->registry.processCall(call, &answer);
+    response->append(answer);
+    return Parsed::kAnswered;
+  } catch (const std::exception& e) {
+    spdlog::error("mi_xmlrpc: could not process a call: {}", e.what());
+  }
+  response->resize(start);
+  AppendInternalErrorFault(response);
+  return Parsed::kAnswered;
+}
+
+bool XmlrpcProcessor::IsFault(mi::Exchange& exchange) {
+  return exchange.outcome() != mi::Outcome::kReply || !exchange.reply().is_success();
+}
+
+void XmlrpcProcessor::AppendFault(mi::Exchange& exchange, const absl::Status& args_error,
+                                  bool waited_async, std::string* out) const {
+  const size_t start = out->size();
+  try {
+    AppendFaultXml(OutcomeFault(exchange.outcome(), exchange.command_name(), exchange.reply(),
+                                args_error, waited_async),
+                   out);
+    return;
+  } catch (const std::exception& e) {
+    spdlog::error("mi_xmlrpc: could not write a fault: {}", e.what());
+  }
+  out->resize(start);
+  AppendInternalErrorFault(out);
+}
 
 std::string XmlrpcProcessor::Process(std::string_view call_xml) const {
   std::string response;
@@ -416,51 +459,54 @@ std::string XmlrpcProcessor::Process(std::string_view call_xml) const {
 }
 
 void XmlrpcProcessor::Process(std::string_view call_xml, std::string* out) const {
+  mi::Request request;
+  if (Parse(call_xml, &request, out) == Parsed::kAnswered) return;
+  const absl::Status args_error = request.args_error;
+  mi::CallContext context;
+  context.transport = mi::Transport::kXmlrpc;
+  std::unique_ptr<mi::Exchange> exchange =
+      dispatcher_.Start(context, std::move(request), mi::Delivery::kPull);
+  const bool waited_async = !exchange->ready();
+  while (!exchange->ready()) {
+    const auto deadline = dispatcher_.NextDeadline();
+    int timeout_ms = 100;
+    if (deadline != mi::Dispatcher::Clock::time_point::max()) {
+      const auto left =
+          std::chrono::ceil<std::chrono::milliseconds>(deadline - mi::Dispatcher::Clock::now())
+              .count();
+      timeout_ms = static_cast<int>(std::clamp<int64_t>(left, 0, 100));
+    }
+    pollfd pfd{dispatcher_.wake_fd(), POLLIN, 0};
+    poll(&pfd, 1, timeout_ms);
+    dispatcher_.RunCompletions();
+  }
   const size_t start = out->size();
-  try {
-    if (const std::string problem = CheckXmlShape(call_xml, kMaxElementDepth); !problem.empty()) {
-      out->append(FaultDocument(xmlrpc_c::fault::CODE_PARSE,
-                                absl::StrCat("Call XML not a proper XML-RPC call.  ", problem)));
-      return;
+  if (!IsFault(*exchange)) {
+    ResponseWriter writer(options_.reply_option);
+    writer.SetOutput(out);
+    while (!exchange->WriteNext(writer)) {
     }
-    const std::string call(call_xml);
-    std::string method_name;
-    xmlrpc_c::paramList params;
-    bool parsed = false;
-    try {
-      xmlrpc_c::xml::parseCall(call, &method_name, &params);
-      parsed = true;
-    } catch (const std::exception&) {
-      // Not a proper call: the library's path below produces its exact parse fault.
-    }
-    if (parsed && !method_name.starts_with("system.")) {
-      // The common case: parse with xmlrpc-c, run MI, write the response ourselves
-      // (xmlrpc-c's serialiser costs more than the command; the output is identical).
-      impl_->mi_method->RunToXml(method_name, params, out);
-      return;
-    }
-    // Parse faults and the library's own system.* methods (introspection, multicall,
-    // which may call MI through the default method) take xmlrpc-c's whole path.
-    std::string response;
-    impl_->registry.processCall(call, &response);
-    out->append(response);
-    return;
-  } catch (const std::exception& e) {
-    spdlog::error("mi_xmlrpc: could not process a call: {}", e.what());
+    if (exchange->outcome() == mi::Outcome::kReply) return;
+    out->resize(start);  // the stream failed midway
   }
-  out->resize(start);
+  AppendFault(*exchange, args_error, waited_async, out);
+}
+
+bool LibraryParseCall(std::string_view call_xml, mi::Request* request) {
+  std::string method_name;
+  xmlrpc_c::paramList params;
   try {
-    out->append(FaultDocument(-500, "Internal server error while processing request"));
+    xmlrpc_c::xml::parseCall(std::string(call_xml), &method_name, &params);
   } catch (const std::exception&) {
-    // Serialising a constant fault cannot really fail; keep the no-throw promise anyway.
-    out->resize(start);
-    out->append(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<methodResponse>\r\n<fault>\r\n"
-        "<value><struct>\r\n<member><name>faultCode</name>\r\n<value><i4>-500</i4></value>"
-        "</member>\r\n<member><name>faultString</name>\r\n<value><string>Internal server "
-        "error while processing request</string></value></member>\r\n</struct></value>\r\n"
-        "</fault>\r\n</methodResponse>\r\n");
+    return false;
   }
+  if (method_name.starts_with("system.")) return false;
+  ToRequest(method_name, params, request);
+  return true;
+}
+
+void AppendFaultDocument(int code, const std::string& text, std::string* out) {
+  AppendFaultXml(MakeFault(code, text), out);
 }
 
 }  // namespace sipd::xmlrpc

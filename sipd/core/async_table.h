@@ -51,6 +51,8 @@ class ShmAsyncTable {
 
   size_t pending() const;
   size_t capacity() const { return capacity_; }
+  // The owners' eventfds: every process keeps them (any process may complete a call).
+  const std::vector<int>& wake_fds() const { return wake_fds_; }
 
  private:
   struct Slot;

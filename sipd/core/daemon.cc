@@ -1,5 +1,6 @@
 #include "sipd/core/daemon.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <osipparser2/osip_parser.h>
 #include <poll.h>
@@ -45,6 +46,21 @@ constexpr auto kStopGrace = std::chrono::seconds(5);
 // A process that dies sooner than this after its start doubles its restart delay.
 constexpr auto kQuickDeath = std::chrono::seconds(10);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(16000);
+
+// The descriptors open in this process (from /proc/self/fd).
+std::vector<int> OpenDescriptors() {
+  std::vector<int> fds;
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return fds;
+  const int own = dirfd(dir);
+  while (const dirent* entry = readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    const int fd = std::atoi(entry->d_name);
+    if (fd != own) fds.push_back(fd);
+  }
+  closedir(dir);
+  return fds;
+}
 
 std::string DescribeExit(int status) {
   if (WIFEXITED(status)) return absl::StrCat("exited with status ", WEXITSTATUS(status));
@@ -718,6 +734,7 @@ void Daemon::ChildMain(int slot, int report_fd) {
 
   const PlannedProcess& p = plan_[static_cast<size_t>(slot)];
   current_slot_ = slot;
+  CloseForeignDescriptors(p, report_fd);
   SetLogProcessType(p.type);
   // A short name for top/ps/pgrep (the kernel keeps 15 bytes): sipd:sip, sipd:timer,
   // sipd:<module process type>.
@@ -808,12 +825,42 @@ void Daemon::ChildMain(int slot, int report_fd) {
   _exit(exit_code);
 }
 
+void Daemon::CloseForeignDescriptors(const PlannedProcess& p, int report_fd) const {
+  std::vector<int> keep = {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO, report_fd};
+  const std::vector<int>& wake = async_table_->wake_fds();
+  keep.insert(keep.end(), wake.begin(), wake.end());
+  switch (p.kind) {
+    case PlannedProcess::Kind::kModule: {
+      const std::vector<int>& own = module_spec_fds_[p.module][p.spec];
+      keep.insert(keep.end(), own.begin(), own.end());
+      break;
+    }
+    case PlannedProcess::Kind::kSipWorker:
+      keep.push_back(listeners_[p.listener]->fd());
+      break;
+    default:
+      break;
+  }
+  for (int fd : OpenDescriptors()) {
+    if (std::find(keep.begin(), keep.end(), fd) == keep.end()) close(fd);
+  }
+}
+
 absl::Status Daemon::StartAll() {
+  module_spec_fds_.assign(module_specs_.size(), {});
   for (size_t m = 0; m < module_specs_.size(); ++m) {
+    module_spec_fds_[m].assign(module_specs_[m].size(), {});
     for (size_t s = 0; s < module_specs_[m].size(); ++s) {
       ProcessSpec& spec = module_specs_[m][s];
       if (spec.pre_fork) {
+        // What pre_fork opens is what this group serves (and keeps across restarts).
+        const std::vector<int> before = OpenDescriptors();
         absl::Status st = spec.pre_fork();
+        for (int fd : OpenDescriptors()) {
+          if (std::find(before.begin(), before.end(), fd) == before.end()) {
+            module_spec_fds_[m][s].push_back(fd);
+          }
+        }
         if (!st.ok()) {
           return absl::Status(st.code(),
                               absl::StrCat("module ", config_.modules[m].name, ": pre-fork of ",

@@ -23,6 +23,12 @@
 //   order), pid file removed.
 // Children set PR_SET_PDEATHSIG(SIGTERM), so an attendant killed with SIGKILL leaves
 // no orphans.
+// Descriptors: right after the fork each child closes everything it inherited except
+// stdin/stdout/stderr, the async-reply eventfds (any process may complete an MI call) and
+// what it serves: a module process the descriptors its group's pre_fork opened, a SIP
+// receiver its listen socket. So no SIP worker holds an MI socket and no MI process holds
+// a SIP socket or another transport's (issue 9). Descriptors opened later (ChildInit,
+// main) are the process's own.
 //
 // <run_dir>/listeners (written atomically, before the pid file; rewritten when a
 // restarted process reports a new address; removed at shutdown):
@@ -174,6 +180,8 @@ class Daemon final : public Core {
   // child is gone then).
   absl::StatusOr<pid_t> ForkSlot(int slot);
   [[noreturn]] void ChildMain(int slot, int report_fd);
+  // Closes every descriptor a new child inherited but does not serve (see file comment).
+  void CloseForeignDescriptors(const PlannedProcess& p, int report_fd) const;
   int ChildRank(const PlannedProcess& p) const;
 
   absl::Status StartAll();
@@ -217,6 +225,9 @@ class Daemon final : public Core {
   TimerList timers_;
 
   std::vector<std::vector<ProcessSpec>> module_specs_;
+  // The descriptors each module process group opened in its pre_fork (the sockets it
+  // serves), same indexes as module_specs_.
+  std::vector<std::vector<std::vector<int>>> module_spec_fds_;
   std::vector<PlannedProcess> plan_;
   bool initialized_ = false;
   // The level this process applied last (per process; atomic for gRPC threads).

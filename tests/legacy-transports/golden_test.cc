@@ -153,11 +153,19 @@ TEST(FifoIndentTest, ReplyIndentIsConfigurable) {
 // Datagram: the same layout without the final empty line (spec 4.3).
 class DatagramGoldenTest : public ::testing::Test {
  protected:
-  void SetUp() override { server_.Start(/*run=*/false); }
+  void SetUp() override {
+    server_.Start();
+    auto client = DatagramClient::Unix(server_.dir().Join("sipd_mi.sock"), server_.dir().path());
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = std::move(*client);
+  }
   std::string Handle(std::string_view request) {
-    return std::string(server_.server().Handle(request, request.size()));
+    absl::StatusOr<std::string> reply = client_->Transact(request);
+    EXPECT_TRUE(reply.ok()) << reply.status();
+    return reply.value_or("");
   }
   InProcessDatagram server_{"{DIR}/sipd_mi.sock"};
+  std::unique_ptr<DatagramClient> client_;
 };
 
 TEST_F(DatagramGoldenTest, VersionOfSection43) {
@@ -204,10 +212,7 @@ TEST_F(DatagramGoldenTest, ReplyLimitIsTheWholeBuffer) {
 }
 
 TEST_F(DatagramGoldenTest, OversizedRequestIsAParseError) {
-  std::string request = ":echo:\n" + std::string(kDatagramMaxSize, 'a');
-  EXPECT_EQ(server_.server().Handle(std::string_view(request).substr(0, kDatagramMaxSize),
-                                    request.size()),
-            kDatagramParseError);
+  EXPECT_EQ(Handle(":echo:\n" + std::string(kDatagramMaxSize, 'a')), kDatagramParseError);
 }
 
 TEST(DatagramSocketTest, UnixAndUdpRoundTrip) {

@@ -81,12 +81,25 @@ class InProcessFifo {
     ASSERT_TRUE(PrepareRequestFifo(config_).ok());
     server_ = std::make_unique<FifoServer>(config_, *dispatcher_);
     ASSERT_TRUE(server_->Open().ok());
-    thread_ = std::thread([this] { server_->Run([this] { return stop_.load(); }, [] {}); });
+    thread_ = std::thread([this] {
+      const absl::Status status = server_->Run([this] { return stop_.load(); }, [] {});
+      EXPECT_TRUE(status.ok()) << status;
+    });
   }
   void Stop() {
     stop_ = true;
     if (thread_.joinable()) thread_.join();
     server_.reset();
+  }
+
+  mi::Dispatcher& dispatcher() { return *dispatcher_; }
+  mi::Registry& registry() { return *registry_; }
+  // REQUIRES: Start(). Read it from the test thread only for figures that are atomic in
+  // effect (sizes polled with WaitUntil).
+  FifoServer& server() { return *server_; }
+  // Async slots in use.
+  size_t async_pending() {
+    return dynamic_cast<mi::LocalAsyncBackend&>(dispatcher_->async()).pending();
   }
 
  private:
@@ -102,10 +115,10 @@ class InProcessFifo {
 class InProcessDatagram {
  public:
   // `socket_name` may contain {DIR} for the temp directory.
-  explicit InProcessDatagram(std::string socket_name)
+  explicit InProcessDatagram(std::string socket_name,
+                             mi::DispatcherOptions options = mi::DispatcherOptions{.workers = 2})
       : registry_(NewTestRegistry()),
-        dispatcher_(std::make_unique<mi::Dispatcher>(*registry_, nullptr,
-                                                     mi::DispatcherOptions{.workers = 2})) {
+        dispatcher_(std::make_unique<mi::Dispatcher>(*registry_, nullptr, options)) {
     const size_t at = socket_name.find("{DIR}");
     if (at != std::string::npos) socket_name.replace(at, 5, dir_.path());
     config_.socket_name = socket_name;
@@ -115,6 +128,10 @@ class InProcessDatagram {
   DatagramConfig& config() { return config_; }
   const TempDir& dir() const { return dir_; }
   DatagramServer& server() { return *server_; }
+  mi::Dispatcher& dispatcher() { return *dispatcher_; }
+  size_t async_pending() {
+    return dynamic_cast<mi::LocalAsyncBackend&>(dispatcher_->async()).pending();
+  }
 
   // Creates the sockets and the server; `run` also starts serving in a thread.
   void Start(bool run = true) {
@@ -123,7 +140,10 @@ class InProcessDatagram {
     sockets_ = std::move(*sockets);
     server_ = std::make_unique<DatagramServer>(config_, *dispatcher_, sockets_);
     if (run) {
-      thread_ = std::thread([this] { server_->Run([this] { return stop_.load(); }, [] {}); });
+      thread_ = std::thread([this] {
+        const absl::Status status = server_->Run([this] { return stop_.load(); }, [] {});
+        EXPECT_TRUE(status.ok()) << status;
+      });
     }
   }
   void Stop() {

@@ -52,6 +52,8 @@ TEST(MiFifoModuleTest, ParametersInitProcessesAndShutdown) {
   ASSERT_TRUE(module->SetParam("reply_indent", std::string("  ")).ok());
   ASSERT_TRUE(module->SetParam("reply_timeout", int64_t{1500}).ok());
   ASSERT_TRUE(module->SetParam("request_timeout", int64_t{0}).ok());
+  ASSERT_TRUE(module->SetParam("reply_deadline", int64_t{30000}).ok());
+  EXPECT_FALSE(module->SetParam("reply_deadline", int64_t{0}).ok()) << "a deadline is needed";
   EXPECT_FALSE(module->SetParam("fifo_name", int64_t{3}).ok()) << "wrong type";
   EXPECT_FALSE(module->SetParam("no_such_param", int64_t{1}).ok());
   EXPECT_FALSE(module->SetParam("reply_timeout", int64_t{-1}).ok());
@@ -98,10 +100,14 @@ TEST(MiDatagramModuleTest, ParametersInitProcessesAndShutdown) {
   ASSERT_TRUE(module->SetParam("socket_timeout", int64_t{100}).ok());
   ASSERT_TRUE(module->SetParam("unix_socket_mode", int64_t{0}).ok());  // -> 0600
   ASSERT_TRUE(module->SetParam("reply_indent", std::string("")).ok());
+  ASSERT_TRUE(module->SetParam("async_timeout", int64_t{5000}).ok());
+  EXPECT_FALSE(module->SetParam("async_timeout", int64_t{0}).ok());
   EXPECT_FALSE(module->SetParam("children_count", int64_t{0}).ok());
   EXPECT_FALSE(module->SetParam("socket_name", int64_t{1}).ok());
   EXPECT_FALSE(module->SetParam("no_such_param", int64_t{1}).ok());
   ASSERT_TRUE(module->Init(core).ok());
+  // Replies dropped on a full client queue are counted in shared memory.
+  EXPECT_TRUE(core.stats().Value("dropped_replies").ok());
 
   std::vector<ProcessSpec> specs = module->Processes();
   ASSERT_EQ(specs.size(), 1u);

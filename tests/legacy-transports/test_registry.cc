@@ -1,6 +1,8 @@
 #include "tests/legacy-transports/test_registry.h"
 
+#include <atomic>
 #include <chrono>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -34,12 +36,30 @@ void AddContact(mi::Node& aor, const std::string& user) {
   contact.AddKid("Methods", "4294967295");
 }
 
+std::mutex held_mutex;
+std::vector<mi::AsyncTicket> held_tickets;
+std::atomic<int> cancels_seen{0};
+
 void Register(mi::Registry& registry, Command::Spec spec) {
   if (spec.module.empty()) spec.module = "test";
   (void)registry.Register(std::move(spec));
 }
 
 }  // namespace
+
+std::vector<mi::AsyncTicket> TakeHeldTickets() {
+  std::lock_guard<std::mutex> lock(held_mutex);
+  std::vector<mi::AsyncTicket> taken;
+  taken.swap(held_tickets);
+  return taken;
+}
+
+size_t HeldTicketCount() {
+  std::lock_guard<std::mutex> lock(held_mutex);
+  return held_tickets.size();
+}
+
+int CancelsSeen() { return cancels_seen.load(); }
 
 std::unique_ptr<mi::Registry> NewTestRegistry() {
   auto registry = std::make_unique<mi::Registry>();
@@ -150,6 +170,35 @@ std::unique_ptr<mi::Registry> NewTestRegistry() {
               std::this_thread::sleep_for(std::chrono::milliseconds(ArgAsSize(call, 0, 0)));
               return absl::OkStatus();
             }});
+  Register(*registry, {.name = "whoami", .flags = mi::kNoInput, .handler = [](Call& call) {
+                         const mi::CallContext& context = call.context();
+                         auto& root = call.reply().root;
+                         root.AddKid("transport", std::string(TransportName(context.transport)));
+                         root.AddKid("uid", context.peer.uid_known()
+                                                ? std::to_string(context.peer.uid)
+                                                : std::string("unknown"));
+                         root.AddKid("pid", std::to_string(context.peer.pid));
+                         root.AddKid("address", context.peer.address);
+                         return absl::OkStatus();
+                       }});
+  Register(*registry,
+           {.name = "async_hold", .flags = mi::kAsync | mi::kNoInput, .handler = [](Call& call) {
+              absl::StatusOr<mi::AsyncTicket> ticket = call.GoAsync();
+              if (!ticket.ok()) return ticket.status();
+              std::lock_guard<std::mutex> lock(held_mutex);
+              held_tickets.push_back(*ticket);
+              return absl::OkStatus();
+            }});
+  Register(
+      *registry,
+      {.name = "wait_for_cancel", .flags = mi::kBlocking | mi::kNoInput, .handler = [](Call& call) {
+         const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+         while (!call.cancelled() && std::chrono::steady_clock::now() < end) {
+           std::this_thread::sleep_for(std::chrono::milliseconds(5));
+         }
+         if (call.cancelled()) ++cancels_seen;
+         return absl::OkStatus();
+       }});
   Register(*registry, {.name = "long_line", .params = {required_n}, .handler = [](Call& call) {
                          call.reply().root.AddKid("", std::string(ArgAsSize(call, 0, 0), 'v'));
                          return absl::OkStatus();

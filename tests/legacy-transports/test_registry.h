@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <vector>
 
 #include "registry/command.h"
 
@@ -22,6 +23,18 @@ namespace sipd::legacy::testing {
 //   big_flushed <lines>               the same, flushing every 50 lines
 //   long_line <bytes>                 one nameless node of <bytes> 'v' bytes
 //   sleep <ms>                        answers 200 OK after <ms> milliseconds
+//   whoami                            the caller as the dispatcher sees it: `transport`,
+//                                     `uid`, `pid`, `address` nodes (CallContext.peer)
+//   async_hold                        goes async and never completes by itself: its ticket
+//                                     is added to HeldTickets() for the test to complete
+//   wait_for_cancel                   kBlocking (worker thread): waits up to 10 s for its
+//                                     cancellation token, then CancelsSeen() is increased
 std::unique_ptr<mi::Registry> NewTestRegistry();
+
+// Tickets of async_hold calls not taken yet (TakeHeldTickets() empties the list).
+std::vector<mi::AsyncTicket> TakeHeldTickets();
+size_t HeldTicketCount();
+// How many wait_for_cancel calls saw their cancellation.
+int CancelsSeen();
 
 }  // namespace sipd::legacy::testing

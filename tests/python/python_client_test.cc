@@ -1,7 +1,7 @@
 // Runs the Python client's tests (tests/python/test_sipd_mi_grpc.py) against a real sipd
-// started by the C++ harness, so that the Python side needs no config knowledge and no
-// process outlives the test: the harness stops sipd (whole process group) in teardown,
-// and the Python interpreter is a child that is waited for.
+// (mi_grpc and mi_selftest loaded) started by the C++ harness, so that the Python side needs no
+// config knowledge and no process outlives the test: the harness stops sipd (whole process group)
+// in teardown, and the Python interpreter is a child that is waited for.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -14,7 +14,9 @@
 namespace {
 
 TEST(PythonClientTest, UnittestsPassAgainstRealSipd) {
-  sipd::testing::SipdInstance sipd;  // with mi_grpc on a free port
+  // mi_grpc on a free port; mi_selftest for the async commands of the Session tests.
+  sipd::testing::SipdInstance sipd(
+      sipd::testing::SipdInstance::Options{.extra_config = "loadmodule \"mi_selftest\"\n"});
   ASSERT_TRUE(sipd.Start().ok()) << sipd.log();
   const std::string command =
       absl::StrCat("cd '", SIPD_PYTHON_TEST_DIR, "' && SIPD_MI_TARGET='", sipd.grpc_target(),

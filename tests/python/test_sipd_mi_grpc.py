@@ -1,14 +1,16 @@
 """sipd_mi against a real sipd: started by tests/python/python_client_test.cc, which
 passes the mi_grpc address in SIPD_MI_TARGET. Skipped when run without it."""
 
+import concurrent.futures
 import os
 import subprocess
 import sys
+import time
 import unittest
 
 import grpc
 
-from sipd_mi import Client, MiError
+from sipd_mi import Client, MiError, SessionRequestError
 
 TARGET = os.environ.get("SIPD_MI_TARGET")
 
@@ -72,17 +74,125 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(caught.exception.code(), grpc.StatusCode.NOT_FOUND)
 
 
+def wait_until(predicate, timeout=20.0):
+    """Polls `predicate` every 20 ms until it is true (True) or `timeout` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+
+
+@unittest.skipUnless(TARGET, "SIPD_MI_TARGET not set (run through CTest)")
+class SessionTest(unittest.TestCase):
+    """Session against a sipd with mi_selftest (async_echo & co. answered by the timer)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.client = Client(TARGET, timeout=30)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+
+    def async_pending(self):
+        return int(self.client.execute("get_statistics", "async_pending").nodes[0].value)
+
+    def test_pipelined_commands_answer_out_of_order(self):
+        done_order = []
+        with self.client.session() as session:
+            slow = session.submit("async_echo", "1500", "slow")
+            fast = session.submit("async_echo", "0", "fast")
+            version = session.submit("version")
+            for future in (slow, fast, version):
+                future.add_done_callback(lambda f: done_order.append(f.request_id))
+            self.assertEqual(slow.result().nodes[0].value, "slow")
+            self.assertEqual(fast.result().nodes[0].value, "fast")
+            self.assertEqual(version.result().nodes[0].name, "Server")
+        self.assertLess(done_order.index(fast.request_id), done_order.index(slow.request_id))
+        self.assertLess(done_order.index(version.request_id), done_order.index(slow.request_id))
+
+    def test_errors_keep_executes_mapping(self):
+        with self.client.session() as session:
+            with self.assertRaises(MiError) as caught:
+                session.run("help", "nosuchcmd")
+            self.assertEqual(caught.exception.code, 404)
+            self.assertEqual(caught.exception.outcome, "reply")
+            self.assertEqual(session.run("help", "nosuchcmd", check=False).code, 404)
+            with self.assertRaises(MiError) as caught:
+                session.run("nosuchcmd")
+            self.assertEqual((caught.exception.code, caught.exception.outcome),
+                             (500, "not-available"))
+            with self.assertRaises(MiError) as caught:
+                session.run("async_fail", "10")
+            self.assertEqual(caught.exception.outcome, "failed")
+            with self.assertRaises(SessionRequestError) as caught:
+                session.run("")
+            self.assertEqual(caught.exception.status, grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertEqual(caught.exception.message, "empty command name")
+
+    def test_streamed_reply_matches_execute(self):
+        with self.client.session() as session:
+            streamed = session.run("which", stream=True)
+        self.assertEqual(streamed.to_dict(), self.client.execute("which").to_dict())
+
+    def test_a_thousand_async_calls_on_one_session(self):
+        with self.client.session() as session:
+            futures = [session.submit("async_echo", str(50 + i % 200), str(i))
+                       for i in range(1000)]
+            values = [future.result().nodes[0].value for future in futures]
+        self.assertEqual(values, [str(i) for i in range(1000)])
+        self.assertTrue(wait_until(lambda: self.async_pending() == 0))
+
+    def test_cancel_one_request_then_the_session(self):
+        session = self.client.session()
+        never = session.submit("async_never")
+        other = session.submit("async_never")
+        self.assertTrue(wait_until(lambda: self.async_pending() == 2))
+        session.cancel(never)
+        with self.assertRaises(SessionRequestError) as caught:
+            never.result()
+        self.assertEqual(caught.exception.status, grpc.StatusCode.CANCELLED)
+        self.assertTrue(wait_until(lambda: self.async_pending() == 1))
+        timed = session.submit("async_never", timeout_ms=100)
+        with self.assertRaises(SessionRequestError) as caught:
+            timed.result()
+        self.assertEqual(caught.exception.status, grpc.StatusCode.DEADLINE_EXCEEDED)
+        session.abort()
+        with self.assertRaises(grpc.RpcError):
+            other.result()
+        self.assertTrue(wait_until(lambda: self.async_pending() == 0))
+
+
 @unittest.skipUnless(TARGET, "SIPD_MI_TARGET not set (run through CTest)")
 class CommandLineTest(unittest.TestCase):
-    def run_cli(self, *args, target=TARGET):
+    def run_cli(self, *args, target=TARGET, stdin=None):
         env = dict(os.environ, SIPD_MI_TARGET=target)
         return subprocess.run(
             [sys.executable, "-m", "sipd_mi", *args],
             env=env,
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=60,
         )
+
+    def test_session_from_stdin(self):
+        result = self.run_cli(
+            "--session", "-", stdin="# monitoring\nasync_echo 300 'late reply'\nversion\n\n"
+                                    "get_statistics core:\n")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("## 2 async_echo 300 'late reply'\n200 OK\necho:: late reply\n",
+                      result.stdout)
+        self.assertIn("## 3 version\n200 OK\nServer:: ", result.stdout)
+        self.assertIn("## 5 get_statistics core:\n200 OK\ncore:", result.stdout)
+        # The async reply comes last although it was asked first.
+        self.assertGreater(result.stdout.index("## 2 "), result.stdout.index("## 3 "))
+        result = self.run_cli("--session", "-", stdin="version\nhelp nosuchcmd\n")
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertIn("## 2 help nosuchcmd\n404 ", result.stdout)
 
     def test_ps(self):
         result = self.run_cli("ps")

@@ -8,6 +8,7 @@ import grpc
 from sipd_mi import MiError, Node, Reply
 from sipd_mi._stubs import mi_pb2
 from sipd_mi.client import StreamedReply, _mi_error_or_none, reply_from_proto
+from sipd_mi.session import SessionRequestError, _ChunkTree, result_outcome
 
 
 class FakeRpcError(grpc.RpcError):
@@ -126,6 +127,49 @@ class ErrorMappingTest(unittest.TestCase):
 
     def test_transport_errors_are_not_mi_errors(self):
         self.assertIsNone(_mi_error_or_none(FakeRpcError([])))
+
+
+class SessionResultTest(unittest.TestCase):
+    def test_ok_result_is_the_reply(self):
+        result = mi_pb2.SessionResult(id=3, done=True, outcome="reply")
+        result.reply.code = 200
+        result.reply.reason = "OK"
+        result.reply.nodes.add(name="Server", value="sipd")
+        reply = result_outcome(result)
+        self.assertEqual(reply.to_text(), "200 OK\nServer:: sipd\n")
+
+    def test_mi_error_keeps_the_whole_reply(self):
+        result = mi_pb2.SessionResult(
+            id=1, done=True, status=mi_pb2.SessionResult.NOT_FOUND, message="unknown MI command",
+            outcome="reply")
+        result.reply.code = 404
+        result.reply.reason = "unknown MI command"
+        result.reply.nodes.add(name="Detail", value="x")
+        error = result_outcome(result)
+        self.assertIsInstance(error, MiError)
+        self.assertEqual((error.code, error.outcome), (404, "reply"))
+        self.assertEqual(error.reply.nodes[0].name, "Detail")
+
+    def test_refused_request_is_a_session_request_error(self):
+        result = mi_pb2.SessionResult(
+            id=1, done=True, status=mi_pb2.SessionResult.RESOURCE_EXHAUSTED,
+            message="too many requests in flight in this session (at most 2)")
+        error = result_outcome(result)
+        self.assertIsInstance(error, SessionRequestError)
+        self.assertEqual(error.status, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+    def test_chunks_rebuild_the_tree(self):
+        tree = _ChunkTree()
+        first = mi_pb2.ReplyChunk(has_status=True, code=200, reason="OK", is_array=True)
+        first.nodes.add(depth=0, name="Domain", value="location")
+        first.nodes.add(depth=1, name="AOR", value="alice")
+        second = mi_pb2.ReplyChunk()
+        second.nodes.add(depth=1, name="AOR", value="bob")
+        tree.add(first)
+        tree.add(second)
+        reply = result_outcome(mi_pb2.SessionResult(id=1, done=True, outcome="reply"), tree)
+        self.assertEqual(reply.to_text(), "200 OK\nDomain:: location\n\tAOR:: alice\n\tAOR:: bob\n")
+        self.assertTrue(reply.is_array)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/descriptor.pb.h"
 #include "google/protobuf/dynamic_message.h"
+#include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -288,11 +289,13 @@ TEST_F(MiGrpcIntegrationTest, HealthIsServing) {
   }
 }
 
-// What grpcurl does: discover the service through reflection, build the request from
-// the fetched descriptors, call it generically and read the reply dynamically.
-TEST_F(MiGrpcIntegrationTest, ReflectionDescribesAndCallsTheServiceDynamically) {
+// What grpcurl does first: list the services through reflection, fetch the file that
+// defines `service_name` (with its dependencies) and build a descriptor pool from it.
+void PoolFromReflection(const std::shared_ptr<grpc::Channel>& channel,
+                        const std::string& service_name, pb::DescriptorPool* pool,
+                        std::set<std::string>* services) {
   namespace refl = ::grpc::reflection::v1alpha;
-  auto reflection = refl::ServerReflection::NewStub(client_->channel());
+  auto reflection = refl::ServerReflection::NewStub(channel);
   grpc::ClientContext rctx;
   auto stream = reflection->ServerReflectionInfo(&rctx);
 
@@ -301,16 +304,12 @@ TEST_F(MiGrpcIntegrationTest, ReflectionDescribesAndCallsTheServiceDynamically) 
   ASSERT_TRUE(stream->Write(list_request));
   refl::ServerReflectionResponse list_response;
   ASSERT_TRUE(stream->Read(&list_response));
-  std::set<std::string> services;
   for (const auto& s : list_response.list_services_response().service()) {
-    services.insert(s.name());
+    services->insert(s.name());
   }
-  EXPECT_TRUE(services.count("sipd.mi.v1.Management"));
-  EXPECT_TRUE(services.count("grpc.health.v1.Health"));
-  EXPECT_TRUE(services.count("grpc.reflection.v1alpha.ServerReflection"));
 
   refl::ServerReflectionRequest file_request;
-  file_request.set_file_containing_symbol("sipd.mi.v1.Management");
+  file_request.set_file_containing_symbol(service_name);
   ASSERT_TRUE(stream->Write(file_request));
   refl::ServerReflectionResponse file_response;
   ASSERT_TRUE(stream->Read(&file_response));
@@ -320,7 +319,6 @@ TEST_F(MiGrpcIntegrationTest, ReflectionDescribesAndCallsTheServiceDynamically) 
   ASSERT_TRUE(stream->Finish().ok());
 
   // Build the files in dependency order (the response may list them in any order).
-  pb::DescriptorPool pool;
   std::vector<pb::FileDescriptorProto> pending;
   for (const auto& bytes : file_response.file_descriptor_response().file_descriptor_proto()) {
     pb::FileDescriptorProto file;
@@ -331,9 +329,9 @@ TEST_F(MiGrpcIntegrationTest, ReflectionDescribesAndCallsTheServiceDynamically) 
     const size_t before = pending.size();
     for (auto it = pending.begin(); it != pending.end();) {
       bool ready = true;
-      for (const auto& dep : it->dependency()) ready &= pool.FindFileByName(dep) != nullptr;
+      for (const auto& dep : it->dependency()) ready &= pool->FindFileByName(dep) != nullptr;
       if (ready) {
-        ASSERT_NE(pool.BuildFile(*it), nullptr) << it->name();
+        ASSERT_NE(pool->BuildFile(*it), nullptr) << it->name();
         it = pending.erase(it);
       } else {
         ++it;
@@ -341,11 +339,32 @@ TEST_F(MiGrpcIntegrationTest, ReflectionDescribesAndCallsTheServiceDynamically) 
     }
     ASSERT_LT(pending.size(), before) << "unresolvable descriptor dependencies";
   }
+}
+
+std::string ToString(const grpc::ByteBuffer& bytes) {
+  std::vector<grpc::Slice> slices;
+  EXPECT_TRUE(bytes.Dump(&slices).ok());
+  std::string out;
+  for (const auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return out;
+}
+
+// What grpcurl does: discover the service through reflection, build the request from
+// the fetched descriptors, call it generically and read the reply dynamically.
+TEST_F(MiGrpcIntegrationTest, ReflectionDescribesAndCallsTheServiceDynamically) {
+  pb::DescriptorPool pool;
+  std::set<std::string> services;
+  PoolFromReflection(client_->channel(), "sipd.mi.v1.Management", &pool, &services);
+  if (HasFatalFailure()) return;
+  EXPECT_TRUE(services.count("sipd.mi.v1.Management"));
+  EXPECT_TRUE(services.count("grpc.health.v1.Health"));
+  EXPECT_TRUE(services.count("grpc.reflection.v1alpha.ServerReflection"));
+
   const pb::ServiceDescriptor* service = pool.FindServiceByName("sipd.mi.v1.Management");
   ASSERT_NE(service, nullptr);
   const pb::MethodDescriptor* execute = service->FindMethodByName("Execute");
   ASSERT_NE(execute, nullptr);
-  for (const char* method : {"ExecuteStream", "ListCommands", "DescribeCommand"}) {
+  for (const char* method : {"ExecuteStream", "ListCommands", "DescribeCommand", "Session"}) {
     EXPECT_NE(service->FindMethodByName(method), nullptr) << method;
   }
 
@@ -379,13 +398,8 @@ TEST_F(MiGrpcIntegrationTest, ReflectionDescribesAndCallsTheServiceDynamically) 
   while (cq.Next(&tag, &ok)) {
   }
 
-  std::vector<grpc::Slice> slices;
-  ASSERT_TRUE(response_bytes.Dump(&slices).ok());
-  std::string serialized;
-  for (const auto& s : slices)
-    serialized.append(reinterpret_cast<const char*>(s.begin()), s.size());
   std::unique_ptr<pb::Message> reply(factory.GetPrototype(execute->output_type())->New());
-  ASSERT_TRUE(reply->ParseFromString(serialized));
+  ASSERT_TRUE(reply->ParseFromString(ToString(response_bytes)));
 
   const pb::Descriptor* reply_type = execute->output_type();
   const pb::Reflection* r = reply->GetReflection();
@@ -399,6 +413,122 @@ TEST_F(MiGrpcIntegrationTest, ReflectionDescribesAndCallsTheServiceDynamically) 
     if (node.GetReflection()->GetString(node, name) == "Process") ++process_nodes;
   }
   EXPECT_GE(process_nodes, 4);  // attendant, MI gRPC, 2 SIP receivers (+ timer)
+}
+
+// The input of `grpcurl -d @` (several JSON messages on stdin) split the way grpcurl
+// reads it: one top-level JSON object after the other.
+std::vector<std::string> SplitJsonObjects(const std::string& text) {
+  std::vector<std::string> objects;
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  size_t start = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{') {
+      if (depth++ == 0) start = i;
+    } else if (c == '}' && --depth == 0) {
+      objects.push_back(text.substr(start, i - start + 1));
+    }
+  }
+  return objects;
+}
+
+// What `grpcurl -plaintext -d @ HOST:PORT sipd.mi.v1.Management/Session` does with
+// several JSON messages: descriptors from reflection, each JSON message turned into a
+// SessionRequest dynamically, all sent on one bidirectional call, each reply printed as
+// JSON.
+TEST_F(MiGrpcIntegrationTest, ReflectionCallsSessionWithSeveralJsonMessagesLikeGrpcurl) {
+  pb::DescriptorPool pool;
+  std::set<std::string> services;
+  PoolFromReflection(client_->channel(), "sipd.mi.v1.Management", &pool, &services);
+  if (HasFatalFailure()) return;
+  const pb::MethodDescriptor* session = pool.FindMethodByName("sipd.mi.v1.Management.Session");
+  ASSERT_NE(session, nullptr);
+  EXPECT_TRUE(session->client_streaming());
+  EXPECT_TRUE(session->server_streaming());
+
+  const std::string stdin_text = R"({"id": 1, "command": "version"}
+{"id": 2, "command": "get_statistics", "params": ["core:"]}
+{"id": 3, "command": "no_such_command"}
+{"id": 4, "command": "which", "stream": true}
+)";
+  pb::DynamicMessageFactory factory(&pool);
+  grpc::GenericStub generic(client_->channel());
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto call = generic.PrepareCall(&ctx, "/sipd.mi.v1.Management/Session", &cq);
+  void* tag = nullptr;
+  bool ok = false;
+  call->StartCall(reinterpret_cast<void*>(1));
+  ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+  for (const std::string& json : SplitJsonObjects(stdin_text)) {
+    std::unique_ptr<pb::Message> request(factory.GetPrototype(session->input_type())->New());
+    ASSERT_TRUE(pb::util::JsonStringToMessage(json, request.get()).ok()) << json;
+    const std::string serialized = request->SerializeAsString();
+    grpc::Slice slice(serialized);
+    grpc::ByteBuffer bytes(&slice, 1);
+    call->Write(bytes, reinterpret_cast<void*>(2));
+    ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+  }
+  call->WritesDone(reinterpret_cast<void*>(3));
+  ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+
+  std::vector<std::string> printed;  // grpcurl prints each reply message as JSON
+  std::map<int, std::string> finals;
+  while (true) {
+    grpc::ByteBuffer bytes;
+    call->Read(&bytes, reinterpret_cast<void*>(4));
+    ASSERT_TRUE(cq.Next(&tag, &ok));
+    if (!ok) break;
+    std::unique_ptr<pb::Message> reply(factory.GetPrototype(session->output_type())->New());
+    ASSERT_TRUE(reply->ParseFromString(ToString(bytes)));
+    std::string json;
+    ASSERT_TRUE(pb::util::MessageToJsonString(*reply, &json).ok());
+    printed.push_back(json);
+    // Each final result, as JSON, by its id.
+    const pb::FieldDescriptor* results = reply->GetDescriptor()->FindFieldByName("results");
+    for (int i = 0; i < reply->GetReflection()->FieldSize(*reply, results); ++i) {
+      const pb::Message& result = reply->GetReflection()->GetRepeatedMessage(*reply, results, i);
+      const pb::Descriptor* type = result.GetDescriptor();
+      const pb::Reflection* r = result.GetReflection();
+      if (!r->GetBool(result, type->FindFieldByName("done"))) continue;
+      std::string result_json;
+      ASSERT_TRUE(pb::util::MessageToJsonString(result, &result_json).ok());
+      finals[static_cast<int>(r->GetUInt32(result, type->FindFieldByName("id")))] = result_json;
+    }
+  }
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  ASSERT_TRUE(cq.Next(&tag, &ok));
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  for (const auto& line : printed) std::printf("%s\n", line.c_str());
+  ASSERT_EQ(finals.size(), 4u);
+  EXPECT_NE(finals[1].find(R"("name":"Server")"), std::string::npos) << finals[1];
+  EXPECT_NE(finals[1].find(R"("outcome":"reply")"), std::string::npos) << finals[1];
+  EXPECT_NE(finals[2].find(R"("name":"core:rcv_requests")"), std::string::npos) << finals[2];
+  EXPECT_NE(finals[3].find(R"("status":"NOT_FOUND")"), std::string::npos) << finals[3];
+  EXPECT_NE(finals[3].find(R"("message":"command 'no_such_command' not available")"),
+            std::string::npos)
+      << finals[3];
+  EXPECT_NE(finals[3].find(R"("outcome":"not-available")"), std::string::npos) << finals[3];
+  EXPECT_NE(finals[4].find(R"("outcome":"reply")"), std::string::npos) << finals[4];
+  bool chunk_seen = false;
+  for (const auto& line : printed) chunk_seen |= line.find(R"("chunk":)") != std::string::npos;
+  EXPECT_TRUE(chunk_seen);
 }
 
 TEST_F(MiGrpcIntegrationTest, MalformedAndOversizedRequestsLeaveTheServerServing) {

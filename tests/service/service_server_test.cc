@@ -2,24 +2,29 @@
 // with a registry of test commands (tests/service/test_registry.h). The same checks
 // against a real sipd live in sipd_grpc_test.cc.
 #include <gtest/gtest.h>
+#include <poll.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "registry/dispatcher.h"
 #include "registry/proto_convert.h"
 #include "service/grpc_server.h"
 #include "service/status_mapping.h"
 #include "sipd/mi/v1/mi.grpc.pb.h"
+#include "tests/service/raw_http2.h"
 #include "tests/service/test_registry.h"
+#include "tests/support/sipd_harness.h"
 
 namespace sipd::service {
 namespace {
@@ -35,8 +40,7 @@ std::string Trailer(const grpc::ClientContext& ctx, const std::string& key) {
 
 class ServiceServerTest : public ::testing::Test {
  protected:
-  void StartServer(ServiceOptions options = {}) {
-    ServerOptions server_options;
+  void StartServer(ServiceOptions options = {}, ServerOptions server_options = {}) {
     server_options.listen = "127.0.0.1:0";
     server_options.service = options;
     dispatcher_ = std::make_unique<mi::Dispatcher>(
@@ -357,7 +361,9 @@ TEST_F(ServiceServerTest, SlowReaderHoldsTheHandlerBack) {
   EXPECT_EQ(t_.dump_finished->load(), 1);
 }
 
-TEST_F(ServiceServerTest, CancelledStreamStopsAndServerKeepsServing) {
+TEST_F(ServiceServerTest, CancelledStreamDropsItsProducerAndServerKeepsServing) {
+  const mi::Command* dump = t_.registry.Find("dump");
+  const uint64_t errors_before = dump->errors();
   {
     grpc::ClientContext ctx;
     mi::v1::ExecuteRequest request;
@@ -372,35 +378,500 @@ TEST_F(ServiceServerTest, CancelledStreamStopsAndServerKeepsServing) {
     }
     EXPECT_EQ(reader->Finish().error_code(), StatusCode::CANCELLED);
   }
-  // The handler runs to its end with its output dropped.
-  for (int i = 0; i < 200 && t_.dump_finished->load() == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  EXPECT_EQ(t_.dump_finished->load(), 1);
+  // The exchange is cancelled (counted as a call that did not succeed) and its producer
+  // dropped: the dump never reaches its end.
+  ASSERT_TRUE(testing::WaitUntil([&] { return dump->errors() == errors_before + 1; },
+                                 std::chrono::seconds(10)));
+  EXPECT_EQ(t_.dump_finished->load(), 0);
   ExpectStillServing();
 }
 
-TEST_F(ServiceServerTest, StalledStreamTimesOut) {
+mi::v1::SessionRequest SessionCommandFor(uint32_t id, const std::string& command) {
+  mi::v1::SessionRequest request;
+  request.set_id(id);
+  request.set_command(command);
+  return request;
+}
+
+// A channel whose client reads nothing on its own: no BDP probing (the HTTP/2 window
+// stays at `window` bytes), its own connection.
+std::shared_ptr<grpc::Channel> SmallWindowChannel(const std::string& target, int window,
+                                                  int index) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, window);
+  args.SetInt("sipd.test.channel", index);  // no connection sharing between channels
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  args.SetMaxReceiveMessageSize(64 << 20);
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
+TEST_F(ServiceServerTest, StalledStreamIsCutAndItsProducerDropped) {
   TearDown();
   ServiceOptions options;
   options.stream_write_timeout = std::chrono::milliseconds(300);
   StartServer(options);
+  const mi::Command* dump = t_.registry.Find("dump");
+  auto channel = SmallWindowChannel(target_, 4096, 1);
+  auto stub = mi::v1::Management::NewStub(channel);
   grpc::ClientContext ctx;
   mi::v1::ExecuteRequest request;
   request.set_command("dump");
   request.add_params("50000");
   request.add_params("1000");
-  auto reader = stub_->ExecuteStream(&ctx, request);
+  auto reader = stub->ExecuteStream(&ctx, request);
+  // Read nothing: the server's write stalls and the stall timeout cuts the stream.
+  ASSERT_TRUE(testing::WaitUntil([&] { return dump->errors() == 1; }, std::chrono::seconds(20)));
+  EXPECT_EQ(server_->calls_cut(), 1u);
+  EXPECT_EQ(t_.dump_finished->load(), 0);
   mi::v1::ReplyChunk chunk;
-  ASSERT_TRUE(reader->Read(&chunk));
-  // Stop reading: the server gives up on the stream and the handler completes.
-  for (int i = 0; i < 200 && t_.dump_finished->load() == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  EXPECT_EQ(t_.dump_finished->load(), 1);
   while (reader->Read(&chunk)) {
   }
-  EXPECT_FALSE(reader->Finish().ok());
+  EXPECT_EQ(reader->Finish().error_code(), StatusCode::CANCELLED);
+  ExpectStillServing();
+}
+
+TEST_F(ServiceServerTest, StreamNotOverAfterReplyTimeoutIsCut) {
+  TearDown();
+  ServiceOptions options;
+  options.reply_timeout = std::chrono::milliseconds(300);
+  StartServer(options);
+  grpc::ClientContext ctx;
+  mi::v1::ExecuteRequest request;
+  request.set_command("park");  // never answered: only the total deadline ends it
+  auto reader = stub_->ExecuteStream(&ctx, request);
+  mi::v1::ReplyChunk chunk;
+  EXPECT_FALSE(reader->Read(&chunk));
+  EXPECT_EQ(reader->Finish().error_code(), StatusCode::CANCELLED);
+  auto& async = static_cast<mi::LocalAsyncBackend&>(dispatcher_->async());
+  EXPECT_TRUE(testing::WaitUntil([&] { return async.pending() == 0; }, std::chrono::seconds(10)));
+  ExpectStillServing();
+}
+
+// Streams whose clients read nothing hold no thread: more of them than the dispatcher
+// has workers, and unary calls, other streams and blocking commands still run.
+TEST_F(ServiceServerTest, StalledStreamsHoldNoThread) {
+  constexpr int kStalled = 16;  // > ServiceOptions::workers
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<mi::v1::ReplyChunk>>> readers;
+  for (int i = 0; i < kStalled; ++i) {
+    channels.push_back(SmallWindowChannel(target_, 4096, i));
+    auto stub = mi::v1::Management::NewStub(channels.back());
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    mi::v1::ExecuteRequest request;
+    request.set_command("dump");
+    request.add_params("100000");
+    request.add_params("500");
+    readers.push_back(stub->ExecuteStream(contexts.back().get(), request));
+  }
+  // Every stream produced its first part, and then waits for its client.
+  ASSERT_TRUE(testing::WaitUntil([&] { return t_.dump_flushes->load() >= kStalled; },
+                                 std::chrono::seconds(20)));
+  ExpectStillServing();
+  grpc::Status status;
+  int chunks = 0;
+  StreamAndAssemble(*stub_, "dump", {"1234", "5"}, &status, &chunks);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  grpc::ClientContext ctx;
+  mi::v1::Reply reply;
+  EXPECT_TRUE(Execute("slow", {"10"}, &reply, &ctx).ok());
+  for (auto& context : contexts) context->TryCancel();
+  for (auto& reader : readers) {
+    mi::v1::ReplyChunk chunk;
+    while (reader->Read(&chunk)) {
+    }
+    reader->Finish();
+  }
+  EXPECT_EQ(t_.dump_finished->load(), 1);  // only the stream that was read
+}
+
+// A deadline (and a cancel) reaches a handler that is already running, on a worker.
+TEST_F(ServiceServerTest, DeadlineAndCancelReachTheRunningHandler) {
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
+    mi::v1::Reply reply;
+    EXPECT_EQ(Execute("spin", {}, &reply, &ctx).error_code(), StatusCode::DEADLINE_EXCEEDED);
+  }
+  EXPECT_TRUE(
+      testing::WaitUntil([&] { return t_.spin_cancelled->load() == 1; }, std::chrono::seconds(20)));
+  {
+    grpc::ClientContext ctx;
+    auto session = stub_->Session(&ctx);
+    ASSERT_TRUE(session->Write(SessionCommandFor(1, "spin")));
+    ASSERT_TRUE(session->Write(SessionCommandFor(2, "version")));
+    mi::v1::SessionReply reply;
+    ASSERT_TRUE(session->Read(&reply));  // version answered
+    ASSERT_TRUE(
+        testing::WaitUntil([&] { return t_.spin_started->load() == 2; }, std::chrono::seconds(20)));
+    mi::v1::SessionRequest cancel;
+    cancel.set_id(1);
+    cancel.set_cancel(true);
+    ASSERT_TRUE(session->Write(cancel));
+    EXPECT_TRUE(testing::WaitUntil([&] { return t_.spin_cancelled->load() == 2; },
+                                   std::chrono::seconds(20)));
+    ASSERT_TRUE(session->WritesDone());
+    while (session->Read(&reply)) {
+    }
+    EXPECT_TRUE(session->Finish().ok());
+  }
+  ExpectStillServing();
+}
+
+TEST_F(ServiceServerTest, CancelledAsyncExecuteReleasesItsSlot) {
+  auto& async = static_cast<mi::LocalAsyncBackend&>(dispatcher_->async());
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
+    mi::v1::Reply reply;
+    EXPECT_EQ(Execute("park", {}, &reply, &ctx).error_code(), StatusCode::DEADLINE_EXCEEDED);
+  }
+  EXPECT_TRUE(testing::WaitUntil([&] { return async.pending() == 0; }, std::chrono::seconds(10)));
+  {
+    grpc::ClientContext ctx;
+    mi::v1::Reply reply;
+    std::thread canceller([&] {
+      testing::WaitUntil([&] { return async.pending() == 1; }, std::chrono::seconds(10));
+      ctx.TryCancel();
+    });
+    EXPECT_EQ(Execute("park", {}, &reply, &ctx).error_code(), StatusCode::CANCELLED);
+    canceller.join();
+  }
+  EXPECT_TRUE(testing::WaitUntil([&] { return async.pending() == 0; }, std::chrono::seconds(10)));
+  {  // completed by "another party": the reply comes through
+    grpc::ClientContext ctx;
+    mi::v1::Reply reply;
+    std::thread completer([&] {
+      testing::WaitUntil([&] { return async.pending() == 1; }, std::chrono::seconds(10));
+      mi::AsyncTicket ticket;
+      {
+        std::lock_guard<std::mutex> lock(t_.parked->mu);
+        ticket = t_.parked->tickets.back();
+      }
+      mi::Reply answer;
+      answer.root.AddKid("late", "yes");
+      async.Complete(ticket, &answer);
+    });
+    ASSERT_TRUE(Execute("park", {}, &reply, &ctx).ok());
+    completer.join();
+    ASSERT_EQ(reply.nodes_size(), 1);
+    EXPECT_EQ(reply.nodes(0).value(), "yes");
+  }
+  ExpectStillServing();
+}
+
+// --- Session -----------------------------------------------------------------------
+
+using Session = grpc::ClientReaderWriter<mi::v1::SessionRequest, mi::v1::SessionReply>;
+
+mi::v1::SessionRequest SessionCommand(uint32_t id, const std::string& command,
+                                      const std::vector<std::string>& params = {}) {
+  mi::v1::SessionRequest request;
+  request.set_id(id);
+  request.set_command(command);
+  for (const auto& p : params) request.add_params(p);
+  return request;
+}
+
+// Reads results until `id` has its final one (or the stream ends); returns them all.
+std::vector<mi::v1::SessionResult> ReadUntilDone(Session& session, uint32_t id) {
+  std::vector<mi::v1::SessionResult> results;
+  mi::v1::SessionReply reply;
+  while (session.Read(&reply)) {
+    bool found = false;
+    for (const auto& result : reply.results()) {
+      results.push_back(result);
+      found |= result.id() == id && result.done();
+    }
+    if (found) break;
+  }
+  return results;
+}
+
+std::map<uint32_t, mi::v1::SessionResult> ReadAllFinals(Session& session) {
+  std::map<uint32_t, mi::v1::SessionResult> finals;
+  mi::v1::SessionReply reply;
+  while (session.Read(&reply)) {
+    for (const auto& result : reply.results()) {
+      if (!result.done()) continue;
+      EXPECT_EQ(finals.count(result.id()), 0u) << "two final results for id " << result.id();
+      finals[result.id()] = result;
+    }
+  }
+  return finals;
+}
+
+TEST_F(ServiceServerTest, SessionRunsPipelinedCommandsWithExecutesStatusMapping) {
+  grpc::ClientContext ctx;
+  auto session = stub_->Session(&ctx);
+  constexpr uint32_t kEchoes = 200;
+  for (uint32_t id = 0; id < kEchoes; ++id) {
+    ASSERT_TRUE(session->Write(SessionCommand(id, "echo", {std::to_string(id * 7)})));
+  }
+  ASSERT_TRUE(session->Write(SessionCommand(1000, "version")));
+  ASSERT_TRUE(session->Write(SessionCommand(1001, "code", {"404"})));
+  ASSERT_TRUE(session->Write(SessionCommand(1002, "nope")));
+  ASSERT_TRUE(session->Write(SessionCommand(1003, "fail")));
+  ASSERT_TRUE(session->Write(SessionCommand(1004, "")));
+  ASSERT_TRUE(session->Write(SessionCommand(1005, "code")));
+  ASSERT_TRUE(session->Write(SessionCommand(1006, "code", {"202"})));
+  ASSERT_TRUE(session->Write(SessionCommand(1007, "echo", {""})));
+  ASSERT_TRUE(session->WritesDone());
+  auto finals = ReadAllFinals(*session);
+  ASSERT_TRUE(session->Finish().ok());
+  ASSERT_EQ(finals.size(), kEchoes + 8);
+  using R = mi::v1::SessionResult;
+  for (uint32_t id = 0; id < kEchoes; ++id) {
+    const R& r = finals[id];
+    EXPECT_EQ(r.status(), R::OK);
+    EXPECT_EQ(r.outcome(), "reply");
+    ASSERT_EQ(r.reply().nodes_size(), 1);
+    EXPECT_EQ(r.reply().nodes(0).value(), std::to_string(id * 7));
+  }
+  EXPECT_EQ(finals[1000].reply().nodes(0).value(), "sipd-test");
+  EXPECT_EQ(finals[1001].status(), R::NOT_FOUND);
+  EXPECT_EQ(finals[1001].message(), "reason 404");
+  EXPECT_EQ(finals[1001].outcome(), "reply");
+  EXPECT_EQ(finals[1001].reply().code(), 404u);
+  ASSERT_EQ(finals[1001].reply().nodes_size(), 1);  // the whole error reply
+  EXPECT_EQ(finals[1001].reply().nodes(0).name(), "Detail");
+  EXPECT_EQ(finals[1002].status(), R::NOT_FOUND);
+  EXPECT_EQ(finals[1002].message(), "command 'nope' not available");
+  EXPECT_EQ(finals[1002].outcome(), "not-available");
+  EXPECT_EQ(finals[1002].reply().code(), 500u);
+  EXPECT_EQ(finals[1003].status(), R::INTERNAL);
+  EXPECT_EQ(finals[1003].message(), "command 'fail' failed");
+  EXPECT_EQ(finals[1003].outcome(), "failed");
+  EXPECT_EQ(finals[1004].status(), R::INVALID_ARGUMENT);
+  EXPECT_EQ(finals[1004].message(), "empty command name");
+  EXPECT_EQ(finals[1004].outcome(), "");
+  EXPECT_FALSE(finals[1004].has_reply());
+  EXPECT_EQ(finals[1005].status(), R::INVALID_ARGUMENT);
+  EXPECT_EQ(finals[1005].message(), "Too few or too many arguments");
+  EXPECT_EQ(finals[1005].reply().code(), 400u);
+  EXPECT_EQ(finals[1006].status(), R::OK);
+  EXPECT_EQ(finals[1006].reply().code(), 202u);
+  EXPECT_EQ(finals[1007].status(), R::INVALID_ARGUMENT);
+  ExpectStillServing();
+}
+
+TEST_F(ServiceServerTest, SessionRepliesOutOfOrder) {
+  grpc::ClientContext ctx;
+  auto session = stub_->Session(&ctx);
+  ASSERT_TRUE(session->Write(SessionCommand(1, "park")));  // answered by the test, later
+  ASSERT_TRUE(session->Write(SessionCommand(2, "version")));
+  auto results = ReadUntilDone(*session, 2);
+  ASSERT_FALSE(results.empty());
+  EXPECT_EQ(results.back().id(), 2u);
+  for (const auto& r : results) EXPECT_NE(r.id(), 1u);
+  auto& async = static_cast<mi::LocalAsyncBackend&>(dispatcher_->async());
+  mi::AsyncTicket ticket;
+  {
+    std::lock_guard<std::mutex> lock(t_.parked->mu);
+    ASSERT_EQ(t_.parked->tickets.size(), 1u);
+    ticket = t_.parked->tickets.back();
+  }
+  mi::Reply answer;
+  answer.root.AddKid("late", "one");
+  ASSERT_TRUE(async.Complete(ticket, &answer));
+  results = ReadUntilDone(*session, 1);
+  ASSERT_FALSE(results.empty());
+  EXPECT_EQ(results.back().id(), 1u);
+  EXPECT_EQ(results.back().reply().nodes(0).value(), "one");
+  ASSERT_TRUE(session->WritesDone());
+  EXPECT_TRUE(ReadAllFinals(*session).empty());
+  EXPECT_TRUE(session->Finish().ok());
+}
+
+TEST_F(ServiceServerTest, SessionStreamsChunksTaggedWithTheId) {
+  grpc::ClientContext ctx;
+  auto session = stub_->Session(&ctx);
+  mi::v1::SessionRequest streamed = SessionCommand(7, "dump", {"1234", "5"});
+  streamed.set_stream(true);
+  ASSERT_TRUE(session->Write(streamed));
+  ASSERT_TRUE(session->Write(SessionCommand(8, "version")));
+  mi::v1::SessionRequest streamed_error = SessionCommand(9, "code", {"404"});
+  streamed_error.set_stream(true);
+  ASSERT_TRUE(session->Write(streamed_error));
+  ASSERT_TRUE(session->WritesDone());
+  std::map<uint32_t, mi::ChunkAssembler> assemblers;
+  std::map<uint32_t, mi::v1::SessionResult> finals;
+  mi::v1::SessionReply reply;
+  int chunks = 0;
+  while (session->Read(&reply)) {
+    for (const auto& r : reply.results()) {
+      if (r.has_chunk()) {
+        EXPECT_FALSE(r.done());
+        EXPECT_TRUE(assemblers[r.id()].Add(r.chunk()).ok());
+        ++chunks;
+      }
+      if (r.done()) finals[r.id()] = r;
+    }
+  }
+  ASSERT_TRUE(session->Finish().ok());
+  ASSERT_EQ(finals.size(), 3u);
+  EXPECT_EQ(finals[7].status(), mi::v1::SessionResult::OK);
+  EXPECT_EQ(finals[7].outcome(), "reply");
+  EXPECT_GE(chunks, 25);
+  grpc::ClientContext ectx;
+  mi::v1::Reply whole;
+  ASSERT_TRUE(Execute("dump", {"1234", "5"}, &whole, &ectx).ok());
+  EXPECT_TRUE(assemblers[7].Take() == mi::FromProto(whole));
+  EXPECT_EQ(finals[9].status(), mi::v1::SessionResult::NOT_FOUND);
+  EXPECT_EQ(assemblers[9].Take().code, 404u);
+}
+
+TEST_F(ServiceServerTest, SessionLimitsCancellationAndProtocolErrors) {
+  TearDown();
+  ServiceOptions options;
+  options.session_max_inflight = 2;
+  StartServer(options);
+  auto& async = static_cast<mi::LocalAsyncBackend&>(dispatcher_->async());
+  using R = mi::v1::SessionResult;
+  {
+    grpc::ClientContext ctx;
+    auto session = stub_->Session(&ctx);
+    ASSERT_TRUE(session->Write(SessionCommand(1, "park")));
+    ASSERT_TRUE(session->Write(SessionCommand(2, "park")));
+    ASSERT_TRUE(session->Write(SessionCommand(3, "park")));  // one too many
+    auto results = ReadUntilDone(*session, 3);
+    ASSERT_FALSE(results.empty());
+    EXPECT_EQ(results.back().status(), R::RESOURCE_EXHAUSTED);
+    EXPECT_EQ(results.back().message(), "too many requests in flight in this session (at most 2)");
+    ASSERT_TRUE(testing::WaitUntil([&] { return async.pending() == 2; }, std::chrono::seconds(10)));
+    mi::v1::SessionRequest cancel;
+    cancel.set_id(1);
+    cancel.set_cancel(true);
+    ASSERT_TRUE(session->Write(cancel));
+    results = ReadUntilDone(*session, 1);
+    ASSERT_FALSE(results.empty());
+    EXPECT_EQ(results.back().status(), R::CANCELLED);
+    EXPECT_EQ(results.back().message(), "cancelled by the client");
+    ASSERT_TRUE(testing::WaitUntil([&] { return async.pending() == 1; }, std::chrono::seconds(10)));
+    // A per-request timeout ends request 4 only.
+    mi::v1::SessionRequest timed = SessionCommand(4, "park");
+    timed.set_timeout_ms(100);
+    ASSERT_TRUE(session->Write(timed));
+    results = ReadUntilDone(*session, 4);
+    ASSERT_FALSE(results.empty());
+    EXPECT_EQ(results.back().status(), R::DEADLINE_EXCEEDED);
+    // An id still in flight (2) reused: the session ends, and request 2 with it.
+    ASSERT_TRUE(session->Write(SessionCommand(2, "version")));
+    mi::v1::SessionReply reply;
+    while (session->Read(&reply)) {
+    }
+    const grpc::Status status = session->Finish();
+    EXPECT_EQ(status.error_code(), StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(status.error_message(), "request id 2 reused while in flight");
+    EXPECT_TRUE(testing::WaitUntil([&] { return async.pending() == 0; }, std::chrono::seconds(10)));
+  }
+  {  // Cancelling the call cancels every request in flight.
+    grpc::ClientContext ctx;
+    auto session = stub_->Session(&ctx);
+    ASSERT_TRUE(session->Write(SessionCommand(1, "park")));
+    ASSERT_TRUE(session->Write(SessionCommand(2, "park")));
+    ASSERT_TRUE(testing::WaitUntil([&] { return async.pending() == 2; }, std::chrono::seconds(10)));
+    ctx.TryCancel();
+    mi::v1::SessionReply reply;
+    while (session->Read(&reply)) {
+    }
+    EXPECT_EQ(session->Finish().error_code(), StatusCode::CANCELLED);
+    EXPECT_TRUE(testing::WaitUntil([&] { return async.pending() == 0; }, std::chrono::seconds(10)));
+  }
+  {  // Bytes that are not a SessionRequest end the session with a clear status.
+    grpc::GenericStub generic(channel_);
+    grpc::ClientContext ctx;
+    grpc::CompletionQueue cq;
+    auto call = generic.PrepareCall(&ctx, "/sipd.mi.v1.Management/Session", &cq);
+    void* tag = nullptr;
+    bool ok = false;
+    call->StartCall(reinterpret_cast<void*>(1));
+    ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+    const std::string bad = "\x12\x03\xFF\xFE\xFD";  // command = invalid UTF-8
+    grpc::Slice slice(bad);
+    grpc::ByteBuffer bytes(&slice, 1);
+    call->Write(bytes, reinterpret_cast<void*>(2));
+    ASSERT_TRUE(cq.Next(&tag, &ok));
+    grpc::Status status;
+    call->Finish(&status, reinterpret_cast<void*>(3));
+    ASSERT_TRUE(cq.Next(&tag, &ok));
+    EXPECT_EQ(status.error_code(), StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(status.error_message().find("not a valid sipd.mi.v1.SessionRequest"),
+              std::string::npos);
+    cq.Shutdown();
+    while (cq.Next(&tag, &ok)) {
+    }
+  }
+  ExpectStillServing();
+}
+
+TEST_F(ServiceServerTest, SessionWhoseClientReadsNothingIsCut) {
+  TearDown();
+  ServiceOptions options;
+  options.stream_write_timeout = std::chrono::milliseconds(300);
+  options.session_buffer_bytes = 64 << 10;
+  StartServer(options);
+  auto channel = SmallWindowChannel(target_, 4096, 1);
+  auto stub = mi::v1::Management::NewStub(channel);
+  grpc::ClientContext ctx;
+  auto session = stub->Session(&ctx);
+  for (uint32_t id = 0; id < 40; ++id) {
+    ASSERT_TRUE(session->Write(SessionCommand(id, "big", {"100000"})));
+  }
+  // Read nothing: the server's write stalls, the session is cut.
+  ASSERT_TRUE(
+      testing::WaitUntil([&] { return server_->calls_cut() == 1; }, std::chrono::seconds(20)));
+  mi::v1::SessionReply reply;
+  int replies = 0;
+  while (session->Read(&reply)) ++replies;
+  EXPECT_LT(replies, 40);
+  EXPECT_EQ(session->Finish().error_code(), StatusCode::CANCELLED);
+  ExpectStillServing();
+}
+
+// Whether the server closed `fd` (EOF or reset), reading and dropping what it sent.
+bool ClosedByServer(int fd, std::chrono::milliseconds timeout) {
+  return testing::WaitUntil(
+      [fd] {
+        pollfd pfd{fd, POLLIN, 0};
+        if (poll(&pfd, 1, 0) <= 0) return false;
+        char buffer[4096];
+        const ssize_t n = recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+        return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+      },
+      timeout);
+}
+
+TEST_F(ServiceServerTest, HalfAPrefaceIsClosedAtTheHandshakeTimeout) {
+  TearDown();
+  ServerOptions server_options;
+  server_options.handshake_timeout = std::chrono::milliseconds(300);
+  StartServer({}, server_options);
+  const int fd = testing::ConnectTcp(server_->port());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(testing::SendAll(fd, std::string(testing::kHttp2Preface, 12)));
+  EXPECT_TRUE(ClosedByServer(fd, std::chrono::seconds(20)));
+  close(fd);
+  ExpectStillServing();
+}
+
+// A unary reply larger than the client's HTTP/2 window, from a client that never reads
+// nor grants window: the reply is cut after stream_write_timeout.
+TEST_F(ServiceServerTest, LargeUnaryReplyNeverReadIsCut) {
+  TearDown();
+  ServiceOptions options;
+  options.stream_write_timeout = std::chrono::milliseconds(300);
+  StartServer(options);
+  const int fd = testing::ConnectTcp(server_->port());
+  ASSERT_GE(fd, 0);
+  mi::v1::ExecuteRequest request;
+  request.set_command("big");
+  request.add_params("1000000");
+  ASSERT_TRUE(testing::SendAll(fd, testing::GrpcRequestBytes("Execute", request, true)));
+  EXPECT_TRUE(
+      testing::WaitUntil([&] { return server_->calls_cut() == 1; }, std::chrono::seconds(20)));
+  close(fd);
   ExpectStillServing();
 }
 

@@ -105,6 +105,29 @@ TestRegistry::TestRegistry() {
                   call.reply().root.AddKid("Slept", call.arg(0));
                   return absl::OkStatus();
                 }});
+  MustRegister(registry, {.name = "park",
+                          .module = "test",
+                          .flags = mi::kAsync | mi::kNoInput,
+                          .handler = [parked = parked](mi::Call& call) {
+                            absl::StatusOr<mi::AsyncTicket> ticket = call.GoAsync();
+                            if (!ticket.ok()) return ticket.status();
+                            std::lock_guard<std::mutex> lock(parked->mu);
+                            parked->tickets.push_back(*ticket);
+                            return absl::OkStatus();
+                          }});
+  MustRegister(registry,
+               {.name = "spin",
+                .module = "test",
+                .flags = mi::kBlocking | mi::kNoInput,
+                .handler = [started = spin_started, cancelled = spin_cancelled](mi::Call& call) {
+                  started->fetch_add(1);
+                  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+                  while (!call.cancelled() && std::chrono::steady_clock::now() < end) {
+                    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+                  }
+                  if (call.cancelled()) cancelled->fetch_add(1);
+                  return absl::OkStatus();
+                }});
   MustRegister(registry, {.name = "ps",
                           .module = "core",
                           .help = "lists all processes used by OpenSIPS",

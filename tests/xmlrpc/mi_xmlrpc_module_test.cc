@@ -36,12 +36,25 @@ TEST(MiXmlrpcModuleTest, ParametersAreValidated) {
   EXPECT_FALSE(module->SetParam("read_timeout", int64_t{0}).ok());
   EXPECT_TRUE(module->SetParam("max_connections", int64_t{8}).ok());
   EXPECT_FALSE(module->SetParam("max_connections", int64_t{0}).ok());
+  EXPECT_TRUE(module->SetParam("max_connections_per_peer", int64_t{100}).ok());
+  EXPECT_FALSE(module->SetParam("max_connections_per_peer", int64_t{0}).ok());
+  for (const char* timeout :
+       {"header_timeout", "idle_timeout", "stall_timeout", "reply_timeout", "read_timeout"}) {
+    EXPECT_TRUE(module->SetParam(timeout, int64_t{3}).ok()) << timeout;
+    EXPECT_FALSE(module->SetParam(timeout, int64_t{0}).ok()) << timeout;
+    EXPECT_FALSE(module->SetParam(timeout, std::string("3")).ok()) << timeout;
+  }
+  EXPECT_TRUE(module->SetParam("keep_alive_max", int64_t{0}).ok());
+  EXPECT_TRUE(module->SetParam("keep_alive_max", int64_t{30}).ok());
+  EXPECT_FALSE(module->SetParam("keep_alive_max", int64_t{-1}).ok());
+  EXPECT_TRUE(module->SetParam("processes", int64_t{1}).ok());
+  EXPECT_FALSE(module->SetParam("processes", int64_t{0}).ok());
   EXPECT_TRUE(module->SetParam("log_file", std::string("/tmp/x.log")).ok());
   EXPECT_FALSE(module->SetParam("log_file", int64_t{1}).ok());
   EXPECT_FALSE(module->SetParam("nosuch", int64_t{1}).ok());
 }
 
-TEST(MiXmlrpcModuleTest, OneProcessThatBindsBeforeTheFork) {
+TEST(MiXmlrpcModuleTest, ProcessesThatBindBeforeTheFork) {
   // A port that was free a moment ago.
   absl::StatusOr<int> probe = xmlrpc::OpenListenSocket("127.0.0.1", 0);
   ASSERT_TRUE(probe.ok());
@@ -53,7 +66,10 @@ TEST(MiXmlrpcModuleTest, OneProcessThatBindsBeforeTheFork) {
   std::vector<ProcessSpec> processes = module->Processes();
   ASSERT_EQ(processes.size(), 1u);
   EXPECT_EQ(processes[0].name, "MI XMLRPC");
-  EXPECT_EQ(processes[0].count, 1);
+  EXPECT_EQ(processes[0].count, 2);  // the default
+  std::unique_ptr<Module> single = NewMiXmlrpcModule();
+  ASSERT_TRUE(single->SetParam("processes", int64_t{1}).ok());
+  EXPECT_EQ(single->Processes()[0].count, 1);
   EXPECT_TRUE(processes[0].init_child);
   ASSERT_TRUE(processes[0].pre_fork);
   ASSERT_TRUE(processes[0].main);

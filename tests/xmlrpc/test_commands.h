@@ -5,6 +5,8 @@
 #include <condition_variable>
 #include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -38,6 +40,32 @@ class Gate {
 inline Gate& TestGate() {
   static Gate gate;
   return gate;
+}
+
+// Tickets of `later` calls waiting for the test to complete them.
+class PendingTickets {
+ public:
+  void Add(mi::AsyncTicket ticket) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    tickets_.push_back(ticket);
+  }
+  std::vector<mi::AsyncTicket> TakeAll() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return std::exchange(tickets_, {});
+  }
+  size_t size() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return tickets_.size();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<mi::AsyncTicket> tickets_;
+};
+
+inline PendingTickets& TestTickets() {
+  static PendingTickets tickets;
+  return tickets;
 }
 
 inline void RegisterTestCommands(mi::Registry& registry) {
@@ -174,7 +202,8 @@ inline void RegisterTestCommands(mi::Registry& registry) {
         return absl::OkStatus();
       },
       0, {{"value", mi::ParamSpec::Arity::kRequired, "a value"}});
-  // Blocks until the test opens the gate (at most 10 s): for the concurrency tests.
+  // Blocks until the test opens the gate (at most 10 s): for the concurrency tests. It
+  // is flagged blocking, so a dispatcher with workers runs it off the transport's loop.
   add(
       "wait_gate",
       [](mi::Call& call) {
@@ -182,7 +211,16 @@ inline void RegisterTestCommands(mi::Registry& registry) {
         call.reply().root.AddKid("Gate", opened ? "opened" : "timed out");
         return absl::OkStatus();
       },
-      mi::kNoInput);
+      mi::kNoInput | mi::kBlocking);
+  // Async: the reply comes when the test completes the ticket (TestTickets()).
+  add(
+      "later",
+      [](mi::Call& call) {
+        absl::StatusOr<mi::AsyncTicket> ticket = call.GoAsync();
+        if (ticket.ok()) TestTickets().Add(*ticket);
+        return absl::OkStatus();
+      },
+      mi::kNoInput | mi::kAsync);
 }
 
 }  // namespace sipd::xmlrpc::testing

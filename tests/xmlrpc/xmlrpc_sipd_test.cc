@@ -226,7 +226,7 @@ TEST_F(SipdXmlrpcTest, BadInputGetsItsDocumentedAnswerAndSipdGoesOn) {
 }
 
 TEST_F(SipdXmlrpcTest, SilentClientDoesNotBlockOthers) {
-  StartSipd("modparam(\"mi_xmlrpc\", \"read_timeout\", 2)\n");
+  StartSipd("modparam(\"mi_xmlrpc\", \"header_timeout\", 2)\n");
   RawConnection silent;
   ASSERT_TRUE(silent.Connect(port_));
   for (int i = 0; i < 3; ++i) {

@@ -31,6 +31,8 @@ struct HttpResponse {
   // Header names lower-cased.
   std::map<std::string, std::string> headers;
   std::string body;
+  // Chunks of a chunked body (0 for a Content-Length body).
+  int chunks = 0;
   bool ok = false;  // a complete response was read
 };
 
@@ -133,27 +135,51 @@ class RawConnection {
     return false;
   }
 
-  // Reads one response (Content-Length framed), waiting at most `timeout`.
+  // Reads one response (Content-Length framed, or chunked: then `chunks` counts the
+  // chunks), waiting at most `timeout`.
   HttpResponse ReadResponse(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
     HttpResponse response;
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     size_t head_end = std::string::npos;
     size_t body_length = 0;
+    bool chunked = false;
+    size_t chunk_pos = 0;  // where the next chunk's size line starts (chunked)
     while (true) {
       if (head_end == std::string::npos) {
         const size_t end = buffer_.find("\r\n\r\n");
         if (end != std::string::npos) {
           head_end = end + 4;
+          chunk_pos = head_end;
           ParseHead(buffer_.substr(0, end), response);
           const auto it = response.headers.find("content-length");
           if (it != response.headers.end()) (void)absl::SimpleAtoi(it->second, &body_length);
+          const auto te = response.headers.find("transfer-encoding");
+          chunked = te != response.headers.end() && te->second == "chunked";
         }
       }
-      if (head_end != std::string::npos && buffer_.size() >= head_end + body_length) {
+      if (head_end != std::string::npos && !chunked && buffer_.size() >= head_end + body_length) {
         response.body = buffer_.substr(head_end, body_length);
         buffer_.erase(0, head_end + body_length);
         response.ok = true;
         return response;
+      }
+      while (head_end != std::string::npos && chunked) {
+        const size_t line_end = buffer_.find("\r\n", chunk_pos);
+        if (line_end == std::string::npos) break;
+        size_t size = 0;
+        if (!absl::SimpleHexAtoi(buffer_.substr(chunk_pos, line_end - chunk_pos), &size)) {
+          return response;  // malformed
+        }
+        if (buffer_.size() < line_end + 2 + size + 2) break;
+        if (buffer_.compare(line_end + 2 + size, 2, "\r\n") != 0) return response;
+        if (size == 0) {
+          buffer_.erase(0, line_end + 4);
+          response.ok = true;
+          return response;
+        }
+        response.body.append(buffer_, line_end + 2, size);
+        ++response.chunks;
+        chunk_pos = line_end + 2 + size + 2;
       }
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());

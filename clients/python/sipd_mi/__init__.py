@@ -4,5 +4,15 @@ See sipd_mi.client for the API and `python3 -m sipd_mi --help` for the command l
 """
 
 from sipd_mi.client import Client, MiError, Node, Reply, StreamedReply
+from sipd_mi.session import Session, SessionClosed, SessionRequestError
 
-__all__ = ["Client", "MiError", "Node", "Reply", "StreamedReply"]
+__all__ = [
+    "Client",
+    "MiError",
+    "Node",
+    "Reply",
+    "Session",
+    "SessionClosed",
+    "SessionRequestError",
+    "StreamedReply",
+]

@@ -5,20 +5,30 @@
     python3 -m sipd_mi --stream ul_dump
     python3 -m sipd_mi --json which
     python3 -m sipd_mi --list | --describe COMMAND
+    printf 'version\nget_statistics all\nasync_echo 200 late\n' | python3 -m sipd_mi --session -
 
 The target defaults to $SIPD_MI_TARGET, else 127.0.0.1:8090. The reply is printed as FIFO
 prints it (status line, TAB-indented node lines). Exit status: 0 for a 2xx reply, 1 for
 any other MI code, 2 for a transport problem (sipd not reachable, deadline, ...).
+
+--session FILE ('-' = stdin) runs every command of FILE (one per line: the command and
+its arguments, shell-quoted; empty lines and lines starting with # are skipped) pipelined
+on one Session stream, and prints each reply as it comes (out of order), after a line
+"## <line number> <command line>". Exit status: 0 if every reply is 2xx, 1 if any is not
+(or a request was refused), 2 for a transport problem.
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
+import shlex
 import sys
 
 import grpc
 
 from sipd_mi.client import Client, MiError
+from sipd_mi.session import SessionRequestError
 
 
 def _parse_args(argv):
@@ -34,13 +44,67 @@ def _parse_args(argv):
     parser.add_argument("--stream", action="store_true", help="use ExecuteStream")
     parser.add_argument("--list", action="store_true", help="list the loaded commands")
     parser.add_argument("--describe", metavar="COMMAND", help="describe one command")
+    parser.add_argument(
+        "--session",
+        metavar="FILE",
+        help="run the commands of FILE ('-' = stdin), one per line, pipelined on one Session",
+    )
     parser.add_argument("command", nargs="?", help="MI command, e.g. ps")
     # REMAINDER: arguments may start with "-" (e.g. `debug -1`).
     parser.add_argument("params", nargs=argparse.REMAINDER, help="command arguments")
     args = parser.parse_args(argv)
-    if not (args.list or args.describe or args.command):
-        parser.error("a command (or --list / --describe) is required")
+    if not (args.list or args.describe or args.session or args.command):
+        parser.error("a command (or --list / --describe / --session) is required")
     return args
+
+
+def _read_session_file(name):
+    """(line number, words) of every command line of `name` ('-' = stdin)."""
+    stream = sys.stdin if name == "-" else open(name, encoding="utf-8")
+    try:
+        commands = []
+        for number, line in enumerate(stream, start=1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                commands.append((number, shlex.split(line)))
+        return commands
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+
+
+def _run_session(client, args, out) -> int:
+    commands = _read_session_file(args.session)
+    worst = 0
+    with client.session() as session:
+        futures = {}
+        for number, words in commands:
+            futures[session.submit(words[0], *words[1:], stream=args.stream)] = (number, words)
+        for future in concurrent.futures.as_completed(futures):
+            number, words = futures[future]
+            try:
+                reply = future.result()
+            except MiError as error:
+                reply = error.reply
+            except SessionRequestError as error:
+                worst = max(worst, 1)
+                if args.json:
+                    out.write(json.dumps({"line": number, "command": words,
+                                          "error": error.status.name,
+                                          "message": error.message}) + "\n")
+                else:
+                    out.write(f"## {number} {shlex.join(words)}\n{error.status.name}: "
+                              f"{error.message}\n")
+                continue
+            if not reply.ok:
+                worst = max(worst, 1)
+            if args.json:
+                out.write(json.dumps({"line": number, "command": words,
+                                      "reply": reply.to_dict()}) + "\n")
+            else:
+                out.write(f"## {number} {shlex.join(words)}\n{reply.to_text()}")
+            out.flush()
+    return worst
 
 
 def main(argv=None) -> int:
@@ -61,6 +125,8 @@ def main(argv=None) -> int:
                 json.dump(client.describe(args.describe), out, indent=2)
                 out.write("\n")
                 return 0
+            if args.session:
+                return _run_session(client, args, out)
             if args.stream and not args.json:
                 streamed = client.stream(args.command, *args.params)
                 nodes = iter(streamed)

@@ -12,6 +12,8 @@
             print(error.code, error.reason)          # 404 unknown MI command
         for depth, node in client.stream("ul_dump"):  # as the command flushes
             print("\\t" * depth + node.line())
+        with client.session() as session:             # many commands, one stream
+            futures = [session.submit("get_statistics", name) for name in names]
 
 Replies keep the MI model (spec section 1.3): a code, a reason and a tree of nodes, each
 with a name, a value, ordered attributes and kids. An empty name or value means absent.
@@ -289,6 +291,13 @@ class Client:
         """Runs `command` and returns its reply as it is produced (for large replies)."""
         call = self._stub.ExecuteStream(self._request(command, params), timeout=self.timeout)
         return StreamedReply(call)
+
+    def session(self, timeout: Optional[float] = None):
+        """Opens a Session: many commands pipelined on one stream (see sipd_mi.session).
+        `timeout` bounds the whole session (default: none)."""
+        from sipd_mi.session import Session
+
+        return Session(self._stub, timeout=timeout)
 
     def list_commands(self) -> List[Dict]:
         """Every loaded command, in registration order (as `which`)."""
