@@ -40,6 +40,14 @@ enum class Role { kUnset, kNone, kRead, kOperate, kAdmin };
 
 std::string_view RoleName(Role role);
 
+// True for an IPv4 loopback (127/8), ::1, or IPv4-mapped loopback host, written without
+// port or brackets ("127.0.0.1", "::1", "::ffff:127.0.0.1").
+bool IsLoopbackHost(std::string_view host);
+
+// The credential in an HTTP `Authorization` header value: the token of `Bearer TOKEN`,
+// or the password of `Basic base64(user:password)`; empty if neither.
+std::string TokenFromAuthorization(std::string_view value);
+
 struct Peer {
   // Unix sockets (SO_PEERCRED) and the FIFO (owner of the reply FIFO); -1 = unknown.
   uid_t uid = static_cast<uid_t>(-1);

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "legacy-transports/datagram/datagram_server.h"
+#include "registry/authorization.h"
 #include "spdlog/fmt/ranges.h"
 #include "spdlog/spdlog.h"
 
@@ -43,6 +44,21 @@ class MiDatagramModule final : public Module {
       absl::StatusOr<mode_t> mode = legacy::ModeFromParam(param, value);
       if (mode.ok()) config_.unix_access.mode = *mode;
       return mode.status();
+    }
+    if (param == "udp_role") {
+      absl::StatusOr<std::string> text = legacy::StringParam(param, value);
+      if (!text.ok()) return text.status();
+      std::optional<mi::Role> role = mi::ParseRole(*text);
+      if (!role.has_value()) {
+        return absl::InvalidArgumentError("mi_datagram: udp_role must be read, operate or admin");
+      }
+      config_.udp_role = *role;
+      return absl::OkStatus();
+    }
+    if (param == "insecure") {
+      absl::StatusOr<int64_t> on = legacy::IntParam(param, value, 0, 1);
+      if (on.ok()) config_.insecure = *on == 1;
+      return on.status();
     }
     if (param == "unix_socket_user") {
       return legacy::SetUserFromParam(param, value, &config_.unix_access);

@@ -35,7 +35,7 @@ constexpr size_t kKeptWriterCapacity = 4096;
 
 std::string Errno() { return std::strerror(errno); }
 
-absl::StatusOr<DatagramSockets> CreateUdpSocket(const std::string& name) {
+absl::StatusOr<DatagramSockets> CreateUdpSocket(const std::string& name, bool insecure) {
   const std::string_view spec = std::string_view(name).substr(kUdpPrefix.size());
   const size_t colon = spec.rfind(':');
   int port = 0;
@@ -74,9 +74,17 @@ absl::StatusOr<DatagramSockets> CreateUdpSocket(const std::string& name) {
        IN6_IS_ADDR_LOOPBACK(&reinterpret_cast<sockaddr_in6*>(found->ai_addr)->sin6_addr));
   freeaddrinfo(found);
   if (!loopback) {
-    spdlog::warn(
-        "mi_datagram: {} is not a loopback address: anyone who can reach it can run "
-        "MI commands",
+    if (!insecure) {
+      sockets.Close();
+      return absl::FailedPreconditionError(absl::StrCat(
+          "mi_datagram: ", name,
+          " is not a loopback address: UDP datagrams carry no identity, so anyone who can "
+          "reach it could run MI commands as udp_role; bind it to 127.0.0.1, or set "
+          "modparam(\"mi_datagram\", \"insecure\", 1) to accept that"));
+    }
+    spdlog::critical(
+        "mi_datagram: INSECURE: {} is not a loopback address and carries no identity: "
+        "anyone who can reach it runs MI commands as the udp_role",
         name);
   }
   sockets.tx = sockets.rx;
@@ -148,13 +156,13 @@ void DatagramSockets::Close() {
   }
 }
 
-absl::StatusOr<DatagramSockets> CreateDatagramSockets(const std::string& socket_name,
+absl::StatusOr<DatagramSockets> CreateDatagramSockets(const std::string& socket_name, bool insecure,
                                                       const FileAccess& unix_access) {
   if (socket_name.empty()) {
     return absl::InvalidArgumentError("mi_datagram: parameter 'socket_name' is mandatory");
   }
   if (socket_name.compare(0, kUdpPrefix.size(), kUdpPrefix) == 0) {
-    return CreateUdpSocket(socket_name);
+    return CreateUdpSocket(socket_name, insecure);
   }
   return CreateUnixSockets(socket_name, unix_access);
 }
@@ -164,7 +172,8 @@ absl::StatusOr<std::vector<DatagramSockets>> CreateDatagramSockets(const Datagra
   std::vector<std::string> names = {config.socket_name};
   names.insert(names.end(), config.extra_socket_names.begin(), config.extra_socket_names.end());
   for (const std::string& name : names) {
-    absl::StatusOr<DatagramSockets> sockets = CreateDatagramSockets(name, config.unix_access);
+    absl::StatusOr<DatagramSockets> sockets =
+        CreateDatagramSockets(name, config.insecure, config.unix_access);
     if (!sockets.ok()) {
       for (DatagramSockets& created : all) created.Close();
       return sockets.status();
@@ -318,6 +327,7 @@ void DatagramServer::ReceiveOne(size_t index) {
   const socklen_t from_len = msg.msg_namelen;
   mi::Peer peer;
   if (is_unix) {
+    peer.local = true;
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
       if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
         ucred credentials;
@@ -337,12 +347,16 @@ void DatagramServer::ReceiveOne(size_t index) {
       const auto* v4 = reinterpret_cast<const sockaddr_in*>(&from);
       const auto* b = reinterpret_cast<const uint8_t*>(&v4->sin_addr);
       peer.address = absl::StrCat(b[0], ".", b[1], ".", b[2], ".", b[3], ":", ntohs(v4->sin_port));
+      peer.local = b[0] == 127;
     } else if (from.ss_family == AF_INET6) {
       const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&from);
       char host[INET6_ADDRSTRLEN] = "?";
       inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host));
       peer.address = absl::StrCat("[", host, "]:", ntohs(v6->sin6_port));
+      peer.local = mi::IsLoopbackHost(host);
     }
+    // No identity is possible over UDP: the configured role (mi_datagram udp_role).
+    peer.role = config_.udp_role;
   }
   const size_t real_size = static_cast<size_t>(n);
   const std::string_view reply =

@@ -91,6 +91,10 @@ struct DatagramConfig {
   std::string reply_indent = "\t";
   // UNIX socket file: mode 0600 by default.
   FileAccess unix_access;
+  // The role of every UDP caller (no identity is possible over UDP): read by default.
+  mi::Role udp_role = mi::Role::kRead;
+  // Allows a UDP socket on a non-loopback address (refused otherwise).
+  bool insecure = false;
 };
 
 // The sockets of the transport, created in the attendant before the fork so that a busy
@@ -109,7 +113,7 @@ struct DatagramSockets {
 // UDP: binds HOST:PORT (no SO_REUSEADDR: a busy port is an error). UNIX: binds the path
 // with `unix_access`; a stale socket file is replaced, a symlink or any other file is
 // refused (FailedPrecondition).
-absl::StatusOr<DatagramSockets> CreateDatagramSockets(const std::string& socket_name,
+absl::StatusOr<DatagramSockets> CreateDatagramSockets(const std::string& socket_name, bool insecure,
                                                       const FileAccess& unix_access);
 // The sockets of config.socket_name and config.extra_socket_names, all or none.
 absl::StatusOr<std::vector<DatagramSockets>> CreateDatagramSockets(const DatagramConfig& config);

@@ -601,6 +601,7 @@ bool FifoServer::Dispatch(std::unique_ptr<Client> client) {
     context.transport = mi::Transport::kFifo;
     context.peer.uid = client->uid;
     context.peer.address = client->reply_path;
+    context.peer.local = true;
     context.deadline = client->deadline;
     context.can_wait_async = true;
     client->phase = Client::Phase::kRunning;

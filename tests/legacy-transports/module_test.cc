@@ -120,11 +120,11 @@ TEST(MiDatagramModuleTest, ParametersInitProcessesAndShutdown) {
   EXPECT_TRUE(S_ISSOCK(st.st_mode));
   EXPECT_EQ(st.st_mode & 07777, 0600u);
   // The UDP port is taken.
-  EXPECT_FALSE(CreateDatagramSockets("udp:127.0.0.1:" + std::to_string(port), FileAccess{}).ok());
+  EXPECT_FALSE(CreateDatagramSockets("udp:127.0.0.1:" + std::to_string(port), false, FileAccess{}).ok());
   module->Shutdown();
   EXPECT_NE(lstat(path.c_str(), &st), 0) << "Shutdown removes the socket file";
   absl::StatusOr<DatagramSockets> again =
-      CreateDatagramSockets("udp:127.0.0.1:" + std::to_string(port), FileAccess{});
+      CreateDatagramSockets("udp:127.0.0.1:" + std::to_string(port), false, FileAccess{});
   EXPECT_TRUE(again.ok()) << "Shutdown closed the UDP socket";
   if (again.ok()) again->Close();
 }
