@@ -3,15 +3,18 @@
 // Start-up (Initialize, all before the first fork):
 //   run_dir (created 0700 if missing, its parent never; see sipd/core/config.h), shared
 //   memory, shared state (log level, stopping flag, statistics cells,
-//   process table, worker busy flags), libosip2, UDP listen sockets, statistics groups
-//   shmem/core/net/sl, MI commands (get_statistics, reset_statistics, the core list),
-//   modules' Init in loadmodule order, module process specs, the process table plan,
-//   statistics groups pkmem/load.
+//   process table, worker busy flags), libosip2, the SIP listen sockets (UDP, and TCP
+//   with its connection table, hand-off socketpairs and eventfds: sipd/core/
+//   tcp_transport.h), statistics groups shmem/core/net/sl, MI commands (get_statistics,
+//   reset_statistics, the core list), modules' Init in loadmodule order, module process specs, the
+//   process table plan, statistics groups pkmem/load.
 // Run:
 //   forks module processes (modules in loadmodule order, each spec x count; pre_fork /
-//   post_fork around each group), SIP receivers (children per listen socket), the timer
-//   process; every child runs the modules' ChildInit for its rank and reports success
-//   over a pipe before its main loop (a process whose ProcessSpec sets
+//   post_fork around each group), SIP receivers (children per UDP listen socket), the
+//   timer process, then with a TCP listen socket `TCP receiver` x tcp_children and
+//   `TCP main` last (spec 10.1); every child first closes the SIP descriptors its role
+//   must not hold (TcpTransport::EnterProcess), then runs the modules' ChildInit for its rank and
+//   reports success over a pipe before its main loop (a process whose ProcessSpec sets
 //   reports_listeners also reports, over the same pipe, what it listens on once it does).
 //   Then writes <run_dir>/listeners and <run_dir>/sipd.pid, logs the start-up banner
 //   (what listens where, where the files are) and supervises:
@@ -24,11 +27,14 @@
 // Children set PR_SET_PDEATHSIG(SIGTERM), so an attendant killed with SIGKILL leaves
 // no orphans.
 // Descriptors: right after the fork each child closes everything it inherited except
-// stdin/stdout/stderr, the async-reply eventfds (any process may complete an MI call) and
-// what it serves: a module process the descriptors its group's pre_fork opened, a SIP
-// receiver its listen socket. So no SIP worker holds an MI socket and no MI process holds
-// a SIP socket or another transport's (issue 9). Descriptors opened later (ChildInit,
-// main) are the process's own.
+// stdin/stdout/stderr, the async-reply and event-consumer eventfds (any process may
+// complete an MI call or raise an event), the SIP UDP sockets (any process may send SIP:
+// tm retransmits from the timer, t_uac_dlg sends from an MI process; only SIP receivers
+// read them), the TCP transport's descriptors for its role (sipd/core/tcp_transport.h:
+// only TCP main holds the TCP listen sockets, a receiver only its own connections) and,
+// for a module process, what its group's pre_fork opened. So no SIP process holds an MI
+// socket and no MI process holds another MI transport's socket or a TCP listen socket
+// (issue 9). Descriptors opened later (ChildInit, main) are the process's own.
 //
 // <run_dir>/listeners (written atomically, before the pid file; rewritten when a
 // restarted process reports a new address; removed at shutdown):
@@ -66,10 +72,12 @@
 #include "sipd/api/module.h"
 #include "sipd/core/async_table.h"
 #include "sipd/core/config.h"
+#include "sipd/core/event_bus.h"
 #include "sipd/core/proc_memory.h"
 #include "sipd/core/process_table.h"
 #include "sipd/core/shm.h"
 #include "sipd/core/sip_receiver.h"
+#include "sipd/core/sip_transport_impl.h"
 #include "sipd/core/timer.h"
 
 namespace sipd {
@@ -114,6 +122,8 @@ class Daemon final : public Core {
   void AddTimer(std::string label, std::chrono::milliseconds interval,
                 std::function<void()> fn) override;
   void AddSipHandler(std::string method, SipRequestHandler handler) override;
+  SipTransport* sip_transport() override { return transport_.get(); }
+  SipMessageHandler SetSipMessageHandler(SipMessageHandler handler) override;
   std::vector<ProcessInfo> process_table() const override;
   int log_level() const override;
   void SetLogLevel(int level) override;
@@ -122,6 +132,7 @@ class Daemon final : public Core {
   void SyncLogLevel() override;
   std::unique_ptr<mi::Dispatcher> NewDispatcher(const mi::DispatcherOptions& options) override;
   mi::AsyncBackend& async() override;
+  mi::EventRegistry* events() override { return events_ ? &events_->registry() : nullptr; }
 
   // The `ps` type of every slot in fork order, as planned by Initialize() (the process
   // table itself shows a type only once the slot is forked, spec 10.1).
@@ -152,13 +163,14 @@ class Daemon final : public Core {
 
   // One process-table slot as the attendant plans and supervises it.
   struct PlannedProcess {
-    enum class Kind { kAttendant, kModule, kSipWorker, kTimer };
+    enum class Kind { kAttendant, kModule, kSipWorker, kTimer, kTcpReceiver, kTcpMain };
     Kind kind = Kind::kAttendant;
     std::string type;
     size_t module = 0;    // kModule: index in config_.modules
     size_t spec = 0;      // kModule: index in module_specs_[module]
-    int index = 0;        // kModule: process index in the spec; kSipWorker: global index
-    size_t listener = 0;  // kSipWorker
+    int index = 0;        // kModule: process index in the spec; kSipWorker: global index;
+                          // kTcpReceiver: receiver index
+    size_t listener = 0;  // kSipWorker: the UDP socket's index in transport_->sockets()
     // Supervision (attendant only).
     Clock::time_point started{};
     Clock::time_point next_start{};
@@ -174,6 +186,8 @@ class Daemon final : public Core {
   absl::Status Explain(absl::Status status) const;
   absl::Status RegisterBuiltinStatistics();
   absl::Status RegisterProcessStatistics();
+  // UDP SIP workers in total (UDP listen sockets x children).
+  size_t UdpWorkerCount() const;
   void PlanProcesses();
 
   // Forks `slot` and waits for its ChildInit report. Returns the pid, or an error (the
@@ -203,6 +217,7 @@ class Daemon final : public Core {
   std::unique_ptr<SharedMemory> shm_;
   std::unique_ptr<ShmAsyncTable> async_table_;
   std::unique_ptr<MiSecurity> mi_security_;
+  std::unique_ptr<SipdEvents> events_;
   // This process's slot in the process table (0 in the attendant).
   int current_slot_ = 0;
   // In a module process that has yet to report its listeners: the start-up pipe.
@@ -218,9 +233,14 @@ class Daemon final : public Core {
   std::atomic<uint8_t>* busy_flags_ = nullptr;
   ProcMemoryCache proc_memory_cache_;
 
-  std::vector<std::unique_ptr<UdpListener>> listeners_;
+  std::unique_ptr<SipTransportImpl> transport_;
   SipCounters sip_counters_;
   SipHandlerMap sip_handlers_;
+  // The SIP stack entry point (Core::SetSipMessageHandler); by default the stateless
+  // stack of the calling process (stateless_stack_).
+  SipMessageHandler sip_message_handler_;
+  // In a receiving process (UDP worker, TCP receiver): the core's stateless stack.
+  std::unique_ptr<StatelessSipStack> stateless_stack_;
   std::string to_tag_prefix_;
   TimerList timers_;
 
