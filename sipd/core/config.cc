@@ -448,12 +448,6 @@ class Parser {
 
 }  // namespace
 
-std::string DefaultRunDir() {
-  const char* xdg = std::getenv("XDG_RUNTIME_DIR");
-  if (xdg != nullptr && xdg[0] == '/') return absl::StrCat(xdg, "/sipd");
-  return absl::StrCat("/tmp/sipd-", geteuid());
-}
-
 std::string ListenAddress::ToString() const {
   const std::string_view scheme = SipProtoName(proto);
   return ipv6 ? absl::StrCat(AbslView(scheme), ":[", ip, "]:", port)

@@ -54,6 +54,7 @@
 
 #include "absl/status/statusor.h"
 #include "sipd/api/module.h"
+#include "sipd/api/paths.h"
 #include "sipd/core/mi_security.h"
 #include "sipd/core/sip_transport.h"
 
@@ -86,8 +87,6 @@ struct LoadedModule {
   std::vector<ParamLine> params;  // in file order
 };
 
-// $XDG_RUNTIME_DIR/sipd, else /tmp/sipd-<euid> (see "run_dir" above).
-std::string DefaultRunDir();
 
 // The TCP limits (config keys tcp_*; meanings above).
 struct TcpConfig {

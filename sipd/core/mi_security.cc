@@ -140,6 +140,16 @@ absl::Status SetMiSecurityParam(std::string_view param, const ParamValue& value,
     (param == "require_auth" ? options->require_auth : options->admin_token) = *on;
     return absl::OkStatus();
   }
+  if (param == "local_role") {
+    absl::StatusOr<std::string> text = StringParam(param, value);
+    if (!text.ok()) return text.status();
+    std::optional<mi::Role> role = mi::ParseRole(*text);
+    if (!role.has_value()) {
+      return absl::InvalidArgumentError("mi: local_role must be read, operate or admin");
+    }
+    options->local_role = *role;
+    return absl::OkStatus();
+  }
   if (param == "unix_roles" || param == "cert_roles") {
     absl::StatusOr<std::string> text = StringParam(param, value);
     if (!text.ok()) return text.status();
@@ -171,7 +181,8 @@ absl::Status SetMiSecurityParam(std::string_view param, const ParamValue& value,
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "mi: unknown parameter '", std::string(param),
-      "' (known: tokens_file, require_auth, admin_token, audit_log, unix_roles, cert_roles)"));
+      "' (known: tokens_file, require_auth, admin_token, audit_log, unix_roles, cert_roles, "
+      "local_role)"));
 }
 
 absl::StatusOr<std::unique_ptr<MiSecurity>> MiSecurity::Create(const MiSecurityOptions& options,
@@ -305,7 +316,7 @@ absl::Status MiSecurity::Identify(mi::CallContext& context) const {
   if (!peer.local) {
     return absl::UnauthenticatedError("authentication required for callers from other hosts");
   }
-  peer.role = mi::Role::kRead;
+  peer.role = options_.local_role;
   return absl::OkStatus();
 }
 

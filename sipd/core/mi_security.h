@@ -13,8 +13,8 @@
 //      runs as are admin, uids listed in unix_roles get theirs, every other user read;
 //      principal = `uid:<n>`;
 //   4. a role the transport was configured with (mi_datagram's udp_role);
-//   5. nobody: `read` for a local caller (loopback), 401 for anyone else, and 401 for
-//      everyone when require_auth is on.
+//   5. nobody: local_role (default `read`) for a local caller (loopback, unix socket),
+//      401 for anyone else, and 401 for everyone when require_auth is on.
 // What they may do: registry/authorization.h (read / operate / admin from the command's
 // flags).
 //
@@ -65,10 +65,13 @@ struct MiSecurityOptions {
   std::vector<std::pair<uid_t, mi::Role>> unix_roles;
   // Certificate subject -> role for mTLS clients.
   std::vector<std::pair<std::string, mi::Role>> cert_roles;
+  // The role of a local caller (loopback, unix socket) without credentials.
+  mi::Role local_role = mi::Role::kRead;
 };
 
 // Applies `modparam("mi", PARAM, VALUE)`: tokens_file, require_auth (0/1), admin_token
-// (0/1), audit_log, unix_roles ("uid:role; uid:role"), cert_roles ("subject=role; ...").
+// (0/1), audit_log, unix_roles ("uid:role; uid:role"), cert_roles ("subject=role; ..."),
+// local_role (read|operate|admin).
 absl::Status SetMiSecurityParam(std::string_view param, const ParamValue& value,
                                 MiSecurityOptions* options);
 

@@ -1,4 +1,4 @@
-// Fuzz target: one UDP datagram through a real SIP worker (SipWorker::HandleDatagram:
+// Fuzz target: one UDP datagram through the SIP stack a receiver runs (StatelessSipStack:
 // libosip2 parsing, the core's stateless answers, counters) and, for REGISTER, the
 // registrar's decisions and the location table (shared memory, usrloc without a
 // database), exactly as a SIP worker process runs them. Replies go to a socket of this
@@ -14,6 +14,7 @@
 #include <string>
 
 #include "sipd/core/sip_receiver.h"
+#include "sipd/core/sip_transport_impl.h"
 #include "sipd/modules/registrar/registrar.h"
 #include "sipd/modules/usrloc/usrloc.h"
 #include "tests/usrloc/test_support.h"
@@ -35,19 +36,22 @@ struct World {
     }
     for (auto& [method, handler] : core.sip_handlers()) handlers[method] = handler;
     auto address = sipd::ParseListenAddress("udp:127.0.0.1:0");
-    auto opened = sipd::UdpListener::Open(*address);
+    auto opened = sipd::SipTransportImpl::Open({*address});
     if (!opened.ok()) std::abort();
-    listener = std::move(*opened);
-    worker = std::make_unique<sipd::SipWorker>(*listener, counters, handlers, "fuzz", "sipd/fuzz",
-                                               nullptr);
+    transport = std::move(*opened);
+    stack = std::make_unique<sipd::StatelessSipStack>(*transport, counters, handlers, "fuzz",
+                                                      "sipd/fuzz");
     // Where replies go: a socket of ours, drained after every input.
     peer = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     sockaddr_in any{};
     any.sin_family = AF_INET;
     any.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     bind(peer, reinterpret_cast<sockaddr*>(&any), sizeof(any));
-    source_length = sizeof(source);
-    getsockname(peer, reinterpret_cast<sockaddr*>(&source), &source_length);
+    socklen_t length = sizeof(any);
+    getsockname(peer, reinterpret_cast<sockaddr*>(&any), &length);
+    source.proto = sipd::SipProto::kUdp;
+    source.peer = sipd::SipAddress::FromIpPort("127.0.0.1", ntohs(any.sin_port)).value();
+    source.socket = 0;
   }
   ~World() { close(peer); }
 
@@ -62,19 +66,18 @@ struct World {
   sipd::registrar::RegistrarModule registrar;
   sipd::SipCounters counters;
   sipd::SipHandlerMap handlers;
-  std::unique_ptr<sipd::UdpListener> listener;
-  std::unique_ptr<sipd::SipWorker> worker;
+  std::unique_ptr<sipd::SipTransportImpl> transport;
+  std::unique_ptr<sipd::StatelessSipStack> stack;
   int peer = -1;
-  sockaddr_storage source{};
-  socklen_t source_length = 0;
+  sipd::SipSource source;
 };
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static World world;
-  world.worker->HandleDatagram(std::string_view(reinterpret_cast<const char*>(data), size),
-                               world.source, world.source_length);
+  world.stack->Handle(sipd::SipInbound{
+      std::string_view(reinterpret_cast<const char*>(data), size), world.source});
   world.Drain();
   return 0;
 }

@@ -63,6 +63,8 @@ std::string TransportsConfig(int udp_port) {
       "modparam(\"mi_datagram\", \"socket_name\", \"{TMP_DIR}/mi.sock\")\n"
       "modparam(\"mi_datagram\", \"extra_socket_name\", \"udp:127.0.0.1:",
       udp_port, "\")\n",
+      // UDP carries no identity (read by default): the compared commands include mutating ones.
+      "modparam(\"mi_datagram\", \"udp_role\", \"admin\")\n",
       "loadmodule \"mi_xmlrpc\"\n"
       "modparam(\"mi_xmlrpc\", \"port\", ",
       XmlrpcPort(), ")\n");

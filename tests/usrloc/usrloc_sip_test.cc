@@ -301,7 +301,10 @@ TEST_F(UsrlocSipTest, SameRepliesOnEveryTransport) {
   StartSipd(ModuleConfig("") +
             absl::StrCat("loadmodule \"mi_datagram\"\nmodparam(\"mi_datagram\", \"socket_name\", "
                          "\"udp:127.0.0.1:",
-                         udp, "\")\n"));
+                         udp,
+                         "\")\n"
+                         // UDP carries no identity: this test's commands need operate.
+                         "modparam(\"mi_datagram\", \"udp_role\", \"admin\")\n"));
   ASSERT_EQ(RegisterUsers("one_user.csv", 1).exit_code, 0);
   ASSERT_EQ(mi_->Execute("ul_add",
                          {"location", "static", "sip:s@192.0.2.1", "0", "0.5", "0", "3", "5", "1"})
