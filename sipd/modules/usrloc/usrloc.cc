@@ -20,6 +20,8 @@ struct Usrloc::Shared {
   std::atomic<uint64_t> version_clock{0};
   // Serialises SQLite write transactions of all sipd processes.
   RobustMutex db_writer;
+  // The outcome of the last database write of any process (health check).
+  std::atomic<bool> last_write_failed{false};
 };
 
 namespace {
@@ -140,8 +142,10 @@ void Usrloc::CloseStore() {
 absl::Status Usrloc::Persist(LocationTable& table, std::span<const AorSnapshot> snapshots,
                              bool force) {
   if (snapshots.empty()) return absl::OkStatus();
-  SIPD_RETURN_IF_ERROR(
-      WithStore([&](SqliteStore& store) { return store.Write(table.name(), snapshots, force); }));
+  absl::Status written =
+      WithStore([&](SqliteStore& store) { return store.Write(table.name(), snapshots, force); });
+  if (shared_ != nullptr) shared_->last_write_failed.store(!written.ok());
+  SIPD_RETURN_IF_ERROR(written);
   for (const AorSnapshot& s : snapshots) table.MarkSynced(s.aor, s.version);
   return absl::OkStatus();
 }
@@ -243,6 +247,14 @@ void Usrloc::RaiseSwept(const LocationTable& table, const std::vector<SweptAor>&
     }
     if (s.aor_gone) events_->Raise(event_ids_.aor_delete, {s.aor});
   }
+}
+
+absl::Status Usrloc::CheckDatabase() {
+  if (options_.db_mode == DbMode::kNone) return absl::OkStatus();
+  if (shared_ != nullptr && shared_->last_write_failed.load()) {
+    return absl::UnavailableError("the last write to the usrloc database failed (see the log)");
+  }
+  return WithStore([](SqliteStore& store) { return store.CheckWritable(); });
 }
 
 absl::StatusOr<Usrloc::Applied> Usrloc::Update(LocationTable& table, std::string_view aor,
@@ -427,6 +439,8 @@ absl::Status UsrlocModule::Init(Core& core) {
   SIPD_RETURN_IF_ERROR(usrloc_->Start());
   SIPD_RETURN_IF_ERROR(usrloc_->LoadFromDatabase());
   SIPD_RETURN_IF_ERROR(RegisterMiCommands(*usrloc_, core.mi()));
+  SIPD_RETURN_IF_ERROR(core.mi().AddHealthCheck(
+      {"sipd.usrloc", [ul = usrloc_.get()] { return ul->CheckDatabase(); }}));
   if (options_.db_mode != DbMode::kNone) core.ReportListeners({{"usrloc", "sqlite", path}});
   if (core.events() != nullptr) SIPD_RETURN_IF_ERROR(usrloc_->PublishEvents(*core.events()));
   Usrloc* ul = usrloc_.get();
