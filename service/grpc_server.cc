@@ -8,10 +8,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_credentials_options.h"
-#include "grpcpp/health_check_service_interface.h"
 #include "service/cq_tag.h"
 #include "service/flush_list.h"
 #include "spdlog/spdlog.h"
@@ -72,12 +72,10 @@ void RouteGrpcLogsToSpdlog() { gpr_set_log_function(&LogToSpdlog); }
 std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const TlsOptions& tls) {
   if (!tls.enabled()) return grpc::InsecureServerCredentials();
   using grpc::experimental::FileWatcherCertificateProvider;
-  auto provider =
-      tls.ca.empty()
-          ? std::make_shared<FileWatcherCertificateProvider>(tls.key, tls.cert,
-                                                             tls.refresh_seconds)
-          : std::make_shared<FileWatcherCertificateProvider>(tls.key, tls.cert, tls.ca,
-                                                             tls.refresh_seconds);
+  auto provider = tls.ca.empty() ? std::make_shared<FileWatcherCertificateProvider>(
+                                       tls.key, tls.cert, tls.refresh_seconds)
+                                 : std::make_shared<FileWatcherCertificateProvider>(
+                                       tls.key, tls.cert, tls.ca, tls.refresh_seconds);
   grpc::experimental::TlsServerCredentialsOptions options(provider);
   options.watch_identity_key_cert_pairs();
   if (!tls.ca.empty()) options.watch_root_certs();

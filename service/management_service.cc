@@ -151,13 +151,15 @@ mi::CallContext GrpcCallContext(const grpc::ServerContext& context) {
   }
   const auto& metadata = context.client_metadata();
   if (auto it = metadata.find("authorization"); it != metadata.end()) {
-    call.peer.token = mi::TokenFromAuthorization(std::string_view(it->second.data(), it->second.size()));
+    call.peer.token =
+        mi::TokenFromAuthorization(std::string_view(it->second.data(), it->second.size()));
   }
   // A client certificate is there only when the TLS handshake verified it (mi_grpc asks
   // for client certificates with *_AND_VERIFY only).
   if (const auto auth = context.auth_context(); auth != nullptr) {
     const std::vector<grpc::string_ref> subject = auth->FindPropertyValues("x509_subject");
-    if (!subject.empty()) call.peer.tls_subject.assign(subject.front().data(), subject.front().size());
+    if (!subject.empty())
+      call.peer.tls_subject.assign(subject.front().data(), subject.front().size());
   }
   const auto deadline = context.deadline();
   if (deadline != std::chrono::system_clock::time_point::max()) {

@@ -1,10 +1,9 @@
 #include "service/mi_grpc_module.h"
 
-#include <sys/stat.h>
-
 #include <netdb.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -80,8 +79,8 @@ absl::Status CheckCanBind(const std::string& listen) {
   if (listen.starts_with("unix:")) {
     struct stat st;
     if (lstat(hp.host.c_str(), &st) == 0 && !S_ISSOCK(st.st_mode)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("mi_grpc: ", hp.host, " exists and is not a socket: refusing to replace it"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "mi_grpc: ", hp.host, " exists and is not a socket: refusing to replace it"));
     }
     unlink(hp.host.c_str());  // a stale socket of an earlier run
     return absl::OkStatus();
@@ -266,8 +265,9 @@ class MiGrpcModule final : public Module {
         return absl::InvalidArgumentError(
             absl::StrCat("mi_grpc: parameter '", std::string(param), "' must be a file path"));
       }
-      (param == "tls_cert" ? options_.tls.cert : param == "tls_key" ? options_.tls.key
-                                                                    : options_.tls.ca) = *v;
+      (param == "tls_cert"  ? options_.tls.cert
+       : param == "tls_key" ? options_.tls.key
+                            : options_.tls.ca) = *v;
     } else if (param == "tls_client_auth") {
       const std::string* v = std::get_if<std::string>(&value);
       using ClientAuth = service::TlsOptions::ClientAuth;
@@ -361,8 +361,8 @@ class MiGrpcModule final : public Module {
     if (options_.listen.starts_with("unix:")) {
       // Only sipd's user (and root) may connect: they are who the MI maps unix peers to.
       chmod(host.c_str(), 0600);
-      core_->ReportListeners({{kModuleName, options_.tls.enabled() ? "grpcs" : "grpc",
-                               options_.listen}});
+      core_->ReportListeners(
+          {{kModuleName, options_.tls.enabled() ? "grpcs" : "grpc", options_.listen}});
     } else {
       core_->ReportListeners(
           {{kModuleName, options_.tls.enabled() ? "grpcs" : "grpc",

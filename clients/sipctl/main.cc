@@ -10,19 +10,19 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
-#include <sstream>
-#include <fstream>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "clients/sipctl/output.h"
-#include "sipd/api/paths.h"
 #include "clients/sipctl/proto_files.h"
 #include "grpcpp/grpcpp.h"
 #include "registry/proto_convert.h"
+#include "sipd/api/paths.h"
 #include "sipd/mi/v1/mi.grpc.pb.h"
 
 namespace sipd::sipctl {

@@ -96,9 +96,8 @@ class MiDatagramModule final : public Module {
       sockets_ = std::move(*sockets);
       std::vector<Listener> listeners;  // sockets_ follow socket_name, extra_socket_names
       for (size_t i = 0; i < sockets_.size(); ++i) {
-        const std::string& name = i == 0 ? config_.socket_name : config_.extra_socket_names[i - 1];
         listeners.push_back(sockets_[i].unix_path.empty()
-                                ? Listener{"mi_datagram", "udp", name.substr(4)}  // "udp:..."
+                                ? Listener{"mi_datagram", "udp", legacy::BoundAddress(sockets_[i])}
                                 : Listener{"mi_datagram", "unix", sockets_[i].unix_path});
       }
       if (core_ != nullptr) core_->ReportListeners(std::move(listeners));

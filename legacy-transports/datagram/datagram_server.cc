@@ -45,9 +45,10 @@ absl::StatusOr<DatagramSockets> CreateUdpSocket(const std::string& name, bool in
   if (colon == std::string_view::npos ||
       std::from_chars(spec.data() + colon + 1, spec.data() + spec.size(), port).ptr !=
           spec.data() + spec.size() ||
-      port < 1024 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "mi_datagram: socket_name '", name, "': expected udp:HOST:PORT with PORT 1024..65535"));
+      (port != 0 && port < 1024) || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("mi_datagram: socket_name '", name,
+                     "': expected udp:HOST:PORT with PORT 1024..65535 (or 0: any free port)"));
   }
   std::string host(spec.substr(0, colon));
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
@@ -170,6 +171,24 @@ absl::StatusOr<DatagramSockets> CreateDatagramSockets(const std::string& socket_
   return CreateUnixSockets(socket_name, unix_access);
 }
 
+std::string BoundAddress(const DatagramSockets& sockets) {
+  sockaddr_storage bound{};
+  socklen_t length = sizeof(bound);
+  if (getsockname(sockets.rx, reinterpret_cast<sockaddr*>(&bound), &length) != 0) return "";
+  char host[INET6_ADDRSTRLEN] = "";
+  if (bound.ss_family == AF_INET) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(&bound);
+    inet_ntop(AF_INET, &v4->sin_addr, host, sizeof(host));
+    return absl::StrCat(host, ":", ntohs(v4->sin_port));
+  }
+  if (bound.ss_family == AF_INET6) {
+    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&bound);
+    inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host));
+    return absl::StrCat("[", host, "]:", ntohs(v6->sin6_port));
+  }
+  return "";
+}
+
 absl::StatusOr<std::vector<DatagramSockets>> CreateDatagramSockets(const DatagramConfig& config) {
   std::vector<DatagramSockets> all;
   std::vector<std::string> names = {config.socket_name};
@@ -236,7 +255,51 @@ DatagramServer::DatagramServer(const DatagramConfig& config, mi::Dispatcher& dis
   for (const DatagramSockets& socket : sockets_) {
     tx_.push_back(socket.tx);
     own_tx_.push_back(false);
+    sockaddr_storage bound{};
+    bound.ss_family = AF_UNSPEC;
+    socklen_t length = sizeof(bound);
+    if (socket.unix_path.empty() &&
+        getsockname(socket.rx, reinterpret_cast<sockaddr*>(&bound), &length) != 0) {
+      bound.ss_family = AF_UNSPEC;
+    }
+    if (!socket.unix_path.empty()) bound.ss_family = AF_UNSPEC;
+    own_addresses_.push_back(bound);
   }
+}
+
+bool ErrorReplyBudget::Allow(Clock::time_point now) {
+  if (last_ != Clock::time_point{} && now > last_) {
+    tokens_ =
+        std::min(burst_, tokens_ + rate_ * std::chrono::duration<double>(now - last_).count());
+  }
+  if (last_ == Clock::time_point{} || now > last_) last_ = now;
+  if (tokens_ < 1) return false;
+  tokens_ -= 1;
+  return true;
+}
+
+bool DatagramServer::FromOwnSocket(const sockaddr_storage& from) const {
+  for (const sockaddr_storage& own : own_addresses_) {
+    if (own.ss_family != from.ss_family) continue;
+    if (own.ss_family == AF_INET) {
+      const auto* a = reinterpret_cast<const sockaddr_in*>(&own);
+      const auto* b = reinterpret_cast<const sockaddr_in*>(&from);
+      // A wildcard-bound socket is reachable at every local address: the port decides.
+      if (a->sin_port == b->sin_port &&
+          (a->sin_addr.s_addr == INADDR_ANY || a->sin_addr.s_addr == b->sin_addr.s_addr)) {
+        return true;
+      }
+    } else if (own.ss_family == AF_INET6) {
+      const auto* a = reinterpret_cast<const sockaddr_in6*>(&own);
+      const auto* b = reinterpret_cast<const sockaddr_in6*>(&from);
+      if (a->sin6_port == b->sin6_port &&
+          (IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr) ||
+           std::memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(in6_addr)) == 0)) {
+        return true;
+      }
+    }
+  }
+  return false;
 }
 
 DatagramServer::~DatagramServer() {
@@ -349,6 +412,15 @@ bool DatagramServer::ReceiveOne(size_t index) {
                           strnlen(address->sun_path, from_len - offsetof(sockaddr_un, sun_path)));
     }
   } else {
+    // A datagram "from" our own socket (a forged source address) would be answered to
+    // ourselves, and that answer again, forever: never answer it.
+    if (FromOwnSocket(from)) {
+      ignored_own_.fetch_add(1, std::memory_order_relaxed);
+      SIPD_LOG_LIMITED(spdlog::level::warn,
+                       "mi_datagram: ignored a datagram whose source is sipd's own MI socket "
+                       "(forged source address)");
+      return true;
+    }
     if (from.ss_family == AF_INET) {
       // (inet_ntop formats IPv4 with sprintf: a visible cost per request.)
       const auto* v4 = reinterpret_cast<const sockaddr_in*>(&from);
@@ -372,6 +444,16 @@ bool DatagramServer::ReceiveOne(size_t index) {
   if (reply.empty()) return true;  // the call waits
   if (is_unix && from_len <= offsetof(sockaddr_un, sun_path)) {
     SIPD_LOG_LIMITED(spdlog::level::warn, "request from an unbound UNIX socket: no reply possible");
+    return true;
+  }
+  const bool error =
+      reply.data() == kDatagramNotAvailable.data() || reply.data() == kDatagramParseError.data() ||
+      reply.data() == kDatagramFailed.data() || reply.data() == kDatagramTooLarge.data();
+  if (error && !error_budget_.Allow(ErrorReplyBudget::Clock::now())) {
+    unsent_errors_.fetch_add(1, std::memory_order_relaxed);
+    SIPD_LOG_LIMITED(spdlog::level::warn,
+                     "mi_datagram: more than {} error replies per second: error replies dropped",
+                     kErrorRepliesPerSecond);
     return true;
   }
   SendReply(index, reply, from, from_len);

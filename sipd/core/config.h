@@ -87,7 +87,6 @@ struct LoadedModule {
   std::vector<ParamLine> params;  // in file order
 };
 
-
 // The TCP limits (config keys tcp_*; meanings above).
 struct TcpConfig {
   int children = 0;  // 0: as `children`

@@ -76,8 +76,8 @@ struct World {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static World world;
-  world.stack->Handle(sipd::SipInbound{
-      std::string_view(reinterpret_cast<const char*>(data), size), world.source});
+  world.stack->Handle(
+      sipd::SipInbound{std::string_view(reinterpret_cast<const char*>(data), size), world.source});
   world.Drain();
   return 0;
 }

@@ -79,7 +79,8 @@ std::string RunAs(uid_t uid, const std::function<std::string()>& body) {
   std::string result;
   char buffer[4096];
   ssize_t n;
-  while ((n = read(out[0], buffer, sizeof(buffer))) > 0) result.append(buffer, static_cast<size_t>(n));
+  while ((n = read(out[0], buffer, sizeof(buffer))) > 0)
+    result.append(buffer, static_cast<size_t>(n));
   close(out[0]);
   waitpid(pid, nullptr, 0);
   return result;
@@ -153,8 +154,8 @@ TEST_F(SecurityTest, DefaultsLetLocalCallersReadAndTheAdminTokenDoEverything) {
 
   // sipctl finds the token in the run directory by itself.
   const std::string sipctl = std::string(SIPD_SIPCTL_PATH);
-  const auto [rc, out] = Shell(absl::StrCat("SIPD_RUN_DIR=", sipd_->run_dir(), " ", sipctl,
-                                            " -s ", target, " cache_fetch local k"));
+  const auto [rc, out] = Shell(absl::StrCat("SIPD_RUN_DIR=", sipd_->run_dir(), " ", sipctl, " -s ",
+                                            target, " cache_fetch local k"));
   EXPECT_EQ(rc, 0) << out;
   EXPECT_THAT(out, HasSubstr("k = [v]"));
   const auto [rc_read, out_read] =
@@ -179,9 +180,10 @@ TEST_F(SecurityTest, TokenRolesAreTheSameOnGrpcAndXmlrpc) {
   EXPECT_TRUE(Execute(target, "ul_dump", {}, "read-secret").status.ok());
   const Call ul_rm = Execute(target, "ul_rm", {"location", "alice"}, "read-secret");
   EXPECT_EQ(ul_rm.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(Xmlrpc(xmlrpc, "ul_rm", {"location", "alice"}, "-H 'Authorization: Bearer read-secret'"),
-              HasSubstr("<i4>403</i4></value></member>\r\n<member><name>faultString</name>\r\n"
-                        "<value><string>role 'read' may not run 'ul_rm' (needs operate)"));
+  EXPECT_THAT(
+      Xmlrpc(xmlrpc, "ul_rm", {"location", "alice"}, "-H 'Authorization: Bearer read-secret'"),
+      HasSubstr("<i4>403</i4></value></member>\r\n<member><name>faultString</name>\r\n"
+                "<value><string>role 'read' may not run 'ul_rm' (needs operate)"));
   // operate: may change, may not stop the server.
   EXPECT_TRUE(Execute(target, "ul_rm", {"location", "alice"}, "operate-secret").status.ok());
   EXPECT_EQ(Execute(target, "kill", {}, "operate-secret").status.error_code(),
@@ -189,8 +191,7 @@ TEST_F(SecurityTest, TokenRolesAreTheSameOnGrpcAndXmlrpc) {
   // XML-RPC takes the token as HTTP Basic's password too.
   EXPECT_THAT(Xmlrpc(xmlrpc, "ul_rm", {"location", "alice"}, "-u noc:operate-secret"),
               Not(HasSubstr("<fault>")));
-  EXPECT_THAT(Xmlrpc(xmlrpc, "kill", {}, "-u noc:operate-secret"),
-              HasSubstr("<i4>403</i4>"));
+  EXPECT_THAT(Xmlrpc(xmlrpc, "kill", {}, "-u noc:operate-secret"), HasSubstr("<i4>403</i4>"));
   EXPECT_THAT(Xmlrpc(xmlrpc, "version", {}, "-H 'Authorization: Bearer wrong'"),
               HasSubstr("<i4>401</i4>"));
 
@@ -211,9 +212,11 @@ TEST_F(SecurityTest, UnixCallersAreKnownByUid) {
   Start(absl::StrCat("loadmodule \"mi_fifo\"\nmodparam(\"mi_fifo\", \"fifo_name\", \"", shared,
                      "/fifo\")\nmodparam(\"mi_fifo\", \"fifo_mode\", 0666)\n"
                      "modparam(\"mi_fifo\", \"reply_dir\", \"",
-                     shared, "/\")\nloadmodule \"mi_datagram\"\n"
+                     shared,
+                     "/\")\nloadmodule \"mi_datagram\"\n"
                      "modparam(\"mi_datagram\", \"socket_name\", \"",
-                     shared, "/mi.sock\")\nmodparam(\"mi_datagram\", \"unix_socket_mode\", 0666)\n"));
+                     shared,
+                     "/mi.sock\")\nmodparam(\"mi_datagram\", \"unix_socket_mode\", 0666)\n"));
   auto fifo = [&] {
     auto client = sipd::legacy::FifoClient::Create(shared + "/fifo", shared + "/");
     if (!client.ok()) return client.status().ToString();
@@ -229,31 +232,34 @@ TEST_F(SecurityTest, UnixCallersAreKnownByUid) {
   EXPECT_EQ(RunAs(kNobody, fifo), "403 role 'read' may not run 'kill' (needs admin)\n\n");
   EXPECT_EQ(RunAs(kNobody, datagram), "403 role 'read' may not run 'kill' (needs admin)\n");
   const std::string audit = ReadFile(sipd_->run_dir() + "/audit.log");
-  EXPECT_THAT(audit, HasSubstr(absl::StrCat("principal=uid:", kNobody, " role=read transport=fifo")));
   EXPECT_THAT(audit,
-              HasSubstr(absl::StrCat("principal=uid:", kNobody, " role=read transport=datagram-unix")));
+              HasSubstr(absl::StrCat("principal=uid:", kNobody, " role=read transport=fifo")));
+  EXPECT_THAT(audit, HasSubstr(absl::StrCat("principal=uid:", kNobody,
+                                            " role=read transport=datagram-unix")));
 }
 
 TEST_F(SecurityTest, UdpDatagramGetsItsConfiguredRole) {
   const int udp = sipd::testing::FreeUdpPort();
-  Start(absl::StrCat("loadmodule \"mi_datagram\"\nmodparam(\"mi_datagram\", \"socket_name\", "
-                     "\"udp:127.0.0.1:",
-                     udp, "\")\n"));
+  Start(
+      absl::StrCat("loadmodule \"mi_datagram\"\nmodparam(\"mi_datagram\", \"socket_name\", "
+                   "\"udp:127.0.0.1:",
+                   udp, "\")\n"));
   auto client = sipd::legacy::DatagramClient::Udp("127.0.0.1", udp);
   ASSERT_TRUE(client.ok());
   EXPECT_THAT((*client)->Transact(":version:\n", std::chrono::seconds(5)).value_or(""),
               HasSubstr("200 OK"));
-  EXPECT_EQ((*client)->Transact(":cache_store:\nlocal\nk\nv\n", std::chrono::seconds(5))
-                .value_or(""),
-            "403 role 'read' may not run 'cache_store' (needs operate)\n");
+  EXPECT_EQ(
+      (*client)->Transact(":cache_store:\nlocal\nk\nv\n", std::chrono::seconds(5)).value_or(""),
+      "403 role 'read' may not run 'cache_store' (needs operate)\n");
 }
 
 TEST_F(SecurityTest, RequireAuthRefusesAnonymousCallersEverywhere) {
   const int udp = sipd::testing::FreeUdpPort();
-  Start(absl::StrCat("modparam(\"mi\", \"require_auth\", 1)\nloadmodule \"mi_xmlrpc\"\n"
-                     "modparam(\"mi_xmlrpc\", \"port\", 0)\nloadmodule \"mi_datagram\"\n"
-                     "modparam(\"mi_datagram\", \"socket_name\", \"udp:127.0.0.1:",
-                     udp, "\")\n"));
+  Start(
+      absl::StrCat("modparam(\"mi\", \"require_auth\", 1)\nloadmodule \"mi_xmlrpc\"\n"
+                   "modparam(\"mi_xmlrpc\", \"port\", 0)\nloadmodule \"mi_datagram\"\n"
+                   "modparam(\"mi_datagram\", \"socket_name\", \"udp:127.0.0.1:",
+                   udp, "\")\n"));
   const Call grpc_call = Execute(sipd_->grpc_target(), "version");
   EXPECT_EQ(grpc_call.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_THAT(Xmlrpc(sipd_->listener_port("mi_xmlrpc"), "version", {}), HasSubstr("<i4>401</i4>"));
