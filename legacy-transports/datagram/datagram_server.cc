@@ -460,6 +460,17 @@ bool DatagramServer::ReceiveOne(size_t index) {
   return true;
 }
 
+std::string DatagramServer::FeedForFuzzing(std::string_view datagram) {
+  mi::Peer peer;
+  peer.local = true;
+  sockaddr_storage from{};
+  from.ss_family = AF_UNIX;
+  const size_t size = std::min(datagram.size(), input_.size());
+  std::memcpy(input_.data(), datagram.data(), size);
+  return std::string(Handle(std::string_view(input_.data(), size), datagram.size(), std::move(peer),
+                            0, from, sizeof(sa_family_t)));
+}
+
 std::string_view DatagramServer::Handle(std::string_view datagram, size_t real_size, mi::Peer peer,
                                         size_t index, const sockaddr_storage& from,
                                         socklen_t from_len) {

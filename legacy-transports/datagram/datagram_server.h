@@ -188,6 +188,10 @@ class DatagramServer {
   uint64_t ignored_own() const { return ignored_own_.load(std::memory_order_relaxed); }
   uint64_t unsent_errors() const { return unsent_errors_.load(std::memory_order_relaxed); }
 
+  // Fuzzing: serves `datagram` as received on socket 0 from a local caller; returns the
+  // reply payload (empty if the call waits). Needs no Run().
+  std::string FeedForFuzzing(std::string_view datagram);
+
  private:
   struct Waiting;
 

@@ -325,6 +325,24 @@ absl::Status MiSecurity::Authorize(mi::CallContext& context, const mi::Command& 
   return mi::CheckRole(context.peer.role, command);
 }
 
+absl::Status MiSecurity::PublishEvents(mi::EventRegistry& events) {
+  absl::StatusOr<mi::EventId> id = events.Publish(
+      {.name = "E_MI_AUDIT",
+       .module = "mi",
+       .help = "a mutating MI command was called (allowed or not): the audit record",
+       .params = {{"principal", "token name, certificate subject or uid:N (- if anonymous)"},
+                  {"role", "the caller's role"},
+                  {"transport", "the MI transport"},
+                  {"peer", "the caller's address"},
+                  {"command", "the command"},
+                  {"args", "its arguments, secret ones as ***"},
+                  {"code", "the MI reply code (0 = the caller went away)"}}});
+  if (!id.ok()) return id.status();
+  events_ = &events;
+  audit_event_ = *id;
+  return absl::OkStatus();
+}
+
 void MiSecurity::Audit(const mi::CallContext& context, const mi::Command& command,
                        const mi::Request& request, uint32_t code) const {
   char when[32];
@@ -346,6 +364,15 @@ void MiSecurity::Audit(const mi::CallContext& context, const mi::Command& comman
   }
   absl::StrAppend(&line, "] code=", code, "\n");
   audit_counter_.Inc();
+  if (events_ != nullptr && events_->Wanted(audit_event_)) {
+    const size_t args_begin = line.find(" args=[") + 7;
+    const size_t args_end = line.rfind("] code=");
+    events_->Raise(
+        audit_event_,
+        {peer.principal.empty() ? std::string_view("-") : peer.principal, mi::RoleName(peer.role),
+         mi::TransportName(context.transport), peer.address, command.name(),
+         std::string_view(line).substr(args_begin, args_end - args_begin), code});
+  }
   std::lock_guard<std::mutex> lock(audit_mu_);
   if (audit_fd_ < 0 || audit_fd_pid_ != getpid()) {
     // Opened once per process (not inherited across fork: each process has its own).

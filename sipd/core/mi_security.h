@@ -27,7 +27,7 @@
 // record written with a single write()) records every call of a mutating command, allowed
 // or not: time, principal, role, transport, peer, command, arguments (parameters declared
 // secret as ***), MI code (0 = the caller went away). Each record also counts in
-// statistic mi:mi_audit.
+// statistic mi:mi_audit and is raised as event E_MI_AUDIT.
 //
 // Thread/process-safety: built in the attendant before the fork; read-only afterwards.
 // Audit() opens the log once per process and may be called from any thread.
@@ -46,6 +46,7 @@
 #include "absl/status/statusor.h"
 #include "registry/call_context.h"
 #include "registry/command.h"
+#include "registry/events.h"
 #include "registry/statistics.h"
 #include "sipd/api/module.h"
 
@@ -94,6 +95,11 @@ class MiSecurity {
   void Audit(const mi::CallContext& context, const mi::Command& command, const mi::Request& request,
              uint32_t code) const;
 
+  // Publishes E_MI_AUDIT (principal, role, transport, peer, command, args, code: the audit
+  // record's fields) in `events` and raises it with every record from then on.
+  // REQUIRES: attendant, before the fork.
+  absl::Status PublishEvents(mi::EventRegistry& events);
+
   const std::string& admin_token_path() const { return admin_token_path_; }
   const std::string& audit_log_path() const { return audit_log_path_; }
 
@@ -116,6 +122,8 @@ class MiSecurity {
   std::string admin_token_path_;
   std::string audit_log_path_;
   mi::Counter audit_counter_;
+  mi::EventRegistry* events_ = nullptr;
+  mi::EventId audit_event_ = -1;
   mutable std::mutex audit_mu_;
   mutable int audit_fd_ = -1;
   mutable pid_t audit_fd_pid_ = 0;

@@ -342,6 +342,34 @@ TEST_F(TlsTest, TlsWithATokenFromSipctl) {
   EXPECT_EQ(rc_plain, 3) << out_plain;
 }
 
+// Issue 9, hole 5: gRPC framing errors, from a raw HTTP/2 client (nghttp). A message whose
+// length prefix is longer than the body is INTERNAL, as the gRPC spec says (it once
+// reached the handler as an empty request: "empty command name").
+TEST_F(SecurityTest, GrpcFramingErrorsAreGrpcErrors) {
+  if (Shell("command -v nghttp").first != 0) GTEST_SKIP() << "nghttp (nghttp2-client) absent";
+  Start("");
+  const std::string message = std::string("\x0a\x07version", 9);
+  auto frame = [&](char flag, uint32_t length) {
+    std::string out(1, flag);
+    for (int shift = 24; shift >= 0; shift -= 8) out += static_cast<char>((length >> shift) & 0xff);
+    return out + message;
+  };
+  const std::string ok = dir_.path() + "/ok.bin";
+  const std::string too_long = dir_.path() + "/long.bin";
+  WriteFile(ok, frame(0, message.size()), 0600);
+  WriteFile(too_long, frame(0, message.size() + 20), 0600);
+  auto post = [&](const std::string& body) {
+    return Shell(absl::StrCat("nghttp -v -H ':method: POST' -H 'content-type: application/grpc' ",
+                              "-H 'te: trailers' -d ", body, " http://", sipd_->grpc_target(),
+                              "/sipd.mi.v1.Management/Execute | grep -a 'grpc-'"))
+        .second;
+  };
+  EXPECT_THAT(post(ok), HasSubstr("grpc-status: 0"));
+  const std::string framing = post(too_long);
+  EXPECT_THAT(framing, HasSubstr("grpc-status: 13")) << framing;  // INTERNAL
+  EXPECT_THAT(framing, Not(HasSubstr("empty command name"))) << framing;
+}
+
 TEST_F(SecurityTest, NonLoopbackListenersNeedTlsOrAnExplicitInsecure) {
   sipd_ = std::make_unique<SipdInstance>(SipdInstance::Options{
       .grpc = false,
