@@ -1067,7 +1067,11 @@ void Daemon::Supervise() {
       spdlog::info("received {}, shutting down", strsignal(signal_number));
       break;
     }
-    if (signal_number == SIGHUP) spdlog::info("SIGHUP ignored (no reload)");
+    if (signal_number == SIGHUP) {
+      spdlog::info(
+          "SIGHUP: nothing to reload (TLS certificates are re-read within tls_refresh seconds "
+          "of a change to their files)");
+    }
     ReapChildren();
     RestartDue();
   }

@@ -28,6 +28,7 @@
 namespace {
 
 using ::sipd::testing::SipdInstance;
+using ::sipd::testing::WaitUntil;
 using ::testing::HasSubstr;
 using ::testing::Not;
 namespace v1 = ::sipd::mi::v1;
@@ -340,6 +341,41 @@ TEST_F(TlsTest, TlsWithATokenFromSipctl) {
   const auto [rc_plain, out_plain] =
       Shell(absl::StrCat(sipctl, " -s ", sipd_->grpc_target(), " --timeout 3 version"));
   EXPECT_EQ(rc_plain, 3) << out_plain;
+}
+
+// Renewed certificates are taken without a restart and without dropping the service:
+// the server's files are replaced by ones from another CA, and a client that trusts only
+// the new CA gets in (tls_refresh 1 s) while sipd keeps its pid.
+TEST_F(TlsTest, RenewedCertificatesAreUsedWithoutARestart) {
+  MakeCertificates();
+  Start(TlsConfig("none") + "modparam(\"mi_grpc\", \"tls_refresh\", 1)\n");
+  const std::string target = sipd_->grpc_target();
+  ASSERT_TRUE(Execute(target, "version", {}, "", Credentials(false)).status.ok());
+  const std::string pid = ReadFile(sipd_->run_dir() + "/sipd.pid");
+  const std::string renewed = dir_.path() + "/renewed";
+  ASSERT_EQ(mkdir(renewed.c_str(), 0700), 0);
+  const auto [rc, out] = Shell(
+      absl::StrCat("set -e; cd ", renewed, "; ",
+                   "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 "
+                   "-subj /CN=sipd-test-ca-2; ",
+                   "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "
+                   "/CN=127.0.0.1; ",
+                   "printf 'subjectAltName=IP:127.0.0.1' > san.ext; ",
+                   "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+                   "-out server.pem -days 2 -extfile san.ext; ",
+                   // Each file replaced in one step (rename), as certificate tools do.
+                   "cp server.key ", pki_, "/server.key.new; cp server.pem ", pki_,
+                   "/server.pem.new; ", "mv ", pki_, "/server.key.new ", pki_, "/server.key; mv ",
+                   pki_, "/server.pem.new ", pki_, "/server.pem"));
+  ASSERT_EQ(rc, 0) << out;
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = ReadFile(renewed + "/ca.pem");
+  const auto renewed_credentials = grpc::SslCredentials(ssl);
+  EXPECT_TRUE(
+      WaitUntil([&] { return Execute(target, "version", {}, "", renewed_credentials).status.ok(); },
+                std::chrono::seconds(30)))
+      << sipd_->log();
+  EXPECT_EQ(ReadFile(sipd_->run_dir() + "/sipd.pid"), pid) << "sipd did not restart";
 }
 
 // Issue 9, hole 5: gRPC framing errors, from a raw HTTP/2 client (nghttp). A message whose
