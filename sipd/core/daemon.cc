@@ -441,11 +441,11 @@ absl::Status Daemon::InitializeSteps() {
   for (size_t i = 0; i < std::max<size_t>(workers, 1); ++i) {
     new (&busy_flags_[i]) std::atomic<uint8_t>(0);
   }
+  SIPD_RETURN_IF_ERROR(events_->RegisterStatistics(*stats_));  // evi, after the modules'
+  SIPD_RETURN_IF_ERROR(RegisterProcessStatistics());
   SIPD_ASSIGN_OR_RETURN(mi_security_,
                         MiSecurity::Create(config_.mi_security, config_.run_dir, *stats_));
   SIPD_RETURN_IF_ERROR(mi_security_->PublishEvents(events_->registry()));
-  SIPD_RETURN_IF_ERROR(events_->RegisterStatistics(*stats_));  // evi, after the modules'
-  SIPD_RETURN_IF_ERROR(RegisterProcessStatistics());
   // MI calls waiting for an async reply, all processes together.
   stats_->AddGroup("mi");
   ShmAsyncTable* async_table = async_table_.get();

@@ -240,11 +240,10 @@ TEST_F(SecurityTest, UnixCallersAreKnownByUid) {
 }
 
 TEST_F(SecurityTest, UdpDatagramGetsItsConfiguredRole) {
-  const int udp = sipd::testing::FreeUdpPort();
   Start(
-      absl::StrCat("loadmodule \"mi_datagram\"\nmodparam(\"mi_datagram\", \"socket_name\", "
-                   "\"udp:127.0.0.1:",
-                   udp, "\")\n"));
+      "loadmodule \"mi_datagram\"\nmodparam(\"mi_datagram\", \"socket_name\", "
+      "\"udp:127.0.0.1:0\")\n");
+  const int udp = sipd_->listener_port("mi_datagram", "udp");
   auto client = sipd::legacy::DatagramClient::Udp("127.0.0.1", udp);
   ASSERT_TRUE(client.ok());
   EXPECT_THAT((*client)->Transact(":version:\n", std::chrono::seconds(5)).value_or(""),
@@ -255,12 +254,11 @@ TEST_F(SecurityTest, UdpDatagramGetsItsConfiguredRole) {
 }
 
 TEST_F(SecurityTest, RequireAuthRefusesAnonymousCallersEverywhere) {
-  const int udp = sipd::testing::FreeUdpPort();
   Start(
-      absl::StrCat("modparam(\"mi\", \"require_auth\", 1)\nloadmodule \"mi_xmlrpc\"\n"
-                   "modparam(\"mi_xmlrpc\", \"port\", 0)\nloadmodule \"mi_datagram\"\n"
-                   "modparam(\"mi_datagram\", \"socket_name\", \"udp:127.0.0.1:",
-                   udp, "\")\n"));
+      "modparam(\"mi\", \"require_auth\", 1)\nloadmodule \"mi_xmlrpc\"\n"
+      "modparam(\"mi_xmlrpc\", \"port\", 0)\nloadmodule \"mi_datagram\"\n"
+      "modparam(\"mi_datagram\", \"socket_name\", \"udp:127.0.0.1:0\")\n");
+  const int udp = sipd_->listener_port("mi_datagram", "udp");
   const Call grpc_call = Execute(sipd_->grpc_target(), "version");
   EXPECT_EQ(grpc_call.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_THAT(Xmlrpc(sipd_->listener_port("mi_xmlrpc"), "version", {}), HasSubstr("<i4>401</i4>"));

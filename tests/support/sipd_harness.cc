@@ -37,23 +37,6 @@ namespace {
     if (!status_.ok()) return status_;     \
   } while (false)
 
-int FreePort(int type) {
-  const int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
-  if (fd < 0) return 0;
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
-    socklen_t length = sizeof(address);
-    getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-    port = ntohs(address.sin_port);
-  }
-  close(fd);
-  return port;
-}
-
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::ostringstream out;
@@ -126,9 +109,6 @@ int PortOf(std::string_view address) {
   }
   return port;
 }
-
-int FreeTcpPort() { return FreePort(SOCK_STREAM); }
-int FreeUdpPort() { return FreePort(SOCK_DGRAM); }
 
 std::vector<pid_t> ChildPids(pid_t parent) {
   return ScanProc(

@@ -32,12 +32,6 @@
 
 namespace sipd::testing {
 
-// A port that was free on 127.0.0.1 a moment ago (bind to 0, read, close). Racy under
-// ctest -j (another process may take it before sipd binds it): prefer port 0 in the
-// config and SipdInstance::listener_port(). Kept for the tests that still use it.
-int FreeTcpPort();
-int FreeUdpPort();
-
 // One line of RUN_DIR/listeners.
 struct ListenerEntry {
   std::string module;    // "sip", "mi_grpc", ...
