@@ -3,6 +3,7 @@
 # AddressSanitizer and UndefinedBehaviorSanitizer, starting from the seed corpora.
 #
 #   bench/fuzz.sh [EXECUTIONS] [TARGET...]     default: 10000000 executions, every target
+#   FUZZ_MAX_TIME=SECONDS bench/fuzz.sh ...    also stop each target after SECONDS
 #
 # Builds with clang into build-fuzz/ (installs clang through scripts/bootstrap.sh fuzz).
 # New inputs go to build-fuzz/corpus/<target>/ (the committed seeds stay as they are); a
@@ -31,7 +32,8 @@ for t in "${targets[@]}"; do
   mkdir -p "build-fuzz/corpus/$t"
   echo "== $t: $runs executions"
   start=$(date +%s)
-  if ! "build-fuzz/tests/fuzz/${t}_fuzzer" -runs="$runs" -max_len=65536 -timeout=10 \
+  if ! "build-fuzz/tests/fuzz/${t}_fuzzer" -runs="$runs" -max_total_time="${FUZZ_MAX_TIME:-0}" \
+      -max_len=65536 -timeout=10 \
       -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="build-fuzz/crash-$t-" \
       "build-fuzz/corpus/$t" "tests/fuzz/corpus/$t" > "build-fuzz/$t.log" 2>&1; then
     echo "!! $t failed: see build-fuzz/$t.log"

@@ -17,6 +17,7 @@
 #include "sipd/core/sip_transport_impl.h"
 #include "sipd/modules/registrar/registrar.h"
 #include "sipd/modules/usrloc/usrloc.h"
+#include "spdlog/spdlog.h"
 #include "tests/usrloc/test_support.h"
 
 namespace {
@@ -75,6 +76,11 @@ struct World {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static const bool quiet = [] {
+    spdlog::set_level(spdlog::level::off);  // modules log what they refuse
+    return true;
+  }();
+  (void)quiet;
   static World world;
   world.stack->Handle(
       sipd::SipInbound{std::string_view(reinterpret_cast<const char*>(data), size), world.source});
