@@ -123,13 +123,11 @@ TEST_F(ConsoleBrowserTest, CommandsPageRunsUptimeAndGetStatistics) {
 
 TEST_F(ConsoleBrowserTest, StatisticsChartFollowsAnOptionsFlood) {
   if (system("command -v sipp >/dev/null 2>&1") != 0) GTEST_SKIP() << "sipp is not installed";
-  const int local_port = sipd::testing::FreeUdpPort();
-  auto sipp =
-      ChildProcess::Spawn({"sipp", "-sf", absl::StrCat(SIPD_SIP_SCENARIO_DIR, "/options_uac.xml"),
-                           absl::StrCat("127.0.0.1:", sipd_->sip_port()), "-i", "127.0.0.1", "-p",
-                           absl::StrCat(local_port), "-nostdin", "-r", absl::StrCat(kSippRate),
-                           "-m", absl::StrCat(kSippRate * 120)},
-                          absl::StrCat(work_, "/sipp.log"));
+  auto sipp = ChildProcess::Spawn(
+      {"sipp", "-sf", absl::StrCat(SIPD_SIP_SCENARIO_DIR, "/options_uac.xml"),
+       absl::StrCat("127.0.0.1:", sipd_->sip_port()), "-i", "127.0.0.1", "-nostdin", "-r",
+       absl::StrCat(kSippRate), "-m", absl::StrCat(kSippRate * 120)},
+      absl::StrCat(work_, "/sipp.log"));
   ASSERT_TRUE(sipp.ok());
   Open("#/statistics/core:rcv_requests,usrloc:", "statistics");
   // Once the chart holds samples taken 6 s after the page opened (sipp runs since
