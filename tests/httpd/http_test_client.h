@@ -12,6 +12,8 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -50,11 +52,13 @@ class HttpConnection {
     return connection;
   }
 
-  absl::StatusOr<HttpResult> Request(http::verb verb, const std::string& target,
-                                     const std::string& body = "",
-                                     const std::string& content_type = "application/json") {
+  absl::StatusOr<HttpResult> Request(
+      http::verb verb, const std::string& target, const std::string& body = "",
+      const std::string& content_type = "application/json",
+      const std::vector<std::pair<std::string, std::string>>& headers = {}) {
     http::request<http::string_body> request(verb, target, 11);
     request.set(http::field::host, "127.0.0.1");
+    for (const auto& [name, value] : headers) request.set(name, value);
     if (verb == http::verb::post) request.set(http::field::content_type, content_type);
     request.body() = body;
     request.prepare_payload();

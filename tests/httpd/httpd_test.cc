@@ -563,3 +563,47 @@ TEST(HttpdLimitsTest, BusyPortFailsStartUp) {
 
 }  // namespace
 }  // namespace sipd::httpd_test
+
+namespace sipd::httpd_test {
+namespace {
+
+// With the default security (a local caller without credentials is `read`): a mutating
+// command is refused in the MI's form, and the admin token (Authorization: Bearer) runs
+// it. The transport passes the peer (local: loopback) and the token; the dispatcher
+// decides.
+TEST(HttpdSecurityTest, LocalReadByDefaultAndBearerTokens) {
+  SipdInstance sipd({.grpc = false,
+                     .extra_config = "loadmodule \"usrloc\"\n"
+                                     "loadmodule \"httpd\"\n"
+                                     "modparam(\"httpd\", \"listen\", \"127.0.0.1:0\")\n",
+                     .default_security = true});
+  ASSERT_TRUE(sipd.Start().ok()) << sipd.log();
+  const int port = sipd.listener_port("httpd", "http");
+  const std::string add = RpcRequest(
+      "ul_add", {"location", "alice", "sip:alice@192.0.2.1", "0", "1.00", "0", "0", "0", "0"});
+  auto read = HttpPost(port, RpcRequest("version"));
+  ASSERT_TRUE(read.ok());
+  EXPECT_TRUE(absl::StrContains(read->body, "\"result\"")) << read->body;
+  auto refused = HttpPost(port, add);
+  ASSERT_TRUE(refused.ok());
+  const json error = json::parse(refused->body, nullptr, false);
+  EXPECT_EQ(error["error"]["code"], 403) << refused->body;
+
+  const std::string token = sipd.admin_token();
+  ASSERT_FALSE(token.empty());
+  auto connection = HttpConnection::Open(port);
+  ASSERT_TRUE(connection.ok());
+  auto with_token = (*connection)
+                        ->Request(http::verb::post, "/mi", add, "application/json",
+                                  {{"Authorization", "Bearer " + token}});
+  ASSERT_TRUE(with_token.ok());
+  EXPECT_TRUE(absl::StrContains(with_token->body, "\"result\"")) << with_token->body;
+  auto bad_token = (*connection)
+                       ->Request(http::verb::post, "/mi", add, "application/json",
+                                 {{"Authorization", "Bearer not-a-token"}});
+  ASSERT_TRUE(bad_token.ok());
+  EXPECT_EQ(json::parse(bad_token->body, nullptr, false)["error"]["code"], 401) << bad_token->body;
+}
+
+}  // namespace
+}  // namespace sipd::httpd_test

@@ -22,9 +22,12 @@ function clearTimers() { timers.forEach(clearInterval); timers = []; }
 // failures become an error too, so every page can show "code reason".
 async function rpc(method, params = [], onProgress) {
   const body = JSON.stringify({ jsonrpc: '2.0', method, params, id: ++rpcId });
+  const headers = { 'Content-Type': 'application/json' };
+  const token = sessionStorage.getItem('sipd.token');
+  if (token) headers.Authorization = 'Bearer ' + token;
   let response;
   try {
-    response = await fetch('mi', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body });
+    response = await fetch('mi', { method: 'POST', headers, body });
   } catch (e) {
     return { error: { code: 0, message: 'network error: ' + e.message } };
   }
@@ -362,8 +365,20 @@ async function route() {
   main.dataset.ready = page;
 }
 
+// A token for commands beyond the local read role (security: tokens file or
+// run_dir/admin.token); kept for this tab only.
+function setupToken() {
+  const input = $('#token');
+  input.value = sessionStorage.getItem('sipd.token') || '';
+  input.addEventListener('change', () => {
+    if (input.value) sessionStorage.setItem('sipd.token', input.value.trim());
+    else sessionStorage.removeItem('sipd.token');
+  });
+}
+
 window.addEventListener('hashchange', route);
 window.addEventListener('DOMContentLoaded', async () => {
+  setupToken();
   route();
   const v = await rpc('version');
   if (v.result) $('#server-info').textContent = v.result.nodes.map(n => n.value).filter(Boolean).slice(0, 1).join(' ');

@@ -96,7 +96,7 @@ class Session : public std::enable_shared_from_this<Session> {
       const std::string ip = remote.address().to_string();
       peer_ = remote.address().is_v6() ? absl::StrCat("[", ip, "]:", remote.port())
                                        : absl::StrCat(ip, ":", remote.port());
-      loopback_ = remote.address().is_loopback();
+      local_ = mi::IsLoopbackHost(ip);
     }
   }
   ~Session() {
@@ -189,7 +189,7 @@ class Session : public std::enable_shared_from_this<Session> {
         MethodNotAllowed("POST");
         return;
       }
-      StartRpc(request.body());
+      StartRpc(request);
       return;
     }
     if (request.method() != http::verb::get) {
@@ -228,12 +228,20 @@ class Session : public std::enable_shared_from_this<Session> {
             version_);
   }
 
-  void StartRpc(std::string& body) {
+  void StartRpc(http::request<http::string_body>& request) {
     mi::CallContext context;
     context.transport = mi::Transport::kHttp;
     context.peer.address = peer_;
+    context.peer.local = local_;
+    // Credentials only as received; the dispatcher's authorization hook decides.
+    if (const auto authorization = request.find(http::field::authorization);
+        authorization != request.end()) {
+      const auto value = authorization->value();
+      context.peer.token = mi::TokenFromAuthorization(std::string_view(value.data(), value.size()));
+    }
     context.deadline = mi::CallContext::Clock::now() + server_.options.reply_timeout;
     context.can_wait_async = true;
+    std::string& body = request.body();
     // The callback holds the session while a call runs with no socket operation pending
     // (an async reply, a worker): the cycle ends when the job ends or Close() drops it.
     job_ =
@@ -402,7 +410,7 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::tcp_stream stream_;
   HttpServer::Impl& server_;
   std::string peer_;
-  bool loopback_ = false;
+  bool local_ = false;  // a loopback peer (the security layer's "local caller")
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   bool keep_alive_ = true;
