@@ -605,5 +605,36 @@ TEST(HttpdSecurityTest, LocalReadByDefaultAndBearerTokens) {
   EXPECT_EQ(json::parse(bad_token->body, nullptr, false)["error"]["code"], 401) << bad_token->body;
 }
 
+// With require_auth even a local caller needs credentials, for /metrics and the console
+// API too (the dispatcher decides, through the caller's context); the static console
+// files stay public (they hold no data).
+TEST(HttpdSecurityTest, RequireAuthCoversMetricsAndTheConsoleApi) {
+  SipdInstance sipd({.grpc = false,
+                     .extra_config = "modparam(\"mi\", \"require_auth\", 1)\n"
+                                     "loadmodule \"httpd\"\n"
+                                     "modparam(\"httpd\", \"listen\", \"127.0.0.1:0\")\n",
+                     .default_security = true});
+  ASSERT_TRUE(sipd.Start().ok()) << sipd.log();
+  const int port = sipd.listener_port("httpd", "http");
+  for (const char* target : {"/metrics", "/api/commands", "/api/processes"}) {
+    auto refused = HttpGet(port, target);
+    ASSERT_TRUE(refused.ok());
+    EXPECT_EQ(refused->status, 401u) << target << ": " << refused->body;
+    auto connection = HttpConnection::Open(port);
+    ASSERT_TRUE(connection.ok());
+    auto allowed = (*connection)
+                       ->Request(http::verb::get, target, "", "",
+                                 {{"Authorization", "Bearer " + sipd.admin_token()}});
+    ASSERT_TRUE(allowed.ok());
+    EXPECT_EQ(allowed->status, 200u) << target;
+  }
+  auto page = HttpGet(port, "/");
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->status, 200u);
+  auto rpc = HttpPost(port, RpcRequest("version"));
+  ASSERT_TRUE(rpc.ok());
+  EXPECT_EQ(json::parse(rpc->body, nullptr, false)["error"]["code"], 401) << rpc->body;
+}
+
 }  // namespace
 }  // namespace sipd::httpd_test

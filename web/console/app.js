@@ -22,9 +22,7 @@ function clearTimers() { timers.forEach(clearInterval); timers = []; }
 // failures become an error too, so every page can show "code reason".
 async function rpc(method, params = [], onProgress) {
   const body = JSON.stringify({ jsonrpc: '2.0', method, params, id: ++rpcId });
-  const headers = { 'Content-Type': 'application/json' };
-  const token = sessionStorage.getItem('sipd.token');
-  if (token) headers.Authorization = 'Bearer ' + token;
+  const headers = { 'Content-Type': 'application/json', ...authHeaders() };
   let response;
   try {
     response = await fetch('mi', { method: 'POST', headers, body });
@@ -52,8 +50,13 @@ async function rpc(method, params = [], onProgress) {
   }
 }
 
+function authHeaders() {
+  const token = sessionStorage.getItem('sipd.token');
+  return token ? { Authorization: 'Bearer ' + token } : {};
+}
+
 async function getJson(url) {
-  const response = await fetch(url);
+  const response = await fetch(url, { headers: authHeaders() });
   if (!response.ok) throw new Error('HTTP ' + response.status + ' for ' + url);
   return response.json();
 }

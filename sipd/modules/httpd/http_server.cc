@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <unordered_set>
 
@@ -197,6 +198,11 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     if (auto route = server_.routes.find(path); route != server_.routes.end()) {
+      if (std::optional<mi::Reply> refusal = Refused(request)) {
+        Respond(static_cast<http::status>(refusal->code), "application/json",
+                JsonRpcError("null", refusal->code, refusal->reason), version_);
+        return;
+      }
       HttpAnswer answer = route->second(target);
       Respond(static_cast<http::status>(answer.status), answer.content_type, std::move(answer.body),
               version_);
@@ -228,7 +234,17 @@ class Session : public std::enable_shared_from_this<Session> {
             version_);
   }
 
-  void StartRpc(http::request<http::string_body>& request) {
+  // The data routes (metrics, console API) show what `version`-level (read) callers may
+  // see: the dispatcher's authorization hook decides, through a `version` call with this
+  // caller's context; its 401/403 is returned, anything else lets the route answer.
+  std::optional<mi::Reply> Refused(const http::request<http::string_body>& request) {
+    mi::DispatchResult probe =
+        server_.dispatcher.Run(CallerContext(request), mi::Request{.command = "version"});
+    if (probe.reply.code == 401 || probe.reply.code == 403) return std::move(probe.reply);
+    return std::nullopt;
+  }
+
+  mi::CallContext CallerContext(const http::request<http::string_body>& request) const {
     mi::CallContext context;
     context.transport = mi::Transport::kHttp;
     context.peer.address = peer_;
@@ -241,6 +257,11 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     context.deadline = mi::CallContext::Clock::now() + server_.options.reply_timeout;
     context.can_wait_async = true;
+    return context;
+  }
+
+  void StartRpc(http::request<http::string_body>& request) {
+    mi::CallContext context = CallerContext(request);
     std::string& body = request.body();
     // The callback holds the session while a call runs with no socket operation pending
     // (an async reply, a worker): the cycle ends when the job ends or Close() drops it.
