@@ -5,6 +5,7 @@
 #include "legacy-transports/fifo/fifo_module.h"
 #include "legacy-transports/xmlrpc/mi_xmlrpc_module.h"
 #include "service/mi_grpc_module.h"
+#include "sipd/modules/dialog/dialog.h"
 #include "sipd/modules/mi_selftest/mi_selftest.h"
 #include "sipd/modules/registrar/registrar.h"
 #include "sipd/modules/usrloc/usrloc.h"
@@ -17,7 +18,7 @@ const std::vector<ModuleEntry>& ModuleTable() {
       {"mi_xmlrpc", &NewMiXmlrpcModule},     {"mi_fifo", &NewMiFifoModule},
       {"mi_datagram", &NewMiDatagramModule}, {"mi_grpc", &NewMiGrpcModule},
       {"usrloc", &NewUsrlocModule},          {"registrar", &NewRegistrarModule},
-      {"mi_selftest", &NewMiSelftestModule},
+      {"mi_selftest", &NewMiSelftestModule}, {"dialog", &NewDialogModule},
   };
   return kModules;
 }
