@@ -18,6 +18,7 @@
 #include <fstream>
 #include <new>
 #include <random>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -161,7 +162,8 @@ Daemon::Daemon(Config config, Options options)
 Daemon::~Daemon() {
   // Modules may hold pointers into shared memory: destroy them before it is unmapped.
   config_.modules.clear();
-  listeners_.clear();
+  stateless_stack_.reset();
+  transport_.reset();
 }
 
 Module* Daemon::FindModule(std::string_view name) {
@@ -186,6 +188,15 @@ void Daemon::AddSipHandler(std::string method, SipRequestHandler handler) {
     return;
   }
   sip_handlers_[std::move(method)] = std::move(handler);
+}
+
+SipMessageHandler Daemon::SetSipMessageHandler(SipMessageHandler handler) {
+  if (initialized_) {
+    spdlog::error("SetSipMessageHandler after start-up ignored");
+    return {};
+  }
+  if (!handler) return sip_message_handler_;
+  return std::exchange(sip_message_handler_, std::move(handler));
 }
 
 std::vector<ProcessInfo> Daemon::process_table() const {
@@ -361,15 +372,17 @@ absl::Status Daemon::InitializeSteps() {
   if (parser_init() != 0) return absl::InternalError("libosip2 parser_init() failed");
   RouteOsipTraces();
 
+  SIPD_ASSIGN_OR_RETURN(transport_, SipTransportImpl::Open(config_.listen));
   listen_names_.clear();
-  for (const auto& address : config_.listen) {
-    SIPD_ASSIGN_OR_RETURN(std::unique_ptr<UdpListener> listener, UdpListener::Open(address));
-    listen_names_.push_back(listener->name());
-    std::string bound = listener->name();
-    if (absl::StartsWith(bound, "udp:")) bound.erase(0, 4);
-    attendant_listeners_.push_back(Listener{"sip", "udp", bound});
-    listeners_.push_back(std::move(listener));
+  for (const SipSocket& socket : transport_->sockets()) {
+    listen_names_.push_back(socket.name);
+    attendant_listeners_.push_back(
+        Listener{"sip", std::string(SipProtoName(socket.proto)), socket.address.ToString()});
   }
+  // The default SIP stack: the stateless one of the process that received the message.
+  sip_message_handler_ = [this](const SipInbound& message) {
+    if (stateless_stack_ != nullptr) stateless_stack_->Handle(message);
+  };
 
   SIPD_RETURN_IF_ERROR(RegisterBuiltinStatistics());
   SIPD_RETURN_IF_ERROR(stats_->RegisterCommands(mi_));
@@ -402,7 +415,7 @@ absl::Status Daemon::InitializeSteps() {
   table_->SetType(0, "starter");
   table_->SetPid(0, getpid());
 
-  const size_t workers = listeners_.size() * static_cast<size_t>(config_.children);
+  const size_t workers = transport_->sockets().size() * static_cast<size_t>(config_.children);
   void* busy = shm_->Allocate(std::max<size_t>(workers, 1));
   if (busy == nullptr) return absl::ResourceExhaustedError("no shared memory for busy flags");
   busy_flags_ = static_cast<std::atomic<uint8_t>*>(busy);
@@ -455,12 +468,9 @@ absl::Status Daemon::RegisterBuiltinStatistics() {
       sip_counters_));
 
   stats_->AddGroup("net");
-  const auto* listeners = &listeners_;
-  SIPD_RETURN_IF_ERROR(stats_->AddFunction("net", "waiting_udp", [listeners] {
-    uint64_t total = 0;
-    for (const auto& l : *listeners) total += l->QueuedBytes();
-    return total;
-  }));
+  const SipTransportImpl* transport = transport_.get();
+  SIPD_RETURN_IF_ERROR(stats_->AddFunction("net", "waiting_udp",
+                                           [transport] { return transport->UdpReceiveBacklog(); }));
 
   return RegisterSlStats(*stats_, sip_counters_);
 }
@@ -489,15 +499,14 @@ absl::Status Daemon::RegisterProcessStatistics() {
 
   stats_->AddGroup("load");
   const size_t children = static_cast<size_t>(config_.children);
-  for (size_t l = 0; l < listeners_.size(); ++l) {
+  for (size_t l = 0; l < transport_->sockets().size(); ++l) {
     std::atomic<uint8_t>* flags = busy_flags_ + l * children;
-    SIPD_RETURN_IF_ERROR(stats_->AddFunction("load", absl::StrCat(listeners_[l]->name(), "-load"),
-                                             [flags, children] {
-                                               uint64_t busy = 0;
-                                               for (size_t i = 0; i < children; ++i)
-                                                 busy += flags[i].load(std::memory_order_relaxed);
-                                               return busy * 100 / children;
-                                             }));
+    SIPD_RETURN_IF_ERROR(
+        stats_->AddFunction("load", absl::StrCat(listen_names_[l], "-load"), [flags, children] {
+          uint64_t busy = 0;
+          for (size_t i = 0; i < children; ++i) busy += flags[i].load(std::memory_order_relaxed);
+          return busy * 100 / children;
+        }));
   }
   return absl::OkStatus();
 }
@@ -517,7 +526,7 @@ void Daemon::PlanProcesses() {
     }
   }
   int worker = 0;
-  for (size_t l = 0; l < listeners_.size(); ++l) {
+  for (size_t l = 0; l < transport_->sockets().size(); ++l) {
     for (int i = 0; i < config_.children; ++i) {
       // Trailing space, as OpenSIPS prints it (spec 10.1).
       plan_.push_back(PlannedProcess{.kind = PlannedProcess::Kind::kSipWorker,
@@ -788,9 +797,13 @@ void Daemon::ChildMain(int slot, int report_fd) {
         break;
       }
       case PlannedProcess::Kind::kSipWorker: {
-        SipWorker worker(*listeners_[p.listener], sip_counters_, sip_handlers_, to_tag_prefix_,
-                         absl::StrCat("sipd/", SIPD_VERSION), &busy_flags_[p.index]);
-        worker.Run(*this);
+        stateless_stack_ = std::make_unique<StatelessSipStack>(*transport_, sip_counters_,
+                                                               sip_handlers_, to_tag_prefix_,
+                                                               absl::StrCat("sipd/", SIPD_VERSION));
+        const int socket = static_cast<int>(p.listener);
+        UdpReceiver receiver(*transport_->udp(socket), socket, sip_message_handler_,
+                             &busy_flags_[p.index]);
+        receiver.Run(*this);
         break;
       }
       case PlannedProcess::Kind::kTimer:

@@ -64,6 +64,7 @@
 #include "sipd/core/process_table.h"
 #include "sipd/core/shm.h"
 #include "sipd/core/sip_receiver.h"
+#include "sipd/core/sip_transport_impl.h"
 #include "sipd/core/timer.h"
 
 namespace sipd {
@@ -108,6 +109,8 @@ class Daemon final : public Core {
   void AddTimer(std::string label, std::chrono::milliseconds interval,
                 std::function<void()> fn) override;
   void AddSipHandler(std::string method, SipRequestHandler handler) override;
+  SipTransport* sip_transport() override { return transport_.get(); }
+  SipMessageHandler SetSipMessageHandler(SipMessageHandler handler) override;
   std::vector<ProcessInfo> process_table() const override;
   int log_level() const override;
   void SetLogLevel(int level) override;
@@ -209,9 +212,14 @@ class Daemon final : public Core {
   std::atomic<uint8_t>* busy_flags_ = nullptr;
   ProcMemoryCache proc_memory_cache_;
 
-  std::vector<std::unique_ptr<UdpListener>> listeners_;
+  std::unique_ptr<SipTransportImpl> transport_;
   SipCounters sip_counters_;
   SipHandlerMap sip_handlers_;
+  // The SIP stack entry point (Core::SetSipMessageHandler); by default the stateless
+  // stack of the calling process (stateless_stack_).
+  SipMessageHandler sip_message_handler_;
+  // In a receiving process (UDP worker, TCP receiver): the core's stateless stack.
+  std::unique_ptr<StatelessSipStack> stateless_stack_;
   std::string to_tag_prefix_;
   TimerList timers_;
 

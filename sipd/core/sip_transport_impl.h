@@ -1,0 +1,48 @@
+// The daemon's SipTransport (sipd/core/sip_transport.h): every listen socket, opened in
+// the attendant before the fork, and Send() over them.
+//
+// UDP sockets are UdpListener (sipd/core/sip_receiver.h); Send picks the destination's
+// socket (or the first UDP socket of its address family) and sends with MSG_DONTWAIT.
+//
+// Thread/process-safety: built in the attendant; inherited by every process through
+// fork(). Send() and the accessors are safe from any process and thread.
+#pragma once
+
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "sipd/core/config.h"
+#include "sipd/core/sip_receiver.h"
+#include "sipd/core/sip_transport.h"
+
+namespace sipd {
+
+class SipTransportImpl final : public SipTransport {
+ public:
+  // Opens (binds) every listen socket in `addresses` order. Errors name the address.
+  static absl::StatusOr<std::unique_ptr<SipTransportImpl>> Open(
+      const std::vector<ListenAddress>& addresses);
+  ~SipTransportImpl() override;
+  SipTransportImpl(const SipTransportImpl&) = delete;
+  SipTransportImpl& operator=(const SipTransportImpl&) = delete;
+
+  const std::vector<SipSocket>& sockets() const override { return sockets_; }
+  absl::Status Send(const SipDestination& destination, std::string_view message) override;
+
+  // The UDP listener of socket `index`; nullptr for other protocols or a bad index.
+  const UdpListener* udp(int index) const;
+  // Bytes received on the UDP sockets and not read yet (net:waiting_udp).
+  uint64_t UdpReceiveBacklog() const;
+
+ private:
+  SipTransportImpl() = default;
+  absl::Status SendUdp(const SipDestination& destination, std::string_view message);
+
+  std::vector<SipSocket> sockets_;
+  // Parallel to sockets_: the UDP listener, or nullptr.
+  std::vector<std::unique_ptr<UdpListener>> udp_;
+};
+
+}  // namespace sipd
