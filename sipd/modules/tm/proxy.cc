@@ -120,7 +120,8 @@ RouteDecision Proxy::Route(const SipMessage& request, const Inbound& /*from*/) {
   // 2. In-dialog, not routed through sipd.
   if (!request.to_tag().empty()) {
     if (to_me || Serves(uri->host)) {
-      if (uri->user.empty() || request.method() == Method::kAck) return Reply(404, "Not Here");
+      // To sipd itself: no dialog of sipd's; to a user: found by location below.
+      if (uri->user.empty()) return Reply(404, "Not Here");
     } else {
       if (!options_.relay_to_any) return Reply(403, "Relaying Forbidden");
       return ToUri(*uri, request.request_uri(), pop);

@@ -342,16 +342,27 @@ bool TransactionLayer::IsLoop(const SipMessage& request) const {
   return false;
 }
 
+void TransactionLayer::Trace(bool incoming, std::string_view bytes, const Destination& peer) {
+  if (tracer_ == nullptr || !tracer_->enabled()) return;
+  TraceRecord record;
+  record.incoming = incoming;
+  record.bytes = bytes;
+  record.proto = peer.proto;
+  record.peer_ip = peer.ip();
+  record.peer_port = peer.port();
+  if (const LocalSocket* socket = SocketFor(peer); socket != nullptr) {
+    record.local_ip = socket->ip;
+    record.local_port = socket->port;
+  }
+  tracer_->Trace(record);
+}
+
 void TransactionLayer::SendNow(const Destination& to, std::string_view bytes) {
   absl::Status status = transport_.Send(to, bytes);
   if (!status.ok()) {
     spdlog::debug("tm: send to {} failed: {}", to.ToString(), std::string(status.message()));
   }
-  if (tracer_ != nullptr) {
-    if (const LocalSocket* socket = SocketFor(to); socket != nullptr) {
-      tracer_->Trace(false, bytes, to, *socket);
-    }
-  }
+  Trace(false, bytes, to);
 }
 
 void TransactionLayer::HandleMessage(std::string_view bytes, const Inbound& from) {
@@ -359,11 +370,7 @@ void TransactionLayer::HandleMessage(std::string_view bytes, const Inbound& from
     if (bytes.find_first_not_of("\r\n") == std::string_view::npos) return;  // keep-alive
     const bool looks_like_reply = bytes.substr(0, 8) == "SIP/2.0 ";
     auto parsed = SipMessage::Parse(bytes);
-    if (tracer_ != nullptr) {
-      if (const LocalSocket* socket = SocketFor(from.source); socket != nullptr) {
-        tracer_->Trace(true, bytes, from.source, *socket);
-      }
-    }
+    Trace(true, bytes, from.source);
     if (!parsed.ok()) {
       Count(counters_.bad_msg_hdr);
       if (looks_like_reply) {
@@ -1081,11 +1088,7 @@ void TransactionLayer::Finish(Work& work, const SipMessage* received) {
   for (size_t i = 0; i < work.sends.size(); ++i) {
     const Work::Send& s = work.sends[i];
     absl::Status status = transport_.Send(s.to, s.bytes);
-    if (tracer_ != nullptr) {
-      if (const LocalSocket* socket = SocketFor(s.to); socket != nullptr) {
-        tracer_->Trace(false, s.bytes, s.to, *socket);
-      }
-    }
+    Trace(false, s.bytes, s.to);
     if (!status.ok()) {
       spdlog::debug("tm: send to {} failed: {}", s.to.ToString(), std::string(status.message()));
       const auto& [id, branch] = work.send_branch[i];
@@ -1362,7 +1365,8 @@ void TransactionLayer::RunTimer(const DueTimer& due) {
   Finish(work, nullptr);
 }
 
-absl::StatusOr<TransactionId> TransactionLayer::SendRequest(const UacRequest& uac) {
+absl::StatusOr<TransactionLayer::PreparedRequest> TransactionLayer::Prepare(
+    const UacRequest& uac) const {
   auto bad = [](std::string_view text) {
     return absl::InvalidArgumentError(absl::string_view(text.data(), text.size()));
   };
@@ -1525,14 +1529,38 @@ absl::StatusOr<TransactionId> TransactionLayer::SendRequest(const UacRequest& ua
     return absl::UnavailableError(
         absl::StrCat("cannot reach ", Absl(hop.text), ": ", destination.status().message()));
   }
-  const LocalSocket* socket = SocketFor(*destination);
-  const std::string self = socket != nullptr ? socket->host_port() : "127.0.0.1";
+  const LocalSocket* local = SocketFor(*destination);
+  const std::string self = local != nullptr ? local->host_port() : "127.0.0.1";
   for (std::string& l : lines) {
     for (size_t at = l.find("!!"); at != std::string::npos; at = l.find("!!", at + self.size())) {
       l.replace(at, 2, self);
     }
   }
 
+  PreparedRequest prepared;
+  prepared.request = uac;
+  prepared.lines = std::move(lines);
+  prepared.call_id = std::move(call_id);
+  prepared.cseq = cseq;
+  prepared.destination = *destination;
+  return prepared;
+}
+
+absl::StatusOr<TransactionId> TransactionLayer::SendRequest(const UacRequest& uac) {
+  absl::StatusOr<PreparedRequest> prepared = Prepare(uac);
+  if (!prepared.ok()) return prepared.status();
+  return Launch(*std::move(prepared));
+}
+
+absl::StatusOr<TransactionId> TransactionLayer::Launch(PreparedRequest prepared) {
+  auto bad = [](std::string_view text) {
+    return absl::InvalidArgumentError(absl::string_view(text.data(), text.size()));
+  };
+  const UacRequest& uac = prepared.request;
+  const std::vector<std::string>& lines = prepared.lines;
+  const std::string& call_id = prepared.call_id;
+  const uint32_t cseq = prepared.cseq;
+  const Destination* destination = &prepared.destination;
   const uint32_t index = BucketOf(call_id);
   const int64_t now = clock_();
   TransactionId id;
@@ -1588,7 +1616,7 @@ absl::StatusOr<TransactionId> TransactionLayer::SendRequest(const UacRequest& ua
     table_.UnlockBucket(bucket);
   }
   absl::Status sent = transport_.Send(*destination, bytes);
-  if (tracer_ != nullptr && socket != nullptr) tracer_->Trace(false, bytes, *destination, *socket);
+  Trace(false, bytes, *destination);
   if (!sent.ok()) {
     Bucket& bucket = table_.LockBucket(index, clock_());
     if (Cell* cell = table_.FindByLabel(bucket, id.label); cell != nullptr) {

@@ -73,14 +73,6 @@ class Transport {
   virtual absl::Status Send(const Destination& to, std::string_view bytes) = 0;
 };
 
-// Records every message in and out (sip_trace). Called outside every tm lock.
-class Tracer {
- public:
-  virtual ~Tracer() = default;
-  virtual void Trace(bool incoming, std::string_view bytes, const Destination& peer,
-                     const LocalSocket& socket) = 0;
-};
-
 // Where a message came from, as the transport reports it.
 struct Inbound {
   Peer peer;
@@ -187,6 +179,19 @@ class TransactionLayer {
   // TmApi::RegisterCompletion / SendRequest.
   uint32_t RegisterCompletion(Completion fn);
   absl::StatusOr<TransactionId> SendRequest(const UacRequest& request);
+  // SendRequest in two steps, so that a caller can check a request before it commits to
+  // waiting for it (t_uac_dlg answers argument errors at once): Prepare checks and
+  // resolves (errors as SendRequest's, nothing is created), Launch creates the
+  // transaction and sends.
+  struct PreparedRequest {
+    UacRequest request;
+    std::vector<std::string> lines;
+    std::string call_id;
+    uint32_t cseq = 0;
+    Destination destination;
+  };
+  absl::StatusOr<PreparedRequest> Prepare(const UacRequest& request) const;
+  absl::StatusOr<TransactionId> Launch(PreparedRequest prepared);
 
   // t_reply: a final (or provisional) reply to a server transaction that has no final
   // reply yet. NotFound if there is no such transaction, FailedPrecondition if it is
@@ -240,6 +245,7 @@ class TransactionLayer {
   // After the unlock: sends, traces, callbacks, completions.
   void Finish(Work& work, const SipMessage* received);
   void SendNow(const Destination& to, std::string_view bytes);
+  void Trace(bool incoming, std::string_view bytes, const Destination& peer);
 
   std::string ToTag(std::string_view key) const;
   const LocalSocket* SocketFor(const Destination& to) const;
