@@ -7,6 +7,7 @@
 #include "service/mi_grpc_module.h"
 #include "sipd/modules/mi_selftest/mi_selftest.h"
 #include "sipd/modules/registrar/registrar.h"
+#include "sipd/modules/siptrace/siptrace.h"
 #include "sipd/modules/tm/tm.h"
 #include "sipd/modules/usrloc/usrloc.h"
 
@@ -19,6 +20,7 @@ const std::vector<ModuleEntry>& ModuleTable() {
       {"mi_datagram", &NewMiDatagramModule}, {"mi_grpc", &NewMiGrpcModule},
       {"usrloc", &NewUsrlocModule},          {"registrar", &NewRegistrarModule},
       {"mi_selftest", &NewMiSelftestModule}, {"tm", &NewTmModule},
+      {"siptrace", &NewSiptraceModule},
   };
   return kModules;
 }

@@ -2,6 +2,8 @@
 // retransmissions absorbed, hostile input, t_uac_dlg over every MI transport, t_reply,
 // t_hash, t_uac_cancel and list_blacklists. Raw UDP sockets play the phones where the
 // test needs to see or forge bytes.
+#include <sqlite3.h>
+
 #include <atomic>
 #include <filesystem>
 #include <set>
@@ -504,6 +506,59 @@ TEST_F(TmSipTest, TReplyTHashAndTUacCancel) {
   EXPECT_EQ(dlg_result, "487 Request Terminated");
   uac.SendTo(sip_port(), Request("ACK", "carol", sip_port(), uac.port(), "z9hG4bKtr", "tr-1"));
   EXPECT_TRUE(WaitForStat("inuse_transactions", 0));
+}
+
+TEST_F(TmSipTest, SipTraceRecordsEveryMessageInAndOut) {
+  StartSipd("loadmodule \"siptrace\"\n");
+  EXPECT_EQ(mi_->Execute("sip_trace").reply.root.kids[0]->value, "off");
+  EXPECT_EQ(mi_->Execute("sip_trace", {"maybe"}).Status(), "400 Bad parameter");
+  UdpPeer phone;
+  const std::string untraced = absl::StrCat(
+      "OPTIONS sip:127.0.0.1:", sip_port(), " SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:", phone.port(),
+      ";branch=z9hG4bKt0\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:127.0.0.1>\r\n"
+      "Call-ID: not-traced\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+  phone.SendTo(sip_port(), untraced);
+  EXPECT_EQ(Status(phone.Receive()), 200);
+  EXPECT_EQ(mi_->Execute("sip_trace", {"ON"}).Status(), "200 OK");
+  EXPECT_EQ(mi_->Execute("sip_trace").reply.root.kids[0]->value, "on");
+  std::string traced = untraced;
+  traced.replace(traced.find("not-traced"), 10, "traced-one");
+  traced.replace(traced.find("z9hG4bKt0"), 9, "z9hG4bKt1");
+  phone.SendTo(sip_port(), traced);
+  EXPECT_EQ(Status(phone.Receive()), 200);
+  ASSERT_TRUE(WaitForStat("traced_replies", 1));
+  EXPECT_EQ(Stat("traced_requests"), 1u);
+  EXPECT_EQ(mi_->Execute("sip_trace", {"off"}).Status(), "200 OK");
+
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2((sipd_->run_dir() + "/siptrace.sqlite").c_str(), &db,
+                            SQLITE_OPEN_READONLY, nullptr),
+            SQLITE_OK);
+  sqlite3_stmt* rows = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "SELECT callid, method, status, direction, fromip, toip, msg "
+                               "FROM sip_trace ORDER BY id",
+                               -1, &rows, nullptr),
+            SQLITE_OK);
+  std::vector<std::string> seen;
+  while (sqlite3_step(rows) == SQLITE_ROW) {
+    auto text = [&](int c) {
+      return std::string(reinterpret_cast<const char*>(sqlite3_column_text(rows, c)));
+    };
+    seen.push_back(absl::StrCat(text(0), " ", text(1), " ", text(2), " ", text(3), " ", text(4),
+                                " -> ", text(5)));
+    if (text(3) == "in") {
+      EXPECT_EQ(text(6), traced);
+    }
+  }
+  sqlite3_finalize(rows);
+  sqlite3_close(db);
+  const std::string sipd_addr = absl::StrCat("udp:127.0.0.1:", sip_port());
+  const std::string phone_addr = absl::StrCat("udp:127.0.0.1:", phone.port());
+  EXPECT_THAT(seen,
+              ::testing::ElementsAre(
+                  absl::StrCat("traced-one OPTIONS  in ", phone_addr, " -> ", sipd_addr),
+                  absl::StrCat("traced-one OPTIONS 200 out ", sipd_addr, " -> ", phone_addr)));
 }
 
 }  // namespace
