@@ -28,6 +28,8 @@
 #include "generated/sipd_version.h"
 #include "registry/status_macros.h"
 #include "sipd/core/logging.h"
+#include "sipd/core/tcp_main.h"
+#include "sipd/core/tcp_receiver.h"
 #include "spdlog/spdlog.h"
 
 namespace sipd {
@@ -372,7 +374,11 @@ absl::Status Daemon::InitializeSteps() {
   if (parser_init() != 0) return absl::InternalError("libosip2 parser_init() failed");
   RouteOsipTraces();
 
-  SIPD_ASSIGN_OR_RETURN(transport_, SipTransportImpl::Open(config_.listen));
+  SipTransportImpl::Options transport_options;
+  transport_options.max_buffer = config_.maxbuffer;
+  transport_options.shm = shm_.get();
+  transport_options.tcp = TcpOptions::FromConfig(config_);
+  SIPD_ASSIGN_OR_RETURN(transport_, SipTransportImpl::Open(config_.listen, transport_options));
   listen_names_.clear();
   for (const SipSocket& socket : transport_->sockets()) {
     listen_names_.push_back(socket.name);
@@ -415,7 +421,9 @@ absl::Status Daemon::InitializeSteps() {
   table_->SetType(0, "starter");
   table_->SetPid(0, getpid());
 
-  const size_t workers = transport_->sockets().size() * static_cast<size_t>(config_.children);
+  const size_t workers =
+      UdpWorkerCount() +
+      static_cast<size_t>(transport_->tcp() != nullptr ? transport_->tcp()->receivers() : 0);
   void* busy = shm_->Allocate(std::max<size_t>(workers, 1));
   if (busy == nullptr) return absl::ResourceExhaustedError("no shared memory for busy flags");
   busy_flags_ = static_cast<std::atomic<uint8_t>*>(busy);
@@ -508,6 +516,15 @@ absl::Status Daemon::RegisterProcessStatistics() {
           return busy * 100 / children;
         }));
   }
+  if (transport_->tcp() != nullptr) {
+    std::atomic<uint8_t>* flags = busy_flags_ + UdpWorkerCount();
+    const size_t receivers = static_cast<size_t>(transport_->tcp()->receivers());
+    SIPD_RETURN_IF_ERROR(stats_->AddFunction("load", "tcp-load", [flags, receivers] {
+      uint64_t busy = 0;
+      for (size_t i = 0; i < receivers; ++i) busy += flags[i].load(std::memory_order_relaxed);
+      return busy * 100 / receivers;
+    }));
+  }
   return absl::OkStatus();
 }
 
@@ -527,6 +544,7 @@ void Daemon::PlanProcesses() {
   }
   int worker = 0;
   for (size_t l = 0; l < transport_->sockets().size(); ++l) {
+    if (transport_->sockets()[l].proto != SipProto::kUdp) continue;
     for (int i = 0; i < config_.children; ++i) {
       // Trailing space, as OpenSIPS prints it (spec 10.1).
       plan_.push_back(PlannedProcess{.kind = PlannedProcess::Kind::kSipWorker,
@@ -537,6 +555,20 @@ void Daemon::PlanProcesses() {
   }
   plan_.push_back(
       PlannedProcess{.kind = PlannedProcess::Kind::kTimer, .type = timers_.ProcessType()});
+  // Spec 10.1: `TCP receiver` x tcp_children, then `TCP main` last.
+  if (transport_->tcp() != nullptr) {
+    for (int i = 0; i < transport_->tcp()->receivers(); ++i) {
+      plan_.push_back(PlannedProcess{
+          .kind = PlannedProcess::Kind::kTcpReceiver, .type = "TCP receiver", .index = i});
+    }
+    plan_.push_back(PlannedProcess{.kind = PlannedProcess::Kind::kTcpMain, .type = "TCP main"});
+  }
+}
+
+size_t Daemon::UdpWorkerCount() const {
+  size_t udp = 0;
+  for (const SipSocket& socket : transport_->sockets()) udp += socket.proto == SipProto::kUdp;
+  return udp * static_cast<size_t>(config_.children);
 }
 
 std::vector<std::string> Daemon::PlannedProcessTypes() const {
@@ -553,6 +585,10 @@ int Daemon::ChildRank(const PlannedProcess& p) const {
       return kRankSipWorker + p.index;
     case PlannedProcess::Kind::kTimer:
       return kRankTimer;
+    case PlannedProcess::Kind::kTcpReceiver:
+      return kRankSipWorker + static_cast<int>(UdpWorkerCount()) + p.index;
+    case PlannedProcess::Kind::kTcpMain:
+      return kRankTcpMain;
     case PlannedProcess::Kind::kAttendant:
       break;
   }
@@ -731,6 +767,14 @@ void Daemon::ChildMain(int slot, int report_fd) {
 
   const PlannedProcess& p = plan_[static_cast<size_t>(slot)];
   current_slot_ = slot;
+  // Keep only the SIP descriptors this process serves (sipd/core/tcp_transport.h).
+  if (transport_->tcp() != nullptr) {
+    transport_->tcp()->EnterProcess(
+        p.kind == PlannedProcess::Kind::kTcpMain       ? TcpTransport::Role::kTcpMain
+        : p.kind == PlannedProcess::Kind::kTcpReceiver ? TcpTransport::Role::kTcpReceiver
+                                                       : TcpTransport::Role::kOther,
+        p.index);
+  }
   SetLogProcessType(p.type);
   // A short name for top/ps/pgrep (the kernel keeps 15 bytes): sipd:sip, sipd:timer,
   // sipd:<module process type>.
@@ -741,6 +785,12 @@ void Daemon::ChildMain(int slot, int report_fd) {
       break;
     case PlannedProcess::Kind::kTimer:
       comm += "timer";
+      break;
+    case PlannedProcess::Kind::kTcpReceiver:
+      comm += "tcp";
+      break;
+    case PlannedProcess::Kind::kTcpMain:
+      comm += "tcp-main";
       break;
     default:
       comm += p.type;
@@ -809,6 +859,36 @@ void Daemon::ChildMain(int slot, int report_fd) {
       case PlannedProcess::Kind::kTimer:
         timers_.Run(*this);
         break;
+      case PlannedProcess::Kind::kTcpReceiver: {
+        stateless_stack_ = std::make_unique<StatelessSipStack>(*transport_, sip_counters_,
+                                                               sip_handlers_, to_tag_prefix_,
+                                                               absl::StrCat("sipd/", SIPD_VERSION));
+        TcpReceiver::Hooks hooks;
+        hooks.handler = &sip_message_handler_;
+        StatelessSipStack* stack = stateless_stack_.get();
+        hooks.reject = [stack](const SipInbound& headers, int code, std::string_view reason) {
+          stack->Reject(headers, code, reason);
+        };
+        hooks.busy = &busy_flags_[UdpWorkerCount() + static_cast<size_t>(p.index)];
+        TcpReceiver receiver(*transport_->tcp(), p.index, std::move(hooks));
+        absl::Status status = receiver.Run(*this);
+        if (!status.ok()) {
+          spdlog::critical("process {} ({}) failed: {}", slot, p.type,
+                           std::string(status.message()));
+          exit_code = 1;
+        }
+        break;
+      }
+      case PlannedProcess::Kind::kTcpMain: {
+        TcpMain accepter(*transport_->tcp());
+        absl::Status status = accepter.Run(*this);
+        if (!status.ok()) {
+          spdlog::critical("process {} ({}) failed: {}", slot, p.type,
+                           std::string(status.message()));
+          exit_code = 1;
+        }
+        break;
+      }
       case PlannedProcess::Kind::kAttendant:
         break;
     }

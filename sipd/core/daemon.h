@@ -149,13 +149,14 @@ class Daemon final : public Core {
 
   // One process-table slot as the attendant plans and supervises it.
   struct PlannedProcess {
-    enum class Kind { kAttendant, kModule, kSipWorker, kTimer };
+    enum class Kind { kAttendant, kModule, kSipWorker, kTimer, kTcpReceiver, kTcpMain };
     Kind kind = Kind::kAttendant;
     std::string type;
     size_t module = 0;    // kModule: index in config_.modules
     size_t spec = 0;      // kModule: index in module_specs_[module]
-    int index = 0;        // kModule: process index in the spec; kSipWorker: global index
-    size_t listener = 0;  // kSipWorker
+    int index = 0;        // kModule: process index in the spec; kSipWorker: global index;
+                          // kTcpReceiver: receiver index
+    size_t listener = 0;  // kSipWorker: the UDP socket's index in transport_->sockets()
     // Supervision (attendant only).
     Clock::time_point started{};
     Clock::time_point next_start{};
@@ -171,6 +172,8 @@ class Daemon final : public Core {
   absl::Status Explain(absl::Status status) const;
   absl::Status RegisterBuiltinStatistics();
   absl::Status RegisterProcessStatistics();
+  // UDP SIP workers in total (UDP listen sockets x children).
+  size_t UdpWorkerCount() const;
   void PlanProcesses();
 
   // Forks `slot` and waits for its ChildInit report. Returns the pid, or an error (the

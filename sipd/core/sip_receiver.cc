@@ -5,12 +5,15 @@
 #include <netinet/in.h>
 #include <osipparser2/osip_parser.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "registry/status_macros.h"
 #include "sipd/core/sip.h"
@@ -164,7 +167,42 @@ uint16_t SockaddrPort(const sockaddr_storage& address) {
   return 0;
 }
 
-absl::StatusOr<std::unique_ptr<UdpListener>> UdpListener::Open(const ListenAddress& address) {
+int ProbeReceiveBuffer(int fd, int max_buffer) {
+  // OpenSIPS's probe_max_receive_buffer(): double while the kernel grants it, then grow
+  // linearly; Linux silently caps at net.core.rmem_max, so every step is verified.
+  constexpr int kIncrement = 2048;
+  int initial = 0;
+  socklen_t length = sizeof(initial);
+  if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &initial, &length) != 0) return 0;
+  if (initial <= 0) initial = kIncrement;
+  int phase = 0;
+  for (int64_t wanted = initial;;) {
+    wanted = phase == 0 ? wanted * 2 : wanted + kIncrement;
+    if (wanted > max_buffer) {
+      if (phase == 1) break;
+      phase = 1;
+      wanted /= 2;
+      continue;
+    }
+    const int request = static_cast<int>(wanted);
+    int verified = 0;
+    length = sizeof(verified);
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &request, sizeof(request)) != 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &verified, &length) != 0 || verified < request) {
+      if (phase == 1) break;
+      phase = 1;
+      wanted /= 2;
+      continue;
+    }
+  }
+  int final_size = 0;
+  length = sizeof(final_size);
+  getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &final_size, &length);
+  return final_size;
+}
+
+absl::StatusOr<std::unique_ptr<UdpListener>> UdpListener::Open(const ListenAddress& address,
+                                                               int max_buffer) {
   sockaddr_storage storage{};
   socklen_t length = 0;
   if (address.ipv6) {
@@ -192,10 +230,6 @@ absl::StatusOr<std::unique_ptr<UdpListener>> UdpListener::Open(const ListenAddre
   // Workers wake up at least every 200 ms to notice shutdown and log level changes.
   const timeval timeout{0, 200 * 1000};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  // Bursts should queue rather than drop while every worker is busy; the kernel caps the
-  // request at net.core.rmem_max (failure is harmless).
-  const int receive_buffer = 2 * 1024 * 1024;
-  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
   // No SO_REUSEADDR: a port already in use must fail start-up.
   if (bind(fd, reinterpret_cast<sockaddr*>(&storage), length) != 0) {
     const int error = errno;
@@ -208,7 +242,19 @@ absl::StatusOr<std::unique_ptr<UdpListener>> UdpListener::Open(const ListenAddre
   getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &bound_length);
   ListenAddress actual = address;
   actual.port = SockaddrPort(bound);
-  return std::unique_ptr<UdpListener>(new UdpListener(fd, actual.ToString(), actual.port));
+  std::unique_ptr<UdpListener> listener(new UdpListener(fd, actual.ToString(), actual.port));
+  struct stat st {};
+  if (fstat(fd, &st) == 0) listener->inode_ = st.st_ino;
+  // Bursts should queue rather than drop while every worker is busy.
+  if (max_buffer > 0) {
+    listener->receive_buffer_ = ProbeReceiveBuffer(fd, max_buffer);
+    spdlog::info("using a UDP receive buffer of {} kb on {} (maxbuffer {})",
+                 listener->receive_buffer_ / 1024, listener->name(), max_buffer);
+  } else {
+    socklen_t length = sizeof(listener->receive_buffer_);
+    getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &listener->receive_buffer_, &length);
+  }
+  return listener;
 }
 
 UdpListener::~UdpListener() { close(fd_); }
@@ -328,6 +374,40 @@ void StatelessSipStack::HandleUnparsable(const SipInbound& inbound) {
   if (spdlog::should_log(spdlog::level::debug)) {
     spdlog::debug("dropped an unparsable message of {} bytes from {}", data.size(),
                   inbound.source.peer.ToString());
+  }
+}
+
+void StatelessSipStack::Reject(const SipInbound& headers, int code, std::string_view reason) {
+  try {
+    counters_.err_requests.Inc();
+    // Parse the header block without its Content-Length (the body is not there).
+    std::string text;
+    text.reserve(headers.bytes.size());
+    size_t at = 0;
+    while (at < headers.bytes.size()) {
+      size_t end = headers.bytes.find("\r\n", at);
+      end = end == std::string_view::npos ? headers.bytes.size() : end + 2;
+      const std::string_view line = headers.bytes.substr(at, end - at);
+      const size_t colon = line.find(':');
+      const std::string_view name =
+          colon == std::string_view::npos ? std::string_view() : line.substr(0, colon);
+      const absl::string_view trimmed = absl::StripTrailingAsciiWhitespace(AbslView(name));
+      if (!absl::EqualsIgnoreCase(trimmed, "Content-Length") &&
+          !absl::EqualsIgnoreCase(trimmed, "l")) {
+        text.append(line);
+      }
+      at = end;
+    }
+    OsipMessagePtr message = Parse(text);
+    if (message != nullptr && MSG_IS_REQUEST(message.get()) &&
+        MissingHeader(message.get()) == nullptr && message->sip_method != nullptr &&
+        std::strcmp(message->sip_method, "ACK") != 0) {
+      (void)SendReply(message.get(), headers.source, code, reason, {}, {});
+      return;
+    }
+    counters_.drop_requests.Inc();
+  } catch (const std::exception& e) {
+    spdlog::error("cannot answer {} to {}: {}", code, headers.source.peer.ToString(), e.what());
   }
 }
 

@@ -52,8 +52,12 @@ absl::Status RegisterSlStats(mi::StatsRegistry& stats, SipCounters& counters);
 class UdpListener {
  public:
   // Creates and binds the socket (a port in use is an error naming the address). The
-  // socket has a 200 ms receive timeout so workers notice shutdown.
-  static absl::StatusOr<std::unique_ptr<UdpListener>> Open(const ListenAddress& address);
+  // socket has a 200 ms receive timeout so workers notice shutdown. `max_buffer` > 0
+  // probes the largest receive buffer the kernel grants up to that many bytes, as
+  // OpenSIPS's `maxbuffer` does (double while it takes effect, then grow in 2 KB steps),
+  // and logs "using a UDP receive buffer of N kb"; 0 keeps the kernel's default.
+  static absl::StatusOr<std::unique_ptr<UdpListener>> Open(const ListenAddress& address,
+                                                           int max_buffer = 0);
   ~UdpListener();
   UdpListener(const UdpListener&) = delete;
   UdpListener& operator=(const UdpListener&) = delete;
@@ -62,6 +66,10 @@ class UdpListener {
   // "udp:IP:PORT" with the bound port (useful when the config asked for port 0).
   const std::string& name() const { return name_; }
   uint16_t port() const { return port_; }
+  // The socket's inode (matches /proc/net/udp lines).
+  uint64_t inode() const { return inode_; }
+  // SO_RCVBUF after probing, as the kernel reports it (Linux doubles the request).
+  int receive_buffer() const { return receive_buffer_; }
   // Bytes queued for sending on this socket (SIOCOUTQ), 0 if unsupported.
   uint64_t QueuedBytes() const;
 
@@ -71,7 +79,13 @@ class UdpListener {
   int fd_;
   std::string name_;
   uint16_t port_;
+  uint64_t inode_ = 0;
+  int receive_buffer_ = 0;
 };
+
+// Probes SO_RCVBUF of `fd` up to `max_buffer` bytes (see UdpListener::Open) and returns
+// the final value the kernel reports.
+int ProbeReceiveBuffer(int fd, int max_buffer);
 
 using SipHandlerMap = absl::flat_hash_map<std::string, SipRequestHandler>;
 
@@ -90,6 +104,12 @@ class StatelessSipStack {
 
   // Handles one inbound message. Never throws.
   void Handle(const SipInbound& message);
+
+  // Answers a message the transport cannot hand over (TCP: too large, bad
+  // Content-Length) with `code`/`reason`, from its header block alone (`headers.bytes`),
+  // when it is a request that can be answered; counts it in core:err_requests (and
+  // core:drop_requests when no answer is possible). Never throws.
+  void Reject(const SipInbound& headers, int code, std::string_view reason);
 
   // Sends a stateless reply for `message` to `source` (SipDestination::ReplyTo; shared by
   // the SipRequest implementation).

@@ -66,6 +66,7 @@
 #include <sys/socket.h>
 
 #include <cstdint>
+#include <ctime>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -142,6 +143,18 @@ struct SipDestination {
   static SipDestination ReplyTo(const SipSource& source);
 };
 
+// One TCP connection, as `list_tcp_conns` shows it.
+struct SipConnectionInfo {
+  uint64_t id = 0;
+  SipProto proto = SipProto::kTcp;
+  int state = 0;              // 0 established, 1 accepted (being handed over), 2 closing,
+                              // 5 connecting (OpenSIPS-style values)
+  SipAddress peer;            // the remote end
+  SipAddress local;           // our end (empty while connecting)
+  std::time_t expires = 0;    // when it closes if it stays idle (wall clock)
+  uint64_t queued_bytes = 0;  // waiting to be written
+};
+
 class SipTransport {
  public:
   virtual ~SipTransport() = default;
@@ -156,6 +169,9 @@ class SipTransport {
   // ResourceExhausted (TCP: the connection's send queue is full, or the connection
   // table is full).
   virtual absl::Status Send(const SipDestination& destination, std::string_view message) = 0;
+
+  // Open TCP connections in ascending id order (empty without TCP). Takes a snapshot.
+  virtual std::vector<SipConnectionInfo> Connections() const { return {}; }
 };
 
 // The SIP stack entry point (see the file comment). Must not throw.

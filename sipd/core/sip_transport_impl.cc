@@ -6,14 +6,35 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "sipd/core/proc_net.h"
 
 namespace sipd {
 
 absl::StatusOr<std::unique_ptr<SipTransportImpl>> SipTransportImpl::Open(
-    const std::vector<ListenAddress>& addresses) {
+    const std::vector<ListenAddress>& addresses, const Options& options) {
   std::unique_ptr<SipTransportImpl> transport(new SipTransportImpl());
   for (const ListenAddress& address : addresses) {
-    absl::StatusOr<std::unique_ptr<UdpListener>> listener = UdpListener::Open(address);
+    if (address.proto == SipProto::kTcp) {
+      if (transport->tcp_ == nullptr) {
+        if (options.shm == nullptr) {
+          return absl::FailedPreconditionError("TCP listen sockets need shared memory");
+        }
+        absl::StatusOr<std::unique_ptr<TcpTransport>> tcp =
+            TcpTransport::Create(*options.shm, options.tcp);
+        if (!tcp.ok()) return tcp.status();
+        transport->tcp_ = *std::move(tcp);
+      }
+      const int index = static_cast<int>(transport->sockets_.size());
+      absl::StatusOr<SipAddress> bound = transport->tcp_->Listen(index, address);
+      if (!bound.ok()) return bound.status();
+      ListenAddress actual = address;
+      actual.port = bound->port();
+      transport->sockets_.push_back(SipSocket{SipProto::kTcp, *bound, actual.ToString()});
+      transport->udp_.push_back(nullptr);
+      continue;
+    }
+    absl::StatusOr<std::unique_ptr<UdpListener>> listener =
+        UdpListener::Open(address, options.max_buffer);
     if (!listener.ok()) return listener.status();
     SipSocket socket;
     socket.proto = SipProto::kUdp;
@@ -23,6 +44,10 @@ absl::StatusOr<std::unique_ptr<SipTransportImpl>> SipTransportImpl::Open(
     socket.address = *bound;
     transport->sockets_.push_back(std::move(socket));
     transport->udp_.push_back(*std::move(listener));
+  }
+  if (transport->tcp_ != nullptr) {
+    absl::Status finished = transport->tcp_->Finish();
+    if (!finished.ok()) return finished;
   }
   return transport;
 }
@@ -36,9 +61,17 @@ const UdpListener* SipTransportImpl::udp(int index) const {
 
 uint64_t SipTransportImpl::UdpReceiveBacklog() const {
   uint64_t total = 0;
-  for (const auto& l : udp_) {
-    if (l != nullptr) total += l->QueuedBytes();
-  }
+  auto add = [this, &total](const ProcNetSocket& socket) {
+    if (socket.rx_queue == 0) return;
+    for (const auto& l : udp_) {
+      if (l != nullptr && l->inode() == socket.inode) {
+        total += socket.rx_queue;
+        return;
+      }
+    }
+  };
+  ForEachProcNetSocket("/proc/net/udp", false, add);
+  ForEachProcNetSocket("/proc/net/udp6", true, add);
   return total;
 }
 
@@ -52,9 +85,50 @@ absl::Status SipTransportImpl::Send(const SipDestination& destination, std::stri
     case SipProto::kUdp:
       return SendUdp(destination, message);
     case SipProto::kTcp:
-      return absl::FailedPreconditionError("no tcp listen socket");
+      return SendTcp(destination, message);
   }
   return absl::InvalidArgumentError("unknown protocol");
+}
+
+std::vector<SipConnectionInfo> SipTransportImpl::Connections() const {
+  std::vector<SipConnectionInfo> out;
+  if (tcp_ == nullptr) return out;
+  const int64_t lifetime_ms = tcp_->options().connection_lifetime.count();
+  for (const TcpConnInfo& c : tcp_->table().Snapshot()) {
+    SipConnectionInfo info;
+    info.id = c.id;
+    info.proto = SipProto::kTcp;
+    info.state = static_cast<int>(c.state);
+    info.peer = c.peer;
+    info.local = c.local.empty() ? tcp_->ListenAddressOf(c.socket) : c.local;
+    info.expires = static_cast<std::time_t>((c.last_activity_ms + lifetime_ms) / 1000);
+    info.queued_bytes = c.queued_bytes;
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+absl::Status SipTransportImpl::SendTcp(const SipDestination& destination,
+                                       std::string_view message) {
+  int socket = destination.socket;
+  if (socket >= 0) {
+    if (sockets_[static_cast<size_t>(socket)].proto != SipProto::kTcp) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("listen socket ", socket, " is not a TCP socket"));
+    }
+  } else {
+    for (size_t i = 0; i < sockets_.size() && socket < 0; ++i) {
+      if (sockets_[i].proto == SipProto::kTcp &&
+          sockets_[i].address.storage.ss_family == destination.address.storage.ss_family) {
+        socket = static_cast<int>(i);
+      }
+    }
+  }
+  if (tcp_ == nullptr || socket < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no tcp listen socket for ", destination.address.ipv6() ? "IPv6" : "IPv4"));
+  }
+  return tcp_->Send(destination, socket, message);
 }
 
 absl::Status SipTransportImpl::SendUdp(const SipDestination& destination,
