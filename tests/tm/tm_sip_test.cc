@@ -158,6 +158,53 @@ TEST_F(TmSipTest, CallsFlowFromASippUacThroughSipdToARegisteredSippUas) {
   EXPECT_GE(Stat("relayed_replies"), 3u * kCalls);  // 180, 200, 200
 }
 
+// Calls over TCP, and from UDP to TCP (sipd record-routes both of its sockets then).
+struct Legs {
+  bool uac_tcp;
+  bool uas_tcp;
+};
+
+class TmCallTest : public TmSipTest, public ::testing::WithParamInterface<Legs> {};
+
+TEST_P(TmCallTest, CallsFlowOverEachTransport) {
+  StartSipd("listen = tcp:127.0.0.1:0\n");
+  const int tcp_port = sipd_->listener_port("sip", "tcp");
+  ASSERT_GT(tcp_port, 0) << sipd_->log();
+  constexpr int kCalls = 10;
+  std::vector<std::string> uas_args = {"-m", absl::StrCat(kCalls)};
+  if (GetParam().uas_tcp) uas_args.insert(uas_args.end(), {"-t", "t1"});
+  auto uas = SippProcess::Start("uas_call.xml", uas_args, work_, "uas");
+  auto port = uas->SipPort(GetParam().uas_tcp);
+  ASSERT_TRUE(port.ok()) << port.status();
+  auto r = mi_->Execute("ul_add", {"location", "bob",
+                                   absl::StrCat("sip:bob@127.0.0.1:", *port,
+                                                GetParam().uas_tcp ? ";transport=tcp" : ""),
+                                   "0", "1.00", "0", "0", "0", "4294967295"});
+  ASSERT_EQ(r.code, 200u) << r.Status();
+  std::vector<std::string> uac_args = {
+      "-s",
+      "bob",
+      absl::StrCat("127.0.0.1:", GetParam().uac_tcp ? tcp_port : sip_port()),
+      "-m",
+      absl::StrCat(kCalls),
+      "-r",
+      "10"};
+  if (GetParam().uac_tcp) uac_args.insert(uac_args.end(), {"-t", "t1"});
+  auto uac = SippProcess::Start("uac_call.xml", uac_args, work_, "uac");
+  EXPECT_EQ(uac->Wait(60s), 0) << uac->output();
+  EXPECT_EQ(uas->Wait(30s), 0) << uas->output();
+  EXPECT_TRUE(WaitForStat("inuse_transactions", 0));
+  EXPECT_EQ(Stat("UAS_transactions"), 2u * kCalls);
+  EXPECT_EQ(Stat("2xx_transactions"), 2u * kCalls);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, TmCallTest,
+                         ::testing::Values(Legs{true, true}, Legs{false, true}, Legs{true, false}),
+                         [](const ::testing::TestParamInfo<Legs>& info) {
+                           return absl::StrCat(info.param.uac_tcp ? "tcp" : "udp", "_to_",
+                                               info.param.uas_tcp ? "tcp" : "udp");
+                         });
+
 TEST_F(TmSipTest, ARetransmittedInviteNeverCreatesASecondTransaction) {
   StartSipd();
   UdpPeer uac;
