@@ -859,6 +859,9 @@ void TransactionLayer::BranchFinished(Cell& cell, uint32_t b, int code, const Si
     }
   }
   if (reply != nullptr && code == 503) work.blacklist.push_back(br.destination);
+  // A relayed branch never sends its request again (nor a CANCEL for it): free it.
+  // Local cells keep it for the ACK of a retransmitted 2xx and for the completion.
+  if (!cell.local) table_.Release(br.request);
 
   Work::PendingReply e;
   e.id = id;
@@ -1001,6 +1004,8 @@ void TransactionLayer::SendFinalUpstream(Cell& cell, std::string bytes, int code
   const int64_t now = clock_();
   cell.final_sent = true;
   cell.final_code = static_cast<int16_t>(code);
+  // Local replies are built from the request; there will be none after the final one.
+  table_.Release(cell.request);
   (void)table_.Assign(cell.last_reply, bytes);
   work.Add(cell.source, std::move(bytes));
   if (code >= 200 && code < 700) Count(counters_.final_by_class[code / 100 - 2]);
@@ -1588,10 +1593,10 @@ absl::StatusOr<TransactionId> TransactionLayer::Launch(PreparedRequest prepared)
     Branch& br = cell->branches[0];
     br.destination = *destination;
     auto from = SipMessage::Parse(bytes);
-    const bool stored =
-        from.ok() && table_.Assign(br.request, bytes) && table_.Assign(cell->request, bytes) &&
-        table_.Assign(cell->call_id, call_id) && table_.Assign(cell->from_tag, from->from_tag()) &&
-        table_.Assign(cell->completion_data, uac.completion_data);
+    const bool stored = from.ok() && table_.Assign(br.request, bytes) &&
+                        table_.Assign(cell->call_id, call_id) &&
+                        table_.Assign(cell->from_tag, from->from_tag()) &&
+                        table_.Assign(cell->completion_data, uac.completion_data);
     if (!stored) {
       table_.DeleteCell(bucket, cell);
       table_.UnlockBucket(bucket);
