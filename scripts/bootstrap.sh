@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages sipd needs, only those missing (idempotent and quiet
 # when everything is there). Run as root or with sudo available.
+#
+#   scripts/bootstrap.sh          what sipd needs to build and test
+#   scripts/bootstrap.sh bench    the same plus Kamailio 5.6 (Debian 12's `kamailio`), only
+#                                 for the comparison in bench/tm_bench.cc (it runs a
+#                                 throw-away Kamailio on loopback; sipd never needs it)
 set -euo pipefail
 
 # Why each package is here: see README.md "Dependencies".
@@ -14,6 +19,10 @@ PACKAGES=(
   python3 python3-grpcio python3-protobuf
   clang-format procps iproute2 curl nghttp2-client ccache
 )
+
+if [ "${1:-}" = "bench" ]; then
+  PACKAGES+=(kamailio)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -8,6 +8,8 @@
 #include "sipd/modules/dialog/dialog.h"
 #include "sipd/modules/mi_selftest/mi_selftest.h"
 #include "sipd/modules/registrar/registrar.h"
+#include "sipd/modules/siptrace/siptrace.h"
+#include "sipd/modules/tm/tm.h"
 #include "sipd/modules/usrloc/usrloc.h"
 
 namespace sipd {
@@ -18,7 +20,8 @@ const std::vector<ModuleEntry>& ModuleTable() {
       {"mi_xmlrpc", &NewMiXmlrpcModule},     {"mi_fifo", &NewMiFifoModule},
       {"mi_datagram", &NewMiDatagramModule}, {"mi_grpc", &NewMiGrpcModule},
       {"usrloc", &NewUsrlocModule},          {"registrar", &NewRegistrarModule},
-      {"mi_selftest", &NewMiSelftestModule}, {"dialog", &NewDialogModule},
+      {"mi_selftest", &NewMiSelftestModule}, {"tm", &NewTmModule},
+      {"siptrace", &NewSiptraceModule},      {"dialog", &NewDialogModule},
   };
   return kModules;
 }

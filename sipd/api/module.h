@@ -34,6 +34,10 @@ namespace sipd {
 
 class Core;
 class SipRequest;
+// sipd/core/sip_transport.h: the SIP transport seam (inbound handler, Send()).
+class SipTransport;
+struct SipInbound;
+using SipMessageHandler = std::function<void(const SipInbound& message)>;
 // sipd/core/shm.h (Boost.Interprocess): included only by the modules that place objects
 // in shared memory.
 class SharedMemory;
@@ -43,6 +47,8 @@ inline constexpr int kRankMain = 0;
 inline constexpr int kRankTimer = -1;
 inline constexpr int kRankModule = -2;
 inline constexpr int kRankSipWorker = 1;  // first SIP worker; workers are 1..n
+// TCP receivers are SIP workers too: they take the ranks after the UDP workers.
+inline constexpr int kRankTcpMain = -4;  // `TCP main` (accepts connections, runs no SIP)
 
 // A modparam value: a quoted string or a bare integer.
 using ParamValue = std::variant<std::string, int64_t>;
@@ -114,7 +120,8 @@ class Core {
   // Global config values (`key = value` lines).
   virtual const std::string& run_dir() const = 0;
   virtual int children() const = 0;
-  // Listen sockets as `udp:IP:PORT`, in config order.
+  // Listen sockets as `udp:IP:PORT` / `tcp:IP:PORT`, in config order (the names of
+  // SipTransport::sockets()).
   virtual const std::vector<std::string>& listen() const = 0;
   virtual std::time_t start_time() const = 0;
   // argv of the daemon, for the `arg` command.
@@ -153,6 +160,18 @@ class Core {
   // workers. Methods without a handler get the core's stateless answer (OPTIONS: 200,
   // others: 501/405 as documented in sipd/core/sip.h).
   virtual void AddSipHandler(std::string method, SipRequestHandler handler) = 0;
+
+  // The SIP transport (sipd/core/sip_transport.h): listen sockets and Send(). Valid in
+  // every process once Init() starts; Send() is meant for forked processes. nullptr in
+  // cores without SIP (test doubles).
+  virtual SipTransport* sip_transport() { return nullptr; }
+
+  // Installs the SIP stack entry point run for every inbound SIP message, in the process
+  // that received it (UDP workers, TCP receivers), and returns the handler it replaces
+  // (at first: the core's stateless stack, which runs the AddSipHandler handlers), so
+  // the new stack can pass on what it does not handle. Only during Init(); an empty
+  // handler is ignored. (Test doubles without SIP return an empty function.)
+  virtual SipMessageHandler SetSipMessageHandler(SipMessageHandler /*handler*/) { return {}; }
 
   // Snapshot of the process table, slot order (spec 10.1).
   virtual std::vector<ProcessInfo> process_table() const = 0;

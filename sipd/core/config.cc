@@ -336,9 +336,23 @@ class Parser {
   }
 
   absl::Status Assignment(const Token& key) {
-    static constexpr std::string_view kKeys[] = {"listen",  "children",      "log_level",
-                                                 "debug",   "run_dir",       "shm_size",
-                                                 "mi_nice", "mi_async_slots"};
+    static constexpr std::string_view kKeys[] = {"listen",
+                                                 "children",
+                                                 "log_level",
+                                                 "debug",
+                                                 "run_dir",
+                                                 "shm_size",
+                                                 "mi_nice",
+                                                 "mi_async_slots",
+                                                 "maxbuffer",
+                                                 "tcp_children",
+                                                 "tcp_max_connections",
+                                                 "tcp_connection_lifetime",
+                                                 "tcp_max_msg_size",
+                                                 "tcp_header_timeout",
+                                                 "tcp_connect_timeout",
+                                                 "tcp_send_timeout",
+                                                 "tcp_max_send_queue"};
     bool known = false;
     for (std::string_view k : kKeys) known |= (key.text == k);
     if (!known) {
@@ -355,7 +369,7 @@ class Parser {
       absl::StatusOr<ListenAddress> addr = ParseListenAddress(text);
       if (!addr.ok()) return Error(key.line, absl::StrCat("listen: ", addr.status().message()));
       for (const auto& l : config_.listen) {
-        if (l.ip == addr->ip && l.port == addr->port && addr->port != 0) {
+        if (l.proto == addr->proto && l.ip == addr->ip && l.port == addr->port && addr->port != 0) {
           return Error(key.line, absl::StrCat("listen: ", addr->ToString(), " given twice"));
         }
       }
@@ -383,6 +397,31 @@ class Parser {
     } else if (key.text == "mi_async_slots") {
       SIPD_ASSIGN_OR_RETURN(int64_t v, IntegerValue(key, 16, 1 << 20));
       config_.mi_async_slots = static_cast<size_t>(v);
+    } else if (key.text == "maxbuffer") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntegerValue(key, 0, 256 << 20));
+      config_.maxbuffer = static_cast<int>(v);
+    } else {
+      // tcp_*: name, range, field.
+      struct TcpKey {
+        std::string_view name;
+        int64_t min, max;
+        int TcpConfig::*field;
+      };
+      static constexpr TcpKey kTcpKeys[] = {
+          {"tcp_children", 1, 256, &TcpConfig::children},
+          {"tcp_max_connections", 1, 1 << 20, &TcpConfig::max_connections},
+          {"tcp_connection_lifetime", 1, 86400 * 7, &TcpConfig::connection_lifetime_s},
+          {"tcp_max_msg_size", 512, 64 << 20, &TcpConfig::max_msg_size},
+          {"tcp_header_timeout", 1, 3600, &TcpConfig::header_timeout_s},
+          {"tcp_connect_timeout", 1, 600000, &TcpConfig::connect_timeout_ms},
+          {"tcp_send_timeout", 1, 3600000, &TcpConfig::send_timeout_ms},
+          {"tcp_max_send_queue", 1024, 1 << 30, &TcpConfig::max_send_queue},
+      };
+      for (const TcpKey& k : kTcpKeys) {
+        if (key.text != k.name) continue;
+        SIPD_ASSIGN_OR_RETURN(int64_t v, IntegerValue(key, k.min, k.max));
+        config_.tcp.*k.field = static_cast<int>(v);
+      }
     }
     return absl::OkStatus();
   }
@@ -405,27 +444,31 @@ std::string DefaultRunDir() {
 }
 
 std::string ListenAddress::ToString() const {
-  return ipv6 ? absl::StrCat("udp:[", ip, "]:", port) : absl::StrCat("udp:", ip, ":", port);
+  const std::string_view scheme = SipProtoName(proto);
+  return ipv6 ? absl::StrCat(AbslView(scheme), ":[", ip, "]:", port)
+              : absl::StrCat(AbslView(scheme), ":", ip, ":", port);
 }
 
 absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view text) {
   std::string_view rest = text;
+  ListenAddress out;
   if (rest.substr(0, 4) == "udp:") {
     rest.remove_prefix(4);
-  } else if (rest.size() > 4 && rest[3] == ':' &&
-             (rest.substr(0, 3) == "tcp" || rest.substr(0, 3) == "tls" ||
-              rest.substr(0, 4) == "sctp")) {
+  } else if (rest.substr(0, 4) == "tcp:") {
+    rest.remove_prefix(4);
+    out.proto = SipProto::kTcp;
+  } else if ((rest.size() > 4 && rest[3] == ':' && rest.substr(0, 3) == "tls") ||
+             rest.substr(0, 5) == "sctp:") {
     return absl::InvalidArgumentError(
-        absl::StrCat("'", AbslView(text), "': only udp listeners are supported"));
+        absl::StrCat("'", AbslView(text), "': only udp and tcp listeners are supported"));
   }
-  ListenAddress out;
   std::string_view host;
   std::string_view port;
   if (!rest.empty() && rest.front() == '[') {
     const size_t close = rest.find(']');
     if (close == std::string_view::npos || close + 1 >= rest.size() || rest[close + 1] != ':') {
       return absl::InvalidArgumentError(
-          absl::StrCat("'", AbslView(text), "': expected udp:[IPv6]:PORT"));
+          absl::StrCat("'", AbslView(text), "': expected udp:[IPv6]:PORT or tcp:[IPv6]:PORT"));
     }
     host = rest.substr(1, close - 1);
     port = rest.substr(close + 2);
@@ -434,7 +477,7 @@ absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view text) {
     const size_t colon = rest.rfind(':');
     if (colon == std::string_view::npos) {
       return absl::InvalidArgumentError(
-          absl::StrCat("'", AbslView(text), "': expected udp:IP:PORT"));
+          absl::StrCat("'", AbslView(text), "': expected udp:IP:PORT or tcp:IP:PORT"));
     }
     host = rest.substr(0, colon);
     port = rest.substr(colon + 1);

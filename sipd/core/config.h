@@ -2,7 +2,17 @@
 //
 //   # comment                          (anywhere outside a quoted string)
 //   listen = udp:127.0.0.1:5060        (repeatable; `udp:` may be omitted; IPv6 as [::1])
-//   children = 2                       (SIP workers per listen socket)
+//   listen = tcp:127.0.0.1:5060        (SIP over TCP: `TCP main` + `TCP receiver`s)
+//   children = 2                       (SIP workers per UDP listen socket)
+//   maxbuffer = 2097152                (UDP receive buffer probing limit, bytes; 0 = off)
+//   tcp_children = 2                   (TCP receivers; default: children)
+//   tcp_max_connections = 2048         (open TCP connections at once, both directions)
+//   tcp_connection_lifetime = 120      (s without traffic before a connection is closed)
+//   tcp_max_msg_size = 65536           (bytes: larger messages get 513 and a close)
+//   tcp_header_timeout = 4             (s from a message's first byte to its last)
+//   tcp_connect_timeout = 3000         (ms for an outbound connect)
+//   tcp_send_timeout = 10000           (ms a peer may take no bytes while we have some)
+//   tcp_max_send_queue = 262144        (bytes queued per connection)
 //   log_level = 3                      (alias: debug; OpenSIPS levels -3 .. 4, 5+ = trace)
 //   run_dir = "/tmp/sipd-run"          (sipd's own directory; see "run_dir" below)
 //   shm_size = 64                      (shared memory, MB)
@@ -42,17 +52,20 @@
 
 #include "absl/status/statusor.h"
 #include "sipd/api/module.h"
+#include "sipd/core/sip_transport.h"
 
 namespace sipd {
 
 // One `listen` line.
 struct ListenAddress {
+  SipProto proto = SipProto::kUdp;
   std::string ip;  // without brackets
   uint16_t port = 0;
   bool ipv6 = false;
   int line = 0;  // of its listen line (0: not from a file)
 
-  // "udp:IP:PORT" (IPv6 in brackets): the socket name used by ps, stats and SipRequest.
+  // "udp:IP:PORT" / "tcp:IP:PORT" (IPv6 in brackets): the socket name used by ps, stats,
+  // SipRequest and usrloc.
   std::string ToString() const;
 };
 
@@ -73,10 +86,26 @@ struct LoadedModule {
 // $XDG_RUNTIME_DIR/sipd, else /tmp/sipd-<euid> (see "run_dir" above).
 std::string DefaultRunDir();
 
+// The TCP limits (config keys tcp_*; meanings above).
+struct TcpConfig {
+  int children = 0;  // 0: as `children`
+  int max_connections = 2048;
+  int connection_lifetime_s = 120;
+  int max_msg_size = 65536;
+  int header_timeout_s = 4;
+  int connect_timeout_ms = 3000;
+  int send_timeout_ms = 10000;
+  int max_send_queue = 262144;
+};
+
 struct Config {
   std::string file;
   std::vector<ListenAddress> listen;
   int children = 8;
+  // UDP receive buffer probing limit (OpenSIPS `maxbuffer`; 0: kernel default). Larger
+  // than OpenSIPS's 256 KB default so that bursts queue rather than drop.
+  int maxbuffer = 2 * 1024 * 1024;
+  TcpConfig tcp;
   int log_level = 2;
   std::string run_dir = DefaultRunDir();
   int run_dir_line = 0;  // 0: the default
@@ -108,7 +137,8 @@ absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file_
 absl::StatusOr<Config> LoadConfigFile(const std::string& path, const ModuleFactory& factory,
                                       const ParseOptions& options = {});
 
-// Parses "udp:IP:PORT", "IP:PORT", "udp:[v6]:PORT". Port 0 = any free port.
+// Parses "udp:IP:PORT", "tcp:IP:PORT", "IP:PORT" (UDP), "udp:[v6]:PORT". Port 0 = any
+// free port.
 absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view text);
 
 }  // namespace sipd

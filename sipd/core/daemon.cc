@@ -19,6 +19,7 @@
 #include <fstream>
 #include <new>
 #include <random>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -28,6 +29,8 @@
 #include "generated/sipd_version.h"
 #include "registry/status_macros.h"
 #include "sipd/core/logging.h"
+#include "sipd/core/tcp_main.h"
+#include "sipd/core/tcp_receiver.h"
 #include "spdlog/spdlog.h"
 
 namespace sipd {
@@ -177,7 +180,8 @@ Daemon::Daemon(Config config, Options options)
 Daemon::~Daemon() {
   // Modules may hold pointers into shared memory: destroy them before it is unmapped.
   config_.modules.clear();
-  listeners_.clear();
+  stateless_stack_.reset();
+  transport_.reset();
 }
 
 Module* Daemon::FindModule(std::string_view name) {
@@ -202,6 +206,15 @@ void Daemon::AddSipHandler(std::string method, SipRequestHandler handler) {
     return;
   }
   sip_handlers_[std::move(method)] = std::move(handler);
+}
+
+SipMessageHandler Daemon::SetSipMessageHandler(SipMessageHandler handler) {
+  if (initialized_) {
+    spdlog::error("SetSipMessageHandler after start-up ignored");
+    return {};
+  }
+  if (!handler) return sip_message_handler_;
+  return std::exchange(sip_message_handler_, std::move(handler));
 }
 
 std::vector<ProcessInfo> Daemon::process_table() const {
@@ -377,15 +390,21 @@ absl::Status Daemon::InitializeSteps() {
   if (parser_init() != 0) return absl::InternalError("libosip2 parser_init() failed");
   RouteOsipTraces();
 
+  SipTransportImpl::Options transport_options;
+  transport_options.max_buffer = config_.maxbuffer;
+  transport_options.shm = shm_.get();
+  transport_options.tcp = TcpOptions::FromConfig(config_);
+  SIPD_ASSIGN_OR_RETURN(transport_, SipTransportImpl::Open(config_.listen, transport_options));
   listen_names_.clear();
-  for (const auto& address : config_.listen) {
-    SIPD_ASSIGN_OR_RETURN(std::unique_ptr<UdpListener> listener, UdpListener::Open(address));
-    listen_names_.push_back(listener->name());
-    std::string bound = listener->name();
-    if (absl::StartsWith(bound, "udp:")) bound.erase(0, 4);
-    attendant_listeners_.push_back(Listener{"sip", "udp", bound});
-    listeners_.push_back(std::move(listener));
+  for (const SipSocket& socket : transport_->sockets()) {
+    listen_names_.push_back(socket.name);
+    attendant_listeners_.push_back(
+        Listener{"sip", std::string(SipProtoName(socket.proto)), socket.address.ToString()});
   }
+  // The default SIP stack: the stateless one of the process that received the message.
+  sip_message_handler_ = [this](const SipInbound& message) {
+    if (stateless_stack_ != nullptr) stateless_stack_->Handle(message);
+  };
 
   SIPD_RETURN_IF_ERROR(RegisterBuiltinStatistics());
   SIPD_RETURN_IF_ERROR(stats_->RegisterCommands(mi_));
@@ -418,7 +437,9 @@ absl::Status Daemon::InitializeSteps() {
   table_->SetType(0, "starter");
   table_->SetPid(0, getpid());
 
-  const size_t workers = listeners_.size() * static_cast<size_t>(config_.children);
+  const size_t workers =
+      UdpWorkerCount() +
+      static_cast<size_t>(transport_->tcp() != nullptr ? transport_->tcp()->receivers() : 0);
   void* busy = shm_->Allocate(std::max<size_t>(workers, 1));
   if (busy == nullptr) return absl::ResourceExhaustedError("no shared memory for busy flags");
   busy_flags_ = static_cast<std::atomic<uint8_t>*>(busy);
@@ -471,12 +492,9 @@ absl::Status Daemon::RegisterBuiltinStatistics() {
       sip_counters_));
 
   stats_->AddGroup("net");
-  const auto* listeners = &listeners_;
-  SIPD_RETURN_IF_ERROR(stats_->AddFunction("net", "waiting_udp", [listeners] {
-    uint64_t total = 0;
-    for (const auto& l : *listeners) total += l->QueuedBytes();
-    return total;
-  }));
+  const SipTransportImpl* transport = transport_.get();
+  SIPD_RETURN_IF_ERROR(stats_->AddFunction("net", "waiting_udp",
+                                           [transport] { return transport->UdpReceiveBacklog(); }));
 
   return RegisterSlStats(*stats_, sip_counters_);
 }
@@ -505,15 +523,23 @@ absl::Status Daemon::RegisterProcessStatistics() {
 
   stats_->AddGroup("load");
   const size_t children = static_cast<size_t>(config_.children);
-  for (size_t l = 0; l < listeners_.size(); ++l) {
+  for (size_t l = 0; l < transport_->sockets().size(); ++l) {
     std::atomic<uint8_t>* flags = busy_flags_ + l * children;
-    SIPD_RETURN_IF_ERROR(stats_->AddFunction("load", absl::StrCat(listeners_[l]->name(), "-load"),
-                                             [flags, children] {
-                                               uint64_t busy = 0;
-                                               for (size_t i = 0; i < children; ++i)
-                                                 busy += flags[i].load(std::memory_order_relaxed);
-                                               return busy * 100 / children;
-                                             }));
+    SIPD_RETURN_IF_ERROR(
+        stats_->AddFunction("load", absl::StrCat(listen_names_[l], "-load"), [flags, children] {
+          uint64_t busy = 0;
+          for (size_t i = 0; i < children; ++i) busy += flags[i].load(std::memory_order_relaxed);
+          return busy * 100 / children;
+        }));
+  }
+  if (transport_->tcp() != nullptr) {
+    std::atomic<uint8_t>* flags = busy_flags_ + UdpWorkerCount();
+    const size_t receivers = static_cast<size_t>(transport_->tcp()->receivers());
+    SIPD_RETURN_IF_ERROR(stats_->AddFunction("load", "tcp-load", [flags, receivers] {
+      uint64_t busy = 0;
+      for (size_t i = 0; i < receivers; ++i) busy += flags[i].load(std::memory_order_relaxed);
+      return busy * 100 / receivers;
+    }));
   }
   return absl::OkStatus();
 }
@@ -533,7 +559,8 @@ void Daemon::PlanProcesses() {
     }
   }
   int worker = 0;
-  for (size_t l = 0; l < listeners_.size(); ++l) {
+  for (size_t l = 0; l < transport_->sockets().size(); ++l) {
+    if (transport_->sockets()[l].proto != SipProto::kUdp) continue;
     for (int i = 0; i < config_.children; ++i) {
       // Trailing space, as OpenSIPS prints it (spec 10.1).
       plan_.push_back(PlannedProcess{.kind = PlannedProcess::Kind::kSipWorker,
@@ -544,6 +571,20 @@ void Daemon::PlanProcesses() {
   }
   plan_.push_back(
       PlannedProcess{.kind = PlannedProcess::Kind::kTimer, .type = timers_.ProcessType()});
+  // Spec 10.1: `TCP receiver` x tcp_children, then `TCP main` last.
+  if (transport_->tcp() != nullptr) {
+    for (int i = 0; i < transport_->tcp()->receivers(); ++i) {
+      plan_.push_back(PlannedProcess{
+          .kind = PlannedProcess::Kind::kTcpReceiver, .type = "TCP receiver", .index = i});
+    }
+    plan_.push_back(PlannedProcess{.kind = PlannedProcess::Kind::kTcpMain, .type = "TCP main"});
+  }
+}
+
+size_t Daemon::UdpWorkerCount() const {
+  size_t udp = 0;
+  for (const SipSocket& socket : transport_->sockets()) udp += socket.proto == SipProto::kUdp;
+  return udp * static_cast<size_t>(config_.children);
 }
 
 std::vector<std::string> Daemon::PlannedProcessTypes() const {
@@ -560,6 +601,10 @@ int Daemon::ChildRank(const PlannedProcess& p) const {
       return kRankSipWorker + p.index;
     case PlannedProcess::Kind::kTimer:
       return kRankTimer;
+    case PlannedProcess::Kind::kTcpReceiver:
+      return kRankSipWorker + static_cast<int>(UdpWorkerCount()) + p.index;
+    case PlannedProcess::Kind::kTcpMain:
+      return kRankTcpMain;
     case PlannedProcess::Kind::kAttendant:
       break;
   }
@@ -738,6 +783,14 @@ void Daemon::ChildMain(int slot, int report_fd) {
 
   const PlannedProcess& p = plan_[static_cast<size_t>(slot)];
   current_slot_ = slot;
+  // Keep only the SIP descriptors this process serves (sipd/core/tcp_transport.h).
+  if (transport_->tcp() != nullptr) {
+    transport_->tcp()->EnterProcess(
+        p.kind == PlannedProcess::Kind::kTcpMain       ? TcpTransport::Role::kTcpMain
+        : p.kind == PlannedProcess::Kind::kTcpReceiver ? TcpTransport::Role::kTcpReceiver
+                                                       : TcpTransport::Role::kOther,
+        p.index);
+  }
   CloseForeignDescriptors(p, report_fd);
   SetLogProcessType(p.type);
   // A short name for top/ps/pgrep (the kernel keeps 15 bytes): sipd:sip, sipd:timer,
@@ -749,6 +802,12 @@ void Daemon::ChildMain(int slot, int report_fd) {
       break;
     case PlannedProcess::Kind::kTimer:
       comm += "timer";
+      break;
+    case PlannedProcess::Kind::kTcpReceiver:
+      comm += "tcp";
+      break;
+    case PlannedProcess::Kind::kTcpMain:
+      comm += "tcp-main";
       break;
     default:
       comm += p.type;
@@ -805,14 +864,48 @@ void Daemon::ChildMain(int slot, int report_fd) {
         break;
       }
       case PlannedProcess::Kind::kSipWorker: {
-        SipWorker worker(*listeners_[p.listener], sip_counters_, sip_handlers_, to_tag_prefix_,
-                         absl::StrCat("sipd/", SIPD_VERSION), &busy_flags_[p.index]);
-        worker.Run(*this);
+        stateless_stack_ = std::make_unique<StatelessSipStack>(*transport_, sip_counters_,
+                                                               sip_handlers_, to_tag_prefix_,
+                                                               absl::StrCat("sipd/", SIPD_VERSION));
+        const int socket = static_cast<int>(p.listener);
+        UdpReceiver receiver(*transport_->udp(socket), socket, sip_message_handler_,
+                             &busy_flags_[p.index]);
+        receiver.Run(*this);
         break;
       }
       case PlannedProcess::Kind::kTimer:
         timers_.Run(*this);
         break;
+      case PlannedProcess::Kind::kTcpReceiver: {
+        stateless_stack_ = std::make_unique<StatelessSipStack>(*transport_, sip_counters_,
+                                                               sip_handlers_, to_tag_prefix_,
+                                                               absl::StrCat("sipd/", SIPD_VERSION));
+        TcpReceiver::Hooks hooks;
+        hooks.handler = &sip_message_handler_;
+        StatelessSipStack* stack = stateless_stack_.get();
+        hooks.reject = [stack](const SipInbound& headers, int code, std::string_view reason) {
+          stack->Reject(headers, code, reason);
+        };
+        hooks.busy = &busy_flags_[UdpWorkerCount() + static_cast<size_t>(p.index)];
+        TcpReceiver receiver(*transport_->tcp(), p.index, std::move(hooks));
+        absl::Status status = receiver.Run(*this);
+        if (!status.ok()) {
+          spdlog::critical("process {} ({}) failed: {}", slot, p.type,
+                           std::string(status.message()));
+          exit_code = 1;
+        }
+        break;
+      }
+      case PlannedProcess::Kind::kTcpMain: {
+        TcpMain accepter(*transport_->tcp());
+        absl::Status status = accepter.Run(*this);
+        if (!status.ok()) {
+          spdlog::critical("process {} ({}) failed: {}", slot, p.type,
+                           std::string(status.message()));
+          exit_code = 1;
+        }
+        break;
+      }
       case PlannedProcess::Kind::kAttendant:
         break;
     }
@@ -839,11 +932,23 @@ void Daemon::CloseForeignDescriptors(const PlannedProcess& p, int report_fd) con
       keep.insert(keep.end(), own.begin(), own.end());
       break;
     }
-    case PlannedProcess::Kind::kSipWorker:
-      keep.push_back(listeners_[p.listener]->fd());
-      break;
     default:
       break;
+  }
+  // SIP: every process may Send() (sipd/core/sip_transport.h), so every process keeps the
+  // UDP sockets; of the TCP descriptors, what TcpTransport::EnterProcess() left open.
+  for (size_t i = 0; i < transport_->sockets().size(); ++i) {
+    if (const UdpListener* udp = transport_->udp(static_cast<int>(i)); udp != nullptr) {
+      keep.push_back(udp->fd());
+    }
+  }
+  if (const TcpTransport* tcp = transport_->tcp(); tcp != nullptr) {
+    for (const TcpTransport::ListenSocket& l : tcp->listen_sockets()) keep.push_back(l.fd);
+    for (int r = 0; r < tcp->receivers(); ++r) {
+      keep.push_back(tcp->main_end(r));
+      keep.push_back(tcp->receiver_end(r));
+      keep.push_back(tcp->wake_fd(r));
+    }
   }
   for (int fd : OpenDescriptors()) {
     if (std::find(keep.begin(), keep.end(), fd) == keep.end()) close(fd);

@@ -70,6 +70,7 @@
 #include "sipd/core/process_table.h"
 #include "sipd/core/shm.h"
 #include "sipd/core/sip_receiver.h"
+#include "sipd/core/sip_transport_impl.h"
 #include "sipd/core/timer.h"
 
 namespace sipd {
@@ -114,6 +115,8 @@ class Daemon final : public Core {
   void AddTimer(std::string label, std::chrono::milliseconds interval,
                 std::function<void()> fn) override;
   void AddSipHandler(std::string method, SipRequestHandler handler) override;
+  SipTransport* sip_transport() override { return transport_.get(); }
+  SipMessageHandler SetSipMessageHandler(SipMessageHandler handler) override;
   std::vector<ProcessInfo> process_table() const override;
   int log_level() const override;
   void SetLogLevel(int level) override;
@@ -152,13 +155,14 @@ class Daemon final : public Core {
 
   // One process-table slot as the attendant plans and supervises it.
   struct PlannedProcess {
-    enum class Kind { kAttendant, kModule, kSipWorker, kTimer };
+    enum class Kind { kAttendant, kModule, kSipWorker, kTimer, kTcpReceiver, kTcpMain };
     Kind kind = Kind::kAttendant;
     std::string type;
     size_t module = 0;    // kModule: index in config_.modules
     size_t spec = 0;      // kModule: index in module_specs_[module]
-    int index = 0;        // kModule: process index in the spec; kSipWorker: global index
-    size_t listener = 0;  // kSipWorker
+    int index = 0;        // kModule: process index in the spec; kSipWorker: global index;
+                          // kTcpReceiver: receiver index
+    size_t listener = 0;  // kSipWorker: the UDP socket's index in transport_->sockets()
     // Supervision (attendant only).
     Clock::time_point started{};
     Clock::time_point next_start{};
@@ -174,6 +178,8 @@ class Daemon final : public Core {
   absl::Status Explain(absl::Status status) const;
   absl::Status RegisterBuiltinStatistics();
   absl::Status RegisterProcessStatistics();
+  // UDP SIP workers in total (UDP listen sockets x children).
+  size_t UdpWorkerCount() const;
   void PlanProcesses();
 
   // Forks `slot` and waits for its ChildInit report. Returns the pid, or an error (the
@@ -217,9 +223,14 @@ class Daemon final : public Core {
   std::atomic<uint8_t>* busy_flags_ = nullptr;
   ProcMemoryCache proc_memory_cache_;
 
-  std::vector<std::unique_ptr<UdpListener>> listeners_;
+  std::unique_ptr<SipTransportImpl> transport_;
   SipCounters sip_counters_;
   SipHandlerMap sip_handlers_;
+  // The SIP stack entry point (Core::SetSipMessageHandler); by default the stateless
+  // stack of the calling process (stateless_stack_).
+  SipMessageHandler sip_message_handler_;
+  // In a receiving process (UDP worker, TCP receiver): the core's stateless stack.
+  std::unique_ptr<StatelessSipStack> stateless_stack_;
   std::string to_tag_prefix_;
   TimerList timers_;
 

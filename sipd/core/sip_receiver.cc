@@ -5,12 +5,15 @@
 #include <netinet/in.h>
 #include <osipparser2/osip_parser.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "registry/status_macros.h"
 #include "sipd/core/sip.h"
@@ -78,37 +81,33 @@ const char* MissingHeader(osip_message_t* m) {
 
 class SipRequestImpl final : public SipRequest {
  public:
-  SipRequestImpl(SipWorker& worker, osip_message_t* message, std::string_view raw,
-                 const sockaddr_storage& source, socklen_t source_length, const std::string& socket)
-      : worker_(worker),
+  SipRequestImpl(StatelessSipStack& stack, osip_message_t* message, const SipInbound& inbound,
+                 const std::string& socket)
+      : stack_(stack),
         message_(message),
         method_(message->sip_method != nullptr ? message->sip_method : ""),
-        raw_(raw),
-        source_(source),
-        source_length_(source_length),
+        inbound_(inbound),
         socket_(socket) {}
 
   osip_message_t* message() override { return message_; }
   const std::string& method() const override { return method_; }
-  std::string_view raw() const override { return raw_; }
-  const sockaddr_storage& source() const override { return source_; }
-  std::string source_ip() const override { return SockaddrIp(source_); }
-  uint16_t source_port() const override { return SockaddrPort(source_); }
+  std::string_view raw() const override { return inbound_.bytes; }
+  const sockaddr_storage& source() const override { return inbound_.source.peer.storage; }
+  std::string source_ip() const override { return inbound_.source.peer.ip(); }
+  uint16_t source_port() const override { return inbound_.source.peer.port(); }
   const std::string& socket() const override { return socket_; }
 
   absl::Status Reply(int code, std::string_view reason,
                      const std::vector<std::string>& extra_headers,
                      std::string_view body) override {
-    return worker_.SendReply(message_, source_, source_length_, code, reason, extra_headers, body);
+    return stack_.SendReply(message_, inbound_.source, code, reason, extra_headers, body);
   }
 
  private:
-  SipWorker& worker_;
+  StatelessSipStack& stack_;
   osip_message_t* message_;
   std::string method_;
-  std::string_view raw_;
-  const sockaddr_storage& source_;
-  socklen_t source_length_;
+  const SipInbound& inbound_;
   const std::string& socket_;
 };
 
@@ -168,7 +167,42 @@ uint16_t SockaddrPort(const sockaddr_storage& address) {
   return 0;
 }
 
-absl::StatusOr<std::unique_ptr<UdpListener>> UdpListener::Open(const ListenAddress& address) {
+int ProbeReceiveBuffer(int fd, int max_buffer) {
+  // OpenSIPS's probe_max_receive_buffer(): double while the kernel grants it, then grow
+  // linearly; Linux silently caps at net.core.rmem_max, so every step is verified.
+  constexpr int kIncrement = 2048;
+  int initial = 0;
+  socklen_t length = sizeof(initial);
+  if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &initial, &length) != 0) return 0;
+  if (initial <= 0) initial = kIncrement;
+  int phase = 0;
+  for (int64_t wanted = initial;;) {
+    wanted = phase == 0 ? wanted * 2 : wanted + kIncrement;
+    if (wanted > max_buffer) {
+      if (phase == 1) break;
+      phase = 1;
+      wanted /= 2;
+      continue;
+    }
+    const int request = static_cast<int>(wanted);
+    int verified = 0;
+    length = sizeof(verified);
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &request, sizeof(request)) != 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &verified, &length) != 0 || verified < request) {
+      if (phase == 1) break;
+      phase = 1;
+      wanted /= 2;
+      continue;
+    }
+  }
+  int final_size = 0;
+  length = sizeof(final_size);
+  getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &final_size, &length);
+  return final_size;
+}
+
+absl::StatusOr<std::unique_ptr<UdpListener>> UdpListener::Open(const ListenAddress& address,
+                                                               int max_buffer) {
   sockaddr_storage storage{};
   socklen_t length = 0;
   if (address.ipv6) {
@@ -196,10 +230,6 @@ absl::StatusOr<std::unique_ptr<UdpListener>> UdpListener::Open(const ListenAddre
   // Workers wake up at least every 200 ms to notice shutdown and log level changes.
   const timeval timeout{0, 200 * 1000};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  // Bursts should queue rather than drop while every worker is busy; the kernel caps the
-  // request at net.core.rmem_max (failure is harmless).
-  const int receive_buffer = 2 * 1024 * 1024;
-  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
   // No SO_REUSEADDR: a port already in use must fail start-up.
   if (bind(fd, reinterpret_cast<sockaddr*>(&storage), length) != 0) {
     const int error = errno;
@@ -212,7 +242,19 @@ absl::StatusOr<std::unique_ptr<UdpListener>> UdpListener::Open(const ListenAddre
   getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &bound_length);
   ListenAddress actual = address;
   actual.port = SockaddrPort(bound);
-  return std::unique_ptr<UdpListener>(new UdpListener(fd, actual.ToString(), actual.port));
+  std::unique_ptr<UdpListener> listener(new UdpListener(fd, actual.ToString(), actual.port));
+  struct stat st {};
+  if (fstat(fd, &st) == 0) listener->inode_ = st.st_ino;
+  // Bursts should queue rather than drop while every worker is busy.
+  if (max_buffer > 0) {
+    listener->receive_buffer_ = ProbeReceiveBuffer(fd, max_buffer);
+    spdlog::info("using a UDP receive buffer of {} kb on {} (maxbuffer {})",
+                 listener->receive_buffer_ / 1024, listener->name(), max_buffer);
+  } else {
+    socklen_t length = sizeof(listener->receive_buffer_);
+    getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &listener->receive_buffer_, &length);
+  }
+  return listener;
 }
 
 UdpListener::~UdpListener() { close(fd_); }
@@ -223,16 +265,14 @@ uint64_t UdpListener::QueuedBytes() const {
   return static_cast<uint64_t>(queued);
 }
 
-SipWorker::SipWorker(const UdpListener& listener, const SipCounters& counters,
-                     const SipHandlerMap& handlers, std::string to_tag_prefix,
-                     std::string server_header, std::atomic<uint8_t>* busy)
-    : listener_(listener),
+StatelessSipStack::StatelessSipStack(SipTransport& transport, const SipCounters& counters,
+                                     const SipHandlerMap& handlers, std::string to_tag_prefix,
+                                     std::string server_header)
+    : transport_(transport),
       counters_(counters),
       handlers_(handlers),
       to_tag_prefix_(std::move(to_tag_prefix)),
-      server_header_(std::move(server_header)),
-      busy_(busy),
-      receive_buffer_(new char[kReceiveBufferSize]) {
+      server_header_(std::move(server_header)) {
   std::vector<std::string> methods = {"OPTIONS", "ACK"};
   std::vector<std::string> extra;
   for (const auto& [method, handler] : handlers_) {
@@ -253,36 +293,22 @@ SipWorker::SipWorker(const UdpListener& listener, const SipCounters& counters,
   reply_buffer_.reserve(4096);
 }
 
-SipWorker::~SipWorker() = default;
+StatelessSipStack::~StatelessSipStack() = default;
 
-void SipWorker::Run(Core& core) {
-  char* buffer = receive_buffer_.get();
-  while (!core.stopping()) {
-    core.SyncLogLevel();
-    sockaddr_storage source{};
-    socklen_t source_length = sizeof(source);
-    const ssize_t n = recvfrom(listener_.fd(), buffer, kReceiveBufferSize, MSG_TRUNC,
-                               reinterpret_cast<sockaddr*>(&source), &source_length);
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
-      spdlog::error("recvfrom on {} failed: {}", listener_.name(), std::strerror(errno));
-      usleep(100 * 1000);  // a persistent error must not spin
-      continue;
-    }
-    const size_t length = std::min(static_cast<size_t>(n), kReceiveBufferSize);
-    if (busy_ != nullptr) busy_->store(1, std::memory_order_relaxed);
-    HandleDatagram(std::string_view(buffer, length), source, source_length);
-    if (busy_ != nullptr) busy_->store(0, std::memory_order_relaxed);
-  }
+const std::string& StatelessSipStack::SocketName(int socket) const {
+  static const std::string kNone;
+  const std::vector<SipSocket>& sockets = transport_.sockets();
+  if (socket < 0 || static_cast<size_t>(socket) >= sockets.size()) return kNone;
+  return sockets[static_cast<size_t>(socket)].name;
 }
 
-void SipWorker::HandleDatagram(std::string_view data, const sockaddr_storage& source,
-                               socklen_t source_length) {
+void StatelessSipStack::Handle(const SipInbound& inbound) {
+  const std::string_view data = inbound.bytes;
   try {
     if (IsKeepAlive(data)) return;
     OsipMessagePtr message = Parse(data);
     if (message == nullptr) {
-      HandleUnparsable(data, source, source_length);
+      HandleUnparsable(inbound);
       return;
     }
     if (!MSG_IS_REQUEST(message.get())) {
@@ -290,24 +316,23 @@ void SipWorker::HandleDatagram(std::string_view data, const sockaddr_storage& so
       counters_.rcv_replies.Inc();
       counters_.drop_replies.Inc();
       if (spdlog::should_log(spdlog::level::debug)) {
-        spdlog::debug("dropped a {} reply from {}:{}", message->status_code, SockaddrIp(source),
-                      SockaddrPort(source));
+        spdlog::debug("dropped a {} reply from {}", message->status_code,
+                      inbound.source.peer.ToString());
       }
       return;
     }
     counters_.rcv_requests.Inc();
-    HandleRequest(message.get(), data, source, source_length);
+    HandleRequest(message.get(), inbound);
   } catch (const std::exception& e) {
-    spdlog::error("SIP message from {}:{} not handled: {}", SockaddrIp(source),
-                  SockaddrPort(source), e.what());
+    spdlog::error("SIP message from {} not handled: {}", inbound.source.peer.ToString(), e.what());
   } catch (...) {
-    spdlog::error("SIP message from {}:{} not handled: unknown exception", SockaddrIp(source),
-                  SockaddrPort(source));
+    spdlog::error("SIP message from {} not handled: unknown exception",
+                  inbound.source.peer.ToString());
   }
 }
 
-void SipWorker::HandleUnparsable(std::string_view data, const sockaddr_storage& source,
-                                 socklen_t source_length) {
+void StatelessSipStack::HandleUnparsable(const SipInbound& inbound) {
+  const std::string_view data = inbound.bytes;
   if (data.substr(0, 8) == "SIP/2.0 ") {
     counters_.bad_msg_hdr.Inc();
     counters_.err_replies.Inc();
@@ -336,7 +361,7 @@ void SipWorker::HandleUnparsable(std::string_view data, const sockaddr_storage& 
       OsipMessagePtr message = Parse(patched);
       if (message != nullptr && MSG_IS_REQUEST(message.get()) && method != "ACK" &&
           MissingHeader(message.get()) == nullptr) {
-        (void)SendReply(message.get(), source, source_length, 400, "Bad Request-URI", {}, {});
+        (void)SendReply(message.get(), inbound.source, 400, "Bad Request-URI", {}, {});
       } else {
         counters_.drop_requests.Inc();
       }
@@ -347,13 +372,46 @@ void SipWorker::HandleUnparsable(std::string_view data, const sockaddr_storage& 
   counters_.err_requests.Inc();
   counters_.drop_requests.Inc();
   if (spdlog::should_log(spdlog::level::debug)) {
-    spdlog::debug("dropped an unparsable datagram of {} bytes from {}:{}", data.size(),
-                  SockaddrIp(source), SockaddrPort(source));
+    spdlog::debug("dropped an unparsable message of {} bytes from {}", data.size(),
+                  inbound.source.peer.ToString());
   }
 }
 
-void SipWorker::HandleRequest(osip_message_t* message, std::string_view data,
-                              const sockaddr_storage& source, socklen_t source_length) {
+void StatelessSipStack::Reject(const SipInbound& headers, int code, std::string_view reason) {
+  try {
+    counters_.err_requests.Inc();
+    // Parse the header block without its Content-Length (the body is not there).
+    std::string text;
+    text.reserve(headers.bytes.size());
+    size_t at = 0;
+    while (at < headers.bytes.size()) {
+      size_t end = headers.bytes.find("\r\n", at);
+      end = end == std::string_view::npos ? headers.bytes.size() : end + 2;
+      const std::string_view line = headers.bytes.substr(at, end - at);
+      const size_t colon = line.find(':');
+      const std::string_view name =
+          colon == std::string_view::npos ? std::string_view() : line.substr(0, colon);
+      const absl::string_view trimmed = absl::StripTrailingAsciiWhitespace(AbslView(name));
+      if (!absl::EqualsIgnoreCase(trimmed, "Content-Length") &&
+          !absl::EqualsIgnoreCase(trimmed, "l")) {
+        text.append(line);
+      }
+      at = end;
+    }
+    OsipMessagePtr message = Parse(text);
+    if (message != nullptr && MSG_IS_REQUEST(message.get()) &&
+        MissingHeader(message.get()) == nullptr && message->sip_method != nullptr &&
+        std::strcmp(message->sip_method, "ACK") != 0) {
+      (void)SendReply(message.get(), headers.source, code, reason, {}, {});
+      return;
+    }
+    counters_.drop_requests.Inc();
+  } catch (const std::exception& e) {
+    spdlog::error("cannot answer {} to {}: {}", code, headers.source.peer.ToString(), e.what());
+  }
+}
+
+void StatelessSipStack::HandleRequest(osip_message_t* message, const SipInbound& inbound) {
   const char* method = message->sip_method != nullptr ? message->sip_method : "";
   const bool is_ack = std::strcmp(method, "ACK") == 0;
   if (const char* missing = MissingHeader(message); missing != nullptr) {
@@ -361,7 +419,7 @@ void SipWorker::HandleRequest(osip_message_t* message, std::string_view data,
     if (!is_ack && osip_list_size(&message->vias) > 0) {
       const std::string warning =
           absl::StrCat("Warning: 399 sipd \"Missing ", missing, " header\"");
-      (void)SendReply(message, source, source_length, 400, "Bad Request", {warning}, {});
+      (void)SendReply(message, inbound.source, 400, "Bad Request", {warning}, {});
     } else {
       counters_.drop_requests.Inc();
     }
@@ -369,7 +427,7 @@ void SipWorker::HandleRequest(osip_message_t* message, std::string_view data,
   }
 
   if (auto it = handlers_.find(method); it != handlers_.end()) {
-    SipRequestImpl request(*this, message, data, source, source_length, listener_.name());
+    SipRequestImpl request(*this, message, inbound, SocketName(inbound.source.socket));
     it->second(request);
     return;
   }
@@ -378,15 +436,14 @@ void SipWorker::HandleRequest(osip_message_t* message, std::string_view data,
     return;
   }
   if (std::strcmp(method, "OPTIONS") == 0) {
-    (void)SendReply(message, source, source_length, 200, "OK", options_headers_, {});
+    (void)SendReply(message, inbound.source, 200, "OK", options_headers_, {});
     return;
   }
   counters_.unsupported_methods.Inc();
-  (void)SendReply(message, source, source_length, 501, "Not Implemented", not_implemented_headers_,
-                  {});
+  (void)SendReply(message, inbound.source, 501, "Not Implemented", not_implemented_headers_, {});
 }
 
-std::string SipWorker::ToTag(osip_message_t* message) const {
+std::string StatelessSipStack::ToTag(osip_message_t* message) const {
   // Deterministic: a retransmission gets the same tag from any worker.
   uint64_t hash = 1469598103934665603ull;
   if (message->call_id != nullptr) {
@@ -411,10 +468,10 @@ std::string SipWorker::ToTag(osip_message_t* message) const {
   return absl::StrCat(to_tag_prefix_, ".", hex);
 }
 
-absl::Status SipWorker::SendReply(osip_message_t* message, const sockaddr_storage& destination,
-                                  socklen_t destination_length, int code, std::string_view reason,
-                                  const std::vector<std::string>& extra_headers,
-                                  std::string_view body) {
+absl::Status StatelessSipStack::SendReply(osip_message_t* message, const SipSource& source,
+                                          int code, std::string_view reason,
+                                          const std::vector<std::string>& extra_headers,
+                                          std::string_view body) {
   if (code < 100 || code > 699) {
     return absl::InvalidArgumentError(absl::StrCat("bad SIP status code ", code));
   }
@@ -450,18 +507,58 @@ absl::Status SipWorker::SendReply(osip_message_t* message, const sockaddr_storag
   absl::StrAppend(&out, "Server: ", server_header_, "\r\nContent-Length: ", body.size(), "\r\n\r\n",
                   AbslView(body));
 
-  const ssize_t sent = sendto(listener_.fd(), out.data(), out.size(), 0,
-                              reinterpret_cast<const sockaddr*>(&destination), destination_length);
-  if (sent < 0) {
-    const int error = errno;
-    spdlog::warn("cannot send {} reply to {}:{}: {}", code, SockaddrIp(destination),
-                 SockaddrPort(destination), std::strerror(error));
-    return absl::UnavailableError(absl::StrCat("sendto: ", std::strerror(error)));
+  absl::Status sent = transport_.Send(SipDestination::ReplyTo(source), out);
+  if (!sent.ok()) {
+    spdlog::warn("cannot send {} reply to {}:{}: {}", code, SipProtoName(source.proto),
+                 source.peer.ToString(), std::string(sent.message()));
+    return sent;
   }
   counters_.replies_by_class[code / 100 - 1].Inc();
   counters_.sent_replies.Inc();
   if (code >= 300) counters_.sent_err_replies.Inc();
   return absl::OkStatus();
+}
+
+UdpReceiver::UdpReceiver(const UdpListener& listener, int socket, const SipMessageHandler& handler,
+                         std::atomic<uint8_t>* busy)
+    : listener_(listener),
+      socket_(socket),
+      handler_(handler),
+      busy_(busy),
+      receive_buffer_(new char[kReceiveBufferSize]) {}
+
+UdpReceiver::~UdpReceiver() = default;
+
+void UdpReceiver::Run(Core& core) {
+  char* buffer = receive_buffer_.get();
+  SipInbound inbound;
+  inbound.source.proto = SipProto::kUdp;
+  inbound.source.socket = socket_;
+  while (!core.stopping()) {
+    core.SyncLogLevel();
+    sockaddr_storage source{};
+    socklen_t source_length = sizeof(source);
+    const ssize_t n = recvfrom(listener_.fd(), buffer, kReceiveBufferSize, MSG_TRUNC,
+                               reinterpret_cast<sockaddr*>(&source), &source_length);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
+      spdlog::error("recvfrom on {} failed: {}", listener_.name(), std::strerror(errno));
+      usleep(100 * 1000);  // a persistent error must not spin
+      continue;
+    }
+    const size_t length = std::min(static_cast<size_t>(n), kReceiveBufferSize);
+    inbound.bytes = std::string_view(buffer, length);
+    inbound.source.peer =
+        SipAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&source), source_length);
+    if (busy_ != nullptr) busy_->store(1, std::memory_order_relaxed);
+    try {
+      handler_(inbound);
+    } catch (const std::exception& e) {
+      spdlog::error("SIP message from {} not handled: {}", inbound.source.peer.ToString(),
+                    e.what());
+    }
+    if (busy_ != nullptr) busy_->store(0, std::memory_order_relaxed);
+  }
 }
 
 }  // namespace sipd

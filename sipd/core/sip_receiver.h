@@ -1,13 +1,16 @@
-// The SIP side of the core: UDP listen sockets, the SIP worker loop, libosip2 parsing,
-// the core's stateless answers and the `core` / `sl` statistics they update.
+// The SIP side of the core: UDP listen sockets, the UDP receiver loop, libosip2 parsing,
+// the core's stateless stack and the `core` / `sl` statistics it updates.
 //
-// A worker handles each datagram as: parse -> count -> check mandatory headers ->
-// module handler (Core::AddSipHandler) or core default (OPTIONS 200, ACK absorbed,
-// others 501) -> stateless reply from the same socket to the source address.
+// The stateless stack handles each inbound message (UDP datagram or framed TCP message,
+// sipd/core/sip_transport.h) as: parse -> count -> check mandatory headers -> module
+// handler (Core::AddSipHandler) or core default (OPTIONS 200, ACK absorbed, others 501)
+// -> stateless reply through SipTransport::Send to where the request came from (the same
+// socket; for TCP the same connection).
 //
 // Thread/process-safety: a UdpListener is created in the attendant before the fork and
-// shared (the fd) by every process; one SipWorker runs per SIP receiver process and is
-// single-threaded. Counters are shared-memory atomics.
+// shared (the fd) by every SIP-sending process; one UdpReceiver runs per SIP receiver
+// process and one StatelessSipStack per receiving process, both single-threaded.
+// Counters are shared-memory atomics.
 #pragma once
 
 #include <osipparser2/osip_message.h>
@@ -25,6 +28,7 @@
 #include "registry/statistics.h"
 #include "sipd/api/module.h"
 #include "sipd/core/config.h"
+#include "sipd/core/sip_transport.h"
 
 namespace sipd {
 
@@ -48,8 +52,12 @@ absl::Status RegisterSlStats(mi::StatsRegistry& stats, SipCounters& counters);
 class UdpListener {
  public:
   // Creates and binds the socket (a port in use is an error naming the address). The
-  // socket has a 200 ms receive timeout so workers notice shutdown.
-  static absl::StatusOr<std::unique_ptr<UdpListener>> Open(const ListenAddress& address);
+  // socket has a 200 ms receive timeout so workers notice shutdown. `max_buffer` > 0
+  // probes the largest receive buffer the kernel grants up to that many bytes, as
+  // OpenSIPS's `maxbuffer` does (double while it takes effect, then grow in 2 KB steps),
+  // and logs "using a UDP receive buffer of N kb"; 0 keeps the kernel's default.
+  static absl::StatusOr<std::unique_ptr<UdpListener>> Open(const ListenAddress& address,
+                                                           int max_buffer = 0);
   ~UdpListener();
   UdpListener(const UdpListener&) = delete;
   UdpListener& operator=(const UdpListener&) = delete;
@@ -58,6 +66,10 @@ class UdpListener {
   // "udp:IP:PORT" with the bound port (useful when the config asked for port 0).
   const std::string& name() const { return name_; }
   uint16_t port() const { return port_; }
+  // The socket's inode (matches /proc/net/udp lines).
+  uint64_t inode() const { return inode_; }
+  // SO_RCVBUF after probing, as the kernel reports it (Linux doubles the request).
+  int receive_buffer() const { return receive_buffer_; }
   // Bytes queued for sending on this socket (SIOCOUTQ), 0 if unsupported.
   uint64_t QueuedBytes() const;
 
@@ -67,41 +79,51 @@ class UdpListener {
   int fd_;
   std::string name_;
   uint16_t port_;
+  uint64_t inode_ = 0;
+  int receive_buffer_ = 0;
 };
+
+// Probes SO_RCVBUF of `fd` up to `max_buffer` bytes (see UdpListener::Open) and returns
+// the final value the kernel reports.
+int ProbeReceiveBuffer(int fd, int max_buffer);
 
 using SipHandlerMap = absl::flat_hash_map<std::string, SipRequestHandler>;
 
-// The body of one `SIP receiver` process.
-class SipWorker {
+// The core's stateless SIP stack: the default SipMessageHandler (sipd/core/sip_transport.h)
+// of every receiving process (UDP workers, TCP receivers). One per process; replies go
+// out through the SipTransport (the same connection for TCP).
+class StatelessSipStack {
  public:
-  // `to_tag_prefix` starts every To-tag the core adds (shared by all workers so
-  // retransmissions get the same tag from any worker). `busy` (may be nullptr) is this
-  // worker's busy flag for the `load` statistics. All references must outlive the worker.
-  SipWorker(const UdpListener& listener, const SipCounters& counters, const SipHandlerMap& handlers,
-            std::string to_tag_prefix, std::string server_header, std::atomic<uint8_t>* busy);
-  ~SipWorker();
+  // `to_tag_prefix` starts every To-tag the core adds (shared by all processes so
+  // retransmissions get the same tag from any of them). All references must outlive the
+  // stack.
+  StatelessSipStack(SipTransport& transport, const SipCounters& counters,
+                    const SipHandlerMap& handlers, std::string to_tag_prefix,
+                    std::string server_header);
+  ~StatelessSipStack();
 
-  // Receives and handles datagrams until `core.stopping()`; calls core.SyncLogLevel()
-  // after each wake-up (at least every 200 ms).
-  void Run(Core& core);
+  // Handles one inbound message. Never throws.
+  void Handle(const SipInbound& message);
 
-  // Handles one datagram as if it had arrived from `source`. Never throws.
-  void HandleDatagram(std::string_view data, const sockaddr_storage& source,
-                      socklen_t source_length);
+  // Answers a message the transport cannot hand over (TCP: too large, bad
+  // Content-Length) with `code`/`reason`, from its header block alone (`headers.bytes`),
+  // when it is a request that can be answered; counts it in core:err_requests (and
+  // core:drop_requests when no answer is possible). Never throws.
+  void Reject(const SipInbound& headers, int code, std::string_view reason);
 
-  // Sends a stateless reply for `message` (shared by the SipRequest implementation).
-  absl::Status SendReply(osip_message_t* message, const sockaddr_storage& destination,
-                         socklen_t destination_length, int code, std::string_view reason,
-                         const std::vector<std::string>& extra_headers, std::string_view body);
+  // Sends a stateless reply for `message` to `source` (SipDestination::ReplyTo; shared by
+  // the SipRequest implementation).
+  absl::Status SendReply(osip_message_t* message, const SipSource& source, int code,
+                         std::string_view reason, const std::vector<std::string>& extra_headers,
+                         std::string_view body);
 
  private:
-  void HandleRequest(osip_message_t* message, std::string_view data, const sockaddr_storage& source,
-                     socklen_t source_length);
-  void HandleUnparsable(std::string_view data, const sockaddr_storage& source,
-                        socklen_t source_length);
+  void HandleRequest(osip_message_t* message, const SipInbound& inbound);
+  void HandleUnparsable(const SipInbound& inbound);
   std::string ToTag(osip_message_t* message) const;
+  const std::string& SocketName(int socket) const;
 
-  const UdpListener& listener_;
+  SipTransport& transport_;
   const SipCounters& counters_;
   const SipHandlerMap& handlers_;
   std::string to_tag_prefix_;
@@ -109,10 +131,31 @@ class SipWorker {
   std::string allow_header_;
   std::vector<std::string> options_headers_;
   std::vector<std::string> not_implemented_headers_;
-  std::atomic<uint8_t>* busy_;
-  // Reused across messages: no per-message allocation beyond libosip2's.
-  std::unique_ptr<char[]> receive_buffer_;
   std::string reply_buffer_;
+};
+
+// The body of one `SIP receiver udp:IP:PORT ` process: receives datagrams on one UDP
+// socket and hands each to the SIP message handler.
+class UdpReceiver {
+ public:
+  // `socket` is the index of `listener` in SipTransport::sockets(). `busy` (may be
+  // nullptr) is this worker's busy flag for the `load` statistics. References must
+  // outlive the receiver.
+  UdpReceiver(const UdpListener& listener, int socket, const SipMessageHandler& handler,
+              std::atomic<uint8_t>* busy);
+  ~UdpReceiver();
+
+  // Receives and hands over datagrams until `core.stopping()`; calls core.SyncLogLevel()
+  // after each wake-up (at least every 200 ms).
+  void Run(Core& core);
+
+ private:
+  const UdpListener& listener_;
+  int socket_;
+  const SipMessageHandler& handler_;
+  std::atomic<uint8_t>* busy_;
+  // Reused across datagrams.
+  std::unique_ptr<char[]> receive_buffer_;
 };
 
 // Source address helpers.

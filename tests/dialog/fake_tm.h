@@ -31,6 +31,7 @@ class FakeTm final : public Module, public tm::TmApi {
     sent.push_back(request);
     return tm::TransactionId{1, static_cast<uint32_t>(sent.size())};
   }
+  void SetTracer(tm::Tracer*) override {}
 
   // What a relay of `request` (SIP text) does: runs the relay callbacks and returns the
   // event (cookie, Record-Route params, refusal).

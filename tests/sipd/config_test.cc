@@ -116,6 +116,45 @@ TEST(ConfigTest, DefaultsWhenOnlyListenIsGiven) {
   EXPECT_TRUE(config->modules.empty());
 }
 
+TEST(ConfigTest, TcpListenersAndLimits) {
+  auto config = ParseConfig(R"(listen = udp:127.0.0.1:5060
+listen = tcp:127.0.0.1:5060
+listen = tcp:[::1]:5070
+maxbuffer = 0
+tcp_children = 3
+tcp_max_connections = 100
+tcp_connection_lifetime = 30
+tcp_max_msg_size = 4096
+tcp_header_timeout = 2
+tcp_connect_timeout = 500
+tcp_send_timeout = 700
+tcp_max_send_queue = 8192
+)",
+                            "x.cfg", Factory);
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->listen.size(), 3u);
+  EXPECT_EQ(config->listen[0].proto, SipProto::kUdp);
+  EXPECT_EQ(config->listen[1].proto, SipProto::kTcp);
+  EXPECT_EQ(config->listen[1].ToString(), "tcp:127.0.0.1:5060");
+  EXPECT_EQ(config->listen[2].ToString(), "tcp:[::1]:5070");
+  EXPECT_EQ(config->maxbuffer, 0);
+  EXPECT_EQ(config->tcp.children, 3);
+  EXPECT_EQ(config->tcp.max_connections, 100);
+  EXPECT_EQ(config->tcp.connection_lifetime_s, 30);
+  EXPECT_EQ(config->tcp.max_msg_size, 4096);
+  EXPECT_EQ(config->tcp.header_timeout_s, 2);
+  EXPECT_EQ(config->tcp.connect_timeout_ms, 500);
+  EXPECT_EQ(config->tcp.send_timeout_ms, 700);
+  EXPECT_EQ(config->tcp.max_send_queue, 8192);
+
+  auto defaults = ParseConfig("listen = tcp:127.0.0.1:5060\n", "x.cfg", Factory);
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->maxbuffer, 2 * 1024 * 1024);
+  EXPECT_EQ(defaults->tcp.children, 0);  // as `children`
+  EXPECT_EQ(defaults->tcp.max_connections, 2048);
+  EXPECT_EQ(defaults->tcp.connection_lifetime_s, 120);
+}
+
 struct MalformedCase {
   const char* label;
   const char* text;
@@ -164,8 +203,14 @@ INSTANTIATE_TEST_SUITE_P(
                       "bad.cfg:1: listen: 'udp:localhost:5060': 'localhost' is not a numeric IP"},
         MalformedCase{"bad listen port", "listen = udp:127.0.0.1:70000\n",
                       "bad.cfg:1: listen: 'udp:127.0.0.1:70000': bad port '70000'"},
-        MalformedCase{"tcp listen", "listen = tcp:127.0.0.1:5060\n",
-                      "bad.cfg:1: listen: 'tcp:127.0.0.1:5060': only udp listeners"},
+        MalformedCase{"tls listen", "listen = tls:127.0.0.1:5061\n",
+                      "bad.cfg:1: listen: 'tls:127.0.0.1:5061': only udp and tcp listeners"},
+        MalformedCase{"duplicate tcp listen",
+                      "listen = tcp:127.0.0.1:5060\nlisten = tcp:127.0.0.1:5060\n",
+                      "bad.cfg:2: listen: tcp:127.0.0.1:5060 given twice"},
+        MalformedCase{"tcp limit out of range",
+                      "listen = tcp:127.0.0.1:5060\ntcp_max_msg_size = 10\n",
+                      "bad.cfg:2: tcp_max_msg_size: 10 is out of range [512, 67108864]"},
         MalformedCase{"duplicate listen", "listen = udp:127.0.0.1:5060\nlisten = 127.0.0.1:5060\n",
                       "bad.cfg:2: listen: udp:127.0.0.1:5060 given twice"},
         MalformedCase{"no listen", "children = 2\n", "bad.cfg: no listen socket configured"},

@@ -1,5 +1,6 @@
-// Unit tests of the SIP worker: parsing, counting and stateless replies, with a real
-// UDP listener and a real client socket receiving the replies.
+// Unit tests of the core's stateless SIP stack: parsing, counting and stateless replies,
+// with a real UDP listen socket (SipTransportImpl) and a real client socket receiving the
+// replies.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <osipparser2/osip_parser.h>
@@ -18,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "sipd/core/sip.h"
 #include "sipd/core/sip_receiver.h"
+#include "sipd/core/sip_transport_impl.h"
 
 namespace sipd {
 namespace {
@@ -25,7 +27,7 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-class SipWorkerTest : public ::testing::Test {
+class StatelessSipStackTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_EQ(parser_init(), 0);
@@ -33,9 +35,11 @@ class SipWorkerTest : public ::testing::Test {
                     stats_, [] { return 0; }, counters_)
                     .ok());
     ASSERT_TRUE(RegisterSlStats(stats_, counters_).ok());
-    auto listener = UdpListener::Open(*ParseListenAddress("udp:127.0.0.1:0"));
-    ASSERT_TRUE(listener.ok()) << listener.status();
-    listener_ = *std::move(listener);
+    auto transport = SipTransportImpl::Open({*ParseListenAddress("udp:127.0.0.1:0")});
+    ASSERT_TRUE(transport.ok()) << transport.status();
+    transport_ = *std::move(transport);
+    listener_ = transport_->udp(0);
+    ASSERT_NE(listener_, nullptr);
 
     client_ = socket(AF_INET, SOCK_DGRAM, 0);
     sockaddr_in a{};
@@ -48,17 +52,21 @@ class SipWorkerTest : public ::testing::Test {
   }
   void TearDown() override { close(client_); }
 
-  SipWorker& Worker() {
-    if (!worker_) {
-      worker_.emplace(*listener_, counters_, handlers_, "abcd1234", "sipd/test", &busy_);
-    }
-    return *worker_;
+  StatelessSipStack& Stack() {
+    if (!stack_) stack_.emplace(*transport_, counters_, handlers_, "abcd1234", "sipd/test");
+    return *stack_;
   }
 
   // Hands `datagram` to the worker as if the client had sent it; returns the reply the
   // client got (nullopt if none within 300 ms).
   std::optional<std::string> Handle(std::string_view datagram) {
-    Worker().HandleDatagram(datagram, client_address_, client_length_);
+    SipInbound inbound;
+    inbound.bytes = datagram;
+    inbound.source.proto = SipProto::kUdp;
+    inbound.source.peer =
+        SipAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&client_address_), client_length_);
+    inbound.source.socket = 0;
+    Stack().Handle(inbound);
     pollfd pfd{client_, POLLIN, 0};
     if (poll(&pfd, 1, 300) != 1) return std::nullopt;
     std::string reply(65536, '\0');
@@ -85,15 +93,15 @@ class SipWorkerTest : public ::testing::Test {
   mi::StatsRegistry stats_{std::span<std::atomic<uint64_t>>(cells_)};
   SipCounters counters_;
   SipHandlerMap handlers_;
-  std::unique_ptr<UdpListener> listener_;
-  std::atomic<uint8_t> busy_{0};
-  std::optional<SipWorker> worker_;
+  std::unique_ptr<SipTransportImpl> transport_;
+  const UdpListener* listener_ = nullptr;
+  std::optional<StatelessSipStack> stack_;
   int client_ = -1;
   sockaddr_storage client_address_{};
   socklen_t client_length_ = 0;
 };
 
-TEST_F(SipWorkerTest, OptionsGets200AndCountsIt) {
+TEST_F(StatelessSipStackTest, OptionsGets200AndCountsIt) {
   auto reply = Handle(Request("OPTIONS"));
   ASSERT_TRUE(reply.has_value());
   EXPECT_TRUE(absl::StartsWith(*reply, "SIP/2.0 200 OK\r\n")) << *reply;
@@ -109,10 +117,9 @@ TEST_F(SipWorkerTest, OptionsGets200AndCountsIt) {
   EXPECT_EQ(Stat("2xx_replies"), 1u);
   EXPECT_EQ(Stat("sent_replies"), 1u);
   EXPECT_EQ(Stat("sent_err_replies"), 0u);
-  EXPECT_EQ(busy_.load(), 0);
 }
 
-TEST_F(SipWorkerTest, ToTagIsStableForRetransmissionsAndKeptWhenPresent) {
+TEST_F(StatelessSipStackTest, ToTagIsStableForRetransmissionsAndKeptWhenPresent) {
   auto first = Handle(Request("OPTIONS"));
   auto second = Handle(Request("OPTIONS"));
   ASSERT_TRUE(first && second);
@@ -123,7 +130,7 @@ TEST_F(SipWorkerTest, ToTagIsStableForRetransmissionsAndKeptWhenPresent) {
   EXPECT_THAT(*tagged, Not(HasSubstr("abcd1234")));
 }
 
-TEST_F(SipWorkerTest, UnknownMethodGets501) {
+TEST_F(StatelessSipStackTest, UnknownMethodGets501) {
   auto reply = Handle(Request("INVITE"));
   ASSERT_TRUE(reply.has_value());
   EXPECT_TRUE(absl::StartsWith(*reply, "SIP/2.0 501 Not Implemented\r\n")) << *reply;
@@ -132,14 +139,14 @@ TEST_F(SipWorkerTest, UnknownMethodGets501) {
   EXPECT_EQ(Stat("sent_err_replies"), 1u);
 }
 
-TEST_F(SipWorkerTest, AckIsAbsorbed) {
+TEST_F(StatelessSipStackTest, AckIsAbsorbed) {
   EXPECT_FALSE(Handle(Request("ACK")).has_value());
   EXPECT_EQ(Stat("received_ACKs"), 1u);
   EXPECT_EQ(Stat("rcv_requests"), 1u);
   EXPECT_EQ(Stat("sent_replies"), 0u);
 }
 
-TEST_F(SipWorkerTest, RepliesAreCountedAndDropped) {
+TEST_F(StatelessSipStackTest, RepliesAreCountedAndDropped) {
   EXPECT_FALSE(Handle("SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n"
                       "From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\n"
                       "CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
@@ -148,7 +155,7 @@ TEST_F(SipWorkerTest, RepliesAreCountedAndDropped) {
   EXPECT_EQ(Stat("drop_replies"), 1u);
 }
 
-TEST_F(SipWorkerTest, GarbageIsCountedAndDropped) {
+TEST_F(StatelessSipStackTest, GarbageIsCountedAndDropped) {
   EXPECT_FALSE(Handle("hello world").has_value());
   EXPECT_FALSE(Handle("SIP/2.0 200 OK\r\nnot a header").has_value());
   EXPECT_FALSE(Handle(std::string(65507, '\0')).has_value());
@@ -163,7 +170,7 @@ TEST_F(SipWorkerTest, GarbageIsCountedAndDropped) {
   EXPECT_EQ(Stat("bad_msg_hdr"), 3u);
 }
 
-TEST_F(SipWorkerTest, BadRequestUriGets400) {
+TEST_F(StatelessSipStackTest, BadRequestUriGets400) {
   std::string request = Request("OPTIONS");
   request.replace(request.find("sip:alice@127.0.0.1"), 19, "::not-a-uri");
   auto reply = Handle(request);
@@ -174,7 +181,7 @@ TEST_F(SipWorkerTest, BadRequestUriGets400) {
   EXPECT_EQ(Stat("err_requests"), 1u);
 }
 
-TEST_F(SipWorkerTest, MissingMandatoryHeaderGets400) {
+TEST_F(StatelessSipStackTest, MissingMandatoryHeaderGets400) {
   for (const char* header : {"From", "To", "Call-ID", "CSeq"}) {
     std::string request = Request("OPTIONS");
     const size_t start = request.find(absl::StrCat("\r\n", header, ":")) + 2;
@@ -197,7 +204,7 @@ TEST_F(SipWorkerTest, MissingMandatoryHeaderGets400) {
   EXPECT_EQ(Stat("drop_requests"), 1u);
 }
 
-TEST_F(SipWorkerTest, HandlerGetsTheRequestAndRepliesStatelessly) {
+TEST_F(StatelessSipStackTest, HandlerGetsTheRequestAndRepliesStatelessly) {
   std::string seen_method, seen_socket, seen_ip;
   uint16_t seen_port = 0;
   handlers_["REGISTER"] = [&](SipRequest& request) {
@@ -223,7 +230,7 @@ TEST_F(SipWorkerTest, HandlerGetsTheRequestAndRepliesStatelessly) {
   EXPECT_EQ(Stat("2xx_replies"), 1u);
 }
 
-TEST_F(SipWorkerTest, HandlerMethodsAreAllowedAndThrowingHandlersAreContained) {
+TEST_F(StatelessSipStackTest, HandlerMethodsAreAllowedAndThrowingHandlersAreContained) {
   handlers_["SUBSCRIBE"] = [](SipRequest&) { throw std::runtime_error("boom"); };
   auto options = Handle(Request("OPTIONS"));
   ASSERT_TRUE(options.has_value());
@@ -232,7 +239,7 @@ TEST_F(SipWorkerTest, HandlerMethodsAreAllowedAndThrowingHandlersAreContained) {
   EXPECT_TRUE(Handle(Request("OPTIONS")).has_value());
 }
 
-TEST_F(SipWorkerTest, HundredTryingHasNoToTag) {
+TEST_F(StatelessSipStackTest, HundredTryingHasNoToTag) {
   handlers_["INVITE"] = [](SipRequest& request) { (void)request.Reply(100, "Trying"); };
   auto reply = Handle(Request("INVITE"));
   ASSERT_TRUE(reply.has_value());
@@ -240,7 +247,7 @@ TEST_F(SipWorkerTest, HundredTryingHasNoToTag) {
   EXPECT_EQ(Stat("1xx_replies"), 1u);
 }
 
-TEST_F(SipWorkerTest, ListenerReportsBoundPortAndQueue) {
+TEST_F(StatelessSipStackTest, ListenerReportsBoundPortAndQueue) {
   EXPECT_NE(listener_->port(), 0);
   EXPECT_EQ(listener_->name(), absl::StrCat("udp:127.0.0.1:", listener_->port()));
   EXPECT_EQ(listener_->QueuedBytes(), 0u);

@@ -217,6 +217,27 @@ struct UacResult {
 // held. `data` is UacRequest::completion_data.
 using Completion = std::function<void(const UacResult& result, std::string_view data)>;
 
+// One message sipd received or sent (sip_trace, spec 8.4).
+struct TraceRecord {
+  bool incoming = false;
+  std::string_view bytes;
+  Proto proto = Proto::kUdp;
+  std::string peer_ip;  // where it came from / goes to
+  uint16_t peer_port = 0;
+  std::string local_ip;  // sipd's socket
+  uint16_t local_port = 0;
+};
+
+// Records messages. Called outside every tm lock, in the process that handles the
+// message; Trace() only runs while enabled() is true (checked per message, so it must
+// be cheap).
+class Tracer {
+ public:
+  virtual ~Tracer() = default;
+  virtual bool enabled() const = 0;
+  virtual void Trace(const TraceRecord& record) = 0;
+};
+
 class TmApi {
  public:
   virtual ~TmApi() = default;
@@ -229,6 +250,9 @@ class TmApi {
   // request (spec 8.3 texts, e.g. "To missing"), Unavailable when it could not be sent
   // (the completion then does not run), ResourceExhausted when shared memory is full.
   virtual absl::StatusOr<TransactionId> SendRequest(const UacRequest& request) = 0;
+  // REQUIRES: Init() time. Every message tm receives or sends goes to `tracer` (one
+  // tracer; nullptr removes it). The tracer must outlive tm.
+  virtual void SetTracer(Tracer* tracer) = 0;
 };
 
 // The loaded tm's API, or nullptr.

@@ -1,0 +1,164 @@
+#include "sipd/core/sip_transport_impl.h"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "sipd/core/proc_net.h"
+
+namespace sipd {
+
+absl::StatusOr<std::unique_ptr<SipTransportImpl>> SipTransportImpl::Open(
+    const std::vector<ListenAddress>& addresses, const Options& options) {
+  std::unique_ptr<SipTransportImpl> transport(new SipTransportImpl());
+  for (const ListenAddress& address : addresses) {
+    if (address.proto == SipProto::kTcp) {
+      if (transport->tcp_ == nullptr) {
+        if (options.shm == nullptr) {
+          return absl::FailedPreconditionError("TCP listen sockets need shared memory");
+        }
+        absl::StatusOr<std::unique_ptr<TcpTransport>> tcp =
+            TcpTransport::Create(*options.shm, options.tcp);
+        if (!tcp.ok()) return tcp.status();
+        transport->tcp_ = *std::move(tcp);
+      }
+      const int index = static_cast<int>(transport->sockets_.size());
+      absl::StatusOr<SipAddress> bound = transport->tcp_->Listen(index, address);
+      if (!bound.ok()) return bound.status();
+      ListenAddress actual = address;
+      actual.port = bound->port();
+      transport->sockets_.push_back(SipSocket{SipProto::kTcp, *bound, actual.ToString()});
+      transport->udp_.push_back(nullptr);
+      continue;
+    }
+    absl::StatusOr<std::unique_ptr<UdpListener>> listener =
+        UdpListener::Open(address, options.max_buffer);
+    if (!listener.ok()) return listener.status();
+    SipSocket socket;
+    socket.proto = SipProto::kUdp;
+    socket.name = (*listener)->name();
+    absl::StatusOr<SipAddress> bound = SipAddress::FromIpPort(address.ip, (*listener)->port());
+    if (!bound.ok()) return bound.status();
+    socket.address = *bound;
+    transport->sockets_.push_back(std::move(socket));
+    transport->udp_.push_back(*std::move(listener));
+  }
+  if (transport->tcp_ != nullptr) {
+    absl::Status finished = transport->tcp_->Finish();
+    if (!finished.ok()) return finished;
+  }
+  return transport;
+}
+
+SipTransportImpl::~SipTransportImpl() = default;
+
+const UdpListener* SipTransportImpl::udp(int index) const {
+  if (index < 0 || static_cast<size_t>(index) >= udp_.size()) return nullptr;
+  return udp_[static_cast<size_t>(index)].get();
+}
+
+uint64_t SipTransportImpl::UdpReceiveBacklog() const {
+  uint64_t total = 0;
+  auto add = [this, &total](const ProcNetSocket& socket) {
+    if (socket.rx_queue == 0) return;
+    for (const auto& l : udp_) {
+      if (l != nullptr && l->inode() == socket.inode) {
+        total += socket.rx_queue;
+        return;
+      }
+    }
+  };
+  ForEachProcNetSocket("/proc/net/udp", false, add);
+  ForEachProcNetSocket("/proc/net/udp6", true, add);
+  return total;
+}
+
+absl::Status SipTransportImpl::Send(const SipDestination& destination, std::string_view message) {
+  if (message.empty()) return absl::InvalidArgumentError("empty SIP message");
+  if (destination.address.empty()) return absl::InvalidArgumentError("no destination address");
+  if (destination.socket >= static_cast<int>(sockets_.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("no listen socket ", destination.socket));
+  }
+  switch (destination.proto) {
+    case SipProto::kUdp:
+      return SendUdp(destination, message);
+    case SipProto::kTcp:
+      return SendTcp(destination, message);
+  }
+  return absl::InvalidArgumentError("unknown protocol");
+}
+
+std::vector<SipConnectionInfo> SipTransportImpl::Connections() const {
+  std::vector<SipConnectionInfo> out;
+  if (tcp_ == nullptr) return out;
+  const int64_t lifetime_ms = tcp_->options().connection_lifetime.count();
+  for (const TcpConnInfo& c : tcp_->table().Snapshot()) {
+    SipConnectionInfo info;
+    info.id = c.id;
+    info.proto = SipProto::kTcp;
+    info.state = static_cast<int>(c.state);
+    info.peer = c.peer;
+    info.local = c.local.empty() ? tcp_->ListenAddressOf(c.socket) : c.local;
+    info.expires = static_cast<std::time_t>((c.last_activity_ms + lifetime_ms) / 1000);
+    info.queued_bytes = c.queued_bytes;
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+absl::Status SipTransportImpl::SendTcp(const SipDestination& destination,
+                                       std::string_view message) {
+  int socket = destination.socket;
+  if (socket >= 0) {
+    if (sockets_[static_cast<size_t>(socket)].proto != SipProto::kTcp) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("listen socket ", socket, " is not a TCP socket"));
+    }
+  } else {
+    for (size_t i = 0; i < sockets_.size() && socket < 0; ++i) {
+      if (sockets_[i].proto == SipProto::kTcp &&
+          sockets_[i].address.storage.ss_family == destination.address.storage.ss_family) {
+        socket = static_cast<int>(i);
+      }
+    }
+  }
+  if (tcp_ == nullptr || socket < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no tcp listen socket for ", destination.address.ipv6() ? "IPv6" : "IPv4"));
+  }
+  return tcp_->Send(destination, socket, message);
+}
+
+absl::Status SipTransportImpl::SendUdp(const SipDestination& destination,
+                                       std::string_view message) {
+  const UdpListener* listener = nullptr;
+  if (destination.socket >= 0) {
+    listener = udp(destination.socket);
+    if (listener == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("listen socket ", destination.socket, " is not a UDP socket"));
+    }
+  } else {
+    for (size_t i = 0; i < sockets_.size() && listener == nullptr; ++i) {
+      if (udp_[i] != nullptr &&
+          sockets_[i].address.storage.ss_family == destination.address.storage.ss_family) {
+        listener = udp_[i].get();
+      }
+    }
+    if (listener == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("no udp listen socket for ", destination.address.ipv6() ? "IPv6" : "IPv4"));
+    }
+  }
+  const ssize_t sent = sendto(listener->fd(), message.data(), message.size(), MSG_DONTWAIT,
+                              destination.address.sockaddr_ptr(), destination.address.length);
+  if (sent < 0) {
+    return absl::UnavailableError(absl::StrCat("sendto ", destination.address.ToString(), " from ",
+                                               listener->name(), ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace sipd
