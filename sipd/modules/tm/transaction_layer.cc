@@ -1396,7 +1396,9 @@ absl::StatusOr<TransactionLayer::PreparedRequest> TransactionLayer::Prepare(
       proto = std::string(s.substr(0, 3));
       s.remove_prefix(4);
     }
-    auto hostport = ParseUri(absl::StrCat("sip:", Absl(s)));
+    // The URI's views point into this string: it must outlive `hostport`.
+    const std::string socket_uri = absl::StrCat("sip:", Absl(s));
+    auto hostport = ParseUri(socket_uri);
     if (!hostport.ok() || !hostport->user.empty() || !hostport->params.text().empty()) {
       return bad("Invalid local socket");
     }
