@@ -382,6 +382,14 @@ absl::Status Dialogs::SendBye(const DialogInfo& d, bool to_caller, std::string_v
   r.completion = bye_completion_;
   r.completion_data = absl::StrCat(d.h_entry, ":", d.h_id, to_caller ? " caller" : " callee");
   absl::StatusOr<tm::TransactionId> sent = tm_->SendRequest(r);
+  if (absl::IsNotFound(sent.status()) && !r.socket.empty()) {
+    // The socket the dialog used is gone (a restart with other listen sockets): any
+    // socket of the protocol will do.
+    spdlog::info("dialog: socket {} of {}:{} is gone; the BYE leaves from another one", r.socket,
+                 d.h_entry, d.h_id);
+    r.socket.clear();
+    sent = tm_->SendRequest(r);
+  }
   if (!sent.ok()) return sent.status();
   return absl::OkStatus();
 }
@@ -393,9 +401,9 @@ int Dialogs::SendByes(const DialogInfo& dialog, std::string_view extra_headers) 
     if (s.ok()) {
       ++sent;
     } else {
-      spdlog::warn("dialog: BYE to the {} of {}:{} ({}) not sent: {}",
+      spdlog::warn("dialog: BYE to the {} of {}:{} ({}) not sent: {} (socket '{}')",
                    to_caller ? "caller" : "callee", dialog.h_entry, dialog.h_id, dialog.callid,
-                   s.ToString());
+                   s.ToString(), to_caller ? dialog.caller.bind_addr : dialog.callee->bind_addr);
     }
   }
   return sent;
