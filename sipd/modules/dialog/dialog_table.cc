@@ -87,6 +87,15 @@ struct DialogTable::Block {
     for (int k = 0; k < i; ++k) offset += lengths()[k];
     return std::string_view(bytes() + offset, lengths()[i]);
   }
+  // Every string and profile value in storage order, in one pass.
+  template <typename Fn>
+  void ForEach(Fn fn) const {
+    const char* p = bytes();
+    for (int k = 0; k < strings + profiles; ++k) {
+      fn(k, std::string_view(p, lengths()[k]));
+      p += lengths()[k];
+    }
+  }
   void CopyProfiles(std::vector<ProfileLink>& out) const {
     size_t offset = 0;
     for (int k = 0; k < strings; ++k) offset += lengths()[k];
@@ -123,6 +132,9 @@ struct DialogTable::Record {
 struct DialogTable::Bucket {
   RobustMutex mutex;
   std::atomic<Record*> first{nullptr};
+  // The record with the highest h_id (the tail), for O(1) appends; a hint that the
+  // repair of a dead holder's bucket recomputes.
+  Record* last = nullptr;
   uint32_t next_id = 1;
   // Written under the lock; count and active are also read without it (estimates).
   std::atomic<uint32_t> count{0};
@@ -187,8 +199,10 @@ void DialogTable::RepairBucket(Bucket& bucket) const {
   uint32_t count = 0;
   uint32_t early = 0;
   uint32_t active = 0;
+  bucket.last = nullptr;
   for (Record* r = bucket.first.load(std::memory_order_acquire); r != nullptr;
        r = r->next.load(std::memory_order_acquire)) {
+    bucket.last = r;
     ++count;
     if (IsEarly(r->get_state())) ++early;
     if (IsActive(r->get_state())) ++active;
@@ -227,6 +241,11 @@ void DialogTable::CountStateChange(Bucket& bucket, DialogState before, DialogSta
 }
 
 DialogTable::Record* DialogTable::FindLocked(Bucket& bucket, uint32_t h_id) const {
+  // The newest dialog (at the tail) is the one most events are about.
+  if (Record* last = bucket.last; last != nullptr) {
+    if (last->h_id == h_id) return last;
+    if (last->h_id < h_id) return nullptr;
+  }
   for (Record* r = bucket.first.load(std::memory_order_acquire); r != nullptr;
        r = r->next.load(std::memory_order_acquire)) {
     if (r->h_id == h_id) return r;
@@ -409,24 +428,31 @@ absl::StatusOr<DialogInfo> DialogTable::Link(DialogInfo info, bool keep_ids, int
     }
     if (info.h_id >= bucket.next_id && info.h_id != 0xFFFFFFFFu) bucket.next_id = info.h_id + 1;
   } else {
-    // Next free id (ids only repeat after 2^32 dialogs in one bucket).
+    // Next free id; ids only repeat after 2^32 dialogs in one bucket, so the uniqueness
+    // walk is needed only once they wrapped below the tail's.
     do {
       info.h_id = bucket.next_id++;
       if (bucket.next_id == 0) bucket.next_id = 1;
-    } while (info.h_id == 0 || FindLocked(bucket, info.h_id) != nullptr);
+    } while (info.h_id == 0 || ((bucket.last == nullptr || info.h_id <= bucket.last->h_id) &&
+                                FindLocked(bucket, info.h_id) != nullptr));
   }
   r->h_id = info.h_id;
   r->version = NextVersion();
   info.version = r->version;
-  // Sorted by h_id.
+  // Sorted by h_id: a new id is normally the highest, appended at the tail.
   std::atomic<Record*>* link = &bucket.first;
-  for (Record* a = link->load(std::memory_order_acquire); a != nullptr;
-       a = link->load(std::memory_order_acquire)) {
-    if (a->h_id > info.h_id) break;
-    link = &a->next;
+  if (bucket.last != nullptr && bucket.last->h_id < info.h_id) {
+    link = &bucket.last->next;
+  } else {
+    for (Record* a = link->load(std::memory_order_acquire); a != nullptr;
+         a = link->load(std::memory_order_acquire)) {
+      if (a->h_id > info.h_id) break;
+      link = &a->next;
+    }
   }
   r->next.store(link->load(std::memory_order_acquire), std::memory_order_release);
   link->store(r, std::memory_order_release);
+  if (r->next.load(std::memory_order_acquire) == nullptr) bucket.last = r;
   ++bucket.count;
   CountStateChange(bucket, DialogState::kDeleted, info.state);
   if (!keep_ids && counters_.processed.valid()) counters_.processed.Inc();
@@ -489,16 +515,19 @@ std::optional<DialogTable::Match> DialogTable::MatchRequest(std::string_view cal
 
 void DialogTable::UnlinkLocked(Bucket& bucket, Record* record, std::vector<void*>& garbage) const {
   std::atomic<Record*>* link = &bucket.first;
+  Record* previous = nullptr;
   for (Record* a = link->load(std::memory_order_acquire); a != nullptr;
        a = link->load(std::memory_order_acquire)) {
     if (a == record) {
       link->store(a->next.load(std::memory_order_acquire), std::memory_order_release);
+      if (bucket.last == a) bucket.last = previous;
       --bucket.count;
       garbage.push_back(a->caller.load(std::memory_order_acquire));
       if (Block* c = a->callee.load(std::memory_order_acquire); c != nullptr) garbage.push_back(c);
       garbage.push_back(a);
       return;
     }
+    previous = a;
     link = &a->next;
   }
 }
@@ -626,13 +655,8 @@ absl::StatusOr<DialogTable::Transition> DialogTable::Apply(uint32_t h_entry, uin
   return t;
 }
 
-void DialogTable::CopyChunk(Cursor& cursor, size_t max, std::vector<DialogInfo>& out) const {
-  CopyChunk(
-      cursor, max, [](const DialogInfo&) { return true; }, out);
-}
-
-void DialogTable::CopyChunk(Cursor& cursor, size_t max, Filter filter,
-                            std::vector<DialogInfo>& out) const {
+template <typename Take>
+void DialogTable::Walk(Cursor& cursor, size_t max, Take take) const {
   size_t copied = 0;
   while (!cursor.done && copied < max) {
     Bucket& bucket = buckets_[cursor.bucket];
@@ -647,12 +671,9 @@ void DialogTable::CopyChunk(Cursor& cursor, size_t max, Filter filter,
           bucket_finished = false;
           break;
         }
-        DialogInfo info = CopyLocked(cursor.bucket, *r);
         cursor.has_last = true;
         cursor.last_id = r->h_id;
-        if (!filter(info)) continue;
-        out.push_back(std::move(info));
-        ++copied;
+        if (take(cursor.bucket, *r)) ++copied;
       }
     }
     if (bucket_finished) {
@@ -660,6 +681,75 @@ void DialogTable::CopyChunk(Cursor& cursor, size_t max, Filter filter,
       if (++cursor.bucket == size_) cursor.done = true;
     }
   }
+}
+
+void DialogTable::CopyChunk(Cursor& cursor, size_t max, std::vector<DialogInfo>& out) const {
+  CopyChunk(
+      cursor, max, [](const DialogInfo&) { return true; }, out);
+}
+
+void DialogTable::CopyChunk(Cursor& cursor, size_t max, Filter filter,
+                            std::vector<DialogInfo>& out) const {
+  Walk(cursor, max, [&](uint32_t h_entry, const Record& r) {
+    DialogInfo info = CopyLocked(h_entry, r);
+    if (!filter(info)) return false;
+    out.push_back(std::move(info));
+    return true;
+  });
+}
+
+void DialogTable::CopyChunk(Cursor& cursor, size_t max, ChunkFilter filter,
+                            DialogChunk& out) const {
+  Walk(cursor, max, [&](uint32_t h_entry, const Record& r) {
+    const size_t bytes = out.byte_count();
+    const size_t links = out.link_count();
+    CopyLocked(h_entry, r, out);
+    if (filter(out, out.dialogs().back())) return true;
+    out.DropLast(bytes, links);
+    return false;
+  });
+}
+
+void DialogTable::CopyLocked(uint32_t h_entry, const Record& r, DialogChunk& out) const {
+  const Block* caller = r.caller.load(std::memory_order_acquire);
+  const Block* callee = r.callee.load(std::memory_order_acquire);
+  DialogChunk::Text texts[kCallerFields];
+  const size_t first_link = out.link_count();
+  if (caller != nullptr) {
+    caller->ForEach([&](int k, std::string_view s) {
+      if (k < kCallerFields) {
+        texts[k] = out.AddText(s);
+      } else {
+        out.AddLink(caller->profile_ids()[k - caller->strings], s);
+      }
+    });
+  }
+  DialogChunk::Text callee_texts[kCalleeFields];
+  if (callee != nullptr) {
+    callee->ForEach([&](int k, std::string_view s) {
+      if (k < kCalleeFields) callee_texts[k] = out.AddText(s);
+    });
+  }
+  DialogChunk::Dialog& d = out.AddDialog();
+  d.h_entry = h_entry;
+  d.h_id = r.h_id;
+  d.state = r.get_state();
+  d.user_flags = r.user_flags;
+  d.start_time = r.start_time;
+  d.timeout = r.timeout;
+  d.callid = texts[kCallid];
+  d.from_uri = texts[kFromUri];
+  d.to_uri = texts[kToUri];
+  d.caller = DialogChunk::Leg{texts[kCallerTag], texts[kCallerContact], texts[kCallerRouteSet],
+                              texts[kCallerBindAddr], r.caller_cseq};
+  if (callee != nullptr) {
+    d.has_callee = true;
+    d.callee = DialogChunk::Leg{callee_texts[kCalleeTag], callee_texts[kCalleeContact],
+                                callee_texts[kCalleeRouteSet], callee_texts[kCalleeBindAddr],
+                                r.callee_cseq};
+  }
+  d.first_link = static_cast<uint32_t>(first_link);
+  d.links = static_cast<uint32_t>(out.link_count() - first_link);
 }
 
 void DialogTable::Expire(uint32_t bucket_index, int64_t now, int64_t setup_cutoff,

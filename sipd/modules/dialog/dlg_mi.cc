@@ -62,7 +62,7 @@ std::optional<uint64_t> ParseDecimalOrHex(std::string_view text) {
 // a profile. Holds a cursor between parts, never a lock.
 class DialogListProducer final : public mi::ReplyProducer {
  public:
-  using Filter = std::function<bool(const DialogInfo&)>;
+  using Filter = std::function<bool(const DialogChunk&, const DialogChunk::Dialog&)>;
   DialogListProducer(Dialogs& dialogs, bool with_context, Filter filter, uint64_t skip,
                      uint64_t limit)
       : dialogs_(dialogs),
@@ -72,8 +72,8 @@ class DialogListProducer final : public mi::ReplyProducer {
         limit_(limit) {}
 
   absl::StatusOr<bool> Next(Call& call) override {
-    auto accept = [this](const DialogInfo& d) {
-      if (filter_ && !filter_(d)) return false;
+    auto accept = [this](const DialogChunk& chunk, const DialogChunk::Dialog& d) {
+      if (filter_ && !filter_(chunk, d)) return false;
       if (skipped_ < skip_) {
         ++skipped_;
         return false;
@@ -85,8 +85,8 @@ class DialogListProducer final : public mi::ReplyProducer {
       const uint64_t want =
           std::min(kDialogsPerFlush - emitted_ % kDialogsPerFlush, limit_ - emitted_);
       dialogs_.table().CopyChunk(cursor_, want, accept, chunk_);
-      for (const DialogInfo& d : chunk_) {
-        AppendDialogNode(call.reply().root, d, with_context_, dialogs_.profiles());
+      for (const DialogChunk::Dialog& d : chunk_.dialogs()) {
+        AppendDialogNode(call.reply().root, chunk_, d, with_context_, dialogs_.profiles());
       }
       emitted_ += chunk_.size();
       if (!chunk_.empty() && emitted_ % kDialogsPerFlush == 0) return false;  // flush point
@@ -103,7 +103,7 @@ class DialogListProducer final : public mi::ReplyProducer {
   uint64_t skipped_ = 0;
   uint64_t emitted_ = 0;
   DialogTable::Cursor cursor_;
-  std::vector<DialogInfo> chunk_;
+  DialogChunk chunk_;
 };
 
 absl::Status DlgList(Dialogs& dialogs, Call& call, bool with_context) {
@@ -136,7 +136,9 @@ absl::Status DlgList(Dialogs& dialogs, Call& call, bool with_context) {
     SetError(call, 404, kNoSuchDialog);
     return absl::OkStatus();
   }
-  AppendDialogNode(reply.root, *d, with_context, dialogs.profiles());
+  DialogChunk one;
+  one.Add(*d);
+  AppendDialogNode(reply.root, one, one.dialogs()[0], with_context, dialogs.profiles());
   return absl::OkStatus();
 }
 
@@ -239,9 +241,9 @@ absl::Status ProfileListDlgs(Dialogs& dialogs, Call& call) {
   }
   const bool compare = value.has_value() && dialogs.profiles()[*index].has_value;
   const uint16_t profile = *index;
-  auto filter = [profile, compare, value](const DialogInfo& d) {
-    for (const ProfileLink& link : d.profiles) {
-      if (link.profile == profile && (!compare || link.value == *value)) return true;
+  auto filter = [profile, compare, value](const DialogChunk& chunk, const DialogChunk::Dialog& d) {
+    for (const DialogChunk::Link& link : chunk.links(d)) {
+      if (link.profile == profile && (!compare || chunk.str(link.value) == *value)) return true;
     }
     return false;
   };
@@ -288,9 +290,12 @@ std::string FormatDate(int64_t unix_time) {
   return std::string(buffer, n);
 }
 
-void AppendDialogNode(Node& parent, const DialogInfo& d, bool with_context,
-                      const std::vector<ProfileSpec>& profiles) {
+void AppendDialogNode(Node& parent, const DialogChunk& chunk, const DialogChunk::Dialog& d,
+                      bool with_context, const std::vector<ProfileSpec>& profiles) {
+  auto text = [&chunk](DialogChunk::Text t) { return std::string(chunk.str(t)); };
   Node& node = parent.AddKid("dialog");
+  node.kids.reserve(with_context ? 18 : 17);
+  node.attributes.reserve(2);
   node.AddAttribute("hash", absl::StrCat(d.h_entry, ":", d.h_id));
   node.AddAttribute("dialog_id", absl::StrCat(d.id()));
   node.AddKid("state", absl::StrCat(static_cast<int>(d.state)));
@@ -299,37 +304,45 @@ void AppendDialogNode(Node& parent, const DialogInfo& d, bool with_context,
   if (d.start_time != 0) node.AddKid("datestart", FormatDate(d.start_time));
   node.AddKid("timeout", absl::StrCat(d.timeout));
   if (d.timeout != 0) node.AddKid("dateout", FormatDate(d.timeout));
-  node.AddKid("callid", d.callid);
-  node.AddKid("from_uri", d.from_uri);
-  node.AddKid("to_uri", d.to_uri);
-  node.AddKid("caller_tag", d.caller.tag);
-  node.AddKid("caller_contact", d.caller.contact);
+  node.AddKid("callid", text(d.callid));
+  node.AddKid("from_uri", text(d.from_uri));
+  node.AddKid("to_uri", text(d.to_uri));
+  node.AddKid("caller_tag", text(d.caller.tag));
+  node.AddKid("caller_contact", text(d.caller.contact));
   // Sic (1.11): the caller leg's CSeq under the name callee_cseq, and the other way round.
   node.AddKid("callee_cseq", absl::StrCat(d.caller.cseq));
-  node.AddKid("caller_route_set", d.caller.route_set);
-  node.AddKid("caller_bind_addr", d.caller.bind_addr);
+  node.AddKid("caller_route_set", text(d.caller.route_set));
+  node.AddKid("caller_bind_addr", text(d.caller.bind_addr));
   Node& callees = node.AddKid("CALLEES");
   callees.is_array = true;
-  if (d.callee.has_value()) {
+  if (d.has_callee) {
     Node& callee = callees.AddKid("callee");
-    callee.AddKid("callee_tag", d.callee->tag);
-    callee.AddKid("callee_contact", d.callee->contact);
-    callee.AddKid("caller_cseq", absl::StrCat(d.callee->cseq));
-    callee.AddKid("callee_route_set", d.callee->route_set);
-    callee.AddKid("callee_bind_addr", d.callee->bind_addr);
+    callee.kids.reserve(5);
+    callee.AddKid("callee_tag", text(d.callee.tag));
+    callee.AddKid("callee_contact", text(d.callee.contact));
+    callee.AddKid("caller_cseq", absl::StrCat(d.callee.cseq));
+    callee.AddKid("callee_route_set", text(d.callee.route_set));
+    callee.AddKid("callee_bind_addr", text(d.callee.bind_addr));
   }
   if (with_context) {
     Node& context = node.AddKid("context");
-    if (!d.profiles.empty()) {
+    if (d.links > 0) {
       Node& links = context.AddKid("profiles");
       links.is_array = true;
-      for (const ProfileLink& link : d.profiles) {
+      for (const DialogChunk::Link& link : chunk.links(d)) {
         const std::string name =
             link.profile < profiles.size() ? profiles[link.profile].name : std::string("?");
-        links.AddKid(name, link.value);
+        links.AddKid(name, text(link.value));
       }
     }
   }
+}
+
+void AppendDialogNode(Node& parent, const DialogInfo& d, bool with_context,
+                      const std::vector<ProfileSpec>& profiles) {
+  DialogChunk one;
+  one.Add(d);
+  AppendDialogNode(parent, one, one.dialogs()[0], with_context, profiles);
 }
 
 absl::Status RegisterMiCommands(Dialogs& dialogs, mi::Registry& registry) {

@@ -34,6 +34,8 @@ class Dialogs;
 // dlg_list_ctx `context` kid.
 void AppendDialogNode(mi::Node& parent, const DialogInfo& d, bool with_context,
                       const std::vector<ProfileSpec>& profiles);
+void AppendDialogNode(mi::Node& parent, const DialogChunk& chunk, const DialogChunk::Dialog& d,
+                      bool with_context, const std::vector<ProfileSpec>& profiles);
 
 // "YYYY-MM-DD HH:MM:SS" in local time.
 std::string FormatDate(int64_t unix_time);
