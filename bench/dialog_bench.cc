@@ -56,7 +56,8 @@ std::string Config(int dialogs) {
                       "loadmodule \"tm\"\n"
                       "modparam(\"tm\", \"wt_timer\", 1)\n"
                       "loadmodule \"dialog\"\n"
-                      "modparam(\"dialog\", \"hash_size\", 4096)\n");
+                      "modparam(\"dialog\", \"hash_size\", 4096)\n"
+                      "modparam(\"dialog\", \"profiles_with_value\", \"caller/from_user\")\n");
 }
 
 // kB from /proc/PID/status.
@@ -193,6 +194,20 @@ int RunFill(const std::vector<int>& sizes, int rate, int repeat) {
             rss_before / 1024.0, peak / 1024.0, shared / 1024.0, LoadAverage().c_str(),
             received < 0 ? "  (failed)" : "");
         std::fflush(stdout);
+      }
+      {
+        // A profile command walks the table: its time grows with the dialogs.
+        const auto start = Clock::now();
+        MiClient::Result size = mi.Execute("profile_get_size", {"caller", "alice"});
+        const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+        std::string count = size.Status();
+        if (!size.reply.root.kids.empty()) {
+          for (const auto& a : size.reply.root.kids[0]->attributes) {
+            if (a.name == "count") count = a.value;
+          }
+        }
+        std::printf("%-9d profile_get_size caller alice: count %s, %.1f ms\n", n, count.c_str(),
+                    ms);
       }
       uac->Kill();
       uas->Kill();
