@@ -6,6 +6,7 @@
 #include <exception>
 
 #include "absl/strings/str_cat.h"
+#include "registry/log_limit.h"
 #include "spdlog/spdlog.h"
 
 namespace sipd::mi {
@@ -211,9 +212,9 @@ std::unique_ptr<Exchange> Dispatcher::Start(CallContext context, Request request
     absl::Status allowed = hooks_.authorize(state->context, *command);
     if (!allowed.ok()) {
       const uint32_t code = absl::IsUnauthenticated(allowed) ? 401 : 403;
-      spdlog::info("MI: '{}' refused over {} to '{}': {}", name,
-                   TransportName(state->context.transport), state->context.peer.principal,
-                   std::string(allowed.message()));
+      SIPD_LOG_LIMITED(spdlog::level::info, "MI: '{}' refused over {} to '{}': {}", name,
+                       TransportName(state->context.transport), state->context.peer.principal,
+                       std::string(allowed.message()));
       Finish(*state, Outcome::kReply, Reply::Error(code, std::string(allowed.message())));
       return exchange;
     }
@@ -225,8 +226,8 @@ std::unique_ptr<Exchange> Dispatcher::Start(CallContext context, Request request
     state->request.args.clear();
     state->request.args_error = absl::OkStatus();
   } else if (!state->request.args_error.ok()) {
-    spdlog::warn("MI: parse error in command '{}': {}", name,
-                 std::string(state->request.args_error.message()));
+    SIPD_LOG_LIMITED(spdlog::level::warn, "MI: parse error in command '{}': {}", name,
+                     std::string(state->request.args_error.message()));
     Finish(*state, Outcome::kParseError, ParseError(name));
     return exchange;
   }

@@ -6,6 +6,7 @@
 #include "legacy-transports/xmlrpc/mi_xmlrpc_module.h"
 #include "service/mi_grpc_module.h"
 #include "sipd/modules/dialog/dialog.h"
+#include "sipd/modules/event_datagram/event_datagram.h"
 #include "sipd/modules/mi_selftest/mi_selftest.h"
 #include "sipd/modules/registrar/registrar.h"
 #include "sipd/modules/siptrace/siptrace.h"
@@ -20,8 +21,9 @@ const std::vector<ModuleEntry>& ModuleTable() {
       {"mi_xmlrpc", &NewMiXmlrpcModule},     {"mi_fifo", &NewMiFifoModule},
       {"mi_datagram", &NewMiDatagramModule}, {"mi_grpc", &NewMiGrpcModule},
       {"usrloc", &NewUsrlocModule},          {"registrar", &NewRegistrarModule},
-      {"mi_selftest", &NewMiSelftestModule}, {"tm", &NewTmModule},
-      {"siptrace", &NewSiptraceModule},      {"dialog", &NewDialogModule},
+      {"mi_selftest", &NewMiSelftestModule}, {"event_datagram", &NewEventDatagramModule},
+      {"tm", &NewTmModule},                  {"siptrace", &NewSiptraceModule},
+      {"dialog", &NewDialogModule},
   };
   return kModules;
 }

@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "registry/dispatcher.h"
+#include "registry/log_limit.h"
 #include "registry/text_format.h"
 #include "spdlog/spdlog.h"
 
@@ -24,6 +25,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Datagrams read from one socket per event-loop turn at most.
+constexpr int kDatagramsPerTurn = 64;
 constexpr int kPollIntervalMs = 200;
 constexpr int kMaxEvents = 64;
 // epoll tag of the dispatcher's wake descriptor; sockets use their index.
@@ -281,7 +284,11 @@ absl::Status DatagramServer::Run(const std::function<bool()>& stopping,
       if (events[i].data.u64 == kWakeTag) {
         wake = true;
       } else {
-        ReceiveOne(static_cast<size_t>(events[i].data.u64));
+        // Drain a burst per wake-up (bounded, so the other sockets and the completions
+        // get their turn): one epoll_wait per datagram cannot keep up with a flood.
+        for (int k = 0;
+             k < kDatagramsPerTurn && ReceiveOne(static_cast<size_t>(events[i].data.u64)); ++k) {
+        }
       }
     }
     if (wake || (deadline != Clock::time_point::max() && deadline <= Clock::now())) {
@@ -294,7 +301,7 @@ absl::Status DatagramServer::Run(const std::function<bool()>& stopping,
   return absl::OkStatus();
 }
 
-void DatagramServer::ReceiveOne(size_t index) {
+bool DatagramServer::ReceiveOne(size_t index) {
   const DatagramSockets& sockets = sockets_[index];
   const bool is_unix = !sockets.unix_path.empty();
   sockaddr_storage from{};
@@ -313,7 +320,7 @@ void DatagramServer::ReceiveOne(size_t index) {
   const ssize_t n = recvmsg(sockets.rx, &msg, MSG_DONTWAIT | MSG_TRUNC | MSG_CMSG_CLOEXEC);
   if (n < 0) {
     if (errno != EAGAIN && errno != EINTR) spdlog::error("recvmsg: {}", Errno());
-    return;
+    return false;
   }
   const socklen_t from_len = msg.msg_namelen;
   mi::Peer peer;
@@ -348,19 +355,21 @@ void DatagramServer::ReceiveOne(size_t index) {
   const std::string_view reply =
       Handle(std::string_view(input_.data(), std::min(real_size, input_.size())), real_size,
              std::move(peer), index, from, from_len);
-  if (reply.empty()) return;  // the call waits
+  if (reply.empty()) return true;  // the call waits
   if (is_unix && from_len <= offsetof(sockaddr_un, sun_path)) {
-    spdlog::warn("request from an unbound UNIX socket: no reply possible");
-    return;
+    SIPD_LOG_LIMITED(spdlog::level::warn, "request from an unbound UNIX socket: no reply possible");
+    return true;
   }
   SendReply(index, reply, from, from_len);
+  return true;
 }
 
 std::string_view DatagramServer::Handle(std::string_view datagram, size_t real_size, mi::Peer peer,
                                         size_t index, const sockaddr_storage& from,
                                         socklen_t from_len) {
   if (real_size > datagram.size() || datagram.size() > kDatagramMaxSize) {
-    spdlog::warn("request of {} bytes exceeds {} bytes", real_size, kDatagramMaxSize);
+    SIPD_LOG_LIMITED(spdlog::level::warn, "request of {} bytes exceeds {} bytes", real_size,
+                     kDatagramMaxSize);
     return kDatagramParseError;
   }
   // First line: exactly `:command:` and LF (CRLF accepted).
@@ -449,7 +458,7 @@ void DatagramServer::SendReply(size_t index, std::string_view payload, const soc
   };
   if (send(tx_[index])) return;
   if (errno != EAGAIN && errno != ENOBUFS) {
-    spdlog::warn("cannot send reply: {}", Errno());
+    SIPD_LOG_LIMITED(spdlog::level::warn, "cannot send reply: {}", Errno());
     return;
   }
   if (!sockets_[index].unix_path.empty()) {

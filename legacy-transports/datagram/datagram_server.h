@@ -160,7 +160,8 @@ class DatagramServer {
   struct Waiting;
 
   absl::Status Setup();
-  void ReceiveOne(size_t index);
+  // Reads and serves one datagram of socket `index`; false when there was none.
+  bool ReceiveOne(size_t index);
   // Parses and starts one request from `peer`. Returns the payload to send at once, or
   // an empty view if the call waits (it is then in waiting_).
   std::string_view Handle(std::string_view datagram, size_t real_size, mi::Peer peer, size_t index,

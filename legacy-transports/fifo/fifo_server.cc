@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "registry/dispatcher.h"
+#include "registry/log_limit.h"
 #include "spdlog/spdlog.h"
 
 namespace sipd::legacy {
@@ -322,9 +323,9 @@ void FifoServer::ReadInput() {
 bool FifoServer::ResyncOnNewCommandLine(std::string_view fresh) {
   if (!IsStrictCommandLine(fresh)) return false;
   const bool answer = state_ == State::kArguments || state_ == State::kBadArgs;
-  spdlog::warn("request {}incomplete when a new request began: {}",
-               current_ != nullptr ? absl::StrCat("'", current_->request.command, "' ") : "",
-               answer ? "answered 400" : "discarded");
+  SIPD_LOG_LIMITED(spdlog::level::warn, "request {}incomplete when a new request began: {}",
+                   current_ != nullptr ? absl::StrCat("'", current_->request.command, "' ") : "",
+                   answer ? "answered 400" : "discarded");
   // The unfinished line (if any) goes; the fresh bytes start at input_end_.
   input_begin_ = input_end_;
   skipping_line_ = false;
@@ -382,7 +383,8 @@ void FifoServer::ProcessInput() {
 void FifoServer::OnOverlongLine() {
   switch (state_) {
     case State::kIdle:
-      spdlog::warn("command line longer than {} bytes: request discarded", kFifoMaxCommandLine - 1);
+      SIPD_LOG_LIMITED(spdlog::level::warn, "command line longer than {} bytes: request discarded",
+                       kFifoMaxCommandLine - 1);
       state_ = State::kDiscard;
       break;
     case State::kArguments:
@@ -415,12 +417,12 @@ void FifoServer::HandleCommandLine(std::string_view line) {
   const std::string_view text = TrimCommandLine(line);
   if (text.empty()) return;  // stray empty lines between requests are harmless
   if (text.size() < 3) {
-    spdlog::warn("command line too short: ignored");
+    SIPD_LOG_LIMITED(spdlog::level::warn, "command line too short: ignored");
     return;
   }
   const size_t colon = text.find(':', 1);
   if (text.front() != ':' || colon == std::string_view::npos || colon == 1) {
-    spdlog::warn("malformed command line: request discarded");
+    SIPD_LOG_LIMITED(spdlog::level::warn, "malformed command line: request discarded");
     state_ = State::kDiscard;
     return;
   }

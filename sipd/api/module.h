@@ -8,9 +8,11 @@
 //   2. Init(core) in loadmodule order: create shared-memory state, statistics, MI
 //      commands, SIP handlers, timers. Everything shared must exist before the fork;
 //   3. the attendant forks the processes from Processes() (module processes first,
-//      modules in loadmodule order, then SIP receivers, then the timer process);
+//      modules in loadmodule order, then SIP receivers, then the timer process, then the
+//      TCP receivers and TCP main when a TCP listen socket is configured);
 //   4. in every forked child, ChildInit(rank) of every module (rank: kRankSipWorker+i
-//      for SIP workers, kRankTimer, kRankModule for module processes that ask for it);
+//      for SIP workers, UDP then TCP receivers; kRankTimer; kRankTcpMain; kRankModule for
+//      module processes that ask for it);
 //   5. at clean shutdown, Shutdown() in the attendant after all children are gone.
 #pragma once
 
@@ -28,6 +30,7 @@
 #include "registry/async.h"
 #include "registry/command.h"
 #include "registry/dispatcher.h"
+#include "registry/events.h"
 #include "registry/statistics.h"
 
 namespace sipd {
@@ -150,6 +153,10 @@ class Core {
   // and mark the process ready; call it once, after binding. Elsewhere it is ignored.
   // (A no-op by default, for test doubles.)
   virtual void ReportListeners(std::vector<Listener> /*listeners*/) {}
+  // The event interface (registry/events.h): modules publish their events during Init()
+  // and raise them from any process; event transports (event_datagram) add their
+  // consumer and transports during Init(). nullptr when the core has none (test doubles).
+  virtual mi::EventRegistry* events() { return nullptr; }
 
   // Runs `fn` every `interval` in the timer process (`label` shows in `ps` as
   // "timer: LABEL" when it is the most recently registered timer).

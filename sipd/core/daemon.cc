@@ -407,6 +407,7 @@ absl::Status Daemon::InitializeSteps() {
   };
 
   SIPD_RETURN_IF_ERROR(RegisterBuiltinStatistics());
+  SIPD_ASSIGN_OR_RETURN(events_, SipdEvents::Create(*shm_));  // before any Publish
   SIPD_RETURN_IF_ERROR(stats_->RegisterCommands(mi_));
   if (options_.register_core_commands) {
     absl::Status s = options_.register_core_commands(*this);
@@ -446,6 +447,7 @@ absl::Status Daemon::InitializeSteps() {
   for (size_t i = 0; i < std::max<size_t>(workers, 1); ++i) {
     new (&busy_flags_[i]) std::atomic<uint8_t>(0);
   }
+  SIPD_RETURN_IF_ERROR(events_->RegisterStatistics(*stats_));  // evi, after the modules'
   SIPD_RETURN_IF_ERROR(RegisterProcessStatistics());
   // MI calls waiting for an async reply, all processes together.
   stats_->AddGroup("mi");
@@ -495,6 +497,9 @@ absl::Status Daemon::RegisterBuiltinStatistics() {
   const SipTransportImpl* transport = transport_.get();
   SIPD_RETURN_IF_ERROR(stats_->AddFunction("net", "waiting_udp",
                                            [transport] { return transport->UdpReceiveBacklog(); }));
+  SIPD_RETURN_IF_ERROR(stats_->AddFunction("net", "waiting_tcp", [transport]() -> uint64_t {
+    return transport->tcp() != nullptr ? transport->tcp()->WaitingBytes() : 0;
+  }));
 
   return RegisterSlStats(*stats_, sip_counters_);
 }
@@ -783,6 +788,7 @@ void Daemon::ChildMain(int slot, int report_fd) {
 
   const PlannedProcess& p = plan_[static_cast<size_t>(slot)];
   current_slot_ = slot;
+  CloseForeignDescriptors(p, report_fd);
   // Keep only the SIP descriptors this process serves (sipd/core/tcp_transport.h).
   if (transport_->tcp() != nullptr) {
     transport_->tcp()->EnterProcess(
@@ -791,7 +797,6 @@ void Daemon::ChildMain(int slot, int report_fd) {
                                                        : TcpTransport::Role::kOther,
         p.index);
   }
-  CloseForeignDescriptors(p, report_fd);
   SetLogProcessType(p.type);
   // A short name for top/ps/pgrep (the kernel keeps 15 bytes): sipd:sip, sipd:timer,
   // sipd:<module process type>.
@@ -926,6 +931,8 @@ void Daemon::CloseForeignDescriptors(const PlannedProcess& p, int report_fd) con
   std::vector<int> keep = {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO, report_fd};
   const std::vector<int>& wake = async_table_->wake_fds();
   keep.insert(keep.end(), wake.begin(), wake.end());
+  const std::vector<int> event_wake = events_->backend().wake_fds();
+  keep.insert(keep.end(), event_wake.begin(), event_wake.end());
   switch (p.kind) {
     case PlannedProcess::Kind::kModule: {
       const std::vector<int>& own = module_spec_fds_[p.module][p.spec];
@@ -935,21 +942,10 @@ void Daemon::CloseForeignDescriptors(const PlannedProcess& p, int report_fd) con
     default:
       break;
   }
-  // SIP: every process may Send() (sipd/core/sip_transport.h), so every process keeps the
-  // UDP sockets; of the TCP descriptors, what TcpTransport::EnterProcess() left open.
-  for (size_t i = 0; i < transport_->sockets().size(); ++i) {
-    if (const UdpListener* udp = transport_->udp(static_cast<int>(i)); udp != nullptr) {
-      keep.push_back(udp->fd());
-    }
-  }
-  if (const TcpTransport* tcp = transport_->tcp(); tcp != nullptr) {
-    for (const TcpTransport::ListenSocket& l : tcp->listen_sockets()) keep.push_back(l.fd);
-    for (int r = 0; r < tcp->receivers(); ++r) {
-      keep.push_back(tcp->main_end(r));
-      keep.push_back(tcp->receiver_end(r));
-      keep.push_back(tcp->wake_fd(r));
-    }
-  }
+  // SIP: every process may send (the transport's descriptors); TCP roles are narrowed by
+  // TcpTransport::EnterProcess right after.
+  const std::vector<int> sip = transport_->Descriptors();
+  keep.insert(keep.end(), sip.begin(), sip.end());
   for (int fd : OpenDescriptors()) {
     if (std::find(keep.begin(), keep.end(), fd) == keep.end()) close(fd);
   }
@@ -1126,6 +1122,7 @@ void Daemon::RestartDue() {
         absl::Status written = WriteListenersFile();
         if (!written.ok()) spdlog::error("{}", std::string(written.message()));
       }
+      events_->ProcessRestarted(static_cast<int>(slot), p.type, *pid);
     } else {
       spdlog::error("restart failed: {}", std::string(pid.status().message()));
       ScheduleRestart(p);

@@ -3,15 +3,18 @@
 // Start-up (Initialize, all before the first fork):
 //   run_dir (created 0700 if missing, its parent never; see sipd/core/config.h), shared
 //   memory, shared state (log level, stopping flag, statistics cells,
-//   process table, worker busy flags), libosip2, UDP listen sockets, statistics groups
-//   shmem/core/net/sl, MI commands (get_statistics, reset_statistics, the core list),
-//   modules' Init in loadmodule order, module process specs, the process table plan,
-//   statistics groups pkmem/load.
+//   process table, worker busy flags), libosip2, the SIP listen sockets (UDP, and TCP
+//   with its connection table, hand-off socketpairs and eventfds: sipd/core/
+//   tcp_transport.h), statistics groups shmem/core/net/sl, MI commands (get_statistics,
+//   reset_statistics, the core list), modules' Init in loadmodule order, module process specs, the
+//   process table plan, statistics groups pkmem/load.
 // Run:
 //   forks module processes (modules in loadmodule order, each spec x count; pre_fork /
-//   post_fork around each group), SIP receivers (children per listen socket), the timer
-//   process; every child runs the modules' ChildInit for its rank and reports success
-//   over a pipe before its main loop (a process whose ProcessSpec sets
+//   post_fork around each group), SIP receivers (children per UDP listen socket), the
+//   timer process, then with a TCP listen socket `TCP receiver` x tcp_children and
+//   `TCP main` last (spec 10.1); every child first closes the SIP descriptors its role
+//   must not hold (TcpTransport::EnterProcess), then runs the modules' ChildInit for its rank and
+//   reports success over a pipe before its main loop (a process whose ProcessSpec sets
 //   reports_listeners also reports, over the same pipe, what it listens on once it does).
 //   Then writes <run_dir>/listeners and <run_dir>/sipd.pid, logs the start-up banner
 //   (what listens where, where the files are) and supervises:
@@ -24,11 +27,14 @@
 // Children set PR_SET_PDEATHSIG(SIGTERM), so an attendant killed with SIGKILL leaves
 // no orphans.
 // Descriptors: right after the fork each child closes everything it inherited except
-// stdin/stdout/stderr, the async-reply eventfds (any process may complete an MI call) and
-// what it serves: a module process the descriptors its group's pre_fork opened, a SIP
-// receiver its listen socket. So no SIP worker holds an MI socket and no MI process holds
-// a SIP socket or another transport's (issue 9). Descriptors opened later (ChildInit,
-// main) are the process's own.
+// stdin/stdout/stderr, the async-reply and event-consumer eventfds (any process may
+// complete an MI call or raise an event), the SIP UDP sockets (any process may send SIP:
+// tm retransmits from the timer, t_uac_dlg sends from an MI process; only SIP receivers
+// read them), the TCP transport's descriptors for its role (sipd/core/tcp_transport.h:
+// only TCP main holds the TCP listen sockets, a receiver only its own connections) and,
+// for a module process, what its group's pre_fork opened. So no SIP process holds an MI
+// socket and no MI process holds another MI transport's socket or a TCP listen socket
+// (issue 9). Descriptors opened later (ChildInit, main) are the process's own.
 //
 // <run_dir>/listeners (written atomically, before the pid file; rewritten when a
 // restarted process reports a new address; removed at shutdown):
@@ -66,6 +72,7 @@
 #include "sipd/api/module.h"
 #include "sipd/core/async_table.h"
 #include "sipd/core/config.h"
+#include "sipd/core/event_bus.h"
 #include "sipd/core/proc_memory.h"
 #include "sipd/core/process_table.h"
 #include "sipd/core/shm.h"
@@ -125,6 +132,7 @@ class Daemon final : public Core {
   void SyncLogLevel() override;
   std::unique_ptr<mi::Dispatcher> NewDispatcher(const mi::DispatcherOptions& options) override;
   mi::AsyncBackend& async() override;
+  mi::EventRegistry* events() override { return events_ ? &events_->registry() : nullptr; }
 
   // The `ps` type of every slot in fork order, as planned by Initialize() (the process
   // table itself shows a type only once the slot is forked, spec 10.1).
@@ -208,6 +216,7 @@ class Daemon final : public Core {
 
   std::unique_ptr<SharedMemory> shm_;
   std::unique_ptr<ShmAsyncTable> async_table_;
+  std::unique_ptr<SipdEvents> events_;
   // This process's slot in the process table (0 in the attendant).
   int current_slot_ = 0;
   // In a module process that has yet to report its listeners: the start-up pipe.

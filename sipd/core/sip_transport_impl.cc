@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "sipd/core/proc_net.h"
@@ -13,25 +14,59 @@ namespace sipd {
 absl::StatusOr<std::unique_ptr<SipTransportImpl>> SipTransportImpl::Open(
     const std::vector<ListenAddress>& addresses, const Options& options) {
   std::unique_ptr<SipTransportImpl> transport(new SipTransportImpl());
-  for (const ListenAddress& address : addresses) {
+  // Port 0 ("any free port") on several listen lines of one IP (udp and tcp): they share
+  // the port the first one got when it is free for the others too, as SIP expects one
+  // port number per address; otherwise each keeps its own.
+  std::map<std::string, uint16_t> any_port;
+  for (const ListenAddress& requested : addresses) {
+    ListenAddress address = requested;
+    bool shared_port = false;
+    if (requested.port == 0) {
+      auto it = any_port.find(requested.ip);
+      if (it != any_port.end()) {
+        address.port = it->second;
+        shared_port = true;
+      }
+    }
+    auto open = [&]() -> absl::Status { return OpenOne(*transport, address, options); };
+    absl::Status opened = open();
+    if (!opened.ok() && shared_port) {
+      address.port = 0;  // taken for this protocol: any other port
+      opened = open();
+    }
+    if (!opened.ok()) return opened;
+    if (requested.port == 0 && !any_port.contains(requested.ip)) {
+      any_port[requested.ip] = transport->sockets_.back().address.port();
+    }
+  }
+  if (transport->tcp_ != nullptr) {
+    absl::Status finished = transport->tcp_->Finish();
+    if (!finished.ok()) return finished;
+  }
+  return transport;
+}
+
+absl::Status SipTransportImpl::OpenOne(SipTransportImpl& transport, const ListenAddress& address,
+                                       const Options& options) {
+  {
     if (address.proto == SipProto::kTcp) {
-      if (transport->tcp_ == nullptr) {
+      if (transport.tcp_ == nullptr) {
         if (options.shm == nullptr) {
           return absl::FailedPreconditionError("TCP listen sockets need shared memory");
         }
         absl::StatusOr<std::unique_ptr<TcpTransport>> tcp =
             TcpTransport::Create(*options.shm, options.tcp);
         if (!tcp.ok()) return tcp.status();
-        transport->tcp_ = *std::move(tcp);
+        transport.tcp_ = *std::move(tcp);
       }
-      const int index = static_cast<int>(transport->sockets_.size());
-      absl::StatusOr<SipAddress> bound = transport->tcp_->Listen(index, address);
+      const int index = static_cast<int>(transport.sockets_.size());
+      absl::StatusOr<SipAddress> bound = transport.tcp_->Listen(index, address);
       if (!bound.ok()) return bound.status();
       ListenAddress actual = address;
       actual.port = bound->port();
-      transport->sockets_.push_back(SipSocket{SipProto::kTcp, *bound, actual.ToString()});
-      transport->udp_.push_back(nullptr);
-      continue;
+      transport.sockets_.push_back(SipSocket{SipProto::kTcp, *bound, actual.ToString()});
+      transport.udp_.push_back(nullptr);
+      return absl::OkStatus();
     }
     absl::StatusOr<std::unique_ptr<UdpListener>> listener =
         UdpListener::Open(address, options.max_buffer);
@@ -42,14 +77,10 @@ absl::StatusOr<std::unique_ptr<SipTransportImpl>> SipTransportImpl::Open(
     absl::StatusOr<SipAddress> bound = SipAddress::FromIpPort(address.ip, (*listener)->port());
     if (!bound.ok()) return bound.status();
     socket.address = *bound;
-    transport->sockets_.push_back(std::move(socket));
-    transport->udp_.push_back(*std::move(listener));
+    transport.sockets_.push_back(std::move(socket));
+    transport.udp_.push_back(*std::move(listener));
+    return absl::OkStatus();
   }
-  if (transport->tcp_ != nullptr) {
-    absl::Status finished = transport->tcp_->Finish();
-    if (!finished.ok()) return finished;
-  }
-  return transport;
 }
 
 SipTransportImpl::~SipTransportImpl() = default;
@@ -159,6 +190,17 @@ absl::Status SipTransportImpl::SendUdp(const SipDestination& destination,
                                                listener->name(), ": ", std::strerror(errno)));
   }
   return absl::OkStatus();
+}
+
+std::vector<int> SipTransportImpl::Descriptors() const {
+  std::vector<int> fds;
+  for (const auto& udp : udp_) {
+    if (udp != nullptr) fds.push_back(udp->fd());
+  }
+  if (tcp_ != nullptr) {
+    for (int fd : tcp_->Descriptors()) fds.push_back(fd);
+  }
+  return fds;
 }
 
 }  // namespace sipd

@@ -32,7 +32,8 @@ class SipTransportImpl final : public SipTransport {
   };
 
   // Opens (binds) every listen socket in `addresses` order, and with a TCP socket the
-  // TCP transport (table, hand-off channels, eventfds). Errors name the address.
+  // TCP transport (table, hand-off channels, eventfds). Errors name the address. Port 0
+  // lines of one IP (udp and tcp) get the same port when it is free for both.
   static absl::StatusOr<std::unique_ptr<SipTransportImpl>> Open(
       const std::vector<ListenAddress>& addresses, const Options& options);
   static absl::StatusOr<std::unique_ptr<SipTransportImpl>> Open(
@@ -54,9 +55,17 @@ class SipTransportImpl final : public SipTransport {
   uint64_t UdpReceiveBacklog() const;
   // The TCP transport; nullptr without a TCP listen socket.
   TcpTransport* tcp() const { return tcp_.get(); }
+  // Every descriptor of the transport (UDP sockets, and the TCP transport's): what a
+  // forked process keeps before TcpTransport::EnterProcess narrows the TCP ones. Any
+  // process may Send (tm retransmits from the timer, t_uac_dlg sends from MI processes),
+  // so every process keeps the UDP sockets.
+  std::vector<int> Descriptors() const;
 
  private:
   SipTransportImpl() = default;
+  // Opens one listen socket of Open() and appends it.
+  static absl::Status OpenOne(SipTransportImpl& transport, const ListenAddress& address,
+                              const Options& options);
   absl::Status SendUdp(const SipDestination& destination, std::string_view message);
   absl::Status SendTcp(const SipDestination& destination, std::string_view message);
 

@@ -24,6 +24,7 @@ struct TcpConnTable::Slot {
   bool outbound = false;
   bool in_work = false;
   bool indexed = false;
+  bool adopted = false;
   SipAddress peer;
   SipAddress local;
   std::atomic<int64_t> last_activity_ms{0};
@@ -199,6 +200,7 @@ TcpConnTable::Slot* TcpConnTable::AllocateSlot(int owner) {
   s.outbound = false;
   s.in_work = false;
   s.indexed = false;
+  s.adopted = false;
   s.peer = SipAddress();
   s.local = SipAddress();
   s.last_activity_ms.store(WallClockMs());
@@ -470,15 +472,24 @@ void TcpConnTable::Remove(uint64_t id) {
   FreeMessages(garbage);
 }
 
-size_t TcpConnTable::ReclaimOwner(int owner) {
+void TcpConnTable::Adopt(uint64_t id) {
+  LockTable();
+  if (Slot* s = SlotOf(id); s != nullptr) s->adopted = true;
+  header_->mutex.Unlock();
+}
+
+size_t TcpConnTable::ReclaimOwner(int owner, std::vector<uint64_t>* to_connect) {
   std::vector<Message*> garbage;
   size_t count = 0;
   LockTable();
   for (size_t i = 0; i < capacity_; ++i) {
     Slot& s = slots_[i];
-    if (s.id.load() != 0 && s.owner.load() == owner) {
+    if (s.id.load() == 0 || s.owner.load() != owner) continue;
+    if (s.adopted) {
       FreeSlot(s, &garbage);
       ++count;
+    } else if (to_connect != nullptr && s.state.load() == static_cast<int>(TcpState::kConnecting)) {
+      to_connect->push_back(s.id.load());
     }
   }
   header_->mutex.Unlock();

@@ -32,7 +32,9 @@
 // per-owner counts from the slots themselves (a message block being linked at that
 // moment may leak). A TCP receiver that dies takes its connections' descriptors with it;
 // the attendant restarts it and its successor calls ReclaimOwner() first, which frees
-// every slot it owned.
+// every slot it had adopted (a descriptor passed by TCP main and received, but not yet
+// adopted, when the receiver died is lost with it: that one slot stays in kInit until
+// sipd restarts; the window is a few instructions wide).
 #pragma once
 
 #include <atomic>
@@ -125,16 +127,26 @@ class TcpConnTable {
   void SetLocal(uint64_t id, const SipAddress& local);
   void Touch(uint64_t id, int64_t now_ms);
   void SetOwnerQueued(uint64_t id, uint64_t bytes);
+  // The owner has taken connection `id` into its process (it holds its descriptor now):
+  // an accepted connection it received, or an outbound one it started to connect.
+  void Adopt(uint64_t id);
   // Frees the slot (dropping queued messages). No-op for an unknown id.
   void Remove(uint64_t id);
-  // Frees every slot of `owner` (its process was restarted). Returns how many.
-  size_t ReclaimOwner(int owner);
+  // A new process for receiver `owner` starts: frees every slot its predecessor had
+  // adopted (their descriptors died with it) and returns how many. Slots not adopted yet
+  // stay: accepted connections whose descriptor is still in the hand-off channel, and
+  // outbound connections nobody started; the ids of the latter go to *to_connect.
+  size_t ReclaimOwner(int owner, std::vector<uint64_t>* to_connect = nullptr);
 
   // --- readers ---
   std::vector<TcpConnInfo> Snapshot() const;
   size_t size() const;
   // Sum of queued_bytes over all connections (net:waiting_tcp's outbound part).
   uint64_t QueuedBytes() const;
+
+  // Tests only: takes the table lock and never releases it (the calling process is
+  // about to die), to exercise the repair done by the next locker.
+  void LockAndAbandonForTesting() { LockTable(); }
 
  private:
   struct Message;

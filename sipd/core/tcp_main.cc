@@ -61,24 +61,67 @@ int ReceiveDescriptor(int channel, uint64_t* id) {
   return fd;
 }
 
+namespace {
+// epoll tags: listen sockets are 0..n-1, receiver channels start here.
+constexpr uint64_t kChannelTagBase = 1u << 20;
+}  // namespace
+
+TcpMain::~TcpMain() {
+  for (auto& queue : pending_) {
+    for (const Pending& p : queue) close(p.fd);
+  }
+  if (epoll_ >= 0) close(epoll_);
+}
+
 absl::Status TcpMain::Run(Core& core) {
-  const int epoll = epoll_create1(EPOLL_CLOEXEC);
-  if (epoll < 0) return absl::InternalError(std::string("epoll_create1: ") + std::strerror(errno));
+  epoll_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_ < 0) return absl::InternalError(std::string("epoll_create1: ") + std::strerror(errno));
   const auto& listeners = transport_.listen_sockets();
   for (size_t i = 0; i < listeners.size(); ++i) {
     epoll_event event{};
     event.events = EPOLLIN;
     event.data.u64 = i;
-    epoll_ctl(epoll, EPOLL_CTL_ADD, listeners[i].fd, &event);
+    epoll_ctl(epoll_, EPOLL_CTL_ADD, listeners[i].fd, &event);
   }
+  pending_.resize(static_cast<size_t>(transport_.receivers()));
+  watching_.assign(static_cast<size_t>(transport_.receivers()), false);
   epoll_event events[16];
   while (!core.stopping()) {
     core.SyncLogLevel();
-    const int n = epoll_wait(epoll, events, 16, 200);
-    for (int i = 0; i < n; ++i) AcceptAll(listeners[events[i].data.u64]);
+    const int n = epoll_wait(epoll_, events, 16, 200);
+    for (int i = 0; i < n; ++i) {
+      const uint64_t tag = events[i].data.u64;
+      if (tag >= kChannelTagBase) {
+        HandOver(static_cast<int>(tag - kChannelTagBase));
+      } else {
+        AcceptAll(listeners[tag]);
+      }
+    }
   }
-  close(epoll);
   return absl::OkStatus();
+}
+
+void TcpMain::HandOver(int receiver) {
+  std::deque<Pending>& queue = pending_[static_cast<size_t>(receiver)];
+  const int channel = transport_.main_end(receiver);
+  while (!queue.empty()) {
+    const Pending p = queue.front();
+    if (!SendDescriptor(channel, p.fd, p.id)) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;  // the channel is full: wait
+      spdlog::error("cannot hand TCP connection {} to TCP receiver {}: {}", p.id, receiver,
+                    std::strerror(errno));
+      transport_.table().Remove(p.id);
+    }
+    close(p.fd);
+    queue.pop_front();
+  }
+  const bool watch = !queue.empty();
+  if (watch == watching_[static_cast<size_t>(receiver)]) return;
+  epoll_event event{};
+  event.events = EPOLLOUT;
+  event.data.u64 = kChannelTagBase + static_cast<uint64_t>(receiver);
+  epoll_ctl(epoll_, watch ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, channel, &event);
+  watching_[static_cast<size_t>(receiver)] = watch;
 }
 
 void TcpMain::AcceptAll(const TcpTransport::ListenSocket& listener) {
@@ -115,15 +158,18 @@ void TcpMain::AcceptAll(const TcpTransport::ListenSocket& listener) {
       }
       continue;
     }
-    if (!SendDescriptor(transport_.main_end(added->owner), fd, added->id)) {
-      spdlog::error("cannot hand TCP connection {} from {} to TCP receiver {}: {}", added->id,
-                    peer_address.ToString(), added->owner, std::strerror(errno));
+    std::deque<Pending>& queue = pending_[static_cast<size_t>(added->owner)];
+    if (queue.size() >= kMaxPending) {
+      spdlog::error("TCP connection {} from {} dropped: {} connections wait for TCP receiver {}",
+                    added->id, peer_address.ToString(), queue.size(), added->owner);
       transport_.table().Remove(added->id);
-    } else {
-      spdlog::debug("TCP connection {} from {} handed to receiver {}", added->id,
-                    peer_address.ToString(), added->owner);
+      close(fd);
+      continue;
     }
-    close(fd);
+    spdlog::debug("TCP connection {} from {} handed to receiver {}", added->id,
+                  peer_address.ToString(), added->owner);
+    queue.push_back(Pending{fd, added->id});
+    HandOver(added->owner);
   }
 }
 

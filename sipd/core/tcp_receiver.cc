@@ -73,7 +73,8 @@ TcpReceiver::~TcpReceiver() {
 size_t TcpReceiver::Pending(const Connection& c) const { return c.out.size() - c.out_offset; }
 
 absl::Status TcpReceiver::Run(Core& core) {
-  const size_t reclaimed = table_.ReclaimOwner(index_);
+  std::vector<uint64_t> to_connect;
+  const size_t reclaimed = table_.ReclaimOwner(index_, &to_connect);
   if (reclaimed > 0) {
     spdlog::warn("TCP receiver {}: dropped {} connection(s) of its previous process", index_,
                  reclaimed);
@@ -92,6 +93,8 @@ absl::Status TcpReceiver::Run(Core& core) {
 
   now_ = Clock::now();
   next_timer_check_ = now_ + kTimerPeriod;
+  // Outbound connections queued for this receiver before it (re)started.
+  for (uint64_t id : to_connect) StartConnect(id);
   ProcessWork();
   epoll_event events[64];
   while (!core.stopping()) {
@@ -157,6 +160,7 @@ void TcpReceiver::AdoptAll() {
     c->peer = info.peer;
     Connection& conn = *c;
     connections_[id] = std::move(c);
+    table_.Adopt(id);
     table_.SetState(id, TcpState::kOk);
     Touch(conn);
     UpdateEvents(conn);
@@ -191,6 +195,8 @@ void TcpReceiver::StartConnect(uint64_t id) {
   TcpConnInfo info;
   if (!table_.Info(id, &info)) return;
   const int fd = socket(info.peer.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (connections_.contains(id)) return;  // already started (listed twice)
+  table_.Adopt(id);
   auto fail = [&](const char* what) {
     spdlog::warn("TCP connect to {} failed: {}: {}", info.peer.ToString(), what,
                  std::strerror(errno));
@@ -327,9 +333,11 @@ void TcpReceiver::ProcessFrames(Connection& c) {
   } else if (c.message_start == Clock::time_point{}) {
     c.message_start = now_;
   }
-  // Backpressure: a peer that does not read its replies is not read either.
+  // Backpressure: a peer that does not read its replies is not read either (and its
+  // header timer stops meanwhile: the send timeout judges it now).
   if (c.reading && Pending(c) > transport_.options().max_send_queue / 2) {
     c.reading = false;
+    c.message_start = {};
     UpdateEvents(c);
   }
 }

@@ -125,6 +125,16 @@ void TcpTransport::EnterProcess(Role role, int receiver) {
   }
 }
 
+std::vector<int> TcpTransport::Descriptors() const {
+  std::vector<int> fds(wake_fds_.begin(), wake_fds_.end());
+  for (const ListenSocket& l : listen_) fds.push_back(l.fd);
+  for (const Channel& c : channels_) {
+    fds.push_back(c.main);
+    fds.push_back(c.receiver);
+  }
+  return fds;
+}
+
 void TcpTransport::SetLocalSender(int index, TcpLocalSender* sender) {
   local_index_ = sender != nullptr ? index : -1;
   local_sender_ = sender;

@@ -96,6 +96,8 @@ class TcpTransport {
   // In a forked child: closes the descriptors this role must not hold (see the file
   // comment). `receiver` is the receiver index for kTcpReceiver.
   void EnterProcess(Role role, int receiver);
+  // All its descriptors (listen sockets, both ends of every channel, eventfds).
+  std::vector<int> Descriptors() const;
 
   // The TCP half of SipTransport::Send. `connect_socket` is the listen socket for a new
   // connection (already checked to be TCP and of the address's family).

@@ -75,7 +75,7 @@ TEST_F(CoreCommandsTest, WhichListsEveryCommandInRegistrationOrder) {
   EXPECT_TRUE(result.reply.root.is_array);
   EXPECT_EQ(mi::RenderText(result.reply, "\t", false),
             "200 OK\nget_statistics\nreset_statistics\nuptime\nversion\npwd\narg\nwhich\nps\n"
-            "kill\ndebug\ncache_store\ncache_fetch\ncache_remove\nhelp\n");
+            "kill\ndebug\ncache_store\ncache_fetch\ncache_remove\nlist_tcp_conns\nhelp\n");
   for (const auto& kid : result.reply.root.kids) EXPECT_TRUE(kid->name.empty());
   // Arguments are ignored (no input).
   EXPECT_EQ(Text("which", {"x", "y"}), mi::RenderText(result.reply, "\t", false));
@@ -87,7 +87,12 @@ TEST_F(CoreCommandsTest, WhichShowsCommandsRegisteredLater) {
                              .module = "usrloc",
                              .handler = [](mi::Call&) { return absl::OkStatus(); }})
                   .ok());
-  EXPECT_THAT(Text("which"), ::testing::EndsWith("cache_remove\nhelp\nul_dump\n"));
+  EXPECT_THAT(Text("which"), ::testing::EndsWith("cache_remove\nlist_tcp_conns\nhelp\nul_dump\n"));
+}
+
+TEST_F(CoreCommandsTest, ListTcpConnsWithoutTcpSaysSo) {
+  // TestCore has no SIP transport: as an OpenSIPS built without TCP.
+  EXPECT_EQ(Text("list_tcp_conns"), "404 TCP support disabled\n");
 }
 
 TEST_F(CoreCommandsTest, Uptime) {
@@ -235,6 +240,7 @@ TEST_F(CoreCommandsTest, HelpForEveryCommand) {
       {"cache_store", "stores in a cache system a string value"},
       {"cache_fetch", "queries for a cache stored value"},
       {"cache_remove", "removes a record from the cache system"},
+      {"list_tcp_conns", "list all ongoing TCP/TLS connections"},
       {"help", "prints information about MI commands usage"},
   };
   for (const auto& [name, help] : texts) {

@@ -15,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "registry/dispatcher.h"
+#include "registry/events.h"
 #include "registry/reply_writer.h"
 #include "registry/text_format.h"
 #include "sipd/modules/dialog/dialog.h"
@@ -506,6 +507,40 @@ TEST_F(DialogModuleTest, BadProfileModparams) {
   EXPECT_FALSE(m.SetParam("db_mode", int64_t{3}).ok());
   EXPECT_FALSE(m.SetParam("hash_size", int64_t{0}).ok());
   EXPECT_FALSE(m.SetParam("nope", int64_t{1}).ok());
+}
+
+TEST_F(DialogModuleTest, EveryStateChangeRaisesEDlgStateChanged) {
+  Init();
+  mi::EventRegistry events;
+  mi::LocalEventBackend backend;
+  events.SetBackend(&backend);
+  ASSERT_TRUE(dialogs().PublishEvents(events).ok());
+  const mi::Event* e = events.Find("E_DLG_STATE_CHANGED");
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->module(), "dialog");
+  mi::EventConsumer* consumer = *backend.AddConsumer("test", 1 << 20);
+  consumer->AddInterest(e->id());
+
+  testing::CallText call;
+  const uint64_t id = Call(call);
+  tm().Relay(call.InDialog("BYE", 2), testing::CallerPeer());
+  std::vector<std::string> raised;
+  mi::RaisedEvent event;
+  while (consumer->Pop(event)) {
+    std::string line;
+    for (const mi::EventValue& v : event.values) {
+      if (!line.empty()) line += " ";
+      line += std::holds_alternative<int64_t>(v) ? absl::StrCat(std::get<int64_t>(v))
+                                                 : std::get<std::string>(v);
+    }
+    raised.push_back(line);
+  }
+  const std::string ids =
+      absl::StrCat(id >> 32, " ", id & 0xFFFFFFFFu, " call-1@192.0.2.1 alice-tag");
+  EXPECT_THAT(raised,
+              ElementsAre(absl::StrCat(ids, "  0 1"), absl::StrCat(ids, " bob-tag 1 2"),
+                          absl::StrCat(ids, " bob-tag 2 3"), absl::StrCat(ids, " bob-tag 3 4"),
+                          absl::StrCat(ids, " bob-tag 4 5")));
 }
 
 TEST_F(DialogModuleTest, HostileInviteIsNotTrackedAndNothingBreaks) {

@@ -147,12 +147,12 @@ TEST_F(DaemonTest, StatisticsGroupsInSpecOrder) {
     const std::string group = kid->name.substr(0, kid->name.find(':'));
     if (groups.empty() || groups.back() != group) groups.push_back(group);
   }
-  EXPECT_THAT(groups,
-              ElementsAre("shmem", "core", "net", "sl", "alpha", "beta", "pkmem", "load", "mi"));
+  EXPECT_THAT(groups, ElementsAre("shmem", "core", "net", "sl", "alpha", "beta", "evi", "pkmem",
+                                  "load", "mi"));
 
   std::vector<std::string> names;
   for (const auto& kid : root.kids) names.push_back(kid->name);
-  const std::vector<std::string> expected_head = {
+  std::vector<std::string> expected_head = {
       "shmem:total_size",         "shmem:used_size",    "shmem:real_used_size",
       "shmem:max_used_size",      "shmem:free_size",    "shmem:fragments",
       "core:rcv_requests",        "core:rcv_replies",   "core:fwd_requests",
@@ -166,6 +166,12 @@ TEST_F(DaemonTest, StatisticsGroupsInSpecOrder) {
       "pkmem:0-total_size",       "pkmem:0-used_size",  "pkmem:0-real_used_size",
       "pkmem:0-max_used_size",    "pkmem:0-free_size",  "pkmem:0-fragments",
       "pkmem:1-total_size"};
+  // TCP builds (spec 7.4): net:waiting_tcp after net:waiting_udp.
+  expected_head.insert(expected_head.begin() + 19, "net:waiting_tcp");
+  // The event interface's group follows the modules' (sipd/core/event_bus.h).
+  expected_head.insert(expected_head.begin() + 31,
+                       {"evi:queued_events", "evi:dropped_events", "evi:delivered_events",
+                        "evi:failed_deliveries", "evi:subscriptions"});
   ASSERT_GE(names.size(), expected_head.size());
   EXPECT_EQ(std::vector<std::string>(names.begin(), names.begin() + expected_head.size()),
             expected_head);

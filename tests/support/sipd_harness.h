@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -51,6 +52,7 @@ class SipdInstance {
  public:
   struct Options {
     bool grpc = true;  // loadmodule "mi_grpc" on 127.0.0.1 port 0
+    bool tcp = false;  // also listen = tcp:127.0.0.1:0 (SIP over TCP; see tcp_port())
     int children = 2;
     int log_level = 3;
     std::string extra_config;  // appended verbatim (loadmodule/modparam lines);
@@ -88,6 +90,8 @@ class SipdInstance {
 
   pid_t pid() const { return pid_; }  // the attendant; 0 when not running
   int sip_port() const { return sip_port_; }
+  // The SIP TCP port (Options::tcp, or a tcp listen line of the caller's); 0 if none.
+  int tcp_port() const { return listener_port("sip", "tcp"); }
   std::string sip_address() const { return "127.0.0.1"; }
   // Read from RUN_DIR/listeners at each call: a restarted mi_grpc on port 0 reports a
   // new port (the last known one is kept once sipd has stopped).
@@ -145,6 +149,38 @@ absl::StatusOr<std::string> SipExchange(
 absl::Status SendDatagram(int port, std::string_view datagram);
 // The status code of a SIP reply ("SIP/2.0 200 OK..." -> 200), or -1.
 int SipStatusCode(std::string_view reply);
+
+// A blocking TCP client for SIP tests: connect to 127.0.0.1:port, write bytes, read
+// Content-Length-framed messages with a timeout.
+class SipTcpClient {
+ public:
+  // Connects (TCP_NODELAY on). Errors say why.
+  static absl::StatusOr<std::unique_ptr<SipTcpClient>> Connect(int port);
+  ~SipTcpClient();
+  SipTcpClient(const SipTcpClient&) = delete;
+  SipTcpClient& operator=(const SipTcpClient&) = delete;
+
+  int fd() const { return fd_; }
+  // The local port (what sipd sees as the source).
+  int local_port() const { return local_port_; }
+  absl::Status Write(std::string_view bytes);
+  // The next complete SIP message (headers + Content-Length body); DeadlineExceeded when
+  // none within `timeout`, Unavailable when the peer closed first.
+  absl::StatusOr<std::string> ReadMessage(
+      std::chrono::milliseconds timeout = std::chrono::milliseconds(3000));
+  // Raw bytes already received or arriving within `timeout`, up to `max` (for pongs).
+  absl::StatusOr<std::string> ReadSome(size_t max, std::chrono::milliseconds timeout);
+  // Whether sipd closed the connection within `timeout` (bytes before EOF are dropped).
+  bool WaitForClose(std::chrono::milliseconds timeout);
+
+ private:
+  SipTcpClient(int fd, int local_port) : fd_(fd), local_port_(local_port) {}
+  // Reads once into buffer_; false on EOF/error/timeout (sets *eof on EOF).
+  bool Fill(std::chrono::steady_clock::time_point deadline, bool* eof);
+  int fd_;
+  int local_port_;
+  std::string buffer_;
+};
 
 template <typename Predicate>
 bool WaitUntil(Predicate predicate, std::chrono::milliseconds timeout) {

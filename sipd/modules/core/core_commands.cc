@@ -17,6 +17,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "registry/status_macros.h"
+#include "sipd/core/sip_transport.h"
 #include "sipd_version.h"
 #include "spdlog/spdlog.h"
 
@@ -46,6 +47,7 @@ constexpr std::string_view kDebugHelp = "gets/sets the value of the debug core v
 constexpr std::string_view kCacheStoreHelp = "stores in a cache system a string value";
 constexpr std::string_view kCacheFetchHelp = "queries for a cache stored value";
 constexpr std::string_view kCacheRemoveHelp = "removes a record from the cache system";
+constexpr std::string_view kListTcpConnsHelp = "list all ongoing TCP/TLS connections";
 constexpr std::string_view kHelpHelp = "prints information about MI commands usage";
 
 constexpr std::string_view kHelpUsage = "help mi_cmd - returns information about 'mi_cmd'";
@@ -275,6 +277,39 @@ absl::Status CacheRemove(LocalCache& cache, Call& call) {
   return absl::OkStatus();
 }
 
+// One `Connection::` node per TCP connection (spec section 6). Source is the remote end,
+// Destination ours (OpenSIPS's rcv.src/rcv.dst); Timeout is when the connection closes
+// if it stays idle (local time) and "Pending lifetime" the seconds left until then.
+absl::Status ListTcpConns(Core& core, Call& call) {
+  const SipTransport* transport = core.sip_transport();
+  bool tcp = false;
+  if (transport != nullptr) {
+    for (const SipSocket& socket : transport->sockets()) tcp |= socket.proto == SipProto::kTcp;
+  }
+  if (!tcp) {
+    call.reply() = Reply::Error(404, "TCP support disabled");
+    return absl::OkStatus();
+  }
+  Node& root = RootOf(call);
+  root.is_array = true;
+  const std::time_t now = std::time(nullptr);
+  for (const SipConnectionInfo& c : transport->Connections()) {
+    std::tm local{};
+    localtime_r(&c.expires, &local);
+    char timeout[32] = {};
+    std::strftime(timeout, sizeof(timeout), "%Y-%m-%d %H:%M:%S", &local);
+    root.AddKid("Connection")
+        .AddAttribute("ID", absl::StrCat(c.id))
+        .AddAttribute("Type", std::string(SipProtoName(c.proto)))
+        .AddAttribute("State", absl::StrCat(c.state))
+        .AddAttribute("Source", absl::StrCat(c.peer.ip(), ":", c.peer.port()))
+        .AddAttribute("Destination", absl::StrCat(c.local.ip(), ":", c.local.port()))
+        .AddAttribute("Timeout", timeout)
+        .AddAttribute("Pending lifetime", absl::StrCat(c.expires > now ? c.expires - now : 0));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Help(Core& core, Call& call) {
   Node& root = RootOf(call);
   if (call.arg_count() == 0) {
@@ -360,6 +395,12 @@ absl::Status RegisterCoreCommands(Core& core, LocalCache::Options cache_options)
   specs.push_back(CacheSpec("cache_remove", kCacheRemoveHelp, {system, attr}, mi::kMutating,
                             "Too many parameters",
                             [cache](Call& call) { return CacheRemove(*cache, call); }));
+  // event_subscribe, events_list, subscribers_list (registry/events.h), 1.11's place.
+  if (core.events() != nullptr) {
+    for (auto& spec : mi::EventCommandSpecs(*core.events())) specs.push_back(std::move(spec));
+  }
+  specs.push_back(CoreSpec("list_tcp_conns", kListTcpConnsHelp, {}, mi::kNoInput,
+                           [c](Call& call) { return ListTcpConns(*c, call); }));
   specs.push_back(CoreSpec("help", kHelpHelp,
                            {{"command", Arity::kOptional, "MI command to describe"}}, 0,
                            [c](Call& call) { return Help(*c, call); }));

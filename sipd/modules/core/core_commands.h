@@ -1,5 +1,7 @@
 // The core MI commands (spec section 6): uptime, version, pwd, arg, which, ps, kill,
-// debug, cache_store, cache_fetch, cache_remove, help — all exported by module "core".
+// debug, cache_store, cache_fetch, cache_remove, list_tcp_conns, help — all exported by
+// module "core". list_tcp_conns reads Core::sip_transport() (404 "TCP support disabled"
+// without a TCP listen socket).
 //
 // Each command is declared once here (help text byte exact as OpenSIPS 1.11, typos
 // included; parameters; flags) and works against the sipd::Core interface, so it runs

@@ -208,11 +208,36 @@ absl::StatusOr<DialogTable::Transition> Dialogs::Apply(uint32_t h_entry, uint32_
 }
 
 void Dialogs::StateChanged(const DialogInfo& dialog, DialogState before, DialogState after) {
-  // E_DLG_STATE_CHANGED (hash_entry, hash_id, callid, from_tag, to_tag, old_state,
-  // new_state) is raised here once the event interface (registry/events.h, branch
-  // wt-events) is in main.
   spdlog::debug("dialog: {}:{} {} state {} -> {}", dialog.h_entry, dialog.h_id, dialog.callid,
                 static_cast<int>(before), static_cast<int>(after));
+  if (events_ == nullptr || !events_->Wanted(state_changed_)) return;
+  // A new dialog has no old state (kDeleted is how the table says "did not exist").
+  const int old_state = before == DialogState::kDeleted && after == DialogState::kUnconfirmed
+                            ? 0
+                            : static_cast<int>(before);
+  events_->Raise(
+      state_changed_,
+      {static_cast<int64_t>(dialog.h_entry), static_cast<int64_t>(dialog.h_id), dialog.callid,
+       dialog.caller.tag,
+       dialog.callee.has_value() ? std::string_view(dialog.callee->tag) : std::string_view(),
+       old_state, static_cast<int>(after)});
+}
+
+absl::Status Dialogs::PublishEvents(mi::EventRegistry& events) {
+  SIPD_ASSIGN_OR_RETURN(
+      state_changed_,
+      events.Publish({.name = "E_DLG_STATE_CHANGED",
+                      .module = "dialog",
+                      .help = "a dialog changed state (spec 8.2 states; 0 = new)",
+                      .params = {{"hash_entry", "h_entry of the dialog"},
+                                 {"hash_id", "h_id of the dialog"},
+                                 {"callid", "the Call-ID"},
+                                 {"from_tag", "the caller's tag"},
+                                 {"to_tag", "the callee's tag (empty until known)"},
+                                 {"old_state", "the state before (0 for a new dialog)"},
+                                 {"new_state", "the state now (5 = ended)"}}}));
+  events_ = &events;
+  return absl::OkStatus();
 }
 
 std::string Dialogs::DidParam(const DialogInfo& dialog) const {
@@ -602,6 +627,7 @@ absl::Status DialogModule::Init(Core& core) {
   dialogs_ = std::make_unique<Dialogs>(options_, core.shm(), core.stats(), clock_);
   SIPD_RETURN_IF_ERROR(dialogs_->Start());
   dialogs_->AttachTm(tm);
+  if (core.events() != nullptr) SIPD_RETURN_IF_ERROR(dialogs_->PublishEvents(*core.events()));
   SIPD_RETURN_IF_ERROR(RegisterMiCommands(*dialogs_, core.mi()));
   if (options_.db_mode != DbMode::kNone) {
     core.ReportListeners({{"dialog", "sqlite", options_.db_path}});

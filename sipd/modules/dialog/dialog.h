@@ -55,6 +55,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "registry/events.h"
 #include "registry/statistics.h"
 #include "sipd/api/module.h"
 #include "sipd/core/shm.h"
@@ -103,6 +104,11 @@ class Dialogs {
   absl::Status Start(std::shared_ptr<sqlite::GroupCommitWriter> writer = nullptr);
   // Registers the tm callbacks and the BYE completion. REQUIRES: Init time.
   void AttachTm(tm::TmApi* tm);
+  // Publishes E_DLG_STATE_CHANGED (hash_entry, hash_id, callid, from_tag, to_tag,
+  // old_state, new_state; old_state 0 for a new dialog) and raises it from then on, in
+  // whichever process changes a dialog, after the bucket lock is released.
+  // REQUIRES: attendant, before the fork.
+  absl::Status PublishEvents(mi::EventRegistry& events);
 
   // tm callbacks.
   void OnRelay(tm::RequestEvent& event);
@@ -149,7 +155,7 @@ class Dialogs {
   int SendByes(const DialogInfo& dialog, std::string_view extra_headers);
   absl::Status SendBye(const DialogInfo& dialog, bool to_caller, std::string_view extra_headers);
   absl::Status LoadFromDatabase();
-  // The single place E_DLG_STATE_CHANGED will be raised once events exist.
+  // Every state change passes here (E_DLG_STATE_CHANGED).
   void StateChanged(const DialogInfo& dialog, DialogState before, DialogState after);
   std::string DidParam(const DialogInfo& dialog) const;
 
@@ -165,6 +171,8 @@ class Dialogs {
   int client_ = -1;
   tm::TmApi* tm_ = nullptr;
   uint32_t bye_completion_ = 0;
+  mi::EventRegistry* events_ = nullptr;
+  mi::EventId state_changed_ = mi::kNoEvent;
 };
 
 // The `dialog` module (modparams above). Needs `tm` loaded before it.

@@ -483,7 +483,7 @@ void LocationTable::CopyChunk(Cursor& cursor, size_t max_aors, bool with_contact
 }
 
 void LocationTable::Sweep(uint32_t slot_index, int64_t now, std::vector<AorSnapshot>* unsynced,
-                          size_t* expired) {
+                          size_t* expired, std::vector<SweptAor>* swept) {
   Slot& slot = slots_[slot_index];
   std::vector<void*> garbage;
   size_t removed_total = 0;
@@ -495,10 +495,16 @@ void LocationTable::Sweep(uint32_t slot_index, int64_t now, std::vector<AorSnaps
          a = aor_link->load(std::memory_order_acquire)) {
       const uint32_t before = a->contact_count;
       size_t removed = 0;
+      SweptAor* gone = nullptr;
       std::atomic<Contact*>* link = &a->contacts;
       for (Contact* c = link->load(std::memory_order_acquire); c != nullptr;
            c = link->load(std::memory_order_acquire)) {
         if (c->expires != 0 && c->expires <= now) {
+          if (swept != nullptr) {
+            if (gone == nullptr)
+              gone = &swept->emplace_back(SweptAor{.aor = std::string(a->aor())});
+            gone->contacts.push_back(CopyContact(*a, *c));
+          }
           link->store(c->next.load(std::memory_order_acquire), std::memory_order_release);
           garbage.push_back(c);
           --a->contact_count;
@@ -515,6 +521,7 @@ void LocationTable::Sweep(uint32_t slot_index, int64_t now, std::vector<AorSnaps
         if (before > 0 && a->contact_count == 0) {
           --slot.users;
           counters_.users.Dec();
+          if (gone != nullptr) gone->aor_gone = true;
         }
       }
       if (track_db_ && unsynced != nullptr && a->version > a->db_version) {

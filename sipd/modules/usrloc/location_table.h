@@ -56,6 +56,14 @@ struct Edit {
   ContactInfo contact;
 };
 
+// What one Sweep() removed from one AOR (usrloc raises its events from it).
+struct SweptAor {
+  std::string aor;
+  std::vector<ContactInfo> contacts;
+  // The AOR's last contact went away.
+  bool aor_gone = false;
+};
+
 struct UpdateResult {
   // The AOR had at least one contact before the update.
   bool existed = false;
@@ -117,8 +125,10 @@ class LocationTable {
   // Timer work for one slot: removes contacts with expires != 0 && expires <= now
   // (counted in D-expires, returned in *expired) and, when the table tracks the
   // database, appends a snapshot of every AOR whose newest version is not in the
-  // database yet to *unsynced (nullptr: do not collect).
-  void Sweep(uint32_t slot, int64_t now, std::vector<AorSnapshot>* unsynced, size_t* expired);
+  // database yet to *unsynced (nullptr: do not collect). With `swept`, also appends a copy
+  // of what was removed, per AOR.
+  void Sweep(uint32_t slot, int64_t now, std::vector<AorSnapshot>* unsynced, size_t* expired,
+             std::vector<SweptAor>* swept = nullptr);
 
   // Records that `version` of `aor` is in the database; drops the AOR if it is empty and
   // nothing newer is pending.

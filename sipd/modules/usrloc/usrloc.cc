@@ -241,9 +241,117 @@ absl::Status Usrloc::Persist(LocationTable& table, std::span<const AorSnapshot> 
   return absl::OkStatus();
 }
 
+absl::Status Usrloc::PublishEvents(mi::EventRegistry& events) {
+  const mi::EventParamSpec aor{"aor", "the address-of-record"};
+  const std::vector<mi::EventParamSpec> contact = {
+      {"domain", "the usrloc table (e.g. location)"},
+      aor,
+      {"uri", "the contact URI"},
+      {"received", "where the REGISTER came from, when it differs from the contact"},
+      {"path", "the Path header"},
+      {"qval", "q times 1000 (-1 = not given)"},
+      {"user_agent", "the User-Agent header"},
+      {"socket", "the SIP socket it registered through"},
+      {"bflags", "branch flags (bit mask)"},
+      {"expires", "unix time the contact expires (0 = never)"},
+      {"callid", "the Call-ID"},
+      {"cseq", "the CSeq number"},
+      {"attr", "attributes"}};
+  auto publish = [&](std::string name, std::string help,
+                     std::vector<mi::EventParamSpec> params) -> absl::StatusOr<mi::EventId> {
+    return events.Publish(
+        {.name = std::move(name), .module = "usrloc", .help = std::move(help), .params = params});
+  };
+  EventIds ids;
+  SIPD_ASSIGN_OR_RETURN(ids.aor_insert,
+                        publish("E_UL_AOR_INSERT", "an AOR got its first contact", {aor}));
+  SIPD_ASSIGN_OR_RETURN(ids.aor_delete,
+                        publish("E_UL_AOR_DELETE", "an AOR lost its last contact", {aor}));
+  SIPD_ASSIGN_OR_RETURN(ids.contact_insert,
+                        publish("E_UL_CONTACT_INSERT", "a contact was added", contact));
+  SIPD_ASSIGN_OR_RETURN(ids.contact_update,
+                        publish("E_UL_CONTACT_UPDATE", "a contact was refreshed", contact));
+  SIPD_ASSIGN_OR_RETURN(ids.contact_delete, publish("E_UL_CONTACT_DELETE",
+                                                    "a contact was removed or expired", contact));
+  event_ids_ = ids;
+  events_ = &events;
+  return absl::OkStatus();
+}
+
+bool Usrloc::ContactEventsWanted() const {
+  return events_ != nullptr &&
+         (events_->Wanted(event_ids_.contact_insert) ||
+          events_->Wanted(event_ids_.contact_update) || events_->Wanted(event_ids_.contact_delete));
+}
+
+void Usrloc::RaiseContact(mi::EventId id, const LocationTable& table, std::string_view aor,
+                          const ContactInfo& c) const {
+  events_->Raise(id, {table.name(), aor, c.uri, c.received, c.path, c.q, c.user_agent, c.socket,
+                      c.cflags, c.expires, c.callid, c.cseq, c.attr});
+}
+
+namespace {
+
+// Equal apart from the database state (an output-only field).
+bool SameContact(const ContactInfo& a, const ContactInfo& b) {
+  ContactInfo copy = b;
+  copy.state = a.state;
+  return a == copy;
+}
+
+const ContactInfo* FindByUri(const std::vector<ContactInfo>& contacts, std::string_view uri) {
+  for (const ContactInfo& c : contacts) {
+    if (c.uri == uri) return &c;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+void Usrloc::RaiseUpdate(const LocationTable& table, std::string_view aor,
+                         const UpdateResult& result, const std::vector<ContactInfo>& before) const {
+  if (events_ == nullptr || !result.changed) return;
+  const std::vector<ContactInfo>& after = result.after.contacts;
+  if (!result.existed && !after.empty()) events_->Raise(event_ids_.aor_insert, {aor});
+  if (ContactEventsWanted()) {
+    for (const ContactInfo& c : after) {
+      const ContactInfo* old = FindByUri(before, c.uri);
+      if (old == nullptr) {
+        RaiseContact(event_ids_.contact_insert, table, aor, c);
+      } else if (!SameContact(*old, c)) {
+        RaiseContact(event_ids_.contact_update, table, aor, c);
+      }
+    }
+    for (const ContactInfo& c : before) {
+      if (FindByUri(after, c.uri) == nullptr) {
+        RaiseContact(event_ids_.contact_delete, table, aor, c);
+      }
+    }
+  }
+  if (result.existed && after.empty()) events_->Raise(event_ids_.aor_delete, {aor});
+}
+
+void Usrloc::RaiseSwept(const LocationTable& table, const std::vector<SweptAor>& swept) const {
+  for (const SweptAor& s : swept) {
+    for (const ContactInfo& c : s.contacts) {
+      RaiseContact(event_ids_.contact_delete, table, s.aor, c);
+    }
+    if (s.aor_gone) events_->Raise(event_ids_.aor_delete, {s.aor});
+  }
+}
+
 absl::StatusOr<Usrloc::Applied> Usrloc::Update(LocationTable& table, std::string_view aor,
                                                LocationTable::EditFn fn) {
-  SIPD_ASSIGN_OR_RETURN(UpdateResult result, table.Update(aor, fn));
+  // The contacts before the change, copied only when somebody listens to contact events.
+  const bool copy_before = ContactEventsWanted();
+  std::vector<ContactInfo> before;
+  auto edit = [&](bool exists, const std::vector<ContactInfo>& current,
+                  std::vector<Edit>& edits) -> absl::Status {
+    if (copy_before) before = current;
+    return fn(exists, current, edits);
+  };
+  SIPD_ASSIGN_OR_RETURN(UpdateResult result, table.Update(aor, edit));
+  RaiseUpdate(table, aor, result, before);
   Applied applied{std::move(result), absl::OkStatus()};
   if (options_.db_mode == DbMode::kWriteThrough && applied.result.changed) {
     applied.persisted = Persist(table, std::span<const AorSnapshot>(&applied.result.after, 1),
@@ -271,8 +379,16 @@ void Usrloc::RunTimer() {
       }
       unsynced.clear();
     };
+    // Copies of what expired, only when somebody listens to its events.
+    const bool events = events_ != nullptr && (events_->Wanted(event_ids_.aor_delete) ||
+                                               events_->Wanted(event_ids_.contact_delete));
+    std::vector<SweptAor> swept;
     for (uint32_t slot = 0; slot < table->size(); ++slot) {
-      table->Sweep(slot, now, db ? &unsynced : nullptr, &expired);
+      table->Sweep(slot, now, db ? &unsynced : nullptr, &expired, events ? &swept : nullptr);
+      if (!swept.empty()) {
+        RaiseSwept(*table, swept);
+        swept.clear();
+      }
       if (unsynced.size() >= kSnapshotsPerTransaction) flush();
     }
     flush();
@@ -407,6 +523,7 @@ absl::Status UsrlocModule::Init(Core& core) {
   SIPD_RETURN_IF_ERROR(usrloc_->LoadFromDatabase());
   SIPD_RETURN_IF_ERROR(RegisterMiCommands(*usrloc_, core.mi()));
   if (options_.db_mode != DbMode::kNone) core.ReportListeners({{"usrloc", "sqlite", path}});
+  if (core.events() != nullptr) SIPD_RETURN_IF_ERROR(usrloc_->PublishEvents(*core.events()));
   Usrloc* ul = usrloc_.get();
   core.AddTimer("ul-timer", std::chrono::seconds(options_.timer_interval),
                 [ul] { ul->RunTimer(); });

@@ -38,6 +38,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "registry/events.h"
 #include "registry/statistics.h"
 #include "sipd/api/module.h"
 #include "sipd/core/shm.h"
@@ -119,6 +120,17 @@ class Usrloc {
 
   // The database writer (nullptr in db_mode 0).
   const std::shared_ptr<sqlite::GroupCommitWriter>& writer() const { return writer_; }
+  // Publishes usrloc's events in `events` and raises them from then on, in whichever
+  // process changes the table (registrar in a SIP worker, ul_* in an MI process, expiry in
+  // the timer), after the slot lock is released:
+  //   E_UL_AOR_INSERT, E_UL_AOR_DELETE      aor (1.11): an AOR got its first contact /
+  //                                         lost its last one (ul_rm, expiry, Expires 0)
+  //   E_UL_CONTACT_INSERT, _UPDATE, _DELETE domain, aor, uri, received, path, qval,
+  //                                         user_agent, socket, bflags, expires, callid,
+  //                                         cseq, attr (later OpenSIPS names and order)
+  // Contact changes are found by comparing the AOR before and after an update (by URI),
+  // and only when somebody listens. REQUIRES: attendant, before the fork.
+  absl::Status PublishEvents(mi::EventRegistry& events);
 
   // Per-process hooks, called by the module.
   absl::Status ChildInit(int rank);
@@ -137,6 +149,21 @@ class Usrloc {
   // Writes snapshots and marks them synced.
   absl::Status Persist(LocationTable& table, std::span<const AorSnapshot> snapshots, bool force);
 
+  struct EventIds {
+    mi::EventId aor_insert = mi::kNoEvent;
+    mi::EventId aor_delete = mi::kNoEvent;
+    mi::EventId contact_insert = mi::kNoEvent;
+    mi::EventId contact_update = mi::kNoEvent;
+    mi::EventId contact_delete = mi::kNoEvent;
+  };
+  bool ContactEventsWanted() const;
+  void RaiseContact(mi::EventId id, const LocationTable& table, std::string_view aor,
+                    const ContactInfo& contact) const;
+  // The events of one Update(): `before` is filled only when contact events are wanted.
+  void RaiseUpdate(const LocationTable& table, std::string_view aor, const UpdateResult& result,
+                   const std::vector<ContactInfo>& before) const;
+  void RaiseSwept(const LocationTable& table, const std::vector<SweptAor>& swept) const;
+
   Options options_;
   SharedMemory& shm_;
   mi::StatsRegistry& stats_;
@@ -146,6 +173,8 @@ class Usrloc {
   std::unique_ptr<DbClient> db_client_;
   std::shared_ptr<sqlite::GroupCommitWriter> writer_;
   int client_ = -1;
+  mi::EventRegistry* events_ = nullptr;
+  EventIds event_ids_;
 };
 
 // The `usrloc` module: modparams db_mode, use_domain, hash_size, timer_interval, db_url,

@@ -89,9 +89,17 @@ class DatagramSipdTest : public ::testing::Test {
     const uint64_t until = (*misbehaving)->figures().requests + 2000;
     auto good = Client(unix_socket);
     std::vector<double> latencies_ms;
+    int retransmissions = 0;
     for (int i = 0; i < 300 || (*misbehaving)->figures().requests < until; ++i) {
       const auto start = std::chrono::steady_clock::now();
-      absl::StatusOr<std::string> reply = good->Transact(":version:\n", seconds(10));
+      absl::StatusOr<std::string> reply =
+          good->Transact(":version:\n", seconds(unix_socket ? 10 : 1));
+      // Over UDP the kernel drops datagrams when the flood fills the server's receive
+      // queue: a UDP client retransmits (as SIP does after T1), and is answered then.
+      for (int attempt = 0; !unix_socket && !reply.ok() && attempt < 10; ++attempt) {
+        ++retransmissions;
+        reply = good->Transact(":version:\n", seconds(1));
+      }
       ASSERT_TRUE(reply.ok()) << i << ": " << reply.status();
       EXPECT_TRUE(reply->starts_with("200 OK\nServer:: sipd")) << *reply;
       latencies_ms.push_back(
@@ -101,11 +109,11 @@ class DatagramSipdTest : public ::testing::Test {
     const MisbehavingFigures figures = (*misbehaving)->figures();
     std::sort(latencies_ms.begin(), latencies_ms.end());
     std::printf(
-        "good client (%s): %zu requests, p50 %.2f ms, p99 %.2f ms, max %.2f ms; "
-        "misbehaving: %llu requests\n",
-        unix_socket ? "unix" : "udp", latencies_ms.size(), latencies_ms[latencies_ms.size() / 2],
-        latencies_ms[latencies_ms.size() * 99 / 100], latencies_ms.back(),
-        static_cast<unsigned long long>(figures.requests));
+        "good client (%s): %zu requests (%d retransmitted), p50 %.2f ms, p99 %.2f ms, max "
+        "%.2f ms; misbehaving: %llu requests\n",
+        unix_socket ? "unix" : "udp", latencies_ms.size(), retransmissions,
+        latencies_ms[latencies_ms.size() / 2], latencies_ms[latencies_ms.size() * 99 / 100],
+        latencies_ms.back(), static_cast<unsigned long long>(figures.requests));
   }
 
   std::unique_ptr<SipdInstance> sipd_;
