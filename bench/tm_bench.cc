@@ -93,6 +93,7 @@ class SipdServer final : public Server {
     return all;
   }
   bool Register(const std::string& user, int port) override {
+    mi_->Execute("ul_rm", {"location", user});
     return mi_->Execute("ul_add",
                         {"location", user, absl::StrCat("sip:", user, "@127.0.0.1:", port), "0",
                          "1.00", "0", "0", "0", "4294967295"})
@@ -168,9 +169,11 @@ class KamailioServer final : public Server {
   }
   bool Register(const std::string& user, int port) override {
     // kamcmd ul.add TABLE AOR CONTACT EXPIRES Q PATH FLAGS CFLAGS METHODS ("." = no path)
+    const std::string kamcmd = absl::StrCat("kamcmd -s unix:", dir_, "/kamailio_ctl ");
+    (void)std::system(absl::StrCat(kamcmd, "ul.rm location ", user, " >/dev/null 2>&1").c_str());
     const std::string command =
-        absl::StrCat("kamcmd -s unix:", dir_, "/kamailio_ctl ul.add location ", user, " sip:", user,
-                     "@127.0.0.1:", port, " 0 1.0 . 0 0 4294967295 >/dev/null 2>&1");
+        absl::StrCat(kamcmd, "ul.add location ", user, " sip:", user, "@127.0.0.1:", port,
+                     " 0 1.0 . 0 0 4294967295 >/dev/null 2>&1");
     return std::system(command.c_str()) == 0;
   }
 
@@ -250,30 +253,56 @@ void SentAndRetransmitted(const std::string& screen, const std::string& method, 
   }
 }
 
-CallRun RunCalls(Server& server, double rate, double seconds, const std::string& work, int tag) {
+// Offers `rate` calls/s for `seconds` from `uacs` sipp UAC processes (each rate/uacs:
+// one sipp cannot offer much more than ~5000/s here).
+CallRun RunCalls(Server& server, double rate, double seconds, const std::string& work, int tag,
+                 int uacs = 1) {
   CallRun run;
   run.offered = rate;
-  const long long calls = static_cast<long long>(rate * seconds);
+  // A fresh UAS per run: calls a previous run left half done (and their retransmitted
+  // 200s) must not load this one.
+  auto uas = SippProcess::Start("uas_call.xml", {}, work, absl::StrCat("uas-", tag));
+  auto uas_port = uas->SipPort(false);
+  if (!uas_port.ok() || !server.Register("bob", *uas_port)) {
+    std::fprintf(stderr, "cannot set up the UAS\n");
+    return run;
+  }
+  const double each = rate / uacs;
+  const long long calls = static_cast<long long>(each * seconds);
   const std::vector<pid_t> pids = server.pids();
   const long long transactions_before = server.ServerTransactions();
   const long long ticks_before = sipd::bench::TotalCpuTicks(pids);
   const auto start = Clock::now();
-  auto uac = SippProcess::Start(
-      "uac_call.xml",
-      {"-s", "bob", absl::StrCat("127.0.0.1:", server.port()), "-r", absl::StrCat(rate), "-m",
-       absl::StrCat(calls), "-l", absl::StrCat(static_cast<long long>(rate * 3)), "-timeout",
-       absl::StrCat(static_cast<int>(seconds * 4 + 30), "s")},
-      work, absl::StrCat("uac-", tag));
-  uac->Wait(std::chrono::seconds(static_cast<int>(seconds * 4 + 40)));
+  std::vector<std::unique_ptr<SippProcess>> clients;
+  for (int u = 0; u < uacs; ++u) {
+    clients.push_back(SippProcess::Start(
+        "uac_call.xml",
+        {"-s", "bob", absl::StrCat("127.0.0.1:", server.port()), "-r", absl::StrCat(each), "-m",
+         absl::StrCat(calls), "-l", absl::StrCat(static_cast<long long>(each * 3)), "-timeout",
+         absl::StrCat(static_cast<int>(seconds * 4 + 30), "s")},
+        work, absl::StrCat("uac-", tag, "-", u)));
+  }
+  for (auto& uac : clients) uac->Wait(std::chrono::seconds(static_cast<int>(seconds * 4 + 40)));
   const double wall = std::chrono::duration<double>(Clock::now() - start).count();
   const long long ticks_after = sipd::bench::TotalCpuTicks(pids);
-  const std::string screen = uac->output();
-  run.successful = CumulativeValue(screen, "Successful call");
-  run.failed = CumulativeValue(screen, "Failed call");
-  long long r1 = 0, r2 = 0;
-  SentAndRetransmitted(screen, "INVITE", &run.invites, &r1);
-  SentAndRetransmitted(screen, "BYE", &run.byes, &r2);
-  run.retransmissions = r1 + r2;
+  for (auto& uac : clients) {
+    const std::string screen = uac->output();
+    const long long successful = CumulativeValue(screen, "Successful call");
+    if (successful < 0) {
+      std::fprintf(stderr, "sipp UAC gave no result; the end of its output:\n%s\n",
+                   screen.substr(screen.size() > 3000 ? screen.size() - 3000 : 0).c_str());
+      run.failed += calls;
+      continue;
+    }
+    run.successful += successful;
+    run.failed += std::max(0LL, CumulativeValue(screen, "Failed call"));
+    long long invites = 0, byes = 0, r1 = 0, r2 = 0;
+    SentAndRetransmitted(screen, "INVITE", &invites, &r1);
+    SentAndRetransmitted(screen, "BYE", &byes, &r2);
+    run.invites += invites;
+    run.byes += byes;
+    run.retransmissions += r1 + r2;
+  }
   run.goodput = run.successful > 0 ? run.successful / wall : 0;
   if (ticks_before >= 0 && ticks_after >= 0 && run.successful > 0) {
     run.server_cpu_us_per_call = sipd::bench::CpuMicrosPerCall(
@@ -305,7 +334,6 @@ std::vector<double> ParseRates(const std::string& list) {
 
 struct Setup {
   std::unique_ptr<Server> server;
-  std::unique_ptr<SippProcess> uas;
 };
 
 Setup StartServer(const std::string& kind, int children, const std::string& work) {
@@ -314,12 +342,6 @@ Setup StartServer(const std::string& kind, int children, const std::string& work
     s.server = std::make_unique<KamailioServer>(children, work);
   } else {
     s.server = std::make_unique<SipdServer>(children);
-  }
-  s.uas = SippProcess::Start("uas_call.xml", {}, work, "uas-" + kind);
-  auto port = s.uas->SipPort(false);
-  if (!port.ok() || !s.server->Register("bob", *port)) {
-    std::fprintf(stderr, "cannot set up the UAS for %s\n", kind.c_str());
-    std::exit(1);
   }
   return s;
 }
@@ -353,7 +375,9 @@ int main(int argc, char** argv) {
   CLI::App* overload = app.add_subcommand("overload", "2x capacity for --seconds");
   overload->add_option("--capacity", capacity, "calls/s (default: measured first)");
   overload->add_option("--seconds", seconds, "seconds at 2x");
-  overload->add_option("--children", children, "UDP workers of sipd");
+  overload->add_option("--children", children, "UDP workers of the server");
+  std::string overload_server = "sipd";
+  overload->add_option("--server", overload_server, "sipd or kamailio");
   CLI11_PARSE(app, argc, argv);
   if (!cpus.empty()) {
     auto list = sipd::bench::ParseCpuList(cpus);
@@ -411,30 +435,31 @@ int main(int argc, char** argv) {
       }
     }
   } else {
-    Setup setup = StartServer("sipd", children, work);
+    Setup setup = StartServer(overload_server, children, work);
     if (capacity <= 0) {
-      // A quick ramp: the best goodput with >= 99% of the calls successful.
-      for (double rate : {1000.0, 2000.0, 3000.0, 4000.0, 5000.0}) {
-        CallRun run = RunCalls(*setup.server, rate, 5, work, static_cast<int>(rate));
+      // A ramp: the best goodput with >= 99% of the calls successful.
+      for (double rate : {2000.0, 3000.0, 4000.0, 5000.0, 6000.0}) {
+        CallRun run = RunCalls(*setup.server, rate, 10, work, static_cast<int>(rate), 2);
         const double total = static_cast<double>(run.successful + run.failed);
         std::fprintf(stderr, "ramp %.0f: goodput %.0f, failed %lld\n", rate, run.goodput,
                      run.failed);
         if (total > 0 && run.failed <= total / 100) capacity = std::max(capacity, run.goodput);
       }
     }
-    CallRun run = RunCalls(*setup.server, 2 * capacity, seconds, work, 999999);
+    CallRun run = RunCalls(*setup.server, 2 * capacity, seconds, work, 999999, 2);
     std::printf("load average at end: %.2f\n\n", LoadAverage());
     sipd::bench::MarkdownTable table(
-        {"capacity calls/s", "offered calls/s", "goodput calls/s", "goodput / capacity",
-         "failed calls", "sipp retransmissions", "INVITE+BYE created", "UAS transactions",
+        {"server", "capacity calls/s", "offered calls/s", "goodput calls/s", "goodput / capacity",
+         "failed calls", "sipp retransmissions", "INVITE+BYE created", "tm UAS transactions",
          "server CPU % (1 core)"},
-        0);
+        1);
     table.PrintHeader();
-    table.PrintRow({absl::StrFormat("%.0f", capacity), absl::StrFormat("%.0f", 2 * capacity),
-                    absl::StrFormat("%.0f", run.goodput),
+    table.PrintRow({setup.server->name(), absl::StrFormat("%.0f", capacity),
+                    absl::StrFormat("%.0f", 2 * capacity), absl::StrFormat("%.0f", run.goodput),
                     absl::StrFormat("%.2f", capacity > 0 ? run.goodput / capacity : 0),
                     absl::StrCat(run.failed), absl::StrCat(run.retransmissions),
-                    absl::StrCat(run.invites + run.byes), absl::StrCat(run.server_transactions),
+                    absl::StrCat(run.invites + run.byes),
+                    run.server_transactions >= 0 ? absl::StrCat(run.server_transactions) : "-",
                     absl::StrFormat("%.0f", run.server_cpu_percent)});
   }
   std::filesystem::remove_all(work);
