@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -253,19 +254,25 @@ void SentAndRetransmitted(const std::string& screen, const std::string& method, 
   }
 }
 
-// Offers `rate` calls/s for `seconds` from `uacs` sipp UAC processes (each rate/uacs:
-// one sipp cannot offer much more than ~5000/s here).
+// Offers `rate` calls/s for `seconds` from `uacs` sipp UAC processes, each calling its own
+// UAS (users bob0, bob1, ...) at rate/uacs: one sipp cannot offer or answer much more
+// than ~5000 calls/s here.
 CallRun RunCalls(Server& server, double rate, double seconds, const std::string& work, int tag,
                  int uacs = 1) {
   CallRun run;
   run.offered = rate;
   // A fresh UAS per run: calls a previous run left half done (and their retransmitted
   // 200s) must not load this one.
-  auto uas = SippProcess::Start("uas_call.xml", {}, work, absl::StrCat("uas-", tag));
-  auto uas_port = uas->SipPort(false);
-  if (!uas_port.ok() || !server.Register("bob", *uas_port)) {
-    std::fprintf(stderr, "cannot set up the UAS\n");
-    return run;
+  // One UAS (user bobN) per UAC: one sipp cannot answer much more than ~5000 calls/s.
+  std::vector<std::unique_ptr<SippProcess>> servers;
+  for (int u = 0; u < uacs; ++u) {
+    servers.push_back(
+        SippProcess::Start("uas_call.xml", {}, work, absl::StrCat("uas-", tag, "-", u)));
+    auto uas_port = servers.back()->SipPort(false);
+    if (!uas_port.ok() || !server.Register(absl::StrCat("bob", u), *uas_port)) {
+      std::fprintf(stderr, "cannot set up the UAS\n");
+      return run;
+    }
   }
   const double each = rate / uacs;
   const long long calls = static_cast<long long>(each * seconds);
@@ -275,12 +282,13 @@ CallRun RunCalls(Server& server, double rate, double seconds, const std::string&
   const auto start = Clock::now();
   std::vector<std::unique_ptr<SippProcess>> clients;
   for (int u = 0; u < uacs; ++u) {
-    clients.push_back(SippProcess::Start(
-        "uac_call.xml",
-        {"-s", "bob", absl::StrCat("127.0.0.1:", server.port()), "-r", absl::StrCat(each), "-m",
-         absl::StrCat(calls), "-l", absl::StrCat(static_cast<long long>(each * 3)), "-timeout",
-         absl::StrCat(static_cast<int>(seconds * 4 + 30), "s")},
-        work, absl::StrCat("uac-", tag, "-", u)));
+    clients.push_back(
+        SippProcess::Start("uac_call.xml",
+                           {"-s", absl::StrCat("bob", u), absl::StrCat("127.0.0.1:", server.port()),
+                            "-r", absl::StrCat(each), "-m", absl::StrCat(calls), "-l",
+                            absl::StrCat(static_cast<long long>(each * 3)), "-timeout",
+                            absl::StrCat(static_cast<int>(seconds * 4 + 30), "s")},
+                           work, absl::StrCat("uac-", tag, "-", u)));
   }
   for (auto& uac : clients) uac->Wait(std::chrono::seconds(static_cast<int>(seconds * 4 + 40)));
   const double wall = std::chrono::duration<double>(Clock::now() - start).count();
@@ -346,6 +354,11 @@ Setup StartServer(const std::string& kind, int children, const std::string& work
   return s;
 }
 
+void Renice(Server& server, int nice_value) {
+  if (nice_value == 0) return;
+  for (pid_t pid : server.pids()) setpriority(PRIO_PROCESS, static_cast<id_t>(pid), nice_value);
+}
+
 double LoadAverage() {
   double one = 0;
   std::ifstream in("/proc/loadavg");
@@ -378,6 +391,14 @@ int main(int argc, char** argv) {
   overload->add_option("--children", children, "UDP workers of the server");
   std::string overload_server = "sipd";
   overload->add_option("--server", overload_server, "sipd or kamailio");
+  std::string ramp = "2000,3000,4000,5000,6000";
+  overload->add_option("--ramp", ramp, "offered calls/s of the capacity ramp");
+  int nice_value = 0;
+  for (CLI::App* sub : {calls, overload}) {
+    sub->add_option("--server-nice", nice_value,
+                    "nice value for every server process (19: the server gets a small share of "
+                    "a busy CPU and becomes the bottleneck instead of sipp)");
+  }
   CLI11_PARSE(app, argc, argv);
   if (!cpus.empty()) {
     auto list = sipd::bench::ParseCpuList(cpus);
@@ -394,7 +415,10 @@ int main(int argc, char** argv) {
   if (calls->parsed()) {
     std::vector<std::string> kinds = absl::StrSplit(servers, ',', absl::SkipWhitespace());
     std::map<std::string, Setup> setups;
-    for (const std::string& k : kinds) setups[k] = StartServer(k, children, work);
+    for (const std::string& k : kinds) {
+      setups[k] = StartServer(k, children, work);
+      Renice(*setups[k].server, nice_value);
+    }
     // results[server][rate] = runs
     std::map<std::string, std::map<double, std::vector<CallRun>>> results;
     int tag = 0;
@@ -436,9 +460,10 @@ int main(int argc, char** argv) {
     }
   } else {
     Setup setup = StartServer(overload_server, children, work);
+    Renice(*setup.server, nice_value);
     if (capacity <= 0) {
       // A ramp: the best goodput with >= 99% of the calls successful.
-      for (double rate : {2000.0, 3000.0, 4000.0, 5000.0, 6000.0}) {
+      for (double rate : ParseRates(ramp)) {
         CallRun run = RunCalls(*setup.server, rate, 10, work, static_cast<int>(rate), 2);
         const double total = static_cast<double>(run.successful + run.failed);
         std::fprintf(stderr, "ramp %.0f: goodput %.0f, failed %lld\n", rate, run.goodput,

@@ -199,6 +199,24 @@ TEST_F(TransactionLayerTest, RetransmittedInviteNeverCreatesASecondTransaction) 
   EXPECT_EQ(Stat("fwd_requests"), 1u);
 }
 
+TEST_F(TransactionLayerTest, ALateInviteRetransmissionIsAbsorbedAfterItsTransactionEnded) {
+  const std::string invite = Request("INVITE", "z9hG4bKlate", "late-1");
+  FromUac(invite);
+  const std::string relayed = transport_.Take()[1].bytes;
+  FromUas(Answer(relayed, 486, "Busy Here"));
+  FromUac(Request("ACK", "z9hG4bKlate", "late-1"));
+  transport_.Take();
+  Advance(6000);
+  ASSERT_EQ(Stat("inuse_transactions"), 0u);  // the cell is gone (wt_timer)...
+  FromUac(invite);                            // ...but its INVITE is still known
+  EXPECT_THAT(transport_.Take(), SizeIs(0));
+  EXPECT_EQ(Stat("UAS_transactions"), 1u);
+  Advance(30000);  // past 64*T1 (+T2): a new INVITE with that branch is new
+  FromUac(invite);
+  EXPECT_THAT(transport_.Take(), SizeIs(2));
+  EXPECT_EQ(Stat("UAS_transactions"), 2u);
+}
+
 TEST_F(TransactionLayerTest, ACallFlowsAndTheTransactionGoesAway) {
   std::vector<std::string> events;
   callbacks_.OnRelay([&](RequestEvent& e) {

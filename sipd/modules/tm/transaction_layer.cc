@@ -449,6 +449,12 @@ void TransactionLayer::HandleRequest(const SipMessage& request, const Inbound& f
   {
     Bucket& bucket = table_.LockBucket(index, now);
     Cell* cell = FindServer(bucket, key, request.method());
+    if (cell == nullptr && request.method() == Method::kInvite &&
+        table_.RecentlyEnded(TransactionTable::Fingerprint(key), now)) {
+      // A late retransmission of an INVITE whose transaction ended: absorbed.
+      table_.UnlockBucket(bucket);
+      return;
+    }
     if (cell != nullptr) {
       // A retransmission: the last reply again (none yet, or RFC 6026 Accepted: absorb).
       if (!cell->last_reply.empty() && cell->server_state != ServerState::kAccepted) {
@@ -1304,6 +1310,13 @@ void TransactionLayer::RunTimer(const DueTimer& due) {
         }
         if (!cell->wait.armed) table_.Arm(cell->wait, now + options_.wait_ms);
         break;
+      }
+      if (!cell->local && cell->method == Method::kInvite) {
+        // Late retransmissions of this INVITE stay absorbed for the rest of timer B of
+        // its sender (64*T1 after it came).
+        table_.RememberEnded(
+            TransactionTable::Fingerprint(cell->key.view()), now,
+            std::max(now, cell->created_ms + 64 * options_.t1_ms) + options_.t2_ms);
       }
       EndEvent end;
       end.transaction = TransactionId{cell->index, cell->label};
