@@ -24,12 +24,15 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -216,7 +219,8 @@ class KamailioServer final : public Server {
 
 struct CallRun {
   double offered = 0;
-  double goodput = 0;
+  double goodput = 0;         // successful calls / wall time of the whole run
+  double window_goodput = 0;  // successful calls / s during the offered period
   long long successful = 0;
   long long failed = 0;
   long long invites = 0;  // INVITEs sipp created (first sends)
@@ -226,19 +230,6 @@ struct CallRun {
   double server_cpu_percent = -1;      // of one core
   long long server_transactions = -1;  // tm:UAS_transactions delta (sipd)
 };
-
-long long CumulativeValue(const std::string& screen, const std::string& counter) {
-  // "  Successful call        |        0                  |     7998    "
-  std::regex line(counter + R"(\s*\|\s*\d+\s*\|\s*(\d+))");
-  std::smatch m;
-  long long v = -1;
-  auto begin = screen.cbegin();
-  while (std::regex_search(begin, screen.cend(), m, line)) {  // the last screen counts
-    v = std::stoll(m[1]);
-    begin = m.suffix().first;
-  }
-  return v;
-}
 
 // Messages and retransmissions of a request line of sipp's scenario screen
 // ("  INVITE ---------->  16000  7  0").
@@ -252,6 +243,60 @@ void SentAndRetransmitted(const std::string& screen, const std::string& method, 
     *retrans = std::stoll(m[2]);
     begin = m.suffix().first;
   }
+}
+
+// sipp's statistics file (-trace_stat -stf FILE -fd 1): one row per second.
+struct SippStats {
+  double elapsed = 0;  // s
+  long long created = 0;
+  long long successful = 0;
+  long long failed = 0;
+  long long retransmissions = 0;
+};
+
+double ParseElapsed(const std::string& text) {  // "HH:MM:SS" or "HH:MM:SS:uuuuuu"
+  std::vector<std::string> parts = absl::StrSplit(text, ':');
+  if (parts.size() < 3) return 0;
+  double v = std::stod(parts[0]) * 3600 + std::stod(parts[1]) * 60 + std::stod(parts[2]);
+  if (parts.size() > 3) v += std::stod(parts[3]) / 1e6;
+  return v;
+}
+
+// The rows of a statistics file, in order.
+std::vector<SippStats> ReadSippStats(const std::string& path) {
+  std::vector<SippStats> rows;
+  std::ifstream in(path);
+  std::string line;
+  if (!std::getline(in, line)) return rows;
+  std::vector<std::string> header = absl::StrSplit(line, ';');
+  auto column = [&](const std::string& name) {
+    for (size_t i = 0; i < header.size(); ++i) {
+      if (header[i] == name) return static_cast<int>(i);
+    }
+    return -1;
+  };
+  const int elapsed = column("ElapsedTime(C)");
+  const int created = column("TotalCallCreated");
+  const int ok = column("SuccessfulCall(C)");
+  const int failed = column("FailedCall(C)");
+  const int retrans = column("Retransmissions(C)");
+  while (std::getline(in, line)) {
+    std::vector<std::string> f = absl::StrSplit(line, ';');
+    auto number = [&](int c) {
+      long long v = 0;
+      return c >= 0 && static_cast<size_t>(c) < f.size() && absl::SimpleAtoi(f[c], &v) ? v : 0;
+    };
+    SippStats row;
+    if (elapsed >= 0 && static_cast<size_t>(elapsed) < f.size()) {
+      row.elapsed = ParseElapsed(f[elapsed]);
+    }
+    row.created = number(created);
+    row.successful = number(ok);
+    row.failed = number(failed);
+    row.retransmissions = number(retrans);
+    rows.push_back(row);
+  }
+  return rows;
 }
 
 // Offers `rate` calls/s for `seconds` from `uacs` sipp UAC processes, each calling its own
@@ -287,30 +332,42 @@ CallRun RunCalls(Server& server, double rate, double seconds, const std::string&
                            {"-s", absl::StrCat("bob", u), absl::StrCat("127.0.0.1:", server.port()),
                             "-r", absl::StrCat(each), "-m", absl::StrCat(calls), "-l",
                             absl::StrCat(static_cast<long long>(each * 3)), "-timeout",
-                            absl::StrCat(static_cast<int>(seconds * 4 + 30), "s")},
+                            absl::StrCat(static_cast<int>(seconds * 4 + 30), "s"), "-trace_stat",
+                            "-stf", absl::StrCat(work, "/uac-", tag, "-", u, ".csv"), "-fd", "1"},
                            work, absl::StrCat("uac-", tag, "-", u)));
   }
   for (auto& uac : clients) uac->Wait(std::chrono::seconds(static_cast<int>(seconds * 4 + 40)));
   const double wall = std::chrono::duration<double>(Clock::now() - start).count();
   const long long ticks_after = sipd::bench::TotalCpuTicks(pids);
-  for (auto& uac : clients) {
-    const std::string screen = uac->output();
-    const long long successful = CumulativeValue(screen, "Successful call");
-    if (successful < 0) {
-      std::fprintf(stderr, "sipp UAC gave no result; the end of its output:\n%s\n",
+  double window_successful = 0;
+  for (int u = 0; u < uacs; ++u) {
+    const std::string screen = clients[u]->output();
+    long long invites = 0, byes = 0, r1 = 0, r2 = 0;
+    SentAndRetransmitted(screen, "INVITE", &invites, &r1);
+    SentAndRetransmitted(screen, "BYE", &byes, &r2);
+    const std::vector<SippStats> rows =
+        ReadSippStats(absl::StrCat(work, "/uac-", tag, "-", u, ".csv"));
+    if (rows.empty()) {
+      std::fprintf(stderr, "sipp UAC gave no statistics; the end of its output:\n%s\n",
                    screen.substr(screen.size() > 3000 ? screen.size() - 3000 : 0).c_str());
       run.failed += calls;
       continue;
     }
-    run.successful += successful;
-    run.failed += std::max(0LL, CumulativeValue(screen, "Failed call"));
-    long long invites = 0, byes = 0, r1 = 0, r2 = 0;
-    SentAndRetransmitted(screen, "INVITE", &invites, &r1);
-    SentAndRetransmitted(screen, "BYE", &byes, &r2);
-    run.invites += invites;
+    const SippStats& last = rows.back();
+    run.successful += last.successful;
+    run.failed += last.failed;
+    run.retransmissions += last.retransmissions;
+    // killed before its final screen: every call created sent an INVITE
+    run.invites += invites > 0 ? invites : last.created;
     run.byes += byes;
-    run.retransmissions += r1 + r2;
+    // Goodput while load was offered: successful calls by the end of the offered period.
+    const SippStats* at_end = &rows.front();
+    for (const SippStats& r : rows) {
+      if (r.elapsed <= seconds + 0.5) at_end = &r;
+    }
+    if (at_end->elapsed > 0) window_successful += at_end->successful / at_end->elapsed;
   }
+  run.window_goodput = window_successful;
   run.goodput = run.successful > 0 ? run.successful / wall : 0;
   if (ticks_before >= 0 && ticks_after >= 0 && run.successful > 0) {
     run.server_cpu_us_per_call = sipd::bench::CpuMicrosPerCall(
@@ -354,6 +411,33 @@ Setup StartServer(const std::string& kind, int children, const std::string& work
   return s;
 }
 
+// Caps the CPU of a server's processes at `percent` of one core with a cgroup (v1 `cpu`
+// controller, /sys/fs/cgroup/cpu/sipd-tm-bench-PID), so that the server and not the
+// sipp processes sharing the machine is the bottleneck. The cgroup is removed by the
+// destructor, once the server's processes are gone.
+class CpuCap {
+ public:
+  ~CpuCap() {
+    if (path_.empty()) return;
+    sipd::testing::WaitUntil([&] { return rmdir(path_.c_str()) == 0; }, 10s);
+  }
+  bool Apply(const Server& server, double percent) {
+    path_ = absl::StrCat("/sys/fs/cgroup/cpu/sipd-tm-bench-", getpid());
+    if (mkdir(path_.c_str(), 0755) != 0 && errno != EEXIST) {
+      std::fprintf(stderr, "cannot create %s: %s\n", path_.c_str(), std::strerror(errno));
+      path_.clear();
+      return false;
+    }
+    std::ofstream(path_ + "/cpu.cfs_period_us") << 100000;
+    std::ofstream(path_ + "/cpu.cfs_quota_us") << static_cast<long long>(percent * 1000);
+    for (pid_t pid : server.pids()) std::ofstream(path_ + "/cgroup.procs") << pid << "\n";
+    return true;
+  }
+
+ private:
+  std::string path_;
+};
+
 void Renice(Server& server, int nice_value) {
   if (nice_value == 0) return;
   for (pid_t pid : server.pids()) setpriority(PRIO_PROCESS, static_cast<id_t>(pid), nice_value);
@@ -394,10 +478,12 @@ int main(int argc, char** argv) {
   std::string ramp = "2000,3000,4000,5000,6000";
   overload->add_option("--ramp", ramp, "offered calls/s of the capacity ramp");
   int nice_value = 0;
+  double cpu_quota = 0;
   for (CLI::App* sub : {calls, overload}) {
-    sub->add_option("--server-nice", nice_value,
-                    "nice value for every server process (19: the server gets a small share of "
-                    "a busy CPU and becomes the bottleneck instead of sipp)");
+    sub->add_option("--server-nice", nice_value, "nice value for every server process");
+    sub->add_option("--server-cpu", cpu_quota,
+                    "cap the server's processes at this % of one core (a cgroup): the server, "
+                    "not sipp, becomes the bottleneck");
   }
   CLI11_PARSE(app, argc, argv);
   if (!cpus.empty()) {
@@ -414,10 +500,12 @@ int main(int argc, char** argv) {
 
   if (calls->parsed()) {
     std::vector<std::string> kinds = absl::StrSplit(servers, ',', absl::SkipWhitespace());
+    std::map<std::string, CpuCap> caps;  // destroyed after the servers
     std::map<std::string, Setup> setups;
     for (const std::string& k : kinds) {
       setups[k] = StartServer(k, children, work);
       Renice(*setups[k].server, nice_value);
+      if (cpu_quota > 0 && !caps[k].Apply(*setups[k].server, cpu_quota)) return 1;
     }
     // results[server][rate] = runs
     std::map<std::string, std::map<double, std::vector<CallRun>>> results;
@@ -459,16 +547,20 @@ int main(int argc, char** argv) {
       }
     }
   } else {
+    CpuCap cap;  // destroyed after the server
     Setup setup = StartServer(overload_server, children, work);
     Renice(*setup.server, nice_value);
+    if (cpu_quota > 0 && !cap.Apply(*setup.server, cpu_quota)) return 1;
     if (capacity <= 0) {
       // A ramp: the best goodput with >= 99% of the calls successful.
       for (double rate : ParseRates(ramp)) {
         CallRun run = RunCalls(*setup.server, rate, 10, work, static_cast<int>(rate), 2);
         const double total = static_cast<double>(run.successful + run.failed);
-        std::fprintf(stderr, "ramp %.0f: goodput %.0f, failed %lld\n", rate, run.goodput,
+        std::fprintf(stderr, "ramp %.0f: goodput %.0f, failed %lld\n", rate, run.window_goodput,
                      run.failed);
-        if (total > 0 && run.failed <= total / 100) capacity = std::max(capacity, run.goodput);
+        if (total > 0 && run.failed <= total / 100) {
+          capacity = std::max(capacity, run.window_goodput);
+        }
       }
     }
     CallRun run = RunCalls(*setup.server, 2 * capacity, seconds, work, 999999, 2);
@@ -480,8 +572,9 @@ int main(int argc, char** argv) {
         1);
     table.PrintHeader();
     table.PrintRow({setup.server->name(), absl::StrFormat("%.0f", capacity),
-                    absl::StrFormat("%.0f", 2 * capacity), absl::StrFormat("%.0f", run.goodput),
-                    absl::StrFormat("%.2f", capacity > 0 ? run.goodput / capacity : 0),
+                    absl::StrFormat("%.0f", 2 * capacity),
+                    absl::StrFormat("%.0f", run.window_goodput),
+                    absl::StrFormat("%.2f", capacity > 0 ? run.window_goodput / capacity : 0),
                     absl::StrCat(run.failed), absl::StrCat(run.retransmissions),
                     absl::StrCat(run.invites + run.byes),
                     run.server_transactions >= 0 ? absl::StrCat(run.server_transactions) : "-",

@@ -455,6 +455,13 @@ void TransactionLayer::HandleRequest(const SipMessage& request, const Inbound& f
       table_.UnlockBucket(bucket);
       return;
     }
+    if (cell == nullptr && request.method() == Method::kInvite && request.to_tag().empty() &&
+        overloaded_ != nullptr && overloaded_->load(std::memory_order_relaxed)) {
+      // Overloaded: shed new calls, keep the ones in progress.
+      table_.UnlockBucket(bucket);
+      StatelessReply(request, from, 503, "Service Unavailable", {"Retry-After: 1"});
+      return;
+    }
     if (cell != nullptr) {
       // A retransmission: the last reply again (none yet, or RFC 6026 Accepted: absorb).
       if (!cell->last_reply.empty() && cell->server_state != ServerState::kAccepted) {
@@ -713,6 +720,14 @@ void TransactionLayer::HandleAck(const SipMessage& ack, const Inbound& from) {
       return;
     }
     table_.UnlockBucket(bucket);
+  }
+  // An ACK for a final reply sipd made itself without a transaction (a stateless 503 under
+  // overload, a 500 when shared memory was full) or whose transaction already went: its
+  // To-tag is one of sipd's (every reply sipd makes is non-2xx for INVITE). Absorbed.
+  const std::string own_tag = absl::StrCat(options_.to_tag_prefix, ".");
+  if (!options_.to_tag_prefix.empty() && std::string_view(ack.to_tag()).starts_with(own_tag)) {
+    Count(counters_.sl_received_acks);
+    return;
   }
   // An ACK for a 2xx (end to end) or for nothing known.
   if (ack.max_forwards() == 0) {
