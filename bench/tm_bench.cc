@@ -23,12 +23,16 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -93,6 +97,7 @@ class SipdServer final : public Server {
     return all;
   }
   bool Register(const std::string& user, int port) override {
+    mi_->Execute("ul_rm", {"location", user});
     return mi_->Execute("ul_add",
                         {"location", user, absl::StrCat("sip:", user, "@127.0.0.1:", port), "0",
                          "1.00", "0", "0", "0", "4294967295"})
@@ -168,9 +173,11 @@ class KamailioServer final : public Server {
   }
   bool Register(const std::string& user, int port) override {
     // kamcmd ul.add TABLE AOR CONTACT EXPIRES Q PATH FLAGS CFLAGS METHODS ("." = no path)
+    const std::string kamcmd = absl::StrCat("kamcmd -s unix:", dir_, "/kamailio_ctl ");
+    (void)std::system(absl::StrCat(kamcmd, "ul.rm location ", user, " >/dev/null 2>&1").c_str());
     const std::string command =
-        absl::StrCat("kamcmd -s unix:", dir_, "/kamailio_ctl ul.add location ", user, " sip:", user,
-                     "@127.0.0.1:", port, " 0 1.0 . 0 0 4294967295 >/dev/null 2>&1");
+        absl::StrCat(kamcmd, "ul.add location ", user, " sip:", user, "@127.0.0.1:", port,
+                     " 0 1.0 . 0 0 4294967295 >/dev/null 2>&1");
     return std::system(command.c_str()) == 0;
   }
 
@@ -212,7 +219,8 @@ class KamailioServer final : public Server {
 
 struct CallRun {
   double offered = 0;
-  double goodput = 0;
+  double goodput = 0;         // successful calls / wall time of the whole run
+  double window_goodput = 0;  // successful calls / s during the offered period
   long long successful = 0;
   long long failed = 0;
   long long invites = 0;  // INVITEs sipp created (first sends)
@@ -222,19 +230,6 @@ struct CallRun {
   double server_cpu_percent = -1;      // of one core
   long long server_transactions = -1;  // tm:UAS_transactions delta (sipd)
 };
-
-long long CumulativeValue(const std::string& screen, const std::string& counter) {
-  // "  Successful call        |        0                  |     7998    "
-  std::regex line(counter + R"(\s*\|\s*\d+\s*\|\s*(\d+))");
-  std::smatch m;
-  long long v = -1;
-  auto begin = screen.cbegin();
-  while (std::regex_search(begin, screen.cend(), m, line)) {  // the last screen counts
-    v = std::stoll(m[1]);
-    begin = m.suffix().first;
-  }
-  return v;
-}
 
 // Messages and retransmissions of a request line of sipp's scenario screen
 // ("  INVITE ---------->  16000  7  0").
@@ -250,30 +245,129 @@ void SentAndRetransmitted(const std::string& screen, const std::string& method, 
   }
 }
 
-CallRun RunCalls(Server& server, double rate, double seconds, const std::string& work, int tag) {
+// sipp's statistics file (-trace_stat -stf FILE -fd 1): one row per second.
+struct SippStats {
+  double elapsed = 0;  // s
+  long long created = 0;
+  long long successful = 0;
+  long long failed = 0;
+  long long retransmissions = 0;
+};
+
+double ParseElapsed(const std::string& text) {  // "HH:MM:SS" or "HH:MM:SS:uuuuuu"
+  std::vector<std::string> parts = absl::StrSplit(text, ':');
+  if (parts.size() < 3) return 0;
+  double v = std::stod(parts[0]) * 3600 + std::stod(parts[1]) * 60 + std::stod(parts[2]);
+  if (parts.size() > 3) v += std::stod(parts[3]) / 1e6;
+  return v;
+}
+
+// The rows of a statistics file, in order.
+std::vector<SippStats> ReadSippStats(const std::string& path) {
+  std::vector<SippStats> rows;
+  std::ifstream in(path);
+  std::string line;
+  if (!std::getline(in, line)) return rows;
+  std::vector<std::string> header = absl::StrSplit(line, ';');
+  auto column = [&](const std::string& name) {
+    for (size_t i = 0; i < header.size(); ++i) {
+      if (header[i] == name) return static_cast<int>(i);
+    }
+    return -1;
+  };
+  const int elapsed = column("ElapsedTime(C)");
+  const int created = column("TotalCallCreated");
+  const int ok = column("SuccessfulCall(C)");
+  const int failed = column("FailedCall(C)");
+  const int retrans = column("Retransmissions(C)");
+  while (std::getline(in, line)) {
+    std::vector<std::string> f = absl::StrSplit(line, ';');
+    auto number = [&](int c) {
+      long long v = 0;
+      return c >= 0 && static_cast<size_t>(c) < f.size() && absl::SimpleAtoi(f[c], &v) ? v : 0;
+    };
+    SippStats row;
+    if (elapsed >= 0 && static_cast<size_t>(elapsed) < f.size()) {
+      row.elapsed = ParseElapsed(f[elapsed]);
+    }
+    row.created = number(created);
+    row.successful = number(ok);
+    row.failed = number(failed);
+    row.retransmissions = number(retrans);
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+// Offers `rate` calls/s for `seconds` from `uacs` sipp UAC processes, each calling its own
+// UAS (users bob0, bob1, ...) at rate/uacs: one sipp cannot offer or answer much more
+// than ~5000 calls/s here.
+CallRun RunCalls(Server& server, double rate, double seconds, const std::string& work, int tag,
+                 int uacs = 1) {
   CallRun run;
   run.offered = rate;
-  const long long calls = static_cast<long long>(rate * seconds);
+  // A fresh UAS per run: calls a previous run left half done (and their retransmitted
+  // 200s) must not load this one.
+  // One UAS (user bobN) per UAC: one sipp cannot answer much more than ~5000 calls/s.
+  std::vector<std::unique_ptr<SippProcess>> servers;
+  for (int u = 0; u < uacs; ++u) {
+    servers.push_back(
+        SippProcess::Start("uas_call.xml", {}, work, absl::StrCat("uas-", tag, "-", u)));
+    auto uas_port = servers.back()->SipPort(false);
+    if (!uas_port.ok() || !server.Register(absl::StrCat("bob", u), *uas_port)) {
+      std::fprintf(stderr, "cannot set up the UAS\n");
+      return run;
+    }
+  }
+  const double each = rate / uacs;
+  const long long calls = static_cast<long long>(each * seconds);
   const std::vector<pid_t> pids = server.pids();
   const long long transactions_before = server.ServerTransactions();
   const long long ticks_before = sipd::bench::TotalCpuTicks(pids);
   const auto start = Clock::now();
-  auto uac = SippProcess::Start(
-      "uac_call.xml",
-      {"-s", "bob", absl::StrCat("127.0.0.1:", server.port()), "-r", absl::StrCat(rate), "-m",
-       absl::StrCat(calls), "-l", absl::StrCat(static_cast<long long>(rate * 3)), "-timeout",
-       absl::StrCat(static_cast<int>(seconds * 4 + 30), "s")},
-      work, absl::StrCat("uac-", tag));
-  uac->Wait(std::chrono::seconds(static_cast<int>(seconds * 4 + 40)));
+  std::vector<std::unique_ptr<SippProcess>> clients;
+  for (int u = 0; u < uacs; ++u) {
+    clients.push_back(
+        SippProcess::Start("uac_call.xml",
+                           {"-s", absl::StrCat("bob", u), absl::StrCat("127.0.0.1:", server.port()),
+                            "-r", absl::StrCat(each), "-m", absl::StrCat(calls), "-l",
+                            absl::StrCat(static_cast<long long>(each * 3)), "-timeout",
+                            absl::StrCat(static_cast<int>(seconds * 4 + 30), "s"), "-trace_stat",
+                            "-stf", absl::StrCat(work, "/uac-", tag, "-", u, ".csv"), "-fd", "1"},
+                           work, absl::StrCat("uac-", tag, "-", u)));
+  }
+  for (auto& uac : clients) uac->Wait(std::chrono::seconds(static_cast<int>(seconds * 4 + 40)));
   const double wall = std::chrono::duration<double>(Clock::now() - start).count();
   const long long ticks_after = sipd::bench::TotalCpuTicks(pids);
-  const std::string screen = uac->output();
-  run.successful = CumulativeValue(screen, "Successful call");
-  run.failed = CumulativeValue(screen, "Failed call");
-  long long r1 = 0, r2 = 0;
-  SentAndRetransmitted(screen, "INVITE", &run.invites, &r1);
-  SentAndRetransmitted(screen, "BYE", &run.byes, &r2);
-  run.retransmissions = r1 + r2;
+  double window_successful = 0;
+  for (int u = 0; u < uacs; ++u) {
+    const std::string screen = clients[u]->output();
+    long long invites = 0, byes = 0, r1 = 0, r2 = 0;
+    SentAndRetransmitted(screen, "INVITE", &invites, &r1);
+    SentAndRetransmitted(screen, "BYE", &byes, &r2);
+    const std::vector<SippStats> rows =
+        ReadSippStats(absl::StrCat(work, "/uac-", tag, "-", u, ".csv"));
+    if (rows.empty()) {
+      std::fprintf(stderr, "sipp UAC gave no statistics; the end of its output:\n%s\n",
+                   screen.substr(screen.size() > 3000 ? screen.size() - 3000 : 0).c_str());
+      run.failed += calls;
+      continue;
+    }
+    const SippStats& last = rows.back();
+    run.successful += last.successful;
+    run.failed += last.failed;
+    run.retransmissions += last.retransmissions;
+    // killed before its final screen: every call created sent an INVITE
+    run.invites += invites > 0 ? invites : last.created;
+    run.byes += byes;
+    // Goodput while load was offered: successful calls by the end of the offered period.
+    const SippStats* at_end = &rows.front();
+    for (const SippStats& r : rows) {
+      if (r.elapsed <= seconds + 0.5) at_end = &r;
+    }
+    if (at_end->elapsed > 0) window_successful += at_end->successful / at_end->elapsed;
+  }
+  run.window_goodput = window_successful;
   run.goodput = run.successful > 0 ? run.successful / wall : 0;
   if (ticks_before >= 0 && ticks_after >= 0 && run.successful > 0) {
     run.server_cpu_us_per_call = sipd::bench::CpuMicrosPerCall(
@@ -305,7 +399,6 @@ std::vector<double> ParseRates(const std::string& list) {
 
 struct Setup {
   std::unique_ptr<Server> server;
-  std::unique_ptr<SippProcess> uas;
 };
 
 Setup StartServer(const std::string& kind, int children, const std::string& work) {
@@ -315,13 +408,39 @@ Setup StartServer(const std::string& kind, int children, const std::string& work
   } else {
     s.server = std::make_unique<SipdServer>(children);
   }
-  s.uas = SippProcess::Start("uas_call.xml", {}, work, "uas-" + kind);
-  auto port = s.uas->SipPort(false);
-  if (!port.ok() || !s.server->Register("bob", *port)) {
-    std::fprintf(stderr, "cannot set up the UAS for %s\n", kind.c_str());
-    std::exit(1);
-  }
   return s;
+}
+
+// Caps the CPU of a server's processes at `percent` of one core with a cgroup (v1 `cpu`
+// controller, /sys/fs/cgroup/cpu/sipd-tm-bench-PID), so that the server and not the
+// sipp processes sharing the machine is the bottleneck. The cgroup is removed by the
+// destructor, once the server's processes are gone.
+class CpuCap {
+ public:
+  ~CpuCap() {
+    if (path_.empty()) return;
+    sipd::testing::WaitUntil([&] { return rmdir(path_.c_str()) == 0; }, 10s);
+  }
+  bool Apply(const Server& server, double percent) {
+    path_ = absl::StrCat("/sys/fs/cgroup/cpu/sipd-tm-bench-", getpid());
+    if (mkdir(path_.c_str(), 0755) != 0 && errno != EEXIST) {
+      std::fprintf(stderr, "cannot create %s: %s\n", path_.c_str(), std::strerror(errno));
+      path_.clear();
+      return false;
+    }
+    std::ofstream(path_ + "/cpu.cfs_period_us") << 100000;
+    std::ofstream(path_ + "/cpu.cfs_quota_us") << static_cast<long long>(percent * 1000);
+    for (pid_t pid : server.pids()) std::ofstream(path_ + "/cgroup.procs") << pid << "\n";
+    return true;
+  }
+
+ private:
+  std::string path_;
+};
+
+void Renice(Server& server, int nice_value) {
+  if (nice_value == 0) return;
+  for (pid_t pid : server.pids()) setpriority(PRIO_PROCESS, static_cast<id_t>(pid), nice_value);
 }
 
 double LoadAverage() {
@@ -353,7 +472,19 @@ int main(int argc, char** argv) {
   CLI::App* overload = app.add_subcommand("overload", "2x capacity for --seconds");
   overload->add_option("--capacity", capacity, "calls/s (default: measured first)");
   overload->add_option("--seconds", seconds, "seconds at 2x");
-  overload->add_option("--children", children, "UDP workers of sipd");
+  overload->add_option("--children", children, "UDP workers of the server");
+  std::string overload_server = "sipd";
+  overload->add_option("--server", overload_server, "sipd or kamailio");
+  std::string ramp = "2000,3000,4000,5000,6000";
+  overload->add_option("--ramp", ramp, "offered calls/s of the capacity ramp");
+  int nice_value = 0;
+  double cpu_quota = 0;
+  for (CLI::App* sub : {calls, overload}) {
+    sub->add_option("--server-nice", nice_value, "nice value for every server process");
+    sub->add_option("--server-cpu", cpu_quota,
+                    "cap the server's processes at this % of one core (a cgroup): the server, "
+                    "not sipp, becomes the bottleneck");
+  }
   CLI11_PARSE(app, argc, argv);
   if (!cpus.empty()) {
     auto list = sipd::bench::ParseCpuList(cpus);
@@ -369,8 +500,13 @@ int main(int argc, char** argv) {
 
   if (calls->parsed()) {
     std::vector<std::string> kinds = absl::StrSplit(servers, ',', absl::SkipWhitespace());
+    std::map<std::string, CpuCap> caps;  // destroyed after the servers
     std::map<std::string, Setup> setups;
-    for (const std::string& k : kinds) setups[k] = StartServer(k, children, work);
+    for (const std::string& k : kinds) {
+      setups[k] = StartServer(k, children, work);
+      Renice(*setups[k].server, nice_value);
+      if (cpu_quota > 0 && !caps[k].Apply(*setups[k].server, cpu_quota)) return 1;
+    }
     // results[server][rate] = runs
     std::map<std::string, std::map<double, std::vector<CallRun>>> results;
     int tag = 0;
@@ -411,30 +547,37 @@ int main(int argc, char** argv) {
       }
     }
   } else {
-    Setup setup = StartServer("sipd", children, work);
+    CpuCap cap;  // destroyed after the server
+    Setup setup = StartServer(overload_server, children, work);
+    Renice(*setup.server, nice_value);
+    if (cpu_quota > 0 && !cap.Apply(*setup.server, cpu_quota)) return 1;
     if (capacity <= 0) {
-      // A quick ramp: the best goodput with >= 99% of the calls successful.
-      for (double rate : {1000.0, 2000.0, 3000.0, 4000.0, 5000.0}) {
-        CallRun run = RunCalls(*setup.server, rate, 5, work, static_cast<int>(rate));
+      // A ramp: the best goodput with >= 99% of the calls successful.
+      for (double rate : ParseRates(ramp)) {
+        CallRun run = RunCalls(*setup.server, rate, 10, work, static_cast<int>(rate), 2);
         const double total = static_cast<double>(run.successful + run.failed);
-        std::fprintf(stderr, "ramp %.0f: goodput %.0f, failed %lld\n", rate, run.goodput,
+        std::fprintf(stderr, "ramp %.0f: goodput %.0f, failed %lld\n", rate, run.window_goodput,
                      run.failed);
-        if (total > 0 && run.failed <= total / 100) capacity = std::max(capacity, run.goodput);
+        if (total > 0 && run.failed <= total / 100) {
+          capacity = std::max(capacity, run.window_goodput);
+        }
       }
     }
-    CallRun run = RunCalls(*setup.server, 2 * capacity, seconds, work, 999999);
+    CallRun run = RunCalls(*setup.server, 2 * capacity, seconds, work, 999999, 2);
     std::printf("load average at end: %.2f\n\n", LoadAverage());
     sipd::bench::MarkdownTable table(
-        {"capacity calls/s", "offered calls/s", "goodput calls/s", "goodput / capacity",
-         "failed calls", "sipp retransmissions", "INVITE+BYE created", "UAS transactions",
+        {"server", "capacity calls/s", "offered calls/s", "goodput calls/s", "goodput / capacity",
+         "failed calls", "sipp retransmissions", "INVITE+BYE created", "tm UAS transactions",
          "server CPU % (1 core)"},
-        0);
+        1);
     table.PrintHeader();
-    table.PrintRow({absl::StrFormat("%.0f", capacity), absl::StrFormat("%.0f", 2 * capacity),
-                    absl::StrFormat("%.0f", run.goodput),
-                    absl::StrFormat("%.2f", capacity > 0 ? run.goodput / capacity : 0),
+    table.PrintRow({setup.server->name(), absl::StrFormat("%.0f", capacity),
+                    absl::StrFormat("%.0f", 2 * capacity),
+                    absl::StrFormat("%.0f", run.window_goodput),
+                    absl::StrFormat("%.2f", capacity > 0 ? run.window_goodput / capacity : 0),
                     absl::StrCat(run.failed), absl::StrCat(run.retransmissions),
-                    absl::StrCat(run.invites + run.byes), absl::StrCat(run.server_transactions),
+                    absl::StrCat(run.invites + run.byes),
+                    run.server_transactions >= 0 ? absl::StrCat(run.server_transactions) : "-",
                     absl::StrFormat("%.0f", run.server_cpu_percent)});
   }
   std::filesystem::remove_all(work);

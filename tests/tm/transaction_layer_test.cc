@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "sipd/core/sip_receiver.h"
@@ -20,6 +21,7 @@ namespace sipd::tm {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 using ::testing::SizeIs;
 
 class FakeTransport final : public Transport {
@@ -197,6 +199,57 @@ TEST_F(TransactionLayerTest, RetransmittedInviteNeverCreatesASecondTransaction) 
   EXPECT_EQ(Stat("inuse_transactions"), 1u);
   EXPECT_EQ(Stat("UAS_transactions"), 1u);
   EXPECT_EQ(Stat("fwd_requests"), 1u);
+}
+
+TEST_F(TransactionLayerTest, ALateInviteRetransmissionIsAbsorbedAfterItsTransactionEnded) {
+  const std::string invite = Request("INVITE", "z9hG4bKlate", "late-1");
+  FromUac(invite);
+  const std::string relayed = transport_.Take()[1].bytes;
+  FromUas(Answer(relayed, 486, "Busy Here"));
+  FromUac(Request("ACK", "z9hG4bKlate", "late-1"));
+  transport_.Take();
+  Advance(6000);
+  ASSERT_EQ(Stat("inuse_transactions"), 0u);  // the cell is gone (wt_timer)...
+  FromUac(invite);                            // ...but its INVITE is still known
+  EXPECT_THAT(transport_.Take(), SizeIs(0));
+  EXPECT_EQ(Stat("UAS_transactions"), 1u);
+  Advance(30000);  // past 64*T1 (+T2): a new INVITE with that branch is new
+  FromUac(invite);
+  EXPECT_THAT(transport_.Take(), SizeIs(2));
+  EXPECT_EQ(Stat("UAS_transactions"), 2u);
+}
+
+TEST_F(TransactionLayerTest, UnderOverloadNewInvitesAre503AndCallsInProgressGoOn) {
+  std::atomic<bool> overloaded{false};
+  layer_->set_overload_flag(&overloaded);
+  FromUac(Request("INVITE", "z9hG4bKold", "old"));
+  const std::string relayed = transport_.Take()[1].bytes;
+  overloaded = true;
+  FromUac(Request("INVITE", "z9hG4bKnew", "new"));
+  auto sent = transport_.Take();
+  ASSERT_THAT(sent, SizeIs(1));
+  EXPECT_EQ(Status(sent[0].bytes), 503);
+  EXPECT_THAT(sent[0].bytes, HasSubstr("Retry-After: 1\r\n"));
+  // The UAC's ACK for that 503 carries sipd's To-tag: absorbed, not relayed to the UAS.
+  auto refused = SipMessage::Parse(sent[0].bytes);
+  ASSERT_TRUE(refused.ok());
+  std::string ack = Request("ACK", "z9hG4bKnew", "new");
+  absl::StrReplaceAll(
+      {{"To: <sip:bob@example.com>\r\n",
+        absl::StrCat("To: <sip:bob@example.com>;tag=", std::string(refused->to_tag()), "\r\n")}},
+      &ack);
+  FromUac(ack);
+  EXPECT_THAT(transport_.Take(), IsEmpty());
+  EXPECT_EQ(Stat("received_ACKs"), 1u);
+  // The call in progress is relayed as usual, and so are other requests.
+  FromUas(Answer(relayed, 200, "OK"));
+  EXPECT_EQ(Status(transport_.Take()[0].bytes), 200);
+  FromUac(Request("BYE", "z9hG4bKbye", "old", "", 2));
+  sent = transport_.Take();
+  ASSERT_THAT(sent, SizeIs(1));
+  EXPECT_EQ(MethodOf(sent[0].bytes), "BYE");
+  EXPECT_EQ(Stat("UAS_transactions"), 2u);
+  EXPECT_EQ(Stat("5xx_replies"), 1u);  // sl: no transaction for the refused INVITE
 }
 
 TEST_F(TransactionLayerTest, ACallFlowsAndTheTransactionGoesAway) {

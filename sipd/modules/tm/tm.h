@@ -20,6 +20,9 @@
 //                      before sipd answers 408 itself (180000, 32000)
 //   bl_timeout         s a failed destination stays blacklisted; 0 = never (60)
 //   bl_size            entries of the blacklist (256)
+//   overload_queue     % of a UDP receive buffer above which sipd counts as overloaded
+//                      and refuses new INVITEs with a stateless 503 + Retry-After until
+//                      the queues drain below a third of it (30; 0 = never)
 //
 // MI (spec 8.3): t_uac_dlg (async), t_uac_cancel, t_hash, t_reply; list_blacklists
 // (module "blacklists", spec 6). Statistics: group tm (spec 7.5) plus the core

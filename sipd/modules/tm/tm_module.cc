@@ -1,4 +1,6 @@
+#include <linux/sock_diag.h>
 #include <osipparser2/osip_parser.h>
+#include <sys/socket.h>
 
 #include <charconv>
 #include <cstring>
@@ -12,7 +14,9 @@
 #include "registry/status_macros.h"
 #include "sipd/core/shm.h"
 #include "sipd/core/sip.h"
+#include "sipd/core/sip_receiver.h"
 #include "sipd/core/sip_transport.h"
+#include "sipd/core/sip_transport_impl.h"
 #include "sipd/modules/registrar/registrar.h"
 #include "sipd/modules/tm/blacklist.h"
 #include "sipd/modules/tm/proxy.h"
@@ -184,6 +188,12 @@ class TmModule final : public Module, public TmApi {
       bl_size_ = static_cast<size_t>(size);
       return absl::OkStatus();
     }
+    if (param == "overload_queue") {
+      int64_t percent = 0;
+      SIPD_RETURN_IF_ERROR(ms(&percent, 1, 0, 100));
+      overload_queue_percent_ = static_cast<int>(percent);
+      return absl::OkStatus();
+    }
     if (param == "relay_to_any") {
       if (n == nullptr || (*n != 0 && *n != 1)) return bad("0 or 1");
       proxy_options_.relay_to_any = *n == 1;
@@ -243,14 +253,50 @@ class TmModule final : public Module, public TmApi {
     mi_completion_ = layer_->RegisterCompletion(
         [this](const UacResult& result, std::string_view data) { CompleteMi(result, data); });
 
+    // Overload control: the timer process watches the UDP receive queues.
+    overloaded_ = core.shm().Construct<std::atomic<bool>>(false);
+    if (overload_queue_percent_ > 0) {
+      if (auto* impl = dynamic_cast<SipTransportImpl*>(sip); impl != nullptr) {
+        for (size_t i = 0; i < sip->sockets().size(); ++i) {
+          if (const UdpListener* l = impl->udp(static_cast<int>(i)); l != nullptr) {
+            udp_fds_.push_back(l->fd());
+          }
+        }
+      }
+      layer_->set_overload_flag(overloaded_);
+    }
     core.SetSipMessageHandler([this](const SipInbound& inbound) { Handle(inbound); });
-    core.AddTimer("tm-utimer", std::chrono::milliseconds(TransactionTable::kTickMs),
-                  [this] { layer_->RunTimers(); });
+    core.AddTimer("tm-utimer", std::chrono::milliseconds(TransactionTable::kTickMs), [this] {
+      WatchQueues();
+      layer_->RunTimers();
+    });
     SIPD_RETURN_IF_ERROR(RegisterCommands(core));
     spdlog::info("tm: T1 {} ms, T2 {} ms, fr_timeout {} s, fr_inv_timeout {} s, wt_timer {} s",
                  layer_options_.t1_ms, layer_options_.t2_ms, layer_options_.fr_timeout_ms / 1000,
                  layer_options_.fr_inv_timeout_ms / 1000, layer_options_.wait_ms / 1000);
     return absl::OkStatus();
+  }
+
+  // Timer process: the overload flag follows the fullest UDP receive queue, with
+  // hysteresis (on above overload_queue %, off below a third of it).
+  void WatchQueues() {
+    if (udp_fds_.empty()) return;
+    double fullest = 0;
+    for (int fd : udp_fds_) {
+      uint32_t info[SK_MEMINFO_VARS] = {};
+      socklen_t length = sizeof(info);
+      if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, info, &length) != 0) continue;
+      const uint32_t limit = info[SK_MEMINFO_RCVBUF];
+      if (limit > 0) fullest = std::max(fullest, 100.0 * info[SK_MEMINFO_RMEM_ALLOC] / limit);
+    }
+    const bool now = overloaded_->load(std::memory_order_relaxed);
+    if (!now && fullest >= overload_queue_percent_) {
+      overloaded_->store(true);
+      spdlog::warn("tm: overloaded (UDP receive queue {:.0f}% full): new INVITEs get 503", fullest);
+    } else if (now && fullest < overload_queue_percent_ / 3.0) {
+      overloaded_->store(false);
+      spdlog::info("tm: no longer overloaded");
+    }
   }
 
   // --- TmApi ---
@@ -516,6 +562,9 @@ class TmModule final : public Module, public TmApi {
   std::unique_ptr<Proxy> proxy_;
   std::unique_ptr<TransactionLayer> layer_;
   uint32_t mi_completion_ = 0;
+  int overload_queue_percent_ = 30;
+  std::atomic<bool>* overloaded_ = nullptr;
+  std::vector<int> udp_fds_;
   Tracer* tracer_ = nullptr;
 };
 

@@ -449,6 +449,19 @@ void TransactionLayer::HandleRequest(const SipMessage& request, const Inbound& f
   {
     Bucket& bucket = table_.LockBucket(index, now);
     Cell* cell = FindServer(bucket, key, request.method());
+    if (cell == nullptr && request.method() == Method::kInvite &&
+        table_.RecentlyEnded(TransactionTable::Fingerprint(key), now)) {
+      // A late retransmission of an INVITE whose transaction ended: absorbed.
+      table_.UnlockBucket(bucket);
+      return;
+    }
+    if (cell == nullptr && request.method() == Method::kInvite && request.to_tag().empty() &&
+        overloaded_ != nullptr && overloaded_->load(std::memory_order_relaxed)) {
+      // Overloaded: shed new calls, keep the ones in progress.
+      table_.UnlockBucket(bucket);
+      StatelessReply(request, from, 503, "Service Unavailable", {"Retry-After: 1"});
+      return;
+    }
     if (cell != nullptr) {
       // A retransmission: the last reply again (none yet, or RFC 6026 Accepted: absorb).
       if (!cell->last_reply.empty() && cell->server_state != ServerState::kAccepted) {
@@ -707,6 +720,14 @@ void TransactionLayer::HandleAck(const SipMessage& ack, const Inbound& from) {
       return;
     }
     table_.UnlockBucket(bucket);
+  }
+  // An ACK for a final reply sipd made itself without a transaction (a stateless 503 under
+  // overload, a 500 when shared memory was full) or whose transaction already went: its
+  // To-tag is one of sipd's (every reply sipd makes is non-2xx for INVITE). Absorbed.
+  const std::string own_tag = absl::StrCat(options_.to_tag_prefix, ".");
+  if (!options_.to_tag_prefix.empty() && std::string_view(ack.to_tag()).starts_with(own_tag)) {
+    Count(counters_.sl_received_acks);
+    return;
   }
   // An ACK for a 2xx (end to end) or for nothing known.
   if (ack.max_forwards() == 0) {
@@ -1304,6 +1325,13 @@ void TransactionLayer::RunTimer(const DueTimer& due) {
         }
         if (!cell->wait.armed) table_.Arm(cell->wait, now + options_.wait_ms);
         break;
+      }
+      if (!cell->local && cell->method == Method::kInvite) {
+        // Late retransmissions of this INVITE stay absorbed for the rest of timer B of
+        // its sender (64*T1 after it came).
+        table_.RememberEnded(
+            TransactionTable::Fingerprint(cell->key.view()), now,
+            std::max(now, cell->created_ms + 64 * options_.t1_ms) + options_.t2_ms);
       }
       EndEvent end;
       end.transaction = TransactionId{cell->index, cell->label};

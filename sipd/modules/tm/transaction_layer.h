@@ -35,6 +35,7 @@
 // other than what each call keeps on its stack.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -204,6 +205,11 @@ class TransactionLayer {
 
   // Enables sip_trace-style recording (nullptr = off). Set before the fork.
   void set_tracer(Tracer* tracer) { tracer_ = tracer; }
+  // Overload control: while *flag is true (set by whoever watches the receive queues, in
+  // shared memory), a new INVITE outside a dialog is refused statelessly with
+  // `503 Service Unavailable` + `Retry-After`, so that the calls in progress (their
+  // replies, ACKs, BYEs) keep the capacity. Set before the fork; nullptr = never.
+  void set_overload_flag(const std::atomic<bool>* flag) { overloaded_ = flag; }
   const LayerOptions& options() const { return options_; }
   TransactionTable& table() { return table_; }
   int64_t now() const { return clock_(); }
@@ -261,6 +267,7 @@ class TransactionLayer {
   Clock clock_;
   Blacklist* blacklist_;
   Tracer* tracer_ = nullptr;
+  const std::atomic<bool>* overloaded_ = nullptr;
   std::vector<Completion> completions_;
 };
 

@@ -74,6 +74,15 @@ struct TransactionTable::Wheel {
   TimerLink heads[kSlots];
 };
 
+struct TransactionTable::Recent {
+  static constexpr uint32_t kSlots = 1u << 18;  // 4 MB
+  struct Slot {
+    std::atomic<uint64_t> fingerprint{0};
+    std::atomic<int64_t> until_ms{0};
+  };
+  Slot slots[kSlots];
+};
+
 namespace {
 
 void ResetHeads(TransactionTable::Wheel& wheel) {
@@ -92,24 +101,63 @@ absl::StatusOr<std::unique_ptr<TransactionTable>> TransactionTable::Create(Share
                                                                            int64_t now_ms) {
   void* bucket_memory = shm.Allocate(sizeof(Bucket) * kBuckets);
   void* wheel_memory = shm.Allocate(sizeof(Wheel));
-  if (bucket_memory == nullptr || wheel_memory == nullptr) {
+  void* recent_memory = shm.Allocate(sizeof(Recent));
+  if (bucket_memory == nullptr || wheel_memory == nullptr || recent_memory == nullptr) {
     shm.Deallocate(bucket_memory);
     shm.Deallocate(wheel_memory);
+    shm.Deallocate(recent_memory);
     return absl::ResourceExhaustedError(
         absl::StrCat("tm: no shared memory for the transaction table (",
-                     (sizeof(Bucket) * kBuckets + sizeof(Wheel)) >> 20, " MB)"));
+                     (sizeof(Bucket) * kBuckets + sizeof(Wheel) + sizeof(Recent)) >> 20, " MB)"));
   }
+  auto* recent = new (recent_memory) Recent();
   auto* buckets = static_cast<Bucket*>(bucket_memory);
   for (uint32_t i = 0; i < kBuckets; ++i) new (&buckets[i]) Bucket();
   auto* wheel = new (wheel_memory) Wheel();
   ResetHeads(*wheel);
   wheel->last_ms = now_ms;
-  return std::unique_ptr<TransactionTable>(new TransactionTable(shm, buckets, wheel, inuse));
+  return std::unique_ptr<TransactionTable>(
+      new TransactionTable(shm, buckets, wheel, recent, inuse));
 }
 
-TransactionTable::TransactionTable(SharedMemory& shm, Bucket* buckets, Wheel* wheel,
+TransactionTable::TransactionTable(SharedMemory& shm, Bucket* buckets, Wheel* wheel, Recent* recent,
                                    mi::Counter inuse)
-    : shm_(shm), buckets_(buckets), wheel_(wheel), inuse_(inuse) {}
+    : shm_(shm), buckets_(buckets), wheel_(wheel), recent_(recent), inuse_(inuse) {}
+
+uint64_t TransactionTable::Fingerprint(std::string_view key) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a 64
+  for (unsigned char c : key) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h == 0 ? 1 : h;
+}
+
+void TransactionTable::RememberEnded(uint64_t fingerprint, int64_t now_ms, int64_t until_ms) {
+  for (uint32_t i = 0; i < 8; ++i) {
+    Recent::Slot& slot = recent_->slots[(fingerprint + i) % Recent::kSlots];
+    const uint64_t current = slot.fingerprint.load(std::memory_order_acquire);
+    const int64_t until = slot.until_ms.load(std::memory_order_acquire);
+    if (current == fingerprint || current == 0 || until <= now_ms) {
+      // Expiry first: a reader that sees the new fingerprint with the old (expired)
+      // expiry just misses it.
+      slot.until_ms.store(until_ms, std::memory_order_release);
+      slot.fingerprint.store(fingerprint, std::memory_order_release);
+      return;
+    }
+  }
+}
+
+bool TransactionTable::RecentlyEnded(uint64_t fingerprint, int64_t now_ms) const {
+  for (uint32_t i = 0; i < 8; ++i) {
+    const Recent::Slot& slot = recent_->slots[(fingerprint + i) % Recent::kSlots];
+    if (slot.fingerprint.load(std::memory_order_acquire) == fingerprint &&
+        slot.until_ms.load(std::memory_order_acquire) > now_ms) {
+      return true;
+    }
+  }
+  return false;
+}
 
 // The shared memory outlives every process; nothing to free here.
 TransactionTable::~TransactionTable() = default;

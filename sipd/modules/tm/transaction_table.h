@@ -270,10 +270,22 @@ class TransactionTable {
     }
   }
 
+  // INVITE server transactions ended recently (RFC 3261 Timer L / RFC 6026: a late
+  // retransmission of an INVITE must not start a second transaction). The cell is gone
+  // after wt_timer; its key's 64-bit fingerprint stays here until `until_ms`. A
+  // lock-free open-addressing array (a few MB): Remember() takes an empty or expired
+  // slot among 8 (none free: forgotten, the oldest-first guarantee is not kept); a
+  // process that dies mid-write leaves at worst one slot that expires.
+  void RememberEnded(uint64_t fingerprint, int64_t now_ms, int64_t until_ms);
+  bool RecentlyEnded(uint64_t fingerprint, int64_t now_ms) const;
+  static uint64_t Fingerprint(std::string_view key);
+
   struct Wheel;
+  struct Recent;
 
  private:
-  TransactionTable(SharedMemory& shm, Bucket* buckets, Wheel* wheel, mi::Counter inuse);
+  TransactionTable(SharedMemory& shm, Bucket* buckets, Wheel* wheel, Recent* recent,
+                   mi::Counter inuse);
   void LockWheel();
   void RepairBucket(Bucket& bucket, int64_t now_ms);
   void FreeCellMemory(Cell* cell);
@@ -281,6 +293,7 @@ class TransactionTable {
   SharedMemory& shm_;
   Bucket* buckets_;
   Wheel* wheel_;
+  Recent* recent_;
   mi::Counter inuse_;
 };
 
