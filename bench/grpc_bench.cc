@@ -2,7 +2,7 @@
 // that the bench starts itself (tests/support/sipd_harness.h), or against --target.
 //
 //   grpc_bench [--clients 1,4,8] [--inflight 1[,8]] [--seconds 5] [--warmup 1] [--cpus 0]
-//              [--driver grpc|h2load|session [--requests N]] [--server-threads N]
+//              [--driver grpc|h2load|session [--requests N] [--typed]] [--server-threads N]
 //              [--command 'version'|'get_statistics all'] [--repeat 3]
 //              [--target host:port [--server-pid PID]]
 //
@@ -350,10 +350,15 @@ absl::Status CheckOneCall(const std::string& target, const std::string& command)
   return absl::OkStatus();
 }
 
-// Writes the length-prefixed gRPC message of ExecuteRequest{command} to `path`.
-absl::Status WriteGrpcFrame(const std::string& path, const std::string& command) {
+// The method h2load calls: Execute, or (--typed) the typed face of `version`.
+constexpr char kExecutePath[] = "/sipd.mi.v1.Management/Execute";
+constexpr char kTypedVersionPath[] = "/sipd.core.v1.CoreService/GetVersion";
+
+// Writes the length-prefixed gRPC message of ExecuteRequest{command} to `path`, or of an
+// empty GetVersionRequest when `typed`.
+absl::Status WriteGrpcFrame(const std::string& path, const std::string& command, bool typed) {
   const v1::ExecuteRequest request = ExecuteRequestFor(SplitCommand(command));
-  const std::string message = request.SerializeAsString();
+  const std::string message = typed ? std::string() : request.SerializeAsString();
   std::string frame(5, '\0');
   const uint32_t size = static_cast<uint32_t>(message.size());
   for (int i = 0; i < 4; ++i) frame[1 + i] = static_cast<char>((size >> (24 - 8 * i)) & 0xff);
@@ -390,12 +395,12 @@ double ParseH2loadTime(const std::string& text) {
 
 // Runs h2load (see the file comment) and parses its summary.
 absl::StatusOr<H2loadResult> RunH2load(const std::string& h2load, const std::string& target,
-                                       const std::string& frame_path, int clients, int inflight,
-                                       uint64_t requests, pid_t server_pid) {
-  const std::string cmd =
-      absl::StrCat(h2load, " -t 1 -c ", clients, " -m ", inflight, " -n ", requests, " -d '",
-                   frame_path, "' -H 'content-type: application/grpc' -H 'te: trailers' http://",
-                   target, "/sipd.mi.v1.Management/Execute 2>&1");
+                                       const std::string& frame_path, const std::string& method,
+                                       int clients, int inflight, uint64_t requests,
+                                       pid_t server_pid) {
+  const std::string cmd = absl::StrCat(
+      h2load, " -t 1 -c ", clients, " -m ", inflight, " -n ", requests, " -d '", frame_path,
+      "' -H 'content-type: application/grpc' -H 'te: trailers' http://", target, method, " 2>&1");
   const long long cpu_before = server_pid > 0 ? ProcessCpuTicks(server_pid) : -1;
   const double children_before = ChildrenCpuMicros();
   FILE* pipe = popen(cmd.c_str(), "r");
@@ -436,8 +441,9 @@ absl::StatusOr<H2loadResult> RunH2load(const std::string& h2load, const std::str
 
 // The --driver h2load runs. Returns the exit code.
 int RunH2loadDriver(const std::string& h2load, const std::string& target,
-                    const std::string& command, const std::vector<int>& counts,
+                    const std::string& command, bool typed, const std::vector<int>& counts,
                     const std::vector<int>& inflights, uint64_t requests, pid_t server_pid) {
+  const std::string method = typed ? kTypedVersionPath : kExecutePath;
   if (absl::Status s = CheckOneCall(target, command); !s.ok()) {
     std::fprintf(stderr, "sample call failed: %s\n", std::string(s.message()).c_str());
     return 1;
@@ -449,23 +455,23 @@ int RunH2loadDriver(const std::string& h2load, const std::string& target,
   }
   const std::string dir = dir_template;
   const std::string frame_path = dir + "/execute.grpc";
-  if (absl::Status s = WriteGrpcFrame(frame_path, command); !s.ok()) {
+  if (absl::Status s = WriteGrpcFrame(frame_path, command, typed); !s.ok()) {
     std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
     return 1;
   }
   std::printf(
-      "target %s, command '%s', driver h2load, %llu requests per run (after %llu "
+      "target %s, %s '%s', driver h2load, %llu requests per run (after %llu "
       "warm-up)\n",
-      target.c_str(), command.c_str(), static_cast<unsigned long long>(requests),
-      static_cast<unsigned long long>(requests / 10));
+      target.c_str(), typed ? "method" : "command", typed ? method.c_str() : command.c_str(),
+      static_cast<unsigned long long>(requests), static_cast<unsigned long long>(requests / 10));
   std::printf("%-8s %9s %12s %10s %10s %8s %18s %18s\n", "clients", "in flight", "requests/s",
               "mean us", "max us", "errors", "server CPU us/req", "h2load CPU us/req");
   int rc = 0;
   for (int n : counts) {
     for (int m : inflights) {
-      auto warm =
-          RunH2load(h2load, target, frame_path, n, m, std::max<uint64_t>(requests / 10, n), 0);
-      auto r = RunH2load(h2load, target, frame_path, n, m, requests, server_pid);
+      auto warm = RunH2load(h2load, target, frame_path, method, n, m,
+                            std::max<uint64_t>(requests / 10, n), 0);
+      auto r = RunH2load(h2load, target, frame_path, method, n, m, requests, server_pid);
       if (!warm.ok() || !r.ok()) {
         std::fprintf(stderr, "%s\n",
                      std::string((warm.ok() ? r.status() : warm.status()).message()).c_str());
@@ -504,6 +510,7 @@ int main(int argc, char** argv) {
   std::string driver = "grpc";
   std::string h2load = "h2load";
   uint64_t requests = 200000;
+  bool typed = false;
   int repeat = 1;
   CLI::App app{"Execute() and Session load driver for the sipd MI gRPC transport"};
   flags.AddTo(app);
@@ -519,6 +526,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 99));
   app.add_option("--h2load", h2load, "h2load binary (--driver h2load)")->capture_default_str();
+  app.add_flag("--typed", typed,
+               "--driver h2load: call the typed sipd.core.v1.CoreService/GetVersion (the "
+               "typed face of `version`) instead of Execute");
   app.add_option("--requests", requests, "--driver h2load: requests per run")
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{1}, uint64_t{100000000}));
@@ -570,7 +580,7 @@ int main(int argc, char** argv) {
 
   int rc = 0;
   if (driver == "h2load") {
-    rc = RunH2loadDriver(h2load, target, command, counts, inflights, requests, server_pid);
+    rc = RunH2loadDriver(h2load, target, command, typed, counts, inflights, requests, server_pid);
   } else {
     const bool session = driver == "session";
     std::printf(

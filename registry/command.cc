@@ -1,7 +1,10 @@
 #include "registry/command.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "registry/statistics.h"
+#include "registry/typed_method.h"
 
 namespace sipd::mi {
 
@@ -71,8 +74,53 @@ absl::Status Registry::Register(Command::Spec spec) {
     return absl::AlreadyExistsError(
         absl::StrCat("MI command '", spec.name, "' is already registered"));
   }
+  for (size_t i = 0; i < spec.typed.size(); ++i) {
+    const TypedMethod* method = spec.typed[i].get();
+    if (method == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("MI command '", spec.name, "': typed method ", i, " is null"));
+    }
+    if (absl::Status checked = method->Check(); !checked.ok()) return checked;
+    bool repeated = typed_by_path_.contains(method->path());
+    for (size_t j = 0; j < i; ++j) repeated |= spec.typed[j]->path() == method->path();
+    if (repeated) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("typed method ", method->full_name(), " is already declared"));
+    }
+  }
   commands_.push_back(std::make_unique<Command>(std::move(spec)));
-  by_name_.emplace(commands_.back()->name(), commands_.back().get());
+  const Command* command = commands_.back().get();
+  by_name_.emplace(command->name(), command);
+  for (const auto& method : command->spec().typed) {
+    const TypedBinding binding{command, method.get()};
+    typed_.push_back(binding);
+    typed_by_path_.emplace(method->path(), binding);
+  }
+  return absl::OkStatus();
+}
+
+std::optional<TypedBinding> Registry::FindTyped(std::string_view path) const {
+  auto it = typed_by_path_.find(absl::string_view(path.data(), path.size()));
+  if (it == typed_by_path_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::vector<std::string> Registry::typed_services() const {
+  std::vector<std::string> services;
+  for (const TypedBinding& binding : typed_) {
+    const std::string& service = binding.method->service();
+    if (std::find(services.begin(), services.end(), service) == services.end()) {
+      services.push_back(service);
+    }
+  }
+  return services;
+}
+
+absl::Status Registry::AddHealthCheck(HealthCheck check) {
+  if (check.name.empty() || !check.check) {
+    return absl::InvalidArgumentError("health check without a name or a function");
+  }
+  health_checks_.push_back(std::move(check));
   return absl::OkStatus();
 }
 

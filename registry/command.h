@@ -32,6 +32,9 @@ namespace sipd::mi {
 class Command;
 class Call;
 class StatsRegistry;
+// registry/typed_method.h (protobuf): included only where typed methods are declared or
+// served.
+class TypedMethod;
 
 // One request argument (spec 1.2). Either part may be empty, not both.
 struct Argument {
@@ -158,6 +161,10 @@ class Command {
     // depend on its arguments in some state (ul_sync without a database, spec 8.1);
     // nullopt = check the arguments and run the handler.
     std::function<std::optional<Reply>()> answer_before_args;
+    // Typed gRPC methods served by this command (registry/typed_method.h): conversions
+    // between their messages and this command's arguments and reply tree, declared here
+    // so that a command and its typed faces are one declaration.
+    std::vector<std::shared_ptr<const TypedMethod>> typed;
   };
 
   // Per-command figures, counted by the dispatcher for every finished call.
@@ -200,14 +207,45 @@ class Command {
   Figures figures_{&local_cells_[0], &local_cells_[1], &local_cells_[2]};
 };
 
+// A typed method with the command it converts to (see registry/typed_method.h).
+struct TypedBinding {
+  const Command* command;
+  const TypedMethod* method;
+};
+
+// A subsystem's health, asked by the gRPC health service (grpc.health.v1, name =
+// `name`, e.g. "sipd.usrloc"): OK = serving; an error says why not (logged when the
+// status changes). Checks run in the MI gRPC process, about once a second, one at a
+// time on a thread of their own: they may block briefly (a database probe) but should
+// answer within a second.
+struct HealthCheck {
+  std::string name;
+  std::function<absl::Status()> check;
+};
+
 class Registry {
  public:
-  // Adds a command. AlreadyExistsError for a duplicate name, InvalidArgumentError for an
-  // empty name or a missing handler.
+  // Adds a command. AlreadyExistsError for a duplicate name or a typed method already
+  // declared, InvalidArgumentError for an empty name, a missing handler, or a typed
+  // method that does not match its proto (TypedMethod::Check()).
   absl::Status Register(Command::Spec spec);
 
   // nullptr if no such command is loaded. Exact, case-sensitive match.
   const Command* Find(std::string_view name) const;
+
+  // The typed method whose HTTP/2 path is `path` ("/sipd.core.v1.CoreService/GetUptime"),
+  // or nullopt.
+  std::optional<TypedBinding> FindTyped(std::string_view path) const;
+  // Every typed method, in declaration order.
+  const std::vector<TypedBinding>& typed_methods() const { return typed_; }
+  // The services that have typed methods ("sipd.core.v1.CoreService", ...), in the order
+  // their first method was declared.
+  std::vector<std::string> typed_services() const;
+
+  // Adds a health check (see HealthCheck). InvalidArgumentError for an empty name or
+  // check; a second check of the same name is ANDed with the first.
+  absl::Status AddHealthCheck(HealthCheck check);
+  const std::vector<HealthCheck>& health_checks() const { return health_checks_; }
 
   // All commands in registration order.
   const std::vector<std::unique_ptr<Command>>& commands() const { return commands_; }
@@ -221,6 +259,9 @@ class Registry {
  private:
   std::vector<std::unique_ptr<Command>> commands_;
   absl::flat_hash_map<std::string, const Command*> by_name_;
+  std::vector<TypedBinding> typed_;
+  absl::flat_hash_map<std::string, TypedBinding> typed_by_path_;
+  std::vector<HealthCheck> health_checks_;
 };
 
 }  // namespace sipd::mi

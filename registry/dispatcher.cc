@@ -62,15 +62,35 @@ Reply Accepted() {
   return reply;
 }
 
+// What a wrong argument count lacks or has too much, by declared parameter.
+std::vector<ArgumentProblem> ArgumentCountProblems(const Command& command, size_t count) {
+  std::vector<ArgumentProblem> problems;
+  if (count < command.min_args()) {
+    size_t index = 0;
+    for (const ParamSpec& param : command.params()) {
+      if (param.arity == ParamSpec::Arity::kRequired && index >= count) {
+        problems.push_back(ArgumentProblem{param.name, "missing"});
+      }
+      ++index;
+    }
+  } else {
+    problems.push_back(ArgumentProblem{
+        "", absl::StrCat(count, " arguments given, at most ", command.max_args(), " taken")});
+  }
+  return problems;
+}
+
 bool IsError(const CallState& state) {
   return state.outcome == Outcome::kFailed || state.outcome == Outcome::kParseError ||
          (state.outcome == Outcome::kReply && state.reply.code >= 400);
 }
 
-// Runs the producer to its end without flushing (kTree), or flushing into the
-// transport's writer until it is full (kWriter). False if the producer failed.
+// Runs the producer to its end, flushing into the transport's writer until it is full
+// (kWriter), or (kTree) into a TreeBuilder, so that the whole tree is the one the
+// streaming transports show (registry/reply_writer.h). False if the producer failed.
 bool Drain(CallState& state) {
   std::unique_ptr<ReplyProducer>& producer = state.call->producer();
+  std::optional<TreeBuilder> tree;
   while (producer != nullptr) {
     if (state.context.cancel.cancelled()) return false;
     if (state.writer != nullptr && state.writer->full()) break;
@@ -93,9 +113,16 @@ bool Drain(CallState& state) {
     if (state.writer != nullptr) {
       FlushReply(state.reply, *state.writer);
       state.writer->EndFlush();
+    } else {
+      if (!tree.has_value()) tree.emplace();
+      FlushReply(state.reply, *tree);
     }
   }
   producer.reset();
+  if (tree.has_value()) {
+    FinishReply(state.reply, *tree);
+    state.reply = tree->Take();
+  }
   return true;
 }
 
@@ -241,9 +268,11 @@ std::unique_ptr<Exchange> Dispatcher::Start(CallContext context, Request request
   const size_t count = state->request.args.size();
   if (!command->has_flag(kNoInput) &&
       (count < command->min_args() || count > command->max_args())) {
-    Finish(*state, Outcome::kReply,
-           Reply::Error(spec.arg_error_code,
-                        count < command->min_args() ? spec.too_few_reason : spec.too_many_reason));
+    Reply refusal =
+        Reply::Error(spec.arg_error_code,
+                     count < command->min_args() ? spec.too_few_reason : spec.too_many_reason);
+    refusal.bad_arguments = ArgumentCountProblems(*command, count);
+    Finish(*state, Outcome::kReply, std::move(refusal));
     return exchange;
   }
 

@@ -1,5 +1,7 @@
 #include "registry/reply_writer.h"
 
+#include <algorithm>
+
 namespace sipd::mi {
 namespace {
 
@@ -46,6 +48,25 @@ void FinishReply(Reply& reply, ReplyWriter& writer) {
   }
   WriteRemaining(reply.root, 0, writer);
   writer.EndReply();
+}
+
+void TreeBuilder::WriteStatus(const Reply& reply) {
+  reply_.code = reply.code;
+  reply_.reason = reply.reason;
+  reply_.text_reason_cut = reply.text_reason_cut;
+  reply_.bad_arguments = reply.bad_arguments;
+  reply_.root.is_array = reply.root.is_array;
+}
+
+void TreeBuilder::WriteNode(const Node& node, int depth) {
+  const size_t level = static_cast<size_t>(depth);
+  // FlushReply/FinishReply write in pre-order, so depth never skips a level.
+  Node& parent = level == 0 || level > stack_.size() ? reply_.root : *stack_[level - 1];
+  Node& copy = parent.AddKid(node.name, node.value);
+  copy.attributes = node.attributes;
+  copy.is_array = node.is_array;
+  stack_.resize(std::min(level, stack_.size()));
+  stack_.push_back(&copy);
 }
 
 }  // namespace sipd::mi

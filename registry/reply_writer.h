@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
 #include "registry/tree.h"
 
@@ -41,5 +42,33 @@ void FlushReply(Reply& reply, ReplyWriter& writer);
 // Writes everything not written yet (descending into written nodes for their new kids),
 // then calls EndReply(). The tree is left as it was (nothing detached).
 void FinishReply(Reply& reply, ReplyWriter& writer);
+
+}  // namespace sipd::mi
+
+namespace sipd::mi {
+
+// A ReplyWriter that rebuilds the reply from what is written to it: the tree a client
+// of a streaming transport reads back (ExecuteStream's chunks, the FIFO's lines). The
+// dispatcher pulls a streamed command's reply through one for Delivery::kTree, so that
+// the whole tree of Execute is the tree every streaming transport shows: flushes happen
+// at the same points, and what a flush makes final stays final (an attribute added to
+// a node after its line was flushed is lost on every transport alike, spec 1.7).
+//
+// Thread-safety: one builder per reply.
+class TreeBuilder final : public ReplyWriter {
+ public:
+  // Code, reason and root flags (and the reply's bad_arguments, text_reason_cut).
+  void WriteStatus(const Reply& reply) override;
+  // A copy of the node's own line under the last node written at depth - 1.
+  void WriteNode(const Node& node, int depth) override;
+
+  // The reply built so far.
+  Reply Take() { return std::move(reply_); }
+
+ private:
+  Reply reply_;
+  // stack_[d] = the last node written at depth d.
+  std::vector<Node*> stack_;
+};
 
 }  // namespace sipd::mi

@@ -2,6 +2,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "registry/statistics_typed.h"
 
 namespace {
 absl::string_view AbslView(std::string_view s) { return absl::string_view(s.data(), s.size()); }
@@ -118,6 +119,18 @@ absl::StatusOr<uint64_t> StatsRegistry::Value(std::string_view name) const {
   return s->Read();
 }
 
+bool StatsRegistry::Resettable(std::string_view group, std::string_view name) const {
+  for (const auto& g : groups_) {
+    if (!absl::EqualsIgnoreCase(g.name, AbslView(group))) continue;
+    for (const auto& s : g.stats) {
+      if (absl::EqualsIgnoreCase(s.name, AbslView(name))) {
+        return s.cell != nullptr && (s.flags & (kStatNoReset | kStatIsFunc)) == 0;
+      }
+    }
+  }
+  return false;
+}
+
 absl::Status StatsRegistry::RegisterCommands(Registry& registry) const {
   using Arity = ParamSpec::Arity;
   absl::Status s = registry.Register(Command::Spec{
@@ -135,6 +148,7 @@ absl::Status StatsRegistry::RegisterCommands(Registry& registry) const {
             if (!found) call.reply() = Reply::Error(404, "Statistics Not Found");
             return absl::OkStatus();
           },
+      .typed = {GetStatisticsMethod(*this)},
   });
   if (!s.ok()) return s;
   return registry.Register(Command::Spec{
@@ -151,6 +165,7 @@ absl::Status StatsRegistry::RegisterCommands(Registry& registry) const {
             if (!found) call.reply() = Reply::Error(404, "Statistics Not Found");
             return absl::OkStatus();
           },
+      .typed = {ResetStatisticsMethod()},
   });
 }
 

@@ -73,8 +73,13 @@ class StatsRegistry {
   Counter FindCounter(std::string_view name) const;
   // Value of a statistic by bare name; NotFound if absent.
   absl::StatusOr<uint64_t> Value(std::string_view name) const;
+  // Whether reset_statistics can set group:name to 0 (a counter without kStatNoReset);
+  // false for functions and unknown statistics. Group and name are case-insensitive.
+  bool Resettable(std::string_view group, std::string_view name) const;
 
-  // Registers get_statistics and reset_statistics (module "statistics").
+  // Registers get_statistics and reset_statistics (module "statistics"), with their
+  // typed methods sipd.statistics.v1.StatisticsService.GetStatistics/ResetStatistics
+  // (registry/statistics_typed.h).
   absl::Status RegisterCommands(Registry& registry) const;
 
  private:

@@ -39,6 +39,7 @@ Reply Reply::Clone() const {
   copy.code = code;
   copy.reason = reason;
   copy.text_reason_cut = text_reason_cut;
+  copy.bad_arguments = bad_arguments;
   copy.root = root.Clone();
   return copy;
 }

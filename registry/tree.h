@@ -64,6 +64,14 @@ inline constexpr std::string_view kReasonInternalError = "Server Internal Error"
 inline constexpr std::string_view kReasonBadArgCount = "Too few or too many arguments";
 inline constexpr std::string_view kReasonBadParameter = "Bad parameter";
 
+// One argument a command refused (see Reply::bad_arguments).
+struct ArgumentProblem {
+  // The parameter's declared name (ParamSpec::name); empty when no single one is at fault.
+  std::string argument;
+  std::string description;
+  friend bool operator==(const ArgumentProblem&, const ArgumentProblem&) = default;
+};
+
 struct Reply {
   uint32_t code = 200;
   std::string reason = std::string(kReasonOk);
@@ -76,6 +84,13 @@ struct Reply {
   // the full text; text transports print text_reason(), which drops the last
   // `text_reason_cut` bytes.
   size_t text_reason_cut = 0;
+
+  // The reply refuses the request's arguments (missing, extra, malformed), whatever its
+  // code says: 1.11's cache_* commands answer a missing argument with 404 (spec 6). gRPC
+  // then answers INVALID_ARGUMENT with a google.rpc.BadRequest listing these; the text
+  // transports ignore it. The dispatcher's argument-count check sets it. Not part of
+  // the reply's value (operator==).
+  std::vector<ArgumentProblem> bad_arguments;
   std::string_view text_reason() const {
     std::string_view r = reason;
     return r.substr(0, r.size() - std::min(text_reason_cut, r.size()));

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages sipd needs, only those missing (idempotent and quiet
-# when everything is there). Run as root or with sudo available.
+# Installs the Debian 12 packages sipd needs, only those missing, then the npm packages
+# of tests/node (grpc-js, proto-loader, buf) when their lock file changed (idempotent and
+# quiet when everything is there). Run as root or with sudo available.
 #
 #   scripts/bootstrap.sh          what sipd needs to build and test
 #   scripts/bootstrap.sh bench    the same plus Kamailio 5.6 (Debian 12's `kamailio`), only
@@ -18,6 +19,9 @@ PACKAGES=(
   sip-tester sipsak
   python3 python3-grpcio python3-protobuf
   clang-format procps iproute2 curl nghttp2-client ccache
+  golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-google-genproto-dev
+  golang-github-golang-protobuf-1-5-dev
+  protoc-gen-go protoc-gen-go-grpc
 )
 
 if [ "${1:-}" = "bench" ]; then
@@ -30,11 +34,27 @@ for p in "${PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# Node and npm: Debian's packages unless a node and an npm are there already (another
+# distribution's nodejs, which carries its own npm, would conflict with Debian's npm).
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-echo "bootstrap: installing ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "bootstrap: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The Node stub client's packages and buf (tests/node/package-lock.json), from the npm
+# registry; again only when the lock file changed since the last install.
+node_dir=tests/node
+cd "$(dirname "$0")/.."
+stamp=$node_dir/node_modules/.sipd-lock
+if ! cmp -s "$node_dir/package-lock.json" "$stamp" 2>/dev/null; then
+  echo "bootstrap: npm ci in $node_dir" >&2
+  npm ci --prefix "$node_dir" --no-audit --no-fund --loglevel=error >/dev/null
+  cp "$node_dir/package-lock.json" "$stamp"
+fi

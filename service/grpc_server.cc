@@ -8,7 +8,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "service/cq_tag.h"
 #include "service/flush_list.h"
@@ -18,6 +17,7 @@ namespace sipd::service {
 namespace {
 
 constexpr char kServiceName[] = "sipd.mi.v1.Management";
+constexpr char kHealthServiceName[] = "grpc.health.v1.Health";
 
 void LogToSpdlog(gpr_log_func_args* args) {
   switch (args->severity) {
@@ -75,11 +75,19 @@ absl::StatusOr<std::unique_ptr<MiGrpcServer>> MiGrpcServer::Start(mi::Dispatcher
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   // Ours (HealthService) replaces the built-in one; see service/health_service.h.
   grpc::EnableDefaultHealthCheckService(false);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   std::unique_ptr<MiGrpcServer> server(new MiGrpcServer());
   server->service_ = std::make_unique<ManagementService>(dispatcher, options.service);
+  server->typed_ = std::make_unique<TypedService>(*server->service_);
   server->health_ = std::make_unique<HealthService>();
+  // The MI services: Management and the typed services the modules declared.
+  std::vector<std::string> mi_services = {kServiceName};
+  for (const std::string& typed : dispatcher.registry().typed_services()) {
+    mi_services.push_back(typed);
+  }
+  std::vector<std::string> listed = mi_services;
+  listed.push_back(kHealthServiceName);
+  server->reflection_ = std::make_unique<ReflectionServices>(std::move(listed));
 
   const int max_size = static_cast<int>(options.service.max_message_size);
   grpc::ServerBuilder builder;
@@ -98,6 +106,9 @@ absl::StatusOr<std::unique_ptr<MiGrpcServer>> MiGrpcServer::Start(mi::Dispatcher
   builder.SetMaxSendMessageSize(max_size);
   builder.RegisterService(server->service_->service());
   builder.RegisterService(server->health_->service());
+  builder.RegisterService(server->reflection_->v1());
+  builder.RegisterService(server->reflection_->v1alpha());
+  builder.RegisterAsyncGenericService(server->typed_->generic_service());
   for (int i = 0; i < std::max(1, options.threads); ++i) {
     server->queues_.push_back(builder.AddCompletionQueue());
   }
@@ -110,10 +121,14 @@ absl::StatusOr<std::unique_ptr<MiGrpcServer>> MiGrpcServer::Start(mi::Dispatcher
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen,
                                                " (address in use, not local, or invalid)"));
   }
-  server->health_->SetServingStatus("", true);
-  server->health_->SetServingStatus(kServiceName, true);
+  std::vector<mi::HealthCheck> checks = dispatcher.registry().health_checks();
+  for (const mi::HealthCheck& check : options.health_checks) checks.push_back(check);
+  server->monitor_ = std::make_unique<HealthMonitor>(
+      *server->health_, std::move(checks), std::move(mi_services), options.health_interval);
+  server->monitor_->Start();
   for (auto& queue : server->queues_) {
     server->service_->Serve(queue.get());
+    server->typed_->Serve(queue.get());
     server->health_->Serve(queue.get());
     server->threads_.emplace_back(RunQueue, queue.get());
   }
@@ -152,6 +167,7 @@ void MiGrpcServer::StopQueues() {
 void MiGrpcServer::Shutdown(std::chrono::milliseconds grace) {
   if (shut_down_ || server_ == nullptr) return;
   shut_down_ = true;
+  monitor_->Stop();
   health_->Shutdown();
   server_->Shutdown(std::chrono::system_clock::now() + grace);
   StopQueues();

@@ -1,8 +1,11 @@
 // The one place that builds the MI gRPC server: listening port (insecure, loopback by
 // default), message-size limits, no SO_REUSEPORT (a second daemon on the same port must
-// fail, not share it), the standard health service (service/health_service.h), server
-// reflection (so grpcurl works without .proto files) and sipd.mi.v1.Management, all
-// served by `threads` completion-queue threads (see service/cq_tag.h).
+// fail, not share it), the standard health service driven by the subsystems' checks
+// (service/health_service.h, health_monitor.h), server reflection v1 and v1alpha (so
+// grpcurl works without .proto files, service/reflection_service.h),
+// sipd.mi.v1.Management and the typed services the registry declares
+// (service/typed_service.h), all served by `threads` completion-queue threads (see
+// service/cq_tag.h).
 //
 // gRPC must only be initialised in the process that serves (the forked "MI gRPC"
 // process); nothing here may run in the attendant.
@@ -22,8 +25,11 @@
 #include "absl/status/statusor.h"
 #include "grpcpp/grpcpp.h"
 #include "registry/dispatcher.h"
+#include "service/health_monitor.h"
 #include "service/health_service.h"
 #include "service/management_service.h"
+#include "service/reflection_service.h"
+#include "service/typed_service.h"
 
 namespace sipd::service {
 
@@ -44,6 +50,10 @@ struct ServerOptions {
   std::chrono::milliseconds keepalive_time{60000};
   std::chrono::milliseconds keepalive_timeout{20000};
   ServiceOptions service;
+  // Health checks beside those of the registry (e.g. "sipd.sip" from the process
+  // table), and how often they all run.
+  std::vector<mi::HealthCheck> health_checks;
+  std::chrono::milliseconds health_interval{1000};
 };
 
 class MiGrpcServer {
@@ -72,7 +82,10 @@ class MiGrpcServer {
   void StopQueues();
 
   std::unique_ptr<ManagementService> service_;
+  std::unique_ptr<TypedService> typed_;
   std::unique_ptr<HealthService> health_;
+  std::unique_ptr<HealthMonitor> monitor_;
+  std::unique_ptr<ReflectionServices> reflection_;
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues_;
   std::vector<std::thread> threads_;

@@ -150,8 +150,11 @@ void HealthService::Serve(grpc::ServerCompletionQueue* cq) {
 void HealthService::SetServingStatus(const std::string& name, bool serving) {
   std::lock_guard<std::mutex> lock(mu_);
   if (shut_down_) return;
-  statuses_[name] =
+  const Status status =
       serving ? health::HealthCheckResponse::SERVING : health::HealthCheckResponse::NOT_SERVING;
+  auto [it, inserted] = statuses_.emplace(name, status);
+  if (!inserted && it->second == status) return;  // watchers hear of changes only
+  it->second = status;
   for (WatchCall* call : watchers_) {
     if (call->name() == name) call->Notify(statuses_[name], false);
   }

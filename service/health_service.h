@@ -35,7 +35,8 @@ class HealthService {
   // server started.
   void Serve(grpc::ServerCompletionQueue* cq);
 
-  // Sets the status of `name` ("" = whole server) and notifies its watchers.
+  // Sets the status of `name` ("" = whole server) and, if it changed, notifies its
+  // watchers.
   void SetServingStatus(const std::string& name, bool serving);
 
   // Every status becomes NOT_SERVING, watchers are told so and their calls end (OK), so

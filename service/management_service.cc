@@ -10,6 +10,7 @@
 #include "service/call_anchor.h"
 #include "service/call_support.h"
 #include "service/cq_tag.h"
+#include "service/rich_status.h"
 #include "service/status_mapping.h"
 #include "service/unary_call.h"
 #include "service/utf8.h"
@@ -41,8 +42,8 @@ void AddMiMetadata(grpc::ServerContext* context, uint32_t code, std::string_view
 }  // namespace
 
 grpc::Status DeadlineExpiredStatus() {
-  return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                      "deadline expired before the command ran");
+  return TransportError(grpc::StatusCode::DEADLINE_EXCEEDED,
+                        "deadline expired before the command ran", kReasonDeadlineExpired);
 }
 
 std::string StatusMessage(std::string_view reason) {
@@ -54,9 +55,10 @@ grpc::Status ParseRequest(const grpc::ByteBuffer& bytes, const ServiceOptions& o
   grpc::ByteBuffer copy(bytes);  // Deserialize consumes its input; this copy is a ref.
   v1::ExecuteRequest request;
   if (!grpc::SerializationTraits<v1::ExecuteRequest>::Deserialize(&copy, &request).ok()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "request is not a valid sipd.mi.v1.ExecuteRequest (string fields "
-                        "must be UTF-8)");
+    return TransportError(grpc::StatusCode::INVALID_ARGUMENT,
+                          "request is not a valid sipd.mi.v1.ExecuteRequest (string fields "
+                          "must be UTF-8)",
+                          kReasonInvalidRequest);
   }
   return ValidateRequest(request, options, out);
 }
@@ -67,26 +69,30 @@ namespace {
 template <typename Message>
 grpc::Status Validate(const Message& in, const ServiceOptions& options, mi::Request* out) {
   if (in.command().empty()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "empty command name");
+    return TransportError(grpc::StatusCode::INVALID_ARGUMENT, "empty command name",
+                          kReasonInvalidRequest, "command");
   }
   if (in.command().size() > options.max_command_length) {
-    return grpc::Status(
+    return TransportError(
         grpc::StatusCode::INVALID_ARGUMENT,
-        absl::StrCat("command name longer than ", options.max_command_length, " bytes"));
+        absl::StrCat("command name longer than ", options.max_command_length, " bytes"),
+        kReasonInvalidRequest, "command");
   }
   const size_t count = static_cast<size_t>(in.params_size()) + in.args_size();
   if (count > options.max_args) {
-    return grpc::Status(
+    return TransportError(
         grpc::StatusCode::INVALID_ARGUMENT,
-        absl::StrCat("too many arguments: ", count, " (at most ", options.max_args, ")"));
+        absl::StrCat("too many arguments: ", count, " (at most ", options.max_args, ")"),
+        kReasonInvalidRequest, "params");
   }
   size_t total = in.command().size();
   for (const auto& p : in.params()) total += p.size();
   for (const auto& a : in.args()) total += a.name().size() + a.value().size();
   if (total > options.max_message_size) {
-    return grpc::Status(
+    return TransportError(
         grpc::StatusCode::INVALID_ARGUMENT,
-        absl::StrCat("arguments total ", total, " bytes (at most ", options.max_message_size, ")"));
+        absl::StrCat("arguments total ", total, " bytes (at most ", options.max_message_size, ")"),
+        kReasonInvalidRequest, "params");
   }
   out->command = in.command();
   out->args_error = absl::OkStatus();
@@ -96,9 +102,12 @@ grpc::Status Validate(const Message& in, const ServiceOptions& options, mi::Requ
   for (const auto& a : in.args()) out->args.push_back(mi::Argument{a.name(), a.value()});
   for (size_t i = 0; i < out->args.size(); ++i) {
     if (out->args[i].name.empty() && out->args[i].value.empty()) {
-      return grpc::Status(
+      const size_t params = static_cast<size_t>(in.params_size());
+      return TransportError(
           grpc::StatusCode::INVALID_ARGUMENT,
-          absl::StrCat("argument ", i + 1, " is empty (an MI argument needs a name or a value)"));
+          absl::StrCat("argument ", i + 1, " is empty (an MI argument needs a name or a value)"),
+          kReasonInvalidRequest,
+          i < params ? absl::StrCat("params[", i, "]") : absl::StrCat("args[", i - params, "]"));
     }
   }
   return grpc::Status::OK;
@@ -140,9 +149,9 @@ grpc::Status ExchangeStatus(grpc::ServerContext* context, mi::Exchange& exchange
   const mi::Outcome outcome = exchange.outcome();
   const mi::Reply& reply = exchange.reply();
   AddMiMetadata(context, reply.code, reply.reason, OutcomeName(outcome));
-  const grpc::StatusCode code = OutcomeStatusCode(outcome, reply.code);
+  const grpc::StatusCode code = OutcomeStatusCode(outcome, reply);
   if (code == grpc::StatusCode::OK) return grpc::Status::OK;
-  return grpc::Status(code, StatusMessage(reply.reason));
+  return MiErrorStatus(code, reply, OutcomeName(outcome));
 }
 
 ChunkReplyWriter::Limits StreamChunkLimits(const ServiceOptions& options) {
@@ -165,9 +174,10 @@ grpc::Status ExecuteAnswer(grpc::ServerContext* context, mi::Exchange& exchange,
     SanitizeUtf8(&out);
     const size_t bytes = out.ByteSizeLong();
     if (bytes > options.max_message_size) {
-      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                          absl::StrCat("reply of ", bytes, " bytes exceeds max_message_size (",
-                                       options.max_message_size, "): use ExecuteStream"));
+      return TransportError(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                            absl::StrCat("reply of ", bytes, " bytes exceeds max_message_size (",
+                                         options.max_message_size, "): use ExecuteStream"),
+                            kReasonReplyTooLarge);
     }
     bool own_buffer = false;
     return grpc::SerializationTraits<v1::Reply>::Serialize(out, response, &own_buffer);
@@ -246,7 +256,7 @@ class ExecuteCall final {
     if (status.ok()) {
       responder_.Finish(response_, status, &finish_tag_);
     } else {
-      responder_.FinishWithError(status, &finish_tag_);
+      responder_.FinishWithError(WithErrorDetails(status), &finish_tag_);
     }
   }
 
@@ -255,7 +265,10 @@ class ExecuteCall final {
     if (ctx_.IsCancelled()) {
       if (exchange_ != nullptr) exchange_->Cancel();
       // Cancelled before the answer: finish now, so the finish tag comes back.
-      if (!finishing_) FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "call cancelled"));
+      if (!finishing_) {
+        FinishLocked(
+            TransportError(grpc::StatusCode::CANCELLED, "call cancelled", kReasonCancelled));
+      }
     }
     if (alarm_ != nullptr) alarm_->Cancel();
     Unref(lock);
@@ -325,13 +338,15 @@ grpc::Status ManagementService::ListCommands(const v1::ListCommandsRequest& /*re
 grpc::Status ManagementService::DescribeCommand(const v1::DescribeCommandRequest& request,
                                                 v1::CommandInfo* response) const {
   if (request.command().empty()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "empty command name");
+    return TransportError(grpc::StatusCode::INVALID_ARGUMENT, "empty command name",
+                          kReasonInvalidRequest, "command");
   }
   const mi::Command* command = registry_.Find(request.command());
   if (command == nullptr) {
     const std::string name = request.command().substr(0, options_.max_command_length);
-    return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                        absl::StrCat("command '", name, "' not available"));
+    return TransportError(grpc::StatusCode::NOT_FOUND,
+                          absl::StrCat("command '", name, "' not available"),
+                          kReasonUnknownCommand);
   }
   *response = mi::ToProto(*command);
   return grpc::Status::OK;

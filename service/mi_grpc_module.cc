@@ -8,12 +8,17 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <string>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "registry/status_macros.h"
 #include "service/grpc_server.h"
 #include "spdlog/spdlog.h"
@@ -114,6 +119,72 @@ void RaiseOpenFileLimit() {
   }
 }
 
+// Samples in a row (one per health run, ~1 s apart) with every worker of a SIP listener
+// busy before "sipd.sip" says the listener is overloaded; one sample with a worker free
+// clears it.
+constexpr int kOverloadedSamples = 3;
+
+// The process exists and has not exited (a zombie the attendant did not reap yet has).
+bool Running(int pid) {
+  if (pid <= 0) return false;
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  std::FILE* file = std::fopen(path, "re");
+  if (file == nullptr) return false;
+  char buffer[512] = {};
+  const size_t got = std::fread(buffer, 1, sizeof(buffer) - 1, file);
+  std::fclose(file);
+  // "PID (COMM) STATE ...": COMM may contain spaces and parentheses; the state follows
+  // the last ')'.
+  const std::string_view stat(buffer, got);
+  const size_t close = stat.rfind(')');
+  if (close == std::string_view::npos || close + 2 >= stat.size()) return false;
+  const char state = stat[close + 2];
+  return state != 'Z' && state != 'X';
+}
+
+// "sipd.sip": every SIP receiver slot of the process table has a live process, and no
+// listener had all its workers busy (`load` statistics, spec 7.4) kOverloadedSamples
+// times in a row. Runs on the health monitor's thread only.
+class SipHealth {
+ public:
+  explicit SipHealth(Core& core) : core_(core) {}
+
+  absl::Status operator()() {
+    constexpr absl::string_view kPrefix = "SIP receiver ";
+    size_t receivers = 0;
+    std::map<std::string, bool> listeners;
+    for (const ProcessInfo& process : core_.process_table()) {
+      if (!absl::StartsWith(process.type, kPrefix)) continue;
+      ++receivers;
+      std::string listener(absl::StripAsciiWhitespace(process.type.substr(kPrefix.size())));
+      if (!Running(process.pid)) {
+        return absl::UnavailableError(
+            absl::StrCat("SIP receiver ", listener, " (slot ", process.id, ") is not running"));
+      }
+      listeners.emplace(std::move(listener), true);
+    }
+    if (receivers == 0 && !core_.listen().empty()) {
+      return absl::UnavailableError("no SIP receiver in the process table");
+    }
+    for (const auto& [listener, unused] : listeners) {
+      absl::StatusOr<uint64_t> load = core_.stats().Value(absl::StrCat(listener, "-load"));
+      int& busy = busy_samples_[listener];
+      busy = load.ok() && *load >= 100 ? busy + 1 : 0;
+      if (busy >= kOverloadedSamples) {
+        return absl::UnavailableError(absl::StrCat("SIP listener ", listener,
+                                                   " overloaded: every worker busy for ", busy,
+                                                   " samples in a row"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  Core& core_;
+  std::map<std::string, int> busy_samples_;
+};
+
 class MiGrpcModule final : public Module {
  public:
   std::string_view name() const override { return kModuleName; }
@@ -203,7 +274,10 @@ class MiGrpcModule final : public Module {
     RaiseOpenFileLimit();
     std::unique_ptr<mi::Dispatcher> dispatcher = core_->NewDispatcher(
         {.workers = options_.service.workers, .max_queued = options_.service.max_queued});
-    auto server = service::MiGrpcServer::Start(*dispatcher, options_);
+    service::ServerOptions options = options_;
+    options.health_checks.push_back(mi::HealthCheck{
+        "sipd.sip", [sip = std::make_shared<SipHealth>(*core_)] { return (*sip)(); }});
+    auto server = service::MiGrpcServer::Start(*dispatcher, options);
     if (!server.ok()) return server.status();
     spdlog::info("mi_grpc: serving sipd.mi.v1.Management on {} (port {})", options_.listen,
                  (*server)->port());

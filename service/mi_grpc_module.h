@@ -38,6 +38,11 @@
 // idle connection gRPC's per-connection state. The process raises its open-file soft
 // limit to the hard one (at most 65536) so idle clients do not exhaust descriptors.
 //
+// Served: sipd.mi.v1.Management, the typed services the loaded modules declare
+// (service/typed_service.h), health per subsystem ("sipd.sip" is added here from the
+// process table and the `load` statistics; modules add theirs to the registry) and
+// reflection v1/v1alpha. See service/README.md.
+//
 // Process: one `ps` entry "MI gRPC". gRPC is created inside that process only (never
 // in the attendant). Before forking, the attendant checks that the address can be
 // bound, so a second daemon configured with the same port fails at start-up; if the

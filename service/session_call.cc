@@ -34,6 +34,7 @@
 #include "service/call_support.h"
 #include "service/cq_tag.h"
 #include "service/flush_list.h"
+#include "service/rich_status.h"
 #include "service/status_mapping.h"
 #include "service/utf8.h"
 #include "spdlog/spdlog.h"
@@ -138,9 +139,10 @@ class SessionCall final : public Flushable {
 
   void HandleLocked() {
     if (!grpc::SerializationTraits<v1::SessionRequest>::Deserialize(&in_, &request_).ok()) {
-      EndLocked(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                             "message is not a valid sipd.mi.v1.SessionRequest (string fields "
-                             "must be UTF-8)"));
+      EndLocked(TransportError(grpc::StatusCode::INVALID_ARGUMENT,
+                               "message is not a valid sipd.mi.v1.SessionRequest (string fields "
+                               "must be UTF-8)",
+                               kReasonInvalidRequest));
       return;
     }
     const uint32_t id = request_.id();
@@ -151,8 +153,9 @@ class SessionCall final : public Flushable {
       return;
     }
     if (it != entries_.end()) {
-      EndLocked(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                             absl::StrCat("request id ", id, " reused while in flight")));
+      EndLocked(TransportError(grpc::StatusCode::INVALID_ARGUMENT,
+                               absl::StrCat("request id ", id, " reused while in flight"),
+                               kReasonInvalidRequest, "id"));
       return;
     }
     if (entries_.size() >= options_.session_max_inflight) {
@@ -228,7 +231,7 @@ class SessionCall final : public Flushable {
   // The final result of a whole (kTree) reply.
   void AddReplyLocked(uint32_t id, mi::Exchange& exchange) {
     const mi::Reply& reply = exchange.reply();
-    const grpc::StatusCode code = OutcomeStatusCode(exchange.outcome(), reply.code);
+    const grpc::StatusCode code = OutcomeStatusCode(exchange.outcome(), reply);
     Result* result = AddResultLocked(id);
     result->set_done(true);
     result->set_status(ResultStatus(code));
@@ -288,7 +291,7 @@ class SessionCall final : public Flushable {
       }
       if (last) {
         const mi::Reply& reply = entry.exchange->reply();
-        const grpc::StatusCode code = OutcomeStatusCode(entry.exchange->outcome(), reply.code);
+        const grpc::StatusCode code = OutcomeStatusCode(entry.exchange->outcome(), reply);
         Result* result = AddResultLocked(id);
         result->set_done(true);
         result->set_status(ResultStatus(code));
@@ -394,7 +397,7 @@ class SessionCall final : public Flushable {
     if (finishing_) return;
     finishing_ = true;
     ++refs_;
-    stream_.Finish(status, &finish_tag_);
+    stream_.Finish(WithErrorDetails(status), &finish_tag_);
   }
 
   // Ends the session with `status` (a protocol error: the client sees it), or cuts it
@@ -460,7 +463,8 @@ class SessionCall final : public Flushable {
       spdlog::warn("mi_grpc: Session from {} cut: the client took no result for {} ms", peer_,
                    options_.stream_write_timeout.count());
       service_.CountCut();
-      EndLocked(grpc::Status(grpc::StatusCode::CANCELLED, "session cut: results not read"),
+      EndLocked(TransportError(grpc::StatusCode::CANCELLED, "session cut: results not read",
+                               kReasonCallCut),
                 /*cancel=*/true);
       return;
     }

@@ -29,7 +29,7 @@ grpc::StatusCode MiCodeToStatusCode(uint32_t mi_code) {
   return grpc::StatusCode::INTERNAL;
 }
 
-grpc::StatusCode OutcomeStatusCode(mi::Outcome outcome, uint32_t mi_code) {
+grpc::StatusCode OutcomeStatusCode(mi::Outcome outcome, const mi::Reply& reply) {
   switch (outcome) {
     case mi::Outcome::kNotAvailable:
       return grpc::StatusCode::NOT_FOUND;
@@ -39,7 +39,10 @@ grpc::StatusCode OutcomeStatusCode(mi::Outcome outcome, uint32_t mi_code) {
     case mi::Outcome::kReply:
       break;
   }
-  return MiCodeToStatusCode(mi_code);
+  if (!reply.bad_arguments.empty() && !reply.is_success()) {
+    return grpc::StatusCode::INVALID_ARGUMENT;
+  }
+  return MiCodeToStatusCode(reply.code);
 }
 
 std::string_view OutcomeName(mi::Outcome outcome) {

@@ -33,10 +33,12 @@ inline constexpr std::string_view kOutcomeFailed = "failed";
 //   500 and every other code (5xx, 1xx, 3xx, 6xx+) -> INTERNAL.
 grpc::StatusCode MiCodeToStatusCode(uint32_t mi_code);
 
-// What Execute answers for a dispatch outcome (the same for ExecuteStream and each
-// Session request): kNotAvailable -> NOT_FOUND, kFailed and kParseError -> INTERNAL,
-// kReply -> MiCodeToStatusCode(mi_code).
-grpc::StatusCode OutcomeStatusCode(mi::Outcome outcome, uint32_t mi_code);
+// What Execute answers for a dispatch outcome (the same for ExecuteStream, each Session
+// request and the typed services): kNotAvailable -> NOT_FOUND, kFailed and kParseError
+// -> INTERNAL, kReply -> INVALID_ARGUMENT when the reply refuses the arguments
+// (reply.bad_arguments: a missing argument, whatever MI code the 1.11 text carries,
+// e.g. cache_store's 404 "Too few arguments"), else MiCodeToStatusCode(reply.code).
+grpc::StatusCode OutcomeStatusCode(mi::Outcome outcome, const mi::Reply& reply);
 // The `sipd-mi-outcome` text of an outcome ("reply", "not-available", "failed").
 std::string_view OutcomeName(mi::Outcome outcome);
 

@@ -22,6 +22,7 @@
 #include "service/call_anchor.h"
 #include "service/call_support.h"
 #include "service/cq_tag.h"
+#include "service/rich_status.h"
 #include "spdlog/spdlog.h"
 
 namespace sipd::service {
@@ -29,7 +30,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-grpc::Status Cancelled() { return grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled"); }
+grpc::Status Cancelled() {
+  return TransportError(grpc::StatusCode::CANCELLED, "stream cancelled", kReasonCancelled);
+}
 
 std::chrono::system_clock::time_point ToSystem(Clock::time_point when) {
   return std::chrono::system_clock::now() +
@@ -110,7 +113,7 @@ class StreamCall final {
     if (finishing_) return;
     finishing_ = true;
     ++refs_;
-    writer_.Finish(status, &finish_tag_);
+    writer_.Finish(WithErrorDetails(status), &finish_tag_);
   }
 
   void OnWriteDone(bool ok) {

@@ -13,6 +13,7 @@
 
 #include "grpcpp/grpcpp.h"
 #include "service/cq_tag.h"
+#include "service/rich_status.h"
 
 namespace sipd::service {
 
@@ -48,7 +49,7 @@ class UnaryCall final : public CqTag {
     if (status.ok()) {
       responder_.Finish(response_, status, this);
     } else {
-      responder_.FinishWithError(status, this);
+      responder_.FinishWithError(WithErrorDetails(status), this);
     }
   }
 

@@ -1,8 +1,9 @@
 #!/bin/sh
-# Generates the Python gRPC stubs of sipd.mi.v1 for the sipd_mi package.
+# Generates the Python gRPC stubs of sipd's protos (sipd.mi.v1 for the sipd_mi package;
+# the typed sipd.core.v1, sipd.statistics.v1, sipd.usrloc.v1; google.rpc error details).
 #   clients/python/generate_stubs.sh [OUTPUT_DIR]    (default: clients/python)
 # Needs protoc and grpc_python_plugin (Debian: protobuf-compiler, protobuf-compiler-grpc).
-# The output (sipd/mi/v1/*_pb2*.py) is generated code: git ignores it.
+# The output (sipd/*/v1/*_pb2*.py, google/rpc/*_pb2*.py) is generated code: git ignores it.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 proto_root=$(cd "$here/../../proto" && pwd)
@@ -10,5 +11,8 @@ out=${1:-$here}
 plugin=${GRPC_PYTHON_PLUGIN:-$(command -v grpc_python_plugin)}
 mkdir -p "$out"
 protoc -I "$proto_root" --python_out="$out" --grpc_out="$out" \
-  --plugin=protoc-gen-grpc="$plugin" "$proto_root/sipd/mi/v1/mi.proto"
-echo "stubs written to $out/sipd/mi/v1"
+  --plugin=protoc-gen-grpc="$plugin" \
+  "$proto_root/google/rpc/status.proto" "$proto_root/google/rpc/error_details.proto" \
+  "$proto_root/sipd/mi/v1/mi.proto" "$proto_root/sipd/core/v1/core.proto" \
+  "$proto_root/sipd/statistics/v1/statistics.proto" "$proto_root/sipd/usrloc/v1/usrloc.proto"
+echo "stubs written to $out/sipd and $out/google"

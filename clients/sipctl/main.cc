@@ -2,6 +2,7 @@
 //
 //   sipctl [-s host:port] [--json] [--timeout SECS] [--stream] CMD [ARGS...]
 //   sipctl [-s host:port] [--json] list
+//   sipctl proto [FILE...]
 //
 // See clients/sipctl/README.md for the output layout and the exit codes.
 #include <unistd.h>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "clients/sipctl/output.h"
+#include "clients/sipctl/proto_files.h"
 #include "grpcpp/grpcpp.h"
 #include "registry/proto_convert.h"
 #include "sipd/mi/v1/mi.grpc.pb.h"
@@ -201,6 +203,40 @@ int RunList(const Options& options, v1::Management::Stub& stub) {
   return kExitOk;
 }
 
+// `sipctl proto`: every annotated .proto file, each after a line `// ==> PATH <==`;
+// `sipctl proto FILE...`: the named files alone (a path under proto/, or its last part,
+// e.g. usrloc.proto), as they are. No server is asked.
+int RunProto(const std::vector<std::string>& names) {
+  const std::vector<ProtoFile>& files = ProtoFiles();
+  if (names.empty()) {
+    for (const ProtoFile& file : files) {
+      std::printf("// ==> %.*s <==\n", static_cast<int>(file.path.size()), file.path.data());
+      std::fwrite(file.text.data(), 1, file.text.size(), stdout);
+    }
+    return kExitOk;
+  }
+  int rc = kExitOk;
+  for (const std::string& name : names) {
+    const ProtoFile* found = nullptr;
+    for (const ProtoFile& file : files) {
+      const std::string_view path = file.path;
+      if (path == name || (path.size() > name.size() && path.ends_with(name) &&
+                           path[path.size() - name.size() - 1] == '/')) {
+        found = &file;
+        break;
+      }
+    }
+    if (found == nullptr) {
+      std::fprintf(stderr, "sipctl: no proto file '%s' (sipctl proto lists them all)\n",
+                   name.c_str());
+      rc = kExitUsage;
+      continue;
+    }
+    std::fwrite(found->text.data(), 1, found->text.size(), stdout);
+  }
+  return rc;
+}
+
 int Main(int argc, char** argv) {
   Options options;
   const char* env_server = std::getenv("SIPCTL_SERVER");
@@ -211,6 +247,8 @@ int Main(int argc, char** argv) {
       "  sipctl [OPTIONS] CMD [ARGS...]   run CMD (e.g. ps, which, help ps,\n"
       "                                   get_statistics all, debug -1)\n"
       "  sipctl [OPTIONS] list            list the loaded commands (name, module, flags)\n"
+      "  sipctl proto [FILE...]           print the annotated .proto files (status table,\n"
+      "                                   field docs); FILE: e.g. usrloc.proto\n"
       "Options must come before CMD; everything after CMD is passed to it verbatim."};
   app.add_option("-s,--server", options.server, "host:port of the MI gRPC listener")
       ->capture_default_str();
@@ -251,6 +289,7 @@ int Main(int argc, char** argv) {
   }
   options.command = rest.front();
   options.args.assign(rest.begin() + 1, rest.end());
+  if (options.command == "proto") return RunProto(options.args);
 
   grpc::ChannelArguments channel_args;
   channel_args.SetMaxReceiveMessageSize(256 << 20);

@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -231,6 +233,32 @@ TEST(SipctlStandaloneTest, UnreachableServerExits3) {
   EXPECT_EQ(r.exit_code, 3);
   EXPECT_EQ(r.out, "");
   EXPECT_NE(r.err.find("sipctl: 127.0.0.1:"), std::string::npos) << r.err;
+}
+
+// `sipctl proto` carries the annotated files byte for byte (reflection drops comments).
+TEST(SipctlStandaloneTest, ProtoPrintsTheAnnotatedFiles) {
+  const std::vector<std::string> files = {"sipd/mi/v1/mi.proto",
+                                          "sipd/core/v1/core.proto",
+                                          "sipd/statistics/v1/statistics.proto",
+                                          "sipd/usrloc/v1/usrloc.proto",
+                                          "google/rpc/status.proto",
+                                          "google/rpc/error_details.proto"};
+  const Result all = RunSipctl({"proto"});
+  EXPECT_EQ(all.exit_code, 0) << all.err;
+  for (const std::string& path : files) {
+    std::ifstream in(std::string(SIPD_SOURCE_DIR) + "/proto/" + path, std::ios::binary);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ASSERT_FALSE(text.empty()) << path;
+    const Result one = RunSipctl({"proto", path});
+    EXPECT_EQ(one.exit_code, 0) << path;
+    EXPECT_EQ(one.out, text) << path;
+    EXPECT_NE(all.out.find("// ==> " + path + " <==\n" + text), std::string::npos) << path;
+  }
+  EXPECT_NE(RunSipctl({"proto", "usrloc.proto"}).out.find("service LocationService"),
+            std::string::npos);
+  const Result missing = RunSipctl({"proto", "nosuch.proto"});
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_NE(missing.err.find("no proto file"), std::string::npos);
 }
 
 TEST(SipctlStandaloneTest, UsageErrorsExit2) {

@@ -213,6 +213,11 @@ TEST(ReadmeExamplesTest, EveryExampleRunsAgainstTheDefaultConfig) {
                         << sipd.log();
     ports[port] = bound;
   }
+  // SIP over TCP shares the UDP port when that port is free for TCP too; when it is not
+  // (another process holds it for TCP), sipd takes another: examples over TCP use that one.
+  std::map<int, int> tcp_ports = ports;
+  tcp_ports[5060] = sipd.listener_port("sip", "tcp");
+  ASSERT_NE(tcp_ports[5060], 0) << "no SIP TCP listener in " << sipd.run_dir() << "/listeners";
   const std::string grpc = absl::StrCat("127.0.0.1:", ports[8090]);
   std::vector<std::string> environment = {
       "XDG_RUNTIME_DIR=" + xdg,       "HOME=" + home,
@@ -221,7 +226,8 @@ TEST(ReadmeExamplesTest, EveryExampleRunsAgainstTheDefaultConfig) {
 
   int index = 0;
   for (const std::string& line : *commands) {
-    const std::string command = Rewrite(line, ports);
+    const bool over_tcp = absl::StrContains(line, "transport=tcp");
+    const std::string command = Rewrite(line, over_tcp ? tcp_ports : ports);
     const Outcome outcome =
         RunCommand(command, environment, absl::StrCat(*tmp, "/command-", index++, ".log"));
     const std::string error = ErrorIn(outcome.output);

@@ -1,4 +1,5 @@
-// Runs the Python client's tests (tests/python/test_sipd_mi_grpc.py) against a real sipd
+// Runs the Python client's tests (tests/python/test_sipd_mi_grpc.py) and the typed-stub
+// tests (test_typed_stubs.py) against a real sipd
 // (mi_grpc and mi_selftest loaded) started by the C++ harness, so that the Python side needs no
 // config knowledge and no process outlives the test: the harness stops sipd (whole process group)
 // in teardown, and the Python interpreter is a child that is waited for.
@@ -14,15 +15,16 @@
 namespace {
 
 TEST(PythonClientTest, UnittestsPassAgainstRealSipd) {
-  // mi_grpc on a free port; mi_selftest for the async commands of the Session tests.
-  sipd::testing::SipdInstance sipd(
-      sipd::testing::SipdInstance::Options{.extra_config = "loadmodule \"mi_selftest\"\n"});
+  // mi_grpc on a free port; mi_selftest for the async commands of the Session tests;
+  // usrloc for the typed LocationService.
+  sipd::testing::SipdInstance sipd(sipd::testing::SipdInstance::Options{
+      .extra_config = "loadmodule \"mi_selftest\"\nloadmodule \"usrloc\"\n"});
   ASSERT_TRUE(sipd.Start().ok()) << sipd.log();
   const std::string command =
       absl::StrCat("cd '", SIPD_PYTHON_TEST_DIR, "' && SIPD_MI_TARGET='", sipd.grpc_target(),
                    "' SIPD_MI_STUBS_DIR='", SIPD_MI_PYTHON_GEN_DIR, "' PYTHONPATH='",
                    SIPD_MI_PYTHON_DIR, "' PYTHONDONTWRITEBYTECODE=1 ", SIPD_PYTHON,
-                   " -m unittest -v test_sipd_mi_grpc 2>&1 < /dev/null");
+                   " -m unittest -v test_sipd_mi_grpc test_typed_stubs 2>&1 < /dev/null");
   std::string output;
   FILE* pipe = popen(command.c_str(), "r");
   ASSERT_NE(pipe, nullptr);

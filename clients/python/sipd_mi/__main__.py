@@ -9,7 +9,9 @@
 
 The target defaults to $SIPD_MI_TARGET, else 127.0.0.1:8090. The reply is printed as FIFO
 prints it (status line, TAB-indented node lines). Exit status: 0 for a 2xx reply, 1 for
-any other MI code, 2 for a transport problem (sipd not reachable, deadline, ...).
+any other MI code, 2 for a transport problem (sipd not reachable, deadline, ...). When
+the reader of the output goes away (`... | head`), the command stops quietly with 141,
+as a program killed by SIGPIPE.
 
 --session FILE ('-' = stdin) runs every command of FILE (one per line: the command and
 its arguments, shell-quoted; empty lines and lines starting with # are skipped) pipelined
@@ -160,5 +162,23 @@ def main(argv=None) -> int:
         return 2
 
 
+# The exit status of a program killed by SIGPIPE, what a shell shows for `cmd | head`.
+EXIT_BROKEN_PIPE = 141
+
+
+def run(argv=None) -> int:
+    """main(), stopping quietly when stdout's reader is gone (no traceback)."""
+    try:
+        status = main(argv)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # Python would complain again when it flushes stdout at exit: point it at
+        # /dev/null first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "registry/status_macros.h"
 #include "sipd/core/sip_transport.h"
+#include "sipd/modules/core/core_typed.h"
 #include "sipd_version.h"
 #include "spdlog/spdlog.h"
 
@@ -367,21 +368,26 @@ absl::Status RegisterCoreCommands(Core& core, LocalCache::Options cache_options)
   std::vector<Command::Spec> specs;
   specs.push_back(CoreSpec("uptime", kUptimeHelp, {}, mi::kNoInput,
                            [c](Call& call) { return Uptime(*c, call); }));
+  specs.back().typed = {GetUptimeMethod()};
   specs.push_back(CoreSpec("version", kVersionHelp, {}, mi::kNoInput,
                            [text = VersionText()](Call& call) { return Version(text, call); }));
+  specs.back().typed = {GetVersionMethod()};
   specs.push_back(CoreSpec("pwd", kPwdHelp, {}, mi::kNoInput, Pwd));
   specs.push_back(
       CoreSpec("arg", kArgHelp, {}, mi::kNoInput, [c](Call& call) { return Arg(*c, call); }));
   specs.push_back(
       CoreSpec("which", kWhichHelp, {}, mi::kNoInput, [c](Call& call) { return Which(*c, call); }));
+  specs.back().typed = {ListCommandsMethod(core.mi())};
   specs.push_back(
       CoreSpec("ps", kPsHelp, {}, mi::kNoInput, [c](Call& call) { return Ps(*c, call); }));
+  specs.back().typed = {ListProcessesMethod()};
   specs.push_back(CoreSpec("kill", kKillHelp, {}, mi::kNoInput | mi::kMutating,
                            [c](Call& call) { return Kill(*c, call); }));
   specs.push_back(
       CoreSpec("debug", kDebugHelp,
                {{"level", Arity::kOptional, "new log level (-3 alert .. 4 debug); none: show it"}},
                mi::kMutating, [c](Call& call) { return Debug(*c, call); }));
+  specs.back().typed = {GetLogLevelMethod(), SetLogLevelMethod()};
   specs.push_back(
       CacheSpec("cache_store", kCacheStoreHelp,
                 {system,

@@ -450,7 +450,7 @@ std::optional<AorSnapshot> LocationTable::Get(std::string_view aor_name) const {
 }
 
 void LocationTable::CopyChunk(Cursor& cursor, size_t max_aors, bool with_contacts,
-                              std::vector<AorSnapshot>& out) const {
+                              std::vector<AorSnapshot>& out, std::string_view aor_prefix) const {
   size_t copied = 0;
   while (!cursor.done && copied < max_aors) {
     Slot& slot = slots_[cursor.slot];
@@ -464,6 +464,7 @@ void LocationTable::CopyChunk(Cursor& cursor, size_t max_aors, bool with_contact
           continue;
         }
         if (a->contact_count == 0) continue;
+        if (!aor_prefix.empty() && a->aor().substr(0, aor_prefix.size()) != aor_prefix) continue;
         if (copied == max_aors) {
           slot_finished = false;
           break;

@@ -115,12 +115,12 @@ class LocationTable {
   // The AOR with its contacts, or nullopt if it has none.
   std::optional<AorSnapshot> Get(std::string_view aor) const;
 
-  // Appends up to `max_aors` AORs that have contacts, continuing from `cursor`; each AOR
-  // is copied whole under its slot lock, and no lock is held for more than one slot's
-  // share of the chunk. Sets cursor.done at the end of the table. Contacts are copied
-  // only if `with_contacts`.
-  void CopyChunk(Cursor& cursor, size_t max_aors, bool with_contacts,
-                 std::vector<AorSnapshot>& out) const;
+  // Appends up to `max_aors` AORs that have contacts (and start with `aor_prefix`, if
+  // not empty), continuing from `cursor`; each AOR is copied whole under its slot lock,
+  // and no lock is held for more than one slot's share of the chunk. Sets cursor.done
+  // at the end of the table. Contacts are copied only if `with_contacts`.
+  void CopyChunk(Cursor& cursor, size_t max_aors, bool with_contacts, std::vector<AorSnapshot>& out,
+                 std::string_view aor_prefix = {}) const;
 
   // Timer work for one slot: removes contacts with expires != 0 && expires <= now
   // (counted in D-expires, returned in *expired) and, when the table tracks the

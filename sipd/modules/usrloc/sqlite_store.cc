@@ -126,6 +126,13 @@ absl::Status SqliteStore::Exec(const char* sql) {
   return absl::OkStatus();
 }
 
+absl::Status SqliteStore::CheckWritable() {
+  WriterGuard guard(writer_lock_);
+  absl::Status s = Exec("BEGIN IMMEDIATE");
+  if (!s.ok()) return s;
+  return Exec("ROLLBACK");
+}
+
 absl::StatusOr<sqlite3_stmt*> SqliteStore::Prepare(const char* sql) {
   sqlite3_stmt* stmt = nullptr;
   if (sqlite3_prepare_v2(db_, sql, -1, &stmt, nullptr) != SQLITE_OK) {

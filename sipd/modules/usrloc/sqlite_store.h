@@ -96,6 +96,11 @@ class SqliteStore {
   absl::Status DeleteAorsExcept(std::string_view table,
                                 const absl::flat_hash_set<std::string>& keep, uint64_t max_version);
 
+  // Takes and releases the write lock (BEGIN IMMEDIATE; ROLLBACK): fails when the file
+  // is gone, locked by an outside writer past busy_timeout, or not a database. Writes
+  // nothing (so a full disk only shows in real writes).
+  absl::Status CheckWritable();
+
   const std::string& path() const { return path_; }
 
  private:

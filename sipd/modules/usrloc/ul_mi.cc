@@ -4,8 +4,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "sipd/modules/usrloc/ul_typed.h"
 #include "sipd/modules/usrloc/usrloc.h"
 
 namespace sipd::usrloc {
@@ -20,6 +24,10 @@ using Arity = ParamSpec::Arity;
 
 // Flush the ul_dump reply every this many AORs of a domain (spec 1.7).
 constexpr size_t kAorsPerFlush = 50;
+// ul_dump_page: AORs per page at most.
+constexpr uint32_t kMaxPageSize = 1000;
+// ul_dump_page: the page_token of the first page.
+constexpr std::string_view kFirstPage = ".";
 
 // Reply texts of spec 8.1.
 constexpr std::string_view kTableNotFound = "Table not found";
@@ -236,6 +244,80 @@ absl::Status UlShowContact(Usrloc& ul, Call& call) {
   return absl::OkStatus();
 }
 
+// A page token: where the next page starts (a LocationTable::Cursor), as
+// base64url("1:SLOT:HAS_LAST:HASH:AOR"). Opaque to clients; a forged one can only pick
+// another starting point.
+std::string EncodePageToken(const LocationTable::Cursor& cursor) {
+  return absl::WebSafeBase64Escape(absl::StrCat("1:", cursor.slot, ":", cursor.has_last ? 1 : 0,
+                                                ":", cursor.last_hash, ":", cursor.last_aor));
+}
+
+std::optional<LocationTable::Cursor> DecodePageToken(std::string_view token, uint32_t slots) {
+  std::string text;
+  if (!absl::WebSafeBase64Unescape(absl::string_view(token.data(), token.size()), &text)) {
+    return std::nullopt;
+  }
+  std::vector<std::string> parts = absl::StrSplit(text, absl::MaxSplits(':', 4));
+  LocationTable::Cursor cursor;
+  int has_last = 0;
+  if (parts.size() != 5 || parts[0] != "1" || !absl::SimpleAtoi(parts[1], &cursor.slot) ||
+      cursor.slot >= slots || !absl::SimpleAtoi(parts[2], &has_last) || has_last < 0 ||
+      has_last > 1 || !absl::SimpleAtoi(parts[3], &cursor.last_hash)) {
+    return std::nullopt;
+  }
+  cursor.has_last = has_last == 1;
+  cursor.last_aor = std::move(parts[4]);
+  return cursor;
+}
+
+// sipd's ul_dump_page: one page of a table, for paged listings (the typed ListContacts).
+absl::Status UlDumpPage(Usrloc& ul, Call& call) {
+  LocationTable* table = TableArg(ul, call);
+  if (table == nullptr) return absl::OkStatus();
+  uint32_t page_size = 0;
+  if (!absl::SimpleAtoi(call.arg(1), &page_size) || page_size == 0 || page_size > kMaxPageSize) {
+    SetError(call, 400, mi::kReasonBadParameter);
+    call.reply().bad_arguments = {
+        {"page_size", absl::StrCat("an integer from 1 to ", kMaxPageSize)}};
+    return absl::OkStatus();
+  }
+  LocationTable::Cursor cursor;
+  if (call.arg(2) != kFirstPage) {
+    std::optional<LocationTable::Cursor> decoded = DecodePageToken(call.arg(2), table->size());
+    if (!decoded.has_value()) {
+      SetError(call, 400, mi::kReasonBadParameter);
+      call.reply().bad_arguments = {{"page_token", "not a token of a previous page"}};
+      return absl::OkStatus();
+    }
+    cursor = std::move(*decoded);
+  }
+  const std::string prefix = call.arg_count() > 3 ? call.arg(3) : std::string();
+  std::vector<AorSnapshot> aors;
+  table->CopyChunk(cursor, page_size, true, aors, prefix);
+  Node& domain = call.reply().root.AddKid("Domain", table->name());
+  domain.AddAttribute("table", absl::StrCat(table->size()));
+  domain.is_array = true;
+  const int64_t now = ul.Now();
+  for (const AorSnapshot& aor : aors) AppendAorNode(domain, aor, false, now);
+  if (!cursor.done) call.reply().root.AddKid("Next", EncodePageToken(cursor));
+  return absl::OkStatus();
+}
+
+// sipd's ul_dump_aor: one AOR as ul_dump shows it (the typed GetContacts).
+absl::Status UlDumpAor(Usrloc& ul, Call& call) {
+  LocationTable* table = TableArg(ul, call);
+  if (table == nullptr) return absl::OkStatus();
+  std::optional<std::string> aor = AorArg(ul, call, 1);
+  if (!aor.has_value()) return absl::OkStatus();
+  std::optional<AorSnapshot> snapshot = aor->empty() ? std::nullopt : table->Get(*aor);
+  if (!snapshot.has_value()) {
+    SetError(call, 404, kAorNotFound);
+    return absl::OkStatus();
+  }
+  AppendAorNode(call.reply().root, *snapshot, false, ul.Now());
+  return absl::OkStatus();
+}
+
 absl::Status UlSync(Usrloc& ul, Call& call) {
   LocationTable* table = TableArg(ul, call);
   if (table == nullptr) return absl::OkStatus();
@@ -305,21 +387,25 @@ absl::Status RegisterMiCommands(Usrloc& ul, mi::Registry& registry) {
        .module = "usrloc",
        .params = {table, aor},
        .flags = mi::kMutating,
-       .handler = bind(UlRm)},
+       .handler = bind(UlRm),
+       .typed = {RemoveAorMethod()}},
       {.name = "ul_rm_contact",
        .module = "usrloc",
        .params = {table, aor, {"contact", Arity::kRequired, "contact URI, compared exactly"}},
        .flags = mi::kMutating,
-       .handler = bind(UlRmContact)},
+       .handler = bind(UlRmContact),
+       .typed = {RemoveContactMethod()}},
       {.name = "ul_dump",
        .module = "usrloc",
        .params = {{"brief", Arity::kOptional, "`brief`: AORs only, no contacts"}},
        .flags = mi::kStreaming,
-       .handler = bind(UlDump)},
+       .handler = bind(UlDump),
+       .typed = {StreamContactsMethod()}},
       {.name = "ul_flush",
        .module = "usrloc",
        .flags = mi::kNoInput | mi::kMutating | mi::kBlocking,
-       .handler = bind(UlFlush)},
+       .handler = bind(UlFlush),
+       .typed = {FlushMethod()}},
       {.name = "ul_add",
        .module = "usrloc",
        .params = {table,
@@ -332,7 +418,8 @@ absl::Status RegisterMiCommands(Usrloc& ul, mi::Registry& registry) {
                   {"cflags", Arity::kRequired, "branch flags (integer)"},
                   {"methods", Arity::kRequired, "supported methods bitmask (integer)"}},
        .flags = mi::kMutating,
-       .handler = bind(UlAdd)},
+       .handler = bind(UlAdd),
+       .typed = {AddContactMethod()}},
       {.name = "ul_show_contact",
        .module = "usrloc",
        .params = {table, aor},
@@ -349,6 +436,23 @@ absl::Status RegisterMiCommands(Usrloc& ul, mi::Registry& registry) {
          reply.reason = std::string(kAlreadySynced);
          return reply;
        }},
+      // sipd's own (not in 1.11): what the typed ListContacts and GetContacts need.
+      {.name = "ul_dump_page",
+       .module = "usrloc",
+       .help = "lists one page of a usrloc table, as ul_dump shows it; Next:: holds the "
+               "page_token of the next page",
+       .params = {table,
+                  {"page_size", Arity::kRequired, "AORs per page, 1 to 1000"},
+                  {"page_token", Arity::kRequired, "`.` for the first page, else a Next:: value"},
+                  {"aor_prefix", Arity::kOptional, "only AORs that start with it"}},
+       .handler = bind(UlDumpPage),
+       .typed = {ListContactsMethod()}},
+      {.name = "ul_dump_aor",
+       .module = "usrloc",
+       .help = "shows one AOR and its contacts as ul_dump does",
+       .params = {table, aor},
+       .handler = bind(UlDumpAor),
+       .typed = {GetContactsMethod()}},
   };
   for (auto& spec : specs) {
     absl::Status s = registry.Register(std::move(spec));

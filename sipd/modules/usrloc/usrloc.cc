@@ -18,6 +18,8 @@ namespace sipd::usrloc {
 struct Usrloc::Shared {
   // The last version handed out (LocationTable versions).
   std::atomic<uint64_t> version_clock{0};
+  // The outcome of the last database write of any process (health check).
+  std::atomic<bool> last_write_failed{false};
 };
 
 namespace {
@@ -236,7 +238,9 @@ absl::Status Usrloc::Persist(LocationTable& table, std::span<const AorSnapshot> 
   for (const AorSnapshot& s : snapshots) records.push_back(EncodeSnapshot(table.name(), s, force));
   // Returns once every record is committed (in this process's transaction or in the one
   // of another process that took it along).
-  SIPD_RETURN_IF_ERROR(writer_->CommitAll(client_, records));
+  absl::Status written = writer_->CommitAll(client_, records);
+  if (shared_ != nullptr) shared_->last_write_failed.store(!written.ok());
+  SIPD_RETURN_IF_ERROR(written);
   for (const AorSnapshot& s : snapshots) table.MarkSynced(s.aor, s.version);
   return absl::OkStatus();
 }
@@ -338,6 +342,14 @@ void Usrloc::RaiseSwept(const LocationTable& table, const std::vector<SweptAor>&
     }
     if (s.aor_gone) events_->Raise(event_ids_.aor_delete, {s.aor});
   }
+}
+
+absl::Status Usrloc::CheckDatabase() {
+  if (options_.db_mode == DbMode::kNone) return absl::OkStatus();
+  if (shared_ != nullptr && shared_->last_write_failed.load()) {
+    return absl::UnavailableError("the last write to the usrloc database failed (see the log)");
+  }
+  return WithStore([](SqliteStore& store) { return store.CheckWritable(); });
 }
 
 absl::StatusOr<Usrloc::Applied> Usrloc::Update(LocationTable& table, std::string_view aor,
@@ -522,6 +534,8 @@ absl::Status UsrlocModule::Init(Core& core) {
   SIPD_RETURN_IF_ERROR(usrloc_->Start());
   SIPD_RETURN_IF_ERROR(usrloc_->LoadFromDatabase());
   SIPD_RETURN_IF_ERROR(RegisterMiCommands(*usrloc_, core.mi()));
+  SIPD_RETURN_IF_ERROR(core.mi().AddHealthCheck(
+      {"sipd.usrloc", [ul = usrloc_.get()] { return ul->CheckDatabase(); }}));
   if (options_.db_mode != DbMode::kNone) core.ReportListeners({{"usrloc", "sqlite", path}});
   if (core.events() != nullptr) SIPD_RETURN_IF_ERROR(usrloc_->PublishEvents(*core.events()));
   Usrloc* ul = usrloc_.get();

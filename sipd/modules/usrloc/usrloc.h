@@ -132,6 +132,11 @@ class Usrloc {
   // and only when somebody listens. REQUIRES: attendant, before the fork.
   absl::Status PublishEvents(mi::EventRegistry& events);
 
+  // The "sipd.usrloc" health check: OK without a database; otherwise the last write of
+  // any process succeeded and this process can take the write lock (SqliteStore::
+  // CheckWritable). Unavailable with the reason.
+  absl::Status CheckDatabase();
+
   // Per-process hooks, called by the module.
   absl::Status ChildInit(int rank);
   // Attendant, after every child has exited: write-back flushes what is left.
