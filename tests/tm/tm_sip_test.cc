@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -304,6 +305,43 @@ TEST_F(TmSipTest, HostileInputCrashesNothingAndLeavesNoStuckTransaction) {
   uac.SendTo(sip_port(), Request("OPTIONS", "", sip_port(), uac.port(), "z9hG4bKx9", "h9"));
   const std::string bad_uri = uac.Receive();
   EXPECT_EQ(Status(bad_uri), 400) << bad_uri;  // "sip:@127.0.0.1": an empty user
+}
+
+TEST_F(TmSipTest, ATcpPeerSendingHalfAMessageBlocksNobodyAndLeavesNoTransaction) {
+  StartSipd("listen = tcp:127.0.0.1:0\ntcp_header_timeout = 1\n");
+  const std::set<int> workers = SipWorkerPids();
+  const int tcp_port = sipd_->tcp_port();
+  ASSERT_GT(tcp_port, 0);
+  UdpPeer silent;
+  Register("mute", silent.port());
+  // Half an INVITE: the headers stop in the middle of a line.
+  auto half = SipTcpClient::Connect(tcp_port);
+  ASSERT_TRUE(half.ok()) << half.status();
+  const std::string invite =
+      Request("INVITE", "mute", tcp_port, (*half)->local_port(), "z9hG4bKhalf", "half-1");
+  ASSERT_TRUE((*half)->Write(invite.substr(0, invite.size() / 2)).ok());
+  // Meanwhile other peers, over TCP and UDP, are served.
+  auto other = SipTcpClient::Connect(tcp_port);
+  ASSERT_TRUE(other.ok()) << other.status();
+  std::string options =
+      Request("OPTIONS", "", tcp_port, (*other)->local_port(), "z9hG4bKok1", "half-2");
+  absl::StrReplaceAll({{"sip:@", "sip:"}}, &options);
+  options.replace(options.find("SIP/2.0/UDP"), 11, "SIP/2.0/TCP");
+  ASSERT_TRUE((*other)->Write(options).ok());
+  auto reply = (*other)->ReadMessage(5s);
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_EQ(Status(*reply), 200) << *reply;
+  UdpPeer phone;
+  std::string udp_options =
+      Request("OPTIONS", "", sip_port(), phone.port(), "z9hG4bKok2", "half-3");
+  absl::StrReplaceAll({{"sip:@", "sip:"}}, &udp_options);
+  phone.SendTo(sip_port(), udp_options);
+  EXPECT_EQ(Status(phone.Receive()), 200);
+  // The half message never became a transaction; tcp_header_timeout closes its connection.
+  EXPECT_TRUE((*half)->WaitForClose(10s));
+  EXPECT_EQ(MethodOf(silent.Receive(100ms)), "");
+  EXPECT_TRUE(WaitForStat("inuse_transactions", 0));
+  EXPECT_EQ(SipWorkerPids(), workers);
 }
 
 TEST_F(TmSipTest, OptionsAndRegisterToSipdAreAnsweredThroughTransactions) {
@@ -606,6 +644,47 @@ TEST_F(TmSipTest, SipTraceRecordsEveryMessageInAndOut) {
               ::testing::ElementsAre(
                   absl::StrCat("traced-one OPTIONS  in ", phone_addr, " -> ", sipd_addr),
                   absl::StrCat("traced-one OPTIONS 200 out ", sipd_addr, " -> ", phone_addr)));
+}
+
+TEST_F(TmSipTest, SipTraceIsAlsoTheEventESipTrace) {
+  StartSipd("loadmodule \"event_datagram\"\nloadmodule \"siptrace\"\n");
+  UdpPeer subscriber;
+  ASSERT_EQ(mi_->Execute("event_subscribe",
+                         {"E_SIP_TRACE", absl::StrCat("udp:127.0.0.1:", subscriber.port())})
+                .Status(),
+            "200 OK");
+  // The event alone: the database records nothing, the subscriber sees both messages
+  // (event_datagram quotes a value with spaces or line ends, as 1.11 does).
+  EXPECT_EQ(mi_->Execute("trace_to_database", {"off"}).Status(), "200 OK");
+  EXPECT_EQ(mi_->Execute("sip_trace", {"on"}).Status(), "200 OK");
+  UdpPeer phone;
+  const std::string options = absl::StrCat(
+      "OPTIONS sip:127.0.0.1:", sip_port(), " SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:", phone.port(),
+      ";branch=z9hG4bKev1\r\nFrom: <sip:a@b>;tag=f1\r\nTo: <sip:127.0.0.1>\r\n"
+      "Call-ID: traced-event\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+  phone.SendTo(sip_port(), options);
+  EXPECT_EQ(Status(phone.Receive()), 200);
+  const std::string sipd_addr = absl::StrCat("udp:127.0.0.1:", sip_port());
+  const std::string phone_addr = absl::StrCat("udp:127.0.0.1:", phone.port());
+  const std::string in = subscriber.Receive(10s);
+  EXPECT_EQ(in, absl::StrCat("E_SIP_TRACE\ncallid::traced-event\nmethod::OPTIONS\nstatus::\n",
+                             "fromip::", phone_addr, "\ntoip::", sipd_addr,
+                             "\nfromtag::f1\ndirection::in\nmsg::\"", options, "\"\n\n"));
+  const std::string out = subscriber.Receive(10s);
+  EXPECT_TRUE(absl::StartsWith(
+      out, absl::StrCat("E_SIP_TRACE\ncallid::traced-event\nmethod::OPTIONS\nstatus::200\n",
+                        "fromip::", sipd_addr, "\ntoip::", phone_addr,
+                        "\nfromtag::f1\ndirection::out\nmsg::\"SIP/2.0 200 OK\r\n")))
+      << out;
+  EXPECT_EQ(Stat("traced_requests"), 1u);
+  EXPECT_EQ(Stat("traced_replies"), 1u);
+  // Off: no more events.
+  EXPECT_EQ(mi_->Execute("sip_trace", {"off"}).Status(), "200 OK");
+  std::string untraced = options;
+  untraced.replace(untraced.find("z9hG4bKev1"), 10, "z9hG4bKev2");
+  phone.SendTo(sip_port(), untraced);
+  EXPECT_EQ(Status(phone.Receive()), 200);
+  EXPECT_EQ(Stat("traced_requests"), 1u);
 }
 
 }  // namespace

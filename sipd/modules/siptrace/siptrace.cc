@@ -10,6 +10,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "registry/events.h"
 #include "registry/status_macros.h"
 #include "sipd/core/shm.h"
 #include "sipd/modules/tm/sip_message.h"
@@ -98,6 +99,22 @@ class SiptraceModule final : public Module, public tm::Tracer {
     if (!opened.ok()) return opened;
     flags_->database_ok.store(true);
     core.ReportListeners({Listener{"siptrace", "sqlite", db_path_}});
+    if (mi::EventRegistry* events = core.events(); events != nullptr) {
+      SIPD_ASSIGN_OR_RETURN(
+          trace_event_,
+          events->Publish({.name = "E_SIP_TRACE",
+                           .module = "siptrace",
+                           .help = "a SIP message tm received or sent while sip_trace is on",
+                           .params = {{"callid", "the Call-ID"},
+                                      {"method", "the request's method, or the CSeq method"},
+                                      {"status", "the reply's code (empty for a request)"},
+                                      {"fromip", "proto:IP:PORT of the sender"},
+                                      {"toip", "proto:IP:PORT of the receiver"},
+                                      {"fromtag", "the From tag"},
+                                      {"direction", "in or out (seen from sipd)"},
+                                      {"msg", "the message (cut at 8 KB)"}}}));
+      events_ = events;
+    }
     tm->SetTracer(this);
 
     auto flag_command = [this](std::string name, std::atomic<bool> Flags::*flag) {
@@ -134,21 +151,10 @@ class SiptraceModule final : public Module, public tm::Tracer {
   // --- tm::Tracer ---
   bool enabled() const override {
     return flags_ != nullptr && flags_->on.load(std::memory_order_relaxed) &&
-           flags_->to_database.load(std::memory_order_relaxed);
+           (flags_->to_database.load(std::memory_order_relaxed) || EventWanted());
   }
 
   void Trace(const tm::TraceRecord& r) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (pid_ != getpid()) {
-      Close();  // inherited from the parent: never use it
-      pid_ = getpid();
-      if (absl::Status s = Open(); !s.ok()) {
-        spdlog::error("siptrace: {}", std::string(s.message()));
-        Close();
-        return;
-      }
-    }
-    if (insert_ == nullptr) return;
     auto message = tm::SipMessage::Parse(r.bytes);
     const bool request = message.ok() && message->is_request();
     std::string_view call_id = message.ok() ? message->call_id() : std::string_view();
@@ -166,27 +172,61 @@ class SiptraceModule final : public Module, public tm::Tracer {
     const std::string proto(tm::ProtoName(r.proto));
     const std::string peer = absl::StrCat(proto, ":", r.peer_ip, ":", r.peer_port);
     const std::string local = absl::StrCat(proto, ":", r.local_ip, ":", r.local_port);
+    const std::string_view from = r.incoming ? peer : local;
+    const std::string_view to = r.incoming ? local : peer;
+    const std::string_view direction = r.incoming ? "in" : "out";
+    bool traced = false;
+    if (EventWanted()) {
+      // The event queue takes at most 16 KB per event: a huge message is cut.
+      constexpr size_t kMaxEventMessage = 8192;
+      events_->Raise(trace_event_, {call_id, method, status, from, to, from_tag, direction,
+                                    r.bytes.substr(0, kMaxEventMessage)});
+      traced = true;
+    }
+    if (flags_->to_database.load(std::memory_order_relaxed)) {
+      traced = Insert(r.bytes, call_id, method, status, from, to, from_tag, direction) || traced;
+    }
+    if (traced) (request ? traced_requests_ : traced_replies_).Inc();
+  }
+
+ private:
+  bool EventWanted() const { return events_ != nullptr && events_->Wanted(trace_event_); }
+
+  // One row of sip_trace; false if it could not be written (logged).
+  bool Insert(std::string_view bytes, std::string_view call_id, std::string_view method,
+              std::string_view status, std::string_view from, std::string_view to,
+              std::string_view from_tag, std::string_view direction) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (pid_ != getpid()) {
+      Close();  // inherited from the parent: never use it
+      pid_ = getpid();
+      if (absl::Status s = Open(); !s.ok()) {
+        spdlog::error("siptrace: {}", std::string(s.message()));
+        Close();
+        return false;
+      }
+    }
+    if (insert_ == nullptr) return false;
     timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     sqlite3_reset(insert_);
     sqlite3_bind_int64(insert_, 1, now.tv_sec);
     sqlite3_bind_int64(insert_, 2, now.tv_nsec / 1000);
     BindText(insert_, 3, call_id);
-    BindText(insert_, 4, r.bytes);
+    BindText(insert_, 4, bytes);
     BindText(insert_, 5, method);
     BindText(insert_, 6, status);
-    BindText(insert_, 7, r.incoming ? peer : local);
-    BindText(insert_, 8, r.incoming ? local : peer);
+    BindText(insert_, 7, from);
+    BindText(insert_, 8, to);
     BindText(insert_, 9, from_tag);
-    BindText(insert_, 10, r.incoming ? "in" : "out");
+    BindText(insert_, 10, direction);
     if (sqlite3_step(insert_) != SQLITE_DONE) {
       spdlog::warn("siptrace: insert failed: {}", sqlite3_errmsg(db_));
-      return;
+      return false;
     }
-    (request ? traced_requests_ : traced_replies_).Inc();
+    return true;
   }
 
- private:
   absl::Status Open() {
     if (sqlite3_open_v2(db_path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
                         nullptr) != SQLITE_OK) {
@@ -219,6 +259,8 @@ class SiptraceModule final : public Module, public tm::Tracer {
   bool trace_on_ = false;
   std::string db_path_;
   Flags* flags_ = nullptr;
+  mi::EventRegistry* events_ = nullptr;
+  mi::EventId trace_event_ = -1;
   mi::Counter traced_requests_;
   mi::Counter traced_replies_;
   std::mutex mutex_;  // process-local: the connection is used by one thread at a time

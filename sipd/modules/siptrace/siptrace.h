@@ -11,10 +11,15 @@
 // method, status, fromip, toip, fromtag, direction) with fromip/toip as
 // "proto:IP:PORT" and direction "in" or "out".
 //
-// MI: sip_trace [on|off] (no argument: `on` or `off`), trace_to_database [on|off] (the
-// database is the only sink: `off` stops recording while sip_trace stays on; `on`
-// without a usable database -> 501 Server Internal Error). Statistics: siptrace
-// traced_requests, traced_replies.
+// Event E_SIP_TRACE (callid, method, status, fromip, toip, fromtag, direction, msg cut
+// at 8 KB): raised for every traced message while sip_trace is on and somebody
+// subscribed (event_subscribe; a gRPC event stream once issue 11 adds one), whether or
+// not the database records it.
+//
+// MI: sip_trace [on|off] (no argument: `on` or `off`), trace_to_database [on|off]
+// (`off` stops recording in the database while sip_trace stays on, the event goes on;
+// `on` without a usable database -> 501 Server Internal Error). Statistics: siptrace
+// traced_requests, traced_replies (messages that reached the database or the event).
 //
 // Processes: the flags live in shared memory (every process sees a change at once);
 // each process opens its own SQLite connection on first use (WAL journal, writes wait
