@@ -8,9 +8,10 @@
 //     (successful calls / wall time), failed calls, retransmissions sipp had to make and
 //     the server's CPU per call (utime+stime of all its processes, /proc). With
 //     `kamailio` in --servers, Kamailio 5.6 (`scripts/bootstrap.sh bench` installs it)
-//     runs the same scenario on loopback with a minimal tm + registrar + usrloc + rr
-//     script and the same number of UDP children; runs of the two servers alternate and
-//     each figure is the median of --repeat runs.
+//     runs the same scenario on loopback with a minimal tm + registrar + usrloc + rr +
+//     dialog (dlg_manage) script and the same number of UDP children; sipd loads tm and
+//     dialog likewise. Runs of the two servers alternate and each figure is the median
+//     of --repeat runs.
 //
 //   tm_bench overload [--capacity C] [--seconds 30]
 //     Offers 2x capacity to sipd for --seconds (capacity: --capacity, else the best
@@ -80,7 +81,8 @@ class SipdServer final : public Server {
                                                                      "shm_size = 512\n"
                                                                      "loadmodule \"usrloc\"\n"
                                                                      "loadmodule \"registrar\"\n"
-                                                                     "loadmodule \"tm\"\n"});
+                                                                     "loadmodule \"tm\"\n"
+                                                                     "loadmodule \"dialog\"\n"});
     absl::Status s = sipd_->Start();
     if (!s.ok()) {
       std::fprintf(stderr, "sipd did not start: %s\n%s\n", s.ToString().c_str(),
@@ -194,19 +196,20 @@ class KamailioServer final : public Server {
            "loadmodule \"rr.so\"\nloadmodule \"pv.so\"\nloadmodule \"maxfwd.so\"\n"
            "loadmodule \"siputils.so\"\nloadmodule \"textops.so\"\n"
            "loadmodule \"usrloc.so\"\nloadmodule \"registrar.so\"\nloadmodule \"ctl.so\"\n"
+           "loadmodule \"dialog.so\"\n"
         << "modparam(\"ctl\", \"binrpc\", \"unix:" << dir_ << "/kamailio_ctl\")\n"
         << "request_route {\n"
            "  if (!mf_process_maxfwd_header(\"10\")) { sl_send_reply(\"483\", \"Too Many Hops\"); "
            "exit; }\n"
            "  if (has_totag()) {\n"
-           "    if (loose_route()) { t_relay(); exit; }\n"
+           "    if (loose_route()) { dlg_manage(); t_relay(); exit; }\n"
            "    if (is_method(\"ACK\")) { if (t_check_trans()) { t_relay(); } exit; }\n"
            "    sl_send_reply(\"404\", \"Not here\"); exit;\n"
            "  }\n"
            "  if (is_method(\"CANCEL\")) { if (t_check_trans()) { t_relay(); } exit; }\n"
            "  t_check_trans();\n"
            "  if (is_method(\"REGISTER\")) { save(\"location\"); exit; }\n"
-           "  if (is_method(\"INVITE\")) { record_route(); }\n"
+           "  if (is_method(\"INVITE\")) { dlg_manage(); record_route(); }\n"
            "  if (!lookup(\"location\")) { sl_send_reply(\"404\", \"Not Found\"); exit; }\n"
            "  t_relay();\n"
            "}\n";
