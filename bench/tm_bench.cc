@@ -13,7 +13,7 @@
 //     dialog likewise. Runs of the two servers alternate and each figure is the median
 //     of --repeat runs.
 //
-//   tm_bench overload [--capacity C] [--seconds 30]
+//   tm_bench overload [--capacity C] [--seconds 30] [--server-cpu P] [--overload-queue Q]
 //     Offers 2x capacity to sipd for --seconds (capacity: --capacity, else the best
 //     goodput of a quick `calls` ramp) and reports goodput against capacity, and whether
 //     retransmissions were absorbed: tm:UAS_transactions must grow by exactly one per
@@ -72,17 +72,23 @@ class Server {
   virtual long long ServerTransactions() { return -1; }
 };
 
+// modparam("tm", "overload_queue", N) when N >= 0 (else tm's default).
+std::string OverloadParam(int percent) {
+  return percent < 0 ? "" : absl::StrCat("modparam(\"tm\", \"overload_queue\", ", percent, ")\n");
+}
+
 class SipdServer final : public Server {
  public:
-  explicit SipdServer(int children) {
-    sipd_ = std::make_unique<SipdInstance>(SipdInstance::Options{.children = children,
-                                                                 .log_level = 1,
-                                                                 .extra_config =
-                                                                     "shm_size = 512\n"
-                                                                     "loadmodule \"usrloc\"\n"
-                                                                     "loadmodule \"registrar\"\n"
-                                                                     "loadmodule \"tm\"\n"
-                                                                     "loadmodule \"dialog\"\n"});
+  SipdServer(int children, int overload_queue) {
+    sipd_ = std::make_unique<SipdInstance>(
+        SipdInstance::Options{.children = children,
+                              .log_level = 1,
+                              .extra_config = "shm_size = 512\n"
+                                              "loadmodule \"usrloc\"\n"
+                                              "loadmodule \"registrar\"\n"
+                                              "loadmodule \"tm\"\n"
+                                              "loadmodule \"dialog\"\n" +
+                                              OverloadParam(overload_queue)});
     absl::Status s = sipd_->Start();
     if (!s.ok()) {
       std::fprintf(stderr, "sipd did not start: %s\n%s\n", s.ToString().c_str(),
@@ -404,12 +410,13 @@ struct Setup {
   std::unique_ptr<Server> server;
 };
 
-Setup StartServer(const std::string& kind, int children, const std::string& work) {
+Setup StartServer(const std::string& kind, int children, const std::string& work,
+                  int overload_queue) {
   Setup s;
   if (kind == "kamailio") {
     s.server = std::make_unique<KamailioServer>(children, work);
   } else {
-    s.server = std::make_unique<SipdServer>(children);
+    s.server = std::make_unique<SipdServer>(children, overload_queue);
   }
   return s;
 }
@@ -482,7 +489,10 @@ int main(int argc, char** argv) {
   overload->add_option("--ramp", ramp, "offered calls/s of the capacity ramp");
   int nice_value = 0;
   double cpu_quota = 0;
+  int overload_queue = -1;
   for (CLI::App* sub : {calls, overload}) {
+    sub->add_option("--overload-queue", overload_queue,
+                    "sipd's tm overload_queue (% of a UDP receive queue; 0 = no shedding)");
     sub->add_option("--server-nice", nice_value, "nice value for every server process");
     sub->add_option("--server-cpu", cpu_quota,
                     "cap the server's processes at this % of one core (a cgroup): the server, "
@@ -506,7 +516,7 @@ int main(int argc, char** argv) {
     std::map<std::string, CpuCap> caps;  // destroyed after the servers
     std::map<std::string, Setup> setups;
     for (const std::string& k : kinds) {
-      setups[k] = StartServer(k, children, work);
+      setups[k] = StartServer(k, children, work, overload_queue);
       Renice(*setups[k].server, nice_value);
       if (cpu_quota > 0 && !caps[k].Apply(*setups[k].server, cpu_quota)) return 1;
     }
@@ -551,7 +561,7 @@ int main(int argc, char** argv) {
     }
   } else {
     CpuCap cap;  // destroyed after the server
-    Setup setup = StartServer(overload_server, children, work);
+    Setup setup = StartServer(overload_server, children, work, overload_queue);
     Renice(*setup.server, nice_value);
     if (cpu_quota > 0 && !cap.Apply(*setup.server, cpu_quota)) return 1;
     if (capacity <= 0) {
