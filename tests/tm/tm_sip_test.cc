@@ -2,6 +2,7 @@
 // retransmissions absorbed, hostile input, t_uac_dlg over every MI transport, t_reply,
 // t_hash, t_uac_cancel and list_blacklists. Raw UDP sockets play the phones where the
 // test needs to see or forge bytes.
+#include <signal.h>
 #include <sqlite3.h>
 
 #include <atomic>
@@ -340,6 +341,75 @@ TEST_F(TmSipTest, ATcpPeerSendingHalfAMessageBlocksNobodyAndLeavesNoTransaction)
   // The half message never became a transaction; tcp_header_timeout closes its connection.
   EXPECT_TRUE((*half)->WaitForClose(10s));
   EXPECT_EQ(MethodOf(silent.Receive(100ms)), "");
+  EXPECT_TRUE(WaitForStat("inuse_transactions", 0));
+  EXPECT_EQ(SipWorkerPids(), workers);
+}
+
+TEST_F(TmSipTest, UnderOverloadNewInvitesGet503UntilTheQueuesDrain) {
+  // A small receive buffer (the kernel's default; maxbuffer probing off) fills quickly.
+  // T1 50 ms: the 404s nobody ACKs end at timer H (64*T1) within the test.
+  StartSipd(
+      "maxbuffer = 0\nmodparam(\"tm\", \"overload_queue\", 20)\n"
+      "modparam(\"tm\", \"T1_timer\", 50)\n");
+  std::vector<int> receivers;
+  for (const auto& node : mi_->Execute("ps").reply.root.kids) {
+    std::string pid;
+    std::string type;
+    for (const auto& a : node->attributes) {
+      if (a.name == "PID") pid = a.value;
+      if (a.name == "Type") type = a.value;
+    }
+    if (absl::StartsWith(type, "SIP receiver")) receivers.push_back(std::stoi(pid));
+  }
+  ASSERT_FALSE(receivers.empty());
+  const std::set<int> workers = SipWorkerPids();
+  // The SIP receivers stop reading; new INVITEs (to nobody: 404 once served) pile up in
+  // the receive queue until the timer process sees it past 20 % full.
+  for (int pid : receivers) ASSERT_EQ(kill(pid, SIGSTOP), 0);
+  UdpPeer uac;
+  const std::string padding = absl::StrCat("X-Padding: ", std::string(900, 'p'), "\r\n");
+  int sent = 0;
+  const bool overloaded = WaitUntil(
+      [&] {
+        for (int i = 0; i < 20 && sent < 5000; ++i, ++sent) {
+          uac.SendTo(sip_port(), Request("INVITE", "nobody", sip_port(), uac.port(),
+                                         absl::StrCat("z9hG4bKovl", sent),
+                                         absl::StrCat("ovl-", sent), padding));
+        }
+        return absl::StrContains(sipd_->log(), "tm: overloaded");
+      },
+      20s);
+  for (int pid : receivers) kill(pid, SIGCONT);
+  ASSERT_TRUE(overloaded) << sent << " INVITEs sent";
+  // The first INVITEs read are refused statelessly with 503 + Retry-After; the queue
+  // drains and the flag drops.
+  bool refused = false;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        const std::string d = uac.Receive(100ms);
+        if (Status(d) == 503) {
+          EXPECT_THAT(d, HasSubstr("\r\nRetry-After: 1\r\n"));
+          refused = true;
+        }
+        return refused;
+      },
+      20s));
+  EXPECT_TRUE(
+      WaitUntil([&] { return absl::StrContains(sipd_->log(), "tm: no longer overloaded"); }, 20s));
+  EXPECT_GE(Stat("5xx_replies"), 1u);  // sl: the 503s had no transaction
+  // Calls are accepted again: a new INVITE gets 100 and 404 through its transaction.
+  UdpPeer late;
+  late.SendTo(sip_port(), Request("INVITE", "nobody", sip_port(), late.port(), "z9hG4bKafter",
+                                  "after-overload"));
+  std::string got;
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        const std::string d = late.Receive(100ms);
+        if (!d.empty()) absl::StrAppend(&got, d.substr(0, d.find("\r\n")), "; ");
+        return Status(d) == 404;
+      },
+      10s))
+      << got;
   EXPECT_TRUE(WaitForStat("inuse_transactions", 0));
   EXPECT_EQ(SipWorkerPids(), workers);
 }
