@@ -18,11 +18,16 @@ namespace sipd {
 const std::vector<ModuleEntry>& ModuleTable() {
   static const std::vector<ModuleEntry> kModules = {
       // {"name", &NewXxxModule},  (one line per module)
-      {"mi_xmlrpc", &NewMiXmlrpcModule},     {"mi_fifo", &NewMiFifoModule},
-      {"mi_datagram", &NewMiDatagramModule}, {"mi_grpc", &NewMiGrpcModule},
-      {"usrloc", &NewUsrlocModule},          {"registrar", &NewRegistrarModule},
-      {"mi_selftest", &NewMiSelftestModule}, {"event_datagram", &NewEventDatagramModule},
-      {"tm", &NewTmModule},                  {"siptrace", &NewSiptraceModule},
+      {"mi_xmlrpc", &NewMiXmlrpcModule},
+      {"mi_fifo", &NewMiFifoModule},
+      {"mi_datagram", &NewMiDatagramModule},
+      {"mi_grpc", &NewMiGrpcModule},
+      {"usrloc", &NewUsrlocModule},
+      {"registrar", &NewRegistrarModule},
+      {"mi_selftest", &NewMiSelftestModule},
+      {"event_datagram", &NewEventDatagramModule},
+      {"tm", &NewTmModule},
+      {"siptrace", &NewSiptraceModule},
       {"dialog", &NewDialogModule},
   };
   return kModules;
