@@ -239,6 +239,15 @@ TEST_P(DialogCallTest, DlgEndDlgEndsACallAndBothSidesSeeBye) {
       },
       20s));
   MiClient::Result listed = mi_->Execute("dlg_list");
+  // The callee leg names the socket its 2xx came in on.
+  std::string callee_bind_addr = "none";
+  for (const auto& kid : Dialogs(listed.reply)[0]->kids) {
+    if (kid->name == "CALLEES" && !kid->kids.empty()) {
+      callee_bind_addr = Kid(*kid->kids[0], "callee_bind_addr");
+    }
+  }
+  EXPECT_EQ(callee_bind_addr, tcp ? absl::StrCat("tcp:127.0.0.1:", sipd_->tcp_port())
+                                  : absl::StrCat("udp:127.0.0.1:", sipd_->sip_port()));
   const std::string hash = Attribute(*Dialogs(listed.reply)[0], "hash");
   const std::vector<std::string> ids = absl::StrSplit(hash, ':');
   ASSERT_EQ(ids.size(), 2u) << hash;

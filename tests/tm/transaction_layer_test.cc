@@ -259,8 +259,13 @@ TEST_F(TransactionLayerTest, ACallFlowsAndTheTransactionGoesAway) {
     e.AddRecordRouteParam("did=x1");
   });
   callbacks_.OnReply([&](const ReplyEvent& e) {
-    events.push_back(
-        absl::StrCat("reply ", e.code, " cookie ", e.cookie, e.forwarded ? " forwarded" : ""));
+    // A received reply says where it came from and on which socket.
+    const std::string from =
+        e.source != nullptr
+            ? absl::StrCat(" from ", e.source->ip, ":", e.source->port, " on ", e.source->socket)
+            : "";
+    events.push_back(absl::StrCat("reply ", e.code, " cookie ", e.cookie,
+                                  e.forwarded ? " forwarded" : "", from));
   });
   callbacks_.OnEnd([&](const EndEvent& e) {
     events.push_back(absl::StrCat("end ", e.final_code, " cookie ", e.cookie));
@@ -297,9 +302,11 @@ TEST_F(TransactionLayerTest, ACallFlowsAndTheTransactionGoesAway) {
   EXPECT_EQ(Stat("inuse_transactions"), 1u);
   Advance(200);
   EXPECT_EQ(Stat("inuse_transactions"), 0u);
-  EXPECT_THAT(events, ::testing::ElementsAre("reply 100 cookie 7", "reply 180 cookie 7 forwarded",
-                                             "reply 200 cookie 7 forwarded",
-                                             "reply 200 cookie 7 forwarded", "end 200 cookie 7"));
+  const std::string from = " from 10.0.0.2:5060 on udp:127.0.0.1:5060";
+  EXPECT_THAT(events, ::testing::ElementsAre(
+                          "reply 100 cookie 7" + from, "reply 180 cookie 7 forwarded" + from,
+                          "reply 200 cookie 7 forwarded" + from,
+                          "reply 200 cookie 7 forwarded" + from, "end 200 cookie 7"));
 }
 
 TEST_F(TransactionLayerTest, NonSuccessIsAckedHopByHopAndRetransmittedUntilTheAck) {

@@ -341,6 +341,9 @@ void Dialogs::OnReply(const tm::ReplyEvent& event) {
     callee.tag = std::string(reply.to_tag());
     callee.contact = ContactOf(reply);
     callee.cseq = reply.cseq();
+    // The socket the 2xx came in on: dlg_list's callee_bind_addr, and where the BYE to
+    // the callee leaves from.
+    if (event.source != nullptr) callee.bind_addr = event.source->socket;
     // The 2xx's Record-Route lists the callee's side first, then sipd's own entries
     // (they carry our did), then the caller's side. Towards the callee, the route set
     // is the callee's side in reverse.

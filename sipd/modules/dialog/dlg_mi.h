@@ -10,7 +10,6 @@
 //     carry no variables); `profiles` lists the dialog's profile links;
 //   - a dialog has at most one callee leg (the one of the 2xx, or of the first early
 //     reply with a To-tag), so CALLEES holds at most one `callee`;
-//   - callee_bind_addr is empty (tm does not say which socket a reply came on);
 //   - dlg_end_dlg of a dialog that is not confirmed answers 500 "Operation failed"
 //     (1.11 tried to send a BYE without a callee leg and failed the same way);
 //   - the profile commands count by walking the table (no per-value counters to drift).

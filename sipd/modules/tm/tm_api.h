@@ -134,6 +134,9 @@ struct ReplyEvent {
   std::string_view reason;
   // The reply as received; nullptr when sipd made it up (timeout 408, 487, t_reply...).
   const SipMessage* reply = nullptr;
+  // Where a received reply came from (its source and the local socket that got it);
+  // nullptr when sipd made it up.
+  const Peer* source = nullptr;
   // The branch it came from (0-based); -1 for a reply sipd made up.
   int branch = -1;
   // The reply goes upstream (to the UAC, or to the MI caller of t_uac_dlg).

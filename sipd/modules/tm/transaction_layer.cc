@@ -765,7 +765,7 @@ void TransactionLayer::HandleCancel(const SipMessage& cancel, const Inbound& fro
   Finish(work, nullptr);
 }
 
-void TransactionLayer::HandleReply(const SipMessage& reply, const Inbound& /*from*/) {
+void TransactionLayer::HandleReply(const SipMessage& reply, const Inbound& from) {
   BranchParts parts;
   if (!reply.has_via() || !ParseBranch(reply.top_via().branch, &parts) || parts.index >= kBuckets) {
     Count(counters_.drop_replies);
@@ -832,7 +832,7 @@ void TransactionLayer::HandleReply(const SipMessage& reply, const Inbound& /*fro
       }
     }
     table_.UnlockBucket(bucket);
-    Finish(work, &reply);
+    Finish(work, &reply, &from.peer);
     return;
   }
   if (code < 200) {
@@ -859,7 +859,7 @@ void TransactionLayer::HandleReply(const SipMessage& reply, const Inbound& /*fro
     BranchFinished(*cell, b, code, &reply, work);
   }
   table_.UnlockBucket(bucket);
-  Finish(work, &reply);
+  Finish(work, &reply, &from.peer);
 }
 
 void TransactionLayer::BranchFinished(Cell& cell, uint32_t b, int code, const SipMessage* reply,
@@ -1104,7 +1104,7 @@ void TransactionLayer::LocalCompletion(Cell& cell, uint32_t b, int code, std::st
   table_.Arm(cell.wait, clock_() + options_.wait_ms);
 }
 
-void TransactionLayer::Finish(Work& work, const SipMessage* received) {
+void TransactionLayer::Finish(Work& work, const SipMessage* received, const Peer* received_from) {
   const int64_t now = clock_();
   for (const Destination& d : work.blacklist) {
     if (blacklist_ != nullptr && options_.blacklist_ms > 0) {
@@ -1168,6 +1168,7 @@ void TransactionLayer::Finish(Work& work, const SipMessage* received) {
       e.code = p.code;
       e.reason = p.reason;
       e.reply = p.is_received ? received : p.message;
+      e.source = p.is_received ? received_from : nullptr;
       e.branch = p.branch;
       e.forwarded = p.forwarded;
       e.local = p.local;

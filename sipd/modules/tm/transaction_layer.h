@@ -249,7 +249,8 @@ class TransactionLayer {
                        bool received, Work& work);
 
   // After the unlock: sends, traces, callbacks, completions.
-  void Finish(Work& work, const SipMessage* received);
+  // `received` (and `received_from`, where it came from): the reply being handled, if any.
+  void Finish(Work& work, const SipMessage* received, const Peer* received_from = nullptr);
   void SendNow(const Destination& to, std::string_view bytes);
   void Trace(bool incoming, std::string_view bytes, const Destination& peer);
 
