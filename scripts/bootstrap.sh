@@ -7,6 +7,7 @@
 #   scripts/bootstrap.sh bench    the same plus Kamailio 5.6 (Debian 12's `kamailio`), only
 #                                 for the comparison in bench/tm_bench.cc (it runs a
 #                                 throw-away Kamailio on loopback; sipd never needs it)
+#   scripts/bootstrap.sh fuzz     the same plus clang with libFuzzer (bench/fuzz.sh)
 set -euo pipefail
 
 # Why each package is here: see README.md "Dependencies".
@@ -15,7 +16,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   libabsl-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libosip2-dev libxmlrpc-c++8-dev libexpat1-dev libboost-dev libcli11-dev libsqlite3-dev
+  libosip2-dev libxmlrpc-c++8-dev libexpat1-dev libboost-dev libcli11-dev libsqlite3-dev libssl-dev
   sip-tester sipsak
   python3 python3-grpcio python3-protobuf
   clang-format procps iproute2 curl nghttp2-client ccache
@@ -26,6 +27,11 @@ PACKAGES=(
 
 if [ "${1:-}" = "bench" ]; then
   PACKAGES+=(kamailio)
+fi
+# `bootstrap.sh fuzz` adds what bench/fuzz.sh needs: clang with libFuzzer and the
+# sanitizer runtimes (not needed to build or test sipd).
+if [ "${1:-}" = "fuzz" ]; then
+  PACKAGES+=(clang-14 libclang-rt-14-dev)
 fi
 
 missing=()
