@@ -375,11 +375,13 @@ absl::Status RegisterMiCommands(Dialogs& dialogs, mi::Registry& registry) {
        .handler = bind(DlgEndDlg)},
       {.name = "dlg_db_sync",
        .module = "dialog",
-       .flags = mi::kMutating | mi::kBlocking,
+       // Whole-database maintenance, like ul_flush: admin only (registry/authorization.h).
+       .flags = mi::kMutating | mi::kDangerous | mi::kBlocking,
        .handler = bind(DlgDbSync)},
       {.name = "dlg_restore_db",
        .module = "dialog",
-       .flags = mi::kMutating | mi::kBlocking,
+       // Whole-database maintenance, like ul_flush: admin only (registry/authorization.h).
+       .flags = mi::kMutating | mi::kDangerous | mi::kBlocking,
        .handler = bind(DlgRestoreDb)},
       {.name = "profile_get_size",
        .module = "dialog",
