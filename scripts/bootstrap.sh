@@ -2,6 +2,12 @@
 # Installs the Debian 12 packages sipd needs, only those missing, then the npm packages
 # of tests/node (grpc-js, proto-loader, buf) when their lock file changed (idempotent and
 # quiet when everything is there). Run as root or with sudo available.
+#
+#   scripts/bootstrap.sh          what sipd needs to build and test
+#   scripts/bootstrap.sh bench    the same plus Kamailio 5.6 (Debian 12's `kamailio`), only
+#                                 for the comparison in bench/tm_bench.cc (it runs a
+#                                 throw-away Kamailio on loopback; sipd never needs it)
+#   scripts/bootstrap.sh fuzz     the same plus clang with libFuzzer (bench/fuzz.sh)
 set -euo pipefail
 
 # Why each package is here: see README.md "Dependencies".
@@ -19,6 +25,9 @@ PACKAGES=(
   protoc-gen-go protoc-gen-go-grpc
 )
 
+if [ "${1:-}" = "bench" ]; then
+  PACKAGES+=(kamailio)
+fi
 # `bootstrap.sh fuzz` adds what bench/fuzz.sh needs: clang with libFuzzer and the
 # sanitizer runtimes (not needed to build or test sipd).
 if [ "${1:-}" = "fuzz" ]; then
