@@ -57,7 +57,8 @@ absl::Status ParseKid(const Node& node, T* out) {
 }
 
 // A unix time kid ("0" = not set) into `out`, left absent for 0.
-absl::Status ParseTime(const Node& node, google::protobuf::Timestamp* (dlgv1::Dialog::*mutable_ts)(),
+absl::Status ParseTime(const Node& node,
+                       google::protobuf::Timestamp* (dlgv1::Dialog::*mutable_ts)(),
                        dlgv1::Dialog* out) {
   int64_t seconds = 0;
   if (absl::Status s = ParseKid(node, &seconds); !s.ok()) return s;
