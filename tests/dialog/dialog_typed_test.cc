@@ -361,6 +361,67 @@ TEST_F(DialogTypedTest, UnknownDialogsAndProfilesAreNotFoundWithErrorInfo) {
   EXPECT_EQ(DetailsOf(status).info.reason(), "MI_404");
 }
 
+// More dialogs than one part holds (50): the streams send them in parts of at most 50,
+// each dialog once, and the pages of ListDialogs cover them all.
+TEST_F(DialogTypedTest, SixtyCallsStreamInPartsOfFiftyAndPage) {
+  constexpr int kCalls = 60;
+  StartCalls(kCalls);
+  ASSERT_TRUE(WaitForConfirmed(kCalls)) << uac_->output();
+
+  auto context = Context();
+  auto reader = dialogs_->StreamDialogs(context.get(), dlgv1::StreamDialogsRequest());
+  std::vector<int> parts;
+  std::set<std::string> streamed;
+  dlgv1::StreamDialogsResponse part;
+  while (reader->Read(&part)) {
+    parts.push_back(part.dialogs_size());
+    for (const auto& d : part.dialogs()) EXPECT_TRUE(streamed.insert(d.id()).second) << d.id();
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(parts, (std::vector<int>{50, 10}));
+
+  dlgv1::ListProfileDialogsRequest inbound;
+  inbound.set_profile("inbound");
+  auto profile_context = Context();
+  auto profile_reader = dialogs_->ListProfileDialogs(profile_context.get(), inbound);
+  std::set<std::string> in_profile;
+  dlgv1::ListProfileDialogsResponse profile_part;
+  int profile_parts = 0;
+  while (profile_reader->Read(&profile_part)) {
+    ++profile_parts;
+    EXPECT_LE(profile_part.dialogs_size(), 50);
+    for (const auto& d : profile_part.dialogs()) in_profile.insert(d.id());
+  }
+  ASSERT_TRUE(profile_reader->Finish().ok());
+  EXPECT_EQ(profile_parts, 2);
+  EXPECT_EQ(in_profile, streamed);
+
+  std::set<std::string> paged;
+  dlgv1::ListDialogsRequest request;
+  request.set_page_size(25);
+  int pages = 0;
+  do {
+    dlgv1::ListDialogsResponse page;
+    ASSERT_TRUE(dialogs_->ListDialogs(Context().get(), request, &page).ok());
+    ++pages;
+    EXPECT_EQ(page.total_size(), kCalls);
+    for (const auto& d : page.dialogs()) EXPECT_TRUE(paged.insert(d.id()).second) << d.id();
+    request.set_page_token(page.next_page_token());
+  } while (!request.page_token().empty() && pages < 10);
+  EXPECT_EQ(pages, 3);
+  EXPECT_EQ(paged, streamed);
+
+  for (const std::string& id : streamed) {
+    dlgv1::EndDialogRequest end;
+    end.set_id(id);
+    dlgv1::EndDialogResponse ended;
+    EXPECT_TRUE(dialogs_->EndDialog(Context().get(), end, &ended).ok()) << id;
+  }
+  EXPECT_EQ(uac_->Wait(60s), 0) << uac_->output();
+  EXPECT_EQ(uas_->Wait(60s), 0) << uas_->output();
+  EXPECT_TRUE(WaitForConfirmed(0));
+}
+
 TEST_F(DialogTypedTest, MalformedRequestsNameTheField) {
   dlgv1::EndDialogResponse ended;
   for (const std::string id : {"", "12", "a:b", "1:", ":1", "1:2:3", "4294967296:1", "-1:1"}) {
