@@ -3,11 +3,15 @@
 // show the live calls as the MI shows them, GetProfileSize agrees with profile_get_size,
 // EndDialog ends the calls (both sipp sides fail unless they get sipd's BYE), and errors
 // carry the rich details (ErrorInfo, BadRequest).
+#include <sys/stat.h>
+
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -17,8 +21,10 @@
 #include "google/rpc/status.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "sipd/core/mi_security.h"
 #include "sipd/dialog/v1/dialog.grpc.pb.h"
 #include "tests/support/sipd_harness.h"
+#include "tests/support/temp_dir.h"
 #include "tests/tm/sip_peers.h"
 #include "tests/usrloc/sip_support.h"
 
@@ -454,6 +460,49 @@ TEST_F(DialogTypedTest, MalformedRequestsNameTheField) {
   absl::StatusOr<std::vector<dlgv1::Dialog>> streamed = StreamAll();
   ASSERT_TRUE(streamed.ok()) << streamed.status();
   EXPECT_TRUE(streamed->empty());
+}
+
+// The typed face is the command: the same roles (EndDialog is dlg_end_dlg, which
+// needs operate) and the same audit lines, with the MI command's name.
+TEST(DialogTypedSecurityTest, EndDialogNeedsOperateAndIsAuditedAsDlgEndDlg) {
+  TempDir dir("sipd-dialog-typed-security");
+  ASSERT_TRUE(dir.ok());
+  const std::string tokens = dir.path() + "/tokens";
+  std::ofstream(tokens) << "monitor read " << Sha256Hex("read-secret") << "\nnoc operate "
+                        << Sha256Hex("operate-secret") << "\n";
+  ASSERT_EQ(chmod(tokens.c_str(), 0600), 0);
+  SipdInstance sipd(SipdInstance::Options{
+      .extra_config =
+          absl::StrCat("modparam(\"mi\", \"tokens_file\", \"", tokens, "\")\n", DialogConfig()),
+      .default_security = true});
+  ASSERT_TRUE(sipd.Start().ok()) << sipd.log();
+  auto stub = dlgv1::DialogService::NewStub(
+      grpc::CreateChannel(sipd.grpc_target(), grpc::InsecureChannelCredentials()));
+  auto as = [](const std::string& token) {
+    auto context = Context();
+    context->AddMetadata("authorization", "Bearer " + token);
+    return context;
+  };
+
+  dlgv1::ListDialogsResponse page;
+  EXPECT_TRUE(stub->ListDialogs(as("read-secret").get(), {}, &page).ok());
+  dlgv1::EndDialogRequest end;
+  end.set_id("7:9");
+  dlgv1::EndDialogResponse ended;
+  grpc::Status status = stub->EndDialog(as("read-secret").get(), end, &ended);
+  EXPECT_EQ(status.error_code(), StatusCode::PERMISSION_DENIED) << status.error_message();
+  EXPECT_EQ(status.error_message(), "role 'read' may not run 'dlg_end_dlg' (needs operate)");
+  DetailsOf(status);
+  status = stub->EndDialog(as("operate-secret").get(), end, &ended);
+  EXPECT_EQ(status.error_code(), StatusCode::NOT_FOUND) << status.error_message();
+
+  std::ifstream in(sipd.run_dir() + "/audit.log");
+  std::stringstream audit;
+  audit << in.rdbuf();
+  EXPECT_TRUE(absl::StrContains(audit.str(), "command=dlg_end_dlg args=[\"7\", \"9\"] code=403"))
+      << audit.str();
+  EXPECT_TRUE(absl::StrContains(audit.str(), "command=dlg_end_dlg args=[\"7\", \"9\"] code=404"))
+      << audit.str();
 }
 
 }  // namespace
