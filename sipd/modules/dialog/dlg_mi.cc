@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "sipd/modules/dialog/dialog.h"
+#include "sipd/modules/dialog/dialog_typed.h"
 
 namespace sipd::dialog {
 namespace {
@@ -364,7 +365,8 @@ absl::Status RegisterMiCommands(Dialogs& dialogs, mi::Registry& registry) {
        .module = "dialog",
        .params = {callid_or_index, from_tag_or_count},
        .flags = mi::kStreaming,
-       .handler = [&dialogs](Call& call) { return DlgList(dialogs, call, true); }},
+       .handler = [&dialogs](Call& call) { return DlgList(dialogs, call, true); },
+       .typed = {ListDialogsMethod(), StreamDialogsMethod(), GetDialogMethod()}},
       {.name = "dlg_end_dlg",
        .module = "dialog",
        .params = {{"h_entry|dialog_id", Arity::kRequired,
@@ -372,7 +374,8 @@ absl::Status RegisterMiCommands(Dialogs& dialogs, mi::Registry& registry) {
                   {"h_id|extra_hdrs", Arity::kOptional, "h_id (decimal or 0x hex), or headers"},
                   {"extra_hdrs", Arity::kOptional, "headers added to both BYEs"}},
        .flags = mi::kMutating,
-       .handler = bind(DlgEndDlg)},
+       .handler = bind(DlgEndDlg),
+       .typed = {EndDialogMethod()}},
       {.name = "dlg_db_sync",
        .module = "dialog",
        // Whole-database maintenance, like ul_flush: admin only (registry/authorization.h).
@@ -386,12 +389,14 @@ absl::Status RegisterMiCommands(Dialogs& dialogs, mi::Registry& registry) {
       {.name = "profile_get_size",
        .module = "dialog",
        .params = {profile, {"value", Arity::kOptional, "count only this value"}},
-       .handler = bind(ProfileGetSize)},
+       .handler = bind(ProfileGetSize),
+       .typed = {GetProfileSizeMethod()}},
       {.name = "profile_list_dlgs",
        .module = "dialog",
        .params = {profile, {"value", Arity::kOptional, "list only this value"}},
        .flags = mi::kStreaming,
-       .handler = bind(ProfileListDlgs)},
+       .handler = bind(ProfileListDlgs),
+       .typed = {ListProfileDialogsMethod()}},
       {.name = "profile_get_values",
        .module = "dialog",
        .params = {profile, {"ignored", Arity::kOptional, "accepted and ignored (as 1.11)"}},
@@ -399,7 +404,8 @@ absl::Status RegisterMiCommands(Dialogs& dialogs, mi::Registry& registry) {
       {.name = "list_all_profiles",
        .module = "dialog",
        .handler = bind(ListAllProfiles),
-       .arg_error_code = 401},
+       .arg_error_code = 401,
+       .typed = {ListProfilesMethod()}},
   };
   for (auto& spec : specs) {
     absl::Status s = registry.Register(std::move(spec));
