@@ -58,9 +58,12 @@ std::string Config(int db_mode, int shm_mb) {
                       "loadmodule \"registrar\"\n");
 }
 
+// SIP children of the sipd under test (--children).
+int g_children = 2;
+
 std::unique_ptr<SipdInstance> StartSipd(int db_mode, int shm_mb) {
   auto sipd = std::make_unique<SipdInstance>(SipdInstance::Options{
-      .children = 2, .log_level = 1, .extra_config = Config(db_mode, shm_mb)});
+      .children = g_children, .log_level = 1, .extra_config = Config(db_mode, shm_mb)});
   absl::Status s = sipd->Start();
   if (!s.ok()) {
     std::fprintf(stderr, "sipd did not start: %s\n%s\n", s.ToString().c_str(), sipd->log().c_str());
@@ -230,8 +233,10 @@ int RunRegister(int calls, int rounds, int db_mode, int mi_interval_ms, int mi_n
     if (alone[i].rate > 0)
       drops.push_back((alone[i].rate - loaded[i].rate) * 100.0 / alone[i].rate);
   }
-  std::printf("\ndb_mode %d, %d unique AORs per run, %d rounds, MI loop pause %d ms, MI nice %d\n",
-              db_mode, calls, rounds, mi_interval_ms, mi_nice);
+  std::printf(
+      "\ndb_mode %d, %d unique AORs per run, %d rounds, MI loop pause %d ms, MI nice %d, %d "
+      "children\n",
+      db_mode, calls, rounds, mi_interval_ms, mi_nice, g_children);
   std::printf("median alone    : %8.0f REGISTER/s  %6.1f us worker CPU/REGISTER\n", a,
               Median(cpu(alone)));
   std::printf("median MI load  : %8.0f REGISTER/s  %6.1f us worker CPU/REGISTER\n", l,
@@ -325,6 +330,7 @@ int main(int argc, char** argv) {
   reg->add_option("--rounds", rounds, "alone/loaded pairs");
   reg->add_option("--db-mode", db_mode, "usrloc db_mode (0, 1, 2)");
   reg->add_option("--window", g_window, "sipp -l: outstanding REGISTERs");
+  reg->add_option("--children", g_children, "SIP worker processes of sipd (children)");
   int mi_interval_ms = 0;
   reg->add_option("--mi-interval-ms", mi_interval_ms,
                   "pause of the MI client between iterations (0 = back to back)");

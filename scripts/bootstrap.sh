@@ -2,6 +2,12 @@
 # Installs the Debian 12 packages sipd needs, only those missing, then the npm packages
 # of tests/node (grpc-js, proto-loader, buf) when their lock file changed (idempotent and
 # quiet when everything is there). Run as root or with sudo available.
+#
+#   scripts/bootstrap.sh          what sipd needs to build and test
+#   scripts/bootstrap.sh bench    the same plus Kamailio 5.6 (Debian 12's `kamailio`), only
+#                                 for the comparison in bench/tm_bench.cc (it runs a
+#                                 throw-away Kamailio on loopback; sipd never needs it)
+#   scripts/bootstrap.sh fuzz     the same plus clang with libFuzzer (bench/fuzz.sh)
 set -euo pipefail
 
 # Why each package is here: see README.md "Dependencies".
@@ -13,13 +19,16 @@ PACKAGES=(
   libosip2-dev libxmlrpc-c++8-dev libexpat1-dev libboost-dev libcli11-dev libsqlite3-dev libssl-dev
   sip-tester sipsak
   python3 python3-grpcio python3-protobuf
-  clang-format procps iproute2 curl nghttp2-client ccache
+  clang-format procps iproute2 curl nghttp2-client ccache openssl
   golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-google-genproto-dev
   golang-github-golang-protobuf-1-5-dev
   protoc-gen-go protoc-gen-go-grpc
   nlohmann-json3-dev chromium prometheus
 )
 
+if [ "${1:-}" = "bench" ]; then
+  PACKAGES+=(kamailio)
+fi
 # `bootstrap.sh fuzz` adds what bench/fuzz.sh needs: clang with libFuzzer and the
 # sanitizer runtimes (not needed to build or test sipd).
 if [ "${1:-}" = "fuzz" ]; then

@@ -5,10 +5,13 @@
 #include "legacy-transports/fifo/fifo_module.h"
 #include "legacy-transports/xmlrpc/mi_xmlrpc_module.h"
 #include "service/mi_grpc_module.h"
+#include "sipd/modules/dialog/dialog.h"
 #include "sipd/modules/event_datagram/event_datagram.h"
 #include "sipd/modules/httpd/httpd_module.h"
 #include "sipd/modules/mi_selftest/mi_selftest.h"
 #include "sipd/modules/registrar/registrar.h"
+#include "sipd/modules/siptrace/siptrace.h"
+#include "sipd/modules/tm/tm.h"
 #include "sipd/modules/usrloc/usrloc.h"
 
 namespace sipd {
@@ -24,6 +27,9 @@ const std::vector<ModuleEntry>& ModuleTable() {
       {"registrar", &NewRegistrarModule},
       {"mi_selftest", &NewMiSelftestModule},
       {"event_datagram", &NewEventDatagramModule},
+      {"tm", &NewTmModule},
+      {"siptrace", &NewSiptraceModule},
+      {"dialog", &NewDialogModule},
       {"httpd", &NewHttpdModule},
   };
   return kModules;

@@ -79,7 +79,8 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const Options& op
     return absl::UnavailableError(
         absl::StrCat("cannot open usrloc database ", options.path, ": ", message));
   }
-  auto store = std::unique_ptr<SqliteStore>(new SqliteStore(db, options.path, options.writer_lock));
+  auto store = std::unique_ptr<SqliteStore>(
+      new SqliteStore(db, options.path, options.writer_lock, /*owns=*/true));
   sqlite3_busy_timeout(db, options.busy_timeout_ms);
   absl::Status s = store->Exec("PRAGMA journal_mode=WAL");
   if (s.ok()) {
@@ -94,11 +95,18 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const Options& op
   return store;
 }
 
+std::unique_ptr<SqliteStore> SqliteStore::Borrow(sqlite3* db, std::string path) {
+  return std::unique_ptr<SqliteStore>(
+      new SqliteStore(db, std::move(path), /*writer_lock=*/nullptr, /*owns=*/false));
+}
+
+const char* SqliteStore::Schema() { return kSchema; }
+
 SqliteStore::~SqliteStore() {
   for (sqlite3_stmt* stmt : {select_version_, delete_contacts_, insert_contact_, upsert_version_}) {
     sqlite3_finalize(stmt);
   }
-  sqlite3_close(db_);
+  if (owns_) sqlite3_close(db_);
 }
 
 absl::Status SqliteStore::Error(std::string_view what) const {
@@ -151,6 +159,12 @@ absl::Status SqliteStore::InTransaction(Body body) {
 absl::Status SqliteStore::Write(std::string_view table, std::span<const AorSnapshot> snapshots,
                                 bool force) {
   if (snapshots.empty()) return absl::OkStatus();
+  return InTransaction([&]() { return WriteRows(table, snapshots, force); });
+}
+
+absl::Status SqliteStore::WriteRows(std::string_view table, std::span<const AorSnapshot> snapshots,
+                                    bool force) {
+  if (snapshots.empty()) return absl::OkStatus();
   // Prepared once per connection; a failed prepare is retried on the next call.
   const std::pair<sqlite3_stmt**, const char*> statements[] = {
       {&select_version_, "SELECT version FROM usrloc_aor WHERE table_name=?1 AND aor=?2"},
@@ -170,7 +184,7 @@ absl::Status SqliteStore::Write(std::string_view table, std::span<const AorSnaps
     if (!prepared.ok()) return prepared.status();
     *stmt = *prepared;
   }
-  return InTransaction([&]() -> absl::Status {
+  {
     for (const AorSnapshot& snapshot : snapshots) {
       sqlite3_reset(select_version_);
       BindText(select_version_, 1, table);
@@ -222,7 +236,7 @@ absl::Status SqliteStore::Write(std::string_view table, std::span<const AorSnaps
       if (sqlite3_step(upsert_version_) != SQLITE_DONE) return Error("write version");
     }
     return absl::OkStatus();
-  });
+  }
 }
 
 absl::StatusOr<std::vector<AorSnapshot>> SqliteStore::Load(std::string_view table) {

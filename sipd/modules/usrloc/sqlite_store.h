@@ -15,10 +15,17 @@
 // but an OS crash or power loss may roll back the last transactions. synchronous=FULL
 // fsyncs on every commit and survives those too, at a cost per commit.
 //
+// In sipd the store does not own its connection: usrloc's writes go through the
+// group-commit writer (sipd/modules/sqlite/group_commit.h), which batches the changes of
+// every process into shared transactions and lends its connection (Borrow()) to the
+// row-level calls (WriteRows inside the writer's transaction; Load, Prune, MaxVersion
+// and DeleteAorsExcept under its commit lock). Open() makes a store that owns its
+// connection (tools, tests).
+//
 // Thread/process-safety: one SqliteStore per process (never carried across fork: open it
-// after the fork). All sipd processes serialise their write transactions on a robust
-// mutex in shared memory (`writer_lock`), so SQLite's own busy waiting is only a
-// fallback for outside writers (busy_timeout).
+// after the fork). Owning stores serialise their write transactions on a robust mutex
+// in shared memory (`writer_lock`), so SQLite's own busy waiting is only a fallback for
+// outside writers (busy_timeout).
 #pragma once
 
 #include <cstdint>
@@ -53,6 +60,12 @@ class SqliteStore {
 
   // Opens (creating if needed) the database and its schema.
   static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const Options& options);
+  // A store on a connection owned by someone else (the group-commit writer), which must
+  // outlive it; the schema must exist (Schema()). Write() then runs without the
+  // writer lock; prefer WriteRows() inside the owner's transaction.
+  static std::unique_ptr<SqliteStore> Borrow(sqlite3* db, std::string path);
+  // The CREATE TABLE statements (idempotent).
+  static const char* Schema();
   ~SqliteStore();
   SqliteStore(const SqliteStore&) = delete;
   SqliteStore& operator=(const SqliteStore&) = delete;
@@ -62,6 +75,9 @@ class SqliteStore {
   // that claim to be current). An empty snapshot deletes the AOR's contacts.
   absl::Status Write(std::string_view table, std::span<const AorSnapshot> snapshots,
                      bool force = false);
+  // The rows of Write(), inside a transaction the caller opened.
+  absl::Status WriteRows(std::string_view table, std::span<const AorSnapshot> snapshots,
+                         bool force = false);
 
   // Every AOR of `table` that has contacts, with the contacts in stored q order.
   // Contact states are not meaningful here.
@@ -88,8 +104,8 @@ class SqliteStore {
   const std::string& path() const { return path_; }
 
  private:
-  SqliteStore(sqlite3* db, std::string path, RobustMutex* writer_lock)
-      : db_(db), path_(std::move(path)), writer_lock_(writer_lock) {}
+  SqliteStore(sqlite3* db, std::string path, RobustMutex* writer_lock, bool owns)
+      : db_(db), path_(std::move(path)), writer_lock_(writer_lock), owns_(owns) {}
   absl::Status Exec(const char* sql);
   absl::StatusOr<sqlite3_stmt*> Prepare(const char* sql);
   absl::Status Error(std::string_view what) const;
@@ -100,6 +116,7 @@ class SqliteStore {
   sqlite3* db_;
   std::string path_;
   RobustMutex* writer_lock_;
+  bool owns_;
   sqlite3_stmt* select_version_ = nullptr;
   sqlite3_stmt* delete_contacts_ = nullptr;
   sqlite3_stmt* insert_contact_ = nullptr;

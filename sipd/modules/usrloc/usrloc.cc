@@ -18,22 +18,115 @@ namespace sipd::usrloc {
 struct Usrloc::Shared {
   // The last version handed out (LocationTable versions).
   std::atomic<uint64_t> version_clock{0};
-  // Serialises SQLite write transactions of all sipd processes.
-  RobustMutex db_writer;
   // The outcome of the last database write of any process (health check).
   std::atomic<bool> last_write_failed{false};
 };
 
 namespace {
-// AORs per database transaction in timer and sync passes: bounds how long one pass keeps
-// SQLite's write lock (and so how long a write-through SIP worker may wait for it).
+// AORs per pass of the timer and of ul_sync handed to the writer at once: bounds the
+// memory a pass queues in shared memory.
 constexpr size_t kSnapshotsPerTransaction = 50;
+
+// One usrloc record: "write this snapshot of this table's AOR".
+std::string EncodeSnapshot(std::string_view table, const AorSnapshot& s, bool force) {
+  sqlite::RecordWriter w;
+  w.Str(table);
+  w.U8(force ? 1 : 0);
+  w.Str(s.aor);
+  w.U64(s.version);
+  w.U32(static_cast<uint32_t>(s.contacts.size()));
+  for (const ContactInfo& c : s.contacts) {
+    w.Str(c.uri);
+    w.Str(c.callid);
+    w.Str(c.user_agent);
+    w.Str(c.received);
+    w.Str(c.path);
+    w.Str(c.socket);
+    w.Str(c.instance);
+    w.Str(c.attr);
+    w.I64(c.expires);
+    w.U32(static_cast<uint32_t>(c.q));
+    w.U32(c.cseq);
+    w.U32(c.flags);
+    w.U32(c.cflags);
+    w.U32(c.methods);
+    w.I64(c.last_modified);
+  }
+  return w.Take();
+}
+
+bool DecodeSnapshot(std::string_view record, std::string& table, AorSnapshot& s, bool& force) {
+  sqlite::RecordReader r(record);
+  uint8_t f = 0;
+  uint32_t n = 0;
+  if (!r.Str(table) || !r.U8(f) || !r.Str(s.aor) || !r.U64(s.version) || !r.U32(n)) return false;
+  force = f != 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    ContactInfo c;
+    uint32_t q = 0;
+    if (!r.Str(c.uri) || !r.Str(c.callid) || !r.Str(c.user_agent) || !r.Str(c.received) ||
+        !r.Str(c.path) || !r.Str(c.socket) || !r.Str(c.instance) || !r.Str(c.attr) ||
+        !r.I64(c.expires) || !r.U32(q) || !r.U32(c.cseq) || !r.U32(c.flags) || !r.U32(c.cflags) ||
+        !r.U32(c.methods) || !r.I64(c.last_modified)) {
+      return false;
+    }
+    c.q = static_cast<int32_t>(q);
+    s.contacts.push_back(std::move(c));
+  }
+  return r.done();
+}
+
 }  // namespace
+
+// usrloc's part of the database: its schema, and the snapshot records the writer's
+// leader applies (in whichever process leads) with a store on the leader's connection.
+class Usrloc::DbClient final : public sqlite::GroupCommitWriter::Client {
+ public:
+  explicit DbClient(std::string path) : path_(std::move(path)) {}
+  ~DbClient() override { Forget(); }
+
+  absl::Status CreateSchema(sqlite3* db) override {
+    return sqlite::Exec(db, SqliteStore::Schema());
+  }
+  absl::Status Apply(sqlite3* db, std::string_view record) override {
+    std::string table;
+    AorSnapshot snapshot;
+    bool force = false;
+    if (!DecodeSnapshot(record, table, snapshot, force)) {
+      return absl::InvalidArgumentError("bad usrloc record");
+    }
+    return Store(db).WriteRows(table, std::span<const AorSnapshot>(&snapshot, 1), force);
+  }
+  void ConnectionClosing(sqlite3*) override { Forget(); }
+  // A store on `db` (this process's writer connection), kept while it stays the same.
+  SqliteStore& Store(sqlite3* db) {
+    if (store_ == nullptr || db != db_ || pid_ != getpid()) {
+      Forget();
+      store_ = SqliteStore::Borrow(db, path_);
+      db_ = db;
+      pid_ = getpid();
+    }
+    return *store_;
+  }
+
+ private:
+  void Forget() {
+    // Statements of a connection inherited across fork belong to the parent: leak them.
+    if (store_ != nullptr && pid_ != getpid()) (void)store_.release();
+    store_.reset();
+  }
+  std::string path_;
+  std::unique_ptr<SqliteStore> store_;
+  sqlite3* db_ = nullptr;
+  pid_t pid_ = 0;
+};
 
 Usrloc::Usrloc(Options options, SharedMemory& shm, mi::StatsRegistry& stats, Clock clock)
     : options_(std::move(options)), shm_(shm), stats_(stats), clock_(std::move(clock)) {
   if (!clock_) clock_ = [] { return static_cast<int64_t>(std::time(nullptr)); };
 }
+
+Usrloc::~Usrloc() { CloseStore(); }
 
 absl::Status Usrloc::Start() {
   try {
@@ -43,6 +136,18 @@ absl::Status Usrloc::Start() {
   }
   SIPD_RETURN_IF_ERROR(
       stats_.AddFunction("usrloc", "registered_users", [this] { return registered_users(); }));
+  if (options_.db_mode != DbMode::kNone) {
+    db_client_ = std::make_unique<DbClient>(options_.db_path);
+    SIPD_ASSIGN_OR_RETURN(
+        writer_,
+        sqlite::GroupCommitWriter::ForFile(
+            shm_, sqlite::GroupCommitWriter::Options{
+                      .path = options_.db_path,
+                      .synchronous = options_.synchronous == SqliteStore::Synchronous::kFull
+                                         ? sqlite::Synchronous::kFull
+                                         : sqlite::Synchronous::kNormal}));
+    client_ = writer_->AddClient(db_client_.get());
+  }
   return AddTable(kDefaultTable).status();
 }
 
@@ -112,38 +217,28 @@ std::optional<std::string> Usrloc::FixAor(std::string_view aor) const {
 }
 
 absl::Status Usrloc::WithStore(const std::function<absl::Status(SqliteStore&)>& fn) {
-  if (options_.db_mode == DbMode::kNone) {
+  if (writer_ == nullptr) {
     return absl::FailedPreconditionError("usrloc runs without a database (db_mode 0)");
   }
-  std::lock_guard<std::mutex> lock(store_mutex_);
-  const pid_t pid = getpid();
-  if (store_ != nullptr && store_pid_ != pid) {
-    // Inherited across fork: must not be used or closed here. Leak it.
-    (void)store_.release();
-  }
-  if (store_ == nullptr) {
-    SIPD_ASSIGN_OR_RETURN(store_, SqliteStore::Open(SqliteStore::Options{
-                                      .path = options_.db_path,
-                                      .synchronous = options_.synchronous,
-                                      .busy_timeout_ms = 5000,
-                                      .writer_lock = &shared_->db_writer,
-                                  }));
-    store_pid_ = pid;
-  }
-  return fn(*store_);
+  return writer_->WithConnection([&](sqlite3* db) { return fn(db_client_->Store(db)); });
 }
 
 void Usrloc::CloseStore() {
-  std::lock_guard<std::mutex> lock(store_mutex_);
-  if (store_ != nullptr && store_pid_ != getpid()) (void)store_.release();
-  store_.reset();
+  if (writer_ != nullptr) writer_->CloseConnection();
 }
 
 absl::Status Usrloc::Persist(LocationTable& table, std::span<const AorSnapshot> snapshots,
                              bool force) {
   if (snapshots.empty()) return absl::OkStatus();
-  absl::Status written =
-      WithStore([&](SqliteStore& store) { return store.Write(table.name(), snapshots, force); });
+  if (writer_ == nullptr) {
+    return absl::FailedPreconditionError("usrloc runs without a database (db_mode 0)");
+  }
+  std::vector<std::string> records;
+  records.reserve(snapshots.size());
+  for (const AorSnapshot& s : snapshots) records.push_back(EncodeSnapshot(table.name(), s, force));
+  // Returns once every record is committed (in this process's transaction or in the one
+  // of another process that took it along).
+  absl::Status written = writer_->CommitAll(client_, records);
   if (shared_ != nullptr) shared_->last_write_failed.store(!written.ok());
   SIPD_RETURN_IF_ERROR(written);
   for (const AorSnapshot& s : snapshots) table.MarkSynced(s.aor, s.version);

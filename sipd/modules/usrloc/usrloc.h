@@ -3,9 +3,11 @@
 // Usrloc owns the location tables (LocationTable, in shared memory), their statistics
 // and their persistence in SQLite according to db_mode:
 //   0 (no DB)         memory only;
-//   1 (write-through) every change is committed to SQLite by the process that made it,
-//                     after the slot lock is released and before the caller answers
-//                     (the registrar sends 200 OK only after the commit);
+//   1 (write-through) every change is committed to SQLite after the slot lock is
+//                     released and before the caller answers (the registrar sends
+//                     200 OK only after the commit); the commit is a group commit
+//                     (sipd/modules/sqlite/group_commit.h): the changes of every process
+//                     waiting at that moment share one SQLite transaction;
 //   2 (write-back)    changes are written by the timer process every timer_interval,
 //                     by ul_flush, and once more at clean shutdown (in the attendant);
 //   3 (DB only)       not implemented: rejected at start-up with a config error.
@@ -15,9 +17,10 @@
 //
 // Process-safety: created in the attendant (Start, AddTable, LoadFromDatabase) before
 // the fork; afterwards every method may be called from any sipd process and thread. Table access
-// is guarded by the tables' slot locks; each process opens its own SQLite connection on
-// first use (or in ChildInit), never under a slot lock; the connection of the attendant
-// is closed before the fork.
+// is guarded by the tables' slot locks; SQLite is reached only through the group-commit
+// writer of the database file (shared with the dialog module when it names the same
+// file), which opens one connection per process on first use (or in ChildInit), never
+// under a slot lock; the connection of the attendant is closed before the fork.
 #pragma once
 
 #include <sys/types.h>
@@ -39,6 +42,7 @@
 #include "registry/statistics.h"
 #include "sipd/api/module.h"
 #include "sipd/core/shm.h"
+#include "sipd/modules/sqlite/group_commit.h"
 #include "sipd/modules/usrloc/contact.h"
 #include "sipd/modules/usrloc/location_table.h"
 #include "sipd/modules/usrloc/sqlite_store.h"
@@ -69,6 +73,7 @@ class Usrloc {
   using Clock = std::function<int64_t()>;
 
   Usrloc(Options options, SharedMemory& shm, mi::StatsRegistry& stats, Clock clock = {});
+  ~Usrloc();
   Usrloc(const Usrloc&) = delete;
   Usrloc& operator=(const Usrloc&) = delete;
 
@@ -113,6 +118,8 @@ class Usrloc {
   absl::Status SyncAor(LocationTable& table, std::string_view aor);
   absl::Status SyncTable(LocationTable& table);
 
+  // The database writer (nullptr in db_mode 0).
+  const std::shared_ptr<sqlite::GroupCommitWriter>& writer() const { return writer_; }
   // Publishes usrloc's events in `events` and raises them from then on, in whichever
   // process changes the table (registrar in a SIP worker, ul_* in an MI process, expiry in
   // the timer), after the slot lock is released:
@@ -137,10 +144,11 @@ class Usrloc {
 
  private:
   struct Shared;
+  class DbClient;
 
-  // Runs `fn` with this process's database connection, opened on first use. The
-  // connection is used by one thread at a time (MI transports may run commands on
-  // several threads). FailedPrecondition without a database.
+  // Runs `fn` with a store on this process's writer connection, under the writer's
+  // commit lock (one thread and process at a time). FailedPrecondition without a
+  // database.
   absl::Status WithStore(const std::function<absl::Status(SqliteStore&)>& fn);
   void CloseStore();
   // Writes snapshots and marks them synced.
@@ -167,9 +175,9 @@ class Usrloc {
   Clock clock_;
   Shared* shared_ = nullptr;
   std::vector<std::unique_ptr<LocationTable>> tables_;
-  std::mutex store_mutex_;  // process-local: guards store_ and store_pid_
-  std::unique_ptr<SqliteStore> store_;
-  pid_t store_pid_ = 0;
+  std::unique_ptr<DbClient> db_client_;
+  std::shared_ptr<sqlite::GroupCommitWriter> writer_;
+  int client_ = -1;
   mi::EventRegistry* events_ = nullptr;
   EventIds event_ids_;
 };
@@ -186,6 +194,8 @@ class UsrlocModule : public Module {
   absl::Status ChildInit(int rank) override;
   void Shutdown() override;
 
+  // Whether Init() succeeded (other modules' Init may ask).
+  bool initialized() const { return usrloc_ != nullptr; }
   // REQUIRES: Init() succeeded.
   Usrloc& usrloc() { return *usrloc_; }
   // For tests: the clock used by the service created in Init().

@@ -1,0 +1,598 @@
+// tm / proxy load driver (results: bench/RESULTS.md, section "tm").
+//
+//   tm_bench calls [--rates 1000,2000,3000] [--seconds 10] [--repeat 3]
+//                  [--servers sipd,kamailio] [--children 2] [--cpus LIST]
+//     Calls per second through the proxy: a sipp UAC (tests/sip/uac_call.xml: INVITE,
+//     100, 180, 200, ACK, BYE, 200) -> the server -> a registered sipp UAS
+//     (tests/sip/uas_call.xml), at each offered rate for --seconds. Reports goodput
+//     (successful calls / wall time), failed calls, retransmissions sipp had to make and
+//     the server's CPU per call (utime+stime of all its processes, /proc). With
+//     `kamailio` in --servers, Kamailio 5.6 (`scripts/bootstrap.sh bench` installs it)
+//     runs the same scenario on loopback with a minimal tm + registrar + usrloc + rr +
+//     dialog (dlg_manage) script and the same number of UDP children; sipd loads tm and
+//     dialog likewise. Runs of the two servers alternate and each figure is the median
+//     of --repeat runs.
+//
+//   tm_bench overload [--capacity C] [--seconds 30] [--server-cpu P] [--overload-queue Q]
+//     Offers 2x capacity to sipd for --seconds (capacity: --capacity, else the best
+//     goodput of a quick `calls` ramp) and reports goodput against capacity, and whether
+//     retransmissions were absorbed: tm:UAS_transactions must grow by exactly one per
+//     INVITE and BYE sipp created (a retransmitted request never makes a second
+//     transaction).
+//
+// Everything runs on this machine; the figures depend on its load (see RESULTS.md).
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "bench/bench_support.h"
+#include "tests/support/sipd_harness.h"
+#include "tests/tm/sip_peers.h"
+#include "tests/usrloc/sip_support.h"
+
+namespace {
+
+using sipd::testing::MiClient;
+using sipd::testing::SipdInstance;
+using sipd::testing::SippProcess;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+// A proxy under test: where to send, which processes to measure.
+class Server {
+ public:
+  virtual ~Server() = default;
+  virtual std::string name() const = 0;
+  virtual int port() const = 0;
+  virtual std::vector<pid_t> pids() const = 0;
+  // Registers `user` at 127.0.0.1:`port`.
+  virtual bool Register(const std::string& user, int port) = 0;
+  // tm:UAS_transactions (sipd only; -1 elsewhere).
+  virtual long long ServerTransactions() { return -1; }
+};
+
+// modparam("tm", "overload_queue", N) when N >= 0 (else tm's default).
+std::string OverloadParam(int percent) {
+  return percent < 0 ? "" : absl::StrCat("modparam(\"tm\", \"overload_queue\", ", percent, ")\n");
+}
+
+class SipdServer final : public Server {
+ public:
+  SipdServer(int children, int overload_queue) {
+    sipd_ = std::make_unique<SipdInstance>(
+        SipdInstance::Options{.children = children,
+                              .log_level = 1,
+                              .extra_config = "shm_size = 512\n"
+                                              "loadmodule \"usrloc\"\n"
+                                              "loadmodule \"registrar\"\n"
+                                              "loadmodule \"tm\"\n"
+                                              "loadmodule \"dialog\"\n" +
+                                              OverloadParam(overload_queue)});
+    absl::Status s = sipd_->Start();
+    if (!s.ok()) {
+      std::fprintf(stderr, "sipd did not start: %s\n%s\n", s.ToString().c_str(),
+                   sipd_->log().c_str());
+      std::exit(1);
+    }
+    mi_ = std::make_unique<MiClient>(sipd_->grpc_target());
+  }
+  std::string name() const override { return "sipd"; }
+  int port() const override { return sipd_->sip_port(); }
+  std::vector<pid_t> pids() const override {
+    std::vector<pid_t> all = sipd::testing::ChildPids(sipd_->pid());
+    all.push_back(sipd_->pid());
+    return all;
+  }
+  bool Register(const std::string& user, int port) override {
+    mi_->Execute("ul_rm", {"location", user});
+    return mi_->Execute("ul_add",
+                        {"location", user, absl::StrCat("sip:", user, "@127.0.0.1:", port), "0",
+                         "1.00", "0", "0", "0", "4294967295"})
+               .code == 200;
+  }
+  long long ServerTransactions() override {
+    auto stats = mi_->Statistics({"UAS_transactions"});
+    auto it = stats.find("tm:UAS_transactions");
+    return it == stats.end() ? -1 : static_cast<long long>(it->second);
+  }
+
+ private:
+  std::unique_ptr<SipdInstance> sipd_;
+  std::unique_ptr<MiClient> mi_;
+};
+
+// Kamailio 5.6 with the classic registrar + proxy script (generated into a temp dir; it
+// is a benchmark fixture, not a product file).
+class KamailioServer final : public Server {
+ public:
+  KamailioServer(int children, const std::string& work) : dir_(work + "/kamailio") {
+    std::filesystem::create_directories(dir_);
+    // Kamailio cannot listen on port 0: try ports until one binds (kept once bound).
+    for (int port = 35060; port < 35160 && pid_ <= 0; ++port) {
+      WriteConfig(children, port);
+      const pid_t pid = fork();
+      if (pid == 0) {
+        setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        const std::string log = dir_ + "/kamailio.log";
+        const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        // Its tm clones every parsed request into shared memory: 1 GB is what a few
+        // thousand calls/s with the 5 s wait timer need. -x tlsf: the fast allocator
+        // (Debian's default, qm, keeps debug records and is slower).
+        execlp("kamailio", "kamailio", "-f", (dir_ + "/kamailio.cfg").c_str(), "-DD", "-E", "-m",
+               "1024", "-M", "16", "-x", "tlsf", static_cast<char*>(nullptr));
+        _exit(127);
+      }
+      setpgid(pid, pid);
+      const bool up = sipd::testing::WaitUntil(
+          [&] {
+            int status = 0;
+            if (waitpid(pid, &status, WNOHANG) == pid) return true;  // died: next port
+            return std::filesystem::exists(dir_ + "/kamailio_ctl");
+          },
+          10s);
+      if (up && std::filesystem::exists(dir_ + "/kamailio_ctl") && kill(pid, 0) == 0) {
+        pid_ = pid;
+        port_ = port;
+      } else {
+        kill(-pid, SIGKILL);
+        waitpid(pid, nullptr, 0);
+      }
+    }
+    if (pid_ <= 0) {
+      std::fprintf(stderr,
+                   "kamailio did not start (is it installed? scripts/bootstrap.sh bench)\n");
+      std::exit(1);
+    }
+  }
+  ~KamailioServer() override {
+    kill(-pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  std::string name() const override { return "kamailio 5.6"; }
+  int port() const override { return port_; }
+  std::vector<pid_t> pids() const override {
+    std::vector<pid_t> all = sipd::testing::ChildPids(pid_);
+    all.push_back(pid_);
+    return all;
+  }
+  bool Register(const std::string& user, int port) override {
+    // kamcmd ul.add TABLE AOR CONTACT EXPIRES Q PATH FLAGS CFLAGS METHODS ("." = no path)
+    const std::string kamcmd = absl::StrCat("kamcmd -s unix:", dir_, "/kamailio_ctl ");
+    (void)std::system(absl::StrCat(kamcmd, "ul.rm location ", user, " >/dev/null 2>&1").c_str());
+    const std::string command =
+        absl::StrCat(kamcmd, "ul.add location ", user, " sip:", user, "@127.0.0.1:", port,
+                     " 0 1.0 . 0 0 4294967295 >/dev/null 2>&1");
+    return std::system(command.c_str()) == 0;
+  }
+
+ private:
+  void WriteConfig(int children, int port) {
+    std::ofstream out(dir_ + "/kamailio.cfg");
+    out << "#!KAMAILIO\n"
+           "debug=0\nlog_stderror=yes\nauto_aliases=no\ndns=no\nrev_dns=no\n"
+           "maxbuffer=2097152\n"
+        << "children=" << children << "\ntcp_children=1\n"
+        << "listen=udp:127.0.0.1:" << port << "\n"
+        << "mpath=\"/usr/lib/x86_64-linux-gnu/kamailio/modules/\"\n"
+           "loadmodule \"kex.so\"\nloadmodule \"tm.so\"\nloadmodule \"sl.so\"\n"
+           "loadmodule \"rr.so\"\nloadmodule \"pv.so\"\nloadmodule \"maxfwd.so\"\n"
+           "loadmodule \"siputils.so\"\nloadmodule \"textops.so\"\n"
+           "loadmodule \"usrloc.so\"\nloadmodule \"registrar.so\"\nloadmodule \"ctl.so\"\n"
+           "loadmodule \"dialog.so\"\n"
+        << "modparam(\"ctl\", \"binrpc\", \"unix:" << dir_ << "/kamailio_ctl\")\n"
+        << "request_route {\n"
+           "  if (!mf_process_maxfwd_header(\"10\")) { sl_send_reply(\"483\", \"Too Many Hops\"); "
+           "exit; }\n"
+           "  if (has_totag()) {\n"
+           "    if (loose_route()) { dlg_manage(); t_relay(); exit; }\n"
+           "    if (is_method(\"ACK\")) { if (t_check_trans()) { t_relay(); } exit; }\n"
+           "    sl_send_reply(\"404\", \"Not here\"); exit;\n"
+           "  }\n"
+           "  if (is_method(\"CANCEL\")) { if (t_check_trans()) { t_relay(); } exit; }\n"
+           "  t_check_trans();\n"
+           "  if (is_method(\"REGISTER\")) { save(\"location\"); exit; }\n"
+           "  if (is_method(\"INVITE\")) { dlg_manage(); record_route(); }\n"
+           "  if (!lookup(\"location\")) { sl_send_reply(\"404\", \"Not Found\"); exit; }\n"
+           "  t_relay();\n"
+           "}\n";
+  }
+
+  std::string dir_;
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+struct CallRun {
+  double offered = 0;
+  double goodput = 0;         // successful calls / wall time of the whole run
+  double window_goodput = 0;  // successful calls / s during the offered period
+  long long successful = 0;
+  long long failed = 0;
+  long long invites = 0;  // INVITEs sipp created (first sends)
+  long long byes = 0;
+  long long retransmissions = 0;
+  double server_cpu_us_per_call = -1;
+  double server_cpu_percent = -1;      // of one core
+  long long server_transactions = -1;  // tm:UAS_transactions delta (sipd)
+};
+
+// Messages and retransmissions of a request line of sipp's scenario screen
+// ("  INVITE ---------->  16000  7  0").
+void SentAndRetransmitted(const std::string& screen, const std::string& method, long long* sent,
+                          long long* retrans) {
+  std::regex line("\\s" + method + R"( ---------->\s+(\d+)\s+(\d+))");
+  std::smatch m;
+  auto begin = screen.cbegin();
+  while (std::regex_search(begin, screen.cend(), m, line)) {
+    *sent = std::stoll(m[1]);
+    *retrans = std::stoll(m[2]);
+    begin = m.suffix().first;
+  }
+}
+
+// sipp's statistics file (-trace_stat -stf FILE -fd 1): one row per second.
+struct SippStats {
+  double elapsed = 0;  // s
+  long long created = 0;
+  long long successful = 0;
+  long long failed = 0;
+  long long retransmissions = 0;
+};
+
+double ParseElapsed(const std::string& text) {  // "HH:MM:SS" or "HH:MM:SS:uuuuuu"
+  std::vector<std::string> parts = absl::StrSplit(text, ':');
+  if (parts.size() < 3) return 0;
+  double v = std::stod(parts[0]) * 3600 + std::stod(parts[1]) * 60 + std::stod(parts[2]);
+  if (parts.size() > 3) v += std::stod(parts[3]) / 1e6;
+  return v;
+}
+
+// The rows of a statistics file, in order.
+std::vector<SippStats> ReadSippStats(const std::string& path) {
+  std::vector<SippStats> rows;
+  std::ifstream in(path);
+  std::string line;
+  if (!std::getline(in, line)) return rows;
+  std::vector<std::string> header = absl::StrSplit(line, ';');
+  auto column = [&](const std::string& name) {
+    for (size_t i = 0; i < header.size(); ++i) {
+      if (header[i] == name) return static_cast<int>(i);
+    }
+    return -1;
+  };
+  const int elapsed = column("ElapsedTime(C)");
+  const int created = column("TotalCallCreated");
+  const int ok = column("SuccessfulCall(C)");
+  const int failed = column("FailedCall(C)");
+  const int retrans = column("Retransmissions(C)");
+  while (std::getline(in, line)) {
+    std::vector<std::string> f = absl::StrSplit(line, ';');
+    auto number = [&](int c) {
+      long long v = 0;
+      return c >= 0 && static_cast<size_t>(c) < f.size() && absl::SimpleAtoi(f[c], &v) ? v : 0;
+    };
+    SippStats row;
+    if (elapsed >= 0 && static_cast<size_t>(elapsed) < f.size()) {
+      row.elapsed = ParseElapsed(f[elapsed]);
+    }
+    row.created = number(created);
+    row.successful = number(ok);
+    row.failed = number(failed);
+    row.retransmissions = number(retrans);
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+// Offers `rate` calls/s for `seconds` from `uacs` sipp UAC processes, each calling its own
+// UAS (users bob0, bob1, ...) at rate/uacs: one sipp cannot offer or answer much more
+// than ~5000 calls/s here.
+CallRun RunCalls(Server& server, double rate, double seconds, const std::string& work, int tag,
+                 int uacs = 1) {
+  CallRun run;
+  run.offered = rate;
+  // A fresh UAS per run: calls a previous run left half done (and their retransmitted
+  // 200s) must not load this one.
+  // One UAS (user bobN) per UAC: one sipp cannot answer much more than ~5000 calls/s.
+  std::vector<std::unique_ptr<SippProcess>> servers;
+  for (int u = 0; u < uacs; ++u) {
+    servers.push_back(
+        SippProcess::Start("uas_call.xml", {}, work, absl::StrCat("uas-", tag, "-", u)));
+    auto uas_port = servers.back()->SipPort(false);
+    if (!uas_port.ok() || !server.Register(absl::StrCat("bob", u), *uas_port)) {
+      std::fprintf(stderr, "cannot set up the UAS\n");
+      return run;
+    }
+  }
+  const double each = rate / uacs;
+  const long long calls = static_cast<long long>(each * seconds);
+  const std::vector<pid_t> pids = server.pids();
+  const long long transactions_before = server.ServerTransactions();
+  const long long ticks_before = sipd::bench::TotalCpuTicks(pids);
+  const auto start = Clock::now();
+  std::vector<std::unique_ptr<SippProcess>> clients;
+  for (int u = 0; u < uacs; ++u) {
+    clients.push_back(
+        SippProcess::Start("uac_call.xml",
+                           {"-s", absl::StrCat("bob", u), absl::StrCat("127.0.0.1:", server.port()),
+                            "-r", absl::StrCat(each), "-m", absl::StrCat(calls), "-l",
+                            absl::StrCat(static_cast<long long>(each * 3)), "-timeout",
+                            absl::StrCat(static_cast<int>(seconds * 4 + 30), "s"), "-trace_stat",
+                            "-stf", absl::StrCat(work, "/uac-", tag, "-", u, ".csv"), "-fd", "1"},
+                           work, absl::StrCat("uac-", tag, "-", u)));
+  }
+  for (auto& uac : clients) uac->Wait(std::chrono::seconds(static_cast<int>(seconds * 4 + 40)));
+  const double wall = std::chrono::duration<double>(Clock::now() - start).count();
+  const long long ticks_after = sipd::bench::TotalCpuTicks(pids);
+  double window_successful = 0;
+  for (int u = 0; u < uacs; ++u) {
+    const std::string screen = clients[u]->output();
+    long long invites = 0, byes = 0, r1 = 0, r2 = 0;
+    SentAndRetransmitted(screen, "INVITE", &invites, &r1);
+    SentAndRetransmitted(screen, "BYE", &byes, &r2);
+    const std::vector<SippStats> rows =
+        ReadSippStats(absl::StrCat(work, "/uac-", tag, "-", u, ".csv"));
+    if (rows.empty()) {
+      std::fprintf(stderr, "sipp UAC gave no statistics; the end of its output:\n%s\n",
+                   screen.substr(screen.size() > 3000 ? screen.size() - 3000 : 0).c_str());
+      run.failed += calls;
+      continue;
+    }
+    const SippStats& last = rows.back();
+    run.successful += last.successful;
+    run.failed += last.failed;
+    run.retransmissions += last.retransmissions;
+    // killed before its final screen: every call created sent an INVITE
+    run.invites += invites > 0 ? invites : last.created;
+    run.byes += byes;
+    // Goodput while load was offered: successful calls by the end of the offered period.
+    const SippStats* at_end = &rows.front();
+    for (const SippStats& r : rows) {
+      if (r.elapsed <= seconds + 0.5) at_end = &r;
+    }
+    if (at_end->elapsed > 0) window_successful += at_end->successful / at_end->elapsed;
+  }
+  run.window_goodput = window_successful;
+  run.goodput = run.successful > 0 ? run.successful / wall : 0;
+  if (ticks_before >= 0 && ticks_after >= 0 && run.successful > 0) {
+    run.server_cpu_us_per_call = sipd::bench::CpuMicrosPerCall(
+        ticks_before, ticks_after, static_cast<uint64_t>(run.successful));
+    run.server_cpu_percent =
+        100.0 * static_cast<double>(ticks_after - ticks_before) / sysconf(_SC_CLK_TCK) / wall;
+  }
+  const long long transactions_after = server.ServerTransactions();
+  if (transactions_before >= 0 && transactions_after >= 0) {
+    run.server_transactions = transactions_after - transactions_before;
+  }
+  return run;
+}
+
+template <typename T>
+T Median(std::vector<T> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? T{} : v[v.size() / 2];
+}
+
+std::vector<double> ParseRates(const std::string& list) {
+  std::vector<double> out;
+  for (absl::string_view part : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
+    double v = 0;
+    if (absl::SimpleAtod(part, &v) && v > 0) out.push_back(v);
+  }
+  return out;
+}
+
+struct Setup {
+  std::unique_ptr<Server> server;
+};
+
+Setup StartServer(const std::string& kind, int children, const std::string& work,
+                  int overload_queue) {
+  Setup s;
+  if (kind == "kamailio") {
+    s.server = std::make_unique<KamailioServer>(children, work);
+  } else {
+    s.server = std::make_unique<SipdServer>(children, overload_queue);
+  }
+  return s;
+}
+
+// Caps the CPU of a server's processes at `percent` of one core with a cgroup (v1 `cpu`
+// controller, /sys/fs/cgroup/cpu/sipd-tm-bench-PID), so that the server and not the
+// sipp processes sharing the machine is the bottleneck. The cgroup is removed by the
+// destructor, once the server's processes are gone.
+class CpuCap {
+ public:
+  ~CpuCap() {
+    if (path_.empty()) return;
+    sipd::testing::WaitUntil([&] { return rmdir(path_.c_str()) == 0; }, 10s);
+  }
+  bool Apply(const Server& server, double percent) {
+    path_ = absl::StrCat("/sys/fs/cgroup/cpu/sipd-tm-bench-", getpid());
+    if (mkdir(path_.c_str(), 0755) != 0 && errno != EEXIST) {
+      std::fprintf(stderr, "cannot create %s: %s\n", path_.c_str(), std::strerror(errno));
+      path_.clear();
+      return false;
+    }
+    std::ofstream(path_ + "/cpu.cfs_period_us") << 100000;
+    std::ofstream(path_ + "/cpu.cfs_quota_us") << static_cast<long long>(percent * 1000);
+    for (pid_t pid : server.pids()) std::ofstream(path_ + "/cgroup.procs") << pid << "\n";
+    return true;
+  }
+
+ private:
+  std::string path_;
+};
+
+void Renice(Server& server, int nice_value) {
+  if (nice_value == 0) return;
+  for (pid_t pid : server.pids()) setpriority(PRIO_PROCESS, static_cast<id_t>(pid), nice_value);
+}
+
+double LoadAverage() {
+  double one = 0;
+  std::ifstream in("/proc/loadavg");
+  in >> one;
+  return one;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app("tm / proxy benchmarks");
+  app.require_subcommand(1);
+  std::string rates = "1000,2000,3000";
+  double seconds = 10;
+  int repeat = 3;
+  std::string servers = "sipd";
+  int children = 2;
+  std::string cpus;
+  double capacity = 0;
+  CLI::App* calls = app.add_subcommand("calls", "calls/s through the proxy");
+  calls->add_option("--rates", rates, "offered calls/s, comma-separated");
+  calls->add_option("--seconds", seconds, "seconds of calls per run");
+  calls->add_option("--repeat", repeat, "runs per figure (median)");
+  calls->add_option("--servers", servers, "sipd,kamailio");
+  calls->add_option("--children", children, "UDP workers of each server");
+  calls->add_option("--cpus", cpus, "pin the bench and everything it starts (taskset list)");
+  CLI::App* overload = app.add_subcommand("overload", "2x capacity for --seconds");
+  overload->add_option("--capacity", capacity, "calls/s (default: measured first)");
+  overload->add_option("--seconds", seconds, "seconds at 2x");
+  overload->add_option("--children", children, "UDP workers of the server");
+  std::string overload_server = "sipd";
+  overload->add_option("--server", overload_server, "sipd or kamailio");
+  std::string ramp = "2000,3000,4000,5000,6000";
+  overload->add_option("--ramp", ramp, "offered calls/s of the capacity ramp");
+  int nice_value = 0;
+  double cpu_quota = 0;
+  int overload_queue = -1;
+  for (CLI::App* sub : {calls, overload}) {
+    sub->add_option("--overload-queue", overload_queue,
+                    "sipd's tm overload_queue (% of a UDP receive queue; 0 = no shedding)");
+    sub->add_option("--server-nice", nice_value, "nice value for every server process");
+    sub->add_option("--server-cpu", cpu_quota,
+                    "cap the server's processes at this % of one core (a cgroup): the server, "
+                    "not sipp, becomes the bottleneck");
+  }
+  CLI11_PARSE(app, argc, argv);
+  if (!cpus.empty()) {
+    auto list = sipd::bench::ParseCpuList(cpus);
+    if (!list.ok() || !sipd::bench::PinToCpus(*list).ok()) {
+      std::fprintf(stderr, "bad --cpus\n");
+      return 2;
+    }
+  }
+  char dir[] = "/tmp/sipd-tm-bench-XXXXXX";
+  if (mkdtemp(dir) == nullptr) return 1;
+  const std::string work = dir;
+  std::printf("load average at start: %.2f\n", LoadAverage());
+
+  if (calls->parsed()) {
+    std::vector<std::string> kinds = absl::StrSplit(servers, ',', absl::SkipWhitespace());
+    std::map<std::string, CpuCap> caps;  // destroyed after the servers
+    std::map<std::string, Setup> setups;
+    for (const std::string& k : kinds) {
+      setups[k] = StartServer(k, children, work, overload_queue);
+      Renice(*setups[k].server, nice_value);
+      if (cpu_quota > 0 && !caps[k].Apply(*setups[k].server, cpu_quota)) return 1;
+    }
+    // results[server][rate] = runs
+    std::map<std::string, std::map<double, std::vector<CallRun>>> results;
+    int tag = 0;
+    for (int r = 0; r < repeat; ++r) {
+      for (double rate : ParseRates(rates)) {
+        for (const std::string& k : kinds) {
+          CallRun run = RunCalls(*setups[k].server, rate, seconds, work, tag++);
+          std::fprintf(stderr,
+                       "%s rate %.0f: goodput %.0f, failed %lld, retrans %lld, cpu %.1f us/call\n",
+                       k.c_str(), rate, run.goodput, run.failed, run.retransmissions,
+                       run.server_cpu_us_per_call);
+          results[k][rate].push_back(run);
+        }
+      }
+    }
+    std::printf("load average at end: %.2f\n\n", LoadAverage());
+    sipd::bench::MarkdownTable table(
+        {"server", "offered calls/s", "goodput calls/s", "failed %", "sipp retrans/call",
+         "server CPU us/call", "server CPU % (1 core)"},
+        1);
+    table.PrintHeader();
+    for (const std::string& k : kinds) {
+      for (const auto& [rate, runs] : results[k]) {
+        std::vector<double> goodput, failed, retrans, cpu, percent;
+        for (const CallRun& c : runs) {
+          goodput.push_back(c.goodput);
+          const double total = static_cast<double>(c.successful + c.failed);
+          failed.push_back(total > 0 ? 100.0 * c.failed / total : 100);
+          retrans.push_back(total > 0 ? c.retransmissions / total : 0);
+          cpu.push_back(c.server_cpu_us_per_call);
+          percent.push_back(c.server_cpu_percent);
+        }
+        table.PrintRow(
+            {setups[k].server->name(), absl::StrFormat("%.0f", rate),
+             absl::StrFormat("%.0f", Median(goodput)), absl::StrFormat("%.2f", Median(failed)),
+             absl::StrFormat("%.3f", Median(retrans)), absl::StrFormat("%.1f", Median(cpu)),
+             absl::StrFormat("%.0f", Median(percent))});
+      }
+    }
+  } else {
+    CpuCap cap;  // destroyed after the server
+    Setup setup = StartServer(overload_server, children, work, overload_queue);
+    Renice(*setup.server, nice_value);
+    if (cpu_quota > 0 && !cap.Apply(*setup.server, cpu_quota)) return 1;
+    if (capacity <= 0) {
+      // A ramp: the best goodput with >= 99% of the calls successful.
+      for (double rate : ParseRates(ramp)) {
+        CallRun run = RunCalls(*setup.server, rate, 10, work, static_cast<int>(rate), 2);
+        const double total = static_cast<double>(run.successful + run.failed);
+        std::fprintf(stderr, "ramp %.0f: goodput %.0f, failed %lld\n", rate, run.window_goodput,
+                     run.failed);
+        if (total > 0 && run.failed <= total / 100) {
+          capacity = std::max(capacity, run.window_goodput);
+        }
+      }
+    }
+    CallRun run = RunCalls(*setup.server, 2 * capacity, seconds, work, 999999, 2);
+    std::printf("load average at end: %.2f\n\n", LoadAverage());
+    sipd::bench::MarkdownTable table(
+        {"server", "capacity calls/s", "offered calls/s", "goodput calls/s", "goodput / capacity",
+         "failed calls", "sipp retransmissions", "INVITE+BYE created", "tm UAS transactions",
+         "server CPU % (1 core)"},
+        1);
+    table.PrintHeader();
+    table.PrintRow({setup.server->name(), absl::StrFormat("%.0f", capacity),
+                    absl::StrFormat("%.0f", 2 * capacity),
+                    absl::StrFormat("%.0f", run.window_goodput),
+                    absl::StrFormat("%.2f", capacity > 0 ? run.window_goodput / capacity : 0),
+                    absl::StrCat(run.failed), absl::StrCat(run.retransmissions),
+                    absl::StrCat(run.invites + run.byes),
+                    run.server_transactions >= 0 ? absl::StrCat(run.server_transactions) : "-",
+                    absl::StrFormat("%.0f", run.server_cpu_percent)});
+  }
+  std::filesystem::remove_all(work);
+  return 0;
+}

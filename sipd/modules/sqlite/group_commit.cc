@@ -1,0 +1,489 @@
+#include "sipd/modules/sqlite/group_commit.h"
+
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <new>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace sipd::sqlite {
+namespace {
+
+enum EntryState : uint32_t { kQueued = 0, kCommitted = 1, kFailed = 2 };
+constexpr size_t kErrorText = 160;
+
+absl::string_view Absl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+}  // namespace
+
+struct GroupCommitWriter::Entry {
+  Entry* next = nullptr;  // under the queue lock
+  uint64_t seq = 0;
+  uint32_t client = 0;
+  uint32_t length = 0;
+  // Nobody waits for it: the leader frees it.
+  bool detached = false;
+  std::atomic<uint32_t> state{kQueued};
+  char error[kErrorText] = {};
+
+  const char* data() const { return reinterpret_cast<const char*>(this + 1); }
+  char* data() { return reinterpret_cast<char*>(this + 1); }
+  std::string_view record() const { return std::string_view(data(), length); }
+};
+
+struct GroupCommitWriter::Shared {
+  // Whoever holds it commits (the leader).
+  RobustMutex commit_lock;
+  // Guards head, tail, next_seq and every Entry::next.
+  RobustMutex queue_lock;
+  Entry* head = nullptr;
+  Entry* tail = nullptr;
+  uint64_t next_seq = 1;
+  std::atomic<uint64_t> queued{0};
+  std::atomic<uint64_t> transactions{0};
+  std::atomic<uint64_t> records{0};
+};
+
+namespace {
+
+class Unlocker {
+ public:
+  explicit Unlocker(RobustMutex& mutex) : mutex_(mutex) {}
+  ~Unlocker() { mutex_.Unlock(); }
+  Unlocker(const Unlocker&) = delete;
+  Unlocker& operator=(const Unlocker&) = delete;
+
+ private:
+  RobustMutex& mutex_;
+};
+
+std::mutex& RegistryMutex() {
+  static std::mutex* m = new std::mutex();
+  return *m;
+}
+// (shared memory, path) -> writer; entries expire with their last holder.
+std::map<std::pair<const void*, std::string>, std::weak_ptr<GroupCommitWriter>>& Registry() {
+  static auto* r =
+      new std::map<std::pair<const void*, std::string>, std::weak_ptr<GroupCommitWriter>>();
+  return *r;
+}
+
+}  // namespace
+
+absl::Status Exec(sqlite3* db, const char* sql) {
+  char* error = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &error) != SQLITE_OK) {
+    std::string message = error != nullptr ? error : sqlite3_errmsg(db);
+    sqlite3_free(error);
+    return absl::UnavailableError(absl::StrCat(message, " (in: ", sql, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<GroupCommitWriter>> GroupCommitWriter::Create(SharedMemory& shm,
+                                                                             Options options) {
+  if (options.path.empty()) return absl::InvalidArgumentError("database path is empty");
+  if (options.max_batch == 0) options.max_batch = 1;
+  struct Shared* shared = nullptr;
+  try {
+    shared = shm.Construct<struct Shared>();
+  } catch (const std::exception& e) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("no shared memory for the database writer: ", e.what()));
+  }
+  return std::unique_ptr<GroupCommitWriter>(new GroupCommitWriter(std::move(options), shm, shared));
+}
+
+absl::StatusOr<std::shared_ptr<GroupCommitWriter>> GroupCommitWriter::ForFile(
+    SharedMemory& shm, const Options& options) {
+  std::lock_guard<std::mutex> lock(RegistryMutex());
+  auto& registry = Registry();
+  const auto key = std::make_pair(static_cast<const void*>(&shm), options.path);
+  if (auto it = registry.find(key); it != registry.end()) {
+    if (std::shared_ptr<GroupCommitWriter> writer = it->second.lock(); writer != nullptr) {
+      if (options.synchronous == Synchronous::kFull) {
+        writer->options_.synchronous = Synchronous::kFull;
+      }
+      return writer;
+    }
+  }
+  absl::StatusOr<std::unique_ptr<GroupCommitWriter>> created = Create(shm, options);
+  if (!created.ok()) return created.status();
+  std::shared_ptr<GroupCommitWriter> writer(std::move(*created));
+  registry[key] = writer;
+  return writer;
+}
+
+GroupCommitWriter::GroupCommitWriter(Options options, SharedMemory& shm, struct Shared* shared)
+    : options_(std::move(options)), shm_(shm), shared_(shared) {}
+
+GroupCommitWriter::~GroupCommitWriter() {
+  CloseConnection();
+  // The shared part stays: other processes may still use it (the daemon's writers live
+  // as long as the daemon; tests drop the whole heap).
+}
+
+int GroupCommitWriter::AddClient(Client* client) {
+  clients_.push_back(client);
+  return static_cast<int>(clients_.size() - 1);
+}
+
+GroupCommitWriter::Figures GroupCommitWriter::figures() const {
+  return Figures{shared_->transactions.load(std::memory_order_relaxed),
+                 shared_->records.load(std::memory_order_relaxed)};
+}
+
+uint64_t GroupCommitWriter::queued() const {
+  return shared_->queued.load(std::memory_order_relaxed);
+}
+
+GroupCommitWriter::Entry* GroupCommitWriter::Push(int client, std::string_view record,
+                                                  bool detached) {
+  void* memory = shm_.Allocate(sizeof(Entry) + record.size());
+  if (memory == nullptr) return nullptr;
+  Entry* e = new (memory) Entry();
+  e->client = static_cast<uint32_t>(client);
+  e->length = static_cast<uint32_t>(record.size());
+  e->detached = detached;
+  if (!record.empty()) std::memcpy(e->data(), record.data(), record.size());
+  if (shared_->queue_lock.Lock()) {
+    // The previous holder died between linking an entry and moving the tail: find it.
+    Entry* last = shared_->head;
+    while (last != nullptr && last->next != nullptr) last = last->next;
+    shared_->tail = last;
+    spdlog::warn("sqlite writer {}: a process died holding the queue lock (repaired)",
+                 options_.path);
+  }
+  {
+    Unlocker unlock(shared_->queue_lock);
+    e->seq = shared_->next_seq++;
+    if (shared_->tail != nullptr) {
+      shared_->tail->next = e;
+    } else {
+      shared_->head = e;
+    }
+    shared_->tail = e;
+    shared_->queued.fetch_add(1, std::memory_order_relaxed);
+  }
+  return e;
+}
+
+absl::Status GroupCommitWriter::Commit(int client, std::string_view record) {
+  Entry* e = Push(client, record, /*detached=*/false);
+  if (e == nullptr) return absl::ResourceExhaustedError("shared memory is full");
+  return Wait(e);
+}
+
+absl::Status GroupCommitWriter::CommitAll(int client, std::span<const std::string> records) {
+  std::vector<Entry*> entries;
+  entries.reserve(records.size());
+  absl::Status status;
+  for (const std::string& r : records) {
+    Entry* e = Push(client, r, /*detached=*/false);
+    if (e == nullptr) {
+      status = absl::ResourceExhaustedError("shared memory is full");
+      break;
+    }
+    entries.push_back(e);
+  }
+  for (Entry* e : entries) {
+    absl::Status s = Wait(e);
+    if (status.ok() && !s.ok()) status = s;
+  }
+  return status;
+}
+
+absl::Status GroupCommitWriter::Enqueue(int client, std::string_view record) {
+  if (Push(client, record, /*detached=*/true) == nullptr) {
+    return absl::ResourceExhaustedError("shared memory is full");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GroupCommitWriter::Wait(Entry* e) {
+  while (e->state.load(std::memory_order_acquire) == kQueued) {
+    if (shared_->commit_lock.Lock()) {
+      spdlog::warn("sqlite writer {}: the leading process died; its records are committed again",
+                   options_.path);
+    }
+    Unlocker unlock(shared_->commit_lock);
+    while (e->state.load(std::memory_order_acquire) == kQueued) {
+      if (!RunBatch()) break;
+    }
+  }
+  absl::Status status;
+  if (e->state.load(std::memory_order_acquire) == kFailed) {
+    status = absl::UnavailableError(absl::StrCat("database ", options_.path, ": ", e->error));
+  }
+  e->~Entry();
+  shm_.Deallocate(e);
+  return status;
+}
+
+absl::Status GroupCommitWriter::Flush() {
+  uint64_t target = 0;
+  shared_->queue_lock.Lock();
+  target = shared_->next_seq - 1;
+  shared_->queue_lock.Unlock();
+  if (shared_->commit_lock.Lock()) {
+    spdlog::warn("sqlite writer {}: the leading process died; its records are committed again",
+                 options_.path);
+  }
+  Unlocker unlock(shared_->commit_lock);
+  absl::Status first_error;
+  while (true) {
+    uint64_t head_seq = 0;
+    shared_->queue_lock.Lock();
+    if (shared_->head != nullptr) head_seq = shared_->head->seq;
+    shared_->queue_lock.Unlock();
+    if (head_seq == 0 || head_seq > target) break;
+    if (!RunBatch(&first_error)) break;
+  }
+  return first_error;
+}
+
+absl::StatusOr<sqlite3*> GroupCommitWriter::Connection() {
+  const pid_t pid = getpid();
+  if (db_ != nullptr && db_pid_ == pid) return db_;
+  // Inherited across fork: must not be used or closed here. Leak it.
+  db_ = nullptr;
+  sqlite3* db = nullptr;
+  const int rc =
+      sqlite3_open_v2(options_.path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string message = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close(db);
+    return absl::UnavailableError(
+        absl::StrCat("cannot open database ", options_.path, ": ", message));
+  }
+  sqlite3_busy_timeout(db, options_.busy_timeout_ms);
+  absl::Status s = Exec(db, "PRAGMA journal_mode=WAL");
+  if (s.ok()) {
+    s = Exec(db, options_.synchronous == Synchronous::kFull ? "PRAGMA synchronous=FULL"
+                                                            : "PRAGMA synchronous=NORMAL");
+  }
+  if (s.ok()) s = Exec(db, "BEGIN IMMEDIATE");
+  if (s.ok()) {
+    for (Client* c : clients_) {
+      s = c->CreateSchema(db);
+      if (!s.ok()) break;
+    }
+    if (s.ok()) {
+      s = Exec(db, "COMMIT");
+    } else {
+      (void)Exec(db, "ROLLBACK");
+    }
+  }
+  if (!s.ok()) {
+    sqlite3_close(db);
+    return absl::UnavailableError(absl::StrCat("database ", options_.path, ": ", s.message()));
+  }
+  db_ = db;
+  db_pid_ = pid;
+  return db_;
+}
+
+void GroupCommitWriter::CloseConnection() {
+  if (db_ != nullptr && db_pid_ == getpid()) {
+    for (Client* c : clients_) c->ConnectionClosing(db_);
+    sqlite3_close_v2(db_);
+  }
+  db_ = nullptr;
+  db_pid_ = 0;
+}
+
+absl::Status GroupCommitWriter::WithConnection(absl::FunctionRef<absl::Status(sqlite3*)> fn) {
+  if (shared_->commit_lock.Lock()) {
+    spdlog::warn("sqlite writer {}: the leading process died; its records are committed again",
+                 options_.path);
+  }
+  Unlocker unlock(shared_->commit_lock);
+  absl::StatusOr<sqlite3*> db = Connection();
+  if (!db.ok()) return db.status();
+  return fn(*db);
+}
+
+std::string GroupCommitWriter::DatabaseError(sqlite3* db, std::string_view what) const {
+  return absl::StrCat(Absl(what), ": ", sqlite3_errmsg(db));
+}
+
+absl::Status GroupCommitWriter::ApplyBatch(sqlite3* db, const std::vector<Entry*>& batch) {
+  absl::Status s = Exec(db, "BEGIN IMMEDIATE");
+  if (!s.ok()) return s;
+  for (Entry* e : batch) {
+    if (e->client >= clients_.size()) {
+      s = absl::InternalError("record of an unknown client");
+    } else {
+      s = clients_[e->client]->Apply(db, e->record());
+    }
+    if (!s.ok()) break;
+  }
+  if (s.ok()) s = Exec(db, "COMMIT");
+  if (!s.ok()) (void)Exec(db, "ROLLBACK");
+  return s;
+}
+
+bool GroupCommitWriter::RunBatch(absl::Status* first_error) {
+  std::vector<Entry*> batch;
+  if (shared_->queue_lock.Lock()) {
+    Entry* last = shared_->head;
+    while (last != nullptr && last->next != nullptr) last = last->next;
+    shared_->tail = last;
+  }
+  for (Entry* e = shared_->head; e != nullptr && batch.size() < options_.max_batch; e = e->next) {
+    batch.push_back(e);
+  }
+  shared_->queue_lock.Unlock();
+  if (batch.empty()) return false;
+
+  std::vector<absl::Status> results(batch.size());
+  absl::StatusOr<sqlite3*> db = Connection();
+  size_t committed = 0;
+  uint64_t transactions = 0;
+  if (!db.ok()) {
+    for (absl::Status& r : results) r = db.status();
+  } else {
+    absl::Status s = ApplyBatch(*db, batch);
+    if (s.ok()) {
+      committed = batch.size();
+      transactions = 1;
+    } else {
+      // Isolate the record(s) that fail: each alone in its own transaction.
+      spdlog::warn("sqlite writer {}: a batch of {} records failed ({}); retrying one by one",
+                   options_.path, batch.size(), std::string(s.message()));
+      for (size_t i = 0; i < batch.size(); ++i) {
+        results[i] = ApplyBatch(*db, std::vector<Entry*>{batch[i]});
+        if (results[i].ok()) {
+          ++committed;
+          ++transactions;
+        }
+      }
+    }
+  }
+  shared_->transactions.fetch_add(transactions, std::memory_order_relaxed);
+  shared_->records.fetch_add(committed, std::memory_order_relaxed);
+
+  std::vector<Entry*> detached;
+  if (shared_->queue_lock.Lock()) {
+    Entry* last = shared_->head;
+    while (last != nullptr && last->next != nullptr) last = last->next;
+    shared_->tail = last;
+  }
+  {
+    Unlocker unlock(shared_->queue_lock);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      Entry* e = batch[i];
+      // Only the leader removes entries, so the batch is still at the head.
+      shared_->head = e->next;
+      if (shared_->head == nullptr) shared_->tail = nullptr;
+      shared_->queued.fetch_sub(1, std::memory_order_relaxed);
+      if (!results[i].ok()) {
+        if (first_error != nullptr && first_error->ok()) *first_error = results[i];
+        const std::string text(results[i].message());
+        std::strncpy(e->error, text.c_str(), kErrorText - 1);
+        spdlog::error("sqlite writer {}: record not written: {}", options_.path, text);
+      }
+      if (e->detached) {
+        detached.push_back(e);
+      } else {
+        e->state.store(results[i].ok() ? kCommitted : kFailed, std::memory_order_release);
+      }
+    }
+  }
+  for (Entry* e : detached) {
+    e->~Entry();
+    shm_.Deallocate(e);
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------
+
+StatementCache::~StatementCache() { Drop(); }
+
+void StatementCache::Drop() {
+  const bool own = pid_ == getpid();
+  for (sqlite3_stmt* s : statements_) {
+    if (own && s != nullptr) sqlite3_finalize(s);
+  }
+  statements_.clear();
+  db_ = nullptr;
+}
+
+absl::StatusOr<sqlite3_stmt*> StatementCache::Get(sqlite3* db, size_t index) {
+  if (db != db_ || pid_ != getpid()) {
+    Drop();
+    db_ = db;
+    pid_ = getpid();
+    statements_.assign(sql_.size(), nullptr);
+  }
+  sqlite3_stmt*& s = statements_[index];
+  if (s == nullptr) {
+    if (sqlite3_prepare_v2(db, sql_[index].c_str(), -1, &s, nullptr) != SQLITE_OK) {
+      s = nullptr;
+      return absl::UnavailableError(
+          absl::StrCat("prepare ", sql_[index], ": ", sqlite3_errmsg(db)));
+    }
+  } else {
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------
+
+void RecordWriter::U32(uint32_t v) {
+  for (int i = 0; i < 4; ++i) out_.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+}
+void RecordWriter::U64(uint64_t v) {
+  for (int i = 0; i < 8; ++i) out_.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+}
+void RecordWriter::Str(std::string_view s) {
+  U32(static_cast<uint32_t>(s.size()));
+  out_.append(s.data(), s.size());
+}
+
+bool RecordReader::U8(uint8_t& v) {
+  if (in_.empty()) return false;
+  v = static_cast<uint8_t>(in_[0]);
+  in_.remove_prefix(1);
+  return true;
+}
+bool RecordReader::U32(uint32_t& v) {
+  if (in_.size() < 4) return false;
+  v = 0;
+  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<uint8_t>(in_[i])) << (8 * i);
+  in_.remove_prefix(4);
+  return true;
+}
+bool RecordReader::U64(uint64_t& v) {
+  if (in_.size() < 8) return false;
+  v = 0;
+  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(in_[i])) << (8 * i);
+  in_.remove_prefix(8);
+  return true;
+}
+bool RecordReader::I64(int64_t& v) {
+  uint64_t u = 0;
+  if (!U64(u)) return false;
+  v = static_cast<int64_t>(u);
+  return true;
+}
+bool RecordReader::Str(std::string& s) {
+  uint32_t n = 0;
+  if (!U32(n) || in_.size() < n) return false;
+  s.assign(in_.data(), n);
+  in_.remove_prefix(n);
+  return true;
+}
+
+}  // namespace sipd::sqlite

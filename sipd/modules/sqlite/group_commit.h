@@ -1,0 +1,213 @@
+// The group-commit writer: every SQLite write of sipd's persistent modules (usrloc's
+// location tables, the dialog table) goes through one queue per database file, and
+// whichever process commits takes everything queued so far into ONE transaction.
+//
+//   SIP worker A             SIP worker B              the database
+//   Commit(r1) ─ queue ─┐    Commit(r2) ─ queue ─┐
+//   leader: BEGIN; r1, r2, (r3 ...); COMMIT ─────┴──────► one transaction, one WAL append
+//   r1 OK                    r2 OK (B waited on the commit lock, found r2 done)
+//
+// Why: a write-through REGISTER used to cost one SQLite transaction (BEGIN IMMEDIATE,
+// the rows, COMMIT: ~8 page writes, 6 file locks, and every ~200 commits a checkpoint
+// with fdatasync) taken under a lock every SIP worker queued on; with the writer, the
+// changes of every process waiting at the same moment share one transaction, and still
+// each caller of Commit() returns only after its own record is committed ("acknowledged
+// only after its commit"). Modules that do not need to wait (write-back) Enqueue() and
+// let the next Commit() or Flush() take their records along.
+//
+// Records are opaque bytes a Client encoded; the leader hands them back to that Client's
+// Apply() inside the transaction, in queue order. A record may be applied twice (a
+// leader that dies right after COMMIT leaves its records queued for the next one), so
+// Apply() must be idempotent (usrloc and dialog rows carry versions). When the batch
+// fails (a record's Apply() fails, or COMMIT does), it is rolled back and each record is
+// retried in a transaction of its own, so one bad record fails alone.
+//
+// Shared memory and processes: the queue lives in the sipd heap (created in the
+// attendant before the fork); the commit lock and the queue lock are robust
+// process-shared mutexes. A process that dies while leading leaves its records queued
+// (SQLite rolls its open transaction back); the next leader gets EOWNERDEAD and runs
+// them again. A process that dies while holding the queue lock leaves the list walkable
+// (the next locker finds the tail again). A process killed while waiting in Commit()
+// leaks its record block once it is done (a few hundred bytes). Each process opens its
+// own connection on first use and never uses one across fork(); the commit lock also
+// serialises the threads of one process (MI worker threads).
+//
+// Thread/process-safety: Create/ForFile/AddClient in the attendant before the fork; the
+// rest from any process and thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "sipd/core/shm.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace sipd::sqlite {
+
+enum class Synchronous { kNormal, kFull };
+
+class GroupCommitWriter {
+ public:
+  // Implementation types (group_commit.cc); an Entry* is also a Submit() ticket.
+  struct Shared;
+  struct Entry;
+
+  // A module's part of the database.
+  class Client {
+   public:
+    virtual ~Client() = default;
+    // Creates the module's tables if needed; runs in a write transaction on every new
+    // connection (so it must be cheap when they exist).
+    virtual absl::Status CreateSchema(sqlite3* db) = 0;
+    // Applies one record inside the leader's transaction (see the file comment).
+    virtual absl::Status Apply(sqlite3* db, std::string_view record) = 0;
+    // This process closes `db`: finalize what was prepared on it.
+    virtual void ConnectionClosing(sqlite3* /*db*/) {}
+  };
+
+  struct Options {
+    std::string path;
+    // NORMAL: a commit survives the death of any sipd process; FULL: also an OS crash
+    // (fsync per commit). Two modules asking for one file get the stronger of the two.
+    Synchronous synchronous = Synchronous::kNormal;
+    int busy_timeout_ms = 5000;
+    // Records per transaction at most (bounds how long one commit keeps the lock).
+    size_t max_batch = 512;
+  };
+
+  struct Figures {
+    uint64_t transactions = 0;  // committed batches
+    uint64_t records = 0;       // records committed
+  };
+
+  // A writer of its own (tests). REQUIRES: attendant, before the fork.
+  static absl::StatusOr<std::unique_ptr<GroupCommitWriter>> Create(SharedMemory& shm,
+                                                                   Options options);
+  // The writer of `options.path` in `shm`, shared by every module that names the same
+  // file (created on first use; kept while a module holds it).
+  static absl::StatusOr<std::shared_ptr<GroupCommitWriter>> ForFile(SharedMemory& shm,
+                                                                    const Options& options);
+
+  ~GroupCommitWriter();
+  GroupCommitWriter(const GroupCommitWriter&) = delete;
+  GroupCommitWriter& operator=(const GroupCommitWriter&) = delete;
+
+  // REQUIRES: before the fork. Returns the id to pass to Commit()/Enqueue().
+  int AddClient(Client* client);
+
+  // Queues `record` and returns once it is committed (by this process or another): OK,
+  // or Unavailable with the database error.
+  absl::Status Commit(int client, std::string_view record);
+  // The same for several records (all queued at once); the first error.
+  absl::Status CommitAll(int client, std::span<const std::string> records);
+  // Commit() in two steps, for a caller that queues while it holds a lock of its own
+  // (so that the queue keeps the order of its changes) and waits after releasing it.
+  // Every ticket Submit() returns must be passed to Await() exactly once. nullptr when
+  // shared memory is full.
+  Entry* Submit(int client, std::string_view record) {
+    return Push(client, record, /*detached=*/false);
+  }
+  absl::Status Await(Entry* ticket) { return Wait(ticket); }
+  // Queues without waiting: the next Commit() or Flush() (of any process) commits it.
+  // ResourceExhausted when shared memory is full.
+  absl::Status Enqueue(int client, std::string_view record);
+  // Commits everything queued before the call. The first error of those records.
+  absl::Status Flush();
+
+  // Runs `fn` with this process's connection under the commit lock, outside any
+  // transaction (fn may open its own): loads at start-up, pruning, full-table syncs.
+  absl::Status WithConnection(absl::FunctionRef<absl::Status(sqlite3*)> fn);
+  // Closes this process's connection (the attendant, before the fork).
+  void CloseConnection();
+
+  const std::string& path() const { return options_.path; }
+  Figures figures() const;
+  // Records waiting to be committed.
+  uint64_t queued() const;
+
+ private:
+  GroupCommitWriter(Options options, SharedMemory& shm, struct Shared* shared);
+
+  Entry* Push(int client, std::string_view record, bool detached);
+  // Waits until `entry` is done, leading batches meanwhile; frees it.
+  absl::Status Wait(Entry* entry);
+  // REQUIRES: commit lock held. Commits the oldest queued records (at most max_batch).
+  // Returns false when the queue was empty. The first record error goes to
+  // `first_error` (if given and still OK).
+  bool RunBatch(absl::Status* first_error = nullptr);
+  absl::StatusOr<sqlite3*> Connection();
+  absl::Status ApplyBatch(sqlite3* db, const std::vector<Entry*>& batch);
+  std::string DatabaseError(sqlite3* db, std::string_view what) const;
+
+  Options options_;
+  SharedMemory& shm_;
+  struct Shared* shared_;
+  std::vector<Client*> clients_;
+  // This process's connection (only touched under the commit lock).
+  sqlite3* db_ = nullptr;
+  pid_t db_pid_ = 0;
+};
+
+// Prepared statements of one connection for a Client: re-prepared when the connection
+// changes (a new process, a reopened file). Statements of a connection inherited across
+// fork are dropped without being finalized (they belong to the parent).
+class StatementCache {
+ public:
+  explicit StatementCache(std::vector<std::string> sql) : sql_(std::move(sql)) {}
+  ~StatementCache();
+  // The statement `index` for `db`, reset and with its bindings cleared.
+  absl::StatusOr<sqlite3_stmt*> Get(sqlite3* db, size_t index);
+  // Finalizes every statement (the connection is about to close).
+  void Drop();
+
+ private:
+  std::vector<std::string> sql_;
+  std::vector<sqlite3_stmt*> statements_;
+  sqlite3* db_ = nullptr;
+  pid_t pid_ = 0;
+};
+
+// Runs `sql` (several statements allowed); Unavailable naming the error.
+absl::Status Exec(sqlite3* db, const char* sql);
+
+// A small binary record encoding for Client records.
+class RecordWriter {
+ public:
+  void U8(uint8_t v) { out_.push_back(static_cast<char>(v)); }
+  void U32(uint32_t v);
+  void U64(uint64_t v);
+  void I64(int64_t v) { U64(static_cast<uint64_t>(v)); }
+  void Str(std::string_view s);
+  std::string Take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+class RecordReader {
+ public:
+  explicit RecordReader(std::string_view in) : in_(in) {}
+  bool U8(uint8_t& v);
+  bool U32(uint32_t& v);
+  bool U64(uint64_t& v);
+  bool I64(int64_t& v);
+  bool Str(std::string& s);
+  bool done() const { return in_.empty(); }
+
+ private:
+  std::string_view in_;
+};
+
+}  // namespace sipd::sqlite

@@ -1,0 +1,199 @@
+// The group-commit writer (sipd/modules/sqlite/group_commit.h) with real SQLite files,
+// real shared memory and real processes: records committed before Commit() returns,
+// batches shared between callers, a bad record failing alone, and a leader that dies.
+#include "sipd/modules/sqlite/group_commit.h"
+
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "sipd/core/shm.h"
+
+namespace sipd::sqlite {
+namespace {
+
+// A client whose records are row values of one table; "bad" fails, "die" ends a forked
+// process in the middle of the leader's transaction (in the test process it is a row).
+class RowClient final : public GroupCommitWriter::Client {
+ public:
+  RowClient() : parent_(getpid()) {}
+  absl::Status CreateSchema(sqlite3* db) override {
+    return Exec(db, "CREATE TABLE IF NOT EXISTS row (value TEXT PRIMARY KEY)");
+  }
+  absl::Status Apply(sqlite3* db, std::string_view record) override {
+    if (record == "bad") return absl::InvalidArgumentError("bad record");
+    if (record == "die" && getpid() != parent_) _exit(0);
+    const std::string sql =
+        absl::StrCat("INSERT OR REPLACE INTO row VALUES ('", std::string(record), "')");
+    return Exec(db, sql.c_str());
+  }
+
+ private:
+  const pid_t parent_;
+};
+
+class GroupCommitTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/sipd-group-commit-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    auto shm = SharedMemory::Create(16u << 20);
+    ASSERT_TRUE(shm.ok());
+    shm_ = std::move(*shm);
+    auto writer = GroupCommitWriter::Create(*shm_, {.path = dir_ + "/test.sqlite"});
+    ASSERT_TRUE(writer.ok());
+    writer_ = std::move(*writer);
+    client_ = writer_->AddClient(&rows_);
+  }
+  void TearDown() override {
+    writer_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  // The rows as another connection sees them now.
+  std::set<std::string> Rows() {
+    if (!std::filesystem::exists(dir_ + "/test.sqlite")) return {};
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open_v2((dir_ + "/test.sqlite").c_str(), &db, SQLITE_OPEN_READONLY, nullptr),
+              SQLITE_OK);
+    std::set<std::string> out;
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v2(db, "SELECT value FROM row", -1, &s, nullptr) == SQLITE_OK) {
+      while (sqlite3_step(s) == SQLITE_ROW) {
+        out.insert(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)));
+      }
+    }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return out;
+  }
+
+  std::string dir_;
+  std::unique_ptr<SharedMemory> shm_;
+  RowClient rows_;
+  std::unique_ptr<GroupCommitWriter> writer_;
+  int client_ = 0;
+};
+
+TEST_F(GroupCommitTest, CommitReturnsOnceTheRecordIsInTheDatabase) {
+  ASSERT_TRUE(writer_->Commit(client_, "a").ok());
+  EXPECT_EQ(Rows(), (std::set<std::string>{"a"}));
+  EXPECT_EQ(writer_->figures().transactions, 1u);
+  EXPECT_EQ(writer_->queued(), 0u);
+}
+
+TEST_F(GroupCommitTest, QueuedRecordsShareTheNextTransaction) {
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(writer_->Enqueue(client_, absl::StrCat("q", i)).ok());
+  EXPECT_EQ(writer_->queued(), 10u);
+  EXPECT_TRUE(Rows().empty());
+  // One commit takes everything queued before it into one transaction.
+  ASSERT_TRUE(writer_->Commit(client_, "c").ok());
+  EXPECT_EQ(Rows().size(), 11u);
+  EXPECT_EQ(writer_->figures().transactions, 1u);
+  EXPECT_EQ(writer_->figures().records, 11u);
+  EXPECT_EQ(writer_->queued(), 0u);
+}
+
+TEST_F(GroupCommitTest, SubmitWhileHoldingALockAndAwaitAfterwards) {
+  GroupCommitWriter::Entry* a = writer_->Submit(client_, "a");
+  GroupCommitWriter::Entry* b = writer_->Submit(client_, "b");
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_TRUE(writer_->Await(b).ok());  // b's batch carries a along
+  EXPECT_TRUE(writer_->Await(a).ok());
+  EXPECT_EQ(Rows(), (std::set<std::string>{"a", "b"}));
+  EXPECT_EQ(writer_->figures().transactions, 1u);
+}
+
+TEST_F(GroupCommitTest, ABadRecordFailsAloneAndTheOthersAreCommitted) {
+  ASSERT_TRUE(writer_->Enqueue(client_, "x").ok());
+  ASSERT_TRUE(writer_->Enqueue(client_, "bad").ok());
+  ASSERT_TRUE(writer_->Enqueue(client_, "y").ok());
+  absl::Status bad = writer_->Commit(client_, "bad");
+  EXPECT_TRUE(absl::IsUnavailable(bad)) << bad;
+  EXPECT_THAT(std::string(bad.message()), ::testing::HasSubstr("bad record"));
+  EXPECT_EQ(Rows(), (std::set<std::string>{"x", "y"}));
+  ASSERT_TRUE(writer_->Commit(client_, "z").ok());
+  EXPECT_EQ(Rows(), (std::set<std::string>{"x", "y", "z"}));
+}
+
+TEST_F(GroupCommitTest, FlushCommitsWhatIsQueuedAndReportsTheFirstError) {
+  ASSERT_TRUE(writer_->Enqueue(client_, "p").ok());
+  ASSERT_TRUE(writer_->Enqueue(client_, "bad").ok());
+  EXPECT_FALSE(writer_->Flush().ok());
+  EXPECT_EQ(Rows(), (std::set<std::string>{"p"}));
+  EXPECT_TRUE(writer_->Flush().ok());  // nothing left
+}
+
+TEST_F(GroupCommitTest, ProcessesAndThreadsCommitConcurrently) {
+  writer_->CloseConnection();  // nothing crosses the fork
+  constexpr int kProcesses = 3;
+  constexpr int kThreads = 2;
+  constexpr int kEach = 100;
+  std::vector<pid_t> children;
+  for (int p = 0; p < kProcesses; ++p) {
+    const pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      std::vector<std::thread> threads;
+      std::atomic<int> failures{0};
+      for (int t = 0; t < kThreads; ++t) {
+        threads.emplace_back([&, t] {
+          for (int i = 0; i < kEach; ++i) {
+            if (!writer_->Commit(client_, absl::StrCat(p, "-", t, "-", i)).ok()) ++failures;
+          }
+        });
+      }
+      for (auto& t : threads) t.join();
+      _exit(failures.load() == 0 ? 0 : 1);
+    }
+    children.push_back(child);
+  }
+  for (pid_t child : children) {
+    int status = 0;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+  }
+  EXPECT_EQ(Rows().size(), static_cast<size_t>(kProcesses * kThreads * kEach));
+  const GroupCommitWriter::Figures f = writer_->figures();
+  EXPECT_EQ(f.records, static_cast<uint64_t>(kProcesses * kThreads * kEach));
+  EXPECT_LE(f.transactions, f.records);
+  EXPECT_EQ(writer_->queued(), 0u);
+}
+
+TEST_F(GroupCommitTest, ALeaderThatDiesMidTransactionLeavesItsRecordsToTheNext) {
+  writer_->CloseConnection();
+  ASSERT_TRUE(writer_->Enqueue(client_, "before").ok());
+  ASSERT_TRUE(writer_->Enqueue(client_, "die").ok());
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // Leads the batch [before, die, ...] and dies inside it, holding the commit lock.
+    (void)writer_->Commit(client_, "child");
+    _exit(1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);  // it died in Apply("die")
+  EXPECT_TRUE(Rows().empty());        // SQLite rolled the open transaction back
+  EXPECT_EQ(writer_->queued(), 3u);
+  // The next leader gets the robust commit lock back and commits the dead one's batch.
+  ASSERT_TRUE(writer_->Commit(client_, "after").ok());
+  EXPECT_EQ(Rows(), (std::set<std::string>{"before", "die", "child", "after"}));
+  EXPECT_EQ(writer_->queued(), 0u);
+}
+
+}  // namespace
+}  // namespace sipd::sqlite
