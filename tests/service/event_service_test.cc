@@ -3,7 +3,12 @@
 // that does, WatchStatistics sums compared with the counters, and the errors (rich
 // details) of both RPCs. Counts, not timings: "everything arrived" is proven by a canary
 // event raised after the run (events reach a stream in raise order).
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -19,11 +24,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
 #include "google/protobuf/util/time_util.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "sipd/events/v1/events.grpc.pb.h"
+#include "sipd/mi/v1/mi.grpc.pb.h"
 #include "sipd/statistics/v1/statistics.grpc.pb.h"
 #include "tests/support/sipd_harness.h"
 #include "tests/usrloc/sip_support.h"
@@ -33,6 +41,7 @@ namespace {
 
 namespace eventsv1 = ::sipd::events::v1;
 namespace statsv1 = ::sipd::statistics::v1;
+namespace miv1 = ::sipd::mi::v1;
 using namespace std::chrono_literals;
 using google::protobuf::util::TimeUtil;
 
@@ -121,6 +130,70 @@ class Subscription {
   std::vector<eventsv1::Event> events_;
   grpc::Status status_;
   bool ended_ = false;
+};
+
+// sipctl running in the background, stdout and stderr into pipes (not a terminal: plain
+// lines).
+class Sipctl {
+ public:
+  explicit Sipctl(const std::vector<std::string>& args) {
+    int out[2], err[2];
+    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], STDOUT_FILENO);
+      dup2(err[1], STDERR_FILENO);
+      std::vector<std::string> storage = {SIPCTL_BINARY_PATH};
+      storage.insert(storage.end(), args.begin(), args.end());
+      std::vector<char*> argv;
+      for (auto& a : storage) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(SIPCTL_BINARY_PATH, argv.data());
+      _exit(127);
+    }
+    close(out[1]);
+    close(err[1]);
+    out_ = out[0];
+    err_ = err[0];
+  }
+  ~Sipctl() {
+    if (pid_ > 0 && !exited_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (out_ >= 0) close(out_);
+    if (err_ >= 0) close(err_);
+  }
+  // Exited by itself (reaps it).
+  bool Exited() {
+    if (!exited_ && waitpid(pid_, &status_, WNOHANG) == pid_) exited_ = true;
+    return exited_;
+  }
+  // Waits for the exit; the exit code (or -1 after `timeout`).
+  int Wait(std::chrono::seconds timeout = 30s) {
+    if (!WaitUntil([&] { return Exited(); }, timeout)) return -1;
+    return WIFEXITED(status_) ? WEXITSTATUS(status_) : 128 + WTERMSIG(status_);
+  }
+  std::string Out() { return Drain(out_); }
+  std::string Err() { return Drain(err_); }
+
+ private:
+  static std::string Drain(int fd) {
+    std::string text;
+    char buffer[4096];
+    pollfd pfd{fd, POLLIN, 0};
+    while (poll(&pfd, 1, 0) == 1) {
+      const ssize_t n = read(fd, buffer, sizeof(buffer));
+      if (n <= 0) break;
+      text.append(buffer, static_cast<size_t>(n));
+    }
+    return text;
+  }
+  pid_t pid_ = -1;
+  int out_ = -1;
+  int err_ = -1;
+  int status_ = 0;
+  bool exited_ = false;
 };
 
 eventsv1::SubscribeRequest Request(std::vector<std::string> events,
@@ -423,6 +496,56 @@ TEST_F(EventServiceTest, ErrorsCarryRichDetails) {
 
   eventsv1::WatchStatisticsRequest all;  // empty names: "all"
   EXPECT_TRUE(watch_status(all).ok());
+}
+
+TEST_F(EventServiceTest, SipctlSubscribeAndWatch) {
+  Sipctl subscribe({"-s", sipd_->grpc_target(), "subscribe", "--count", "2", "--filter", "aor=cli",
+                    "E_UL_AOR_INSERT", "E_UL_AOR_DELETE"});
+  // The subscription is in place some time after sipctl starts: register and remove
+  // "cli" until it has seen two events.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        RegisterUser("cli");
+        auto stub = miv1::Management::NewStub(channel_);
+        grpc::ClientContext context;
+        miv1::ExecuteRequest rm;
+        rm.set_command("ul_rm");
+        rm.add_params("location");
+        rm.add_params("cli");
+        miv1::Reply reply;
+        stub->Execute(&context, rm, &reply);
+        return subscribe.Exited();
+      },
+      30s));
+  EXPECT_EQ(subscribe.Wait(), 0) << subscribe.Err();
+  const std::string out = subscribe.Out();
+  const std::vector<std::string> lines = absl::StrSplit(out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << out;
+  // "2026-11-29T06:50:01.123Z E_UL_AOR_INSERT seq=1 aor=cli"
+  EXPECT_EQ(lines[0].substr(24), " E_UL_AOR_INSERT seq=1 aor=cli") << out;
+  EXPECT_EQ(lines[1].substr(24), " E_UL_AOR_DELETE seq=2 aor=cli") << out;
+  EXPECT_EQ(lines[0][23], 'Z');
+
+  Sipctl watch({"-s", sipd_->grpc_target(), "watch", "--interval", "100ms", "--count", "3",
+                "core:rcv_requests", "usrloc:registered_users"});
+  EXPECT_EQ(watch.Wait(), 0) << watch.Err();
+  const std::string samples = watch.Out();
+  const std::vector<std::string> rows = absl::StrSplit(samples, '\n', absl::SkipEmpty());
+  ASSERT_EQ(rows.size(), 6u) << samples;
+  EXPECT_THAT(rows[0], ::testing::MatchesRegex(".*Z core:rcv_requests [0-9]+ \\+0 0\\.0/s"));
+  EXPECT_THAT(rows[1], ::testing::MatchesRegex(".*Z usrloc:registered_users [0-9]+"));
+
+  Sipctl json({"-s", sipd_->grpc_target(), "--json", "watch", "--count", "1", "rcv_requests"});
+  EXPECT_EQ(json.Wait(), 0) << json.Err();
+  EXPECT_THAT(json.Out(), ::testing::HasSubstr("\"name\":\"rcv_requests\""));
+
+  Sipctl unknown({"-s", sipd_->grpc_target(), "subscribe", "E_NOPE"});
+  EXPECT_EQ(unknown.Wait(), 4);
+  EXPECT_THAT(unknown.Err(), ::testing::HasSubstr("E_NOPE"));
+  Sipctl fast({"-s", sipd_->grpc_target(), "watch", "--interval", "10ms"});
+  EXPECT_EQ(fast.Wait(), 2);
+  Sipctl usage({"-s", sipd_->grpc_target(), "subscribe"});
+  EXPECT_EQ(usage.Wait(), 2);
 }
 
 TEST_F(EventServiceTest, StreamsEndWhenSipdStops) {
