@@ -218,7 +218,6 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  const int udp_port = sipd::testing::FreeUdpPort();
   sipd::testing::SipdInstance::Options options;
   options.grpc = false;
   options.log_level = 1;  // warnings only: no per-request logging anywhere
@@ -228,9 +227,8 @@ int main(int argc, char** argv) {
       "modparam(\"mi_fifo\", \"reply_dir\", \"{TMP_DIR}/\")\n"
       "loadmodule \"mi_datagram\"\n"
       "modparam(\"mi_datagram\", \"socket_name\", \"{TMP_DIR}/mi.sock\")\n"
-      "modparam(\"mi_datagram\", \"extra_socket_name\", \"udp:127.0.0.1:",
-      udp_port, "\")\n", "modparam(\"mi_datagram\", \"children_count\", ", datagram_children,
-      ")\n");
+      "modparam(\"mi_datagram\", \"extra_socket_name\", \"udp:127.0.0.1:0\")\n",
+      "modparam(\"mi_datagram\", \"children_count\", ", datagram_children, ")\n");
   std::vector<int> misbehaving_counts;
   if (!misbehaving_list.empty()) {
     for (const absl::string_view n : absl::StrSplit(misbehaving_list, ',')) {
@@ -248,6 +246,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "cannot start sipd: %s\n", std::string(s.message()).c_str());
     return 1;
   }
+  const int udp_port = sipd.listener_port("mi_datagram", "udp");
   const std::string fifo = sipd.tmp_dir() + "/sipd_fifo";
   const std::string mi_socket = sipd.tmp_dir() + "/mi.sock";
   std::string ps;

@@ -229,12 +229,10 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<sipd::testing::SipdInstance> sipd;
   if (port == 0) {
-    port = sipd::testing::FreeTcpPort();
     sipd::testing::SipdInstance::Options options;
     options.grpc = false;
     options.log_level = 1;
-    options.extra_config =
-        absl::StrCat("loadmodule \"mi_xmlrpc\"\nmodparam(\"mi_xmlrpc\", \"port\", ", port, ")\n");
+    options.extra_config = "loadmodule \"mi_xmlrpc\"\nmodparam(\"mi_xmlrpc\", \"port\", 0)\n";
     if (processes > 0) {
       absl::StrAppend(&options.extra_config, "modparam(\"mi_xmlrpc\", \"processes\", ", processes,
                       ")\n");
@@ -244,6 +242,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "cannot start sipd: %s\n", status.ToString().c_str());
       return 1;
     }
+    port = sipd->listener_port("mi_xmlrpc");
     sipd::testing::WaitUntil([&] { return !FindMiXmlrpcPids(port).empty(); },
                              std::chrono::seconds(10));
   }

@@ -40,14 +40,30 @@ enum class Role { kUnset, kNone, kRead, kOperate, kAdmin };
 
 std::string_view RoleName(Role role);
 
+// True for an IPv4 loopback (127/8), ::1, or IPv4-mapped loopback host, written without
+// port or brackets ("127.0.0.1", "::1", "::ffff:127.0.0.1").
+bool IsLoopbackHost(std::string_view host);
+
+// The credential in an HTTP `Authorization` header value: the token of `Bearer TOKEN`,
+// or the password of `Basic base64(user:password)`; empty if neither.
+std::string TokenFromAuthorization(std::string_view value);
+
 struct Peer {
   // Unix sockets (SO_PEERCRED) and the FIFO (owner of the reply FIFO); -1 = unknown.
   uid_t uid = static_cast<uid_t>(-1);
   pid_t pid = -1;
   // "ip:port" for network peers, the socket or FIFO path for local ones; may be empty.
   std::string address;
-  // The authenticated principal (token name, certificate subject, unix user); empty =
-  // not authenticated.
+  // The caller is on this host: a unix socket or FIFO, or a loopback address.
+  bool local = false;
+  // Credentials as the transport received them; the authorization hook checks them.
+  // A bearer token (gRPC `authorization: Bearer`, XML-RPC Basic password or Bearer).
+  std::string token;
+  // The subject of a verified TLS client certificate (mTLS).
+  std::string tls_subject;
+  // Decided by the authorization hook from the credentials above (a transport may
+  // preset `role` only from its own configuration, e.g. mi_datagram's udp_role).
+  // Empty principal = anonymous.
   std::string principal;
   Role role = Role::kUnset;
 

@@ -65,6 +65,9 @@ enum CommandFlag : uint32_t {
   // May block (disk I/O such as SQLite syncs): the dispatcher runs it on a worker
   // thread so the transport's loop keeps serving other clients.
   kBlocking = 1u << 4,
+  // Mutating and disruptive for the whole server (kill, debug, reset_statistics,
+  // ul_flush): only the admin role may run it (registry/authorization.h).
+  kDangerous = 1u << 5,
 };
 
 struct ParamSpec {
@@ -72,6 +75,8 @@ struct ParamSpec {
   std::string name;
   Arity arity = Arity::kRequired;
   std::string help;
+  // The value is a secret (a password, a token): the audit log shows it as ***.
+  bool secret = false;
 };
 
 // The rest of a streamed reply (spec 1.7), pulled by the dispatcher as the client can

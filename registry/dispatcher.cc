@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <exception>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "registry/log_limit.h"
 #include "spdlog/spdlog.h"
@@ -576,6 +578,33 @@ std::string_view TransportName(Transport transport) {
       return "http";
   }
   return "?";
+}
+
+bool IsLoopbackHost(std::string_view host) {
+  if (host == "::1") return true;
+  if (host.substr(0, 7) == "::ffff:") host.remove_prefix(7);
+  return host.substr(0, 4) == "127.";
+}
+
+std::string TokenFromAuthorization(std::string_view value) {
+  while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+  while (!value.empty() && (value.back() == ' ' || value.back() == '\r')) value.remove_suffix(1);
+  auto scheme = [&](std::string_view name) {
+    return value.size() > name.size() &&
+           absl::EqualsIgnoreCase(absl::string_view(value.data(), name.size()),
+                                  absl::string_view(name.data(), name.size())) &&
+           value[name.size()] == ' ';
+  };
+  if (scheme("Bearer")) return std::string(value.substr(7));
+  if (scheme("Basic")) {
+    std::string decoded;
+    if (!absl::Base64Unescape(absl::string_view(value.data() + 6, value.size() - 6), &decoded)) {
+      return {};
+    }
+    const size_t colon = decoded.find(':');
+    return colon == std::string::npos ? std::string() : decoded.substr(colon + 1);
+  }
+  return {};
 }
 
 std::string_view RoleName(Role role) {

@@ -83,10 +83,10 @@ struct DispatcherOptions {
 
 struct DispatchHooks {
   // Decides whether the caller may run the command, from the command's declared flags
-  // and the caller's principal and role. OK, or PermissionDenied (-> 403) /
-  // Unauthenticated (-> 401) whose message is the reason text. Called on every path;
-  // empty = allow everything.
-  std::function<absl::Status(const CallContext&, const Command&)> authorize;
+  // and the caller's credentials; fills context.peer.principal and .role with who the
+  // caller turned out to be. OK, or PermissionDenied (-> 403) / Unauthenticated (-> 401)
+  // whose message is the reason text. Called on every path; empty = allow everything.
+  std::function<absl::Status(CallContext&, const Command&)> authorize;
   // Called once per finished (or refused) call of a command flagged kMutating, with
   // the final MI code (0 when the caller went away first).
   std::function<void(const CallContext&, const Command&, const Request&, uint32_t code)> audit;

@@ -195,7 +195,7 @@ absl::Status StatsRegistry::RegisterCommands(Registry& registry) const {
       .help = "resets the value of a statistic variable",
       .params = {{"statistic", Arity::kRequired, "a statistic name"},
                  {"statistic", Arity::kRepeated, "more names"}},
-      .flags = kMutating,
+      .flags = kMutating | kDangerous,
       .handler =
           [this](Call& call) {
             bool found = false;

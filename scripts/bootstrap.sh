@@ -10,7 +10,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   libabsl-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libosip2-dev libxmlrpc-c++8-dev libexpat1-dev libboost-dev libcli11-dev libsqlite3-dev
+  libosip2-dev libxmlrpc-c++8-dev libexpat1-dev libboost-dev libcli11-dev libsqlite3-dev libssl-dev
   sip-tester sipsak
   python3 python3-grpcio python3-protobuf
   clang-format procps iproute2 curl nghttp2-client ccache
@@ -18,6 +18,12 @@ PACKAGES=(
   golang-github-golang-protobuf-1-5-dev
   protoc-gen-go protoc-gen-go-grpc
 )
+
+# `bootstrap.sh fuzz` adds what bench/fuzz.sh needs: clang with libFuzzer and the
+# sanitizer runtimes (not needed to build or test sipd).
+if [ "${1:-}" = "fuzz" ]; then
+  PACKAGES+=(clang-14 libclang-rt-14-dev)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

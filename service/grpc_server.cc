@@ -9,6 +9,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
 #include "service/cq_tag.h"
 #include "service/flush_list.h"
 #include "spdlog/spdlog.h"
@@ -67,6 +70,30 @@ void RunQueue(grpc::ServerCompletionQueue* cq) {
 
 void RouteGrpcLogsToSpdlog() { gpr_set_log_function(&LogToSpdlog); }
 
+std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const TlsOptions& tls) {
+  if (!tls.enabled()) return grpc::InsecureServerCredentials();
+  using grpc::experimental::FileWatcherCertificateProvider;
+  auto provider = tls.ca.empty() ? std::make_shared<FileWatcherCertificateProvider>(
+                                       tls.key, tls.cert, tls.refresh_seconds)
+                                 : std::make_shared<FileWatcherCertificateProvider>(
+                                       tls.key, tls.cert, tls.ca, tls.refresh_seconds);
+  grpc::experimental::TlsServerCredentialsOptions options(provider);
+  options.watch_identity_key_cert_pairs();
+  if (!tls.ca.empty()) options.watch_root_certs();
+  switch (tls.client_auth) {
+    case TlsOptions::ClientAuth::kNone:
+      options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+      break;
+    case TlsOptions::ClientAuth::kOptional:
+      options.set_cert_request_type(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+      break;
+    case TlsOptions::ClientAuth::kRequire:
+      options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+      break;
+  }
+  return grpc::experimental::TlsServerCredentials(options);
+}
+
 absl::StatusOr<std::unique_ptr<MiGrpcServer>> MiGrpcServer::Start(mi::Dispatcher& dispatcher,
                                                                   const ServerOptions& options) {
   RouteGrpcLogsToSpdlog();
@@ -93,7 +120,7 @@ absl::StatusOr<std::unique_ptr<MiGrpcServer>> MiGrpcServer::Start(mi::Dispatcher
 
   const int max_size = static_cast<int>(options.service.max_message_size);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &server->port_);
+  builder.AddListeningPort(options.listen, ServerCredentials(options.tls), &server->port_);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
   builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,

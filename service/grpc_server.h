@@ -35,9 +35,25 @@
 
 namespace sipd::service {
 
+struct TlsOptions {
+  enum class ClientAuth { kNone, kOptional, kRequire };
+  // PEM files; TLS is on when cert and key are set. The files are re-read when they
+  // change (checked every refresh_seconds), so renewed certificates take effect without
+  // a restart and without dropping connections.
+  std::string cert;
+  std::string key;
+  // CA that signs client certificates (mTLS); required unless client_auth is kNone.
+  std::string ca;
+  ClientAuth client_auth = ClientAuth::kNone;
+  unsigned refresh_seconds = 1;
+  bool enabled() const { return !cert.empty() && !key.empty(); }
+};
+
 struct ServerOptions {
-  // gRPC listen address: "host:port" ("127.0.0.1:8090", "[::1]:8090", "0.0.0.0:0").
+  // gRPC listen address: "host:port" ("127.0.0.1:8090", "[::1]:8090", "0.0.0.0:0") or
+  // "unix:/path" (the socket file is made mode 0600: only its owner and root connect).
   std::string listen = "127.0.0.1:8090";
+  TlsOptions tls;
   // Completion-queue threads: they poll the sockets and run ordinary commands inline.
   // One is the fastest on a small machine (no hand-off between pollers); more let
   // several slow-ish commands run in parallel.
@@ -101,6 +117,9 @@ class MiGrpcServer {
   int port_ = 0;
   bool shut_down_ = false;
 };
+
+// Plaintext, or TLS (mTLS with client_auth) with certificates re-read when they change.
+std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const TlsOptions& tls);
 
 // Routes gRPC's own log lines (gpr_log) to spdlog. Idempotent.
 void RouteGrpcLogsToSpdlog();

@@ -1,5 +1,7 @@
 #include "service/management_service.h"
 
+#include <unistd.h>
+
 #include <memory>
 #include <mutex>
 #include <string>
@@ -136,6 +138,29 @@ mi::CallContext GrpcCallContext(const grpc::ServerContext& context) {
   mi::CallContext call;
   call.transport = mi::Transport::kGrpc;
   call.peer.address = context.peer();
+  // "ipv4:127.0.0.1:5000", "ipv6:[::1]:5000", "unix:/path".
+  const std::string_view peer = call.peer.address;
+  if (peer.starts_with("unix:")) {
+    // The socket file is 0600 (mi_grpc's listen): only sipd's user (and root) connect.
+    call.peer.local = true;
+    call.peer.uid = geteuid();
+  } else if (peer.starts_with("ipv4:")) {
+    call.peer.local = mi::IsLoopbackHost(peer.substr(5, peer.rfind(':') - 5));
+  } else if (peer.starts_with("ipv6:[")) {
+    call.peer.local = mi::IsLoopbackHost(peer.substr(6, peer.rfind(']') - 6));
+  }
+  const auto& metadata = context.client_metadata();
+  if (auto it = metadata.find("authorization"); it != metadata.end()) {
+    call.peer.token =
+        mi::TokenFromAuthorization(std::string_view(it->second.data(), it->second.size()));
+  }
+  // A client certificate is there only when the TLS handshake verified it (mi_grpc asks
+  // for client certificates with *_AND_VERIFY only).
+  if (const auto auth = context.auth_context(); auth != nullptr) {
+    const std::vector<grpc::string_ref> subject = auth->FindPropertyValues("x509_subject");
+    if (!subject.empty())
+      call.peer.tls_subject.assign(subject.front().data(), subject.front().size());
+  }
   const auto deadline = context.deadline();
   if (deadline != std::chrono::system_clock::time_point::max()) {
     const auto left = deadline - std::chrono::system_clock::now();

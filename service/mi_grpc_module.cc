@@ -3,6 +3,7 @@
 #include <netdb.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -35,9 +36,17 @@ struct HostPort {
   int port = 0;
 };
 
-// "host:port" or "[v6]:port".
+// "host:port" or "[v6]:port" ("unix:/path" has no port: host = the path).
 absl::StatusOr<HostPort> ParseListen(const std::string& listen) {
   HostPort out;
+  if (listen.starts_with("unix:")) {
+    out.host = listen.substr(5);
+    if (out.host.empty() || out.host.front() != '/') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("mi_grpc: listen '", listen, "' is not unix:/absolute/path"));
+    }
+    return out;
+  }
   std::string port_text;
   if (!listen.empty() && listen.front() == '[') {
     const size_t close = listen.find(']');
@@ -67,6 +76,15 @@ absl::StatusOr<HostPort> ParseListen(const std::string& listen) {
 // port held by another daemon is reported before anything is forked.
 absl::Status CheckCanBind(const std::string& listen) {
   SIPD_ASSIGN_OR_RETURN(HostPort hp, ParseListen(listen));
+  if (listen.starts_with("unix:")) {
+    struct stat st;
+    if (lstat(hp.host.c_str(), &st) == 0 && !S_ISSOCK(st.st_mode)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "mi_grpc: ", hp.host, " exists and is not a socket: refusing to replace it"));
+    }
+    unlink(hp.host.c_str());  // a stale socket of an earlier run
+    return absl::OkStatus();
+  }
   if (hp.port == 0) return absl::OkStatus();
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -247,6 +265,34 @@ class MiGrpcModule final : public Module {
     } else if (param == "keepalive_time") {
       SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1000, 24 * 3600 * 1000));
       options_.keepalive_time = std::chrono::milliseconds(v);
+    } else if (param == "tls_cert" || param == "tls_key" || param == "tls_ca") {
+      const std::string* v = std::get_if<std::string>(&value);
+      if (v == nullptr) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("mi_grpc: parameter '", std::string(param), "' must be a file path"));
+      }
+      (param == "tls_cert"  ? options_.tls.cert
+       : param == "tls_key" ? options_.tls.key
+                            : options_.tls.ca) = *v;
+    } else if (param == "tls_client_auth") {
+      const std::string* v = std::get_if<std::string>(&value);
+      using ClientAuth = service::TlsOptions::ClientAuth;
+      if (v != nullptr && *v == "none") {
+        options_.tls.client_auth = ClientAuth::kNone;
+      } else if (v != nullptr && *v == "optional") {
+        options_.tls.client_auth = ClientAuth::kOptional;
+      } else if (v != nullptr && *v == "require") {
+        options_.tls.client_auth = ClientAuth::kRequire;
+      } else {
+        return absl::InvalidArgumentError(
+            "mi_grpc: tls_client_auth must be \"none\", \"optional\" or \"require\"");
+      }
+    } else if (param == "tls_refresh") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1, 3600));
+      options_.tls.refresh_seconds = static_cast<unsigned>(v);
+    } else if (param == "insecure") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 0, 1));
+      insecure_ = v == 1;
     } else if (param == "keepalive_timeout") {
       SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1000, 3600 * 1000));
       options_.keepalive_timeout = std::chrono::milliseconds(v);
@@ -259,6 +305,36 @@ class MiGrpcModule final : public Module {
 
   absl::Status Init(Core& core) override {
     core_ = &core;
+    const service::TlsOptions& tls = options_.tls;
+    if (tls.cert.empty() != tls.key.empty()) {
+      return absl::InvalidArgumentError("mi_grpc: tls_cert and tls_key go together");
+    }
+    if (tls.client_auth != service::TlsOptions::ClientAuth::kNone && tls.ca.empty()) {
+      return absl::InvalidArgumentError(
+          "mi_grpc: tls_client_auth needs tls_ca (the CA that signs client certificates)");
+    }
+    for (const std::string* file : {&tls.cert, &tls.key, &tls.ca}) {
+      if (!file->empty() && access(file->c_str(), R_OK) != 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("mi_grpc: cannot read ", *file, ": ", std::strerror(errno)));
+      }
+    }
+    // Exposure rule: a listener other hosts can reach needs TLS (tokens are then
+    // required by the MI's security: remote callers without credentials get 401).
+    SIPD_ASSIGN_OR_RETURN(HostPort hp, ParseListen(options_.listen));
+    const bool local = options_.listen.starts_with("unix:") || mi::IsLoopbackHost(hp.host) ||
+                       hp.host == "localhost";
+    if (!local && !tls.enabled()) {
+      if (!insecure_) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "mi_grpc: listen ", options_.listen,
+            " is reachable from other hosts and has no TLS: set tls_cert and tls_key (and give "
+            "remote callers tokens: modparam(\"mi\", \"tokens_file\", ...)), or set "
+            "modparam(\"mi_grpc\", \"insecure\", 1) to accept clear text"));
+      }
+      spdlog::critical("mi_grpc: INSECURE: {} is reachable from other hosts without TLS",
+                       options_.listen);
+    }
     options_.events.stats = &core.stats();
     // Subscribe streams read events through a consumer of their own (registry/events.h):
     // raisers queue an event for it only while a stream wants that event.
@@ -303,10 +379,17 @@ class MiGrpcModule final : public Module {
     spdlog::info("mi_grpc: serving sipd.mi.v1.Management on {} (port {})", options_.listen,
                  (*server)->port());
     const std::string host = ParseListen(options_.listen)->host;
-    core_->ReportListeners(
-        {{kModuleName, "grpc",
-          absl::StrCat(host.find(':') == std::string::npos ? host : "[" + host + "]", ":",
-                       (*server)->port())}});
+    if (options_.listen.starts_with("unix:")) {
+      // Only sipd's user (and root) may connect: they are who the MI maps unix peers to.
+      chmod(host.c_str(), 0600);
+      core_->ReportListeners(
+          {{kModuleName, options_.tls.enabled() ? "grpcs" : "grpc", options_.listen}});
+    } else {
+      core_->ReportListeners(
+          {{kModuleName, options_.tls.enabled() ? "grpcs" : "grpc",
+            absl::StrCat(host.find(':') == std::string::npos ? host : "[" + host + "]", ":",
+                         (*server)->port())}});
+    }
     while (!core_->stopping()) {
       std::this_thread::sleep_for(kLoopInterval);
       core_->SyncLogLevel();
@@ -318,6 +401,7 @@ class MiGrpcModule final : public Module {
 
   Core* core_ = nullptr;
   service::ServerOptions options_;
+  bool insecure_ = false;
   size_t event_queue_bytes_ = 4 << 20;
 };
 

@@ -8,6 +8,7 @@ grpc::StatusCode MiCodeToStatusCode(uint32_t mi_code) {
     case 400:
       return grpc::StatusCode::INVALID_ARGUMENT;
     case 401:
+      return grpc::StatusCode::UNAUTHENTICATED;
     case 403:
       return grpc::StatusCode::PERMISSION_DENIED;
     case 404:

@@ -13,8 +13,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -23,6 +25,7 @@
 #include "clients/sipctl/proto_files.h"
 #include "grpcpp/grpcpp.h"
 #include "registry/proto_convert.h"
+#include "sipd/api/paths.h"
 #include "sipd/mi/v1/mi.grpc.pb.h"
 
 namespace sipd::sipctl {
@@ -47,10 +50,19 @@ constexpr char kExitCodesHelp[] =
     "  2  usage error\n"
     "  3  transport error: server unreachable, deadline exceeded, request rejected\n"
     "  4  no such command (stderr: command 'CMD' not available)\n"
-    "Server: -s, else $SIPCTL_SERVER, else 127.0.0.1:8090.";
+    "Server: -s, else $SIPCTL_SERVER, else 127.0.0.1:8090.\n"
+    "Credentials: --token, else --token-file, else $SIPCTL_TOKEN, else the admin token\n"
+    "in sipd's run directory ($SIPD_RUN_DIR, else $XDG_RUNTIME_DIR/sipd, else\n"
+    "/tmp/sipd-UID) when readable, sent only to a local server or over TLS. Without one,\n"
+    "sipd lets local callers read only.";
 
 struct Options {
   std::string server;
+  std::string token;
+  std::string token_file;
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
   bool json = false;
   bool stream = false;
   double timeout_seconds = 30;
@@ -80,6 +92,7 @@ std::string DecodePercent(const std::string& text) {
 }
 
 void SetDeadline(const Options& options, grpc::ClientContext* ctx) {
+  if (!options.token.empty()) ctx->AddMetadata("authorization", "Bearer " + options.token);
   if (options.timeout_seconds > 0) {
     ctx->set_deadline(
         std::chrono::system_clock::now() +
@@ -206,6 +219,28 @@ int RunList(const Options& options, v1::Management::Stub& stub) {
   return kExitOk;
 }
 
+std::string ReadFirstLine(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+  return line;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// A server on this host (loopback or a unix socket): the admin token may go there in
+// clear text.
+bool IsLocalServer(const std::string& server) {
+  return server.starts_with("unix:") || server.starts_with("127.") ||
+         server.starts_with("localhost:") || server.starts_with("[::1]:");
+}
+
 // `sipctl proto`: every annotated .proto file, each after a line `// ==> PATH <==`;
 // `sipctl proto FILE...`: the named files alone (a path under proto/, or its last part,
 // e.g. usrloc.proto), as they are. No server is asked.
@@ -260,6 +295,11 @@ int Main(int argc, char** argv) {
       "Options must come before CMD; everything after CMD is passed to it verbatim."};
   app.add_option("-s,--server", options.server, "host:port of the MI gRPC listener")
       ->capture_default_str();
+  app.add_option("--token", options.token, "bearer token (see Credentials below)");
+  app.add_option("--token-file", options.token_file, "file whose first line is the token");
+  app.add_option("--tls-ca", options.tls_ca, "CA certificate (PEM): use TLS, verify the server");
+  app.add_option("--cert", options.tls_cert, "client certificate (PEM) for mTLS");
+  app.add_option("--key", options.tls_key, "client private key (PEM) for mTLS");
   app.add_flag("--json", options.json, "print the reply as JSON");
   app.add_option("--timeout", options.timeout_seconds,
                  "seconds before the call is abandoned (0 = no deadline)")
@@ -299,11 +339,32 @@ int Main(int argc, char** argv) {
   options.args.assign(rest.begin() + 1, rest.end());
   if (options.command == "proto") return RunProto(options.args);
 
+  const bool tls = !options.tls_ca.empty() || !options.tls_cert.empty();
+  if (options.token.empty() && !options.token_file.empty()) {
+    options.token = ReadFirstLine(options.token_file);
+    if (options.token.empty()) {
+      std::fprintf(stderr, "sipctl: no token in %s\n", options.token_file.c_str());
+      return kExitUsage;
+    }
+  }
+  if (const char* env = std::getenv("SIPCTL_TOKEN"); options.token.empty() && env != nullptr) {
+    options.token = env;
+  }
+  if (options.token.empty() && (tls || IsLocalServer(options.server))) {
+    options.token = ReadFirstLine(ClientRunDir() + "/admin.token");  // empty if unreadable
+  }
   grpc::ChannelArguments channel_args;
   channel_args.SetMaxReceiveMessageSize(256 << 20);
   channel_args.SetMaxSendMessageSize(256 << 20);
-  auto channel =
-      grpc::CreateCustomChannel(options.server, grpc::InsecureChannelCredentials(), channel_args);
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (tls) {
+    grpc::SslCredentialsOptions ssl;
+    if (!options.tls_ca.empty()) ssl.pem_root_certs = ReadFile(options.tls_ca);
+    if (!options.tls_cert.empty()) ssl.pem_cert_chain = ReadFile(options.tls_cert);
+    if (!options.tls_key.empty()) ssl.pem_private_key = ReadFile(options.tls_key);
+    credentials = grpc::SslCredentials(ssl);
+  }
+  auto channel = grpc::CreateCustomChannel(options.server, credentials, channel_args);
   auto stub = v1::Management::NewStub(channel);
   if (options.command == "list" && options.args.empty()) return RunList(options, *stub);
   if (options.command == "subscribe" || options.command == "watch") {

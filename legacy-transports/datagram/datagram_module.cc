@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "legacy-transports/datagram/datagram_server.h"
+#include "registry/authorization.h"
 #include "spdlog/fmt/ranges.h"
 #include "spdlog/spdlog.h"
 
@@ -44,6 +45,21 @@ class MiDatagramModule final : public Module {
       if (mode.ok()) config_.unix_access.mode = *mode;
       return mode.status();
     }
+    if (param == "udp_role") {
+      absl::StatusOr<std::string> text = legacy::StringParam(param, value);
+      if (!text.ok()) return text.status();
+      std::optional<mi::Role> role = mi::ParseRole(*text);
+      if (!role.has_value()) {
+        return absl::InvalidArgumentError("mi_datagram: udp_role must be read, operate or admin");
+      }
+      config_.udp_role = *role;
+      return absl::OkStatus();
+    }
+    if (param == "insecure") {
+      absl::StatusOr<int64_t> on = legacy::IntParam(param, value, 0, 1);
+      if (on.ok()) config_.insecure = *on == 1;
+      return on.status();
+    }
     if (param == "unix_socket_user") {
       return legacy::SetUserFromParam(param, value, &config_.unix_access);
     }
@@ -80,9 +96,8 @@ class MiDatagramModule final : public Module {
       sockets_ = std::move(*sockets);
       std::vector<Listener> listeners;  // sockets_ follow socket_name, extra_socket_names
       for (size_t i = 0; i < sockets_.size(); ++i) {
-        const std::string& name = i == 0 ? config_.socket_name : config_.extra_socket_names[i - 1];
         listeners.push_back(sockets_[i].unix_path.empty()
-                                ? Listener{"mi_datagram", "udp", name.substr(4)}  // "udp:..."
+                                ? Listener{"mi_datagram", "udp", legacy::BoundAddress(sockets_[i])}
                                 : Listener{"mi_datagram", "unix", sockets_[i].unix_path});
       }
       if (core_ != nullptr) core_->ReportListeners(std::move(listeners));

@@ -38,16 +38,17 @@ constexpr size_t kKeptWriterCapacity = 4096;
 
 std::string Errno() { return std::strerror(errno); }
 
-absl::StatusOr<DatagramSockets> CreateUdpSocket(const std::string& name) {
+absl::StatusOr<DatagramSockets> CreateUdpSocket(const std::string& name, bool insecure) {
   const std::string_view spec = std::string_view(name).substr(kUdpPrefix.size());
   const size_t colon = spec.rfind(':');
   int port = 0;
   if (colon == std::string_view::npos ||
       std::from_chars(spec.data() + colon + 1, spec.data() + spec.size(), port).ptr !=
           spec.data() + spec.size() ||
-      port < 1024 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "mi_datagram: socket_name '", name, "': expected udp:HOST:PORT with PORT 1024..65535"));
+      (port != 0 && port < 1024) || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("mi_datagram: socket_name '", name,
+                     "': expected udp:HOST:PORT with PORT 1024..65535 (or 0: any free port)"));
   }
   std::string host(spec.substr(0, colon));
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
@@ -77,9 +78,17 @@ absl::StatusOr<DatagramSockets> CreateUdpSocket(const std::string& name) {
        IN6_IS_ADDR_LOOPBACK(&reinterpret_cast<sockaddr_in6*>(found->ai_addr)->sin6_addr));
   freeaddrinfo(found);
   if (!loopback) {
-    spdlog::warn(
-        "mi_datagram: {} is not a loopback address: anyone who can reach it can run "
-        "MI commands",
+    if (!insecure) {
+      sockets.Close();
+      return absl::FailedPreconditionError(absl::StrCat(
+          "mi_datagram: ", name,
+          " is not a loopback address: UDP datagrams carry no identity, so anyone who can "
+          "reach it could run MI commands as udp_role; bind it to 127.0.0.1, or set "
+          "modparam(\"mi_datagram\", \"insecure\", 1) to accept that"));
+    }
+    spdlog::critical(
+        "mi_datagram: INSECURE: {} is not a loopback address and carries no identity: "
+        "anyone who can reach it runs MI commands as the udp_role",
         name);
   }
   sockets.tx = sockets.rx;
@@ -151,15 +160,33 @@ void DatagramSockets::Close() {
   }
 }
 
-absl::StatusOr<DatagramSockets> CreateDatagramSockets(const std::string& socket_name,
+absl::StatusOr<DatagramSockets> CreateDatagramSockets(const std::string& socket_name, bool insecure,
                                                       const FileAccess& unix_access) {
   if (socket_name.empty()) {
     return absl::InvalidArgumentError("mi_datagram: parameter 'socket_name' is mandatory");
   }
   if (socket_name.compare(0, kUdpPrefix.size(), kUdpPrefix) == 0) {
-    return CreateUdpSocket(socket_name);
+    return CreateUdpSocket(socket_name, insecure);
   }
   return CreateUnixSockets(socket_name, unix_access);
+}
+
+std::string BoundAddress(const DatagramSockets& sockets) {
+  sockaddr_storage bound{};
+  socklen_t length = sizeof(bound);
+  if (getsockname(sockets.rx, reinterpret_cast<sockaddr*>(&bound), &length) != 0) return "";
+  char host[INET6_ADDRSTRLEN] = "";
+  if (bound.ss_family == AF_INET) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(&bound);
+    inet_ntop(AF_INET, &v4->sin_addr, host, sizeof(host));
+    return absl::StrCat(host, ":", ntohs(v4->sin_port));
+  }
+  if (bound.ss_family == AF_INET6) {
+    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&bound);
+    inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host));
+    return absl::StrCat("[", host, "]:", ntohs(v6->sin6_port));
+  }
+  return "";
 }
 
 absl::StatusOr<std::vector<DatagramSockets>> CreateDatagramSockets(const DatagramConfig& config) {
@@ -167,7 +194,8 @@ absl::StatusOr<std::vector<DatagramSockets>> CreateDatagramSockets(const Datagra
   std::vector<std::string> names = {config.socket_name};
   names.insert(names.end(), config.extra_socket_names.begin(), config.extra_socket_names.end());
   for (const std::string& name : names) {
-    absl::StatusOr<DatagramSockets> sockets = CreateDatagramSockets(name, config.unix_access);
+    absl::StatusOr<DatagramSockets> sockets =
+        CreateDatagramSockets(name, config.insecure, config.unix_access);
     if (!sockets.ok()) {
       for (DatagramSockets& created : all) created.Close();
       return sockets.status();
@@ -227,7 +255,51 @@ DatagramServer::DatagramServer(const DatagramConfig& config, mi::Dispatcher& dis
   for (const DatagramSockets& socket : sockets_) {
     tx_.push_back(socket.tx);
     own_tx_.push_back(false);
+    sockaddr_storage bound{};
+    bound.ss_family = AF_UNSPEC;
+    socklen_t length = sizeof(bound);
+    if (socket.unix_path.empty() &&
+        getsockname(socket.rx, reinterpret_cast<sockaddr*>(&bound), &length) != 0) {
+      bound.ss_family = AF_UNSPEC;
+    }
+    if (!socket.unix_path.empty()) bound.ss_family = AF_UNSPEC;
+    own_addresses_.push_back(bound);
   }
+}
+
+bool ErrorReplyBudget::Allow(Clock::time_point now) {
+  if (last_ != Clock::time_point{} && now > last_) {
+    tokens_ =
+        std::min(burst_, tokens_ + rate_ * std::chrono::duration<double>(now - last_).count());
+  }
+  if (last_ == Clock::time_point{} || now > last_) last_ = now;
+  if (tokens_ < 1) return false;
+  tokens_ -= 1;
+  return true;
+}
+
+bool DatagramServer::FromOwnSocket(const sockaddr_storage& from) const {
+  for (const sockaddr_storage& own : own_addresses_) {
+    if (own.ss_family != from.ss_family) continue;
+    if (own.ss_family == AF_INET) {
+      const auto* a = reinterpret_cast<const sockaddr_in*>(&own);
+      const auto* b = reinterpret_cast<const sockaddr_in*>(&from);
+      // A wildcard-bound socket is reachable at every local address: the port decides.
+      if (a->sin_port == b->sin_port &&
+          (a->sin_addr.s_addr == INADDR_ANY || a->sin_addr.s_addr == b->sin_addr.s_addr)) {
+        return true;
+      }
+    } else if (own.ss_family == AF_INET6) {
+      const auto* a = reinterpret_cast<const sockaddr_in6*>(&own);
+      const auto* b = reinterpret_cast<const sockaddr_in6*>(&from);
+      if (a->sin6_port == b->sin6_port &&
+          (IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr) ||
+           std::memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(in6_addr)) == 0)) {
+        return true;
+      }
+    }
+  }
+  return false;
 }
 
 DatagramServer::~DatagramServer() {
@@ -325,6 +397,7 @@ bool DatagramServer::ReceiveOne(size_t index) {
   const socklen_t from_len = msg.msg_namelen;
   mi::Peer peer;
   if (is_unix) {
+    peer.local = true;
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
       if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
         ucred credentials;
@@ -339,17 +412,30 @@ bool DatagramServer::ReceiveOne(size_t index) {
                           strnlen(address->sun_path, from_len - offsetof(sockaddr_un, sun_path)));
     }
   } else {
+    // A datagram "from" our own socket (a forged source address) would be answered to
+    // ourselves, and that answer again, forever: never answer it.
+    if (FromOwnSocket(from)) {
+      ignored_own_.fetch_add(1, std::memory_order_relaxed);
+      SIPD_LOG_LIMITED(spdlog::level::warn,
+                       "mi_datagram: ignored a datagram whose source is sipd's own MI socket "
+                       "(forged source address)");
+      return true;
+    }
     if (from.ss_family == AF_INET) {
       // (inet_ntop formats IPv4 with sprintf: a visible cost per request.)
       const auto* v4 = reinterpret_cast<const sockaddr_in*>(&from);
       const auto* b = reinterpret_cast<const uint8_t*>(&v4->sin_addr);
       peer.address = absl::StrCat(b[0], ".", b[1], ".", b[2], ".", b[3], ":", ntohs(v4->sin_port));
+      peer.local = b[0] == 127;
     } else if (from.ss_family == AF_INET6) {
       const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&from);
       char host[INET6_ADDRSTRLEN] = "?";
       inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host));
       peer.address = absl::StrCat("[", host, "]:", ntohs(v6->sin6_port));
+      peer.local = mi::IsLoopbackHost(host);
     }
+    // No identity is possible over UDP: the configured role (mi_datagram udp_role).
+    peer.role = config_.udp_role;
   }
   const size_t real_size = static_cast<size_t>(n);
   const std::string_view reply =
@@ -360,8 +446,29 @@ bool DatagramServer::ReceiveOne(size_t index) {
     SIPD_LOG_LIMITED(spdlog::level::warn, "request from an unbound UNIX socket: no reply possible");
     return true;
   }
+  const bool error =
+      reply.data() == kDatagramNotAvailable.data() || reply.data() == kDatagramParseError.data() ||
+      reply.data() == kDatagramFailed.data() || reply.data() == kDatagramTooLarge.data();
+  if (error && !error_budget_.Allow(ErrorReplyBudget::Clock::now())) {
+    unsent_errors_.fetch_add(1, std::memory_order_relaxed);
+    SIPD_LOG_LIMITED(spdlog::level::warn,
+                     "mi_datagram: more than {} error replies per second: error replies dropped",
+                     kErrorRepliesPerSecond);
+    return true;
+  }
   SendReply(index, reply, from, from_len);
   return true;
+}
+
+std::string DatagramServer::FeedForFuzzing(std::string_view datagram) {
+  mi::Peer peer;
+  peer.local = true;
+  sockaddr_storage from{};
+  from.ss_family = AF_UNIX;
+  const size_t size = std::min(datagram.size(), input_.size());
+  std::memcpy(input_.data(), datagram.data(), size);
+  return std::string(Handle(std::string_view(input_.data(), size), datagram.size(), std::move(peer),
+                            0, from, sizeof(sa_family_t)));
 }
 
 std::string_view DatagramServer::Handle(std::string_view datagram, size_t real_size, mi::Peer peer,

@@ -91,6 +91,10 @@ struct DatagramConfig {
   std::string reply_indent = "\t";
   // UNIX socket file: mode 0600 by default.
   FileAccess unix_access;
+  // The role of every UDP caller (no identity is possible over UDP): read by default.
+  mi::Role udp_role = mi::Role::kRead;
+  // Allows a UDP socket on a non-loopback address (refused otherwise).
+  bool insecure = false;
 };
 
 // The sockets of the transport, created in the attendant before the fork so that a busy
@@ -109,8 +113,10 @@ struct DatagramSockets {
 // UDP: binds HOST:PORT (no SO_REUSEADDR: a busy port is an error). UNIX: binds the path
 // with `unix_access`; a stale socket file is replaced, a symlink or any other file is
 // refused (FailedPrecondition).
-absl::StatusOr<DatagramSockets> CreateDatagramSockets(const std::string& socket_name,
+absl::StatusOr<DatagramSockets> CreateDatagramSockets(const std::string& socket_name, bool insecure,
                                                       const FileAccess& unix_access);
+// HOST:PORT ([v6]:PORT) a UDP socket is bound to (the port the kernel chose for port 0).
+std::string BoundAddress(const DatagramSockets& sockets);
 // The sockets of config.socket_name and config.extra_socket_names, all or none.
 absl::StatusOr<std::vector<DatagramSockets>> CreateDatagramSockets(const DatagramConfig& config);
 
@@ -136,6 +142,27 @@ class DatagramReplyWriter final : public mi::ReplyWriter {
   bool too_large_ = false;
 };
 
+// A token bucket for error replies (a bad request costs the sender one datagram; a flood
+// of them must not turn the MI socket into a reflector). `rate` per second, up to `burst`
+// at once. Time is passed in, so tests drive it.
+class ErrorReplyBudget {
+ public:
+  using Clock = std::chrono::steady_clock;
+  ErrorReplyBudget(double rate, double burst) : rate_(rate), burst_(burst), tokens_(burst) {}
+  // True if one more error reply may go at `now`.
+  bool Allow(Clock::time_point now);
+
+ private:
+  const double rate_;
+  const double burst_;
+  double tokens_;
+  Clock::time_point last_{};
+};
+
+// Error replies per second and process (and the burst allowed at once).
+inline constexpr double kErrorRepliesPerSecond = 1000;
+inline constexpr double kErrorReplyBurst = 1000;
+
 class DatagramServer {
  public:
   // `sockets` must outlive the server. `dropped_replies` counts replies dropped on a
@@ -155,6 +182,15 @@ class DatagramServer {
   // read from any thread (tests).
   size_t waiting() const { return waiting_count_.load(std::memory_order_relaxed); }
   uint64_t dropped_replies() const { return dropped_local_.load(std::memory_order_relaxed); }
+  // Datagrams ignored because they came from one of the transport's own sockets (a forged
+  // source would make a socket answer itself forever), and error replies left unsent
+  // over the budget.
+  uint64_t ignored_own() const { return ignored_own_.load(std::memory_order_relaxed); }
+  uint64_t unsent_errors() const { return unsent_errors_.load(std::memory_order_relaxed); }
+
+  // Fuzzing: serves `datagram` as received on socket 0 from a local caller; returns the
+  // reply payload (empty if the call waits). Needs no Run().
+  std::string FeedForFuzzing(std::string_view datagram);
 
  private:
   struct Waiting;
@@ -172,6 +208,8 @@ class DatagramServer {
   void SendReply(size_t index, std::string_view payload, const sockaddr_storage& to,
                  socklen_t to_len);
   void Drop(std::string_view why);
+  // True if `from` is the address of one of our UDP sockets.
+  bool FromOwnSocket(const sockaddr_storage& from) const;
 
   const DatagramConfig& config_;
   mi::Dispatcher& dispatcher_;
@@ -184,6 +222,11 @@ class DatagramServer {
   mi::Counter dropped_;
   std::atomic<uint64_t> dropped_local_{0};
   std::atomic<size_t> waiting_count_{0};
+  std::atomic<uint64_t> ignored_own_{0};
+  std::atomic<uint64_t> unsent_errors_{0};
+  // The bound addresses of our UDP sockets (AF_UNSPEC for UNIX ones).
+  std::vector<sockaddr_storage> own_addresses_;
+  ErrorReplyBudget error_budget_{kErrorRepliesPerSecond, kErrorReplyBurst};
   int epoll_fd_ = -1;
 
   std::string input_;

@@ -296,27 +296,41 @@ void FifoServer::ReadInput() {
     const size_t room = kInputSize - input_end_;
     const ssize_t n = read(read_fd_, input_.get() + input_end_, room);
     if (n > 0) {
-      read_at_ = last_input_ = Clock::now();
-      if (paused_) {
-        paused_ = false;
-        if (RequestInProgress()) {
-          ResyncOnNewCommandLine(std::string_view(input_.get() + input_end_, n));
-        }
-      }
-      input_end_ += static_cast<size_t>(n);
-      ProcessInput();
-      // A read that took less than it could drained the FIFO: whatever comes next was
-      // written after it (a pause, for the resynchronisation rule).
-      if (static_cast<size_t>(n) < room) {
-        paused_ = RequestInProgress();
-        return;
-      }
+      if (!TakeInput(static_cast<size_t>(n), room)) return;
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno != EAGAIN) spdlog::error("read: {}", Errno());
     paused_ = RequestInProgress();
     return;  // EAGAIN, or EOF (impossible while keep_fd_ is open)
+  }
+}
+
+bool FifoServer::TakeInput(size_t n, size_t room) {
+  read_at_ = last_input_ = Clock::now();
+  if (paused_) {
+    paused_ = false;
+    if (RequestInProgress()) ResyncOnNewCommandLine(std::string_view(input_.get() + input_end_, n));
+  }
+  input_end_ += n;
+  ProcessInput();
+  // A read that took less than it could drained the FIFO: whatever comes next was
+  // written after it (a pause, for the resynchronisation rule).
+  if (n < room) {
+    paused_ = RequestInProgress();
+    return false;
+  }
+  return true;
+}
+
+void FifoServer::FeedForFuzzing(std::string_view bytes) {
+  while (!bytes.empty()) {
+    const size_t room = kInputSize - input_end_;
+    if (room == 0) return;  // (ProcessInput always makes room; never loop on a full buffer)
+    const size_t n = std::min(room, bytes.size());
+    std::memcpy(input_.get() + input_end_, bytes.data(), n);
+    bytes.remove_prefix(n);
+    TakeInput(n, bytes.empty() ? room + 1 : room);
   }
 }
 
@@ -603,6 +617,7 @@ bool FifoServer::Dispatch(std::unique_ptr<Client> client) {
     context.transport = mi::Transport::kFifo;
     context.peer.uid = client->uid;
     context.peer.address = client->reply_path;
+    context.peer.local = true;
     context.deadline = client->deadline;
     context.can_wait_async = true;
     client->phase = Client::Phase::kRunning;

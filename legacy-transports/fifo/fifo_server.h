@@ -147,6 +147,11 @@ class FifoServer {
   // reader). May be read from any thread (tests).
   size_t clients_in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
 
+  // Fuzzing: `bytes` as if read from the request FIFO (in reads of at most the input
+  // buffer's size), then a pause. Needs no Open(): reply FIFOs that cannot be opened
+  // discard their requests as in service.
+  void FeedForFuzzing(std::string_view bytes);
+
  private:
   using Clock = std::chrono::steady_clock;
   struct Client;
@@ -160,6 +165,9 @@ class FifoServer {
 
   // --- request FIFO ---
   void ReadInput();
+  // `n` bytes were appended at input_end_ by a read that had `room`: processes them.
+  // False when the read drained the FIFO (a pause follows).
+  bool TakeInput(size_t n, size_t room);
   // A pause was seen and `fresh` (bytes just read) begins a new request: abandons the
   // incomplete one. Returns true if it did.
   bool ResyncOnNewCommandLine(std::string_view fresh);

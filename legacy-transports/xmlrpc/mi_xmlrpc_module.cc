@@ -91,6 +91,9 @@ class MiXmlrpcModule : public Module {
     } else if (name == "processes") {
       if (absl::Status s = require_range(1, 64); !s.ok()) return s;
       processes_ = static_cast<int>(*number);
+    } else if (name == "insecure") {
+      if (absl::Status s = require_range(0, 1); !s.ok()) return s;
+      insecure_ = *number == 1;
     } else if (name == "keep_alive_max") {
       if (absl::Status s = require_range(0, 1 << 30); !s.ok()) return s;
       server_options_.keep_alive_max = static_cast<int>(*number);
@@ -103,6 +106,18 @@ class MiXmlrpcModule : public Module {
   absl::Status Init(Core& core) override {
     core_ = &core;
     processor_options_.max_xml_size = server_options_.max_body_size;
+    // Exposure rule: XML-RPC has no TLS here, so a non-loopback listener would carry
+    // tokens and MI traffic in clear text.
+    if (!mi::IsLoopbackHost(listen_)) {
+      if (!insecure_) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "mi_xmlrpc: listen ", listen_,
+            " is not a loopback address and XML-RPC has no TLS: tokens and commands would "
+            "cross the network in clear text; listen on 127.0.0.1 (use mi_grpc with TLS for "
+            "remote management), or set modparam(\"mi_xmlrpc\", \"insecure\", 1)"));
+      }
+      spdlog::critical("mi_xmlrpc: INSECURE: listening on {} without TLS", listen_);
+    }
     if (!server_options_.log_file.empty()) {
       // Fail at start-up, not later in the forked process.
       const int fd =
@@ -184,6 +199,7 @@ class MiXmlrpcModule : public Module {
 
   Core* core_ = nullptr;
   std::string listen_ = "127.0.0.1";
+  bool insecure_ = false;
   int port_ = kDefaultPort;
   // MI XMLRPC processes sharing the listen socket, each with its own event loop.
   int processes_ = 2;

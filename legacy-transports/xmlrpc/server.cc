@@ -619,16 +619,20 @@ void XmlrpcServer::Impl::ProcessInput(Connection& c) {
 }
 
 void XmlrpcServer::Impl::StartCall(Connection& c, std::string_view body) {
-  mi::Request request;
-  c.body.clear();
-  if (processor_.Parse(body, &request, &c.body) == XmlrpcProcessor::Parsed::kAnswered) {
-    QueueResponse(c);
-    return;
-  }
   mi::CallContext context;
   context.transport = mi::Transport::kXmlrpc;
   context.peer.address = c.peer;
+  context.peer.local = mi::IsLoopbackHost(c.host);
+  if (std::optional<std::string_view> authorization = c.head.Header("authorization")) {
+    context.peer.token = mi::TokenFromAuthorization(*authorization);
+  }
   context.can_wait_async = true;
+  mi::Request request;
+  c.body.clear();
+  if (processor_.Parse(body, &request, &c.body, &context) == XmlrpcProcessor::Parsed::kAnswered) {
+    QueueResponse(c);
+    return;
+  }
   c.args_error = request.args_error;
   c.writer.Reset();
   c.writer.SetOutput(&c.body);

@@ -170,6 +170,21 @@ xmlrpc_c::fault OutcomeFault(mi::Outcome outcome, const std::string& command,
   return MakeFault(static_cast<int>(reply.code), reply.reason.empty() ? "Error" : reply.reason);
 }
 
+// Who sent the document xmlrpc-c's registry is running on this thread (set around
+// processCall, read by MiDefaultMethod).
+thread_local const mi::CallContext* g_current_caller = nullptr;
+
+class CurrentCaller {
+ public:
+  explicit CurrentCaller(const mi::CallContext* caller) : previous_(g_current_caller) {
+    g_current_caller = caller;
+  }
+  ~CurrentCaller() { g_current_caller = previous_; }
+
+ private:
+  const mi::CallContext* previous_;
+};
+
 // xmlrpc-c's "default method": every methodName that is not a system.* method of the
 // library reaches MI through it when a call takes the library's path (system.multicall).
 // It runs the command to its end synchronously; such a call cannot wait for an async
@@ -186,6 +201,7 @@ class MiDefaultMethod : public xmlrpc_c::defaultMethod {
       ToRequest(method_name, params, &request);
       const absl::Status args_error = request.args_error;
       mi::CallContext context;
+      if (g_current_caller != nullptr) context = *g_current_caller;
       context.transport = mi::Transport::kXmlrpc;
       context.can_wait_async = false;
       ValueReplyWriter writer(options_.reply_option);
@@ -405,7 +421,8 @@ XmlrpcProcessor::XmlrpcProcessor(mi::Dispatcher& dispatcher, Options options)
 XmlrpcProcessor::~XmlrpcProcessor() = default;
 
 XmlrpcProcessor::Parsed XmlrpcProcessor::Parse(std::string_view call_xml, mi::Request* request,
-                                               std::string* response) const {
+                                               std::string* response,
+                                               const mi::CallContext* caller) const {
   const size_t start = response->size();
   try {
     // The fast reader needs no guard: it stops at a DTD and below the 5th element level.
@@ -422,7 +439,10 @@ XmlrpcProcessor::Parsed XmlrpcProcessor::Parse(std::string_view call_xml, mi::Re
     // Parse faults and the library's own system.* methods (introspection, multicall,
     // which may call MI through the default method) take xmlrpc-c's whole path.
     std::string answer;
-    impl_->registry.processCall(call, &answer);
+    {
+      CurrentCaller current(caller);
+      impl_->registry.processCall(call, &answer);
+    }
     response->append(answer);
     return Parsed::kAnswered;
   } catch (const std::exception& e) {

@@ -143,8 +143,10 @@ class XmlrpcProcessor {
     // The whole methodResponse is in `*response` (parse fault, system.* method).
     kAnswered,
   };
-  // Parses one methodCall document. Never throws.
-  Parsed Parse(std::string_view call_xml, mi::Request* request, std::string* response) const;
+  // Parses one methodCall document. Never throws. `caller` (may be null) is who sent it:
+  // calls that xmlrpc-c runs itself (system.multicall) run MI commands as that caller.
+  Parsed Parse(std::string_view call_xml, mi::Request* request, std::string* response,
+               const mi::CallContext* caller = nullptr) const;
 
   // Appends the fault document for a ready exchange that is not a 2xx kReply (or whose
   // pulled stream failed). `args_error` is the request's args_error (for kParseError);

@@ -273,6 +273,10 @@ class Parser {
     if (!s.ok()) return s;
 
     const std::string name = ModuleNameFromPath(module_name);
+    if (name == "mi") {  // built in: MI security (sipd/core/mi_security.h)
+      pending_params_.push_back(PendingParam{kMiModule, param, std::move(value), keyword.line});
+      return absl::OkStatus();
+    }
     for (size_t i = 0; i < config_.modules.size(); ++i) {
       LoadedModule& m = config_.modules[i];
       if (m.name != name) continue;
@@ -286,6 +290,9 @@ class Parser {
                                             "\" which is not loaded (loadmodule it first)"));
   }
 
+  // PendingParam.module of modparam("mi", ...).
+  static constexpr size_t kMiModule = static_cast<size_t>(-1);
+
   // A modparam whose SetParam waits for the end of the file (for ${run_dir}).
   struct PendingParam {
     size_t module;
@@ -295,18 +302,22 @@ class Parser {
   };
 
   absl::Status ApplyParam(PendingParam& pending) {
-    LoadedModule& m = config_.modules[pending.module];
+    const bool mi = pending.module == kMiModule;
+    const std::string& name = mi ? std::string("mi") : config_.modules[pending.module].name;
     if (std::string* text = std::get_if<std::string>(&pending.value)) {
       *text = absl::StrReplaceAll(*text, {{"${run_dir}", config_.run_dir}});
       if (text->find("${") != std::string::npos) {
-        return Error(pending.line, absl::StrCat("modparam(\"", m.name, "\", \"", pending.param,
+        return Error(pending.line, absl::StrCat("modparam(\"", name, "\", \"", pending.param,
                                                 "\"): unknown placeholder in \"", *text,
                                                 "\" (the only one is ${run_dir})"));
       }
     }
-    absl::Status set = m.module->SetParam(pending.param, pending.value);
+    absl::Status set =
+        mi ? SetMiSecurityParam(pending.param, pending.value, &config_.mi_security)
+           : config_.modules[pending.module].module->SetParam(pending.param, pending.value);
     if (!set.ok()) {
-      return Error(pending.line, absl::StrCat("modparam(\"", m.name, "\", \"", pending.param,
+      if (mi) return Error(pending.line, std::string(set.message()));
+      return Error(pending.line, absl::StrCat("modparam(\"", name, "\", \"", pending.param,
                                               "\"): ", set.message()));
     }
     return absl::OkStatus();
@@ -436,12 +447,6 @@ class Parser {
 };
 
 }  // namespace
-
-std::string DefaultRunDir() {
-  const char* xdg = std::getenv("XDG_RUNTIME_DIR");
-  if (xdg != nullptr && xdg[0] == '/') return absl::StrCat(xdg, "/sipd");
-  return absl::StrCat("/tmp/sipd-", geteuid());
-}
 
 std::string ListenAddress::ToString() const {
   const std::string_view scheme = SipProtoName(proto);

@@ -20,6 +20,8 @@
 //   mi_async_slots = 4096              (MI calls that may wait for an async reply at once)
 //   loadmodule "mi_grpc"               (a path or `.so` suffix is accepted and stripped)
 //   modparam("mi_grpc", "listen", "127.0.0.1:8090")
+//   modparam("mi", "tokens_file", "/etc/sipd/tokens")   (MI security: sipd/core/mi_security.h;
+//                                       "mi" is built in and needs no loadmodule)
 //
 // Values are quoted strings (escapes \" \\ \n \t) or bare integers (decimal, negative,
 // octal with a leading 0 such as 0600, hex with 0x). A statement may end with `;`.
@@ -52,6 +54,8 @@
 
 #include "absl/status/statusor.h"
 #include "sipd/api/module.h"
+#include "sipd/api/paths.h"
+#include "sipd/core/mi_security.h"
 #include "sipd/core/sip_transport.h"
 
 namespace sipd {
@@ -83,9 +87,6 @@ struct LoadedModule {
   std::vector<ParamLine> params;  // in file order
 };
 
-// $XDG_RUNTIME_DIR/sipd, else /tmp/sipd-<euid> (see "run_dir" above).
-std::string DefaultRunDir();
-
 // The TCP limits (config keys tcp_*; meanings above).
 struct TcpConfig {
   int children = 0;  // 0: as `children`
@@ -116,6 +117,8 @@ struct Config {
   int mi_nice = 0;
   // Async MI calls pending at once, all MI processes together (sipd/core/async_table.h).
   size_t mi_async_slots = 4096;
+  // modparam("mi", ...): who may run which MI command, the audit log.
+  MiSecurityOptions mi_security;
   // In loadmodule order, SetParam() already applied.
   std::vector<LoadedModule> modules;
 };

@@ -250,19 +250,13 @@ std::unique_ptr<mi::Dispatcher> Daemon::NewDispatcher(const mi::DispatcherOption
   // A restarted process takes over its predecessor's slot: free what it left pending.
   async_table_->ReclaimOwner(current_slot_);
   mi::DispatchHooks hooks;
-  // Everything is allowed until the security layer decides from the command's flags and
-  // the caller's role; the hook is called on every path all the same.
-  hooks.authorize = [](const mi::CallContext&, const mi::Command&) { return absl::OkStatus(); };
-  hooks.audit = [](const mi::CallContext& context, const mi::Command& command,
-                   const mi::Request& request, uint32_t code) {
-    spdlog::info("MI audit: {} over {} from {}{}{} with {} argument(s) -> {}", command.name(),
-                 mi::TransportName(context.transport),
-                 context.peer.address.empty() ? "-" : context.peer.address,
-                 context.peer.uid_known() ? absl::StrCat(" uid ", context.peer.uid) : "",
-                 context.peer.principal.empty() ? "" : " as " + context.peer.principal,
-                 request.args.size(),
-                 code == 0 ? std::string("caller gone") : std::to_string(code));
+  const MiSecurity* security = mi_security_.get();
+  hooks.authorize = [security](mi::CallContext& context, const mi::Command& command) {
+    return security->Authorize(context, command);
   };
+  hooks.audit = [security](const mi::CallContext& context, const mi::Command& command,
+                           const mi::Request& request,
+                           uint32_t code) { security->Audit(context, command, request, code); };
   return std::make_unique<mi::Dispatcher>(mi_, &async_table_->ForOwner(current_slot_), options,
                                           std::move(hooks));
 }
@@ -449,6 +443,9 @@ absl::Status Daemon::InitializeSteps() {
   }
   SIPD_RETURN_IF_ERROR(events_->RegisterStatistics(*stats_));  // evi, after the modules'
   SIPD_RETURN_IF_ERROR(RegisterProcessStatistics());
+  SIPD_ASSIGN_OR_RETURN(mi_security_,
+                        MiSecurity::Create(config_.mi_security, config_.run_dir, *stats_));
+  SIPD_RETURN_IF_ERROR(mi_security_->PublishEvents(events_->registry()));
   // MI calls waiting for an async reply, all processes together.
   stats_->AddGroup("mi");
   ShmAsyncTable* async_table = async_table_.get();
@@ -1070,7 +1067,11 @@ void Daemon::Supervise() {
       spdlog::info("received {}, shutting down", strsignal(signal_number));
       break;
     }
-    if (signal_number == SIGHUP) spdlog::info("SIGHUP ignored (no reload)");
+    if (signal_number == SIGHUP) {
+      spdlog::info(
+          "SIGHUP: nothing to reload (TLS certificates are re-read within tls_refresh seconds "
+          "of a change to their files)");
+    }
     ReapChildren();
     RestartDue();
   }

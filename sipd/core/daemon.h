@@ -216,6 +216,7 @@ class Daemon final : public Core {
 
   std::unique_ptr<SharedMemory> shm_;
   std::unique_ptr<ShmAsyncTable> async_table_;
+  std::unique_ptr<MiSecurity> mi_security_;
   std::unique_ptr<SipdEvents> events_;
   // This process's slot in the process table (0 in the attendant).
   int current_slot_ = 0;

@@ -1,8 +1,11 @@
 // sipctl against a running sipd (tests/support/sipd_harness.h): exact output of a few
 // commands, JSON validity, and the documented exit codes (clients/sipctl/README.md).
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -228,11 +231,20 @@ TEST_F(SipctlTest, ServerFromEnvironment) {
 }
 
 TEST(SipctlStandaloneTest, UnreachableServerExits3) {
-  const int port = FreeTcpPort();  // nothing listens there
+  // A TCP port this test holds without listening: connections to it are refused.
+  const int held = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(held, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(getsockname(held, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  const int port = ntohs(address.sin_port);
   const Result r = RunSipctl({"-s", absl::StrCat("127.0.0.1:", port), "--timeout", "5", "ps"});
   EXPECT_EQ(r.exit_code, 3);
   EXPECT_EQ(r.out, "");
   EXPECT_NE(r.err.find("sipctl: 127.0.0.1:"), std::string::npos) << r.err;
+  close(held);
 }
 
 // `sipctl proto` carries the annotated files byte for byte (reflection drops comments).

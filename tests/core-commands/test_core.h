@@ -55,6 +55,7 @@ class TestCore : public Core {
     timers.push_back({std::move(label), interval, std::move(fn)});
   }
   void AddSipHandler(std::string, SipRequestHandler) override {}
+  void ReportListeners(std::vector<Listener> reported) override { listeners = std::move(reported); }
   std::vector<ProcessInfo> process_table() const override { return processes; }
   int log_level() const override { return level; }
   void SetLogLevel(int new_level) override { level = new_level; }
@@ -74,6 +75,7 @@ class TestCore : public Core {
   int level = 3;
   int shutdown_requests = 0;
   std::vector<Timer> timers;
+  std::vector<Listener> listeners;
 
  private:
   std::string run_dir_ = "/tmp";

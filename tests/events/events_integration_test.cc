@@ -223,6 +223,7 @@ TEST_F(EventsSipdTest, EventsListShowsCoreAndUsrlocEvents) {
             "Event:: E_UL_CONTACT_INSERT id=6\n"
             "Event:: E_UL_CONTACT_UPDATE id=7\n"
             "Event:: E_UL_CONTACT_DELETE id=8\n"
+            "Event:: E_MI_AUDIT id=9\n"
             "\n");
   EXPECT_EQ(Fifo("event_subscribe", {"E_NOPE", "udp:127.0.0.1:9"}), "400 Bad parameter\n\n");
   EXPECT_EQ(Fifo("event_subscribe", {"E_UL_AOR_INSERT", "tcp:127.0.0.1:9"}),
@@ -325,6 +326,25 @@ TEST_F(EventsSipdTest, DatagramBytesAsOpenSips111) {
                                "cseq::1\n"
                                "attr::\n"
                                "\n"));
+}
+
+// Every audit record is also event E_MI_AUDIT (issue 9): the FIFO caller here is the
+// test's uid, which the harness maps to admin.
+TEST_F(EventsSipdTest, MutatingCommandsRaiseTheAuditEvent) {
+  Subscriber audit = Subscriber::Udp();
+  Subscribe("E_MI_AUDIT", audit.socket());
+  ASSERT_EQ(Fifo("debug", {"3"}), "200 OK\nDEBUG:: 3\n\n");
+  std::optional<std::vector<std::string>> got = audit.ReceiveUntil("command::debug\n");
+  ASSERT_TRUE(got.has_value());
+  EXPECT_THAT(got->back(), ::testing::MatchesRegex("E_MI_AUDIT\n"
+                                                   "principal::uid:[0-9]+\n"
+                                                   "role::admin\n"
+                                                   "transport::fifo\n"
+                                                   "peer::[^\n]*\n"
+                                                   "command::debug\n"
+                                                   "args::\"3\"\n"
+                                                   "code::200\n\n"))
+      << got->back();
 }
 
 TEST_F(EventsSipdTest, UnreachableMissingAndExpiredSubscribersBehaveAs111) {

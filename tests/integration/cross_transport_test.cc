@@ -52,25 +52,21 @@ std::string TransportName(Transport transport) {
   return "?";
 }
 
-// The mi_xmlrpc port of the suite's sipd.
-int XmlrpcPort() {
-  static const int port = sipd::testing::FreeTcpPort();
-  return port;
-}
-
-// mi_grpc comes from the harness (Options::grpc).
-std::string TransportsConfig(int udp_port) {
+// mi_grpc comes from the harness (Options::grpc). Ports 0: the ports sipd got are read
+// from RUN_DIR/listeners.
+std::string TransportsConfig() {
   return absl::StrCat(
       "loadmodule \"mi_fifo\"\n"
       "modparam(\"mi_fifo\", \"fifo_name\", \"{TMP_DIR}/sipd_fifo\")\n"
       "modparam(\"mi_fifo\", \"reply_dir\", \"{TMP_DIR}/\")\n"
       "loadmodule \"mi_datagram\"\n"
       "modparam(\"mi_datagram\", \"socket_name\", \"{TMP_DIR}/mi.sock\")\n"
-      "modparam(\"mi_datagram\", \"extra_socket_name\", \"udp:127.0.0.1:",
-      udp_port, "\")\n",
+      "modparam(\"mi_datagram\", \"extra_socket_name\", \"udp:127.0.0.1:0\")\n",
+      // UDP carries no identity (read by default): the compared commands include mutating ones.
+      "modparam(\"mi_datagram\", \"udp_role\", \"admin\")\n",
       "loadmodule \"mi_xmlrpc\"\n"
-      "modparam(\"mi_xmlrpc\", \"port\", ",
-      XmlrpcPort(), ")\n", "loadmodule \"usrloc\"\n");
+      "modparam(\"mi_xmlrpc\", \"port\", 0)\n",
+      "loadmodule \"usrloc\"\n");
 }
 
 // The one sipd of the suite.
@@ -82,19 +78,25 @@ class SharedSipd {
   }
   SipdInstance& sipd() { return *sipd_; }
   int udp_port() const { return udp_port_; }
+  int xmlrpc_port() const { return xmlrpc_port_; }
   bool started() const { return started_; }
   void Stop() { sipd_.reset(); }
 
  private:
-  SharedSipd() : udp_port_(sipd::testing::FreeUdpPort()) {
+  SharedSipd() {
     sipd_ = std::make_unique<SipdInstance>(
-        SipdInstance::Options{.grpc = true, .extra_config = TransportsConfig(udp_port_)});
+        SipdInstance::Options{.grpc = true, .extra_config = TransportsConfig()});
     absl::Status status = sipd_->Start();
     started_ = status.ok();
     if (!started_) std::fprintf(stderr, "sipd did not start: %s\n", status.ToString().c_str());
+    if (started_) {
+      udp_port_ = sipd_->listener_port("mi_datagram", "udp");
+      xmlrpc_port_ = sipd_->listener_port("mi_xmlrpc");
+    }
   }
   std::unique_ptr<SipdInstance> sipd_;
-  int udp_port_;
+  int udp_port_ = 0;
+  int xmlrpc_port_ = 0;
   bool started_ = false;
 };
 
@@ -206,8 +208,8 @@ absl::StatusOr<mi::Reply> RunDatagram(Transport transport, const std::string& co
 // carry the MI code, or -506/-500 for "not available"/"failed".
 absl::StatusOr<mi::Reply> RunXmlrpc(const std::string& command,
                                     const std::vector<std::string>& args) {
-  const std::optional<xmlrpc::testing::CallOutcome> outcome =
-      xmlrpc::testing::CallOnce(XmlrpcPort(), xmlrpc::testing::StringParams(command, args));
+  const std::optional<xmlrpc::testing::CallOutcome> outcome = xmlrpc::testing::CallOnce(
+      SharedSipd::Get().xmlrpc_port(), xmlrpc::testing::StringParams(command, args));
   if (!outcome.has_value()) return absl::UnavailableError("no XML-RPC reply");
   if (outcome->is_fault) {
     if (outcome->fault_code == -506) {

@@ -228,10 +228,10 @@ TEST(DatagramSocketTest, UnixAndUdpRoundTrip) {
               "Up time:: 1340 [sec]\n");
   }
   {
-    const int port = FreeLocalUdpPort();
-    ASSERT_GT(port, 0);
-    InProcessDatagram server("udp:127.0.0.1:" + std::to_string(port));
+    InProcessDatagram server("udp:127.0.0.1:0");
     server.Start();
+    const int port = server.udp_port();
+    ASSERT_GT(port, 0);
     auto client = DatagramClient::Udp("127.0.0.1", port);
     ASSERT_TRUE(client.ok()) << client.status();
     absl::StatusOr<std::string> reply = (*client)->Transact(":version:\n");

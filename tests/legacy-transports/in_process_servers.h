@@ -41,20 +41,14 @@ class TempDir {
   std::string path_;
 };
 
-// A UDP port on 127.0.0.1 that was free a moment ago (bind 0), or -1.
-inline int FreeLocalUdpPort() {
-  const int fd = socket(AF_INET, SOCK_DGRAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+// The port a bound UDP socket got (the servers bind port 0), or -1.
+inline int BoundUdpPort(int fd) {
+  sockaddr_storage addr{};
   socklen_t len = sizeof(addr);
-  int port = -1;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return -1;
+  if (addr.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+  if (addr.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+  return -1;
 }
 
 class InProcessFifo {
@@ -128,6 +122,14 @@ class InProcessDatagram {
   DatagramConfig& config() { return config_; }
   const TempDir& dir() const { return dir_; }
   DatagramServer& server() { return *server_; }
+  const std::vector<DatagramSockets>& sockets() const { return sockets_; }
+  // The port of the first UDP socket (configure "udp:127.0.0.1:0"), or -1.
+  int udp_port() const {
+    for (const DatagramSockets& s : sockets_) {
+      if (s.unix_path.empty()) return BoundUdpPort(s.rx);
+    }
+    return -1;
+  }
   mi::Dispatcher& dispatcher() { return *dispatcher_; }
   size_t async_pending() {
     return dynamic_cast<mi::LocalAsyncBackend&>(dispatcher_->async()).pending();

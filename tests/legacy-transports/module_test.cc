@@ -93,9 +93,8 @@ TEST(MiDatagramModuleTest, ParametersInitProcessesAndShutdown) {
   EXPECT_EQ(module->name(), "mi_datagram");
   EXPECT_FALSE(module->Init(core).ok()) << "socket_name is mandatory";
   const std::string path = dir.Join("mi.sock");
-  const int port = FreeLocalUdpPort();
   ASSERT_TRUE(module->SetParam("socket_name", path).ok());
-  ASSERT_TRUE(module->SetParam("extra_socket_name", "udp:127.0.0.1:" + std::to_string(port)).ok());
+  ASSERT_TRUE(module->SetParam("extra_socket_name", std::string("udp:127.0.0.1:0")).ok());
   ASSERT_TRUE(module->SetParam("children_count", int64_t{3}).ok());
   ASSERT_TRUE(module->SetParam("socket_timeout", int64_t{100}).ok());
   ASSERT_TRUE(module->SetParam("unix_socket_mode", int64_t{0}).ok());  // -> 0600
@@ -119,12 +118,19 @@ TEST(MiDatagramModuleTest, ParametersInitProcessesAndShutdown) {
   ASSERT_EQ(lstat(path.c_str(), &st), 0);
   EXPECT_TRUE(S_ISSOCK(st.st_mode));
   EXPECT_EQ(st.st_mode & 07777, 0600u);
+  // The listeners report the bound addresses (the port the kernel chose).
+  ASSERT_EQ(core.listeners.size(), 2u);
+  EXPECT_EQ(core.listeners[0].address, path);
+  ASSERT_TRUE(core.listeners[1].address.starts_with("127.0.0.1:")) << core.listeners[1].address;
+  const int port = std::stoi(core.listeners[1].address.substr(10));
+  ASSERT_GT(port, 0);
   // The UDP port is taken.
-  EXPECT_FALSE(CreateDatagramSockets("udp:127.0.0.1:" + std::to_string(port), FileAccess{}).ok());
+  EXPECT_FALSE(
+      CreateDatagramSockets("udp:127.0.0.1:" + std::to_string(port), false, FileAccess{}).ok());
   module->Shutdown();
   EXPECT_NE(lstat(path.c_str(), &st), 0) << "Shutdown removes the socket file";
   absl::StatusOr<DatagramSockets> again =
-      CreateDatagramSockets("udp:127.0.0.1:" + std::to_string(port), FileAccess{});
+      CreateDatagramSockets("udp:127.0.0.1:" + std::to_string(port), false, FileAccess{});
   EXPECT_TRUE(again.ok()) << "Shutdown closed the UDP socket";
   if (again.ok()) again->Close();
 }

@@ -59,10 +59,11 @@ std::vector<std::string> ManyAll() { return std::vector<std::string>(300, "all")
 class SipdLegacyTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    udp_port_ = sipd::testing::FreeUdpPort();
     sipd_ = std::make_unique<SipdInstance>(SipdInstance::Options{
-        .grpc = false, .extra_config = std::string(kFifoConfig) + DatagramConfig(udp_port_)});
+        .grpc = false, .extra_config = std::string(kFifoConfig) + DatagramConfig(0)});
     ASSERT_TRUE(sipd_->Start().ok()) << sipd_->log();
+    udp_port_ = sipd_->listener_port("mi_datagram", "udp");
+    ASSERT_NE(udp_port_, 0);
   }
   void TearDown() override {
     if (HasFailure()) std::fprintf(stderr, "sipd log:\n%s\n", sipd_->log().c_str());
@@ -224,13 +225,15 @@ TEST_F(SipdLegacyTest, RestartedFifoProcessRefusesAReplacedFifo) {
 }
 
 TEST(SipdStartupTest, BusyUdpPortFailsStartup) {
-  const int port = sipd::testing::FreeUdpPort();
+  // A port this test holds (bound to port 0, kept open).
   const int fd = socket(AF_INET, SOCK_DGRAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t length = sizeof(addr);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length), 0);
+  const int port = ntohs(addr.sin_port);
   SipdInstance sipd({.grpc = false, .extra_config = UdpOnlyDatagramConfig(port)});
   EXPECT_FALSE(sipd.Start().ok());
   EXPECT_THAT(sipd.log(), HasSubstr("mi_datagram: cannot bind"));

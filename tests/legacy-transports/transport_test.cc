@@ -158,17 +158,17 @@ TEST(DatagramTransportTest, UnixMalformedInputTable) {
 }
 
 TEST(DatagramTransportTest, UdpMalformedInputTable) {
-  const int port = FreeLocalUdpPort();
-  InProcessDatagram server("udp:127.0.0.1:" + std::to_string(port));
+  InProcessDatagram server("udp:127.0.0.1:0");
   server.Start();
+  const int port = server.udp_port();
   RunDatagramMalformedTable({.udp_port = port, .large_request = ":big:\n1000\n"});
 }
 
 TEST(DatagramTransportTest, OneServerServesUnixAndUdpSockets) {
-  const int port = FreeLocalUdpPort();
   InProcessDatagram server("{DIR}/mi.sock");
-  server.config().extra_socket_names = {"udp:127.0.0.1:" + std::to_string(port)};
+  server.config().extra_socket_names = {"udp:127.0.0.1:0"};
   server.Start();
+  const int port = server.udp_port();
   auto unix_client = DatagramClient::Unix(server.dir().Join("mi.sock"), server.dir().path());
   auto udp_client = DatagramClient::Udp("127.0.0.1", port);
   ASSERT_TRUE(unix_client.ok() && udp_client.ok());
@@ -195,7 +195,7 @@ TEST(DatagramTransportTest, UnixSocketIsPrivateAndStaleSocketReplaced) {
   config.socket_name = path;
   config.unix_access.mode = 0660;
   absl::StatusOr<DatagramSockets> second =
-      CreateDatagramSockets(config.socket_name, config.unix_access);
+      CreateDatagramSockets(config.socket_name, false, config.unix_access);
   ASSERT_TRUE(second.ok()) << second.status();
   ASSERT_EQ(lstat(path.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0660u);
@@ -210,33 +210,32 @@ TEST(DatagramTransportTest, UnixPathThatIsAFileOrSymlinkIsRefused) {
     FILE* f = fopen(config.socket_name.c_str(), "w");
     fclose(f);
   }
-  EXPECT_EQ(CreateDatagramSockets(config.socket_name, config.unix_access).status().code(),
+  EXPECT_EQ(CreateDatagramSockets(config.socket_name, false, config.unix_access).status().code(),
             absl::StatusCode::kFailedPrecondition);
   config.socket_name = dir.Join("link");
   ASSERT_EQ(symlink(dir.Join("file").c_str(), config.socket_name.c_str()), 0);
-  EXPECT_EQ(CreateDatagramSockets(config.socket_name, config.unix_access).status().code(),
+  EXPECT_EQ(CreateDatagramSockets(config.socket_name, false, config.unix_access).status().code(),
             absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(DatagramTransportTest, BusyUdpPortAndBadNamesFail) {
-  const int port = FreeLocalUdpPort();
   DatagramConfig config;
-  config.socket_name = "udp:127.0.0.1:" + std::to_string(port);
   absl::StatusOr<DatagramSockets> first =
-      CreateDatagramSockets(config.socket_name, config.unix_access);
+      CreateDatagramSockets("udp:127.0.0.1:0", false, config.unix_access);
   ASSERT_TRUE(first.ok()) << first.status();
+  config.socket_name = "udp:127.0.0.1:" + std::to_string(BoundUdpPort(first->rx));
   absl::StatusOr<DatagramSockets> second =
-      CreateDatagramSockets(config.socket_name, config.unix_access);
+      CreateDatagramSockets(config.socket_name, false, config.unix_access);
   EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition) << second.status();
   first->Close();
   for (const std::string bad : {"udp:127.0.0.1", "udp:127.0.0.1:80", "udp:127.0.0.1:70000",
                                 "udp:127.0.0.1:x", "udp:no.such.host.invalid:5000", ""}) {
     config.socket_name = bad;
-    EXPECT_FALSE(CreateDatagramSockets(config.socket_name, config.unix_access).ok()) << bad;
+    EXPECT_FALSE(CreateDatagramSockets(config.socket_name, false, config.unix_access).ok()) << bad;
   }
-  config.socket_name = "udp:[::1]:" + std::to_string(FreeLocalUdpPort());
+  config.socket_name = "udp:[::1]:0";
   absl::StatusOr<DatagramSockets> v6 =
-      CreateDatagramSockets(config.socket_name, config.unix_access);
+      CreateDatagramSockets(config.socket_name, false, config.unix_access);
   if (v6.ok()) v6->Close();  // IPv6 may be disabled on the machine: only parse-check
 }
 

@@ -509,7 +509,7 @@ TEST_F(DispatcherTest, BlockingCommandsRunOnAWorker) {
 TEST_F(DispatcherTest, AuthorizationHookDecidesOnEveryPath) {
   std::vector<std::string> asked;
   DispatchHooks hooks;
-  hooks.authorize = [&asked](const CallContext& context, const Command& command) {
+  hooks.authorize = [&asked](CallContext& context, const Command& command) {
     asked.push_back(command.name());
     if (command.has_flag(kMutating) && context.peer.role != Role::kAdmin) {
       return context.peer.principal.empty()

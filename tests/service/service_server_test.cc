@@ -129,7 +129,7 @@ TEST_F(ServiceServerTest, MiCodesMapToStatusesWithReplyInMetadata) {
   const std::map<uint32_t, StatusCode> table = {
       {202, StatusCode::OK},
       {400, StatusCode::INVALID_ARGUMENT},
-      {401, StatusCode::PERMISSION_DENIED},
+      {401, StatusCode::UNAUTHENTICATED},
       {403, StatusCode::PERMISSION_DENIED},
       {404, StatusCode::NOT_FOUND},
       {481, StatusCode::NOT_FOUND},

@@ -32,7 +32,7 @@ TEST(StatusMappingTest, DocumentedTable) {
       {202, StatusCode::OK},
       {299, StatusCode::OK},
       {400, StatusCode::INVALID_ARGUMENT},
-      {401, StatusCode::PERMISSION_DENIED},
+      {401, StatusCode::UNAUTHENTICATED},
       {403, StatusCode::PERMISSION_DENIED},
       {404, StatusCode::NOT_FOUND},
       {481, StatusCode::NOT_FOUND},

@@ -177,12 +177,14 @@ TEST_F(DaemonTest, StatisticsGroupsInSpecOrder) {
             expected_head);
   // 10 slots x 6 pkmem stats, one load stat per listener, then mi:async_pending and
   // calls/errors/time_us of every MI command.
-  const size_t figures = 1 + 3 * daemon_->mi().commands().size();  // + mi:async_pending
+  // + mi:mi_audit and mi:async_pending
+  const size_t figures = 2 + 3 * daemon_->mi().commands().size();
   const std::vector<std::string> tail(names.end() - 2 - figures, names.end() - figures);
   EXPECT_THAT(tail, ElementsAre(absl::StrCat("load:", daemon_->listen()[0], "-load"),
                                 absl::StrCat("load:", daemon_->listen()[1], "-load")));
-  EXPECT_EQ(names.at(names.size() - figures), "mi:async_pending");
-  EXPECT_EQ(names.at(names.size() - figures + 1), "mi:get_statistics_calls");
+  EXPECT_EQ(names.at(names.size() - figures), "mi:mi_audit");
+  EXPECT_EQ(names.at(names.size() - figures + 1), "mi:async_pending");
+  EXPECT_EQ(names.at(names.size() - figures + 2), "mi:get_statistics_calls");
   EXPECT_EQ(names.size(), expected_head.size() - 7 + 10 * 6 + 2 + figures);
 }
 

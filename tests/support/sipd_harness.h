@@ -32,12 +32,6 @@
 
 namespace sipd::testing {
 
-// A port that was free on 127.0.0.1 a moment ago (bind to 0, read, close). Racy under
-// ctest -j (another process may take it before sipd binds it): prefer port 0 in the
-// config and SipdInstance::listener_port(). Kept for the tests that still use it.
-int FreeTcpPort();
-int FreeUdpPort();
-
 // One line of RUN_DIR/listeners.
 struct ListenerEntry {
   std::string module;    // "sip", "mi_grpc", ...
@@ -57,6 +51,10 @@ class SipdInstance {
     int log_level = 3;
     std::string extra_config;  // appended verbatim (loadmodule/modparam lines);
                                // may use the placeholders {RUN_DIR} and {TMP_DIR}
+    // false: local callers without credentials are admin (modparam("mi", "local_role",
+    // "admin")), so tests of other things run every command without tokens. true: the
+    // product's defaults (read only without credentials), for the security tests.
+    bool default_security = false;
   };
 
   // (Two constructors rather than `Options options = {}`: a nested struct with default
@@ -106,6 +104,8 @@ class SipdInstance {
   // PortOf(listener_address(...)).
   int listener_port(std::string_view module, std::string_view protocol = "") const;
   const std::string& run_dir() const { return run_dir_; }
+  // The admin token sipd keeps in run_dir (empty if it cannot be read).
+  std::string admin_token() const;
   const std::string& tmp_dir() const { return tmp_dir_; }
   const std::string& config_path() const { return config_path_; }
   std::string log() const;  // sipd's stderr so far

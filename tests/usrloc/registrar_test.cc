@@ -211,6 +211,32 @@ TEST_F(RegistrarTest, MaxContacts) {
   EXPECT_THAT(Uris("a"), ElementsAre("sip:2@h", "sip:3@h"));
 }
 
+TEST_F(RegistrarTest, ValidHostsAndPortsAreAccepted) {
+  Init();
+  EXPECT_EQ(Register("a", "c", 1,
+                     {"Contact: <sip:1@host-1.example.com.:5060>, <sip:2@[2001:db8::1]:5070>, "
+                      "<sip:3@192.0.2.1>, <sip:4@localhost>"})
+                .code,
+            200);
+  EXPECT_EQ(Uris("a").size(), 4u);
+}
+
+TEST_F(RegistrarTest, MaxContactsTotalAnswers503WithRetryAfter) {
+  Init({}, {{"max_contacts_total", int64_t{3}}, {"retry_after", int64_t{30}}});
+  ASSERT_EQ(Register("a", "c", 1, {"Contact: <sip:1@h>, <sip:2@h>"}).code, 200);
+  ASSERT_EQ(Register("b", "c", 1, {"Contact: <sip:1@h>"}).code, 200);
+  auto reply = Register("c", "c", 1, {"Contact: <sip:1@h>"});
+  EXPECT_EQ(reply.code, 503);
+  EXPECT_THAT(reply.Header("Retry-After"), ElementsAre("30"));
+  EXPECT_THAT(reply.Header("P-Registrar-Error"), ElementsAre("Server registration limit reached"));
+  EXPECT_THAT(Uris("c"), IsEmpty());
+  // Refreshes and removals still work at the limit, and free room for others.
+  EXPECT_EQ(Register("a", "c", 2, {"Contact: <sip:1@h>, <sip:2@h>"}).code, 200);
+  EXPECT_EQ(Register("b", "c", 2, {"Contact: <sip:1@h>;expires=0"}).code, 200);
+  EXPECT_EQ(Register("c", "c", 2, {"Contact: <sip:1@h>"}).code, 200);
+  EXPECT_EQ(Stat("location-contacts"), 3u);
+}
+
 TEST_F(RegistrarTest, PathReceivedInstanceAreKept) {
   Init({}, {{"store_received", int64_t{1}}});
   auto reply =
@@ -276,6 +302,9 @@ TEST_F(RegistrarTest, MalformedRegisters) {
   wrong_method.replace(wrong_method.find("CSeq: 5 REGISTER"), 16, "CSeq: 5 INVITE");
   std::string tel_to = plain;
   tel_to.replace(tel_to.find("To: <sip:alice@example.com>"), 27, "To: <tel:+15551234>");
+  std::string to_bad_host = plain;
+  to_bad_host.replace(to_bad_host.find("To: <sip:alice@example.com>"), 27,
+                      "To: <sip:alice@exa\x01mple.com>");
   std::string userless_to = plain;
   userless_to.replace(userless_to.find("To: <sip:alice@example.com>"), 27, "To: <sip:example.com>");
   const std::vector<BadCase> cases = {
@@ -305,6 +334,20 @@ TEST_F(RegistrarTest, MalformedRegisters) {
       {"unsupported Require", with({"Contact: <sip:new@h>", "Require: gruu, path"}), 420,
        "Unsupported extension required"},
       {"too brief", with({"Contact: <sip:new@h>;expires=1"}), 423, "Interval too brief"},
+      // Hosts and ports that are not RFC 3261's (issue 9, hole 3: stored as they came).
+      {"contact host byte", with({"Contact: <sip:x@127.0.0.\xbb:5999>"}), 400,
+       "Bad host or port in Contact"},
+      {"contact port byte",
+       with({"Contact: <sip:x@127.0.0.1:59\xd6"
+             "9>"}),
+       400, "Bad host or port in Contact"},
+      {"contact port range", with({"Contact: <sip:x@127.0.0.1:70000>"}), 400,
+       "Bad host or port in Contact"},
+      {"contact bad IPv4", with({"Contact: <sip:x@127.0.0.999>"}), 400,
+       "Bad host or port in Contact"},
+      {"contact label dash", with({"Contact: <sip:x@-host.example>"}), 400,
+       "Bad host or port in Contact"},
+      {"to host byte", to_bad_host, 400, "Bad host or port in AOR"},
   };
   for (const BadCase& c : cases) {
     SCOPED_TRACE(c.name);

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <map>
@@ -42,17 +43,17 @@ struct SippResult {
 inline SippResult RunSipp(int port, const std::string& scenario, std::vector<std::string> args,
                           const std::string& work_dir,
                           std::chrono::seconds timeout = std::chrono::seconds(120)) {
-  const int local_port = FreeUdpPort();
-  const std::string log = absl::StrCat(work_dir, "/sipp-", local_port, ".log");
-  const std::string errors = absl::StrCat(work_dir, "/sipp-", local_port, "-errors.log");
+  // sipp binds a port of the system's choosing (no -p): the run is named by a counter.
+  static std::atomic<int> runs{0};
+  const int run = runs.fetch_add(1);
+  const std::string log = absl::StrCat(work_dir, "/sipp-", getpid(), "-", run, ".log");
+  const std::string errors = absl::StrCat(work_dir, "/sipp-", getpid(), "-", run, "-errors.log");
   std::vector<std::string> argv = {"sipp",
                                    "-sf",
                                    ScenarioPath(scenario),
                                    absl::StrCat("127.0.0.1:", port),
                                    "-i",
                                    "127.0.0.1",
-                                   "-p",
-                                   absl::StrCat(local_port),
                                    "-nostdin",
                                    "-timeout",
                                    absl::StrCat(timeout.count() - 5, "s"),

@@ -297,16 +297,18 @@ TEST_F(UsrlocSipTest, RegisterFloodWhileDumpStreaming) {
 // One dispatch path: the same ul_* replies on FIFO, datagram (no final empty line in
 // 1.11, spec 4.3) and gRPC (code and reason).
 TEST_F(UsrlocSipTest, SameRepliesOnEveryTransport) {
-  const int udp = FreeUdpPort();
   StartSipd(ModuleConfig("") +
             absl::StrCat("loadmodule \"mi_datagram\"\nmodparam(\"mi_datagram\", \"socket_name\", "
-                         "\"udp:127.0.0.1:",
-                         udp, "\")\n"));
+                         "\"udp:127.0.0.1:0\")\n"
+                         // UDP carries no identity: this test's commands need operate.
+                         "modparam(\"mi_datagram\", \"udp_role\", \"admin\")\n"));
   ASSERT_EQ(RegisterUsers("one_user.csv", 1).exit_code, 0);
   ASSERT_EQ(mi_->Execute("ul_add",
                          {"location", "static", "sip:s@192.0.2.1", "0", "0.5", "0", "3", "5", "1"})
                 .Status(),
             "200 OK");
+  const int udp = sipd_->listener_port("mi_datagram", "udp");
+  ASSERT_NE(udp, 0);
   auto datagram = legacy::DatagramClient::Udp("127.0.0.1", udp);
   ASSERT_TRUE(datagram.ok());
   const std::vector<std::vector<std::string>> cases = {

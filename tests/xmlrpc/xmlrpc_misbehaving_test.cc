@@ -86,14 +86,13 @@ void SmallReceiveBuffer(int fd) {
 
 TEST(XmlrpcMisbehavingClientsTest, GoodClientIsServedWhileMisbehavingClientsHang) {
   const int kPerKind = PerKind();
-  const int port = ::sipd::testing::FreeTcpPort();
   ::sipd::testing::SipdInstance::Options options;
   options.grpc = false;
   // Long timeouts: every misbehaving client stays for the whole test (cutting them is
   // the timeouts' job, tested in xmlrpc_server_test).
   options.extra_config = absl::StrCat(
-      "loadmodule \"mi_xmlrpc\"\nmodparam(\"mi_xmlrpc\", \"port\", ", port,
-      ")\nmodparam(\"mi_xmlrpc\", \"header_timeout\", 120)\n"
+      "loadmodule \"mi_xmlrpc\"\nmodparam(\"mi_xmlrpc\", \"port\", 0)\n"
+      "modparam(\"mi_xmlrpc\", \"header_timeout\", 120)\n"
       "modparam(\"mi_xmlrpc\", \"read_timeout\", 120)\n"
       "modparam(\"mi_xmlrpc\", \"idle_timeout\", 120)\n"
       "modparam(\"mi_xmlrpc\", \"stall_timeout\", 120)\n"
@@ -103,6 +102,8 @@ TEST(XmlrpcMisbehavingClientsTest, GoodClientIsServedWhileMisbehavingClientsHang
       std::max(2048, 6 * kPerKind), ")\nloadmodule \"usrloc\"\n");
   ::sipd::testing::SipdInstance sipd(options);
   ASSERT_TRUE(sipd.Start().ok()) << sipd.log();
+  const int port = sipd.listener_port("mi_xmlrpc");
+  ASSERT_NE(port, 0) << sipd.log();
   ASSERT_TRUE(::sipd::testing::WaitUntil(
       [&] { return CallOnce(port, MethodCall("version")).has_value(); }, std::chrono::seconds(10)))
       << sipd.log();

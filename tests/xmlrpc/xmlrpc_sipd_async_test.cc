@@ -35,14 +35,15 @@ using testing::StringParams;
 class SipdXmlrpcAsyncTest : public ::testing::Test {
  protected:
   void StartSipd(const std::string& extra = "") {
-    port_ = ::sipd::testing::FreeTcpPort();
     ::sipd::testing::SipdInstance::Options options;
     options.grpc = false;
     options.extra_config =
-        absl::StrCat("loadmodule \"mi_xmlrpc\"\nmodparam(\"mi_xmlrpc\", \"port\", ", port_,
-                     ")\nloadmodule \"mi_selftest\"\n", extra);
+        absl::StrCat("loadmodule \"mi_xmlrpc\"\nmodparam(\"mi_xmlrpc\", \"port\", 0)\n",
+                     "loadmodule \"mi_selftest\"\n", extra);
     sipd_ = std::make_unique<::sipd::testing::SipdInstance>(options);
     ASSERT_TRUE(sipd_->Start().ok()) << sipd_->log();
+    port_ = sipd_->listener_port("mi_xmlrpc");
+    ASSERT_NE(port_, 0) << sipd_->log();
     ASSERT_TRUE(::sipd::testing::WaitUntil(
         [&] { return CallOnce(port_, MethodCall("version")).has_value(); },
         std::chrono::seconds(10)))

@@ -55,12 +55,13 @@ class SipdXmlrpcTest : public ::testing::Test {
  protected:
   // One sipd per test case (suite-level would share state between tests).
   void StartSipd(const std::string& extra = "") {
-    port_ = ::sipd::testing::FreeTcpPort();
     ::sipd::testing::SipdInstance::Options options;
     options.grpc = false;
-    options.extra_config = XmlrpcConfig(port_, extra);
+    options.extra_config = XmlrpcConfig(0, extra);  // port 0: read back from the listeners
     sipd_ = std::make_unique<::sipd::testing::SipdInstance>(options);
     ASSERT_TRUE(sipd_->Start().ok()) << sipd_->log();
+    port_ = sipd_->listener_port("mi_xmlrpc");
+    ASSERT_NE(port_, 0) << sipd_->log();
     // The MI XMLRPC process listens as soon as it is forked (the socket was bound before).
     ASSERT_TRUE(::sipd::testing::WaitUntil(
         [&] { return CallOnce(port_, MethodCall("version")).has_value(); },
@@ -290,7 +291,7 @@ TEST(SipdXmlrpcStartupTest, BadParametersFailStartup) {
     SCOPED_TRACE(param);
     ::sipd::testing::SipdInstance::Options options;
     options.grpc = false;
-    options.extra_config = XmlrpcConfig(::sipd::testing::FreeTcpPort(), param + "\n");
+    options.extra_config = XmlrpcConfig(0, param + "\n");
     ::sipd::testing::SipdInstance sipd(options);
     EXPECT_FALSE(sipd.Start().ok());
     EXPECT_THAT(sipd.log(), HasSubstr("mi_xmlrpc"));

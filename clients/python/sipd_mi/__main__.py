@@ -50,6 +50,11 @@ def _parse_args(argv):
         help="mi_grpc address host:port (default: $SIPD_MI_TARGET or 127.0.0.1:8090)",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline in seconds")
+    parser.add_argument("--token", help="bearer token (default: $SIPD_MI_TOKEN, else run_dir's admin.token)")
+    parser.add_argument("--token-file", help="file whose first line is the token")
+    parser.add_argument("--tls-ca", help="CA certificate (PEM): use TLS and verify the server")
+    parser.add_argument("--cert", help="client certificate (PEM) for mTLS")
+    parser.add_argument("--key", help="client private key (PEM) for mTLS")
     parser.add_argument("--json", action="store_true", help="print the reply tree as JSON")
     parser.add_argument("--stream", action="store_true", help="use ExecuteStream")
     parser.add_argument("--list", action="store_true", help="list the loaded commands")
@@ -192,7 +197,15 @@ def main(argv=None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     out = sys.stdout
     try:
-        with Client(args.target, timeout=args.timeout) as client:
+        with Client(
+            args.target,
+            timeout=args.timeout,
+            token=args.token,
+            token_file=args.token_file,
+            tls_ca=args.tls_ca,
+            cert=args.cert,
+            key=args.key,
+        ) as client:
             if args.list:
                 commands = client.list_commands()
                 if args.json:

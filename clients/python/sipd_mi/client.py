@@ -32,6 +32,7 @@ Thread-safety: a Client may be shared between threads (gRPC channels are thread-
 
 import collections
 import dataclasses
+import os
 import urllib.parse
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -246,18 +247,133 @@ class StreamedReply:
         self._call.cancel()
 
 
+def default_run_dir() -> str:
+    """Where sipd keeps its files: $SIPD_RUN_DIR, else $XDG_RUNTIME_DIR/sipd, else
+    /tmp/sipd-<uid> (as sipd/api/paths.h)."""
+    run_dir = os.environ.get("SIPD_RUN_DIR", "")
+    if run_dir:
+        return run_dir
+    xdg = os.environ.get("XDG_RUNTIME_DIR", "")
+    if xdg.startswith("/"):
+        return xdg + "/sipd"
+    return "/tmp/sipd-%d" % os.geteuid()
+
+
+def _read_first_line(path: str) -> str:
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return f.readline().strip()
+    except OSError:
+        return ""
+
+
+def _is_local(target: str) -> bool:
+    return target.startswith(("unix:", "127.", "localhost:", "[::1]:"))
+
+
+class _AuthorizationInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds `authorization: Bearer TOKEN` to every call (typed stubs included)."""
+
+    def __init__(self, token: str):
+        self._header = ("authorization", "Bearer " + token)
+
+    def _details(self, details):
+        metadata = list(details.metadata or []) + [self._header]
+        return details._replace(metadata=metadata) if hasattr(details, "_replace") else (
+            _CallDetails(details, metadata))
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+
+class _CallDetails(grpc.ClientCallDetails):
+    def __init__(self, details, metadata):
+        self.method = details.method
+        self.timeout = details.timeout
+        self.metadata = metadata
+        self.credentials = details.credentials
+        self.wait_for_ready = getattr(details, "wait_for_ready", None)
+        self.compression = getattr(details, "compression", None)
+
+
+def make_channel(
+    target: str,
+    token: Optional[str] = None,
+    token_file: Optional[str] = None,
+    tls_ca: Optional[str] = None,
+    cert: Optional[str] = None,
+    key: Optional[str] = None,
+) -> grpc.Channel:
+    """A channel to mi_grpc with sipd's credentials: TLS when tls_ca or cert is given,
+    and a bearer token: `token`, else the first line of `token_file`, else
+    $SIPD_MI_TOKEN, else the admin token in default_run_dir() when it is readable (sent
+    only to a local target or over TLS). Without a token sipd lets local callers read."""
+    tls = bool(tls_ca or cert)
+    if not token and token_file:
+        token = _read_first_line(token_file)
+        if not token:
+            raise ValueError("no token in %s" % token_file)
+    if not token:
+        token = os.environ.get("SIPD_MI_TOKEN", "")
+    if not token and (tls or _is_local(target)):
+        token = _read_first_line(os.path.join(default_run_dir(), "admin.token"))
+    if tls:
+
+        def read(path):
+            if not path:
+                return None
+            with open(path, "rb") as f:
+                return f.read()
+
+        channel = grpc.secure_channel(
+            target,
+            grpc.ssl_channel_credentials(
+                root_certificates=read(tls_ca), private_key=read(key), certificate_chain=read(cert)
+            ),
+        )
+    else:
+        channel = grpc.insecure_channel(target)
+    if token:
+        channel = grpc.intercept_channel(channel, _AuthorizationInterceptor(token))
+    return channel
+
+
 class Client:
-    """A connection to one sipd's mi_grpc (target "host:port")."""
+    """A connection to one sipd's mi_grpc (target "host:port"); see make_channel() for
+    the credentials it sends."""
 
     def __init__(
         self,
         target: str,
         timeout: Optional[float] = 30.0,
         channel: Optional[grpc.Channel] = None,
+        token: Optional[str] = None,
+        token_file: Optional[str] = None,
+        tls_ca: Optional[str] = None,
+        cert: Optional[str] = None,
+        key: Optional[str] = None,
     ):
         self.target = target
         self.timeout = timeout
-        self._channel = channel if channel is not None else grpc.insecure_channel(target)
+        self._channel = (
+            channel
+            if channel is not None
+            else make_channel(target, token, token_file, tls_ca, cert, key)
+        )
         self._stub = mi_pb2_grpc.ManagementStub(self._channel)
 
     def close(self) -> None:

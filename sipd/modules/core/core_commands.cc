@@ -381,12 +381,12 @@ absl::Status RegisterCoreCommands(Core& core, LocalCache::Options cache_options)
   specs.push_back(
       CoreSpec("ps", kPsHelp, {}, mi::kNoInput, [c](Call& call) { return Ps(*c, call); }));
   specs.back().typed = {ListProcessesMethod()};
-  specs.push_back(CoreSpec("kill", kKillHelp, {}, mi::kNoInput | mi::kMutating,
+  specs.push_back(CoreSpec("kill", kKillHelp, {}, mi::kNoInput | mi::kMutating | mi::kDangerous,
                            [c](Call& call) { return Kill(*c, call); }));
   specs.push_back(
       CoreSpec("debug", kDebugHelp,
                {{"level", Arity::kOptional, "new log level (-3 alert .. 4 debug); none: show it"}},
-               mi::kMutating, [c](Call& call) { return Debug(*c, call); }));
+               mi::kMutating | mi::kDangerous, [c](Call& call) { return Debug(*c, call); }));
   specs.back().typed = {GetLogLevelMethod(), SetLogLevelMethod()};
   specs.push_back(
       CacheSpec("cache_store", kCacheStoreHelp,

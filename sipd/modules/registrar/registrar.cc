@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "registry/status_macros.h"
+#include "sipd/core/sip_uri.h"
 #include "spdlog/spdlog.h"
 
 namespace sipd::registrar {
@@ -231,6 +232,9 @@ std::variant<ParsedRegister, Rejection> Parse(SipRequest& request, const Options
       to->host[0] == '\0') {
     return Rejection{400, "Error while parsing AOR"};
   }
+  if (!IsValidSipHost(to->host) || (to->port != nullptr && !IsValidSipPort(to->port))) {
+    return Rejection{400, "Bad host or port in AOR"};
+  }
   out.aor = to->username;
   if (use_domain) absl::StrAppend(&out.aor, "@", absl::AsciiStrToLower(to->host));
   if (out.aor.size() > usrloc::kMaxAorLength) {
@@ -301,6 +305,10 @@ std::variant<ParsedRegister, Rejection> Parse(SipRequest& request, const Options
   for (int i = 0; i < contacts; ++i) {
     auto* c = static_cast<osip_contact_t*>(osip_list_get(&msg->contacts, i));
     if (c == nullptr || c->url == nullptr) return Rejection{400, "Contact parse error"};
+    if (c->url->host == nullptr || !IsValidSipHost(c->url->host) ||
+        (c->url->port != nullptr && !IsValidSipPort(c->url->port))) {
+      return Rejection{400, "Bad host or port in Contact"};
+    }
     Binding b;
     b.info.uri = UriToString(c->url);
     if (b.info.uri.empty()) return Rejection{400, "Contact parse error"};
@@ -436,6 +444,19 @@ RegisterReply Registrar::Process(SipRequest& request) {
             rejection = Rejection{503, "Too many registered contacts"};
             return absl::ResourceExhaustedError("too many contacts");
           }
+          // The server-wide limit (unauthenticated REGISTERs must not fill shared
+          // memory); checked under this AOR's lock only, so concurrent REGISTERs for
+          // other AORs may overshoot it by a few.
+          const size_t added = valid_after.size() > valid_before.size()
+                                   ? valid_after.size() - valid_before.size()
+                                   : 0;
+          if (added > 0 && options_.max_contacts_total != 0 &&
+              table_.contacts() + added > options_.max_contacts_total) {
+            rejection = Rejection{503,
+                                  "Server registration limit reached",
+                                  {absl::StrCat("Retry-After: ", options_.retry_after)}};
+            return absl::ResourceExhaustedError("registration limit");
+          }
           return absl::OkStatus();
         });
     if (rejection.has_value()) {
@@ -487,13 +508,15 @@ absl::Status RegistrarModule::SetParam(std::string_view param, const ParamValue&
                                                    " must be an integer ", std::string(range)));
   };
   if (param == "default_expires" || param == "min_expires" || param == "max_expires" ||
-      param == "max_contacts") {
+      param == "max_contacts" || param == "max_contacts_total" || param == "retry_after") {
     if (v == nullptr || *v < 0 || *v > 0xFFFFFFFFll) return bad("in [0, 4294967295]");
     const auto u = static_cast<uint32_t>(*v);
     if (param == "default_expires") options_.default_expires = u;
     if (param == "min_expires") options_.min_expires = u;
     if (param == "max_expires") options_.max_expires = u;
     if (param == "max_contacts") options_.max_contacts = u;
+    if (param == "max_contacts_total") options_.max_contacts_total = u;
+    if (param == "retry_after") options_.retry_after = u;
     return absl::OkStatus();
   }
   if (param == "store_received") {

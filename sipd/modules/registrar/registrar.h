@@ -3,7 +3,8 @@
 // For each REGISTER handed over by a SIP worker (Core::AddSipHandler):
 //   1. Require: only the `path` extension is supported, else 420 + Unsupported;
 //   2. the AOR is taken from the To URI (user[@host], host lower-cased; the domain part
-//      only with usrloc use_domain=1);
+//      only with usrloc use_domain=1); the hosts and ports of To and of every Contact must
+//      be valid RFC 3261 hosts and ports (sipd/core/sip_uri.h), else 400;
 //   3. Call-ID and CSeq must be present and valid; the Expires header, each Contact's
 //      `expires` and `q` parameters must parse;
 //   4. `*` must be alone and come with `Expires: 0`: it removes every binding;
@@ -14,7 +15,9 @@
 //      the request fail (out of order); the same CSeq is a retransmission and changes
 //      nothing (it is answered with the current bindings, like the original); a request
 //      that would leave more than max_contacts bindings (and more than before) fails with
-//      503; otherwise every binding is added, refreshed or (expires 0) removed at once;
+//      503, and so does one that would add a contact beyond max_contacts_total in the
+//      whole table (503 with Retry-After: retry_after); otherwise every binding is added,
+//      refreshed or (expires 0) removed at once;
 //   7. the 200 OK lists every current binding with its remaining expiry (plus Path when
 //      the UA supports it, and Date). With usrloc db_mode 1 it is sent only after the
 //      SQLite commit.
@@ -49,8 +52,13 @@ struct Options {
   uint32_t min_expires = 60;
   // 0 = no upper limit.
   uint32_t max_expires = 0;
-  // 0 = no limit.
+  // Contacts per AOR; 0 = no limit.
   uint32_t max_contacts = 0;
+  // Contacts in the whole location table: past it, a REGISTER that would add one is
+  // answered 503 with Retry-After; 0 = no limit.
+  uint32_t max_contacts_total = 100000;
+  // Seconds in that Retry-After.
+  uint32_t retry_after = 60;
   // Store the source address as `received` when it differs from the Contact.
   bool store_received = true;
 };
@@ -89,8 +97,8 @@ class Registrar {
 };
 
 // The `registrar` module. modparams: default_expires, min_expires, max_expires,
-// max_contacts, store_received. Needs `usrloc` loaded before it; saves into table
-// `location`.
+// max_contacts, max_contacts_total, retry_after, store_received. Needs `usrloc` loaded before it;
+// saves into table `location`.
 class RegistrarModule : public Module {
  public:
   std::string_view name() const override { return "registrar"; }

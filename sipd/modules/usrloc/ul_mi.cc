@@ -403,7 +403,7 @@ absl::Status RegisterMiCommands(Usrloc& ul, mi::Registry& registry) {
        .typed = {StreamContactsMethod()}},
       {.name = "ul_flush",
        .module = "usrloc",
-       .flags = mi::kNoInput | mi::kMutating | mi::kBlocking,
+       .flags = mi::kNoInput | mi::kMutating | mi::kDangerous | mi::kBlocking,
        .handler = bind(UlFlush),
        .typed = {FlushMethod()}},
       {.name = "ul_add",

@@ -73,10 +73,10 @@ TEST(DatagramEventLoopTest, UnreadRepliesFillingTheReplySocketSilenceNobody) {
 }
 
 TEST(DatagramEventLoopTest, AsyncRepliesReachTheirPeersOverUnixAndUdp) {
-  const int port = FreeLocalUdpPort();
   InProcessDatagram server("{DIR}/mi.sock");
-  server.config().extra_socket_names = {"udp:127.0.0.1:" + std::to_string(port)};
+  server.config().extra_socket_names = {"udp:127.0.0.1:0"};
   server.Start();
+  const int port = server.udp_port();
   TakeHeldTickets();
   constexpr int kCalls = 1000;
   std::vector<std::unique_ptr<DatagramClient>> clients;
@@ -134,10 +134,10 @@ TEST(DatagramEventLoopTest, FailedAndTimedOutAsyncCallsAnswerCommandFailed) {
 }
 
 TEST(DatagramEventLoopTest, TheCallerIsIdentified) {
-  const int port = FreeLocalUdpPort();
   InProcessDatagram server("{DIR}/mi.sock");
-  server.config().extra_socket_names = {"udp:127.0.0.1:" + std::to_string(port)};
+  server.config().extra_socket_names = {"udp:127.0.0.1:0"};
   server.Start();
+  const int port = server.udp_port();
   auto unix_client = UnixClient(server);
   absl::StatusOr<std::string> reply = unix_client->Transact(":whoami:\n");
   ASSERT_TRUE(reply.ok()) << reply.status();
@@ -154,6 +154,48 @@ TEST(DatagramEventLoopTest, TheCallerIsIdentified) {
   ASSERT_EQ(getsockname((*udp_client)->fd(), reinterpret_cast<sockaddr*>(&local), &len), 0);
   EXPECT_EQ(*reply, absl::StrCat("200 OK\ntransport:: datagram-udp\nuid:: unknown\npid:: -1\n",
                                  "address:: 127.0.0.1:", ntohs(local.sin_port), "\n"));
+}
+
+// Issue 9, hole 1: a datagram whose source address is the MI socket's own (a forged
+// source) made the server answer itself forever at 100 % CPU. It is ignored now, so the
+// count of ignored datagrams stays at what was sent and other clients are served.
+TEST(DatagramEventLoopTest, ADatagramFromTheServersOwnSocketIsNeverAnswered) {
+  InProcessDatagram server("udp:127.0.0.1:0");
+  server.Start();
+  const int fd = server.sockets().at(0).rx;
+  sockaddr_in self{};
+  socklen_t len = sizeof(self);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&self), &len), 0);
+  // Sent from the server's own socket to itself: exactly what a forged source makes.
+  for (const std::string_view payload : {":version:\n", "garbage\n"}) {
+    ASSERT_EQ(
+        sendto(fd, payload.data(), payload.size(), 0, reinterpret_cast<sockaddr*>(&self), len),
+        static_cast<ssize_t>(payload.size()));
+  }
+  ASSERT_TRUE(WaitUntil([&] { return server.server().ignored_own() >= 2; }, seconds(5)));
+  auto client = DatagramClient::Udp("127.0.0.1", server.udp_port());
+  ASSERT_TRUE(client.ok()) << client.status();
+  absl::StatusOr<std::string> reply = (*client)->Transact(":version:\n");
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_EQ(*reply, kVersion);
+  // Served in order by the one loop: had it answered itself, its own answers would have
+  // been counted before the client's request.
+  EXPECT_EQ(server.server().ignored_own(), 2u);
+}
+
+// Error replies are rate-limited (a flood of bad requests must not make the MI socket a
+// reflector): a burst, then `rate` per second, driven by explicit times.
+TEST(DatagramEventLoopTest, ErrorRepliesHaveABudget) {
+  ErrorReplyBudget budget(/*rate=*/10, /*burst=*/5);
+  const ErrorReplyBudget::Clock::time_point t0 = ErrorReplyBudget::Clock::now();
+  int allowed = 0;
+  for (int i = 0; i < 20; ++i) allowed += budget.Allow(t0) ? 1 : 0;
+  EXPECT_EQ(allowed, 5);
+  EXPECT_FALSE(budget.Allow(t0 + std::chrono::milliseconds(50)));  // half a token
+  EXPECT_TRUE(budget.Allow(t0 + std::chrono::milliseconds(100)));
+  allowed = 0;
+  for (int i = 0; i < 20; ++i) allowed += budget.Allow(t0 + seconds(10)) ? 1 : 0;
+  EXPECT_EQ(allowed, 5) << "never more than the burst";
 }
 
 }  // namespace

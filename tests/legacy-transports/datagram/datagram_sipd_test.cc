@@ -28,20 +28,19 @@ using std::chrono::seconds;
 class DatagramSipdTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    udp_port_ = sipd::testing::FreeUdpPort();
     sipd_ = std::make_unique<SipdInstance>(SipdInstance::Options{
         .grpc = false,
         .extra_config =
             absl::StrCat("loadmodule \"mi_selftest\"\n"
                          "loadmodule \"mi_datagram\"\n"
                          "modparam(\"mi_datagram\", \"socket_name\", \"{TMP_DIR}/mi.sock\")\n"
-                         "modparam(\"mi_datagram\", \"extra_socket_name\", \"udp:127.0.0.1:",
-                         udp_port_,
-                         "\")\n"
+                         "modparam(\"mi_datagram\", \"extra_socket_name\", \"udp:127.0.0.1:0\")\n"
                          "modparam(\"mi_datagram\", \"children_count\", 2)\n"
                          "modparam(\"mi_datagram\", \"async_timeout\", ",
                          AsyncTimeoutMs(), ")\n")});
     ASSERT_TRUE(sipd_->Start().ok()) << sipd_->log();
+    udp_port_ = sipd_->listener_port("mi_datagram", "udp");
+    ASSERT_NE(udp_port_, 0);
   }
   virtual int AsyncTimeoutMs() const { return 1500; }
   void TearDown() override {
@@ -96,7 +95,7 @@ class DatagramSipdTest : public ::testing::Test {
           good->Transact(":version:\n", seconds(unix_socket ? 10 : 1));
       // Over UDP the kernel drops datagrams when the flood fills the server's receive
       // queue: a UDP client retransmits (as SIP does after T1), and is answered then.
-      for (int attempt = 0; !unix_socket && !reply.ok() && attempt < 10; ++attempt) {
+      for (int attempt = 0; !unix_socket && !reply.ok() && attempt < 30; ++attempt) {
         ++retransmissions;
         reply = good->Transact(":version:\n", seconds(1));
       }

@@ -1,0 +1,29 @@
+// Who may run what: the role policy of the MI (read / operate / admin), decided from a
+// command's declared flags alone (registry/command.h), so that a command's rights are
+// stated once, where it is declared:
+//
+//   read     commands not flagged kMutating
+//   operate  also kMutating commands, except those flagged kDangerous
+//   admin    everything
+//
+// The refusal text is the same on every transport (each wraps it in its own error form:
+// MI 403, gRPC PERMISSION_DENIED, XML-RPC fault 403).
+#pragma once
+
+#include <optional>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "registry/call_context.h"
+#include "registry/command.h"
+
+namespace sipd::mi {
+
+// OK if `role` may run `command`; PermissionDenied with the reason otherwise.
+// kUnset allows everything (no security layer); kNone allows nothing.
+absl::Status CheckRole(Role role, const Command& command);
+
+// "read" / "operate" / "admin" (case-insensitive); nullopt otherwise.
+std::optional<Role> ParseRole(std::string_view text);
+
+}  // namespace sipd::mi
