@@ -52,8 +52,8 @@
 #include "bench/bench_support.h"
 #include "legacy-transports/fifo/fifo_client.h"
 #include "sipd/core/event_bus.h"
-#include "tests/support/sipd_harness.h"
 #include "sipd/events/v1/events.grpc.pb.h"
+#include "tests/support/sipd_harness.h"
 #include "tests/usrloc/sip_support.h"
 
 namespace {
@@ -82,9 +82,9 @@ class GrpcSubscriber {
     thread_ = std::thread([this, on_event = std::move(on_event)] {
       eventsv1::SubscribeResponse response;
       while (reader_->Read(&response)) {
-        const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                Clock::now().time_since_epoch())
-                                .count();
+        const int64_t now =
+            std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+                .count();
         received_ += static_cast<uint64_t>(response.events_size());
         dropped_ += response.dropped();
         if (on_event) {
@@ -211,9 +211,8 @@ LatencyRun MeasureLatency(int rate, double seconds) {
   const int sip = UdpSocket(&sip_port);
   const int events = UdpSocket(&event_port);
   if (!g_grpc) {
-    const std::string subscribed =
-        Fifo(*sipd, "event_subscribe",
-             {"E_UL_AOR_INSERT", absl::StrCat("udp:127.0.0.1:", event_port)});
+    const std::string subscribed = Fifo(
+        *sipd, "event_subscribe", {"E_UL_AOR_INSERT", absl::StrCat("udp:127.0.0.1:", event_port)});
     if (subscribed != "200 OK\n\n") {
       std::fprintf(stderr, "event_subscribe: %s\n", subscribed.c_str());
       std::exit(1);
@@ -344,8 +343,8 @@ RegisterRun MeasureRegister(int subscribers, int calls, bool drain, bool stop_de
     if (i % 10 == 0) {
       grpc::ChannelArguments args;
       args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection per channel
-      channels.push_back(grpc::CreateCustomChannel(sipd->grpc_target(),
-                                                   grpc::InsecureChannelCredentials(), args));
+      channels.push_back(
+          grpc::CreateCustomChannel(sipd->grpc_target(), grpc::InsecureChannelCredentials(), args));
     }
     streams.push_back(std::make_unique<GrpcSubscriber>(channels.back(), drain));
   }
@@ -500,8 +499,7 @@ int main(int argc, char** argv) {
   reg->add_option("--subscribers", subscriber_counts, "subscriber counts to compare");
   reg->add_option("--calls", calls, "REGISTERs per run");
   reg->add_option("--rounds", rounds, "rounds (each runs every subscriber count once)");
-  reg->add_flag("--drain", drain,
-                "read the subscriber sockets / gRPC streams (costs bench CPU)");
+  reg->add_flag("--drain", drain, "read the subscriber sockets / gRPC streams (costs bench CPU)");
   bool stop_delivery = false;
   reg->add_flag("--stop-delivery", stop_delivery,
                 "SIGSTOP the delivery process while sipp runs (the cost of raising alone)");

@@ -24,6 +24,7 @@ using google::protobuf::util::TimeUtil;
 enum : int { kOk = 0, kRefused = 1, kUsage = 2, kTransport = 3, kNotFound = 4 };
 
 void SetDeadline(const LiveOptions& options, grpc::ClientContext* ctx) {
+  if (!options.token.empty()) ctx->AddMetadata("authorization", "Bearer " + options.token);
   if (options.timeout_seconds.has_value() && *options.timeout_seconds > 0) {
     ctx->set_deadline(
         std::chrono::system_clock::now() +

@@ -29,6 +29,9 @@ struct LiveOptions {
   // Seconds; nullopt = no deadline (the default for streams).
   std::optional<double> timeout_seconds;
   std::string server;  // for messages
+  // Bearer token sent with the call (sipctl's --token, --token-file, $SIPCTL_TOKEN or the
+  // local admin token); empty: none.
+  std::string token;
 };
 
 int RunSubscribe(const std::shared_ptr<grpc::Channel>& channel, const LiveOptions& options,

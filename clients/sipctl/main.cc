@@ -368,7 +368,7 @@ int Main(int argc, char** argv) {
   auto stub = v1::Management::NewStub(channel);
   if (options.command == "list" && options.args.empty()) return RunList(options, *stub);
   if (options.command == "subscribe" || options.command == "watch") {
-    LiveOptions live{.json = options.json, .server = options.server};
+    LiveOptions live{.json = options.json, .server = options.server, .token = options.token};
     if (app.count("--timeout") > 0) live.timeout_seconds = options.timeout_seconds;
     return options.command == "subscribe" ? RunSubscribe(channel, live, options.args)
                                           : RunWatch(channel, live, options.args);

@@ -3,10 +3,9 @@
 #include <cstdint>
 #include <string_view>
 
-#include "spdlog/spdlog.h"
-
 #include "sipd/core/config.h"
 #include "sipd/module_list.h"
+#include "spdlog/spdlog.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const bool quiet = [] {
