@@ -40,7 +40,7 @@ for t in "${targets[@]}"; do
     status=1
   fi
   echo "   $(( $(date +%s) - start )) s"
-  grep -E "^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)|cov:" \
+  grep -aE "^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)|cov:" \
     "build-fuzz/$t.log" | tail -4
 done
 exit $status

@@ -13,7 +13,7 @@ PACKAGES=(
   libosip2-dev libxmlrpc-c++8-dev libexpat1-dev libboost-dev libcli11-dev libsqlite3-dev libssl-dev
   sip-tester sipsak
   python3 python3-grpcio python3-protobuf
-  clang-format procps iproute2 curl nghttp2-client ccache
+  clang-format procps iproute2 curl nghttp2-client ccache openssl
   golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-google-genproto-dev
   golang-github-golang-protobuf-1-5-dev
   protoc-gen-go protoc-gen-go-grpc

@@ -27,37 +27,16 @@
 
 namespace {
 
+using ::sipd::testing::ReadFile;
+using ::sipd::testing::RunShell;
 using ::sipd::testing::SipdInstance;
 using ::sipd::testing::WaitUntil;
+using ::sipd::testing::WriteFile;
 using ::testing::HasSubstr;
 using ::testing::Not;
 namespace v1 = ::sipd::mi::v1;
 
 constexpr uid_t kNobody = 65534;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-void WriteFile(const std::string& path, const std::string& text, mode_t mode) {
-  std::ofstream(path) << text;
-  chmod(path.c_str(), mode);
-}
-
-// Runs a shell command; exit status and stdout+stderr.
-std::pair<int, std::string> Shell(const std::string& command) {
-  std::string output;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return {-1, ""};
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
 
 // Runs `body` in a child process that has become `uid` (root tests only); its result
 // string comes back through a pipe.
@@ -117,8 +96,8 @@ std::string Xmlrpc(int port, const std::string& method, const std::vector<std::s
     absl::StrAppend(&body, "<param><value><string>", p, "</string></value></param>");
   }
   body += "</params></methodCall>";
-  return Shell(absl::StrCat("curl -sS ", curl_auth, " -H 'Content-Type: text/xml' -d '", body,
-                            "' http://127.0.0.1:", port, "/RPC2"))
+  return RunShell(absl::StrCat("curl -sS ", curl_auth, " -H 'Content-Type: text/xml' -d '", body,
+                               "' http://127.0.0.1:", port, "/RPC2"))
       .second;
 }
 
@@ -155,12 +134,12 @@ TEST_F(SecurityTest, DefaultsLetLocalCallersReadAndTheAdminTokenDoEverything) {
 
   // sipctl finds the token in the run directory by itself.
   const std::string sipctl = std::string(SIPD_SIPCTL_PATH);
-  const auto [rc, out] = Shell(absl::StrCat("SIPD_RUN_DIR=", sipd_->run_dir(), " ", sipctl, " -s ",
-                                            target, " cache_fetch local k"));
+  const auto [rc, out] = RunShell(absl::StrCat("SIPD_RUN_DIR=", sipd_->run_dir(), " ", sipctl,
+                                               " -s ", target, " cache_fetch local k"));
   EXPECT_EQ(rc, 0) << out;
   EXPECT_THAT(out, HasSubstr("k = [v]"));
   const auto [rc_read, out_read] =
-      Shell(absl::StrCat("SIPD_RUN_DIR=/nonexistent ", sipctl, " -s ", target, " kill"));
+      RunShell(absl::StrCat("SIPD_RUN_DIR=/nonexistent ", sipctl, " -s ", target, " kill"));
   EXPECT_EQ(rc_read, 1) << out_read;
   EXPECT_THAT(out_read, HasSubstr("403 role 'read' may not run 'kill' (needs admin)"));
 }
@@ -289,7 +268,7 @@ class TlsTest : public SecurityTest {
         "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=noc; ",
         "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
         "-out client.pem -days 2");
-    const auto [rc, out] = Shell(script);
+    const auto [rc, out] = RunShell(script);
     ASSERT_EQ(rc, 0) << out;
   }
   std::shared_ptr<grpc::ChannelCredentials> Credentials(bool with_client_certificate) {
@@ -333,11 +312,11 @@ TEST_F(TlsTest, TlsWithATokenFromSipctl) {
   Start(TlsConfig("none"));
   const std::string sipctl = std::string(SIPD_SIPCTL_PATH);
   const auto [rc, out] =
-      Shell(absl::StrCat(sipctl, " -s ", sipd_->grpc_target(), " --tls-ca ", pki_,
-                         "/ca.pem --token ", sipd_->admin_token(), " cache_store local k v"));
+      RunShell(absl::StrCat(sipctl, " -s ", sipd_->grpc_target(), " --tls-ca ", pki_,
+                            "/ca.pem --token ", sipd_->admin_token(), " cache_store local k v"));
   EXPECT_EQ(rc, 0) << out;
   const auto [rc_plain, out_plain] =
-      Shell(absl::StrCat(sipctl, " -s ", sipd_->grpc_target(), " --timeout 3 version"));
+      RunShell(absl::StrCat(sipctl, " -s ", sipd_->grpc_target(), " --timeout 3 version"));
   EXPECT_EQ(rc_plain, 3) << out_plain;
 }
 
@@ -352,7 +331,7 @@ TEST_F(TlsTest, RenewedCertificatesAreUsedWithoutARestart) {
   const std::string pid = ReadFile(sipd_->run_dir() + "/sipd.pid");
   const std::string renewed = dir_.path() + "/renewed";
   ASSERT_EQ(mkdir(renewed.c_str(), 0700), 0);
-  const auto [rc, out] = Shell(
+  const auto [rc, out] = RunShell(
       absl::StrCat("set -e; cd ", renewed, "; ",
                    "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 "
                    "-subj /CN=sipd-test-ca-2; ",
@@ -380,7 +359,7 @@ TEST_F(TlsTest, RenewedCertificatesAreUsedWithoutARestart) {
 // length prefix is longer than the body is INTERNAL, as the gRPC spec says (it once
 // reached the handler as an empty request: "empty command name").
 TEST_F(SecurityTest, GrpcFramingErrorsAreGrpcErrors) {
-  if (Shell("command -v nghttp").first != 0) GTEST_SKIP() << "nghttp (nghttp2-client) absent";
+  if (RunShell("command -v nghttp").first != 0) GTEST_SKIP() << "nghttp (nghttp2-client) absent";
   Start("");
   const std::string message = std::string("\x0a\x07version", 9);
   auto frame = [&](char flag, uint32_t length) {
@@ -393,9 +372,10 @@ TEST_F(SecurityTest, GrpcFramingErrorsAreGrpcErrors) {
   WriteFile(ok, frame(0, message.size()), 0600);
   WriteFile(too_long, frame(0, message.size() + 20), 0600);
   auto post = [&](const std::string& body) {
-    return Shell(absl::StrCat("nghttp -v -H ':method: POST' -H 'content-type: application/grpc' ",
-                              "-H 'te: trailers' -d ", body, " http://", sipd_->grpc_target(),
-                              "/sipd.mi.v1.Management/Execute | grep -a 'grpc-'"))
+    return RunShell(
+               absl::StrCat("nghttp -v -H ':method: POST' -H 'content-type: application/grpc' ",
+                            "-H 'te: trailers' -d ", body, " http://", sipd_->grpc_target(),
+                            "/sipd.mi.v1.Management/Execute | grep -a 'grpc-'"))
         .second;
   };
   EXPECT_THAT(post(ok), HasSubstr("grpc-status: 0"));

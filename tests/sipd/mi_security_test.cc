@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "registry/authorization.h"
+#include "tests/support/sipd_harness.h"
 #include "tests/support/temp_dir.h"
 
 namespace sipd {
@@ -16,6 +17,8 @@ namespace {
 
 using mi::CallContext;
 using mi::Role;
+using ::sipd::testing::ReadFile;
+using ::sipd::testing::WriteFile;
 
 class MiSecurityTest : public ::testing::Test {
  protected:
@@ -44,18 +47,6 @@ class MiSecurityTest : public ::testing::Test {
     auto security = MiSecurity::Create(options, dir_.path(), stats_);
     EXPECT_TRUE(security.ok()) << security.status();
     return security.ok() ? std::move(*security) : nullptr;
-  }
-
-  std::string ReadFile(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-  }
-
-  void WriteFile(const std::string& path, const std::string& text, mode_t mode) {
-    std::ofstream(path) << text;
-    chmod(path.c_str(), mode);
   }
 
   testing::TempDir dir_{"sipd-mi-security"};

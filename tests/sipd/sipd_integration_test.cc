@@ -23,6 +23,7 @@ using ::sipd::testing::ChildPids;
 using ::sipd::testing::MakeSipRequest;
 using ::sipd::testing::ProcessAlive;
 using ::sipd::testing::ProcessGroupPids;
+using ::sipd::testing::RunShell;
 using ::sipd::testing::SipdInstance;
 using ::sipd::testing::SipExchange;
 using ::sipd::testing::SipStatusCode;
@@ -44,18 +45,6 @@ std::vector<pid_t> ChildrenNamed(pid_t parent, const std::string& comm) {
   }
   std::sort(out.begin(), out.end());
   return out;
-}
-
-// Runs a shell command; returns its exit status and stdout+stderr.
-std::pair<int, std::string> RunCommand(const std::string& command) {
-  std::string output;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return {-1, ""};
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
 }
 
 std::string WriteTempConfig(const std::string& text) {
@@ -84,7 +73,7 @@ class SipdTest : public ::testing::Test {
 };
 
 TEST(SipdCommandLine, VersionPrintsVersionAndPlatform) {
-  auto [status, output] = RunCommand(absl::StrCat(SIPD_BINARY_PATH, " -V"));
+  auto [status, output] = RunShell(absl::StrCat(SIPD_BINARY_PATH, " -V"));
   EXPECT_EQ(status, 0);
   EXPECT_THAT(output,
               ::testing::MatchesRegex("sipd [0-9]+\\.[0-9]+\\.[0-9]+ \\([^/ ]+/[a-z]+\\)\n"));
@@ -94,7 +83,7 @@ TEST(SipdCommandLine, CheckAcceptsGoodConfig) {
   const std::string path = WriteTempConfig(
       "listen = udp:127.0.0.1:5060\nchildren = 2\nlog_level = 3\nrun_dir = \"/tmp/x\"\n");
   ASSERT_FALSE(path.empty());
-  auto [status, output] = RunCommand(absl::StrCat(SIPD_BINARY_PATH, " -c -f ", path));
+  auto [status, output] = RunShell(absl::StrCat(SIPD_BINARY_PATH, " -c -f ", path));
   unlink(path.c_str());
   EXPECT_EQ(status, 0) << output;
 }
@@ -103,7 +92,7 @@ TEST(SipdCommandLine, CheckRejectsBadConfigWithFileAndLine) {
   const std::string path =
       WriteTempConfig("listen = udp:127.0.0.1:5060\nchildren = 2\nbogus = 1\n");
   ASSERT_FALSE(path.empty());
-  auto [status, output] = RunCommand(absl::StrCat(SIPD_BINARY_PATH, " -c -f ", path));
+  auto [status, output] = RunShell(absl::StrCat(SIPD_BINARY_PATH, " -c -f ", path));
   unlink(path.c_str());
   EXPECT_EQ(status, 1);
   EXPECT_THAT(output, HasSubstr(absl::StrCat(path, ":3: unknown key 'bogus'")));
@@ -113,7 +102,7 @@ TEST(SipdCommandLine, UnknownModuleFailsCleanly) {
   const std::string path =
       WriteTempConfig("listen = udp:127.0.0.1:5060\nloadmodule \"no_such_module\"\n");
   ASSERT_FALSE(path.empty());
-  auto [status, output] = RunCommand(absl::StrCat(SIPD_BINARY_PATH, " -c -f ", path));
+  auto [status, output] = RunShell(absl::StrCat(SIPD_BINARY_PATH, " -c -f ", path));
   unlink(path.c_str());
   EXPECT_EQ(status, 1);
   EXPECT_THAT(output, HasSubstr(":2: unknown module \"no_such_module\""));
@@ -125,7 +114,7 @@ TEST(SipdCommandLine, PortInUseFailsStartUpLoudly) {
   const std::string path =
       WriteTempConfig(absl::StrCat("listen = udp:127.0.0.1:", first.sip_port(),
                                    "\nchildren = 1\nrun_dir = \"", first.tmp_dir(), "/run2\"\n"));
-  auto [status, output] = RunCommand(absl::StrCat(SIPD_BINARY_PATH, " -f ", path));
+  auto [status, output] = RunShell(absl::StrCat(SIPD_BINARY_PATH, " -f ", path));
   unlink(path.c_str());
   EXPECT_EQ(status, 1);
   EXPECT_THAT(output, HasSubstr("Address already in use"));
@@ -159,7 +148,7 @@ TEST_F(SipdTest, OptionsGets200WithHeaders) {
 }
 
 TEST_F(SipdTest, SipsakOptionsGets200) {
-  auto [status, output] = RunCommand(absl::StrCat("sipsak -v -s sip:127.0.0.1:", sipd_.sip_port()));
+  auto [status, output] = RunShell(absl::StrCat("sipsak -v -s sip:127.0.0.1:", sipd_.sip_port()));
   EXPECT_EQ(status, 0) << output;
   EXPECT_THAT(output, HasSubstr("200 OK"));
 }

@@ -25,6 +25,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -41,6 +42,13 @@ struct ListenerEntry {
 
 // The port of "HOST:PORT", "[v6]:PORT" or "http://HOST:PORT/PATH"; 0 if none.
 int PortOf(std::string_view address);
+
+// The whole file ("" if it cannot be read).
+std::string ReadFile(const std::string& path);
+// Writes `text` to `path` (truncating) and sets its mode.
+void WriteFile(const std::string& path, const std::string& text, mode_t mode);
+// Runs `command` with /bin/sh; its exit status (-1 if it did not exit) and stdout+stderr.
+std::pair<int, std::string> RunShell(const std::string& command);
 
 class SipdInstance {
  public:
