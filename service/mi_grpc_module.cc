@@ -22,6 +22,7 @@
 #include "absl/strings/strip.h"
 #include "registry/status_macros.h"
 #include "service/grpc_server.h"
+#include "sipd/api/module_params.h"
 #include "spdlog/spdlog.h"
 
 namespace sipd {
@@ -114,13 +115,7 @@ absl::Status CheckCanBind(const std::string& listen) {
 
 absl::StatusOr<int64_t> IntParam(std::string_view param, const ParamValue& value, int64_t min,
                                  int64_t max) {
-  const int64_t* v = std::get_if<int64_t>(&value);
-  if (v == nullptr || *v < min || *v > max) {
-    return absl::InvalidArgumentError(absl::StrCat("mi_grpc: parameter '", std::string(param),
-                                                   "' must be an integer in [", min, ", ", max,
-                                                   "]"));
-  }
-  return *v;
+  return ::sipd::IntParam("mi_grpc", param, value, min, max);
 }
 
 // Every client is a descriptor: lift the soft limit (often 1024) to the hard one, up to
