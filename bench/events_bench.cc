@@ -22,6 +22,13 @@
 //
 // All take --cpus LIST (pin the bench and its sipd) and --extra TEXT (appended to
 // sipd's configuration, e.g. 'modparam("event_datagram", "nice", 19)').
+//
+// --grpc (latency, register): the subscribers are gRPC Subscribe streams of
+// sipd.events.v1.EventService (mi_grpc loaded) instead of UDP sockets: latency is
+// measured to the bench's stream reader; `register` opens N streams (10 per HTTP/2
+// connection), each read by a thread of the bench with --drain (without, the server
+// buffers `subscriber_buffer` events per stream and drops the rest). The CPU column
+// is the MI gRPC process's.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -45,6 +52,7 @@
 #include "bench/bench_support.h"
 #include "legacy-transports/fifo/fifo_client.h"
 #include "sipd/core/event_bus.h"
+#include "sipd/events/v1/events.grpc.pb.h"
 #include "tests/support/sipd_harness.h"
 #include "tests/usrloc/sip_support.h"
 
@@ -55,10 +63,56 @@ using sipd::testing::SipdInstance;
 using namespace std::chrono_literals;
 
 std::string g_extra;
+bool g_grpc = false;
+
+namespace eventsv1 = ::sipd::events::v1;
+
+// A gRPC Subscribe stream of E_UL_AOR_INSERT read by a thread of its own: `on_event`
+// (if any) gets each event's AOR and arrival time.
+class GrpcSubscriber {
+ public:
+  GrpcSubscriber(const std::shared_ptr<grpc::Channel>& channel, bool read,
+                 std::function<void(const std::string& aor, int64_t now_ns)> on_event = {})
+      : stub_(eventsv1::EventService::NewStub(channel)) {
+    eventsv1::SubscribeRequest request;
+    request.add_events("E_UL_AOR_INSERT");
+    reader_ = stub_->Subscribe(&context_, request);
+    reader_->WaitForInitialMetadata();  // subscribed from here on
+    if (!read) return;
+    thread_ = std::thread([this, on_event = std::move(on_event)] {
+      eventsv1::SubscribeResponse response;
+      while (reader_->Read(&response)) {
+        const int64_t now =
+            std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+                .count();
+        received_ += static_cast<uint64_t>(response.events_size());
+        dropped_ += response.dropped();
+        if (on_event) {
+          for (const auto& event : response.events()) on_event(event.params().at("aor"), now);
+        }
+      }
+    });
+  }
+  ~GrpcSubscriber() {
+    context_.TryCancel();
+    if (thread_.joinable()) thread_.join();
+    reader_->Finish();
+  }
+  uint64_t received() const { return received_.load(); }
+  uint64_t dropped() const { return dropped_.load(); }
+
+ private:
+  std::unique_ptr<eventsv1::EventService::Stub> stub_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReader<eventsv1::SubscribeResponse>> reader_;
+  std::thread thread_;
+  std::atomic<uint64_t> received_{0};
+  std::atomic<uint64_t> dropped_{0};
+};
 
 std::unique_ptr<SipdInstance> StartSipd() {
   auto sipd = std::make_unique<SipdInstance>(SipdInstance::Options{
-      .grpc = false,
+      .grpc = g_grpc,
       .children = 2,
       .log_level = 1,
       .extra_config = absl::StrCat("loadmodule \"mi_fifo\"\n"
@@ -156,11 +210,13 @@ LatencyRun MeasureLatency(int rate, double seconds) {
   int event_port = 0;
   const int sip = UdpSocket(&sip_port);
   const int events = UdpSocket(&event_port);
-  const std::string subscribed = Fifo(
-      *sipd, "event_subscribe", {"E_UL_AOR_INSERT", absl::StrCat("udp:127.0.0.1:", event_port)});
-  if (subscribed != "200 OK\n\n") {
-    std::fprintf(stderr, "event_subscribe: %s\n", subscribed.c_str());
-    std::exit(1);
+  if (!g_grpc) {
+    const std::string subscribed = Fifo(
+        *sipd, "event_subscribe", {"E_UL_AOR_INSERT", absl::StrCat("udp:127.0.0.1:", event_port)});
+    if (subscribed != "200 OK\n\n") {
+      std::fprintf(stderr, "event_subscribe: %s\n", subscribed.c_str());
+      std::exit(1);
+    }
   }
   const size_t total = static_cast<size_t>(rate * seconds);
   std::vector<int64_t> sent_ns(total, 0);
@@ -189,7 +245,22 @@ LatencyRun MeasureLatency(int rate, double seconds) {
     }
   };
   std::thread ok_thread(receive, sip, "Call-ID: ev-", std::ref(ok_ns), std::ref(oks));
-  std::thread event_thread(receive, events, "aor::ev", std::ref(event_ns), std::ref(got));
+  std::thread event_thread;
+  std::unique_ptr<GrpcSubscriber> grpc_subscriber;
+  if (g_grpc) {
+    grpc_subscriber = std::make_unique<GrpcSubscriber>(
+        grpc::CreateChannel(sipd->grpc_target(), grpc::InsecureChannelCredentials()), true,
+        [&](const std::string& aor, int64_t now) {
+          long i = -1;
+          if (aor.size() > 2 && absl::SimpleAtoi(aor.substr(2), &i) && i >= 0 &&
+              static_cast<size_t>(i) < event_ns.size() && event_ns[i] == 0) {
+            event_ns[i] = now;
+            got.fetch_add(1);
+          }
+        });
+  } else {
+    event_thread = std::thread(receive, events, "aor::ev", std::ref(event_ns), std::ref(got));
+  }
 
   sockaddr_in server{};
   server.sin_family = AF_INET;
@@ -222,7 +293,9 @@ LatencyRun MeasureLatency(int rate, double seconds) {
   }
   done = true;
   ok_thread.join();
-  event_thread.join();
+  if (event_thread.joinable()) event_thread.join();
+  const uint64_t stream_dropped = grpc_subscriber != nullptr ? grpc_subscriber->dropped() : 0;
+  grpc_subscriber.reset();
 
   LatencyRun run;
   run.rate = rate;
@@ -230,7 +303,7 @@ LatencyRun MeasureLatency(int rate, double seconds) {
   run.sent_per_second = total / send_seconds;
   run.oks = oks.load();
   run.events = got.load();
-  run.dropped = Statistic(*sipd, "dropped_events");
+  run.dropped = Statistic(*sipd, "dropped_events") + stream_dropped;
   std::vector<double> from_ok;
   std::vector<double> from_send;
   for (size_t i = 0; i < total; ++i) {
@@ -264,7 +337,18 @@ RegisterRun MeasureRegister(int subscribers, int calls, bool drain, bool stop_de
                             const std::string& work) {
   std::unique_ptr<SipdInstance> sipd = StartSipd();
   std::vector<int> sockets;
-  for (int i = 0; i < subscribers; ++i) {
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  std::vector<std::unique_ptr<GrpcSubscriber>> streams;
+  for (int i = 0; g_grpc && i < subscribers; ++i) {
+    if (i % 10 == 0) {
+      grpc::ChannelArguments args;
+      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection per channel
+      channels.push_back(
+          grpc::CreateCustomChannel(sipd->grpc_target(), grpc::InsecureChannelCredentials(), args));
+    }
+    streams.push_back(std::make_unique<GrpcSubscriber>(channels.back(), drain));
+  }
+  for (int i = 0; !g_grpc && i < subscribers; ++i) {
     int port = 0;
     sockets.push_back(UdpSocket(&port));
     const std::string reply =
@@ -292,7 +376,8 @@ RegisterRun MeasureRegister(int subscribers, int calls, bool drain, bool stop_de
   }
   const std::string ps = Fifo(*sipd, "ps");
   const std::vector<pid_t> workers = sipd::bench::PidsOfTypeInText(ps, "SIP receiver");
-  const std::vector<pid_t> delivery = sipd::bench::PidsOfTypeInText(ps, "Event datagram");
+  const std::vector<pid_t> delivery =
+      sipd::bench::PidsOfTypeInText(ps, g_grpc ? "MI gRPC" : "Event datagram");
   const long long workers_before = sipd::bench::TotalCpuTicks(workers);
   const long long delivery_before = sipd::bench::TotalCpuTicks(delivery);
   // --stop-delivery: what raising alone costs the SIP workers (events wait, or drop).
@@ -322,7 +407,7 @@ RegisterRun MeasureRegister(int subscribers, int calls, bool drain, bool stop_de
   }
   // Give the delivery process the time to empty its queue before reading its CPU.
   const Clock::time_point settle = Clock::now() + 10s;
-  while (Clock::now() < settle &&
+  while (Clock::now() < settle && subscribers > 0 &&
          Statistic(*sipd, "queued_events") * static_cast<uint64_t>(subscribers) >
              Statistic(*sipd, "delivered_events") + Statistic(*sipd, "failed_deliveries")) {
     std::this_thread::sleep_for(50ms);
@@ -335,6 +420,7 @@ RegisterRun MeasureRegister(int subscribers, int calls, bool drain, bool stop_de
   done = true;
   if (drainer.joinable()) drainer.join();
   for (int fd : sockets) close(fd);
+  streams.clear();
   return run;
 }
 
@@ -395,6 +481,7 @@ int main(int argc, char** argv) {
   std::string cpus;
   app.add_option("--cpus", cpus, "pin the bench and its sipd to these CPUs (taskset syntax)");
   app.add_option("--extra", g_extra, "text appended to sipd's configuration");
+  app.add_flag("--grpc", g_grpc, "subscribers are gRPC Subscribe streams (mi_grpc)");
 
   CLI::App* latency = app.add_subcommand("latency", "event latency at fixed REGISTER rates");
   std::string rates = "1000,10000";
@@ -412,7 +499,7 @@ int main(int argc, char** argv) {
   reg->add_option("--subscribers", subscriber_counts, "subscriber counts to compare");
   reg->add_option("--calls", calls, "REGISTERs per run");
   reg->add_option("--rounds", rounds, "rounds (each runs every subscriber count once)");
-  reg->add_flag("--drain", drain, "read the subscriber sockets (costs bench CPU)");
+  reg->add_flag("--drain", drain, "read the subscriber sockets / gRPC streams (costs bench CPU)");
   bool stop_delivery = false;
   reg->add_flag("--stop-delivery", stop_delivery,
                 "SIGSTOP the delivery process while sipp runs (the cost of raising alone)");

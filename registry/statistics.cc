@@ -114,6 +114,44 @@ bool StatsRegistry::Collect(std::string_view selector, Node& out) const {
   return true;
 }
 
+const std::string& StatsRegistry::StatRef::group() const { return group_->name; }
+const std::string& StatsRegistry::StatRef::name() const { return stat_->name; }
+bool StatsRegistry::StatRef::is_counter() const {
+  return stat_->cell != nullptr && (stat_->flags & (kStatNoReset | kStatIsFunc)) == 0;
+}
+uint64_t StatsRegistry::StatRef::Read() const { return stat_->Read(); }
+
+std::vector<StatsRegistry::StatRef> StatsRegistry::Select(
+    std::span<const std::string> selectors) const {
+  std::vector<StatRef> out;
+  auto add = [&out](const Group& g, const Stat& s) {
+    for (const StatRef& have : out) {
+      if (have.stat_ == &s) return;
+    }
+    out.push_back(StatRef(&g, &s));
+  };
+  for (const std::string& selector : selectors) {
+    if (selector.empty()) continue;
+    if (selector == "all") {
+      for (const auto& g : groups_) {
+        for (const auto& s : g.stats) add(g, s);
+      }
+    } else if (selector.size() > 1 && selector.back() == ':') {
+      const std::string_view group(selector.data(), selector.size() - 1);
+      for (const auto& g : groups_) {
+        if (!absl::EqualsIgnoreCase(g.name, AbslView(group))) continue;
+        for (const auto& s : g.stats) add(g, s);
+        break;
+      }
+    } else {
+      const Group* g = nullptr;
+      const Stat* s = FindStat(selector, &g);
+      if (s != nullptr) add(*g, *s);
+    }
+  }
+  return out;
+}
+
 bool StatsRegistry::Reset(std::string_view name) const {
   const Stat* s = FindStat(name, nullptr);
   if (s == nullptr) return false;

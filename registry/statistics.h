@@ -45,7 +45,30 @@ class Counter {
 };
 
 class StatsRegistry {
+  struct Stat;
+  struct Group;
+
  public:
+  // One statistic, for repeated reads (registry/stat_sampler.h). Valid as long as the
+  // registry is not changed (after the fork: for good). Read() from any process or
+  // thread, as get_statistics.
+  class StatRef {
+   public:
+    const std::string& group() const;
+    const std::string& name() const;
+    // A counter cell that reset_statistics may zero: a count whose rate means
+    // something. False for functions and no-reset counters (levels such as
+    // usrloc:location-users).
+    bool is_counter() const;
+    uint64_t Read() const;
+
+   private:
+    friend class StatsRegistry;
+    StatRef(const Group* group, const Stat* stat) : group_(group), stat_(stat) {}
+    const Group* group_;
+    const Stat* stat_;
+  };
+
   // `storage` holds the counter cells (zero-initialised, typically in shared memory);
   // its size bounds the number of counters.
   explicit StatsRegistry(std::span<std::atomic<uint64_t>> storage) : storage_(storage) {}
@@ -79,6 +102,10 @@ class StatsRegistry {
   // Appends `group:name:: value` nodes for one selector (`all`, `group:` or a bare,
   // case-insensitive name). Returns whether anything was appended.
   bool Collect(std::string_view selector, Node& out) const;
+
+  // The statistics get_statistics prints for `selectors` (same rules as Collect), in
+  // that order, each once. Empty if nothing matched.
+  std::vector<StatRef> Select(std::span<const std::string> selectors) const;
 
   // Resets one statistic by bare name. Returns whether it was found (even if it is not
   // resettable, spec 7.3).

@@ -21,6 +21,7 @@ namespace {
 
 constexpr char kServiceName[] = "sipd.mi.v1.Management";
 constexpr char kHealthServiceName[] = "grpc.health.v1.Health";
+constexpr char kEventServiceName[] = "sipd.events.v1.EventService";
 
 void LogToSpdlog(gpr_log_func_args* args) {
   switch (args->severity) {
@@ -106,9 +107,10 @@ absl::StatusOr<std::unique_ptr<MiGrpcServer>> MiGrpcServer::Start(mi::Dispatcher
   std::unique_ptr<MiGrpcServer> server(new MiGrpcServer());
   server->service_ = std::make_unique<ManagementService>(dispatcher, options.service);
   server->typed_ = std::make_unique<TypedService>(*server->service_);
+  server->events_ = std::make_unique<EventService>(*server->service_, options.events);
   server->health_ = std::make_unique<HealthService>();
   // The MI services: Management and the typed services the modules declared.
-  std::vector<std::string> mi_services = {kServiceName};
+  std::vector<std::string> mi_services = {kServiceName, kEventServiceName};
   for (const std::string& typed : dispatcher.registry().typed_services()) {
     mi_services.push_back(typed);
   }
@@ -132,6 +134,7 @@ absl::StatusOr<std::unique_ptr<MiGrpcServer>> MiGrpcServer::Start(mi::Dispatcher
   builder.SetMaxReceiveMessageSize(max_size);
   builder.SetMaxSendMessageSize(max_size);
   builder.RegisterService(server->service_->service());
+  builder.RegisterService(server->events_->service());
   builder.RegisterService(server->health_->service());
   builder.RegisterService(server->reflection_->v1());
   builder.RegisterService(server->reflection_->v1alpha());
@@ -153,8 +156,10 @@ absl::StatusOr<std::unique_ptr<MiGrpcServer>> MiGrpcServer::Start(mi::Dispatcher
   server->monitor_ = std::make_unique<HealthMonitor>(
       *server->health_, std::move(checks), std::move(mi_services), options.health_interval);
   server->monitor_->Start();
+  server->events_->Start();
   for (auto& queue : server->queues_) {
     server->service_->Serve(queue.get());
+    server->events_->Serve(queue.get());
     server->typed_->Serve(queue.get());
     server->health_->Serve(queue.get());
     server->threads_.emplace_back(RunQueue, queue.get());
@@ -196,6 +201,7 @@ void MiGrpcServer::Shutdown(std::chrono::milliseconds grace) {
   shut_down_ = true;
   monitor_->Stop();
   health_->Shutdown();
+  events_->Shutdown();  // its streams never end by themselves
   server_->Shutdown(std::chrono::system_clock::now() + grace);
   StopQueues();
   server_->Wait();

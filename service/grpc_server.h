@@ -3,8 +3,9 @@
 // fail, not share it), the standard health service driven by the subsystems' checks
 // (service/health_service.h, health_monitor.h), server reflection v1 and v1alpha (so
 // grpcurl works without .proto files, service/reflection_service.h),
-// sipd.mi.v1.Management and the typed services the registry declares
-// (service/typed_service.h), all served by `threads` completion-queue threads (see
+// sipd.mi.v1.Management, the typed services the registry declares
+// (service/typed_service.h) and sipd.events.v1.EventService (service/event_service.h),
+// all served by `threads` completion-queue threads (see
 // service/cq_tag.h).
 //
 // gRPC must only be initialised in the process that serves (the forked "MI gRPC"
@@ -25,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "grpcpp/grpcpp.h"
 #include "registry/dispatcher.h"
+#include "service/event_service.h"
 #include "service/health_monitor.h"
 #include "service/health_service.h"
 #include "service/management_service.h"
@@ -66,6 +68,9 @@ struct ServerOptions {
   std::chrono::milliseconds keepalive_time{60000};
   std::chrono::milliseconds keepalive_timeout{20000};
   ServiceOptions service;
+  // sipd.events.v1.EventService: the event interface, its consumer and the statistics
+  // (without them Subscribe / WatchStatistics answer UNAVAILABLE).
+  EventServiceOptions events;
   // Health checks beside those of the registry (e.g. "sipd.sip" from the process
   // table), and how often they all run.
   std::vector<mi::HealthCheck> health_checks;
@@ -99,6 +104,7 @@ class MiGrpcServer {
 
   std::unique_ptr<ManagementService> service_;
   std::unique_ptr<TypedService> typed_;
+  std::unique_ptr<EventService> events_;
   std::unique_ptr<HealthService> health_;
   std::unique_ptr<HealthMonitor> monitor_;
   std::unique_ptr<ReflectionServices> reflection_;

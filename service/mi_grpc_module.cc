@@ -22,6 +22,7 @@
 #include "absl/strings/strip.h"
 #include "registry/status_macros.h"
 #include "service/grpc_server.h"
+#include "sipd/api/module_params.h"
 #include "spdlog/spdlog.h"
 
 namespace sipd {
@@ -114,13 +115,7 @@ absl::Status CheckCanBind(const std::string& listen) {
 
 absl::StatusOr<int64_t> IntParam(std::string_view param, const ParamValue& value, int64_t min,
                                  int64_t max) {
-  const int64_t* v = std::get_if<int64_t>(&value);
-  if (v == nullptr || *v < min || *v > max) {
-    return absl::InvalidArgumentError(absl::StrCat("mi_grpc: parameter '", std::string(param),
-                                                   "' must be an integer in [", min, ", ", max,
-                                                   "]"));
-  }
-  return *v;
+  return ::sipd::IntParam("mi_grpc", param, value, min, max);
 }
 
 // Every client is a descriptor: lift the soft limit (often 1024) to the hard one, up to
@@ -247,6 +242,12 @@ class MiGrpcModule final : public Module {
     } else if (param == "session_buffer_bytes") {
       SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 4096, 1 << 30));
       svc.session_buffer_bytes = static_cast<size_t>(v);
+    } else if (param == "subscriber_buffer") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1, 1 << 20));
+      options_.events.subscriber_buffer = static_cast<size_t>(v);
+    } else if (param == "event_queue_size") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 128 << 10, 256 << 20));
+      event_queue_bytes_ = static_cast<size_t>(v);
     } else if (param == "max_concurrent_streams") {
       SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1, 1 << 20));
       options_.max_concurrent_streams = static_cast<int>(v);
@@ -329,6 +330,21 @@ class MiGrpcModule final : public Module {
       spdlog::critical("mi_grpc: INSECURE: {} is reachable from other hosts without TLS",
                        options_.listen);
     }
+    options_.events.stats = &core.stats();
+    // Subscribe streams read events through a consumer of their own (registry/events.h):
+    // raisers queue an event for it only while a stream wants that event.
+    mi::EventRegistry* events = core.events();
+    if (events != nullptr && events->backend() != nullptr) {
+      absl::StatusOr<mi::EventConsumer*> consumer =
+          events->backend()->AddConsumer(std::string(kModuleName), event_queue_bytes_);
+      if (consumer.ok()) {
+        options_.events.events = events;
+        options_.events.consumer = *consumer;
+      } else {
+        spdlog::warn("mi_grpc: no event consumer ({}): Subscribe will answer UNAVAILABLE",
+                     consumer.status().ToString());
+      }
+    }
     return absl::OkStatus();
   }
 
@@ -381,6 +397,7 @@ class MiGrpcModule final : public Module {
   Core* core_ = nullptr;
   service::ServerOptions options_;
   bool insecure_ = false;
+  size_t event_queue_bytes_ = 4 << 20;
 };
 
 }  // namespace

@@ -26,6 +26,10 @@
 //                         RESOURCE_EXHAUSTED); default 1024.
 //   session_buffer_bytes  Session: results waiting for the client beyond which no more
 //                         requests are read; default 1048576.
+//   subscriber_buffer     sipd.events.v1 Subscribe: events a stream holds for a client
+//                         that reads slowly (beyond: dropped and counted); default 1024.
+//   event_queue_size      bytes of the shared-memory queue between the raisers and this
+//                         process's event delivery thread; default 4194304.
 //   max_concurrent_streams  HTTP/2 streams per connection; default 256.
 //   handshake_timeout     ms to complete the HTTP/2 handshake; default 20000.
 //   idle_timeout          ms without calls after which a connection is closed (GOAWAY);
@@ -39,9 +43,10 @@
 // limit to the hard one (at most 65536) so idle clients do not exhaust descriptors.
 //
 // Served: sipd.mi.v1.Management, the typed services the loaded modules declare
-// (service/typed_service.h), health per subsystem ("sipd.sip" is added here from the
-// process table and the `load` statistics; modules add theirs to the registry) and
-// reflection v1/v1alpha. See service/README.md.
+// (service/typed_service.h), sipd.events.v1.EventService (Subscribe to events,
+// WatchStatistics; service/event_service.h), health per subsystem ("sipd.sip" is added here from
+// the process table and the `load` statistics; modules add theirs to the registry) and reflection
+// v1/v1alpha. See service/README.md.
 //
 // Process: one `ps` entry "MI gRPC". gRPC is created inside that process only (never
 // in the attendant). Before forking, the attendant checks that the address can be

@@ -65,9 +65,7 @@ grpc::Status MiErrorStatus(grpc::StatusCode code, const mi::Reply& reply, std::s
 grpc::Status TransportError(grpc::StatusCode code, std::string message, std::string_view reason,
                             std::string_view field) {
   const google::rpc::ErrorInfo info = Info(reason);
-  if (code != grpc::StatusCode::INVALID_ARGUMENT || field.empty()) {
-    return Build(code, std::move(message), info, nullptr);
-  }
+  if (field.empty()) return Build(code, std::move(message), info, nullptr);
   google::rpc::BadRequest bad_request;
   auto* violation = bad_request.add_field_violations();
   violation->set_field(Text(field));

@@ -9,7 +9,8 @@
 //                          a transport reason (INVALID_REQUEST, DEADLINE_EXPIRED,
 //                          CANCELLED, CALL_CUT, REPLY_TOO_LARGE, UNKNOWN_METHOD, ...);
 //   google.rpc.BadRequest  for INVALID_ARGUMENT: one violation per refused argument
-//                          (the MI parameter, or the typed request's field).
+//                          (the MI parameter, or the typed request's field); also for
+//                          NOT_FOUND of a request field (an unknown event name).
 //
 // The sipd-mi-* trailers of sipd.mi.v1 stay as they were, for compatibility.
 //
@@ -35,6 +36,8 @@ inline constexpr char kReasonReplyTooLarge[] = "REPLY_TOO_LARGE";
 inline constexpr char kReasonUnknownMethod[] = "UNKNOWN_METHOD";
 inline constexpr char kReasonUnknownCommand[] = "UNKNOWN_COMMAND";
 inline constexpr char kReasonConversion[] = "CONVERSION_FAILED";
+inline constexpr char kReasonUnknownEvent[] = "UNKNOWN_EVENT";
+inline constexpr char kReasonStopping[] = "STOPPING";
 
 // The status `code` of an MI answer (see service/status_mapping.h), message = the MI
 // reason (cut at 512 bytes), with ErrorInfo "MI_<code>" and, when `code` is
@@ -43,8 +46,9 @@ inline constexpr char kReasonConversion[] = "CONVERSION_FAILED";
 grpc::Status MiErrorStatus(grpc::StatusCode code, const mi::Reply& reply, std::string_view outcome,
                            std::string_view field = {});
 
-// A status no MI command answered: ErrorInfo `reason`, and for INVALID_ARGUMENT a
-// BadRequest with one violation of `field` (when given) described by `message`.
+// A status no MI command answered: ErrorInfo `reason`, and when `field` is given a
+// BadRequest with one violation of `field` described by `message` (INVALID_ARGUMENT, or
+// NOT_FOUND for a name in the request that names nothing, e.g. Subscribe's events[i]).
 grpc::Status TransportError(grpc::StatusCode code, std::string message, std::string_view reason,
                             std::string_view field = {});
 

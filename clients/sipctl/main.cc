@@ -3,6 +3,8 @@
 //   sipctl [-s host:port] [--json] [--timeout SECS] [--stream] CMD [ARGS...]
 //   sipctl [-s host:port] [--json] list
 //   sipctl proto [FILE...]
+//   sipctl [-s host:port] [--json] subscribe [--filter K=V] [--count N] EVENT...
+//   sipctl [-s host:port] [--json] watch [--interval 1s] [--on-change] [--count N] [NAME...]
 //
 // See clients/sipctl/README.md for the output layout and the exit codes.
 #include <unistd.h>
@@ -18,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "clients/sipctl/live.h"
 #include "clients/sipctl/output.h"
 #include "clients/sipctl/proto_files.h"
 #include "grpcpp/grpcpp.h"
@@ -284,6 +287,11 @@ int Main(int argc, char** argv) {
       "  sipctl [OPTIONS] list            list the loaded commands (name, module, flags)\n"
       "  sipctl proto [FILE...]           print the annotated .proto files (status table,\n"
       "                                   field docs); FILE: e.g. usrloc.proto\n"
+      "  sipctl [OPTIONS] subscribe [--filter KEY=VALUE] [--count N] EVENT...\n"
+      "                                   print events as they are raised (E_UL_AOR_INSERT)\n"
+      "  sipctl [OPTIONS] watch [--interval 1s] [--on-change] [--count N] [NAME...]\n"
+      "                                   live statistics with rates (NAME as get_statistics:\n"
+      "                                   all, core:, rcv_requests); a table on a terminal\n"
       "Options must come before CMD; everything after CMD is passed to it verbatim."};
   app.add_option("-s,--server", options.server, "host:port of the MI gRPC listener")
       ->capture_default_str();
@@ -359,6 +367,12 @@ int Main(int argc, char** argv) {
   auto channel = grpc::CreateCustomChannel(options.server, credentials, channel_args);
   auto stub = v1::Management::NewStub(channel);
   if (options.command == "list" && options.args.empty()) return RunList(options, *stub);
+  if (options.command == "subscribe" || options.command == "watch") {
+    LiveOptions live{.json = options.json, .server = options.server, .token = options.token};
+    if (app.count("--timeout") > 0) live.timeout_seconds = options.timeout_seconds;
+    return options.command == "subscribe" ? RunSubscribe(channel, live, options.args)
+                                          : RunWatch(channel, live, options.args);
+  }
   return options.stream ? RunStream(options, *stub) : RunUnary(options, *stub);
 }
 

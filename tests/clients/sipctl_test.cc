@@ -253,6 +253,7 @@ TEST(SipctlStandaloneTest, ProtoPrintsTheAnnotatedFiles) {
                                           "sipd/core/v1/core.proto",
                                           "sipd/statistics/v1/statistics.proto",
                                           "sipd/usrloc/v1/usrloc.proto",
+                                          "sipd/events/v1/events.proto",
                                           "google/rpc/status.proto",
                                           "google/rpc/error_details.proto"};
   const Result all = RunSipctl({"proto"});

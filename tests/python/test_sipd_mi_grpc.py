@@ -218,5 +218,97 @@ class CommandLineTest(unittest.TestCase):
         self.assertIn("UNAVAILABLE", result.stderr)
 
 
+
+@unittest.skipUnless(TARGET, "SIPD_MI_TARGET not set (run through CTest)")
+class LiveTest(unittest.TestCase):
+    """sipd.events.v1 through Client.subscribe / watch_statistics and the CLI (usrloc's
+    ul_add raises E_UL_AOR_INSERT; no SIP needed)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.client = Client(TARGET, timeout=20)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+
+    def add(self, aor):
+        self.client.execute("ul_add", "location", aor, f"sip:{aor}@192.0.2.1", "3600", "1",
+                            "0", "0", "0", "0")
+
+    def test_subscribe_yields_events_in_order_with_filter(self):
+        with self.client.subscribe("E_UL_AOR_INSERT", timeout=20) as events, \
+                self.client.subscribe("E_UL_AOR_INSERT", filter={"aor": "py-b"},
+                                      timeout=20) as only_b:
+            events.wait_active()
+            only_b.wait_active()
+            for aor in ("py-a", "py-b", "py-c"):
+                self.add(aor)
+            got = [next(events) for _ in range(3)]
+            self.assertEqual([e.params["aor"] for e in got], ["py-a", "py-b", "py-c"])
+            self.assertEqual([e.seq for e in got], [1, 2, 3])
+            self.assertEqual({e.name for e in got}, {"E_UL_AOR_INSERT"})
+            self.assertEqual(got[0].dropped_before, 0)
+            b = next(only_b)
+            self.assertEqual((b.params["aor"], b.seq), ("py-b", 1))
+
+    def test_subscribe_unknown_event_is_not_found(self):
+        stream = self.client.subscribe("E_NOPE", timeout=20)
+        with self.assertRaises(grpc.RpcError) as caught:
+            next(stream)
+        self.assertEqual(caught.exception.code(), grpc.StatusCode.NOT_FOUND)
+
+    def test_watch_statistics_samples_with_rates(self):
+        with self.client.watch_statistics("usrloc:", interval=0.1, timeout=20) as samples:
+            first = next(samples)
+            self.assertEqual(first.seq, 1)
+            names = {s.name for s in first.statistics}
+            self.assertIn("registered_users", names)
+            users = [s for s in first.statistics if s.name == "registered_users"][0]
+            self.add("py-watch")
+            while True:
+                sample = next(samples)
+                now = [s for s in sample.statistics if s.name == "registered_users"][0]
+                if now.value == users.value + 1:
+                    break
+            self.assertEqual(now.kind, "gauge")
+            self.assertGreater(sample.elapsed, 0)
+
+    def test_cli_subscribe_and_watch(self):
+        env = dict(os.environ, SIPD_MI_TARGET=TARGET)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sipd_mi", "--subscribe", "--count", "1", "--filter",
+             "aor=py-cli", "E_UL_AOR_INSERT"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            # The subscription is in place some time after start: add until it sees one.
+            deadline = time.monotonic() + 30
+            while proc.poll() is None and time.monotonic() < deadline:
+                self.client.execute("ul_rm", "location", "py-cli")
+                self.add("py-cli")
+                time.sleep(0.05)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertRegex(out, r"^\d{4}-\d\d-\d\dT[\d:.]+Z E_UL_AOR_INSERT seq=1 aor=py-cli\n$")
+        result = subprocess.run(
+            [sys.executable, "-m", "sipd_mi", "--watch", "--interval", "0.1", "--count", "2",
+             "usrloc:registered_users", "rcv_requests"],
+            env=env, capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = result.stdout.splitlines()
+        self.assertEqual(len(lines), 4, result.stdout)
+        self.assertRegex(lines[0], r"Z usrloc:registered_users \d+$")
+        self.assertRegex(lines[1], r"Z core:rcv_requests \d+ \+0 0\.0/s$")
+        result = subprocess.run(
+            [sys.executable, "-m", "sipd_mi", "--watch", "--interval", "0.01", "all"],
+            env=env, capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("INVALID_ARGUMENT", result.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -462,7 +462,7 @@ void CheckReflection(const std::shared_ptr<grpc::Channel>& channel) {
   for (const auto& s : response.list_services_response().service()) services.insert(s.name());
   for (const char* name :
        {"sipd.mi.v1.Management", "sipd.core.v1.CoreService", "sipd.statistics.v1.StatisticsService",
-        "sipd.usrloc.v1.LocationService", "grpc.health.v1.Health",
+        "sipd.usrloc.v1.LocationService", "sipd.events.v1.EventService", "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"}) {
     EXPECT_TRUE(services.count(name)) << name;
   }

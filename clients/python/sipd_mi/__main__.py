@@ -6,6 +6,8 @@
     python3 -m sipd_mi --json which
     python3 -m sipd_mi --list | --describe COMMAND
     printf 'version\nget_statistics all\nasync_echo 200 late\n' | python3 -m sipd_mi --session -
+    python3 -m sipd_mi --subscribe E_UL_AOR_INSERT E_UL_CONTACT_INSERT [--filter aor=alice]
+    python3 -m sipd_mi --watch [--interval 0.5] [--on-change] core: usrloc:
 
 The target defaults to $SIPD_MI_TARGET, else 127.0.0.1:8090. The reply is printed as FIFO
 prints it (status line, TAB-indented node lines). Exit status: 0 for a 2xx reply, 1 for
@@ -18,6 +20,12 @@ its arguments, shell-quoted; empty lines and lines starting with # are skipped) 
 on one Session stream, and prints each reply as it comes (out of order), after a line
 "## <line number> <command line>". Exit status: 0 if every reply is 2xx, 1 if any is not
 (or a request was refused), 2 for a transport problem.
+
+--subscribe EVENT... prints one line per event as it is raised (`TIME NAME seq=N
+key=value...`; --json: one JSON object per line); --watch NAME... prints one line per
+statistic per sample (`TIME group:name VALUE`, counters also `+DELTA RATE/s`). Both run
+until interrupted, or for --count N events / samples; no deadline unless --timeout is
+given. Exit status 2 when the stream fails (unknown event: NOT_FOUND, ...).
 """
 
 import argparse
@@ -56,13 +64,84 @@ def _parse_args(argv):
         metavar="FILE",
         help="run the commands of FILE ('-' = stdin), one per line, pipelined on one Session",
     )
+    parser.add_argument("--subscribe", action="store_true",
+                        help="the arguments are event names: print events as they come")
+    parser.add_argument("--watch", action="store_true",
+                        help="the arguments are statistics (as get_statistics): print samples")
+    parser.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                        help="--subscribe: only events whose parameter KEY is VALUE")
+    parser.add_argument("--interval", type=float, default=1.0,
+                        help="--watch: seconds between samples (>= 0.1)")
+    parser.add_argument("--on-change", action="store_true",
+                        help="--watch: only statistics whose value changed")
+    parser.add_argument("--count", type=int, default=0,
+                        help="--subscribe/--watch: stop after N events/samples")
     parser.add_argument("command", nargs="?", help="MI command, e.g. ps")
     # REMAINDER: arguments may start with "-" (e.g. `debug -1`).
     parser.add_argument("params", nargs=argparse.REMAINDER, help="command arguments")
     args = parser.parse_args(argv)
-    if not (args.list or args.describe or args.session or args.command):
-        parser.error("a command (or --list / --describe / --session) is required")
+    if args.subscribe and not args.command:
+        parser.error("--subscribe needs at least one event name")
+    if not (args.list or args.describe or args.session or args.command or args.watch):
+        parser.error("a command (or --list / --describe / --session / --watch) is required")
+    if not any(a.startswith("--timeout") for a in argv or []) and (args.subscribe or args.watch):
+        args.timeout = None  # streams run until interrupted
     return args
+
+
+def _run_subscribe(client, args, out) -> int:
+    from sipd_mi import live
+
+    events = [args.command, *args.params]
+    filters = {}
+    for item in args.filter:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            sys.stderr.write(f"sipd_mi: --filter takes KEY=VALUE, not {item!r}\n")
+            return 2
+        filters[key] = value
+    with client.subscribe(*events, filter=filters, timeout=args.timeout) as stream:
+        if args.json:
+            seen = 0
+            for event in stream:
+                out.write(json.dumps({"name": event.name, "time": event.time.isoformat(),
+                                      "seq": event.seq, "params": event.params,
+                                      "dropped_before": event.dropped_before}) + "\n")
+                out.flush()
+                seen += 1
+                if args.count and seen >= args.count:
+                    break
+        else:
+            for line in live.iter_lines_events(stream, args.count):
+                out.write(line + "\n")
+                out.flush()
+    return 0
+
+
+def _run_watch(client, args, out) -> int:
+    names = [n for n in [args.command, *args.params] if n]
+    seen = 0
+    with client.watch_statistics(*names, interval=args.interval, on_change=args.on_change,
+                                 timeout=args.timeout) as samples:
+        for sample in samples:
+            if args.json:
+                out.write(json.dumps({"time": sample.time.isoformat(), "seq": sample.seq,
+                                      "elapsed": sample.elapsed,
+                                      "statistics": [s.__dict__ for s in sample.statistics]})
+                          + "\n")
+            else:
+                stamp = sample.time.strftime("%Y-%m-%dT%H:%M:%S.") + \
+                    f"{sample.time.microsecond // 1000:03d}Z"
+                for s in sample.statistics:
+                    line = f"{stamp} {s.group}:{s.name} {s.value}"
+                    if s.kind == "counter":
+                        line += f" {s.delta:+d} {s.rate_per_second:.1f}/s"
+                    out.write(line + "\n")
+            out.flush()
+            seen += 1
+            if args.count and seen >= args.count:
+                break
+    return 0
 
 
 def _read_session_file(name):
@@ -142,6 +221,10 @@ def main(argv=None) -> int:
                 return 0
             if args.session:
                 return _run_session(client, args, out)
+            if args.subscribe:
+                return _run_subscribe(client, args, out)
+            if args.watch:
+                return _run_watch(client, args, out)
             if args.stream and not args.json:
                 streamed = client.stream(args.command, *args.params)
                 nodes = iter(streamed)

@@ -14,6 +14,10 @@
             print("\\t" * depth + node.line())
         with client.session() as session:             # many commands, one stream
             futures = [session.submit("get_statistics", name) for name in names]
+        for event in client.subscribe("E_UL_AOR_INSERT"):      # sipd_mi.live
+            print(event.seq, event.params["aor"])
+        for sample in client.watch_statistics("core:", interval=1):
+            print([(s.name, s.rate_per_second) for s in sample.statistics])
 
 Replies keep the MI model (spec section 1.3): a code, a reason and a tree of nodes, each
 with a name, a value, ordered attributes and kids. An empty name or value means absent.
@@ -414,6 +418,28 @@ class Client:
         from sipd_mi.session import Session
 
         return Session(self._stub, timeout=timeout)
+
+    def subscribe(self, *events: str, filter: Optional[Dict[str, str]] = None,
+                  timeout: Optional[float] = None):
+        """Events as they are raised (sipd.events.v1 Subscribe): an iterator of
+        sipd_mi.live.Event that is also a context manager; wait_active() returns once
+        the subscription is in place. `filter`: parameter values that must match.
+        `timeout` bounds the whole stream (default: none)."""
+        from sipd_mi import live
+
+        return live.subscribe(self._channel, events, filter=filter, timeout=timeout)
+
+    def watch_statistics(self, *names: str, interval: float = 1.0, on_change: bool = False,
+                         timeout: Optional[float] = None):
+        """Samples of the statistics every `interval` seconds (>= 0.1) with counters'
+        rates (sipd.events.v1 WatchStatistics): an iterator of sipd_mi.live.Sample.
+        `names` as get_statistics takes them ("core:", "rcv_requests", "all"; none:
+        all)."""
+        from sipd_mi import live
+
+        return live.watch_statistics(
+            self._channel, names, interval=interval, on_change=on_change, timeout=timeout
+        )
 
     def list_commands(self) -> List[Dict]:
         """Every loaded command, in registration order (as `which`)."""

@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "registry/status_macros.h"
+#include "sipd/api/module_params.h"
 #include "sipd/modules/usrloc/ul_mi.h"
 #include "spdlog/spdlog.h"
 
@@ -465,12 +466,7 @@ namespace {
 
 absl::StatusOr<int64_t> IntParam(std::string_view param, const ParamValue& value, int64_t min,
                                  int64_t max) {
-  const int64_t* v = std::get_if<int64_t>(&value);
-  if (v == nullptr || *v < min || *v > max) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "usrloc: parameter ", std::string(param), " must be an integer in [", min, ", ", max, "]"));
-  }
-  return *v;
+  return ::sipd::IntParam("usrloc", param, value, min, max);
 }
 
 absl::StatusOr<std::string> StringParam(std::string_view param, const ParamValue& value) {

@@ -1,0 +1,111 @@
+// sipd.events.v1.EventService (proto/sipd/events/v1/events.proto): Subscribe streams the
+// events of the event interface (registry/events.h), WatchStatistics streams samples of
+// the statistics (registry/stat_sampler.h). Served by the MI gRPC process beside
+// Management and the typed services, on the same completion queues.
+//
+// Authorization: a stream opens only after an MI command ran for it through the
+// dispatcher with the call's GrpcCallContext, so the dispatcher's authorize hook (roles)
+// and figures apply as to any call: `events_list` for Subscribe, `get_statistics NAMES`
+// for WatchStatistics (whose 404 is also WatchStatistics' NOT_FOUND). Both are read
+// commands: role read suffices.
+//
+// Subscribe. The MI gRPC process has one event consumer (mi_grpc's, added in the
+// attendant: EventConsumer in registry/events.h); each stream adds local interest in its
+// events, so SIP workers queue an event for this process only while a stream wants it,
+// once whatever the number of streams. One delivery thread pops the consumer's queue
+// and offers each event to the streams of its id (filter checked there, parameters
+// turned to text once per event). Each stream has a bounded buffer of events
+// (`subscriber_buffer`): an event that does not fit is dropped for that stream only
+// (counted in SubscribeResponse.dropped, evi:failed_deliveries) — the delivery thread
+// never waits for a client. One write is in flight per stream; events arriving meanwhile
+// leave together in the next message (at most kMaxEventsPerMessage). A stream that
+// never reads holds its buffer and one message, no thread.
+//
+// WatchStatistics. Each stream has its own StatSampler (no history) and a grpc::Alarm on
+// its queue: every interval (fixed schedule from the first sample) it takes a sample and
+// writes it, unless the previous write is still in flight (then the tick is skipped:
+// seq jumps). on_change leaves out unchanged values and skips empty samples.
+//
+// Neither stream is cut for not reading (bounded memory, see above); they end when the
+// client cancels or its deadline passes, or with UNAVAILABLE when the server stops
+// (Shutdown()).
+//
+// Thread-safety: calls run on the queue threads, the dispatcher's completion thread (an
+// authorizing command that was not answered at once) and the delivery thread; each call
+// guards its state with its anchor's lock (service/call_anchor.h). Lock order: the
+// service's calls lock, then a call's anchor lock; the delivery thread takes only
+// anchor locks (it reads the subscriber table through a snapshot).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "grpcpp/grpcpp.h"
+#include "registry/events.h"
+#include "registry/statistics.h"
+#include "service/management_service.h"
+#include "sipd/events/v1/events.grpc.pb.h"
+
+namespace sipd::service {
+
+namespace eventsv1 = ::sipd::events::v1;
+
+struct EventServiceOptions {
+  // The event interface and mi_grpc's consumer of it; nullptr: Subscribe answers
+  // UNAVAILABLE ("no event interface").
+  mi::EventRegistry* events = nullptr;
+  mi::EventConsumer* consumer = nullptr;
+  // The statistics; nullptr: WatchStatistics answers UNAVAILABLE.
+  const mi::StatsRegistry* stats = nullptr;
+  // Events a Subscribe stream holds for its client at most (beyond: dropped).
+  size_t subscriber_buffer = 1024;
+};
+
+// Events in one SubscribeResponse at most.
+inline constexpr size_t kMaxEventsPerMessage = 256;
+
+class EventService {
+ public:
+  using AsyncService = eventsv1::EventService::WithAsyncMethod_Subscribe<
+      eventsv1::EventService::WithAsyncMethod_WatchStatistics<eventsv1::EventService::Service>>;
+
+  // `management` gives the dispatcher and the service options; it must outlive this.
+  EventService(ManagementService& management, EventServiceOptions options);
+  ~EventService();
+  EventService(const EventService&) = delete;
+  EventService& operator=(const EventService&) = delete;
+
+  grpc::Service* service() { return &service_; }
+
+  // Drops the local interest a previous MI gRPC process left in the consumer and starts
+  // the delivery thread. Once, before Serve().
+  void Start();
+  // Posts the pending calls on `cq` (after the server started); once per queue.
+  void Serve(grpc::ServerCompletionQueue* cq);
+  // Stops the delivery thread and ends every open stream with UNAVAILABLE. Before the
+  // completion queues shut down. Idempotent.
+  void Shutdown();
+
+  // Streams open now (both kinds), for tests and figures.
+  size_t open_streams() const;
+
+  // --- for the calls (event_service.cc) ---
+  struct Internals;
+  Internals& internals() { return *internals_; }
+
+ private:
+  void DeliveryLoop();
+
+  AsyncService service_;
+  std::unique_ptr<Internals> internals_;
+  std::thread delivery_;
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace sipd::service
