@@ -256,10 +256,10 @@ TEST_F(RegistrarTest, MaxContactsPerSourceAnswers503WithRetryAfter) {
               ElementsAre("Too many registrations from this address"));
   EXPECT_THAT(Uris("c"), IsEmpty());
   // Another address is not affected; a contact that is its own source counts for it.
-  EXPECT_EQ(Send(MakeRegister("c", "c", 1, {"Contact: <sip:c@198.51.100.7:5060>"}),
-                 "198.51.100.7", 5060)
-                .code,
-            200);
+  EXPECT_EQ(
+      Send(MakeRegister("c", "c", 1, {"Contact: <sip:c@198.51.100.7:5060>"}), "198.51.100.7", 5060)
+          .code,
+      200);
   EXPECT_EQ(ul_.usrloc().ContactsFromSource("198.51.100.7"), 1u);
   // Refreshing at the limit works; Expires 0 frees room.
   EXPECT_EQ(from("a", 2, "<sip:a@192.168.1.20:5060>", 40000).code, 200);
