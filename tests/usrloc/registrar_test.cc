@@ -237,6 +237,45 @@ TEST_F(RegistrarTest, MaxContactsTotalAnswers503WithRetryAfter) {
   EXPECT_EQ(Stat("location-contacts"), 3u);
 }
 
+// Issue 9: one source address cannot fill the table (usrloc max_contacts_per_source):
+// counted per source by every path that adds or removes contacts (REGISTER, Expires 0,
+// ul_rm, expiry).
+TEST_F(RegistrarTest, MaxContactsPerSourceAnswers503WithRetryAfter) {
+  Init({{"max_contacts_per_source", int64_t{2}}},
+       {{"store_received", int64_t{1}}, {"retry_after", int64_t{20}}});
+  auto from = [&](std::string_view user, uint32_t cseq, std::string contact, uint16_t port) {
+    return Send(MakeRegister(user, "c", cseq, {"Contact: " + contact}), "203.0.113.5", port);
+  };
+  ASSERT_EQ(from("a", 1, "<sip:a@192.168.1.20:5060>", 40000).code, 200);
+  ASSERT_EQ(from("b", 1, "<sip:b@192.168.1.21:5060>", 40001).code, 200);
+  EXPECT_EQ(ul_.usrloc().ContactsFromSource("203.0.113.5"), 2u);
+  auto reply = from("c", 1, "<sip:c@192.168.1.22:5060>", 40002);
+  EXPECT_EQ(reply.code, 503);
+  EXPECT_THAT(reply.Header("Retry-After"), ElementsAre("20"));
+  EXPECT_THAT(reply.Header("P-Registrar-Error"),
+              ElementsAre("Too many registrations from this address"));
+  EXPECT_THAT(Uris("c"), IsEmpty());
+  // Another address is not affected; a contact that is its own source counts for it.
+  EXPECT_EQ(
+      Send(MakeRegister("c", "c", 1, {"Contact: <sip:c@198.51.100.7:5060>"}), "198.51.100.7", 5060)
+          .code,
+      200);
+  EXPECT_EQ(ul_.usrloc().ContactsFromSource("198.51.100.7"), 1u);
+  // Refreshing at the limit works; Expires 0 frees room.
+  EXPECT_EQ(from("a", 2, "<sip:a@192.168.1.20:5060>", 40000).code, 200);
+  EXPECT_EQ(from("a", 3, "<sip:a@192.168.1.20:5060>;expires=0", 40000).code, 200);
+  EXPECT_EQ(from("d", 1, "<sip:d@192.168.1.23:5060>", 40003).code, 200);
+  EXPECT_EQ(from("e", 1, "<sip:e@192.168.1.24:5060>", 40004).code, 503);
+  // So do ul_rm and expiry.
+  EXPECT_THAT(Mi("ul_rm", {"location", "b"}), HasSubstr("200 OK"));
+  EXPECT_EQ(from("e", 1, "<sip:e@192.168.1.24:5060>", 40004).code, 200);
+  now_ += 7200;
+  ul_.usrloc().RunTimer();
+  EXPECT_EQ(ul_.usrloc().ContactsFromSource("203.0.113.5"), 0u);
+  EXPECT_EQ(ul_.usrloc().ContactsFromSource("198.51.100.7"), 0u);
+  EXPECT_EQ(from("f", 1, "<sip:f@192.168.1.25:5060>", 40005).code, 200);
+}
+
 TEST_F(RegistrarTest, PathReceivedInstanceAreKept) {
   Init({}, {{"store_received", int64_t{1}}});
   auto reply =

@@ -457,6 +457,16 @@ RegisterReply Registrar::Process(SipRequest& request) {
                                   {absl::StrCat("Retry-After: ", options_.retry_after)}};
             return absl::ResourceExhaustedError("registration limit");
           }
+          // The per-source limit (usrloc's max_contacts_per_source): one address cannot
+          // take the whole table either.
+          if (added > 0 && usrloc_.max_contacts_per_source() != 0 &&
+              usrloc_.ContactsFromSource(request.source_ip()) + added >
+                  usrloc_.max_contacts_per_source()) {
+            rejection = Rejection{503,
+                                  "Too many registrations from this address",
+                                  {absl::StrCat("Retry-After: ", options_.retry_after)}};
+            return absl::ResourceExhaustedError("source registration limit");
+          }
           return absl::OkStatus();
         });
     if (rejection.has_value()) {

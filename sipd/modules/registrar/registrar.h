@@ -16,7 +16,9 @@
 //      nothing (it is answered with the current bindings, like the original); a request
 //      that would leave more than max_contacts bindings (and more than before) fails with
 //      503, and so does one that would add a contact beyond max_contacts_total in the
-//      whole table (503 with Retry-After: retry_after); otherwise every binding is added,
+//      whole table (503 with Retry-After: retry_after), or beyond usrloc's
+//      max_contacts_per_source for the request's source address (503 with Retry-After);
+//      otherwise every binding is added,
 //      refreshed or (expires 0) removed at once;
 //   7. the 200 OK lists every current binding with its remaining expiry (plus Path when
 //      the UA supports it, and Date). With usrloc db_mode 1 it is sent only after the

@@ -4,8 +4,10 @@
 
 #include <chrono>
 #include <ctime>
+#include <functional>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "registry/status_macros.h"
@@ -21,6 +23,8 @@ struct Usrloc::Shared {
   std::atomic<uint64_t> version_clock{0};
   // The outcome of the last database write of any process (health check).
   std::atomic<bool> last_write_failed{false};
+  // Live contacts per source host bucket (max_contacts_per_source).
+  std::atomic<uint32_t> source_counts[kSourceBuckets] = {};
 };
 
 namespace {
@@ -184,6 +188,9 @@ absl::Status Usrloc::LoadFromDatabase() {
       for (const AorSnapshot& aor : aors) {
         SIPD_RETURN_IF_ERROR(table->Load(aor));
         contacts += aor.contacts.size();
+        if (CountingSources()) {
+          for (const ContactInfo& c : aor.contacts) AddToSource(c, +1);
+        }
       }
       spdlog::info("usrloc: table {}: loaded {} AORs, {} contacts from {}", table->name(),
                    aors.size(), contacts, store->path());
@@ -353,10 +360,69 @@ absl::Status Usrloc::CheckDatabase() {
   return WithStore([](SqliteStore& store) { return store.CheckWritable(); });
 }
 
+std::string_view Usrloc::SourceHost(const ContactInfo& contact) {
+  std::string_view uri = contact.received.empty() ? contact.uri : contact.received;
+  if (const size_t colon = uri.find(':'); colon != std::string_view::npos && colon <= 4) {
+    uri.remove_prefix(colon + 1);  // sip: / sips:
+  }
+  if (const size_t at = uri.find('@'); at != std::string_view::npos) uri.remove_prefix(at + 1);
+  if (!uri.empty() && uri.front() == '[') {
+    const size_t close = uri.find(']');
+    return close == std::string_view::npos ? uri : uri.substr(1, close - 1);
+  }
+  return uri.substr(0, uri.find_first_of(":;>?"));
+}
+
+namespace {
+
+size_t SourceBucket(std::string_view host) {
+  // (std::hash: the same in every process, unlike absl's per-process seeded hash.)
+  return std::hash<std::string>{}(
+             absl::AsciiStrToLower(absl::string_view(host.data(), host.size()))) %
+         kSourceBuckets;
+}
+
+}  // namespace
+
+uint32_t Usrloc::ContactsFromSource(std::string_view host) const {
+  if (!CountingSources() || shared_ == nullptr) return 0;
+  return shared_->source_counts[SourceBucket(host)].load(std::memory_order_relaxed);
+}
+
+void Usrloc::AddToSource(const ContactInfo& contact, int delta) const {
+  std::atomic<uint32_t>& count = shared_->source_counts[SourceBucket(SourceHost(contact))];
+  if (delta > 0) {
+    count.fetch_add(static_cast<uint32_t>(delta), std::memory_order_relaxed);
+    return;
+  }
+  // Never below 0 (a process that died mid-change may have left a count behind).
+  uint32_t current = count.load(std::memory_order_relaxed);
+  uint32_t next;
+  do {
+    next = current >= static_cast<uint32_t>(-delta) ? current - static_cast<uint32_t>(-delta) : 0;
+  } while (!count.compare_exchange_weak(current, next, std::memory_order_relaxed));
+}
+
+void Usrloc::CountSources(const std::vector<ContactInfo>& before,
+                          const std::vector<ContactInfo>& after) const {
+  for (const ContactInfo& c : after) {
+    const ContactInfo* old = FindByUri(before, c.uri);
+    if (old == nullptr) {
+      AddToSource(c, +1);
+    } else if (SourceHost(*old) != SourceHost(c)) {
+      AddToSource(*old, -1);
+      AddToSource(c, +1);
+    }
+  }
+  for (const ContactInfo& c : before) {
+    if (FindByUri(after, c.uri) == nullptr) AddToSource(c, -1);
+  }
+}
+
 absl::StatusOr<Usrloc::Applied> Usrloc::Update(LocationTable& table, std::string_view aor,
                                                LocationTable::EditFn fn) {
   // The contacts before the change, copied only when somebody listens to contact events.
-  const bool copy_before = ContactEventsWanted();
+  const bool copy_before = ContactEventsWanted() || CountingSources();
   std::vector<ContactInfo> before;
   auto edit = [&](bool exists, const std::vector<ContactInfo>& current,
                   std::vector<Edit>& edits) -> absl::Status {
@@ -364,6 +430,7 @@ absl::StatusOr<Usrloc::Applied> Usrloc::Update(LocationTable& table, std::string
     return fn(exists, current, edits);
   };
   SIPD_ASSIGN_OR_RETURN(UpdateResult result, table.Update(aor, edit));
+  if (CountingSources() && result.changed) CountSources(before, result.after.contacts);
   RaiseUpdate(table, aor, result, before);
   Applied applied{std::move(result), absl::OkStatus()};
   if (options_.db_mode == DbMode::kWriteThrough && applied.result.changed) {
@@ -393,13 +460,19 @@ void Usrloc::RunTimer() {
       unsynced.clear();
     };
     // Copies of what expired, only when somebody listens to its events.
-    const bool events = events_ != nullptr && (events_->Wanted(event_ids_.aor_delete) ||
-                                               events_->Wanted(event_ids_.contact_delete));
+    const bool events = (events_ != nullptr && (events_->Wanted(event_ids_.aor_delete) ||
+                                                events_->Wanted(event_ids_.contact_delete))) ||
+                        CountingSources();
     std::vector<SweptAor> swept;
     for (uint32_t slot = 0; slot < table->size(); ++slot) {
       table->Sweep(slot, now, db ? &unsynced : nullptr, &expired, events ? &swept : nullptr);
       if (!swept.empty()) {
-        RaiseSwept(*table, swept);
+        if (CountingSources()) {
+          for (const SweptAor& gone : swept) {
+            for (const ContactInfo& c : gone.contacts) AddToSource(c, -1);
+          }
+        }
+        if (events_ != nullptr) RaiseSwept(*table, swept);
         swept.clear();
       }
       if (unsynced.size() >= kSnapshotsPerTransaction) flush();
@@ -495,6 +568,9 @@ absl::Status UsrlocModule::SetParam(std::string_view param, const ParamValue& va
   } else if (param == "hash_size") {
     SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1, 20));
     options_.hash_size = static_cast<int>(v);
+  } else if (param == "max_contacts_per_source") {
+    SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 0, 100000000));
+    options_.max_contacts_per_source = static_cast<uint32_t>(v);
   } else if (param == "timer_interval") {
     SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1, 86400));
     options_.timer_interval = static_cast<int>(v);

@@ -65,7 +65,14 @@ struct Options {
   // SQLite file (db_mode 1, 2).
   std::string db_path;
   SqliteStore::Synchronous synchronous = SqliteStore::Synchronous::kNormal;
+  // Most live contacts registered from one source address (the registrar answers 503 +
+  // Retry-After beyond it); 0 = no limit, nothing counted. Off by default: behind an
+  // SBC or a NAT every phone has one source.
+  uint32_t max_contacts_per_source = 0;
 };
+
+// Counters of contacts per source address (shared by hash: see ContactsFromSource).
+inline constexpr size_t kSourceBuckets = 4096;
 
 class Usrloc {
  public:
@@ -118,6 +125,17 @@ class Usrloc {
   absl::Status SyncAor(LocationTable& table, std::string_view aor);
   absl::Status SyncTable(LocationTable& table);
 
+  // With options.max_contacts_per_source set: the live contacts registered from `host`
+  // (the address a REGISTER came from: a contact's `received` host, or its URI's host
+  // when it has none), counted in shared memory by whichever process adds or removes
+  // them (after the slot lock: concurrent REGISTERs may overshoot by a few). Hosts share
+  // kSourceBuckets counters by hash, so a count may include another host's contacts (the
+  // limit errs on the safe side). 0 when nothing is counted.
+  uint32_t ContactsFromSource(std::string_view host) const;
+  uint32_t max_contacts_per_source() const { return options_.max_contacts_per_source; }
+  // The source host of a stored contact, as ContactsFromSource counts it.
+  static std::string_view SourceHost(const ContactInfo& contact);
+
   // The database writer (nullptr in db_mode 0).
   const std::shared_ptr<sqlite::GroupCommitWriter>& writer() const { return writer_; }
   // Publishes usrloc's events in `events` and raises them from then on, in whichever
@@ -162,6 +180,11 @@ class Usrloc {
     mi::EventId contact_delete = mi::kNoEvent;
   };
   bool ContactEventsWanted() const;
+  bool CountingSources() const { return options_.max_contacts_per_source != 0; }
+  // Moves the per-source counters from `before` to `after` (by URI).
+  void CountSources(const std::vector<ContactInfo>& before,
+                    const std::vector<ContactInfo>& after) const;
+  void AddToSource(const ContactInfo& contact, int delta) const;
   void RaiseContact(mi::EventId id, const LocationTable& table, std::string_view aor,
                     const ContactInfo& contact) const;
   // The events of one Update(): `before` is filled only when contact events are wanted.
