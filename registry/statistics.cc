@@ -21,7 +21,7 @@ StatsRegistry::Group& StatsRegistry::GroupFor(std::string_view group) {
 void StatsRegistry::AddGroup(std::string_view group) { GroupFor(group); }
 
 absl::StatusOr<Counter> StatsRegistry::AddCounter(std::string_view group, std::string_view name,
-                                                  uint32_t flags) {
+                                                  uint32_t flags, std::string_view help) {
   if (used_ >= storage_.size()) {
     return absl::ResourceExhaustedError(
         absl::StrCat("no room for statistic ", AbslView(group), ":", AbslView(name)));
@@ -34,12 +34,12 @@ absl::StatusOr<Counter> StatsRegistry::AddCounter(std::string_view group, std::s
     }
   }
   std::atomic<uint64_t>* cell = &storage_[used_++];
-  g.stats.push_back(Stat{std::string(name), flags & ~kStatIsFunc, cell, {}});
+  g.stats.push_back(Stat{std::string(name), flags & ~kStatIsFunc, cell, {}, std::string(help)});
   return Counter(cell);
 }
 
 absl::Status StatsRegistry::AddFunction(std::string_view group, std::string_view name,
-                                        std::function<uint64_t()> fn) {
+                                        std::function<uint64_t()> fn, std::string_view help) {
   Group& g = GroupFor(group);
   for (const auto& s : g.stats) {
     if (s.name == name) {
@@ -47,8 +47,23 @@ absl::Status StatsRegistry::AddFunction(std::string_view group, std::string_view
           absl::StrCat("statistic ", AbslView(group), ":", AbslView(name), " exists"));
     }
   }
-  g.stats.push_back(Stat{std::string(name), kStatIsFunc, nullptr, std::move(fn)});
+  g.stats.push_back(
+      Stat{std::string(name), kStatIsFunc, nullptr, std::move(fn), std::string(help)});
   return absl::OkStatus();
+}
+
+void StatsRegistry::ForEach(const std::function<void(const StatView&)>& visit) const {
+  for (const auto& g : groups_) {
+    for (const auto& s : g.stats) {
+      visit(StatView{g.name, s.name, s.help, s.flags, s.Read()});
+    }
+  }
+}
+
+size_t StatsRegistry::size() const {
+  size_t n = 0;
+  for (const auto& g : groups_) n += g.stats.size();
+  return n;
 }
 
 void StatsRegistry::AppendStat(const Group& g, const Stat& s, Node& out) {

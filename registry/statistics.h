@@ -77,11 +77,27 @@ class StatsRegistry {
   void AddGroup(std::string_view group);
 
   // ResourceExhausted when the storage is full; AlreadyExists for a duplicate
-  // group:name.
+  // group:name. `help` is the one-line description exporters show (Prometheus
+  // `# HELP`); empty = none declared.
   absl::StatusOr<Counter> AddCounter(std::string_view group, std::string_view name,
-                                     uint32_t flags = 0);
+                                     uint32_t flags = 0, std::string_view help = {});
   absl::Status AddFunction(std::string_view group, std::string_view name,
-                           std::function<uint64_t()> fn);
+                           std::function<uint64_t()> fn, std::string_view help = {});
+
+  // One statistic as exporters see it (see ForEach).
+  struct StatView {
+    std::string_view group;
+    std::string_view name;
+    std::string_view help;
+    uint32_t flags = 0;  // kStatNoReset, kStatIsFunc
+    uint64_t value = 0;
+    // A counter cell that reset_statistics can zero (not a function, no kStatNoReset).
+    bool resettable() const { return (flags & (kStatNoReset | kStatIsFunc)) == 0; }
+  };
+  // Calls `visit` for every statistic, groups in creation order, reading each value
+  // (functions run in the calling process).
+  void ForEach(const std::function<void(const StatView&)>& visit) const;
+  size_t size() const;
 
   // Appends `group:name:: value` nodes for one selector (`all`, `group:` or a bare,
   // case-insensitive name). Returns whether anything was appended.
@@ -115,6 +131,7 @@ class StatsRegistry {
     uint32_t flags = 0;
     std::atomic<uint64_t>* cell = nullptr;
     std::function<uint64_t()> fn;
+    std::string help;
     uint64_t Read() const { return fn ? fn() : cell->load(std::memory_order_relaxed); }
   };
   struct Group {

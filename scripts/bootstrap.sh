@@ -23,6 +23,7 @@ PACKAGES=(
   golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-google-genproto-dev
   golang-github-golang-protobuf-1-5-dev
   protoc-gen-go protoc-gen-go-grpc
+  nlohmann-json3-dev chromium prometheus
 )
 
 if [ "${1:-}" = "bench" ]; then

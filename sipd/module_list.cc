@@ -7,6 +7,7 @@
 #include "service/mi_grpc_module.h"
 #include "sipd/modules/dialog/dialog.h"
 #include "sipd/modules/event_datagram/event_datagram.h"
+#include "sipd/modules/httpd/httpd_module.h"
 #include "sipd/modules/mi_selftest/mi_selftest.h"
 #include "sipd/modules/registrar/registrar.h"
 #include "sipd/modules/siptrace/siptrace.h"
@@ -29,6 +30,7 @@ const std::vector<ModuleEntry>& ModuleTable() {
       {"tm", &NewTmModule},
       {"siptrace", &NewSiptraceModule},
       {"dialog", &NewDialogModule},
+      {"httpd", &NewHttpdModule},
   };
   return kModules;
 }

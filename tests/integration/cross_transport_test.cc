@@ -1,9 +1,10 @@
 // One suite, every MI transport, one running sipd: the same commands must give the same
 // reply tree over gRPC Execute (generated stubs), gRPC ExecuteStream (chunks put back
-// together), FIFO, UNIX datagram, UDP datagram and XML-RPC (flattened: XML-RPC loses
-// depth) once each transport's format is read back into mi::Reply. Covered: every command
-// of `which` that can run without arguments (but `kill`), and the ul_* and statistics
-// commands with arguments, with more than 50 AORs in usrloc so that ul_dump flushes.
+// together), FIFO, UNIX datagram, UDP datagram, XML-RPC (flattened: XML-RPC loses
+// depth) and httpd's JSON-RPC (POST /mi) once each transport's format is read back into
+// mi::Reply. Covered: every command of `which` that can run without arguments (but
+// `kill`), and the ul_* and statistics commands with arguments, with more than 50 AORs in
+// usrloc so that ul_dump flushes.
 //
 // Adding a transport: add an enumerator to Transport, a Run<Transport>()
 // function that returns its answer as an mi::Reply (its errors mapped to the MI code and
@@ -24,6 +25,7 @@
 #include "legacy-transports/text/text_reply_parser.h"
 #include "registry/proto_convert.h"
 #include "sipd/mi/v1/mi.grpc.pb.h"
+#include "tests/httpd/http_test_client.h"
 #include "tests/support/sipd_harness.h"
 #include "tests/xmlrpc/xmlrpc_test_client.h"
 
@@ -32,7 +34,7 @@ namespace {
 
 using ::sipd::testing::SipdInstance;
 
-enum class Transport { kGrpc, kGrpcStream, kFifo, kUnixDatagram, kUdpDatagram, kXmlrpc };
+enum class Transport { kGrpc, kGrpcStream, kFifo, kUnixDatagram, kUdpDatagram, kXmlrpc, kHttp };
 
 std::string TransportName(Transport transport) {
   switch (transport) {
@@ -48,6 +50,8 @@ std::string TransportName(Transport transport) {
       return "UdpDatagram";
     case Transport::kXmlrpc:
       return "Xmlrpc";
+    case Transport::kHttp:
+      return "Http";
   }
   return "?";
 }
@@ -66,7 +70,9 @@ std::string TransportsConfig() {
       "modparam(\"mi_datagram\", \"udp_role\", \"admin\")\n",
       "loadmodule \"mi_xmlrpc\"\n"
       "modparam(\"mi_xmlrpc\", \"port\", 0)\n",
-      "loadmodule \"usrloc\"\n");
+      "loadmodule \"usrloc\"\n",
+      "loadmodule \"httpd\"\n"
+      "modparam(\"httpd\", \"listen\", \"127.0.0.1:0\")\n");
 }
 
 // The one sipd of the suite.
@@ -224,6 +230,39 @@ absl::StatusOr<mi::Reply> RunXmlrpc(const std::string& command,
   return legacy::ParseTextReply("200 OK\n" + outcome->String(), "\x01");
 }
 
+// httpd's JSON-RPC (POST /mi): "result" is the reply tree as JSON; "error" carries the
+// MI code and reason (and the nodes, if any, in data.nodes).
+void NodesFromJson(const nlohmann::json& nodes, mi::Node& parent) {
+  for (const nlohmann::json& n : nodes) {
+    mi::Node& node = parent.AddKid(n.value("name", ""), n.value("value", ""));
+    for (const nlohmann::json& a : n.value("attributes", nlohmann::json::array())) {
+      node.AddAttribute(a.value("name", ""), a.value("value", ""));
+    }
+    node.is_array = n.value("is_array", false);
+    if (n.contains("kids")) NodesFromJson(n["kids"], node);
+  }
+}
+
+absl::StatusOr<mi::Reply> RunHttp(const std::string& command,
+                                  const std::vector<std::string>& args) {
+  const int port = SharedSipd::Get().sipd().listener_port("httpd", "http");
+  auto result = httpd_test::HttpPost(port, httpd_test::RpcRequest(command, args));
+  if (!result.ok()) return result.status();
+  const nlohmann::json reply = nlohmann::json::parse(result->body, nullptr, false);
+  if (!reply.is_object()) return absl::InternalError("not JSON: " + result->body);
+  if (reply.contains("error")) {
+    const nlohmann::json& error = reply["error"];
+    mi::Reply out = mi::Reply::Error(error.value("code", 0u), error.value("message", ""));
+    if (error.contains("data")) NodesFromJson(error["data"]["nodes"], out.root);
+    return out;
+  }
+  const nlohmann::json& r = reply["result"];
+  mi::Reply out = mi::Reply::Error(r.value("code", 0u), r.value("reason", ""));
+  out.root.is_array = r.value("is_array", false);
+  NodesFromJson(r["nodes"], out.root);
+  return out;
+}
+
 // The gRPC tree as XML-RPC shows it: every node at depth 0, in pre-order.
 void FlattenForXmlrpc(mi::Node& root) {
   std::vector<std::unique_ptr<mi::Node>> flat;
@@ -254,6 +293,8 @@ absl::StatusOr<mi::Reply> RunOver(Transport transport, const std::string& comman
       return RunDatagram(transport, command, args);
     case Transport::kXmlrpc:
       return RunXmlrpc(command, args);
+    case Transport::kHttp:
+      return RunHttp(command, args);
   }
   return absl::InternalError("unknown transport");
 }
@@ -439,7 +480,8 @@ TEST_P(CrossTransportTest, TooManyArguments) {
 INSTANTIATE_TEST_SUITE_P(AllTransports, CrossTransportTest,
                          ::testing::Values(Transport::kGrpc, Transport::kGrpcStream,
                                            Transport::kFifo, Transport::kUnixDatagram,
-                                           Transport::kUdpDatagram, Transport::kXmlrpc),
+                                           Transport::kUdpDatagram, Transport::kXmlrpc,
+                                           Transport::kHttp),
                          [](const ::testing::TestParamInfo<Transport>& info) {
                            return TransportName(info.param);
                          });

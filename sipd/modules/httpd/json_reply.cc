@@ -1,0 +1,195 @@
+#include "sipd/modules/httpd/json_reply.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace sipd::httpd {
+namespace {
+
+// Length of a valid UTF-8 sequence at `i`, 0 if invalid.
+size_t Utf8Length(std::string_view s, size_t i) {
+  const auto b = [&](size_t k) { return static_cast<uint8_t>(s[k]); };
+  const auto cont = [&](size_t k, uint8_t lo, uint8_t hi) {
+    return k < s.size() && b(k) >= lo && b(k) <= hi;
+  };
+  const uint8_t b0 = b(i);
+  if (b0 < 0x80) return 1;
+  if (b0 >= 0xC2 && b0 <= 0xDF) return cont(i + 1, 0x80, 0xBF) ? 2 : 0;
+  if (b0 >= 0xE0 && b0 <= 0xEF) {
+    const uint8_t lo = b0 == 0xE0 ? 0xA0 : 0x80, hi = b0 == 0xED ? 0x9F : 0xBF;
+    return cont(i + 1, lo, hi) && cont(i + 2, 0x80, 0xBF) ? 3 : 0;
+  }
+  if (b0 >= 0xF0 && b0 <= 0xF4) {
+    const uint8_t lo = b0 == 0xF0 ? 0x90 : 0x80, hi = b0 == 0xF4 ? 0x8F : 0xBF;
+    return cont(i + 1, lo, hi) && cont(i + 2, 0x80, 0xBF) && cont(i + 3, 0x80, 0xBF) ? 4 : 0;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void AppendJsonString(std::string& out, std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.push_back('"');
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x80) {
+      const size_t n = Utf8Length(text, i);
+      if (n == 0) {
+        out.append("\\ufffd");
+        ++i;
+      } else {
+        out.append(text.substr(i, n));
+        i += n;
+      }
+      continue;
+    }
+    switch (c) {
+      case '"':
+        out.append("\\\"");
+        break;
+      case '\\':
+        out.append("\\\\");
+        break;
+      case '\n':
+        out.append("\\n");
+        break;
+      case '\r':
+        out.append("\\r");
+        break;
+      case '\t':
+        out.append("\\t");
+        break;
+      default:
+        if (c < 0x20 || c == 0x7F) {
+          out.append("\\u00");
+          out.push_back(kHex[c >> 4]);
+          out.push_back(kHex[c & 0xF]);
+        } else {
+          out.push_back(static_cast<char>(c));
+        }
+    }
+    ++i;
+  }
+  out.push_back('"');
+}
+
+std::string JsonString(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 2);
+  AppendJsonString(out, text);
+  return out;
+}
+
+std::string JsonRpcError(std::string_view id_json, int64_t code, std::string_view message) {
+  std::string out =
+      absl::StrCat("{\"jsonrpc\":\"2.0\",\"error\":{\"code\":", code, ",\"message\":");
+  AppendJsonString(out, message);
+  out.append("},\"id\":").append(id_json).append("}");
+  return out;
+}
+
+void JsonRpcReplyWriter::WriteStatus(const mi::Reply& reply) {
+  std::string& out = *out_;
+  started_ = true;
+  error_ = !reply.is_success();
+  if (error_) {
+    absl::StrAppend(&out, "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":", reply.code, ",\"message\":");
+    AppendJsonString(out, reply.reason);
+    return;  // "data":{"nodes":[ opens with the first node
+  }
+  absl::StrAppend(&out, "{\"jsonrpc\":\"2.0\",\"result\":{\"code\":", reply.code, ",\"reason\":");
+  AppendJsonString(out, reply.reason);
+  if (reply.root.is_array) out.append(",\"is_array\":true");
+  out.append(",\"nodes\":[");
+  nodes_open_ = true;
+}
+
+void JsonRpcReplyWriter::CloseTo(size_t depth) {
+  std::string& out = *out_;
+  while (open_.size() > depth) {
+    if (open_.back().kids_open) out.push_back(']');
+    out.push_back('}');
+    open_.pop_back();
+  }
+}
+
+void JsonRpcReplyWriter::WriteNode(const mi::Node& node, int depth) {
+  std::string& out = *out_;
+  if (!nodes_open_) {  // first node of an error reply
+    out.append(",\"data\":{\"nodes\":[");
+    nodes_open_ = true;
+  }
+  // Pre-order guarantees a written parent; stay valid JSON even if a writer bug broke it.
+  const size_t d = std::min(static_cast<size_t>(depth < 0 ? 0 : depth), open_.size());
+  CloseTo(d);
+  if (d == 0) {
+    if (wrote_top_) out.push_back(',');
+    wrote_top_ = true;
+  } else if (OpenNode& parent = open_[d - 1]; !parent.kids_open) {
+    if (parent.has_key) out.push_back(',');
+    out.append("\"kids\":[");
+    parent.kids_open = true;
+  } else {
+    out.push_back(',');
+  }
+  out.push_back('{');
+  bool first = true;
+  auto key = [&](std::string_view k) {
+    if (!first) out.push_back(',');
+    first = false;
+    out.push_back('"');
+    out.append(k);
+    out.append("\":");
+  };
+  if (!node.name.empty()) {
+    key("name");
+    AppendJsonString(out, node.name);
+  }
+  if (!node.value.empty()) {
+    key("value");
+    AppendJsonString(out, node.value);
+  }
+  if (!node.attributes.empty()) {
+    key("attributes");
+    out.push_back('[');
+    for (size_t i = 0; i < node.attributes.size(); ++i) {
+      if (i > 0) out.push_back(',');
+      out.push_back('{');
+      const auto& a = node.attributes[i];
+      if (!a.name.empty()) {
+        out.append("\"name\":");
+        AppendJsonString(out, a.name);
+      }
+      if (!a.value.empty()) {
+        if (!a.name.empty()) out.push_back(',');
+        out.append("\"value\":");
+        AppendJsonString(out, a.value);
+      }
+      out.push_back('}');
+    }
+    out.push_back(']');
+  }
+  if (node.is_array) {
+    key("is_array");
+    out.append("true");
+  }
+  open_.push_back(OpenNode{.kids_open = false, .has_key = !first});
+}
+
+void JsonRpcReplyWriter::EndReply() {
+  std::string& out = *out_;
+  CloseTo(0);
+  if (error_) {
+    if (nodes_open_) out.append("]}");
+    out.push_back('}');
+  } else {
+    out.append("]}");
+  }
+  absl::StrAppend(&out, ",\"id\":", id_json_, "}");
+  finished_ = true;
+}
+
+}  // namespace sipd::httpd
