@@ -3,8 +3,10 @@
 // `get_statistics core:` from the Commands page, charts core:rcv_requests during a sipp
 // OPTIONS flood and compares the charted rate with sipp's, lists processes, and removes
 // a contact from the Registrations page (confirm dialog) then checks it with
-// ul_show_contact. Screenshots of each page go to SIPD_ARTIFACT_DIR. Skipped when
-// chromium or sipp is not installed (scripts/bootstrap.sh installs both).
+// ul_show_contact, and ends a call (sipp UAC -> sipd with tm + dialog -> sipp UAS) from
+// the Dialogs page (confirm dialog) then checks it with dlg_list and both sipp sides'
+// BYE. Screenshots of each page go to SIPD_ARTIFACT_DIR. Skipped when chromium or sipp
+// is not installed (scripts/bootstrap.sh installs both).
 #include <filesystem>
 #include <string>
 
@@ -14,11 +16,14 @@
 #include "tests/httpd/cdp_client.h"
 #include "tests/httpd/http_test_client.h"
 #include "tests/support/sipd_harness.h"
+#include "tests/tm/sip_peers.h"
 
 namespace sipd::httpd_test {
 namespace {
 
 using ::sipd::testing::SipdInstance;
+using ::sipd::testing::SippProcess;
+using ::sipd::testing::WaitUntil;
 
 constexpr int kSippRate = 100;  // OPTIONS per second
 
@@ -29,9 +34,9 @@ class ConsoleBrowserTest : public ::testing::Test {
     std::filesystem::create_directories(artifacts_);
     sipd_ = std::make_unique<SipdInstance>(SipdInstance::Options{
         .grpc = false,
-        .extra_config = "loadmodule \"usrloc\"\n"
-                        "loadmodule \"httpd\"\n"
-                        "modparam(\"httpd\", \"listen\", \"127.0.0.1:0\")\n"});
+        .extra_config = absl::StrCat("loadmodule \"usrloc\"\n", ExtraModules(),
+                                     "loadmodule \"httpd\"\n"
+                                     "modparam(\"httpd\", \"listen\", \"127.0.0.1:0\")\n")});
     ASSERT_TRUE(sipd_->Start().ok()) << sipd_->log();
     port_ = sipd_->listener_port("httpd", "http");
     ASSERT_GT(port_, 0);
@@ -46,7 +51,12 @@ class ConsoleBrowserTest : public ::testing::Test {
     ASSERT_TRUE(page.ok()) << page.status();
     page_ = std::move(*page);
   }
+  // More config lines (modules) before httpd's.
+  virtual std::string ExtraModules() const { return ""; }
+
   void TearDown() override {
+    if (HasFailure() && sipd_ != nullptr)
+      std::fprintf(stderr, "sipd log:\n%s\n", sipd_->log().c_str());
     page_.reset();
     browser_.reset();
   }
@@ -191,6 +201,92 @@ TEST_F(ConsoleBrowserTest, RegistrationsPageRemovesAContactAfterConfirm) {
   EXPECT_EQ(shown["error"]["code"], 404) << shown.dump();
   const json other = Rpc("ul_show_contact", {"location", "user2@example.com"});
   EXPECT_TRUE(other.contains("result")) << other.dump();
+}
+
+// sipd as a proxy with dialogs (as tests/dialog/dialog_sip_test.cc), for the Dialogs page.
+class ConsoleBrowserDialogsTest : public ConsoleBrowserTest {
+ protected:
+  std::string ExtraModules() const override {
+    return "loadmodule \"registrar\"\n"
+           "loadmodule \"tm\"\n"
+           "modparam(\"tm\", \"wt_timer\", 1)\n"
+           "loadmodule \"dialog\"\n";
+  }
+
+  // The dialog nodes of a dlg_list JSON-RPC reply.
+  std::vector<json> Dialogs() {
+    std::vector<json> out;
+    const json reply = Rpc("dlg_list", json::array());
+    if (!reply.contains("result")) return out;
+    for (const json& node : reply["result"]["nodes"]) {
+      if (node.value("name", "") == "dialog") out.push_back(node);
+    }
+    return out;
+  }
+  static std::string Kid(const json& node, const std::string& name) {
+    for (const json& kid : node.value("kids", json::array())) {
+      if (kid.value("name", "") == name) return kid.value("value", "");
+    }
+    return "";
+  }
+};
+
+TEST_F(ConsoleBrowserDialogsTest, DialogsPageEndsACallAfterConfirm) {
+  if (system("command -v sipp >/dev/null 2>&1") != 0) GTEST_SKIP() << "sipp is not installed";
+  // bob is a sipp UAS; the UAC's call lasts until sipd ends it (it waits for a BYE). The
+  // SippProcess destructors kill both process groups whatever happens.
+  auto uas = SippProcess::Start("uas_call.xml", {"-m", "1"}, work_, "uas");
+  auto uas_port = uas->SipPort(false);
+  ASSERT_TRUE(uas_port.ok()) << uas_port.status();
+  const json added =
+      Rpc("ul_add", {"location", "bob", absl::StrCat("sip:bob@127.0.0.1:", *uas_port), "0", "1.00",
+                     "0", "0", "0", "4294967295"});
+  ASSERT_TRUE(added.contains("result")) << added.dump();
+  auto uac = SippProcess::Start(
+      "uac_call_ended_by_proxy.xml",
+      {"-s", "bob", absl::StrCat("127.0.0.1:", sipd_->sip_port()), "-m", "1"}, work_, "uac");
+  std::string callid;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        const std::vector<json> dialogs = Dialogs();
+        if (dialogs.size() != 1 || Kid(dialogs[0], "state") != "4") return false;
+        callid = Kid(dialogs[0], "callid");
+        return true;
+      },
+      std::chrono::seconds(20)))
+      << uac->output() << uas->output();
+
+  Open("#/dialogs", "dialogs");
+  ASSERT_TRUE(page_->WaitFor("document.querySelectorAll('#dialogs tbody tr').length === 1").ok());
+  auto listed = page_->Evaluate("document.querySelector('#dialogs tbody tr').dataset.callid");
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(*listed, callid);
+  auto row = page_->Evaluate("document.querySelector('#dialogs tbody tr').textContent");
+  EXPECT_TRUE(absl::StrContains(row->get<std::string>(), "4 confirmed")) << *row;
+  EXPECT_TRUE(absl::StrContains(row->get<std::string>(), "sip:bob@")) << *row;
+  // Search: a text no dialog has hides the call; part of its Call-ID shows it again.
+  const std::string search =
+      "(v => { const s = document.querySelector('#dlg-search'); s.value = v;"
+      " s.dispatchEvent(new Event('input')); })";
+  ASSERT_TRUE(page_->Evaluate(search + "('no-such-call')").ok());
+  ASSERT_TRUE(page_->WaitFor("document.querySelectorAll('#dialogs tbody tr').length === 0").ok());
+  ASSERT_TRUE(
+      page_->Evaluate(absl::StrCat(search, "(", json(callid.substr(0, 8)).dump(), ")")).ok());
+  ASSERT_TRUE(page_->WaitFor("document.querySelectorAll('#dialogs tbody tr').length === 1").ok());
+  Shot("console-dialogs");
+  ASSERT_TRUE(page_->Resize(390, 844).ok());
+  Shot("console-dialogs-390px");
+
+  ASSERT_TRUE(page_->Evaluate("document.querySelector('#dialogs tbody tr button').click()").ok());
+  ASSERT_EQ(browser_->dialogs().size(), 1u);
+  EXPECT_TRUE(absl::StrContains(browser_->dialogs()[0], callid)) << browser_->dialogs()[0];
+  ASSERT_TRUE(
+      page_->WaitFor("document.querySelector('#dlg-status').textContent.includes('Ended')").ok());
+  ASSERT_TRUE(page_->WaitFor("document.querySelectorAll('#dialogs tbody tr').length === 0").ok());
+  EXPECT_TRUE(Dialogs().empty());
+  // Each sipp fails unless it received the BYE and answered it.
+  EXPECT_EQ(uac->Wait(std::chrono::seconds(30)), 0) << uac->output();
+  EXPECT_EQ(uas->Wait(std::chrono::seconds(30)), 0) << uas->output();
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // sipd console: vanilla JS, no framework, no CDN. Talks to httpd only:
-//   POST mi (JSON-RPC 2.0), GET api/commands, api/processes, api/statistics/*.
+//   POST mi (JSON-RPC 2.0: ul_dump, dlg_list, ...), GET api/commands, api/processes, api/statistics/*.
 'use strict';
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -356,6 +356,77 @@ async function showRegistrations(main) {
   await load();
 }
 
+// ---------------------------------------------------------------- Dialogs page
+const dialogStates = { 1: 'unconfirmed', 2: 'early', 3: 'confirmed (no ACK)', 4: 'confirmed', 5: 'deleted' };
+
+// "2026-11-29 08:10:00" for a unix time, '' for 0 (no start / no timeout).
+function unixDate(v) {
+  const n = Number(v);
+  return n > 0 ? new Date(n * 1000).toISOString().replace('T', ' ').slice(0, 19) + ' UTC' : '';
+}
+
+async function showDialogs(main) {
+  const search = el('input', { type: 'search', id: 'dlg-search', placeholder: 'Search Call-ID, URI or tag', 'aria-label': 'Search dialogs' });
+  const info = el('span', { class: 'muted', id: 'dlg-info' });
+  const prev = el('button', { class: 'plain', type: 'button', id: 'dlg-prev' }, '‹ Previous');
+  const next = el('button', { class: 'plain', type: 'button', id: 'dlg-next' }, 'Next ›');
+  const body = el('tbody');
+  const status = el('div', { 'aria-live': 'polite', id: 'dlg-status' });
+  main.replaceChildren(el('div', { class: 'toolbar' }, search,
+    el('button', { class: 'plain', type: 'button', id: 'dlg-reload', onclick: () => load() }, 'Reload'), prev, next, info), status,
+    el('div', { class: 'table-wrap' }, el('table', { id: 'dialogs', class: 'cards' },
+      el('thead', {}, el('tr', {}, ...['Hash', 'State', 'Call-ID', 'From', 'To', 'Start', 'Timeout', ''].map(h => el('th', { scope: 'col', text: h })))), body)));
+  const pageSize = 50;
+  let rows = [], page = 0;
+  const party = (label, uri, tag) => el('td', { 'data-label': label, class: 'wrap' },
+    el('div', {}, el('div', { text: uri }), tag ? el('div', { class: 'muted', text: 'tag ' + tag }) : null));
+  function render() {
+    const f = search.value.toLowerCase();
+    const shown = rows.filter(r => !f || [r.hash, r.callid, r.from_uri, r.to_uri, r.from_tag, r.to_tag]
+      .some(v => v.toLowerCase().includes(f)));
+    const pages = Math.max(1, Math.ceil(shown.length / pageSize));
+    page = Math.min(page, pages - 1);
+    info.textContent = `${shown.length} dialog${shown.length === 1 ? '' : 's'}, page ${page + 1} of ${pages}`;
+    prev.disabled = page === 0; next.disabled = page >= pages - 1;
+    // data-label: the column's name, shown beside each cell when narrow screens turn rows into cards.
+    const cell = (label, attrs, ...kids) => el('td', { 'data-label': label, ...attrs }, ...kids);
+    body.replaceChildren(...shown.slice(page * pageSize, (page + 1) * pageSize).map(r => el('tr', { 'data-hash': r.hash, 'data-callid': r.callid },
+      cell('Hash', { text: r.hash }), cell('State', { text: dialogStates[r.state] ? `${r.state} ${dialogStates[r.state]}` : r.state }),
+      cell('Call-ID', { class: 'wrap', text: r.callid }), party('From', r.from_uri, r.from_tag), party('To', r.to_uri, r.to_tag),
+      cell('Start', { text: unixDate(r.timestart) }), cell('Timeout', { text: unixDate(r.timeout) }),
+      cell('', {}, el('button', { class: 'danger', type: 'button', 'aria-label': `End call ${r.callid} (${r.hash})`, onclick: () => end(r) }, 'End call')))));
+  }
+  async function end(r) {
+    if (!window.confirm(`End call ${r.callid} (${r.hash}) from ${r.from_uri} to ${r.to_uri}? Both sides get a BYE.`)) return;
+    const [hEntry, hId] = r.hash.split(':');
+    const reply = await rpc('dlg_end_dlg', [hEntry, hId]);
+    if (reply.error) { status.replaceChildren(errorBox(reply.error)); await load(false); return; }
+    status.replaceChildren(el('p', { class: 'status-ok', text: `Ended call ${r.callid} (${r.hash})` }));
+    await load(false);
+  }
+  async function load(clearStatus = true) {
+    const reply = await rpc('dlg_list');
+    if (reply.error) { status.replaceChildren(errorBox(reply.error)); rows = []; render(); return; }
+    if (clearStatus) status.replaceChildren();
+    rows = [];
+    for (const d of reply.result.nodes || []) {
+      if (d.name !== 'dialog') continue;
+      const kid = n => ((d.kids || []).find(k => k.name === n) || {}).value || '';
+      const hash = ((d.attributes || []).find(a => a.name === 'hash') || {}).value || '';
+      const callees = (d.kids || []).find(k => k.name === 'CALLEES');
+      const callee = callees && (callees.kids || [])[0];
+      const toTag = callee ? (((callee.kids || []).find(k => k.name === 'callee_tag') || {}).value || '') : '';
+      rows.push({ hash, state: kid('state'), callid: kid('callid'), from_uri: kid('from_uri'), to_uri: kid('to_uri'),
+        from_tag: kid('caller_tag'), to_tag: toTag, timestart: kid('timestart'), timeout: kid('timeout') });
+    }
+    render();
+  }
+  search.addEventListener('input', () => { page = 0; render(); });
+  prev.addEventListener('click', () => { page--; render(); });
+  next.addEventListener('click', () => { page++; render(); });
+  await load();
+}
+
 // ---------------------------------------------------------------- routing
 async function route() {
   clearTimers();
@@ -363,7 +434,7 @@ async function route() {
   document.querySelectorAll('nav a').forEach(a => a.toggleAttribute('aria-current', a.dataset.page === page) || a.dataset.page === page && a.setAttribute('aria-current', 'page'));
   const main = $('#main');
   main.dataset.page = page;
-  const pages = { commands: m => showCommands(m, decodeURIComponent(arg || '')), statistics: m => showStatistics(m, arg), processes: showProcesses, registrations: showRegistrations };
+  const pages = { commands: m => showCommands(m, decodeURIComponent(arg || '')), statistics: m => showStatistics(m, arg), processes: showProcesses, registrations: showRegistrations, dialogs: showDialogs };
   await (pages[page] || pages.commands)(main);
   main.dataset.ready = page;
 }
