@@ -3,6 +3,9 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <openssl/bio.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -24,10 +27,6 @@
 #include "sipd/modules/httpd/jsonrpc.h"
 #include "sipd/modules/httpd/rpc_job.h"
 #include "spdlog/spdlog.h"
-
-#include <openssl/bio.h>
-#include <openssl/ssl.h>
-#include <openssl/x509.h>
 
 namespace sipd::httpd {
 namespace {
@@ -89,9 +88,8 @@ absl::StatusOr<std::unique_ptr<asio::ssl::context>> BuildTlsContext(const TlsSet
   context->use_private_key_file(tls.key, asio::ssl::context::pem, ec);
   if (ec) return failed("tls_key", tls.key, ec);
   if (SSL_CTX_check_private_key(context->native_handle()) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat("httpd: tls_key ", tls.key,
-                                                   " does not match the certificate of tls_cert ",
-                                                   tls.cert));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "httpd: tls_key ", tls.key, " does not match the certificate of tls_cert ", tls.cert));
   }
   if (!tls.ca.empty()) {
     context->load_verify_file(tls.ca, ec);
@@ -439,17 +437,15 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void WatchPeer() {
     if (watching_) return;
     watching_ = true;
-    Socket().async_wait(
-        tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
-          self->watching_ = false;
-          if (ec || !self->job_) return;
-          char byte;
-          const ssize_t n =
-              recv(self->Socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-          if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-            self->Close();  // gone: ~RpcJob cancels the call
-          }
-        });
+    Socket().async_wait(tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
+      self->watching_ = false;
+      if (ec || !self->job_) return;
+      char byte;
+      const ssize_t n = recv(self->Socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+        self->Close();  // gone: ~RpcJob cancels the call
+      }
+    });
   }
 
   void WriteChunk(bool last) {
@@ -556,7 +552,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   HttpServer::Impl& server_;
   std::string peer_;
   std::string tls_subject_;  // a verified client certificate's subject
-  bool local_ = false;  // a loopback peer (the security layer's "local caller")
+  bool local_ = false;       // a loopback peer (the security layer's "local caller")
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   bool keep_alive_ = true;
@@ -614,9 +610,7 @@ HttpServer::HttpServer(asio::io_context& io, mi::Dispatcher& dispatcher, ServerO
 
 HttpServer::~HttpServer() { Stop(); }
 
-absl::Status HttpServer::CheckTls(const TlsSettings& tls) {
-  return BuildTlsContext(tls).status();
-}
+absl::Status HttpServer::CheckTls(const TlsSettings& tls) { return BuildTlsContext(tls).status(); }
 
 absl::Status HttpServer::status() const { return impl_->status; }
 

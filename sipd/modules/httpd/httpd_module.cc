@@ -239,8 +239,8 @@ class HttpdModule : public Module {
     // required by the MI's security: remote callers without credentials get 401).
     const bool local = mi::IsLoopbackHost(host_) || host_ == "localhost";
     if (!local && !options_.tls.enabled()) {
-      const std::string listen =
-          absl::StrCat(host_.find(':') == std::string::npos ? host_ : "[" + host_ + "]", ":", port_);
+      const std::string listen = absl::StrCat(
+          host_.find(':') == std::string::npos ? host_ : "[" + host_ + "]", ":", port_);
       if (!insecure_) {
         return absl::FailedPreconditionError(absl::StrCat(
             "httpd: listen ", listen,
