@@ -748,6 +748,33 @@ TEST_F(HttpdTlsTest, OptionalClientCertificateGivesItsRole) {
   EXPECT_TRUE(absl::StrContains(out, "\"result\"")) << out;
 }
 
+// A client that connects and never starts the handshake is cut after header_timeout
+// (counted in httpd:timeouts).
+TEST_F(HttpdTlsTest, AHandshakeNeverStartedIsCutAfterHeaderTimeout) {
+  MakeCertificates();
+  SipdInstance sipd(
+      {.grpc = false,
+       .extra_config = TlsConfig("none") + "modparam(\"httpd\", \"header_timeout\", 1)\n"});
+  ASSERT_TRUE(sipd.Start().ok()) << sipd.log();
+  const int port = sipd.listener_port("httpd", "https");
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  pollfd p{fd, POLLIN, 0};
+  EXPECT_EQ(poll(&p, 1, 30000), 1);
+  char byte;
+  EXPECT_EQ(read(fd, &byte, 1), 0) << "closed by the server";
+  close(fd);
+  const auto [rc, out] = Curl(absl::StrCat("https://127.0.0.1:", port, "/mi"), "get_statistics",
+                              "[\"timeouts\"]", false);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_EQ(json::parse(out, nullptr, false)["result"]["nodes"][0]["value"], "1") << out;
+}
+
 TEST_F(HttpdTlsTest, AKeyThatDoesNotLoadFailsStartUpNamingTheFile) {
   MakeCertificates();
   SipdInstance sipd(
@@ -771,6 +798,20 @@ TEST(HttpdExposureTest, NonLoopbackListenWithoutTlsFailsStartUp) {
                                 "httpd: listen 0.0.0.0:0 is reachable from other hosts and has no "
                                 "TLS: set tls_cert and tls_key"))
       << sipd.log();
+}
+
+TEST(HttpdExposureTest, InsecureAllowsItLoudly) {
+  SipdInstance sipd({.grpc = false,
+                     .extra_config = "loadmodule \"httpd\"\n"
+                                     "modparam(\"httpd\", \"listen\", \"0.0.0.0:0\")\n"
+                                     "modparam(\"httpd\", \"insecure\", 1)\n"});
+  ASSERT_TRUE(sipd.Start().ok()) << sipd.log();
+  EXPECT_TRUE(absl::StrContains(
+      sipd.log(), "httpd: INSECURE: 0.0.0.0:0 is reachable from other hosts without TLS"))
+      << sipd.log();
+  auto reply = HttpPost(sipd.listener_port("httpd", "http"), RpcRequest("version"));
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_TRUE(absl::StrContains(reply->body, "\"result\"")) << reply->body;
 }
 
 }  // namespace
