@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "tests/httpd/http_test_client.h"
 #include "tests/support/sipd_harness.h"
+#include "tests/support/temp_dir.h"
 
 namespace sipd::httpd_test {
 namespace {
@@ -634,6 +635,183 @@ TEST(HttpdSecurityTest, RequireAuthCoversMetricsAndTheConsoleApi) {
   auto rpc = HttpPost(port, RpcRequest("version"));
   ASSERT_TRUE(rpc.ok());
   EXPECT_EQ(json::parse(rpc->body, nullptr, false)["error"]["code"], 401) << rpc->body;
+}
+
+}  // namespace
+}  // namespace sipd::httpd_test
+
+namespace sipd::httpd_test {
+namespace {
+
+using ::sipd::testing::RunShell;
+
+// HTTPS: a CA, a server certificate for 127.0.0.1 and a client certificate (CN=noc) made
+// with openssl at test time; curl is the client.
+class HttpdTlsTest : public ::testing::Test {
+ protected:
+  void MakeCertificates() {
+    ASSERT_TRUE(dir_.ok());
+    pki_ = dir_.path();
+    const std::string script = absl::StrCat(
+        "set -e; cd ", pki_, "; ",
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 "
+        "-subj /CN=sipd-test-ca; ",
+        "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
+        "-subj /CN=127.0.0.1; ",
+        "printf 'subjectAltName=IP:127.0.0.1' > san.ext; ",
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+        "-out server.pem -days 2 -extfile san.ext; ",
+        "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=noc; ",
+        "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+        "-out client.pem -days 2");
+    const auto [rc, out] = RunShell(script + " 2>&1");
+    ASSERT_EQ(rc, 0) << out;
+  }
+  std::string TlsConfig(const std::string& client_auth) const {
+    return absl::StrCat("loadmodule \"usrloc\"\nloadmodule \"httpd\"\n",
+                        "modparam(\"httpd\", \"listen\", \"127.0.0.1:0\")\n",
+                        "modparam(\"httpd\", \"tls_cert\", \"", pki_, "/server.pem\")\n",
+                        "modparam(\"httpd\", \"tls_key\", \"", pki_, "/server.key\")\n",
+                        "modparam(\"httpd\", \"tls_ca\", \"", pki_, "/ca.pem\")\n",
+                        "modparam(\"httpd\", \"tls_client_auth\", \"", client_auth, "\")\n",
+                        "modparam(\"mi\", \"cert_roles\", \"CN=noc=operate\")\n");
+  }
+  // curl's exit code and output for a JSON-RPC call of `method` to `url`.
+  std::pair<int, std::string> Curl(const std::string& url, const std::string& method,
+                                   const std::string& params, bool client_certificate) const {
+    return RunShell(
+        absl::StrCat("curl -sS --max-time 20 --cacert ", pki_, "/ca.pem ",
+                     client_certificate
+                         ? absl::StrCat("--cert ", pki_, "/client.pem --key ", pki_, "/client.key ")
+                         : "",
+                     "-H 'Content-Type: application/json' -d '{\"jsonrpc\":\"2.0\",\"method\":\"",
+                     method, "\",\"params\":", params, ",\"id\":1}' ", url, " 2>&1"));
+  }
+  sipd::testing::TempDir dir_{"sipd-httpd-tls"};
+  std::string pki_;
+};
+
+TEST_F(HttpdTlsTest, JsonRpcOverHttpsAndPlainHttpIsRefused) {
+  MakeCertificates();
+  SipdInstance sipd({.grpc = false, .extra_config = TlsConfig("none")});
+  ASSERT_TRUE(sipd.Start().ok()) << sipd.log();
+  const int port = sipd.listener_port("httpd", "https");
+  ASSERT_GT(port, 0) << sipd.log();
+  const auto [rc, out] = Curl(absl::StrCat("https://127.0.0.1:", port, "/mi"), "version", "[]",
+                              /*client_certificate=*/false);
+  ASSERT_EQ(rc, 0) << out;
+  const json reply = json::parse(out, nullptr, false);
+  EXPECT_EQ(reply["result"]["code"], 200) << out;
+  EXPECT_EQ(reply["result"]["nodes"][0]["name"], "Server") << out;
+  const auto [plain_rc, plain_out] =
+      Curl(absl::StrCat("http://127.0.0.1:", port, "/mi"), "version", "[]", false);
+  EXPECT_NE(plain_rc, 0) << plain_out;
+  EXPECT_FALSE(absl::StrContains(plain_out, "\"result\"")) << plain_out;
+}
+
+// tls_client_auth require: no certificate, no connection; with one, its verified subject
+// reaches the dispatcher (cert_roles CN=noc=operate lets it run a mutating command a
+// local caller without credentials may not).
+TEST_F(HttpdTlsTest, RequiredClientCertificateAndItsSubject) {
+  MakeCertificates();
+  SipdInstance sipd(
+      {.grpc = false, .extra_config = TlsConfig("require"), .default_security = true});
+  ASSERT_TRUE(sipd.Start().ok()) << sipd.log();
+  const std::string url =
+      absl::StrCat("https://127.0.0.1:", sipd.listener_port("httpd", "https"), "/mi");
+  const std::string add =
+      "[\"location\",\"alice\",\"sip:alice@192.0.2.1\",\"0\",\"1.00\",\"0\",\"0\",\"0\",\"0\"]";
+  const auto [anonymous_rc, anonymous_out] = Curl(url, "version", "[]", false);
+  EXPECT_NE(anonymous_rc, 0) << anonymous_out;
+  EXPECT_FALSE(absl::StrContains(anonymous_out, "\"result\"")) << anonymous_out;
+  const auto [rc, out] = Curl(url, "ul_add", add, /*client_certificate=*/true);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_TRUE(absl::StrContains(out, "\"result\"")) << out;
+}
+
+// tls_client_auth optional: a caller without a certificate is a local caller without credentials
+// (read only: ul_add refused with 403); the same call with the certificate runs.
+TEST_F(HttpdTlsTest, OptionalClientCertificateGivesItsRole) {
+  MakeCertificates();
+  SipdInstance sipd(
+      {.grpc = false, .extra_config = TlsConfig("optional"), .default_security = true});
+  ASSERT_TRUE(sipd.Start().ok()) << sipd.log();
+  const std::string url =
+      absl::StrCat("https://127.0.0.1:", sipd.listener_port("httpd", "https"), "/mi");
+  const std::string add =
+      "[\"location\",\"bob\",\"sip:bob@192.0.2.1\",\"0\",\"1.00\",\"0\",\"0\",\"0\",\"0\"]";
+  const auto [anonymous_rc, anonymous_out] = Curl(url, "ul_add", add, false);
+  ASSERT_EQ(anonymous_rc, 0) << anonymous_out;
+  EXPECT_EQ(json::parse(anonymous_out, nullptr, false)["error"]["code"], 403) << anonymous_out;
+  const auto [rc, out] = Curl(url, "ul_add", add, /*client_certificate=*/true);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_TRUE(absl::StrContains(out, "\"result\"")) << out;
+}
+
+// A client that connects and never starts the handshake is cut after header_timeout
+// (counted in httpd:timeouts).
+TEST_F(HttpdTlsTest, AHandshakeNeverStartedIsCutAfterHeaderTimeout) {
+  MakeCertificates();
+  SipdInstance sipd(
+      {.grpc = false,
+       .extra_config = TlsConfig("none") + "modparam(\"httpd\", \"header_timeout\", 1)\n"});
+  ASSERT_TRUE(sipd.Start().ok()) << sipd.log();
+  const int port = sipd.listener_port("httpd", "https");
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  pollfd p{fd, POLLIN, 0};
+  EXPECT_EQ(poll(&p, 1, 30000), 1);
+  char byte;
+  EXPECT_EQ(read(fd, &byte, 1), 0) << "closed by the server";
+  close(fd);
+  const auto [rc, out] = Curl(absl::StrCat("https://127.0.0.1:", port, "/mi"), "get_statistics",
+                              "[\"timeouts\"]", false);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_EQ(json::parse(out, nullptr, false)["result"]["nodes"][0]["value"], "1") << out;
+}
+
+TEST_F(HttpdTlsTest, AKeyThatDoesNotLoadFailsStartUpNamingTheFile) {
+  MakeCertificates();
+  SipdInstance sipd(
+      {.grpc = false,
+       .extra_config = absl::StrCat(
+           "loadmodule \"httpd\"\n", "modparam(\"httpd\", \"listen\", \"127.0.0.1:0\")\n",
+           "modparam(\"httpd\", \"tls_cert\", \"", pki_, "/server.pem\")\n",
+           "modparam(\"httpd\", \"tls_key\", \"", pki_, "/ca.pem\")\n")});
+  EXPECT_FALSE(sipd.Start().ok());
+  EXPECT_TRUE(
+      absl::StrContains(sipd.log(), absl::StrCat("httpd: cannot load tls_key ", pki_, "/ca.pem")))
+      << sipd.log();
+}
+
+TEST(HttpdExposureTest, NonLoopbackListenWithoutTlsFailsStartUp) {
+  SipdInstance sipd({.grpc = false,
+                     .extra_config = "loadmodule \"httpd\"\n"
+                                     "modparam(\"httpd\", \"listen\", \"0.0.0.0:0\")\n"});
+  EXPECT_FALSE(sipd.Start().ok());
+  EXPECT_TRUE(absl::StrContains(sipd.log(),
+                                "httpd: listen 0.0.0.0:0 is reachable from other hosts and has no "
+                                "TLS: set tls_cert and tls_key"))
+      << sipd.log();
+}
+
+TEST(HttpdExposureTest, InsecureAllowsItLoudly) {
+  SipdInstance sipd({.grpc = false,
+                     .extra_config = "loadmodule \"httpd\"\n"
+                                     "modparam(\"httpd\", \"listen\", \"0.0.0.0:0\")\n"
+                                     "modparam(\"httpd\", \"insecure\", 1)\n"});
+  ASSERT_TRUE(sipd.Start().ok()) << sipd.log();
+  EXPECT_TRUE(absl::StrContains(
+      sipd.log(), "httpd: INSECURE: 0.0.0.0:0 is reachable from other hosts without TLS"))
+      << sipd.log();
+  auto reply = HttpPost(sipd.listener_port("httpd", "http"), RpcRequest("version"));
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_TRUE(absl::StrContains(reply->body, "\"result\"")) << reply->body;
 }
 
 }  // namespace

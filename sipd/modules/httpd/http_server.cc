@@ -3,13 +3,18 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <openssl/bio.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -60,9 +65,83 @@ void Count(const mi::Counter& counter) {
   if (counter.valid()) counter.Inc();
 }
 
+// The server's TLS context from `tls`: an error names the file that did not load.
+absl::StatusOr<std::unique_ptr<asio::ssl::context>> BuildTlsContext(const TlsSettings& tls) {
+  if (tls.cert.empty() != tls.key.empty()) {
+    return absl::InvalidArgumentError("httpd: tls_cert and tls_key go together");
+  }
+  if (tls.client_auth != TlsSettings::ClientAuth::kNone && tls.ca.empty()) {
+    return absl::InvalidArgumentError(
+        "httpd: tls_client_auth needs tls_ca (the CA that signs client certificates)");
+  }
+  auto context = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+  context->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                       asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                       asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
+  auto failed = [](const char* what, const std::string& file, const beast::error_code& ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("httpd: cannot load ", what, " ", file, ": ", ec.message()));
+  };
+  beast::error_code ec;
+  context->use_certificate_chain_file(tls.cert, ec);
+  if (ec) return failed("tls_cert", tls.cert, ec);
+  context->use_private_key_file(tls.key, asio::ssl::context::pem, ec);
+  if (ec) return failed("tls_key", tls.key, ec);
+  if (SSL_CTX_check_private_key(context->native_handle()) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "httpd: tls_key ", tls.key, " does not match the certificate of tls_cert ", tls.cert));
+  }
+  if (!tls.ca.empty()) {
+    context->load_verify_file(tls.ca, ec);
+    if (ec) return failed("tls_ca", tls.ca, ec);
+  }
+  switch (tls.client_auth) {
+    case TlsSettings::ClientAuth::kNone:
+      context->set_verify_mode(asio::ssl::verify_none);
+      break;
+    case TlsSettings::ClientAuth::kOptional:
+      context->set_verify_mode(asio::ssl::verify_peer);
+      break;
+    case TlsSettings::ClientAuth::kRequire:
+      context->set_verify_mode(asio::ssl::verify_peer | asio::ssl::verify_fail_if_no_peer_cert);
+      break;
+  }
+  // Session resumption with client certificates needs an id context.
+  static constexpr unsigned char kIdContext[] = "sipd-httpd";
+  SSL_CTX_set_session_id_context(context->native_handle(), kIdContext, sizeof(kIdContext) - 1);
+  return context;
+}
+
+// The subject (RFC 2253) of the client certificate the handshake verified, else "".
+std::string VerifiedSubject(SSL* ssl) {
+  if (SSL_get_verify_result(ssl) != X509_V_OK) return "";
+  X509* certificate = SSL_get_peer_certificate(ssl);
+  if (certificate == nullptr) return "";
+  std::string subject;
+  BIO* bio = BIO_new(BIO_s_mem());
+  if (bio != nullptr) {
+    if (X509_NAME_print_ex(bio, X509_get_subject_name(certificate), 0, XN_FLAG_RFC2253) >= 0) {
+      char* data = nullptr;
+      const long size = BIO_get_mem_data(bio, &data);
+      if (size > 0) subject.assign(data, static_cast<size_t>(size));
+    }
+    BIO_free(bio);
+  }
+  X509_free(certificate);
+  return subject;
+}
+
+using PlainStream = beast::tcp_stream;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
 }  // namespace
 
-class Session;
+// What the server needs of a session of either stream type.
+class SessionBase {
+ public:
+  virtual ~SessionBase() = default;
+  virtual void Close() = 0;
+};
 
 struct HttpServer::Impl {
   Impl(asio::io_context& io_context, mi::Dispatcher& d, ServerOptions o)
@@ -70,7 +149,16 @@ struct HttpServer::Impl {
         dispatcher(d),
         options(std::move(o)),
         acceptor(io_context),
-        wake(io_context) {}
+        wake(io_context) {
+    if (options.tls.enabled()) {
+      absl::StatusOr<std::unique_ptr<asio::ssl::context>> context = BuildTlsContext(options.tls);
+      if (context.ok()) {
+        tls = std::move(*context);
+      } else {
+        status = context.status();
+      }
+    }
+  }
 
   void Accept();
   void WatchWake();
@@ -81,18 +169,33 @@ struct HttpServer::Impl {
   tcp::acceptor acceptor;
   asio::posix::stream_descriptor wake;
   std::map<std::string, GetHandler> routes;
-  std::unordered_set<Session*> sessions;
+  std::unique_ptr<asio::ssl::context> tls;  // set: every connection is HTTPS
+  absl::Status status;                      // TLS asked for but not loaded
+  std::unordered_set<SessionBase*> sessions;
   bool stopped = false;
 };
 
-class Session : public std::enable_shared_from_this<Session> {
+// One connection, over plain TCP or TLS (`Stream`): the same code for both.
+template <class Stream>
+class Session : public SessionBase, public std::enable_shared_from_this<Session<Stream>> {
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+  using std::enable_shared_from_this<Session<Stream>>::shared_from_this;
+
+  static Stream MakeStream(tcp::socket socket, HttpServer::Impl& server) {
+    if constexpr (kTls) {
+      return Stream(std::move(socket), *server.tls);
+    } else {
+      return Stream(std::move(socket));
+    }
+  }
+
  public:
   Session(tcp::socket socket, HttpServer::Impl& server)
-      : stream_(std::move(socket)), server_(server) {
+      : stream_(MakeStream(std::move(socket), server)), server_(server) {
     server_.sessions.insert(this);
     Count(server_.options.counters.connections);
     beast::error_code ec;
-    const tcp::endpoint remote = stream_.socket().remote_endpoint(ec);
+    const tcp::endpoint remote = Socket().remote_endpoint(ec);
     if (!ec) {
       const std::string ip = remote.address().to_string();
       peer_ = remote.address().is_v6() ? absl::StrCat("[", ip, "]:", remote.port())
@@ -100,12 +203,38 @@ class Session : public std::enable_shared_from_this<Session> {
       local_ = mi::IsLoopbackHost(ip);
     }
   }
-  ~Session() {
+  ~Session() override {
     server_.sessions.erase(this);
     if (server_.options.counters.connections.valid()) server_.options.counters.connections.Dec();
   }
 
   void Start(bool over_limit) {
+    if constexpr (kTls) {
+      // The handshake counts as the first request's arrival (header_timeout).
+      Lowest().expires_after(server_.options.header_timeout);
+      stream_.async_handshake(asio::ssl::stream_base::server,
+                              [self = shared_from_this(), over_limit](beast::error_code ec) {
+                                if (ec) return self->Fail(ec, false);
+                                self->tls_subject_ = VerifiedSubject(self->stream_.native_handle());
+                                self->Serve(over_limit);
+                              });
+    } else {
+      Serve(over_limit);
+    }
+  }
+
+  void Close() override {
+    job_.reset();
+    beast::error_code ec;
+    Socket().shutdown(tcp::socket::shutdown_both, ec);
+    Lowest().close();
+  }
+
+ private:
+  beast::tcp_stream& Lowest() { return beast::get_lowest_layer(stream_); }
+  tcp::socket& Socket() { return Lowest().socket(); }
+
+  void Serve(bool over_limit) {
     if (over_limit) {
       Count(server_.options.counters.rejected);
       keep_alive_ = false;
@@ -116,14 +245,6 @@ class Session : public std::enable_shared_from_this<Session> {
     ReadRequest();
   }
 
-  void Close() {
-    job_.reset();
-    beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.close();
-  }
-
- private:
   // A socket operation failed: the connection ends (a timeout is counted: reading, the
   // header_timeout; writing, the stall_timeout).
   void Fail(beast::error_code ec, bool writing) {
@@ -137,7 +258,7 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->body_limit(server_.options.max_body_size);
     parser_->header_limit(kMaxHeaderBytes);
-    stream_.expires_after(server_.options.header_timeout);
+    Lowest().expires_after(server_.options.header_timeout);
     http::async_read(
         stream_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
@@ -174,7 +295,7 @@ class Session : public std::enable_shared_from_this<Session> {
       Fail(ec, false);
       return;
     }
-    stream_.expires_never();
+    Lowest().expires_never();
     Count(server_.options.counters.requests);
     Handle();
   }
@@ -249,6 +370,7 @@ class Session : public std::enable_shared_from_this<Session> {
     context.transport = mi::Transport::kHttp;
     context.peer.address = peer_;
     context.peer.local = local_;
+    context.peer.tls_subject = tls_subject_;
     // Credentials only as received; the dispatcher's authorization hook decides.
     if (const auto authorization = request.find(http::field::authorization);
         authorization != request.end()) {
@@ -315,22 +437,20 @@ class Session : public std::enable_shared_from_this<Session> {
   void WatchPeer() {
     if (watching_) return;
     watching_ = true;
-    stream_.socket().async_wait(
-        tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
-          self->watching_ = false;
-          if (ec || !self->job_) return;
-          char byte;
-          const ssize_t n =
-              recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-          if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-            self->Close();  // gone: ~RpcJob cancels the call
-          }
-        });
+    Socket().async_wait(tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
+      self->watching_ = false;
+      if (ec || !self->job_) return;
+      char byte;
+      const ssize_t n = recv(self->Socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+        self->Close();  // gone: ~RpcJob cancels the call
+      }
+    });
   }
 
   void WriteChunk(bool last) {
     writing_ = true;
-    stream_.expires_after(server_.options.stall_timeout);
+    Lowest().expires_after(server_.options.stall_timeout);
     auto self = shared_from_this();
     if (!header_sent_) {
       header_sent_ = true;
@@ -390,7 +510,7 @@ class Session : public std::enable_shared_from_this<Session> {
     response->body() = std::move(body);
     response->prepare_payload();
     writing_ = true;
-    stream_.expires_after(server_.options.stall_timeout);
+    Lowest().expires_after(server_.options.stall_timeout);
     http::async_write(stream_, *response,
                       [self = shared_from_this(), response](beast::error_code ec, size_t) {
                         self->writing_ = false;
@@ -415,10 +535,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // take the answer with it before the client has read it.
   void Linger() {
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    Socket().shutdown(tcp::socket::shutdown_send, ec);
     if (!linger_started_) {
       linger_started_ = true;
-      stream_.expires_after(kLingerTime);
+      Lowest().expires_after(kLingerTime);
     }
     drain_.resize(64 << 10);
     stream_.async_read_some(asio::buffer(drain_),
@@ -428,10 +548,11 @@ class Session : public std::enable_shared_from_this<Session> {
                             });
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   HttpServer::Impl& server_;
   std::string peer_;
-  bool local_ = false;  // a loopback peer (the security layer's "local caller")
+  std::string tls_subject_;  // a verified client certificate's subject
+  bool local_ = false;       // a loopback peer (the security layer's "local caller")
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   bool keep_alive_ = true;
@@ -466,7 +587,11 @@ void HttpServer::Impl::Accept() {
     } else {
       socket.set_option(tcp::no_delay(true), ec);
       const bool over_limit = sessions.size() >= options.max_connections;
-      std::make_shared<Session>(std::move(socket), *this)->Start(over_limit);
+      if (tls) {
+        std::make_shared<Session<TlsStream>>(std::move(socket), *this)->Start(over_limit);
+      } else {
+        std::make_shared<Session<PlainStream>>(std::move(socket), *this)->Start(over_limit);
+      }
     }
     Accept();
   });
@@ -484,6 +609,10 @@ HttpServer::HttpServer(asio::io_context& io, mi::Dispatcher& dispatcher, ServerO
     : impl_(std::make_unique<Impl>(io, dispatcher, std::move(options))) {}
 
 HttpServer::~HttpServer() { Stop(); }
+
+absl::Status HttpServer::CheckTls(const TlsSettings& tls) { return BuildTlsContext(tls).status(); }
+
+absl::Status HttpServer::status() const { return impl_->status; }
 
 void HttpServer::AddGet(std::string path, GetHandler handler) {
   impl_->routes[std::move(path)] = std::move(handler);
@@ -563,8 +692,8 @@ void HttpServer::Stop() {
   beast::error_code ec;
   impl_->acceptor.close(ec);
   impl_->wake.close(ec);
-  std::vector<Session*> open(impl_->sessions.begin(), impl_->sessions.end());
-  for (Session* session : open) session->Close();
+  std::vector<SessionBase*> open(impl_->sessions.begin(), impl_->sessions.end());
+  for (SessionBase* session : open) session->Close();
 }
 
 void HttpServer::Tick() {

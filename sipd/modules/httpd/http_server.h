@@ -18,6 +18,11 @@
 // time), stall_timeout for a write the client does not take, reply_timeout as every MI
 // call's deadline.
 //
+// TLS (ServerOptions::tls, when `cert` is set): every connection is HTTPS; the handshake
+// must finish within header_timeout. With client_auth a client certificate is asked for
+// (kOptional) or required (kRequire) and verified against `ca`; the verified subject
+// (RFC 2253, e.g. "CN=noc") goes to the dispatcher as the caller's tls_subject.
+//
 // Thread-safety: everything runs on the io_context's thread (the Dispatcher's
 // completions included: see Start()).
 #pragma once
@@ -50,6 +55,15 @@ struct ServerCounters {
   mi::Counter too_large;    // bodies refused with 413
 };
 
+struct TlsSettings {
+  enum class ClientAuth { kNone, kOptional, kRequire };
+  std::string cert;  // PEM certificate chain; empty = no TLS
+  std::string key;   // PEM private key
+  std::string ca;    // PEM CA bundle verifying client certificates
+  ClientAuth client_auth = ClientAuth::kNone;
+  bool enabled() const { return !cert.empty(); }
+};
+
 struct ServerOptions {
   size_t max_connections = 1024;
   size_t max_body_size = 1 << 20;
@@ -60,6 +74,7 @@ struct ServerOptions {
   std::chrono::seconds reply_timeout{60};
   // Static files of the console; empty = no console.
   std::string web_root;
+  TlsSettings tls;
   ServerCounters counters;
 };
 
@@ -78,6 +93,12 @@ class HttpServer {
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
+
+  // Loads the certificate, key and CA of `tls` (a clear error naming the file that does
+  // not load); the server's constructor does the same and serves HTTPS when it is enabled.
+  static absl::Status CheckTls(const TlsSettings& tls);
+  // Not OK when TLS was asked for but did not load (see CheckTls).
+  absl::Status status() const;
 
   // GET `path` (exact, before the query) answered by `handler`.
   void AddGet(std::string path, GetHandler handler);

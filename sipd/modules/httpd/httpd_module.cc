@@ -165,6 +165,32 @@ class HttpdModule : public Module {
       options_.web_root = *text;
       return absl::OkStatus();
     }
+    if (name == "tls_cert" || name == "tls_key" || name == "tls_ca") {
+      if (text == nullptr) return Invalid(name, "must be a file path");
+      (name == "tls_cert"  ? options_.tls.cert
+       : name == "tls_key" ? options_.tls.key
+                           : options_.tls.ca) = *text;
+      return absl::OkStatus();
+    }
+    if (name == "tls_client_auth") {
+      using ClientAuth = httpd::TlsSettings::ClientAuth;
+      if (text != nullptr && *text == "none") {
+        options_.tls.client_auth = ClientAuth::kNone;
+      } else if (text != nullptr && *text == "optional") {
+        options_.tls.client_auth = ClientAuth::kOptional;
+      } else if (text != nullptr && *text == "require") {
+        options_.tls.client_auth = ClientAuth::kRequire;
+      } else {
+        return absl::InvalidArgumentError(
+            "httpd: tls_client_auth must be \"none\", \"optional\" or \"require\"");
+      }
+      return absl::OkStatus();
+    }
+    if (name == "insecure") {
+      if (absl::Status s = range(0, 1); !s.ok()) return s;
+      insecure_ = *number == 1;
+      return absl::OkStatus();
+    }
     struct Limit {
       const char* name;
       int64_t low, high;
@@ -199,6 +225,31 @@ class HttpdModule : public Module {
 
   absl::Status Init(Core& core) override {
     core_ = &core;
+    // Certificates load now (a bad file fails start-up, naming it); every process loads
+    // its own copy again when it starts serving.
+    if (options_.tls.enabled() || !options_.tls.key.empty() || !options_.tls.ca.empty() ||
+        options_.tls.client_auth != httpd::TlsSettings::ClientAuth::kNone) {
+      if (!options_.tls.enabled() && options_.tls.key.empty()) {
+        return absl::InvalidArgumentError(
+            "httpd: tls_ca and tls_client_auth need tls_cert and tls_key");
+      }
+      if (absl::Status s = httpd::HttpServer::CheckTls(options_.tls); !s.ok()) return s;
+    }
+    // Exposure rule: a listener other hosts can reach needs TLS (tokens are then
+    // required by the MI's security: remote callers without credentials get 401).
+    const bool local = mi::IsLoopbackHost(host_) || host_ == "localhost";
+    if (!local && !options_.tls.enabled()) {
+      const std::string listen = absl::StrCat(
+          host_.find(':') == std::string::npos ? host_ : "[" + host_ + "]", ":", port_);
+      if (!insecure_) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "httpd: listen ", listen,
+            " is reachable from other hosts and has no TLS: set tls_cert and tls_key (and give "
+            "remote callers tokens: modparam(\"mi\", \"tokens_file\", ...)), or set "
+            "modparam(\"httpd\", \"insecure\", 1) to accept clear text"));
+      }
+      spdlog::critical("httpd: INSECURE: {} is reachable from other hosts without TLS", listen);
+    }
     mi::StatsRegistry& stats = core.stats();
     struct Declared {
       const char* name;
@@ -242,10 +293,11 @@ class HttpdModule : public Module {
       absl::StatusOr<uint16_t> port = httpd::HttpServer::BoundPort(listen_fd_);
       if (!port.ok()) return port.status();
       const std::string host = host_.find(':') == std::string::npos ? host_ : "[" + host_ + "]";
-      url_ = absl::StrCat("http://", host, ":", *port, "/");
+      const char* scheme = options_.tls.enabled() ? "https" : "http";
+      url_ = absl::StrCat(scheme, "://", host, ":", *port, "/");
       spdlog::info("httpd: serving JSON-RPC (POST {}mi), /metrics and the console on {}", url_,
                    url_);
-      if (core_ != nullptr) core_->ReportListeners({{std::string(kModuleName), "http", url_}});
+      if (core_ != nullptr) core_->ReportListeners({{std::string(kModuleName), scheme, url_}});
       return absl::OkStatus();
     };
     spec.main = [this](int) { return Serve(); };
@@ -311,6 +363,7 @@ class HttpdModule : public Module {
     asio::io_context io(1);
     std::unique_ptr<mi::Dispatcher> dispatcher = core_->NewDispatcher({.workers = 2});
     httpd::HttpServer server(io, *dispatcher, options_);
+    if (absl::Status s = server.status(); !s.ok()) return s;
     mi::StatsHistory sampler(history_seconds_, history_max_stats_);
     const mi::StatsRegistry& stats = core_->stats();
 
@@ -385,6 +438,7 @@ class HttpdModule : public Module {
   // statistics history: they sample the same shared counters).
   int processes_ = 2;
   int listen_fd_ = -1;
+  bool insecure_ = false;  // a non-loopback listen without TLS is accepted (logged)
   std::string url_;
   httpd::ServerOptions options_;
   size_t history_seconds_ = 3600;
