@@ -1,6 +1,6 @@
 // httpd's pieces without a server: the JSON reply writer across flushes, JSON-RPC
-// parsing, metric names and the Prometheus text, the statistics history's ring
-// (registry/stats_history.h) and its JSON.
+// parsing, metric names and the Prometheus text, and the statistics history's JSON
+// (registry/stat_sampler.h's points).
 #include <atomic>
 #include <string>
 #include <vector>
@@ -175,29 +175,36 @@ TEST(MetricsTest, NamesTypesAndUnits) {
       << text;
 }
 
-TEST(StatsHistoryTest, KeepsTheLastSamplesInOrder) {
+TEST(StatsHistoryJsonTest, KeepsTheLastSamplesInOrder) {
   std::vector<std::atomic<uint64_t>> cells(2);
   mi::StatsRegistry stats(cells);
   auto counter = stats.AddCounter("core", "rcv_requests");
   ASSERT_TRUE(counter.ok());
   ASSERT_TRUE(stats.AddCounter("tm", "inuse", mi::kStatNoReset).ok());
-  mi::StatsHistory sampler(/*capacity=*/4, /*max_stats=*/10);
+  // The sampler gRPC WatchStatistics uses, keeping 4 samples of 1 s.
+  auto sampler = mi::StatSampler::Create(stats, {.selectors = {"all"},
+                                                 .interval = std::chrono::seconds(1),
+                                                 .history = std::chrono::seconds(4)});
+  ASSERT_TRUE(sampler.ok()) << sampler.status();
   for (int i = 1; i <= 6; ++i) {
     counter->Set(static_cast<uint64_t>(i * 10));
-    sampler.Sample(stats, i * 1000);
+    (*sampler)->Take(std::chrono::system_clock::time_point(std::chrono::seconds(i)));
   }
-  const json all = json::parse(HistoryJson(sampler, {"all"}, 100, 0));
+  const json all = json::parse(HistoryJson(**sampler, stats, {"all"}, 100, 0));
   EXPECT_EQ(all["times"], json::array({3000, 4000, 5000, 6000}));
   ASSERT_EQ(all["series"].size(), 2u);
   EXPECT_EQ(all["series"][0]["values"], json::array({30, 40, 50, 60}));
   EXPECT_EQ(all["series"][0]["counter"], true);
   EXPECT_EQ(all["series"][1]["counter"], false);
-  const json group = json::parse(HistoryJson(sampler, {"tm:"}, 2, 0));
+  const json group = json::parse(HistoryJson(**sampler, stats, {"tm:"}, 2, 0));
   ASSERT_EQ(group["series"].size(), 1u);
   EXPECT_EQ(group["times"], json::array({5000, 6000}));
-  const json since = json::parse(HistoryJson(sampler, {"core:rcv_requests"}, 100, 4000));
+  const json since = json::parse(HistoryJson(**sampler, stats, {"core:rcv_requests"}, 100, 4000));
   EXPECT_EQ(since["series"][0]["values"], json::array({50, 60}));
-  EXPECT_EQ(json::parse(HistoryJson(sampler, {"nope"}, 100, 0))["series"].size(), 0u);
+  EXPECT_EQ(json::parse(HistoryJson(**sampler, stats, {"nope"}, 100, 0))["series"].size(), 0u);
+  const json catalog = json::parse(CatalogJson(**sampler));
+  ASSERT_EQ(catalog.size(), 2u);
+  EXPECT_EQ(catalog[0]["name"], "core:rcv_requests");
 }
 
 }  // namespace

@@ -28,12 +28,6 @@ constexpr std::string_view kModuleName = "httpd";
 constexpr auto kTick = std::chrono::milliseconds(100);
 constexpr auto kSampleInterval = std::chrono::seconds(1);
 
-int64_t UnixMillis() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 // "%xx" and '+' decoded.
 std::string UrlDecode(std::string_view text) {
   std::string out;
@@ -211,8 +205,6 @@ class HttpdModule : public Module {
          [&](int64_t v) { options_.reply_timeout = std::chrono::seconds(v); }},
         {"history_seconds", 10, 86400,
          [&](int64_t v) { history_seconds_ = static_cast<size_t>(v); }},
-        {"history_max_stats", 1, 1 << 20,
-         [&](int64_t v) { history_max_stats_ = static_cast<size_t>(v); }},
     };
     for (const Limit& limit : limits) {
       if (name != limit.name) continue;
@@ -364,8 +356,15 @@ class HttpdModule : public Module {
     std::unique_ptr<mi::Dispatcher> dispatcher = core_->NewDispatcher({.workers = 2});
     httpd::HttpServer server(io, *dispatcher, options_);
     if (absl::Status s = server.status(); !s.ok()) return s;
-    mi::StatsHistory sampler(history_seconds_, history_max_stats_);
     const mi::StatsRegistry& stats = core_->stats();
+    // The statistics sampler shared with gRPC WatchStatistics (registry/stat_sampler.h),
+    // one sample a second taken on this loop, `history_seconds` of them kept.
+    absl::StatusOr<std::unique_ptr<mi::StatSampler>> made =
+        mi::StatSampler::Create(stats, {.selectors = {"all"},
+                                        .interval = kSampleInterval,
+                                        .history = std::chrono::seconds(history_seconds_)});
+    if (!made.ok()) return made.status();
+    mi::StatSampler& sampler = **made;
 
     server.AddGet("/metrics", [this, &stats](const std::string&) {
       const std::vector<ProcessInfo> table = core_->process_table();
@@ -382,7 +381,7 @@ class HttpdModule : public Module {
     server.AddGet("/api/statistics/catalog", [&sampler](const std::string&) {
       return HttpAnswer{200, "application/json", httpd::CatalogJson(sampler)};
     });
-    server.AddGet("/api/statistics/history", [&sampler](const std::string& target) {
+    server.AddGet("/api/statistics/history", [&sampler, &stats](const std::string& target) {
       std::vector<std::string> selectors =
           absl::StrSplit(QueryValue(target, "stats"), ',', absl::SkipEmpty());
       size_t last = 3600;
@@ -394,13 +393,13 @@ class HttpdModule : public Module {
         if (!absl::SimpleAtoi(text, &since)) since = 0;
       }
       return HttpAnswer{200, "application/json",
-                        httpd::HistoryJson(sampler, selectors, last, since)};
+                        httpd::HistoryJson(sampler, stats, selectors, last, since)};
     });
 
     if (listen_fd_ < 0) return absl::FailedPreconditionError("httpd: no listen socket");
     if (absl::Status s = server.Adopt(listen_fd_); !s.ok()) return s;
     server.Start();
-    sampler.Sample(stats, UnixMillis());
+    sampler.Take();
 
     // Housekeeping on the loop: shutdown, log level, async deadlines, the sampler.
     asio::steady_timer tick(io);
@@ -418,7 +417,7 @@ class HttpdModule : public Module {
         server.Tick();
         const auto now = std::chrono::steady_clock::now();
         if (now >= next_sample) {
-          sampler.Sample(stats, UnixMillis());
+          sampler.Take();
           next_sample += kSampleInterval;
           if (next_sample < now) next_sample = now + kSampleInterval;  // after a stall
         }
@@ -442,7 +441,6 @@ class HttpdModule : public Module {
   std::string url_;
   httpd::ServerOptions options_;
   size_t history_seconds_ = 3600;
-  size_t history_max_stats_ = 2000;
 };
 
 }  // namespace

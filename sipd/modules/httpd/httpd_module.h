@@ -23,8 +23,8 @@
 //   reply_timeout     s: the deadline of every MI call (async replies); default 60.
 //   web_root          folder of the console's files; default: share/sipd/console beside
 //                     the binary's folder (installed, or the build tree's copy).
-//   history_seconds   statistics history kept for the console, 1 sample/s; default 3600.
-//   history_max_stats statistics kept in the history at most; default 2000.
+//   history_seconds   statistics history kept for the console, 1 sample/s; default 3600
+//                     (registry/stat_sampler.h: 16 bytes per statistic and sample).
 //
 // Statistics: httpd:connections (gauge), requests, rejected, timeouts, stalled,
 // too_large (README.md).
