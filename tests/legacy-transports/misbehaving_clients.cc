@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "tests/support/sipd_harness.h"
 
 namespace sipd::legacy::testing {
 namespace {
@@ -109,10 +110,8 @@ absl::StatusOr<std::unique_ptr<MisbehavingClients>> MisbehavingClients::StartFif
           }
           ++self->requests_;
           // The server reads it before the next one is written (a pause between them).
-          const auto deadline = Clock::now() + milliseconds(5000);
-          while (UnreadBytes(self->request_fd_) > 0 && Clock::now() < deadline) {
-            usleep(200);
-          }
+          ::sipd::testing::WaitUntil([&] { return UnreadBytes(self->request_fd_) == 0; },
+                                     milliseconds(5000));
           break;
         }
       }
@@ -276,8 +275,7 @@ void MisbehavingClients::DriveDatagram() {
       std::chrono::duration<double>(1.0 / std::max(o.requests_per_second, 0.01)));
   std::vector<char> small(std::max<size_t>(o.slow_read_bytes, 1));
   std::vector<char> whole(65536);
-  while (!stop_.load()) {
-    usleep(10 * 1000);
+  while (!stop_signal_.WaitFor(std::chrono::milliseconds(10))) {  // the clients' pace
     const auto now = Clock::now();
     for (Client& c : clients_) {
       if (c.kind == Kind::kIdle) continue;
@@ -308,6 +306,7 @@ void MisbehavingClients::DriveDatagram() {
 
 MisbehavingClients::~MisbehavingClients() {
   stop_ = true;
+  stop_signal_.Stop();
   if (thread_.joinable()) thread_.join();
   for (Client& c : clients_) {
     if (c.fd >= 0) close(c.fd);

@@ -41,6 +41,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "tests/support/stop_signal.h"
 
 namespace sipd::legacy::testing {
 
@@ -127,6 +128,8 @@ class MisbehavingClients {
   int request_fd_ = -1;
   std::vector<Client> clients_;
   std::atomic<bool> stop_{false};
+  // Wakes the datagram driver's pacing wait when stop_ is set.
+  ::sipd::testing::StopSignal stop_signal_;
   std::atomic<uint64_t> requests_{0};
   std::atomic<uint64_t> replies_ended_{0};
   std::atomic<uint64_t> bytes_read_{0};

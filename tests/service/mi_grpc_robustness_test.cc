@@ -40,6 +40,7 @@
 #include "sipd/mi/v1/mi.grpc.pb.h"
 #include "tests/service/raw_http2.h"
 #include "tests/support/sipd_harness.h"
+#include "tests/support/stop_signal.h"
 
 namespace sipd::testing {
 namespace {
@@ -285,11 +286,11 @@ TEST(MiGrpcRobustnessTest, GoodClientIsServedWhileAThousandClientsMisbehave) {
     slow.Add(fd);
     ASSERT_TRUE(SendAll(fd, GrpcRequestBytes("ExecuteStream", Request("ul_dump", {}), true)));
   }
-  std::atomic<bool> stop_slow{false};
+  sipd::testing::StopSignal stop_slow;
   std::atomic<uint64_t> slow_bytes{0};
   std::thread slow_reader([&] {
     char buffer[100];
-    while (!stop_slow.load()) {  // 100 bytes per client every 100 ms
+    do {  // 100 bytes per client every 100 ms
       for (int fd : slow.all()) {
         const ssize_t n = recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
         if (n > 0) {
@@ -297,8 +298,7 @@ TEST(MiGrpcRobustnessTest, GoodClientIsServedWhileAThousandClientsMisbehave) {
           SendAll(fd, WindowUpdates(static_cast<uint32_t>(n)));
         }
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // pacing, not a wait
-    }
+    } while (!stop_slow.WaitFor(std::chrono::milliseconds(100)));
   });
   ASSERT_TRUE(WaitUntil([&] { return slow_bytes.load() > 0; }, std::chrono::seconds(30)));
   report("raw HTTP/2 ExecuteStream ul_dump, 1 KB/s", kSlow);
@@ -386,7 +386,7 @@ TEST(MiGrpcRobustnessTest, GoodClientIsServedWhileAThousandClientsMisbehave) {
   }
 
   // The misbehaving clients are all still there, none was served at their expense.
-  stop_slow = true;
+  stop_slow.Stop();
   slow_reader.join();
   for (auto& ctx : stalled_contexts) ctx->TryCancel();
   for (auto& reader : stalled) {

@@ -26,6 +26,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "tests/support/sipd_harness.h"
+#include "tests/support/stop_signal.h"
 #include "tests/xmlrpc/xmlrpc_test_client.h"
 
 namespace sipd::xmlrpc {
@@ -158,20 +159,14 @@ TEST(XmlrpcMisbehavingClientsTest, GoodClientIsServedWhileMisbehavingClientsHang
       [&] { return all_readable(never_read) && all_readable(slow); }, std::chrono::seconds(60)));
 
   // Slow readers take 1 KB per second each (one thread, one poll over all of them).
-  std::atomic<bool> stop_slow{false};
+  ::sipd::testing::StopSignal stop_slow;
   std::thread slow_reader([&] {
     char chunk[1024];
-    while (!stop_slow.load()) {
+    do {
       for (auto& connection : slow) {
         [[maybe_unused]] ssize_t n = recv(connection->fd(), chunk, sizeof(chunk), MSG_DONTWAIT);
       }
-      for (int i = 0; i < 10 && !stop_slow.load(); ++i) {
-        struct timespec ts {
-          0, 100 * 1000 * 1000
-        };
-        nanosleep(&ts, nullptr);
-      }
-    }
+    } while (!stop_slow.WaitFor(std::chrono::seconds(1)));
   });
 
   // The good client: every request answered, none refused.
@@ -236,7 +231,7 @@ TEST(XmlrpcMisbehavingClientsTest, GoodClientIsServedWhileMisbehavingClientsHang
 #endif
   EXPECT_EQ(reconnects, 0);
 
-  stop_slow.store(true);
+  stop_slow.Stop();
   slow_reader.join();
   idle.clear();
   half_head.clear();
