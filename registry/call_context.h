@@ -16,7 +16,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -72,15 +74,32 @@ struct Peer {
 
 // Tripped by the transport when the caller is gone (gRPC cancel or deadline, a FIFO
 // reader that went away, a closed connection) or by the dispatcher on timeout. Running
-// handlers poll it through Call::cancelled(); a cancelled async call releases its slot.
+// handlers check it through Call::cancelled() (one atomic load) or block on it with
+// Call::WaitCancelled(); a cancelled async call releases its slot.
 class CancellationToken {
  public:
-  CancellationToken() : flag_(std::make_shared<std::atomic<bool>>(false)) {}
-  void Cancel() const { flag_->store(true, std::memory_order_relaxed); }
-  bool cancelled() const { return flag_->load(std::memory_order_relaxed); }
+  CancellationToken() : state_(std::make_shared<State>()) {}
+  void Cancel() const {
+    {
+      std::lock_guard<std::mutex> lock(state_->mu);
+      state_->flag.store(true, std::memory_order_relaxed);
+    }
+    state_->cv.notify_all();
+  }
+  bool cancelled() const { return state_->flag.load(std::memory_order_relaxed); }
+  // Blocks until Cancel() or `timeout`; returns cancelled().
+  bool WaitFor(std::chrono::steady_clock::duration timeout) const {
+    std::unique_lock<std::mutex> lock(state_->mu);
+    return state_->cv.wait_for(lock, timeout, [this] { return cancelled(); });
+  }
 
  private:
-  std::shared_ptr<std::atomic<bool>> flag_;
+  struct State {
+    std::atomic<bool> flag{false};
+    std::mutex mu;
+    std::condition_variable cv;
+  };
+  std::shared_ptr<State> state_;
 };
 
 struct CallContext {

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -110,6 +111,11 @@ class Call {
   const CallContext& context() const { return context_; }
   // The caller went away or the call timed out: stop early (the reply is dropped).
   bool cancelled() const { return context_.cancel.cancelled(); }
+  // Blocks a kBlocking handler until the call is cancelled or `timeout` passed; returns
+  // cancelled().
+  bool WaitCancelled(std::chrono::steady_clock::duration timeout) const {
+    return context_.cancel.WaitFor(timeout);
+  }
 
   Reply& reply() { return reply_; }
 

@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,6 +23,31 @@
 #include "legacy-transports/fifo/fifo_client.h"
 
 namespace sipd::legacy::testing {
+
+// Reads a reply FIFO opened O_RDONLY | O_NONBLOCK until a reply's end (an empty line),
+// the writer's hang-up or `timeout`, waiting in poll() between reads.
+inline std::string ReadFifoReply(int fd, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string got;
+  char buffer[4096];
+  while (got.find("\n\n") == std::string::npos) {
+    const ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n > 0) {
+      got.append(buffer, static_cast<size_t>(n));
+      continue;
+    }
+    if (n == 0 && !got.empty()) break;  // the writer closed after its reply
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    struct pollfd pfd {
+      fd, POLLIN, 0
+    };
+    if (poll(&pfd, 1, static_cast<int>(left.count())) <= 0) break;
+    if ((pfd.revents & POLLIN) == 0) break;  // hang-up with nothing more to read
+  }
+  return got;
+}
 
 struct FifoEndpoint {
   std::string fifo;
@@ -124,13 +150,7 @@ inline void RunFifoMalformedTable(const FifoEndpoint& endpoint) {
         ":help:" + bad->reply_name() + "\n\"x\" y\n\n:version:" + good->reply_name() + "\n\n");
     ASSERT_TRUE(bad_reply.ok()) << bad_reply.status();
     EXPECT_EQ(*bad_reply, "400 parse error in command 'help'\n");
-    std::string got;
-    char buffer[4096];
-    for (int i = 0; i < 100 && got.find("\n\n") == std::string::npos; ++i) {
-      const ssize_t n = read(fd, buffer, sizeof(buffer));
-      if (n > 0) got.append(buffer, static_cast<size_t>(n));
-      if (n <= 0) std::this_thread::sleep_for(milliseconds(20));
-    }
+    const std::string got = ReadFifoReply(fd, std::chrono::seconds(10));
     close(fd);
     EXPECT_EQ(got.substr(0, 7), "200 OK\n");
   }

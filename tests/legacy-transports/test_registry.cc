@@ -192,11 +192,7 @@ std::unique_ptr<mi::Registry> NewTestRegistry() {
   Register(
       *registry,
       {.name = "wait_for_cancel", .flags = mi::kBlocking | mi::kNoInput, .handler = [](Call& call) {
-         const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-         while (!call.cancelled() && std::chrono::steady_clock::now() < end) {
-           std::this_thread::sleep_for(std::chrono::milliseconds(5));
-         }
-         if (call.cancelled()) ++cancels_seen;
+         if (call.WaitCancelled(std::chrono::seconds(10))) ++cancels_seen;
          return absl::OkStatus();
        }});
   Register(*registry, {.name = "long_line", .params = {required_n}, .handler = [](Call& call) {

@@ -286,7 +286,10 @@ class LiveTest(unittest.TestCase):
             while proc.poll() is None and time.monotonic() < deadline:
                 self.client.execute("ul_rm", "location", "py-cli")
                 self.add("py-cli")
-                time.sleep(0.05)
+                try:
+                    proc.wait(timeout=0.05)  # ends as soon as the CLI got its event
+                except subprocess.TimeoutExpired:
+                    pass
             out, err = proc.communicate(timeout=30)
         finally:
             if proc.poll() is None:

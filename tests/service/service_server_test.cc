@@ -236,18 +236,23 @@ TEST_F(ServiceServerTest, CallWhoseDeadlinePassedWhileQueuedIsNotRun) {
   ServiceOptions options;
   options.workers = 1;
   StartServer(options);
-  // Occupy the only worker for 600 ms.
-  std::thread slow([this] {
-    grpc::ClientContext ctx;
+  // Occupy the only worker with `spin` (runs until its call is cancelled).
+  grpc::ClientContext spin_ctx;
+  std::thread spin([&] {
     mi::v1::Reply reply;
-    EXPECT_TRUE(Execute("slow", {"600"}, &reply, &ctx).ok());
+    EXPECT_EQ(Execute("spin", {}, &reply, &spin_ctx).error_code(), StatusCode::CANCELLED);
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(
+      testing::WaitUntil([&] { return t_.spin_started->load() == 1; }, std::chrono::seconds(20)));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
   mi::v1::Reply reply;
   EXPECT_EQ(Execute("dump", {"10"}, &reply, &ctx).error_code(), StatusCode::DEADLINE_EXCEEDED);
-  slow.join();
+  // The dump's deadline passed while it was queued behind spin; free the worker.
+  spin_ctx.TryCancel();
+  spin.join();
+  ASSERT_TRUE(
+      testing::WaitUntil([&] { return t_.spin_cancelled->load() == 1; }, std::chrono::seconds(20)));
   ExpectStillServing();
   EXPECT_EQ(t_.dump_finished->load(), 0) << "an expired call must not run";
 }

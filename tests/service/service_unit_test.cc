@@ -309,15 +309,17 @@ TEST(WorkerPoolTest, RunsTasksAndBoundsTheQueue) {
     mi::WorkerPool pool(1, 2);
     ASSERT_TRUE(pool.TrySubmit([&] {
       started = true;
-      while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      started.notify_all();
+      release.wait(false);
       ++ran;
     }));
     // Wait until the worker took the blocking task, so the queue is empty.
-    while (!started.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    started.wait(false);
     EXPECT_TRUE(pool.TrySubmit([&] { ++ran; }));
     EXPECT_TRUE(pool.TrySubmit([&] { ++ran; }));
     EXPECT_FALSE(pool.TrySubmit([&] { ++ran; }));  // queue full
     release = true;
+    release.notify_all();
   }  // destructor drains and joins
   EXPECT_EQ(ran.load(), 3);
 }

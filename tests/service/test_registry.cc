@@ -121,11 +121,7 @@ TestRegistry::TestRegistry() {
                 .flags = mi::kBlocking | mi::kNoInput,
                 .handler = [started = spin_started, cancelled = spin_cancelled](mi::Call& call) {
                   started->fetch_add(1);
-                  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-                  while (!call.cancelled() && std::chrono::steady_clock::now() < end) {
-                    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-                  }
-                  if (call.cancelled()) cancelled->fetch_add(1);
+                  if (call.WaitCancelled(std::chrono::seconds(30))) cancelled->fetch_add(1);
                   return absl::OkStatus();
                 }});
   MustRegister(registry, {.name = "ps",

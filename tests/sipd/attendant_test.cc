@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "sipd/core/daemon.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/wait_until.h"
 
 namespace sipd {
 namespace {
@@ -126,14 +127,9 @@ class AttendantTest : public ::testing::Test {
       _exit(daemon.Run());
     }
     int status = 0;
-    for (int i = 0; i < 500; ++i) {
-      if (waitpid(child_, &status, WNOHANG) == child_) {
-        child_ = 0;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-      }
-      usleep(20 * 1000);
-    }
-    return -1;
+    if (!sipd::testing::WaitForExit(child_, &status, std::chrono::seconds(10))) return -1;
+    child_ = 0;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   }
 
   sipd::testing::TempDir temp_{"sipd-attendant-test"};

@@ -30,6 +30,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "tests/support/wait_until.h"
 
 namespace sipd::testing {
 
@@ -138,9 +139,6 @@ std::vector<pid_t> ChildPids(pid_t parent);
 std::vector<pid_t> ProcessGroupPids(pid_t pgid);
 // Whether `pid` exists and is not a zombie.
 bool ProcessAlive(pid_t pid);
-// Polls `predicate` every 20 ms until it is true or `timeout` passes.
-template <typename Predicate>
-bool WaitUntil(Predicate predicate, std::chrono::milliseconds timeout);
 
 // --- SIP helpers ---
 
@@ -189,18 +187,5 @@ class SipTcpClient {
   int local_port_;
   std::string buffer_;
 };
-
-template <typename Predicate>
-bool WaitUntil(Predicate predicate, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (true) {
-    if (predicate()) return true;
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    struct timespec ts {
-      0, 20 * 1000 * 1000
-    };
-    nanosleep(&ts, nullptr);
-  }
-}
 
 }  // namespace sipd::testing

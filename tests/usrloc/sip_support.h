@@ -82,20 +82,13 @@ inline SippResult RunSipp(int port, const std::string& scenario, std::vector<std
   SippResult result;
   if (pid < 0) return result;
   setpgid(pid, pid);
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
   int status = 0;
-  while (true) {
-    const pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) {
-      result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-      break;
-    }
-    if (std::chrono::steady_clock::now() > deadline) {
-      kill(-pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  if (sipd::testing::WaitForExit(pid, &status,
+                                 std::chrono::duration_cast<std::chrono::milliseconds>(timeout))) {
+    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  } else {
+    kill(-pid, SIGKILL);
+    waitpid(pid, &status, 0);
   }
   kill(-pid, SIGKILL);  // anything sipp left behind in its group
   for (const std::string& file : {log, errors}) {
