@@ -4,7 +4,7 @@
 #pragma once
 
 #include <poll.h>
-#include <sys/pidfd.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -30,7 +30,7 @@ bool WaitUntil(Predicate predicate, std::chrono::milliseconds timeout) {
 // Waits for child `pid` to exit (blocking in poll() on a pidfd, no polling) and reaps it
 // into `*status`. False when `timeout` passed first (the child is left running).
 inline bool WaitForExit(pid_t pid, int* status, std::chrono::milliseconds timeout) {
-  const int fd = pidfd_open(pid, 0);
+  const int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
   if (fd >= 0) {
     struct pollfd pfd {
       fd, POLLIN, 0

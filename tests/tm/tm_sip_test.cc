@@ -283,7 +283,28 @@ TEST_F(TmSipTest, HostileInputCrashesNothingAndLeavesNoStuckTransaction) {
   Register("mute2", silent2.port());
   const std::string invite = Request("INVITE", "mute2", sip_port(), uac.port(), "z9hG4bKx8", "h8");
   uac.SendTo(sip_port(), invite);
+  // A forged branch of this live transaction: right bucket and label, wrong loop hash or
+  // wrong branch number, answered 200 by the UAS side: dropped, the call is not
+  // answered, and the transaction still ends in 408.
+  const std::string relayed = silent2.Receive();
+  ASSERT_EQ(MethodOf(relayed), "INVITE") << relayed;
+  auto relayed_msg = tm::SipMessage::Parse(relayed);
+  ASSERT_TRUE(relayed_msg.ok());
+  const std::string branch(relayed_msg->top_via().branch);
+  tm::BranchParts parts;
+  ASSERT_TRUE(tm::ParseBranch(branch, &parts)) << branch;
+  const uint64_t dropped_before_forgery = Stat("drop_replies");
+  const uint64_t answered_before_forgery = Stat("2xx_transactions");
+  for (const std::string& forged_branch :
+       {tm::MakeBranch(parts.loop_hash + 1, parts.index, parts.label, 0),
+        tm::MakeBranch(parts.loop_hash, parts.index, parts.label, 7)}) {
+    std::string reply = Answer(relayed, 200, "OK");
+    reply.replace(reply.find(branch), branch.size(), forged_branch);
+    silent2.SendTo(sip_port(), reply);
+  }
+  EXPECT_TRUE(WaitForStat("drop_replies", dropped_before_forgery + 2));
   ASSERT_TRUE(WaitUntil([&] { return Status(uac.Receive(500ms)) == 408; }, 15s));
+  EXPECT_EQ(Stat("2xx_transactions"), answered_before_forgery);
   uac.SendTo(sip_port(), Request("ACK", "mute2", sip_port(), uac.port(), "z9hG4bKx8", "h8"));
   // The first silent UAS is blacklisted now: a new request fails at once with 503.
   uac.SendTo(sip_port(), Request("MESSAGE", "mute", sip_port(), uac.port(), "z9hG4bKx10", "h10"));
