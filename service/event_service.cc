@@ -17,16 +17,19 @@
 #include <deque>
 #include <map>
 #include <optional>
+#include <queue>
 #include <string>
 #include <utility>
 #include <variant>
 
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
+#include "grpc/slice.h"
 #include "registry/stat_sampler.h"
 #include "service/call_anchor.h"
 #include "service/call_support.h"
 #include "service/cq_tag.h"
+#include "service/event_wire.h"
 #include "service/rich_status.h"
 #include "spdlog/spdlog.h"
 
@@ -68,9 +71,8 @@ grpc::Status AuthorizationStatus(grpc::ServerContext* context, mi::Exchange& exc
 
 // An event as the delivery thread hands it to the streams: made once per event.
 struct PreparedEvent {
-  const mi::Event* spec = nullptr;
-  int64_t raised_at_ns = 0;
-  std::vector<std::string> values;  // as text, declaration order
+  std::vector<std::string> values;  // as text, declaration order (for the filters)
+  std::string body;                 // Event name, time and params on the wire (event_wire.h)
 };
 
 class SubscribeCall;
@@ -128,22 +130,32 @@ class SubscribeCall final {
         writer_(&ctx_),
         anchor_(std::make_shared<CallAnchor<SubscribeCall>>(this)) {
     ctx_.AsyncNotifyWhenDone(&done_tag_);
-    in_.async.RequestSubscribe(&ctx_, &request_, &writer_, cq_, cq_, &request_tag_);
+    in_.async.RequestSubscribe(&ctx_, &request_bytes_, &writer_, cq_, cq_, &request_tag_);
   }
 
   // The delivery thread offers an event of one of this stream's ids that passed its
-  // filter.
-  void OfferLocked(const std::shared_ptr<const PreparedEvent>& event) {
-    if (!active_ || ending_) return;
+  // filter, at `now`. Returns when the delivery thread must call FlushLocked() (the
+  // stream holds events for coalescing), if it must.
+  std::optional<Clock::time_point> OfferLocked(const std::shared_ptr<const PreparedEvent>& event,
+                                               Clock::time_point now) {
+    if (!active_ || ending_) return std::nullopt;
     ++seq_;
     if (buffer_.size() >= in_.options.subscriber_buffer) {
       ++pending_dropped_;
       ++total_dropped_;
       in_.options.consumer->CountDeliveries(0, 1);
-      return;
+    } else {
+      buffer_.push_back({event, seq_});
     }
-    buffer_.push_back({event, seq_});
-    PumpLocked();
+    return PumpLocked(now);
+  }
+
+  // The time FlushLocked() was asked for came: send what the stream holds, unless a write
+  // is still in flight (its completion sends it then).
+  void FlushLocked() {
+    if (!scheduled_) return;
+    scheduled_ = false;
+    if (!writing_ && !ending_) WriteLocked();
   }
 
   void EndLocked(grpc::Status status) {
@@ -171,6 +183,13 @@ class SubscribeCall final {
     }
     std::lock_guard<std::mutex> lock(anchor_->mu);
     if (stopping) return EndLocked(Stopping());
+    // The raw method hands over the request's bytes (the responses are built by hand).
+    if (!grpc::SerializationTraits<eventsv1::SubscribeRequest>::Deserialize(&request_bytes_,
+                                                                            &request_)
+             .ok()) {
+      return EndLocked(TransportError(grpc::StatusCode::INVALID_ARGUMENT,
+                                      "the SubscribeRequest does not parse", kReasonInvalidRequest));
+    }
     if (in_.options.events == nullptr || in_.options.consumer == nullptr) {
       return EndLocked(TransportError(grpc::StatusCode::UNAVAILABLE,
                                       "this sipd has no event interface", "NO_EVENT_INTERFACE"));
@@ -257,27 +276,46 @@ class SubscribeCall final {
     return grpc::Status::OK;
   }
 
-  void PumpLocked() {
-    if (writing_ || ending_ || (buffer_.empty() && pending_dropped_ == 0)) return;
-    response_.Clear();
+  // Something to send: now if the stream may write (idle, and its last write is at least
+  // event_coalesce old), else at a time the delivery thread is asked to flush it.
+  std::optional<Clock::time_point> PumpLocked(Clock::time_point now) {
+    if (ending_ || (buffer_.empty() && pending_dropped_ == 0)) return std::nullopt;
+    const Clock::duration coalesce = in_.options.event_coalesce;
+    if (coalesce.count() <= 0) {
+      if (!writing_) WriteLocked();  // else the write's completion sends it
+      return std::nullopt;
+    }
+    if (scheduled_) return std::nullopt;
+    const Clock::time_point allowed = last_write_ + coalesce;
+    if (!writing_ && now >= allowed) {
+      WriteLocked();
+      return std::nullopt;
+    }
+    scheduled_ = true;
+    return std::max(allowed, now);
+  }
+
+  // One message of up to kMaxEventsPerMessage buffered events (their shared bodies, each
+  // with this stream's seq) and the drop counters, in one slice.
+  void WriteLocked() {
+    if (buffer_.empty() && pending_dropped_ == 0) return;
     in_flight_ = std::min(buffer_.size(), kMaxEventsPerMessage);
+    size_t size = CountersSize(pending_dropped_, total_dropped_);
     for (size_t i = 0; i < in_flight_; ++i) {
-      const Buffered& b = buffer_.front();
-      eventsv1::Event* out = response_.add_events();
-      out->set_name(b.event->spec->name());
-      *out->mutable_time() = TimeUtil::NanosecondsToTimestamp(b.event->raised_at_ns);
-      out->set_seq(b.seq);
-      const auto& params = b.event->spec->params();
-      auto& map = *out->mutable_params();
-      for (size_t p = 0; p < b.event->values.size() && p < params.size(); ++p) {
-        map[params[p].name] = b.event->values[p];
-      }
+      size += EventEntrySize(buffer_[i].event->body.size(), buffer_[i].seq);
+    }
+    grpc_slice slice = grpc_slice_malloc(size);
+    char* at = reinterpret_cast<char*>(GRPC_SLICE_START_PTR(slice));
+    for (size_t i = 0; i < in_flight_; ++i) {
+      at = AppendEventEntry(at, buffer_.front().event->body, buffer_.front().seq);
       buffer_.pop_front();
     }
-    response_.set_dropped(pending_dropped_);
-    response_.set_total_dropped(total_dropped_);
+    AppendCounters(at, pending_dropped_, total_dropped_);
+    grpc::Slice owned(slice, grpc::Slice::STEAL_REF);
+    response_ = grpc::ByteBuffer(&owned, 1);
     pending_dropped_ = 0;
     writing_ = true;
+    last_write_ = Clock::now();
     ++refs_;
     writer_.Write(response_, &write_tag_);
   }
@@ -300,8 +338,10 @@ class SubscribeCall final {
       EndLocked(Cancelled());
     } else if (ending_) {
       FinishLocked(std::move(end_status_));
-    } else {
-      PumpLocked();
+    } else if (!scheduled_) {
+      // Nothing is held for coalescing (or its time passed during this write): what
+      // came meanwhile, or a backlog beyond one message, leaves now.
+      WriteLocked();
     }
     Unref(lock);
   }
@@ -350,8 +390,9 @@ class SubscribeCall final {
   EventService::Internals& in_;
   grpc::ServerCompletionQueue* const cq_;
   grpc::ServerContext ctx_;
+  grpc::ByteBuffer request_bytes_;
   eventsv1::SubscribeRequest request_;
-  grpc::ServerAsyncWriter<eventsv1::SubscribeResponse> writer_;
+  grpc::ServerAsyncWriter<grpc::ByteBuffer> writer_;
   MemberTag<SubscribeCall, &SubscribeCall::OnRequest> request_tag_{this};
   MemberTag<SubscribeCall, &SubscribeCall::OnWriteDone> write_tag_{this};
   MemberTag<SubscribeCall, &SubscribeCall::OnFinishDone> finish_tag_{this};
@@ -373,7 +414,11 @@ class SubscribeCall final {
   uint64_t seq_ = 0;
   uint64_t pending_dropped_ = 0;
   uint64_t total_dropped_ = 0;
-  eventsv1::SubscribeResponse response_;
+  // Coalescing: when the last message was written, and whether the delivery thread will
+  // call FlushLocked().
+  Clock::time_point last_write_;
+  bool scheduled_ = false;
+  grpc::ByteBuffer response_;
 };
 
 class WatchCall final {
@@ -628,7 +673,12 @@ void EventService::DeliveryLoop() {
   const mi::EventRegistry& events = *internals_->options.events;
   std::shared_ptr<const Internals::Table> table = internals_->Snapshot();
   uint64_t generation = internals_->generation.load(std::memory_order_acquire);
+  // Streams holding events for coalescing, earliest flush first.
+  using Due = std::pair<Clock::time_point, std::shared_ptr<CallAnchor<SubscribeCall>>>;
+  auto later = [](const Due& a, const Due& b) { return a.first > b.first; };
+  std::priority_queue<Due, std::vector<Due>, decltype(later)> due(later);
   mi::RaisedEvent raised;
+  std::vector<std::pair<std::string_view, std::string_view>> params;
   while (!stop_.load(std::memory_order_relaxed)) {
     int taken = 0;
     while (taken < kDeliveryBatch && consumer.Pop(raised)) {
@@ -642,14 +692,20 @@ void EventService::DeliveryLoop() {
       if (raised.id < 0 || static_cast<size_t>(raised.id) >= table->size()) continue;
       const auto& entries = (*table)[raised.id];
       if (entries.empty()) continue;
+      const mi::Event* spec = events.Get(raised.id);
+      if (spec == nullptr) continue;
+      // Serialized once here, whatever the number of streams (event_wire.h).
       auto prepared = std::make_shared<PreparedEvent>();
-      prepared->spec = events.Get(raised.id);
-      if (prepared->spec == nullptr) continue;
-      prepared->raised_at_ns = raised.raised_at_ns;
       prepared->values.reserve(raised.values.size());
       for (const mi::EventValue& value : raised.values)
         prepared->values.push_back(ValueText(value));
+      params.clear();
+      for (size_t p = 0; p < prepared->values.size() && p < spec->params().size(); ++p) {
+        params.emplace_back(spec->params()[p].name, prepared->values[p]);
+      }
+      prepared->body = EncodeEventBody(spec->name(), raised.raised_at_ns, params);
       std::shared_ptr<const PreparedEvent> shared = std::move(prepared);
+      const Clock::time_point offered_at = Clock::now();
       for (const Internals::Entry& entry : entries) {
         bool match = true;
         for (const auto& [index, value] : entry.filter) {
@@ -658,10 +714,25 @@ void EventService::DeliveryLoop() {
             break;
           }
         }
-        if (match) entry.anchor->Run([&](SubscribeCall& call) { call.OfferLocked(shared); });
+        if (!match) continue;
+        std::optional<Clock::time_point> flush_at;
+        entry.anchor->Run([&](SubscribeCall& call) { flush_at = call.OfferLocked(shared, offered_at); });
+        if (flush_at) due.emplace(*flush_at, entry.anchor);
       }
     }
-    if (taken < kDeliveryBatch) consumer.WaitForEvents(kDeliveryPoll);
+    // Streams whose coalescing time came.
+    Clock::time_point now = Clock::now();
+    while (!due.empty() && due.top().first <= now) {
+      due.top().second->Run([](SubscribeCall& call) { call.FlushLocked(); });
+      due.pop();
+    }
+    if (taken >= kDeliveryBatch) continue;
+    std::chrono::milliseconds wait = kDeliveryPoll;
+    if (!due.empty()) {
+      // poll() counts milliseconds: round up, so a flush is never early.
+      wait = std::min(wait, std::chrono::ceil<std::chrono::milliseconds>(due.top().first - now));
+    }
+    consumer.WaitForEvents(wait);
   }
 }
 

@@ -38,6 +38,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -65,6 +66,10 @@ struct EventServiceOptions {
   const mi::StatsRegistry* stats = nullptr;
   // Events a Subscribe stream holds for its client at most (beyond: dropped).
   size_t subscriber_buffer = 1024;
+  // A stream that wrote less than this ago holds new events until this much time passed
+  // since that write, so that under load a message carries many events; an idle stream
+  // sends at once. Zero: every event leaves as soon as no write is in flight.
+  std::chrono::microseconds event_coalesce{2000};
 };
 
 // Events in one SubscribeResponse at most.
@@ -72,7 +77,8 @@ inline constexpr size_t kMaxEventsPerMessage = 256;
 
 class EventService {
  public:
-  using AsyncService = eventsv1::EventService::WithAsyncMethod_Subscribe<
+  // Subscribe is a raw method: responses are built from bytes (event_wire.h).
+  using AsyncService = eventsv1::EventService::WithRawMethod_Subscribe<
       eventsv1::EventService::WithAsyncMethod_WatchStatistics<eventsv1::EventService::Service>>;
 
   // `management` gives the dispatcher and the service options; it must outlive this.
