@@ -188,7 +188,8 @@ class SubscribeCall final {
                                                                             &request_)
              .ok()) {
       return EndLocked(TransportError(grpc::StatusCode::INVALID_ARGUMENT,
-                                      "the SubscribeRequest does not parse", kReasonInvalidRequest));
+                                      "the SubscribeRequest does not parse",
+                                      kReasonInvalidRequest));
     }
     if (in_.options.events == nullptr || in_.options.consumer == nullptr) {
       return EndLocked(TransportError(grpc::StatusCode::UNAVAILABLE,
@@ -716,7 +717,8 @@ void EventService::DeliveryLoop() {
         }
         if (!match) continue;
         std::optional<Clock::time_point> flush_at;
-        entry.anchor->Run([&](SubscribeCall& call) { flush_at = call.OfferLocked(shared, offered_at); });
+        entry.anchor->Run(
+            [&](SubscribeCall& call) { flush_at = call.OfferLocked(shared, offered_at); });
         if (flush_at) due.emplace(*flush_at, entry.anchor);
       }
     }

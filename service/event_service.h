@@ -69,7 +69,7 @@ struct EventServiceOptions {
   // A stream that wrote less than this ago holds new events until this much time passed
   // since that write, so that under load a message carries many events; an idle stream
   // sends at once. Zero: every event leaves as soon as no write is in flight.
-  std::chrono::microseconds event_coalesce{2000};
+  std::chrono::microseconds event_coalesce{1000};
 };
 
 // Events in one SubscribeResponse at most.

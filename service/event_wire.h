@@ -28,8 +28,9 @@ namespace sipd::service {
 // Event fields 1 (name), 2 (time, a google.protobuf.Timestamp from `time_ns` since the
 // Unix epoch) and 4 (params, one map entry per pair, in the given order; an empty value
 // is sent as an entry with an empty value).
-std::string EncodeEventBody(std::string_view name, int64_t time_ns,
-                            const std::vector<std::pair<std::string_view, std::string_view>>& params);
+std::string EncodeEventBody(
+    std::string_view name, int64_t time_ns,
+    const std::vector<std::pair<std::string_view, std::string_view>>& params);
 
 // Bytes of one `events` entry (tag, length, body, seq field) of a SubscribeResponse.
 size_t EventEntrySize(size_t body_size, uint64_t seq);
