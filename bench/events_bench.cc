@@ -101,6 +101,7 @@ class GrpcSubscriber {
             std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
                 .count();
         received_ += static_cast<uint64_t>(response.events_size());
+        ++messages_;
         dropped_ += response.dropped();
         if (on_event) {
           for (const auto& event : response.events()) on_event(event.params().at("aor"), now);
@@ -115,6 +116,7 @@ class GrpcSubscriber {
   }
   uint64_t received() const { return received_.load(); }
   uint64_t dropped() const { return dropped_.load(); }
+  uint64_t messages() const { return messages_.load(); }
 
  private:
   std::unique_ptr<eventsv1::EventService::Stub> stub_;
@@ -123,6 +125,7 @@ class GrpcSubscriber {
   std::thread thread_;
   std::atomic<uint64_t> received_{0};
   std::atomic<uint64_t> dropped_{0};
+  std::atomic<uint64_t> messages_{0};
 };
 
 std::unique_ptr<SipdInstance> StartSipd() {
@@ -346,6 +349,8 @@ struct RegisterRun {
   // While sipp ran.
   uint64_t delivered_during = 0;
   double delivery_cpu_during_us = -1;
+  // gRPC with --drain: events per SubscribeResponse read by the bench's streams.
+  double events_per_message = 0;
 };
 
 RegisterRun MeasureRegister(int subscribers, int calls, bool drain, bool stop_delivery,
@@ -445,6 +450,12 @@ RegisterRun MeasureRegister(int subscribers, int calls, bool drain, bool stop_de
   run.delivered = Statistic(*sipd, "delivered_events");
   run.dropped = Statistic(*sipd, "dropped_events");
   done = true;
+  uint64_t events_read = 0, messages_read = 0;
+  for (const auto& stream : streams) {
+    events_read += stream->received();
+    messages_read += stream->messages();
+  }
+  if (messages_read > 0) run.events_per_message = double(events_read) / double(messages_read);
   if (drainer.joinable()) drainer.join();
   for (int fd : sockets) close(fd);
   streams.clear();
@@ -601,9 +612,10 @@ int main(int argc, char** argv) {
     }
   }
   std::filesystem::remove_all(dir);
-  sipd::bench::MarkdownTable table(
-      {"subscribers", "REGISTER/s", "drop", "events queued", "datagrams sent (during run)",
-       "events dropped", "worker CPU us/REG", "delivery CPU us/REG (during run)", "load"});
+  sipd::bench::MarkdownTable table({"subscribers", "REGISTER/s", "drop", "events queued",
+                                    "datagrams sent (during run)", "events dropped",
+                                    "worker CPU us/REG", "delivery CPU us/REG (during run)",
+                                    "events/message", "load"});
   table.PrintHeader();
   double base = 0;
   for (size_t k = 0; k < counts.size(); ++k) {
@@ -617,7 +629,7 @@ int main(int argc, char** argv) {
          absl::StrCat(m.queued), absl::StrCat(m.delivered, " (", m.delivered_during, ")"),
          absl::StrCat(m.dropped), Fixed(m.worker_cpu_us, 1),
          absl::StrCat(Fixed(m.delivery_cpu_us, 1), " (", Fixed(m.delivery_cpu_during_us, 1), ")"),
-         Fixed(loads[0], 1)});
+         m.events_per_message > 0 ? Fixed(m.events_per_message, 1) : "-", Fixed(loads[0], 1)});
   }
   return 0;
 }

@@ -12,12 +12,15 @@
 // completion thread, offers on the delivery thread; the anchor's mutex guards the state.
 #include "service/event_service.h"
 
+#include <poll.h>
+
 #include <algorithm>
 #include <chrono>
 #include <deque>
 #include <map>
 #include <optional>
 #include <queue>
+#include <set>
 #include <string>
 #include <utility>
 #include <variant>
@@ -669,33 +672,50 @@ size_t EventService::open_streams() const {
   return internals_->subscribes.size() + internals_->watches.size();
 }
 
+namespace {
+
+// Sleeps on the consumer's wake descriptor for at most `timeout` (nanosecond precision,
+// unlike EventConsumer::WaitForEvents), honouring its max_sleep().
+void WaitForEvents(mi::EventConsumer& consumer, Clock::duration timeout) {
+  if (!consumer.PrepareToSleep()) return;
+  const Clock::duration limit = consumer.max_sleep();
+  if (limit.count() >= 0) timeout = std::min(timeout, limit);
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::max(timeout, Clock::duration::zero()));
+  const timespec ts{static_cast<time_t>(ns.count() / 1000000000),
+                    static_cast<long>(ns.count() % 1000000000)};
+  pollfd pfd{consumer.wake_fd(), POLLIN, 0};
+  ppoll(&pfd, 1, &ts, nullptr);
+  consumer.ClearWake();
+}
+
+}  // namespace
+
 void EventService::DeliveryLoop() {
   mi::EventConsumer& consumer = *internals_->options.consumer;
   const mi::EventRegistry& events = *internals_->options.events;
   std::shared_ptr<const Internals::Table> table = internals_->Snapshot();
   uint64_t generation = internals_->generation.load(std::memory_order_acquire);
-  // Streams holding events for coalescing, earliest flush first.
+  size_t streams = 0;  // distinct streams in `table`
+  // Streams holding events for coalescing, earliest flush first (one entry per stream at
+  // most: SubscribeCall::scheduled_).
   using Due = std::pair<Clock::time_point, std::shared_ptr<CallAnchor<SubscribeCall>>>;
   auto later = [](const Due& a, const Due& b) { return a.first > b.first; };
   std::priority_queue<Due, std::vector<Due>, decltype(later)> due(later);
+  struct Popped {
+    mi::EventId id;
+    std::shared_ptr<const PreparedEvent> event;
+  };
+  std::vector<Popped> batch;
   mi::RaisedEvent raised;
   std::vector<std::pair<std::string_view, std::string_view>> params;
   while (!stop_.load(std::memory_order_relaxed)) {
-    int taken = 0;
-    while (taken < kDeliveryBatch && consumer.Pop(raised)) {
-      ++taken;
-      // A stream that registered after the last look must see the events raised since.
-      const uint64_t now = internals_->generation.load(std::memory_order_acquire);
-      if (now != generation) {
-        generation = now;
-        table = internals_->Snapshot();
-      }
-      if (raised.id < 0 || static_cast<size_t>(raised.id) >= table->size()) continue;
-      const auto& entries = (*table)[raised.id];
-      if (entries.empty()) continue;
+    // Take what is queued (at most kDeliveryBatch), serializing each event once here,
+    // whatever the number of streams (event_wire.h).
+    batch.clear();
+    while (batch.size() < static_cast<size_t>(kDeliveryBatch) && consumer.Pop(raised)) {
       const mi::Event* spec = events.Get(raised.id);
       if (spec == nullptr) continue;
-      // Serialized once here, whatever the number of streams (event_wire.h).
       auto prepared = std::make_shared<PreparedEvent>();
       prepared->values.reserve(raised.values.size());
       for (const mi::EventValue& value : raised.values)
@@ -705,36 +725,66 @@ void EventService::DeliveryLoop() {
         params.emplace_back(spec->params()[p].name, prepared->values[p]);
       }
       prepared->body = EncodeEventBody(spec->name(), raised.raised_at_ns, params);
-      std::shared_ptr<const PreparedEvent> shared = std::move(prepared);
-      const Clock::time_point offered_at = Clock::now();
-      for (const Internals::Entry& entry : entries) {
-        bool match = true;
-        for (const auto& [index, value] : entry.filter) {
-          if (index >= shared->values.size() || shared->values[index] != value) {
-            match = false;
-            break;
-          }
-        }
-        if (!match) continue;
-        std::optional<Clock::time_point> flush_at;
-        entry.anchor->Run(
-            [&](SubscribeCall& call) { flush_at = call.OfferLocked(shared, offered_at); });
-        if (flush_at) due.emplace(*flush_at, entry.anchor);
+      batch.push_back({raised.id, std::move(prepared)});
+    }
+    const bool full = batch.size() == static_cast<size_t>(kDeliveryBatch);
+    // A stream that registered after the last look must see the events raised since.
+    const uint64_t now_generation = internals_->generation.load(std::memory_order_acquire);
+    if (now_generation != generation) {
+      generation = now_generation;
+      table = internals_->Snapshot();
+      std::set<const void*> distinct;
+      for (const auto& entries : *table) {
+        for (const Internals::Entry& entry : entries) distinct.insert(entry.anchor.get());
       }
+      streams = distinct.size();
+    }
+    // Offer each run of events of one id to each stream of that id: one lock per stream
+    // per run.
+    const Clock::time_point offered_at = Clock::now();
+    for (size_t first = 0; first < batch.size();) {
+      const mi::EventId id = batch[first].id;
+      size_t end = first;
+      while (end < batch.size() && batch[end].id == id) ++end;
+      if (id >= 0 && static_cast<size_t>(id) < table->size()) {
+        for (const Internals::Entry& entry : (*table)[id]) {
+          std::optional<Clock::time_point> flush_at;
+          entry.anchor->Run([&](SubscribeCall& call) {
+            for (size_t i = first; i < end; ++i) {
+              const PreparedEvent& event = *batch[i].event;
+              bool match = true;
+              for (const auto& [index, value] : entry.filter) {
+                if (index >= event.values.size() || event.values[index] != value) {
+                  match = false;
+                  break;
+                }
+              }
+              if (!match) continue;
+              if (auto at = call.OfferLocked(batch[i].event, offered_at)) flush_at = at;
+            }
+          });
+          if (flush_at) due.emplace(*flush_at, entry.anchor);
+        }
+      }
+      first = end;
     }
     // Streams whose coalescing time came.
-    Clock::time_point now = Clock::now();
+    const Clock::time_point now = Clock::now();
     while (!due.empty() && due.top().first <= now) {
       due.top().second->Run([](SubscribeCall& call) { call.FlushLocked(); });
       due.pop();
     }
-    if (taken >= kDeliveryBatch) continue;
-    std::chrono::milliseconds wait = kDeliveryPoll;
-    if (!due.empty()) {
-      // poll() counts milliseconds: round up, so a flush is never early.
-      wait = std::min(wait, std::chrono::ceil<std::chrono::milliseconds>(due.top().first - now));
+    if (full) continue;
+    if (due.empty()) {
+      WaitForEvents(consumer, kDeliveryPoll);
+    } else if (due.size() >= streams) {
+      // Every stream holds events until its flush time: new ones wait in the queue
+      // meanwhile (no wake-up per event, for raisers no eventfd write), and leave in one
+      // run at the earliest flush.
+      std::this_thread::sleep_until(std::min(due.top().first, now + kDeliveryPoll));
+    } else {
+      WaitForEvents(consumer, std::min<Clock::duration>(due.top().first - now, kDeliveryPoll));
     }
-    consumer.WaitForEvents(wait);
   }
 }
 
