@@ -12,14 +12,27 @@
 // Subscribe. The MI gRPC process has one event consumer (mi_grpc's, added in the
 // attendant: EventConsumer in registry/events.h); each stream adds local interest in its
 // events, so SIP workers queue an event for this process only while a stream wants it,
-// once whatever the number of streams. One delivery thread pops the consumer's queue
-// and offers each event to the streams of its id (filter checked there, parameters
-// turned to text once per event). Each stream has a bounded buffer of events
+// once whatever the number of streams. One delivery thread pops the consumer's queue in
+// batches, serializes each event ONCE (name, time, params as Event wire bytes:
+// service/event_wire.h) and offers the batch to each stream of its id under one lock
+// (filter checked there). Subscribe is a raw method (grpc::ByteBuffer): a stream's
+// message is built by concatenating, per event, the tag and length, the shared bytes and
+// the stream's own `seq` field, then `dropped` / `total_dropped`; the .proto is
+// unchanged and clients cannot tell. Each stream has a bounded buffer of events
 // (`subscriber_buffer`): an event that does not fit is dropped for that stream only
 // (counted in SubscribeResponse.dropped, evi:failed_deliveries) — the delivery thread
 // never waits for a client. One write is in flight per stream; events arriving meanwhile
-// leave together in the next message (at most kMaxEventsPerMessage). A stream that
-// never reads holds its buffer and one message, no thread.
+// leave together in the next message (at most kMaxEventsPerMessage).
+//
+// Coalescing (`event_coalesce`): a stream that wrote less than that ago holds new events
+// until that long after its last write (an idle stream sends at once); the delivery
+// thread keeps the flush times in a heap, sleeps until the earliest (nanosecond ppoll on
+// the consumer's eventfd), and when every stream is holding does not even wake for new
+// events: they gather in the queue and leave in one run at the flush. Measured (bench/
+// RESULTS.md, "Events over gRPC"): with 100 streams at ~7,500 REGISTERs/s, 25 events per
+// message; MI gRPC CPU per REGISTER 57 us before this design, ~40 us after, most of the
+// rest being HTTP/2 framing and loopback TCP per event and stream. A stream that never
+// reads holds its buffer and one message, no thread.
 //
 // WatchStatistics. Each stream has its own StatSampler (no history) and a grpc::Alarm on
 // its queue: every interval (fixed schedule from the first sample) it takes a sample and
