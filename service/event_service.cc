@@ -280,8 +280,8 @@ class SubscribeCall final {
     return grpc::Status::OK;
   }
 
-  // Something to send: now if the stream may write (idle, and its last write is at least
-  // event_coalesce old), else at a time the delivery thread is asked to flush it.
+  // Something to send: now if the stream may write (idle, and not busy or its last write
+  // is at least event_coalesce old), else at a time the delivery thread is asked to flush it.
   std::optional<Clock::time_point> PumpLocked(Clock::time_point now) {
     if (ending_ || (buffer_.empty() && pending_dropped_ == 0)) return std::nullopt;
     const Clock::duration coalesce = in_.options.event_coalesce;
@@ -290,6 +290,14 @@ class SubscribeCall final {
       return std::nullopt;
     }
     if (scheduled_) return std::nullopt;
+    // A stream whose last message carried one event is not busy: it sends at once (or as
+    // soon as the write in flight completes), so holding never phase-locks a steady low
+    // rate behind the window. Busy streams (>= 2 events per message, i.e. at least
+    // 2 / event_coalesce events per second once held) hold.
+    if (last_message_events_ < 2) {
+      if (!writing_) WriteLocked();
+      return std::nullopt;
+    }
     const Clock::time_point allowed = last_write_ + coalesce;
     if (!writing_ && now >= allowed) {
       WriteLocked();
@@ -320,6 +328,7 @@ class SubscribeCall final {
     pending_dropped_ = 0;
     writing_ = true;
     last_write_ = Clock::now();
+    last_message_events_ = in_flight_;
     ++refs_;
     writer_.Write(response_, &write_tag_);
   }
@@ -421,6 +430,7 @@ class SubscribeCall final {
   // Coalescing: when the last message was written, and whether the delivery thread will
   // call FlushLocked().
   Clock::time_point last_write_;
+  size_t last_message_events_ = 0;
   bool scheduled_ = false;
   grpc::ByteBuffer response_;
 };
