@@ -24,14 +24,17 @@
 // never waits for a client. One write is in flight per stream; events arriving meanwhile
 // leave together in the next message (at most kMaxEventsPerMessage).
 //
-// Coalescing (`event_coalesce`): a stream that wrote less than that ago holds new events
-// until that long after its last write (an idle stream sends at once); the delivery
+// Coalescing (`event_coalesce`): a busy stream (its last message carried >= 2 events)
+// that wrote less than that ago holds new events until that long after its last write;
+// an idle stream, or one whose last message carried a single event, sends at once (so a
+// steady rate below 2 per window is never held behind it: holding at 1,000/s with a 1 ms
+// window would add ~0.6 ms to every event, measured). The delivery
 // thread keeps the flush times in a heap, sleeps until the earliest (nanosecond ppoll on
 // the consumer's eventfd), and when every stream is holding does not even wake for new
 // events: they gather in the queue and leave in one run at the flush. Measured (bench/
-// RESULTS.md, "Events over gRPC"): with 100 streams at ~7,500 REGISTERs/s, 25 events per
-// message; MI gRPC CPU per REGISTER 57 us before this design, ~40 us after, most of the
-// rest being HTTP/2 framing and loopback TCP per event and stream. A stream that never
+// RESULTS.md, "Events over gRPC"): with 100 streams at 5,000-7,500 REGISTERs/s, 20-30
+// events per message; MI gRPC CPU per REGISTER 57 us before this design, ~40 us after,
+// most of the rest being HTTP/2 framing and loopback TCP per event and stream. A stream that never
 // reads holds its buffer and one message, no thread.
 //
 // WatchStatistics. Each stream has its own StatSampler (no history) and a grpc::Alarm on
@@ -79,9 +82,10 @@ struct EventServiceOptions {
   const mi::StatsRegistry* stats = nullptr;
   // Events a Subscribe stream holds for its client at most (beyond: dropped).
   size_t subscriber_buffer = 1024;
-  // A stream that wrote less than this ago holds new events until this much time passed
-  // since that write, so that under load a message carries many events; an idle stream
-  // sends at once. Zero: every event leaves as soon as no write is in flight.
+  // A busy stream (last message >= 2 events) that wrote less than this ago holds new
+  // events until this much time passed since that write, so that under load a message
+  // carries many events; an idle or slow stream sends at once (see Coalescing above).
+  // Zero: every event leaves as soon as no write is in flight.
   std::chrono::microseconds event_coalesce{1000};
 };
 
