@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <limits>
@@ -184,6 +185,24 @@ absl::Status PinToCpus(const std::vector<int>& cpus) {
   if (sched_setaffinity(0, sizeof(set), &set) != 0) {
     return absl::InvalidArgumentError(absl::StrCat("sched_setaffinity: ", std::strerror(errno)));
   }
+  return absl::OkStatus();
+}
+
+absl::Status PinAllThreads(pid_t pid, const std::vector<int>& cpus) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int cpu : cpus) CPU_SET(cpu, &set);
+  const std::string dir = pid == 0 ? "/proc/self/task" : absl::StrCat("/proc/", pid, "/task");
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
+    pid_t tid = 0;
+    if (!absl::SimpleAtoi(entry.path().filename().string(), &tid)) continue;
+    if (sched_setaffinity(tid, sizeof(set), &set) != 0 && errno != ESRCH) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sched_setaffinity(", tid, "): ", std::strerror(errno)));
+    }
+  }
+  if (error) return absl::NotFoundError(absl::StrCat(dir, ": ", error.message()));
   return absl::OkStatus();
 }
 

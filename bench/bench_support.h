@@ -89,6 +89,9 @@ absl::StatusOr<std::vector<int>> ParseCpuList(std::string_view list);
 // Pins the calling process (all threads created afterwards, and children forked
 // afterwards, e.g. the sipd the bench starts) to `cpus`, as `taskset -c` would.
 absl::Status PinToCpus(const std::vector<int>& cpus);
+// Pins every thread process `pid` has now (/proc/PID/task; 0 = this process) to `cpus`;
+// threads it creates later inherit the mask of their creator.
+absl::Status PinAllThreads(pid_t pid, const std::vector<int>& cpus);
 
 // --- closed-loop runner ----------------------------------------------------------------
 

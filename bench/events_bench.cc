@@ -20,6 +20,9 @@
 //     Nanoseconds per Raise() of a one-string event into the shared-memory queue, in this
 //     process (what a SIP worker pays), with and without a consumer draining meanwhile.
 //
+//     --split-cpus puts the SIP workers and sipp on CPU 0, the delivering process and the
+//     bench's readers on CPU 1 (as if subscribers sat on other hosts).
+//
 // All take --cpus LIST (pin the bench and its sipd) and --extra TEXT (appended to
 // sipd's configuration, e.g. 'modparam("event_datagram", "nice", 19)').
 //
@@ -64,6 +67,18 @@ using namespace std::chrono_literals;
 
 std::string g_extra;
 bool g_grpc = false;
+// register --split-cpus: SIP side on CPU 0, event delivery and subscribers on CPU 1.
+bool g_split_cpus = false;
+const std::vector<int> kSipCpu = {0};
+const std::vector<int> kEventCpu = {1};
+const std::vector<int> kAllCpus = {0, 1};
+
+void Pin(pid_t pid, const std::vector<int>& cpus) {
+  if (absl::Status s = sipd::bench::PinAllThreads(pid, cpus); !s.ok()) {
+    std::fprintf(stderr, "pinning %d: %s\n", pid, s.ToString().c_str());
+    std::exit(1);
+  }
+}
 
 namespace eventsv1 = ::sipd::events::v1;
 
@@ -86,6 +101,7 @@ class GrpcSubscriber {
             std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
                 .count();
         received_ += static_cast<uint64_t>(response.events_size());
+        ++messages_;
         dropped_ += response.dropped();
         if (on_event) {
           for (const auto& event : response.events()) on_event(event.params().at("aor"), now);
@@ -100,6 +116,7 @@ class GrpcSubscriber {
   }
   uint64_t received() const { return received_.load(); }
   uint64_t dropped() const { return dropped_.load(); }
+  uint64_t messages() const { return messages_.load(); }
 
  private:
   std::unique_ptr<eventsv1::EventService::Stub> stub_;
@@ -108,6 +125,7 @@ class GrpcSubscriber {
   std::thread thread_;
   std::atomic<uint64_t> received_{0};
   std::atomic<uint64_t> dropped_{0};
+  std::atomic<uint64_t> messages_{0};
 };
 
 std::unique_ptr<SipdInstance> StartSipd() {
@@ -331,11 +349,15 @@ struct RegisterRun {
   // While sipp ran.
   uint64_t delivered_during = 0;
   double delivery_cpu_during_us = -1;
+  // gRPC with --drain: events per SubscribeResponse read by the bench's streams.
+  double events_per_message = 0;
 };
 
 RegisterRun MeasureRegister(int subscribers, int calls, bool drain, bool stop_delivery,
                             const std::string& work) {
   std::unique_ptr<SipdInstance> sipd = StartSipd();
+  // --split-cpus: the bench's threads made from here on (readers, gRPC's) start on CPU 1.
+  if (g_split_cpus) Pin(0, kEventCpu);
   std::vector<int> sockets;
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   std::vector<std::unique_ptr<GrpcSubscriber>> streams;
@@ -378,6 +400,15 @@ RegisterRun MeasureRegister(int subscribers, int calls, bool drain, bool stop_de
   const std::vector<pid_t> workers = sipd::bench::PidsOfTypeInText(ps, "SIP receiver");
   const std::vector<pid_t> delivery =
       sipd::bench::PidsOfTypeInText(ps, g_grpc ? "MI gRPC" : "Event datagram");
+  if (g_split_cpus) {
+    // SIP workers and sipp (forked by this thread) on CPU 0; the delivering process and
+    // every other thread of the bench on CPU 1. The rest of sipd (attendant, timer)
+    // stays where it was.
+    for (pid_t pid : workers) Pin(pid, kSipCpu);
+    for (pid_t pid : delivery) Pin(pid, kEventCpu);
+    Pin(0, kEventCpu);
+    if (absl::Status s = sipd::bench::PinToCpus(kSipCpu); !s.ok()) std::exit(1);
+  }
   const long long workers_before = sipd::bench::TotalCpuTicks(workers);
   const long long delivery_before = sipd::bench::TotalCpuTicks(delivery);
   // --stop-delivery: what raising alone costs the SIP workers (events wait, or drop).
@@ -389,6 +420,7 @@ RegisterRun MeasureRegister(int subscribers, int calls, bool drain, bool stop_de
       sipd->sip_port(), "register_unique.xml",
       {"-m", absl::StrCat(calls), "-r", "100000", "-l", "50"}, work, std::chrono::seconds(600));
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (g_split_cpus) Pin(0, kAllCpus);
   RegisterRun run;
   run.subscribers = subscribers;
   if (r.exit_code != 0) {
@@ -418,6 +450,12 @@ RegisterRun MeasureRegister(int subscribers, int calls, bool drain, bool stop_de
   run.delivered = Statistic(*sipd, "delivered_events");
   run.dropped = Statistic(*sipd, "dropped_events");
   done = true;
+  uint64_t events_read = 0, messages_read = 0;
+  for (const auto& stream : streams) {
+    events_read += stream->received();
+    messages_read += stream->messages();
+  }
+  if (messages_read > 0) run.events_per_message = double(events_read) / double(messages_read);
   if (drainer.joinable()) drainer.join();
   for (int fd : sockets) close(fd);
   streams.clear();
@@ -503,6 +541,9 @@ int main(int argc, char** argv) {
   bool stop_delivery = false;
   reg->add_flag("--stop-delivery", stop_delivery,
                 "SIGSTOP the delivery process while sipp runs (the cost of raising alone)");
+  reg->add_flag("--split-cpus", g_split_cpus,
+                "SIP workers and sipp on CPU 0, the delivering process (MI gRPC / event "
+                "datagram) and the bench's readers on CPU 1 (subscribers on other hosts)");
   CLI::App* raise = app.add_subcommand("raise", "nanoseconds per Raise() into the queue");
   size_t raise_count = 1000000;
   raise->add_option("--count", raise_count, "raises per run");
@@ -571,9 +612,10 @@ int main(int argc, char** argv) {
     }
   }
   std::filesystem::remove_all(dir);
-  sipd::bench::MarkdownTable table(
-      {"subscribers", "REGISTER/s", "drop", "events queued", "datagrams sent (during run)",
-       "events dropped", "worker CPU us/REG", "delivery CPU us/REG (during run)", "load"});
+  sipd::bench::MarkdownTable table({"subscribers", "REGISTER/s", "drop", "events queued",
+                                    "datagrams sent (during run)", "events dropped",
+                                    "worker CPU us/REG", "delivery CPU us/REG (during run)",
+                                    "events/message", "load"});
   table.PrintHeader();
   double base = 0;
   for (size_t k = 0; k < counts.size(); ++k) {
@@ -587,7 +629,7 @@ int main(int argc, char** argv) {
          absl::StrCat(m.queued), absl::StrCat(m.delivered, " (", m.delivered_during, ")"),
          absl::StrCat(m.dropped), Fixed(m.worker_cpu_us, 1),
          absl::StrCat(Fixed(m.delivery_cpu_us, 1), " (", Fixed(m.delivery_cpu_during_us, 1), ")"),
-         Fixed(loads[0], 1)});
+         m.events_per_message > 0 ? Fixed(m.events_per_message, 1) : "-", Fixed(loads[0], 1)});
   }
   return 0;
 }

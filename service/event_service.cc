@@ -12,21 +12,27 @@
 // completion thread, offers on the delivery thread; the anchor's mutex guards the state.
 #include "service/event_service.h"
 
+#include <poll.h>
+
 #include <algorithm>
 #include <chrono>
 #include <deque>
 #include <map>
 #include <optional>
+#include <queue>
+#include <set>
 #include <string>
 #include <utility>
 #include <variant>
 
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
+#include "grpc/slice.h"
 #include "registry/stat_sampler.h"
 #include "service/call_anchor.h"
 #include "service/call_support.h"
 #include "service/cq_tag.h"
+#include "service/event_wire.h"
 #include "service/rich_status.h"
 #include "spdlog/spdlog.h"
 
@@ -68,9 +74,8 @@ grpc::Status AuthorizationStatus(grpc::ServerContext* context, mi::Exchange& exc
 
 // An event as the delivery thread hands it to the streams: made once per event.
 struct PreparedEvent {
-  const mi::Event* spec = nullptr;
-  int64_t raised_at_ns = 0;
-  std::vector<std::string> values;  // as text, declaration order
+  std::vector<std::string> values;  // as text, declaration order (for the filters)
+  std::string body;                 // Event name, time and params on the wire (event_wire.h)
 };
 
 class SubscribeCall;
@@ -128,22 +133,32 @@ class SubscribeCall final {
         writer_(&ctx_),
         anchor_(std::make_shared<CallAnchor<SubscribeCall>>(this)) {
     ctx_.AsyncNotifyWhenDone(&done_tag_);
-    in_.async.RequestSubscribe(&ctx_, &request_, &writer_, cq_, cq_, &request_tag_);
+    in_.async.RequestSubscribe(&ctx_, &request_bytes_, &writer_, cq_, cq_, &request_tag_);
   }
 
   // The delivery thread offers an event of one of this stream's ids that passed its
-  // filter.
-  void OfferLocked(const std::shared_ptr<const PreparedEvent>& event) {
-    if (!active_ || ending_) return;
+  // filter, at `now`. Returns when the delivery thread must call FlushLocked() (the
+  // stream holds events for coalescing), if it must.
+  std::optional<Clock::time_point> OfferLocked(const std::shared_ptr<const PreparedEvent>& event,
+                                               Clock::time_point now) {
+    if (!active_ || ending_) return std::nullopt;
     ++seq_;
     if (buffer_.size() >= in_.options.subscriber_buffer) {
       ++pending_dropped_;
       ++total_dropped_;
       in_.options.consumer->CountDeliveries(0, 1);
-      return;
+    } else {
+      buffer_.push_back({event, seq_});
     }
-    buffer_.push_back({event, seq_});
-    PumpLocked();
+    return PumpLocked(now);
+  }
+
+  // The time FlushLocked() was asked for came: send what the stream holds, unless a write
+  // is still in flight (its completion sends it then).
+  void FlushLocked() {
+    if (!scheduled_) return;
+    scheduled_ = false;
+    if (!writing_ && !ending_) WriteLocked();
   }
 
   void EndLocked(grpc::Status status) {
@@ -171,6 +186,14 @@ class SubscribeCall final {
     }
     std::lock_guard<std::mutex> lock(anchor_->mu);
     if (stopping) return EndLocked(Stopping());
+    // The raw method hands over the request's bytes (the responses are built by hand).
+    if (!grpc::SerializationTraits<eventsv1::SubscribeRequest>::Deserialize(&request_bytes_,
+                                                                            &request_)
+             .ok()) {
+      return EndLocked(TransportError(grpc::StatusCode::INVALID_ARGUMENT,
+                                      "the SubscribeRequest does not parse",
+                                      kReasonInvalidRequest));
+    }
     if (in_.options.events == nullptr || in_.options.consumer == nullptr) {
       return EndLocked(TransportError(grpc::StatusCode::UNAVAILABLE,
                                       "this sipd has no event interface", "NO_EVENT_INTERFACE"));
@@ -257,27 +280,55 @@ class SubscribeCall final {
     return grpc::Status::OK;
   }
 
-  void PumpLocked() {
-    if (writing_ || ending_ || (buffer_.empty() && pending_dropped_ == 0)) return;
-    response_.Clear();
+  // Something to send: now if the stream may write (idle, and not busy or its last write
+  // is at least event_coalesce old), else at a time the delivery thread is asked to flush it.
+  std::optional<Clock::time_point> PumpLocked(Clock::time_point now) {
+    if (ending_ || (buffer_.empty() && pending_dropped_ == 0)) return std::nullopt;
+    const Clock::duration coalesce = in_.options.event_coalesce;
+    if (coalesce.count() <= 0) {
+      if (!writing_) WriteLocked();  // else the write's completion sends it
+      return std::nullopt;
+    }
+    if (scheduled_) return std::nullopt;
+    // A stream whose last message carried one event is not busy: it sends at once (or as
+    // soon as the write in flight completes), so holding never phase-locks a steady low
+    // rate behind the window. Busy streams (>= 2 events per message, i.e. at least
+    // 2 / event_coalesce events per second once held) hold.
+    if (last_message_events_ < 2) {
+      if (!writing_) WriteLocked();
+      return std::nullopt;
+    }
+    const Clock::time_point allowed = last_write_ + coalesce;
+    if (!writing_ && now >= allowed) {
+      WriteLocked();
+      return std::nullopt;
+    }
+    scheduled_ = true;
+    return std::max(allowed, now);
+  }
+
+  // One message of up to kMaxEventsPerMessage buffered events (their shared bodies, each
+  // with this stream's seq) and the drop counters, in one slice.
+  void WriteLocked() {
+    if (buffer_.empty() && pending_dropped_ == 0) return;
     in_flight_ = std::min(buffer_.size(), kMaxEventsPerMessage);
+    size_t size = CountersSize(pending_dropped_, total_dropped_);
     for (size_t i = 0; i < in_flight_; ++i) {
-      const Buffered& b = buffer_.front();
-      eventsv1::Event* out = response_.add_events();
-      out->set_name(b.event->spec->name());
-      *out->mutable_time() = TimeUtil::NanosecondsToTimestamp(b.event->raised_at_ns);
-      out->set_seq(b.seq);
-      const auto& params = b.event->spec->params();
-      auto& map = *out->mutable_params();
-      for (size_t p = 0; p < b.event->values.size() && p < params.size(); ++p) {
-        map[params[p].name] = b.event->values[p];
-      }
+      size += EventEntrySize(buffer_[i].event->body.size(), buffer_[i].seq);
+    }
+    grpc_slice slice = grpc_slice_malloc(size);
+    char* at = reinterpret_cast<char*>(GRPC_SLICE_START_PTR(slice));
+    for (size_t i = 0; i < in_flight_; ++i) {
+      at = AppendEventEntry(at, buffer_.front().event->body, buffer_.front().seq);
       buffer_.pop_front();
     }
-    response_.set_dropped(pending_dropped_);
-    response_.set_total_dropped(total_dropped_);
+    AppendCounters(at, pending_dropped_, total_dropped_);
+    grpc::Slice owned(slice, grpc::Slice::STEAL_REF);
+    response_ = grpc::ByteBuffer(&owned, 1);
     pending_dropped_ = 0;
     writing_ = true;
+    last_write_ = Clock::now();
+    last_message_events_ = in_flight_;
     ++refs_;
     writer_.Write(response_, &write_tag_);
   }
@@ -300,8 +351,10 @@ class SubscribeCall final {
       EndLocked(Cancelled());
     } else if (ending_) {
       FinishLocked(std::move(end_status_));
-    } else {
-      PumpLocked();
+    } else if (!scheduled_) {
+      // Nothing is held for coalescing (or its time passed during this write): what
+      // came meanwhile, or a backlog beyond one message, leaves now.
+      WriteLocked();
     }
     Unref(lock);
   }
@@ -350,8 +403,9 @@ class SubscribeCall final {
   EventService::Internals& in_;
   grpc::ServerCompletionQueue* const cq_;
   grpc::ServerContext ctx_;
+  grpc::ByteBuffer request_bytes_;
   eventsv1::SubscribeRequest request_;
-  grpc::ServerAsyncWriter<eventsv1::SubscribeResponse> writer_;
+  grpc::ServerAsyncWriter<grpc::ByteBuffer> writer_;
   MemberTag<SubscribeCall, &SubscribeCall::OnRequest> request_tag_{this};
   MemberTag<SubscribeCall, &SubscribeCall::OnWriteDone> write_tag_{this};
   MemberTag<SubscribeCall, &SubscribeCall::OnFinishDone> finish_tag_{this};
@@ -373,7 +427,12 @@ class SubscribeCall final {
   uint64_t seq_ = 0;
   uint64_t pending_dropped_ = 0;
   uint64_t total_dropped_ = 0;
-  eventsv1::SubscribeResponse response_;
+  // Coalescing: when the last message was written, and whether the delivery thread will
+  // call FlushLocked().
+  Clock::time_point last_write_;
+  size_t last_message_events_ = 0;
+  bool scheduled_ = false;
+  grpc::ByteBuffer response_;
 };
 
 class WatchCall final {
@@ -623,45 +682,119 @@ size_t EventService::open_streams() const {
   return internals_->subscribes.size() + internals_->watches.size();
 }
 
+namespace {
+
+// Sleeps on the consumer's wake descriptor for at most `timeout` (nanosecond precision,
+// unlike EventConsumer::WaitForEvents), honouring its max_sleep().
+void WaitForEvents(mi::EventConsumer& consumer, Clock::duration timeout) {
+  if (!consumer.PrepareToSleep()) return;
+  const Clock::duration limit = consumer.max_sleep();
+  if (limit.count() >= 0) timeout = std::min(timeout, limit);
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::max(timeout, Clock::duration::zero()));
+  const timespec ts{static_cast<time_t>(ns.count() / 1000000000),
+                    static_cast<long>(ns.count() % 1000000000)};
+  pollfd pfd{consumer.wake_fd(), POLLIN, 0};
+  ppoll(&pfd, 1, &ts, nullptr);
+  consumer.ClearWake();
+}
+
+}  // namespace
+
 void EventService::DeliveryLoop() {
   mi::EventConsumer& consumer = *internals_->options.consumer;
   const mi::EventRegistry& events = *internals_->options.events;
   std::shared_ptr<const Internals::Table> table = internals_->Snapshot();
   uint64_t generation = internals_->generation.load(std::memory_order_acquire);
+  size_t streams = 0;  // distinct streams in `table`
+  // Streams holding events for coalescing, earliest flush first (one entry per stream at
+  // most: SubscribeCall::scheduled_).
+  using Due = std::pair<Clock::time_point, std::shared_ptr<CallAnchor<SubscribeCall>>>;
+  auto later = [](const Due& a, const Due& b) { return a.first > b.first; };
+  std::priority_queue<Due, std::vector<Due>, decltype(later)> due(later);
+  struct Popped {
+    mi::EventId id;
+    std::shared_ptr<const PreparedEvent> event;
+  };
+  std::vector<Popped> batch;
   mi::RaisedEvent raised;
+  std::vector<std::pair<std::string_view, std::string_view>> params;
   while (!stop_.load(std::memory_order_relaxed)) {
-    int taken = 0;
-    while (taken < kDeliveryBatch && consumer.Pop(raised)) {
-      ++taken;
-      // A stream that registered after the last look must see the events raised since.
-      const uint64_t now = internals_->generation.load(std::memory_order_acquire);
-      if (now != generation) {
-        generation = now;
-        table = internals_->Snapshot();
-      }
-      if (raised.id < 0 || static_cast<size_t>(raised.id) >= table->size()) continue;
-      const auto& entries = (*table)[raised.id];
-      if (entries.empty()) continue;
+    // Take what is queued (at most kDeliveryBatch), serializing each event once here,
+    // whatever the number of streams (event_wire.h).
+    batch.clear();
+    while (batch.size() < static_cast<size_t>(kDeliveryBatch) && consumer.Pop(raised)) {
+      const mi::Event* spec = events.Get(raised.id);
+      if (spec == nullptr) continue;
       auto prepared = std::make_shared<PreparedEvent>();
-      prepared->spec = events.Get(raised.id);
-      if (prepared->spec == nullptr) continue;
-      prepared->raised_at_ns = raised.raised_at_ns;
       prepared->values.reserve(raised.values.size());
       for (const mi::EventValue& value : raised.values)
         prepared->values.push_back(ValueText(value));
-      std::shared_ptr<const PreparedEvent> shared = std::move(prepared);
-      for (const Internals::Entry& entry : entries) {
-        bool match = true;
-        for (const auto& [index, value] : entry.filter) {
-          if (index >= shared->values.size() || shared->values[index] != value) {
-            match = false;
-            break;
-          }
-        }
-        if (match) entry.anchor->Run([&](SubscribeCall& call) { call.OfferLocked(shared); });
+      params.clear();
+      for (size_t p = 0; p < prepared->values.size() && p < spec->params().size(); ++p) {
+        params.emplace_back(spec->params()[p].name, prepared->values[p]);
       }
+      prepared->body = EncodeEventBody(spec->name(), raised.raised_at_ns, params);
+      batch.push_back({raised.id, std::move(prepared)});
     }
-    if (taken < kDeliveryBatch) consumer.WaitForEvents(kDeliveryPoll);
+    const bool full = batch.size() == static_cast<size_t>(kDeliveryBatch);
+    // A stream that registered after the last look must see the events raised since.
+    const uint64_t now_generation = internals_->generation.load(std::memory_order_acquire);
+    if (now_generation != generation) {
+      generation = now_generation;
+      table = internals_->Snapshot();
+      std::set<const void*> distinct;
+      for (const auto& entries : *table) {
+        for (const Internals::Entry& entry : entries) distinct.insert(entry.anchor.get());
+      }
+      streams = distinct.size();
+    }
+    // Offer each run of events of one id to each stream of that id: one lock per stream
+    // per run.
+    const Clock::time_point offered_at = Clock::now();
+    for (size_t first = 0; first < batch.size();) {
+      const mi::EventId id = batch[first].id;
+      size_t end = first;
+      while (end < batch.size() && batch[end].id == id) ++end;
+      if (id >= 0 && static_cast<size_t>(id) < table->size()) {
+        for (const Internals::Entry& entry : (*table)[id]) {
+          std::optional<Clock::time_point> flush_at;
+          entry.anchor->Run([&](SubscribeCall& call) {
+            for (size_t i = first; i < end; ++i) {
+              const PreparedEvent& event = *batch[i].event;
+              bool match = true;
+              for (const auto& [index, value] : entry.filter) {
+                if (index >= event.values.size() || event.values[index] != value) {
+                  match = false;
+                  break;
+                }
+              }
+              if (!match) continue;
+              if (auto at = call.OfferLocked(batch[i].event, offered_at)) flush_at = at;
+            }
+          });
+          if (flush_at) due.emplace(*flush_at, entry.anchor);
+        }
+      }
+      first = end;
+    }
+    // Streams whose coalescing time came.
+    const Clock::time_point now = Clock::now();
+    while (!due.empty() && due.top().first <= now) {
+      due.top().second->Run([](SubscribeCall& call) { call.FlushLocked(); });
+      due.pop();
+    }
+    if (full) continue;
+    if (due.empty()) {
+      WaitForEvents(consumer, kDeliveryPoll);
+    } else if (due.size() >= streams) {
+      // Every stream holds events until its flush time: new ones wait in the queue
+      // meanwhile (no wake-up per event, for raisers no eventfd write), and leave in one
+      // run at the earliest flush.
+      std::this_thread::sleep_until(std::min(due.top().first, now + kDeliveryPoll));
+    } else {
+      WaitForEvents(consumer, std::min<Clock::duration>(due.top().first - now, kDeliveryPoll));
+    }
   }
 }
 

@@ -245,6 +245,9 @@ class MiGrpcModule final : public Module {
     } else if (param == "subscriber_buffer") {
       SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 1, 1 << 20));
       options_.events.subscriber_buffer = static_cast<size_t>(v);
+    } else if (param == "event_coalesce") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 0, 1000));
+      options_.events.event_coalesce = std::chrono::milliseconds(v);
     } else if (param == "event_queue_size") {
       SIPD_ASSIGN_OR_RETURN(int64_t v, IntParam(param, value, 128 << 10, 256 << 20));
       event_queue_bytes_ = static_cast<size_t>(v);

@@ -28,6 +28,11 @@
 //                         requests are read; default 1048576.
 //   subscriber_buffer     sipd.events.v1 Subscribe: events a stream holds for a client
 //                         that reads slowly (beyond: dropped and counted); default 1024.
+//   event_coalesce        ms: a busy Subscribe stream (last message >= 2 events) that
+//                         wrote less than this ago holds new events until this long
+//                         after that write (one message carries many events under
+//                         load; an idle or slow stream sends at once); 0 = off;
+//                         default 1.
 //   event_queue_size      bytes of the shared-memory queue between the raisers and this
 //                         process's event delivery thread; default 4194304.
 //   max_concurrent_streams  HTTP/2 streams per connection; default 256.

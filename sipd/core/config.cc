@@ -355,6 +355,9 @@ class Parser {
                                                  "shm_size",
                                                  "mi_nice",
                                                  "mi_async_slots",
+                                                 "exec_msg_threshold",
+                                                 "shm_threshold",
+                                                 "pkg_threshold",
                                                  "maxbuffer",
                                                  "tcp_children",
                                                  "tcp_max_connections",
@@ -408,6 +411,15 @@ class Parser {
     } else if (key.text == "mi_async_slots") {
       SIPD_ASSIGN_OR_RETURN(int64_t v, IntegerValue(key, 16, 1 << 20));
       config_.mi_async_slots = static_cast<size_t>(v);
+    } else if (key.text == "exec_msg_threshold") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntegerValue(key, 0, 3600LL * 1000 * 1000));
+      config_.exec_msg_threshold_us = v;
+    } else if (key.text == "shm_threshold") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntegerValue(key, 0, 100));
+      config_.shm_threshold = static_cast<int>(v);
+    } else if (key.text == "pkg_threshold") {
+      SIPD_ASSIGN_OR_RETURN(int64_t v, IntegerValue(key, 0, 100));
+      config_.pkg_threshold = static_cast<int>(v);
     } else if (key.text == "maxbuffer") {
       SIPD_ASSIGN_OR_RETURN(int64_t v, IntegerValue(key, 0, 256 << 20));
       config_.maxbuffer = static_cast<int>(v);

@@ -18,6 +18,11 @@
 //   shm_size = 64                      (shared memory, MB)
 //   mi_nice = 0                        (nice value 0..19 of module (MI transport) processes)
 //   mi_async_slots = 4096              (MI calls that may wait for an async reply at once)
+//   exec_msg_threshold = 0             (us: a SIP message processed slower raises
+//                                       E_CORE_THRESHOLD and logs a warning; 0 = off)
+//   shm_threshold = 0                  (percent of shm used that raises E_CORE_SHM_THRESHOLD)
+//   pkg_threshold = 0                  (percent of a process's private memory that raises
+//                                       E_CORE_PKG_THRESHOLD; see sipd/core/thresholds.h)
 //   loadmodule "mi_grpc"               (a path or `.so` suffix is accepted and stripped)
 //   modparam("mi_grpc", "listen", "127.0.0.1:8090")
 //   modparam("mi", "tokens_file", "/etc/sipd/tokens")   (MI security: sipd/core/mi_security.h;
@@ -117,6 +122,10 @@ struct Config {
   int mi_nice = 0;
   // Async MI calls pending at once, all MI processes together (sipd/core/async_table.h).
   size_t mi_async_slots = 4096;
+  // The core's threshold events (sipd/core/thresholds.h); 0 = off.
+  int64_t exec_msg_threshold_us = 0;
+  int shm_threshold = 0;
+  int pkg_threshold = 0;
   // modparam("mi", ...): who may run which MI command, the audit log.
   MiSecurityOptions mi_security;
   // In loadmodule order, SetParam() already applied.

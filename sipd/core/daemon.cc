@@ -402,6 +402,11 @@ absl::Status Daemon::InitializeSteps() {
 
   SIPD_RETURN_IF_ERROR(RegisterBuiltinStatistics());
   SIPD_ASSIGN_OR_RETURN(events_, SipdEvents::Create(*shm_));  // before any Publish
+  SIPD_ASSIGN_OR_RETURN(
+      thresholds_, ThresholdMonitor::Create(*shm_, *events_,
+                                            {.exec_msg_threshold_us = config_.exec_msg_threshold_us,
+                                             .shm_threshold = config_.shm_threshold,
+                                             .pkg_threshold = config_.pkg_threshold}));
   SIPD_RETURN_IF_ERROR(stats_->RegisterCommands(mi_));
   if (options_.register_core_commands) {
     absl::Status s = options_.register_core_commands(*this);
@@ -870,8 +875,8 @@ void Daemon::ChildMain(int slot, int report_fd) {
                                                                sip_handlers_, to_tag_prefix_,
                                                                absl::StrCat("sipd/", SIPD_VERSION));
         const int socket = static_cast<int>(p.listener);
-        UdpReceiver receiver(*transport_->udp(socket), socket, sip_message_handler_,
-                             &busy_flags_[p.index]);
+        const SipMessageHandler handler = thresholds_->Wrap(sip_message_handler_);
+        UdpReceiver receiver(*transport_->udp(socket), socket, handler, &busy_flags_[p.index]);
         receiver.Run(*this);
         break;
       }
@@ -883,7 +888,8 @@ void Daemon::ChildMain(int slot, int report_fd) {
                                                                sip_handlers_, to_tag_prefix_,
                                                                absl::StrCat("sipd/", SIPD_VERSION));
         TcpReceiver::Hooks hooks;
-        hooks.handler = &sip_message_handler_;
+        const SipMessageHandler handler = thresholds_->Wrap(sip_message_handler_);
+        hooks.handler = &handler;
         StatelessSipStack* stack = stateless_stack_.get();
         hooks.reject = [stack](const SipInbound& headers, int code, std::string_view reason) {
           stack->Reject(headers, code, reason);

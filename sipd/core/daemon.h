@@ -78,6 +78,7 @@
 #include "sipd/core/shm.h"
 #include "sipd/core/sip_receiver.h"
 #include "sipd/core/sip_transport_impl.h"
+#include "sipd/core/thresholds.h"
 #include "sipd/core/timer.h"
 
 namespace sipd {
@@ -218,6 +219,7 @@ class Daemon final : public Core {
   std::unique_ptr<ShmAsyncTable> async_table_;
   std::unique_ptr<MiSecurity> mi_security_;
   std::unique_ptr<SipdEvents> events_;
+  std::unique_ptr<ThresholdMonitor> thresholds_;
   // This process's slot in the process table (0 in the attendant).
   int current_slot_ = 0;
   // In a module process that has yet to report its listeners: the start-up pipe.

@@ -501,20 +501,20 @@ const std::vector<mi::EventSpec>& CoreEventSpecs() {
   static const std::vector<mi::EventSpec> kCoreEvents = {
       {.name = "E_CORE_THRESHOLD",
        .module = "core",
-       .help = "a SIP message took longer than the execution threshold (not raised by sipd yet)",
+       .help = "a SIP message took longer than the execution threshold",
        .params = {{"source", "what took too long"},
                   {"time", "microseconds it took"},
                   {"extra", "details"}}},
       {.name = "E_CORE_SHM_THRESHOLD",
        .module = "core",
-       .help = "shared memory use crossed the threshold (not raised by sipd yet)",
+       .help = "shared memory use crossed the threshold",
        .params = {{"usage", "percent used"},
                   {"threshold", "the threshold, percent"},
                   {"used", "bytes used"},
                   {"size", "bytes in total"}}},
       {.name = "E_CORE_PKG_THRESHOLD",
        .module = "core",
-       .help = "private memory use of a process crossed the threshold (not raised by sipd yet)",
+       .help = "private memory use of a process crossed the threshold",
        .params = {{"usage", "percent used"},
                   {"threshold", "the threshold, percent"},
                   {"used", "bytes used"},
@@ -540,12 +540,28 @@ absl::StatusOr<std::unique_ptr<SipdEvents>> SipdEvents::Create(SharedMemory& shm
   for (const mi::EventSpec& spec : CoreEventSpecs()) {
     SIPD_ASSIGN_OR_RETURN(EventId id, events->registry_.Publish(spec));
     if (spec.name == "E_SIPD_PROCESS_RESTARTED") events->process_restarted_ = id;
+    if (spec.name == "E_CORE_THRESHOLD") events->threshold_ = id;
+    if (spec.name == "E_CORE_SHM_THRESHOLD") events->shm_threshold_ = id;
+    if (spec.name == "E_CORE_PKG_THRESHOLD") events->pkg_threshold_ = id;
   }
   return events;
 }
 
 void SipdEvents::ProcessRestarted(int id, std::string_view type, int pid) const {
   registry_.Raise(process_restarted_, {id, type, pid});
+}
+
+void SipdEvents::Threshold(std::string_view source, int64_t time_us, std::string_view extra) const {
+  registry_.Raise(threshold_, {source, time_us, extra});
+}
+
+void SipdEvents::ShmThreshold(int64_t usage, int64_t threshold, int64_t used, int64_t size) const {
+  registry_.Raise(shm_threshold_, {usage, threshold, used, size});
+}
+
+void SipdEvents::PkgThreshold(int64_t usage, int64_t threshold, int64_t used, int64_t size,
+                              int pid) const {
+  registry_.Raise(pkg_threshold_, {usage, threshold, used, size, pid});
 }
 
 }  // namespace sipd

@@ -22,9 +22,10 @@
 // SipdEvents bundles what the daemon owns: the mi::EventRegistry that Core::events()
 // returns, this backend, the statistics group `evi` (after the modules' groups) and the
 // core's own events:
-//   E_CORE_THRESHOLD       source, time, extra           (1.11 id 0; not raised yet)
-//   E_CORE_SHM_THRESHOLD   usage, threshold, used, size  (1.11 id 1; not raised yet)
-//   E_CORE_PKG_THRESHOLD   usage, threshold, used, size, pid (1.11 id 2; not raised yet)
+//   E_CORE_THRESHOLD       source, time, extra           (1.11 id 0; exec_msg_threshold)
+//   E_CORE_SHM_THRESHOLD   usage, threshold, used, size  (1.11 id 1; shm_threshold)
+//   E_CORE_PKG_THRESHOLD   usage, threshold, used, size, pid (1.11 id 2; pkg_threshold)
+//                          (the three raised by ThresholdMonitor, sipd/core/thresholds.h)
 //   E_SIPD_PROCESS_RESTARTED  id, type, pid: the attendant forked a process again after
 //                          it died (its `ps` ID and Type, the new pid).
 // A new core event is one entry in kCoreEvents (event_bus.cc) and one Raise() call.
@@ -127,6 +128,10 @@ class SipdEvents {
 
   // E_SIPD_PROCESS_RESTARTED (from the attendant).
   void ProcessRestarted(int id, std::string_view type, int pid) const;
+  // E_CORE_THRESHOLD, E_CORE_SHM_THRESHOLD, E_CORE_PKG_THRESHOLD (sipd/core/thresholds.h).
+  void Threshold(std::string_view source, int64_t time_us, std::string_view extra) const;
+  void ShmThreshold(int64_t usage, int64_t threshold, int64_t used, int64_t size) const;
+  void PkgThreshold(int64_t usage, int64_t threshold, int64_t used, int64_t size, int pid) const;
 
  private:
   SipdEvents() = default;
@@ -134,6 +139,9 @@ class SipdEvents {
   mi::EventRegistry registry_;
   std::unique_ptr<ShmEventBackend> backend_;
   mi::EventId process_restarted_ = mi::kNoEvent;
+  mi::EventId threshold_ = mi::kNoEvent;
+  mi::EventId shm_threshold_ = mi::kNoEvent;
+  mi::EventId pkg_threshold_ = mi::kNoEvent;
 };
 
 // The payload of a queued event (values only; names come from the registry): per value

@@ -1,4 +1,5 @@
-// The typed services from Node, as a stub user writes it: @grpc/grpc-js with the service
+// The typed services and sipd.events.v1 (Subscribe, WatchStatistics) from Node, as a
+// stub user writes it: @grpc/grpc-js with the service
 // definitions loaded from sipd's .proto files by @grpc/proto-loader, and the standard
 // error details (google.rpc.Status in grpc-status-details-bin) decoded with protobufjs.
 // Run with `node --test` by tests/node/node_client_test.cc against a real sipd whose
@@ -20,6 +21,7 @@ let core;
 let stats;
 let location;
 let management;
+let events;
 let rpcStatus;
 let errorInfo;
 let badRequest;
@@ -28,7 +30,7 @@ before(async () => {
   if (skip) return;
   const definition = protoLoader.loadSync(
     ['sipd/core/v1/core.proto', 'sipd/statistics/v1/statistics.proto',
-      'sipd/usrloc/v1/usrloc.proto', 'sipd/mi/v1/mi.proto'],
+      'sipd/usrloc/v1/usrloc.proto', 'sipd/mi/v1/mi.proto', 'sipd/events/v1/events.proto'],
     { includeDirs: [protoDir], keepCase: true, longs: Number, enums: String, defaults: true });
   const sipd = grpc.loadPackageDefinition(definition).sipd;
   const credentials = grpc.credentials.createInsecure();
@@ -36,6 +38,7 @@ before(async () => {
   stats = new sipd.statistics.v1.StatisticsService(target, credentials);
   location = new sipd.usrloc.v1.LocationService(target, credentials);
   management = new sipd.mi.v1.Management(target, credentials);
+  events = new sipd.events.v1.EventService(target, credentials);
   const root = new protobuf.Root();
   root.resolvePath = (_origin, file) => path.join(protoDir, file);
   await root.load(['google/rpc/status.proto', 'google/rpc/error_details.proto'], { keepCase: true });
@@ -45,7 +48,7 @@ before(async () => {
 });
 
 after(() => {
-  for (const client of [core, stats, location, management]) client?.close();
+  for (const client of [core, stats, location, management, events]) client?.close();
 });
 
 function deadline() {
@@ -139,4 +142,44 @@ test('Management errors keep the sipd-mi trailers and add the standard details',
     assert.equal(details(error).info.metadata.outcome, 'not-available');
     return true;
   });
+});
+
+// sipd.events.v1: a Subscribe stream gets the E_UL_AOR_INSERT of a contact added after
+// the stream became active (its headers arrived), and WatchStatistics sends a sample.
+test('EventService Subscribe and WatchStatistics', { skip }, async () => {
+  const stream = events.Subscribe(
+    { events: ['E_UL_AOR_INSERT'], filter: { aor: 'node_event' } }, deadline());
+  const first = new Promise((resolve, reject) => {
+    stream.on('data', resolve);
+    stream.on('error', (error) => {
+      if (error.code !== grpc.status.CANCELLED) reject(error);
+    });
+  });
+  await new Promise((resolve) => stream.once('metadata', resolve)); // subscribed from here on
+  await call(location, 'AddContact', {
+    table: 'location', aor: 'node_event', uri: 'sip:node_event@192.0.2.31', expires_seconds: 120,
+  });
+  const response = await first;
+  stream.cancel();
+  assert.equal(response.events.length, 1);
+  const [event] = response.events;
+  assert.equal(event.name, 'E_UL_AOR_INSERT');
+  assert.equal(event.params.aor, 'node_event');
+  assert.equal(event.seq, 1);
+  assert.ok(event.time.seconds > 0);
+  await call(location, 'RemoveAor', { table: 'location', aor: 'node_event' });
+
+  const watch = events.WatchStatistics(
+    { names: ['core:rcv_requests'], interval: { seconds: 0, nanos: 100000000 } }, deadline());
+  const sample = await new Promise((resolve, reject) => {
+    watch.on('data', resolve);
+    watch.on('error', (error) => {
+      if (error.code !== grpc.status.CANCELLED) reject(error);
+    });
+  });
+  watch.cancel();
+  assert.equal(sample.seq, 1);
+  assert.equal(sample.statistics.length, 1);
+  assert.equal(sample.statistics[0].name, 'rcv_requests');
+  assert.equal(sample.statistics[0].kind, 'KIND_COUNTER');
 });

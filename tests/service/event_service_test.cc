@@ -3,13 +3,17 @@
 // that does, WatchStatistics sums compared with the counters, and the errors (rich
 // details) of both RPCs. Counts, not timings: "everything arrived" is proven by a canary
 // event raised after the run (events reach a stream in raise order).
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -23,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -623,6 +628,117 @@ TEST_F(EventServiceTest, StreamsEndWhenSipdStops) {
   ASSERT_TRUE(sipd_->Stop().ok()) << sipd_->log();
   const grpc::Status status = events.Wait();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+}
+
+// A UDP socket of the test on 127.0.0.1 (port 0, read back).
+int BoundUdpSocket(int* port) {
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return -1;
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
+// The next datagram on `fd` within `timeout` ("" if none).
+std::string ReceiveDatagram(int fd, std::chrono::milliseconds timeout) {
+  pollfd p{fd, POLLIN, 0};
+  if (poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return "";
+  char buffer[65536];
+  const ssize_t n = recv(fd, buffer, sizeof(buffer), 0);
+  return n > 0 ? std::string(buffer, static_cast<size_t>(n)) : "";
+}
+
+// exec_msg_threshold and shm_threshold set low: a SIP message raises E_CORE_THRESHOLD
+// (every slow message) and E_CORE_SHM_THRESHOLD (once: usage above 1 % and unchanged),
+// seen by an event_datagram UDP subscriber and a gRPC stream. One SIP worker, so the
+// events of one message are raised before the next message is handled (the stream gets
+// them in raise order: the third message's E_CORE_THRESHOLD is the canary).
+TEST(CoreThresholdEventsTest, LowThresholdsRaiseOnUdpAndGrpc) {
+  SipdInstance sipd(SipdInstance::Options{.children = 1,
+                                          .extra_config = "loadmodule \"event_datagram\"\n"
+                                                          "exec_msg_threshold = 1\n"
+                                                          "shm_threshold = 1\n"});
+  ASSERT_TRUE(sipd.Start().ok()) << sipd.log();
+  auto channel = Channel(sipd.grpc_target());
+  int port = 0;
+  const int udp = BoundUdpSocket(&port);
+  ASSERT_GE(udp, 0);
+  auto mi = miv1::Management::NewStub(channel);
+  for (const char* event : {"E_CORE_THRESHOLD", "E_CORE_SHM_THRESHOLD"}) {
+    grpc::ClientContext context;
+    miv1::ExecuteRequest request;
+    request.set_command("event_subscribe");
+    request.add_params(event);
+    request.add_params(absl::StrCat("udp:127.0.0.1:", port));
+    miv1::Reply reply;
+    ASSERT_TRUE(mi->Execute(&context, request, &reply).ok());
+    ASSERT_EQ(reply.code(), 200) << reply.reason();
+  }
+  Subscription stream(channel, Request({"E_CORE_THRESHOLD", "E_CORE_SHM_THRESHOLD"}));
+  ASSERT_TRUE(stream.Start());
+
+  for (int i = 1; i <= 3; ++i) {
+    const std::string request =
+        absl::StrCat("OPTIONS sip:127.0.0.1:", sipd.sip_port(), " SIP/2.0\r\n",
+                     "Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK-threshold-", i, "\r\n",
+                     "Max-Forwards: 70\r\nFrom: <sip:t@example.com>;tag=t", i,
+                     "\r\nTo: <sip:t@example.com>\r\nCall-ID: threshold-", i, "\r\nCSeq: ", i,
+                     " OPTIONS\r\nContent-Length: 0\r\n\r\n");
+    auto reply = SipExchange(sipd.sip_port(), request);
+    ASSERT_TRUE(reply.ok()) << reply.status();
+  }
+  // The canary: the third message's E_CORE_THRESHOLD (its extra is that message).
+  auto third = [](const eventsv1::Event& e) {
+    auto it = e.params().find("extra");
+    return e.name() == "E_CORE_THRESHOLD" && it != e.params().end() &&
+           it->second.find("Call-ID: threshold-3") != std::string::npos;
+  };
+  std::vector<eventsv1::Event> events;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        events = stream.events();
+        return std::any_of(events.begin(), events.end(), third);
+      },
+      30s));
+  int slow = 0;
+  int shm = 0;
+  for (const eventsv1::Event& e : events) {
+    if (e.name() == "E_CORE_THRESHOLD") {
+      ++slow;
+      EXPECT_EQ(e.params().at("source"), "msg processing");
+      EXPECT_GT(std::stoll(e.params().at("time")), 1);
+      EXPECT_THAT(e.params().at("extra"), ::testing::StartsWith("OPTIONS sip:"));
+    } else {
+      ++shm;
+      EXPECT_EQ(e.params().at("threshold"), "1");
+      EXPECT_GE(std::stoll(e.params().at("usage")), 1);
+      EXPECT_GT(std::stoll(e.params().at("size")), std::stoll(e.params().at("used")));
+    }
+  }
+  EXPECT_EQ(slow, 3);
+  EXPECT_EQ(shm, 1);
+
+  // The same on the UDP subscriber, in the 1.11 datagram format.
+  int udp_slow = 0;
+  int udp_shm = 0;
+  while (udp_slow < 3) {
+    const std::string datagram = ReceiveDatagram(udp, 30s);
+    ASSERT_FALSE(datagram.empty()) << "got " << udp_slow << " E_CORE_THRESHOLD datagrams";
+    if (absl::StartsWith(datagram, "E_CORE_THRESHOLD\nsource::msg processing\ntime::")) {
+      EXPECT_THAT(datagram, ::testing::HasSubstr("\nextra::\"OPTIONS sip:"));
+      ++udp_slow;
+    } else {
+      EXPECT_THAT(datagram, ::testing::StartsWith("E_CORE_SHM_THRESHOLD\nusage::"));
+      EXPECT_THAT(datagram, ::testing::HasSubstr("\nthreshold::1\n"));
+      ++udp_shm;
+    }
+  }
+  EXPECT_EQ(udp_shm, 1);
+  close(udp);
 }
 
 }  // namespace
