@@ -527,9 +527,13 @@ TEST_F(EventServiceTest, SipctlSubscribeAndWatch) {
   const std::string out = subscribe.Out();
   const std::vector<std::string> lines = absl::StrSplit(out, '\n', absl::SkipEmpty());
   ASSERT_EQ(lines.size(), 2u) << out;
-  // "2026-11-29T06:50:01.123Z E_UL_AOR_INSERT seq=1 aor=cli"
-  EXPECT_EQ(lines[0].substr(24), " E_UL_AOR_INSERT seq=1 aor=cli") << out;
-  EXPECT_EQ(lines[1].substr(24), " E_UL_AOR_DELETE seq=2 aor=cli") << out;
+  // "2026-11-29T06:50:01.123Z E_UL_AOR_INSERT seq=1 aor=cli". The loop alternates insert
+  // and delete, and the stream may become active between the two: either comes first.
+  const bool insert_first = absl::StrContains(lines[0], "E_UL_AOR_INSERT");
+  const std::string first = insert_first ? "E_UL_AOR_INSERT" : "E_UL_AOR_DELETE";
+  const std::string second = insert_first ? "E_UL_AOR_DELETE" : "E_UL_AOR_INSERT";
+  EXPECT_EQ(lines[0].substr(24), " " + first + " seq=1 aor=cli") << out;
+  EXPECT_EQ(lines[1].substr(24), " " + second + " seq=2 aor=cli") << out;
   EXPECT_EQ(lines[0][23], 'Z');
 
   Sipctl watch({"-s", sipd_->grpc_target(), "watch", "--interval", "100ms", "--count", "3",
