@@ -68,6 +68,26 @@ class Unlocker {
   RobustMutex& mutex_;
 };
 
+}  // namespace
+
+// Releases the commit lock, then leads again if records are queued: whoever queued them
+// meanwhile found the lock busy and left them to the holder (see TryLead).
+class GroupCommitWriter::LeaderUnlocker {
+ public:
+  explicit LeaderUnlocker(GroupCommitWriter& writer) : writer_(writer) {}
+  ~LeaderUnlocker() {
+    writer_.shared_->commit_lock.Unlock();
+    if (writer_.shared_->queued.load(std::memory_order_acquire) > 0) writer_.TryLead();
+  }
+  LeaderUnlocker(const LeaderUnlocker&) = delete;
+  LeaderUnlocker& operator=(const LeaderUnlocker&) = delete;
+
+ private:
+  GroupCommitWriter& writer_;
+};
+
+namespace {
+
 std::mutex& RegistryMutex() {
   static std::mutex* m = new std::mutex();
   return *m;
@@ -255,7 +275,7 @@ absl::Status GroupCommitWriter::Wait(Entry* e) {
       spdlog::warn("sqlite writer {}: the leading process died; its records are committed again",
                    options_.path);
     }
-    Unlocker unlock(shared_->commit_lock);
+    LeaderUnlocker unlock(*this);
     while (e->state.load(std::memory_order_acquire) == kQueued) {
       if (!RunBatch()) break;
     }
@@ -278,7 +298,7 @@ absl::Status GroupCommitWriter::Flush() {
     spdlog::warn("sqlite writer {}: the leading process died; its records are committed again",
                  options_.path);
   }
-  Unlocker unlock(shared_->commit_lock);
+  LeaderUnlocker unlock(*this);
   absl::Status first_error;
   while (true) {
     uint64_t head_seq = 0;
@@ -347,7 +367,7 @@ absl::Status GroupCommitWriter::WithConnection(absl::FunctionRef<absl::Status(sq
     spdlog::warn("sqlite writer {}: the leading process died; its records are committed again",
                  options_.path);
   }
-  Unlocker unlock(shared_->commit_lock);
+  LeaderUnlocker unlock(*this);
   absl::StatusOr<sqlite3*> db = Connection();
   if (!db.ok()) return db.status();
   return fn(*db);

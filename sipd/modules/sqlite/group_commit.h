@@ -169,6 +169,8 @@ class GroupCommitWriter {
   uint64_t queued() const;
 
  private:
+  class LeaderUnlocker;
+
   GroupCommitWriter(Options options, SharedMemory& shm, struct Shared* shared);
 
   Entry* Push(int client, std::string_view record, bool detached, std::string_view ack = {},
