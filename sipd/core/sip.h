@@ -82,4 +82,13 @@ using DeferredReplySender = std::function<absl::Status(
     const std::vector<std::string>& extra_headers, std::string_view body)>;
 void RegisterDeferredReplySender(char kind, DeferredReplySender sender);
 
+// Work a UDP SIP worker does when no further datagram is waiting, just before it blocks
+// for the next one (usrloc write-through: commit the REGISTERs this worker queued, as
+// one batch, and send their replies). Cheap when there is nothing to do; must not block.
+// REQUIRES: the attendant, before the fork (every worker gets the list).
+void AddSipIdleHandler(std::function<void()> handler);
+// Runs them (a UDP worker: sipd/core/sip_receiver.cc). Whether there are any.
+void RunSipIdleHandlers();
+bool HasSipIdleHandlers();
+
 }  // namespace sipd

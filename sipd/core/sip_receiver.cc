@@ -636,6 +636,29 @@ void RegisterStatelessDeferredReplies(SipTransport& transport, const SipCounters
       });
 }
 
+namespace {
+std::vector<std::function<void()>>& IdleHandlers() {
+  static auto* handlers = new std::vector<std::function<void()>>();
+  return *handlers;
+}
+}  // namespace
+
+void AddSipIdleHandler(std::function<void()> handler) {
+  IdleHandlers().push_back(std::move(handler));
+}
+
+bool HasSipIdleHandlers() { return !IdleHandlers().empty(); }
+
+void RunSipIdleHandlers() {
+  for (const auto& handler : IdleHandlers()) {
+    try {
+      handler();
+    } catch (const std::exception& e) {
+      spdlog::error("SIP idle handler failed: {}", e.what());
+    }
+  }
+}
+
 void RegisterDeferredReplySender(char kind, DeferredReplySender sender) {
   DeferredSenders()[static_cast<unsigned char>(kind)] = std::move(sender);
 }
@@ -664,13 +687,24 @@ void UdpReceiver::Run(Core& core) {
   SipInbound inbound;
   inbound.source.proto = SipProto::kUdp;
   inbound.source.socket = socket_;
+  // A message was handled since the idle handlers last ran: before blocking, look
+  // without waiting whether another one is there, and run them if not.
+  const bool idle_handlers = HasSipIdleHandlers();
+  bool handled = false;
   while (!core.stopping()) {
     core.SyncLogLevel();
     sockaddr_storage source{};
     socklen_t source_length = sizeof(source);
-    const ssize_t n = recvfrom(listener_.fd(), buffer, kReceiveBufferSize, MSG_TRUNC,
-                               reinterpret_cast<sockaddr*>(&source), &source_length);
+    const bool peek = idle_handlers && handled;
+    const ssize_t n =
+        recvfrom(listener_.fd(), buffer, kReceiveBufferSize, MSG_TRUNC | (peek ? MSG_DONTWAIT : 0),
+                 reinterpret_cast<sockaddr*>(&source), &source_length);
     if (n < 0) {
+      if (peek && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        handled = false;
+        RunSipIdleHandlers();
+        continue;
+      }
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
       spdlog::error("recvfrom on {} failed: {}", listener_.name(), std::strerror(errno));
       usleep(100 * 1000);  // a persistent error must not spin
@@ -688,6 +722,7 @@ void UdpReceiver::Run(Core& core) {
                     e.what());
     }
     if (busy_ != nullptr) busy_->store(0, std::memory_order_relaxed);
+    handled = true;
   }
 }
 

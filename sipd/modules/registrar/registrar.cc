@@ -552,7 +552,11 @@ void Registrar::Handle(SipRequest& request) {
   if (pending.has_value()) {
     absl::StatusOr<std::string> token = request.Defer();
     if (token.ok()) {
-      if (usrloc_.CommitLater(table_, *pending, EncodeAck(*token, reply)).ok()) return;
+      // A UDP worker commits when it has read every waiting datagram (a SIP idle
+      // handler), so the batch holds everything that arrived meanwhile; a TCP receiver
+      // serves many connections and leads at once.
+      const bool udp = absl::StartsWith(request.socket(), "udp:");
+      if (usrloc_.CommitLater(table_, *pending, EncodeAck(*token, reply), !udp).ok()) return;
       // Not queued (shared memory full): commit here, answer through the token.
       absl::Status committed = usrloc_.CommitNow(table_, *pending);
       Acknowledge(EncodeAck(*token, reply), committed);

@@ -8,6 +8,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
+#include "sipd/core/sip.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "registry/status_macros.h"
@@ -432,13 +433,13 @@ void Usrloc::CountSources(const std::vector<ContactInfo>& before,
 }
 
 absl::Status Usrloc::CommitLater(LocationTable& table, const AorSnapshot& snapshot,
-                                 std::string_view ack) {
+                                 std::string_view ack, bool lead_now) {
   if (writer_ == nullptr || options_.db_mode != DbMode::kWriteThrough) {
     return absl::FailedPreconditionError("usrloc: not in write-through mode");
   }
   SIPD_RETURN_IF_ERROR(
       writer_->Defer(client_, EncodeSnapshot(table.name(), snapshot, /*force=*/false), ack));
-  writer_->TryLead();
+  if (lead_now || writer_->queued() >= kLeadAt) writer_->TryLead();
   return absl::OkStatus();
 }
 
@@ -672,6 +673,10 @@ absl::Status UsrlocModule::Init(Core& core) {
     // leader died (or stalls, then this only tries) get committed and answered. Added
     // before ul-timer, which stays the label `ps` shows.
     core.AddTimer("ul-commit", std::chrono::milliseconds(100), [ul] {
+      if (ul->writer() != nullptr && ul->writer()->queued() > 0) ul->writer()->TryLead();
+    });
+    // A UDP worker that has read every waiting datagram commits what it queued.
+    AddSipIdleHandler([ul] {
       if (ul->writer() != nullptr && ul->writer()->queued() > 0) ul->writer()->TryLead();
     });
   }

@@ -135,7 +135,13 @@ class Usrloc {
   // before the COMMIT, possibly twice if a leader dies while acknowledging.
   // ResourceExhausted when shared memory is full (nothing queued, no acknowledgment:
   // commit with CommitNow()). FailedPrecondition outside write-through.
-  absl::Status CommitLater(LocationTable& table, const AorSnapshot& snapshot, std::string_view ack);
+  // `lead_now`: try to lead at once; otherwise only when kLeadAt records are queued,
+  // leaving the rest to the UDP worker's idle moment (usrloc registers a SIP idle
+  // handler: the worker commits once it has read every datagram waiting, so the batch
+  // is what arrived meanwhile) and to the timer's backstop.
+  absl::Status CommitLater(LocationTable& table, const AorSnapshot& snapshot, std::string_view ack,
+                           bool lead_now = true);
+  static constexpr uint64_t kLeadAt = 64;
   // Commits `snapshot` and waits (the Update(..., kWait) path).
   absl::Status CommitNow(LocationTable& table, const AorSnapshot& snapshot);
   // Runs in the committing process, under the writer's commit lock: must not block nor
