@@ -503,8 +503,7 @@ absl::Status StatelessSipStack::SendReply(osip_message_t* message, const SipSour
   return absl::OkStatus();
 }
 
-void StatelessSipStack::AppendReplyHead(std::string& out, osip_message_t* message,
-                                        int code) const {
+void StatelessSipStack::AppendReplyHead(std::string& out, osip_message_t* message, int code) const {
   for (int i = 0; i < osip_list_size(&message->vias); ++i) {
     osip_via_t* via = nullptr;
     if (osip_message_get_via(message, i, &via) < 0) break;
@@ -581,8 +580,8 @@ absl::Status SendStatelessDeferred(SipTransport& transport, const SipCounters& c
   std::string_view server;
   std::string_view head;
   if (!GetRaw(in, proto) || !GetRaw(in, socket) || !GetRaw(in, connection) ||
-      !GetText(in, address) || address.size() > sizeof(sockaddr_storage) ||
-      !GetText(in, server) || !GetText(in, head) || !in.empty()) {
+      !GetText(in, address) || address.size() > sizeof(sockaddr_storage) || !GetText(in, server) ||
+      !GetText(in, head) || !in.empty()) {
     return absl::InvalidArgumentError("malformed deferred reply token");
   }
   SipSource source;
@@ -631,8 +630,7 @@ void RegisterStatelessDeferredReplies(SipTransport& transport, const SipCounters
       'S', [&transport, &counters](std::string_view token, int code, std::string_view reason,
                                    const std::vector<std::string>& extra_headers,
                                    std::string_view body) {
-        return SendStatelessDeferred(transport, counters, token, code, reason, extra_headers,
-                                     body);
+        return SendStatelessDeferred(transport, counters, token, code, reason, extra_headers, body);
       });
 }
 

@@ -252,24 +252,22 @@ class UsrlocGroupCommitTest : public UsrlocRestartTest {
     ASSERT_TRUE(sipd_->Start().ok()) << sipd_->log();
     mi_ = std::make_unique<MiClient>(sipd_->grpc_target());
   }
-  static std::string Register(const std::string& user, const std::string& transport,
-                              int local_port, const std::string& branch) {
+  static std::string Register(const std::string& user, const std::string& transport, int local_port,
+                              const std::string& branch) {
     const std::string host = absl::StrCat("127.0.0.1:", local_port);
     return "REGISTER sip:127.0.0.1 SIP/2.0\r\n"
-           "Via: SIP/2.0/" + transport + " " + host + ";branch=z9hG4bK" + branch + "\r\n" +
-           "From: <sip:" + user + "@example.com>;tag=f" + branch + "\r\n" +
-           "To: <sip:" + user + "@example.com>\r\n" +
-           "Call-ID: " + branch + "@test\r\n" +
-           "CSeq: 1 REGISTER\r\n" +
-           "Contact: <sip:" + user + "@" + host + ">\r\n" +
-           "Expires: 3600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+           "Via: SIP/2.0/" +
+           transport + " " + host + ";branch=z9hG4bK" + branch + "\r\n" + "From: <sip:" + user +
+           "@example.com>;tag=f" + branch + "\r\n" + "To: <sip:" + user + "@example.com>\r\n" +
+           "Call-ID: " + branch + "@test\r\n" + "CSeq: 1 REGISTER\r\n" + "Contact: <sip:" + user +
+           "@" + host + ">\r\n" + "Expires: 3600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
   }
   // Contact rows in the database, read by a connection of the test's own (`aor` empty:
   // all of them).
   int Rows(const std::string& aor = "") {
     sqlite3* db = nullptr;
-    if (sqlite3_open_v2((work_ + "/location.sqlite").c_str(), &db, SQLITE_OPEN_READONLY,
-                        nullptr) != SQLITE_OK) {
+    if (sqlite3_open_v2((work_ + "/location.sqlite").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) !=
+        SQLITE_OK) {
       sqlite3_close(db);
       return -1;
     }
@@ -310,9 +308,9 @@ class UdpPeer {
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     a.sin_port = htons(static_cast<uint16_t>(to_port));
-    ASSERT_EQ(sendto(fd_, bytes.data(), bytes.size(), 0, reinterpret_cast<sockaddr*>(&a),
-                     sizeof(a)),
-              static_cast<ssize_t>(bytes.size()));
+    ASSERT_EQ(
+        sendto(fd_, bytes.data(), bytes.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof(a)),
+        static_cast<ssize_t>(bytes.size()));
   }
   // The next datagram, or "" after `timeout`.
   std::string Receive(std::chrono::milliseconds timeout = 5s) {

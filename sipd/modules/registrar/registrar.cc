@@ -380,8 +380,7 @@ std::variant<ParsedRegister, Rejection> Parse(SipRequest& request, const Options
 
 RegisterReply Registrar::Process(SipRequest& request) { return Process(request, nullptr); }
 
-RegisterReply Registrar::Process(SipRequest& request,
-                                 std::optional<usrloc::AorSnapshot>* pending) {
+RegisterReply Registrar::Process(SipRequest& request, std::optional<usrloc::AorSnapshot>* pending) {
   const int64_t now = usrloc_.Now();
   auto parsed_or = Parse(request, options_, usrloc_.options().use_domain, now);
   if (std::holds_alternative<Rejection>(parsed_or)) {

@@ -440,8 +440,8 @@ bool GroupCommitWriter::RunBatch(absl::Status* first_error) {
     if (!e->with_ack || e->client >= clients_.size()) continue;
     absl::Status status = results[i];
     if (!status.ok()) {
-      status = absl::UnavailableError(
-          absl::StrCat("database ", options_.path, ": ", status.message()));
+      status =
+          absl::UnavailableError(absl::StrCat("database ", options_.path, ": ", status.message()));
     }
     clients_[e->client]->Acknowledge(e->record(), e->ack(), status);
   }

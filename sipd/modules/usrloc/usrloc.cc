@@ -8,11 +8,11 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
-#include "sipd/core/sip.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "registry/status_macros.h"
 #include "sipd/api/module_params.h"
+#include "sipd/core/sip.h"
 #include "sipd/modules/usrloc/ul_mi.h"
 #include "spdlog/spdlog.h"
 
@@ -161,10 +161,10 @@ absl::Status Usrloc::Start() {
     // The writer's figures (shared with dialog when it names the same file): records per
     // transaction is the batch size of the group commit.
     sqlite::GroupCommitWriter* writer = writer_.get();
-    SIPD_RETURN_IF_ERROR(stats_.AddFunction(
-        "usrloc", "db_commits", [writer] { return writer->figures().transactions; }));
-    SIPD_RETURN_IF_ERROR(stats_.AddFunction(
-        "usrloc", "db_records", [writer] { return writer->figures().records; }));
+    SIPD_RETURN_IF_ERROR(stats_.AddFunction("usrloc", "db_commits",
+                                            [writer] { return writer->figures().transactions; }));
+    SIPD_RETURN_IF_ERROR(
+        stats_.AddFunction("usrloc", "db_records", [writer] { return writer->figures().records; }));
   }
   return AddTable(kDefaultTable).status();
 }
