@@ -24,6 +24,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -210,6 +211,17 @@ int RunRegister(int calls, int rounds, int db_mode, int mi_interval_ms, int mi_n
       std::printf("round %d %-8s %8.0f REGISTER/s  %6.1f us worker CPU/REGISTER", round + 1,
                   with_mi ? "MI load" : "alone", result.rate, result.worker_cpu_us);
       if (with_mi == 1) std::printf("  (%ld x ul_dump + get_statistics)", result.mi_iterations);
+      if (db_mode != 0) {
+        // The group commit's batch size (usrloc:db_commits / db_records, where they exist).
+        std::map<std::string, uint64_t> db = control.Statistics({"usrloc:"});
+        const uint64_t commits = db["usrloc:db_commits"];
+        if (commits > 0) {
+          std::printf("  %llu records in %llu commits (%.1f per commit)",
+                      static_cast<unsigned long long>(db["usrloc:db_records"]),
+                      static_cast<unsigned long long>(commits),
+                      static_cast<double>(db["usrloc:db_records"]) / static_cast<double>(commits));
+        }
+      }
       std::printf("\n");
       std::fflush(stdout);
       (void)sipd->Stop();

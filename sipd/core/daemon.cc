@@ -464,6 +464,8 @@ absl::Status Daemon::InitializeSteps() {
   char prefix[9];
   std::snprintf(prefix, sizeof(prefix), "%08x", entropy());
   to_tag_prefix_ = prefix;
+  // Any process may send the reply of a REGISTER another process deferred (sip.h).
+  if (transport_ != nullptr) RegisterStatelessDeferredReplies(*transport_, sip_counters_);
   initialized_ = true;
   return absl::OkStatus();
 }

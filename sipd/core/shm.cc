@@ -86,6 +86,16 @@ bool RobustMutex::Lock() {
   return false;
 }
 
+RobustMutex::TryResult RobustMutex::TryLock() {
+  const int rc = pthread_mutex_trylock(&mutex_);
+  if (rc == 0) return TryResult::kAcquired;
+  if (rc == EOWNERDEAD) {
+    pthread_mutex_consistent(&mutex_);
+    return TryResult::kOwnerDied;
+  }
+  return TryResult::kBusy;
+}
+
 void RobustMutex::Unlock() { pthread_mutex_unlock(&mutex_); }
 
 }  // namespace sipd

@@ -105,6 +105,11 @@ class RobustMutex {
 
   // Returns true if the previous owner died while holding the lock.
   bool Lock();
+  // Takes the lock only if it is free (never waits): kBusy when another thread or
+  // process holds it, kOwnerDied when it was recovered from a holder that died (as
+  // Lock()'s true). The caller holds the lock unless kBusy.
+  enum class TryResult { kAcquired, kOwnerDied, kBusy };
+  TryResult TryLock();
   void Unlock();
   // BasicLockable, for std::lock_guard / std::unique_lock.
   void lock() { Lock(); }

@@ -15,11 +15,13 @@
 #include <sys/socket.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace sipd {
 
@@ -49,6 +51,44 @@ class SipRequest {
   virtual absl::Status Reply(int code, std::string_view reason,
                              const std::vector<std::string>& extra_headers = {},
                              std::string_view body = {}) = 0;
+
+  // Deferred replies, for a handler whose answer must wait for work that may finish in
+  // another process (usrloc write-through: the 200 OK only after the group commit, sent
+  // by whichever process commits). Defer() returns a token (a few hundred bytes, to be
+  // kept e.g. in shared memory) from which SendDeferredReply() below sends this
+  // request's final reply later, from ANY sipd process; the request then counts as
+  // answered by the handler (a stateful stack sends no reply of its own and absorbs
+  // retransmissions meanwhile). After a successful Defer() the handler must not call
+  // Reply(). Unimplemented where the request cannot be answered later: answer it with
+  // Reply() as usual.
+  virtual absl::StatusOr<std::string> Defer() {
+    return absl::UnimplementedError("this request cannot be answered later");
+  }
 };
+
+// Sends the final reply of a deferred request, from any sipd process: `token` as
+// SipRequest::Defer() returned it, the rest as SipRequest::Reply(). InvalidArgument for
+// a token no stack registered (or a malformed one); otherwise the sender's outcome.
+absl::Status SendDeferredReply(std::string_view token, int code, std::string_view reason,
+                               const std::vector<std::string>& extra_headers = {},
+                               std::string_view body = {});
+
+// How the SIP stack whose tokens start with byte `kind` sends such a reply. The stacks
+// register their sender in the attendant before the fork, so that every process has
+// it: the core's stateless stack as 'S' (sipd/core/sip_receiver.h), tm as 'T'.
+// Registering a kind again replaces its sender; an empty function removes it.
+using DeferredReplySender = std::function<absl::Status(
+    std::string_view token, int code, std::string_view reason,
+    const std::vector<std::string>& extra_headers, std::string_view body)>;
+void RegisterDeferredReplySender(char kind, DeferredReplySender sender);
+
+// Work a UDP SIP worker does when no further datagram is waiting, just before it blocks
+// for the next one (usrloc write-through: commit the REGISTERs this worker queued, as
+// one batch, and send their replies). Cheap when there is nothing to do; must not block.
+// REQUIRES: the attendant, before the fork (every worker gets the list).
+void AddSipIdleHandler(std::function<void()> handler);
+// Runs them (a UDP worker: sipd/core/sip_receiver.cc). Whether there are any.
+void RunSipIdleHandlers();
+bool HasSipIdleHandlers();
 
 }  // namespace sipd

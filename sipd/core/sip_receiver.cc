@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 
@@ -101,6 +102,9 @@ class SipRequestImpl final : public SipRequest {
                      const std::vector<std::string>& extra_headers,
                      std::string_view body) override {
     return stack_.SendReply(message_, inbound_.source, code, reason, extra_headers, body);
+  }
+  absl::StatusOr<std::string> Defer() override {
+    return stack_.DeferredToken(message_, inbound_.source);
   }
 
  private:
@@ -482,6 +486,24 @@ absl::Status StatelessSipStack::SendReply(osip_message_t* message, const SipSour
   std::string& out = reply_buffer_;
   out.clear();
   absl::StrAppend(&out, "SIP/2.0 ", code, " ", AbslView(reason), "\r\n");
+  AppendReplyHead(out, message, code);
+  for (const auto& h : extra_headers) absl::StrAppend(&out, h, "\r\n");
+  absl::StrAppend(&out, "Server: ", server_header_, "\r\nContent-Length: ", body.size(), "\r\n\r\n",
+                  AbslView(body));
+
+  absl::Status sent = transport_.Send(SipDestination::ReplyTo(source), out);
+  if (!sent.ok()) {
+    spdlog::warn("cannot send {} reply to {}:{}: {}", code, SipProtoName(source.proto),
+                 source.peer.ToString(), std::string(sent.message()));
+    return sent;
+  }
+  counters_.replies_by_class[code / 100 - 1].Inc();
+  counters_.sent_replies.Inc();
+  if (code >= 300) counters_.sent_err_replies.Inc();
+  return absl::OkStatus();
+}
+
+void StatelessSipStack::AppendReplyHead(std::string& out, osip_message_t* message, int code) const {
   for (int i = 0; i < osip_list_size(&message->vias); ++i) {
     osip_via_t* via = nullptr;
     if (osip_message_get_via(message, i, &via) < 0) break;
@@ -503,20 +525,149 @@ absl::Status StatelessSipStack::SendReply(osip_message_t* message, const SipSour
   }
   AppendHeader(out, "Call-ID", message->call_id, &osip_call_id_to_str);
   AppendHeader(out, "CSeq", message->cseq, &osip_cseq_to_str);
-  for (const auto& h : extra_headers) absl::StrAppend(&out, h, "\r\n");
-  absl::StrAppend(&out, "Server: ", server_header_, "\r\nContent-Length: ", body.size(), "\r\n\r\n",
-                  AbslView(body));
+}
 
-  absl::Status sent = transport_.Send(SipDestination::ReplyTo(source), out);
+// ---------------------------------------------------------------------------------------
+// Deferred replies.
+
+namespace {
+
+std::array<DeferredReplySender, 256>& DeferredSenders() {
+  static auto* senders = new std::array<DeferredReplySender, 256>();
+  return *senders;
+}
+
+template <typename T>
+void PutRaw(std::string& out, const T& value) {
+  out.append(reinterpret_cast<const char*>(&value), sizeof(value));
+}
+template <typename T>
+bool GetRaw(std::string_view& in, T& value) {
+  if (in.size() < sizeof(value)) return false;
+  std::memcpy(&value, in.data(), sizeof(value));
+  in.remove_prefix(sizeof(value));
+  return true;
+}
+void PutText(std::string& out, std::string_view text) {
+  PutRaw(out, static_cast<uint32_t>(text.size()));
+  out.append(text.data(), text.size());
+}
+bool GetText(std::string_view& in, std::string_view& text) {
+  uint32_t n = 0;
+  if (!GetRaw(in, n) || in.size() < n) return false;
+  text = in.substr(0, n);
+  in.remove_prefix(n);
+  return true;
+}
+
+// 'S' token: proto, socket, connection, peer address, server header, header block.
+absl::Status SendStatelessDeferred(SipTransport& transport, const SipCounters& counters,
+                                   std::string_view token, int code, std::string_view reason,
+                                   const std::vector<std::string>& extra_headers,
+                                   std::string_view body) {
+  if (code < 200 || code > 699) {
+    return absl::InvalidArgumentError(absl::StrCat("not a final SIP status code: ", code));
+  }
+  if (HasLineBreak(reason)) return absl::InvalidArgumentError("reason contains a line break");
+  for (const auto& h : extra_headers) {
+    if (HasLineBreak(h)) return absl::InvalidArgumentError("header contains a line break");
+  }
+  std::string_view in = token.substr(1);
+  uint8_t proto = 0;
+  int32_t socket = -1;
+  uint64_t connection = 0;
+  std::string_view address;
+  std::string_view server;
+  std::string_view head;
+  if (!GetRaw(in, proto) || !GetRaw(in, socket) || !GetRaw(in, connection) ||
+      !GetText(in, address) || address.size() > sizeof(sockaddr_storage) || !GetText(in, server) ||
+      !GetText(in, head) || !in.empty()) {
+    return absl::InvalidArgumentError("malformed deferred reply token");
+  }
+  SipSource source;
+  source.proto = proto == static_cast<uint8_t>(SipProto::kTcp) ? SipProto::kTcp : SipProto::kUdp;
+  source.socket = socket;
+  source.connection = connection;
+  source.peer = SipAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(address.data()),
+                                         static_cast<socklen_t>(address.size()));
+  std::string out;
+  out.reserve(head.size() + 256 + body.size());
+  absl::StrAppend(&out, "SIP/2.0 ", code, " ", AbslView(reason), "\r\n", AbslView(head));
+  for (const auto& h : extra_headers) absl::StrAppend(&out, h, "\r\n");
+  absl::StrAppend(&out, "Server: ", AbslView(server), "\r\nContent-Length: ", body.size(),
+                  "\r\n\r\n", AbslView(body));
+  absl::Status sent = transport.Send(SipDestination::ReplyTo(source), out);
   if (!sent.ok()) {
-    spdlog::warn("cannot send {} reply to {}:{}: {}", code, SipProtoName(source.proto),
+    spdlog::warn("cannot send deferred {} reply to {}:{}: {}", code, SipProtoName(source.proto),
                  source.peer.ToString(), std::string(sent.message()));
     return sent;
   }
-  counters_.replies_by_class[code / 100 - 1].Inc();
-  counters_.sent_replies.Inc();
-  if (code >= 300) counters_.sent_err_replies.Inc();
+  counters.replies_by_class[code / 100 - 1].Inc();
+  counters.sent_replies.Inc();
+  if (code >= 300) counters.sent_err_replies.Inc();
   return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string StatelessSipStack::DeferredToken(osip_message_t* message,
+                                             const SipSource& source) const {
+  std::string head;
+  AppendReplyHead(head, message, 200);
+  std::string token(1, 'S');
+  PutRaw(token, static_cast<uint8_t>(source.proto));
+  PutRaw(token, static_cast<int32_t>(source.socket));
+  PutRaw(token, source.connection);
+  PutText(token, std::string_view(reinterpret_cast<const char*>(&source.peer.storage),
+                                  source.peer.length));
+  PutText(token, server_header_);
+  PutText(token, head);
+  return token;
+}
+
+void RegisterStatelessDeferredReplies(SipTransport& transport, const SipCounters& counters) {
+  RegisterDeferredReplySender(
+      'S', [&transport, &counters](std::string_view token, int code, std::string_view reason,
+                                   const std::vector<std::string>& extra_headers,
+                                   std::string_view body) {
+        return SendStatelessDeferred(transport, counters, token, code, reason, extra_headers, body);
+      });
+}
+
+namespace {
+std::vector<std::function<void()>>& IdleHandlers() {
+  static auto* handlers = new std::vector<std::function<void()>>();
+  return *handlers;
+}
+}  // namespace
+
+void AddSipIdleHandler(std::function<void()> handler) {
+  IdleHandlers().push_back(std::move(handler));
+}
+
+bool HasSipIdleHandlers() { return !IdleHandlers().empty(); }
+
+void RunSipIdleHandlers() {
+  for (const auto& handler : IdleHandlers()) {
+    try {
+      handler();
+    } catch (const std::exception& e) {
+      spdlog::error("SIP idle handler failed: {}", e.what());
+    }
+  }
+}
+
+void RegisterDeferredReplySender(char kind, DeferredReplySender sender) {
+  DeferredSenders()[static_cast<unsigned char>(kind)] = std::move(sender);
+}
+
+absl::Status SendDeferredReply(std::string_view token, int code, std::string_view reason,
+                               const std::vector<std::string>& extra_headers,
+                               std::string_view body) {
+  if (token.empty()) return absl::InvalidArgumentError("empty deferred reply token");
+  const DeferredReplySender& sender = DeferredSenders()[static_cast<unsigned char>(token[0])];
+  if (!sender) return absl::InvalidArgumentError("no SIP stack sends this deferred reply");
+  return sender(token, code, reason, extra_headers, body);
 }
 
 UdpReceiver::UdpReceiver(const UdpListener& listener, int socket, const SipMessageHandler& handler,
@@ -534,13 +685,24 @@ void UdpReceiver::Run(Core& core) {
   SipInbound inbound;
   inbound.source.proto = SipProto::kUdp;
   inbound.source.socket = socket_;
+  // A message was handled since the idle handlers last ran: before blocking, look
+  // without waiting whether another one is there, and run them if not.
+  const bool idle_handlers = HasSipIdleHandlers();
+  bool handled = false;
   while (!core.stopping()) {
     core.SyncLogLevel();
     sockaddr_storage source{};
     socklen_t source_length = sizeof(source);
-    const ssize_t n = recvfrom(listener_.fd(), buffer, kReceiveBufferSize, MSG_TRUNC,
-                               reinterpret_cast<sockaddr*>(&source), &source_length);
+    const bool peek = idle_handlers && handled;
+    const ssize_t n =
+        recvfrom(listener_.fd(), buffer, kReceiveBufferSize, MSG_TRUNC | (peek ? MSG_DONTWAIT : 0),
+                 reinterpret_cast<sockaddr*>(&source), &source_length);
     if (n < 0) {
+      if (peek && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        handled = false;
+        RunSipIdleHandlers();
+        continue;
+      }
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
       spdlog::error("recvfrom on {} failed: {}", listener_.name(), std::strerror(errno));
       usleep(100 * 1000);  // a persistent error must not spin
@@ -558,6 +720,7 @@ void UdpReceiver::Run(Core& core) {
                     e.what());
     }
     if (busy_ != nullptr) busy_->store(0, std::memory_order_relaxed);
+    handled = true;
   }
 }
 

@@ -116,11 +116,17 @@ class StatelessSipStack {
   absl::Status SendReply(osip_message_t* message, const SipSource& source, int code,
                          std::string_view reason, const std::vector<std::string>& extra_headers,
                          std::string_view body);
+  // A deferred-reply token ('S') for `message` from `source` (SipRequest::Defer): the
+  // destination and the reply's header block (Via..CSeq, To-tag added), so that any
+  // process can send the final reply with SendDeferredReply().
+  std::string DeferredToken(osip_message_t* message, const SipSource& source) const;
 
  private:
   void HandleRequest(osip_message_t* message, const SipInbound& inbound);
   void HandleUnparsable(const SipInbound& inbound);
   std::string ToTag(osip_message_t* message) const;
+  // Via(s), From, To (with a To-tag unless `code` is 100), Call-ID, CSeq; CRLF after each.
+  void AppendReplyHead(std::string& out, osip_message_t* message, int code) const;
   const std::string& SocketName(int socket) const;
 
   SipTransport& transport_;
@@ -136,6 +142,11 @@ class StatelessSipStack {
 
 // The body of one `SIP receiver udp:IP:PORT ` process: receives datagrams on one UDP
 // socket and hands each to the SIP message handler.
+// Registers the sender of the stateless stack's deferred replies ('S' tokens), which
+// needs no stack object: the token carries the header block. REQUIRES: the attendant,
+// before the fork; `transport` and `counters` outlive every process's use of it.
+void RegisterStatelessDeferredReplies(SipTransport& transport, const SipCounters& counters);
+
 class UdpReceiver {
  public:
   // `socket` is the index of `listener` in SipTransport::sockets(). `busy` (may be

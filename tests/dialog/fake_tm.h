@@ -31,6 +31,10 @@ class FakeTm final : public Module, public tm::TmApi {
     sent.push_back(request);
     return tm::TransactionId{1, static_cast<uint32_t>(sent.size())};
   }
+  absl::Status Reply(tm::TransactionId, int, std::string_view, const std::vector<std::string>&,
+                     std::string_view) override {
+    return absl::UnimplementedError("the fake tm answers no transaction");
+  }
   void SetTracer(tm::Tracer*) override {}
 
   // What a relay of `request` (SIP text) does: runs the relay callbacks and returns the

@@ -8,6 +8,9 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
+#include <future>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -30,15 +33,39 @@ class RowClient final : public GroupCommitWriter::Client {
     return Exec(db, "CREATE TABLE IF NOT EXISTS row (value TEXT PRIMARY KEY)");
   }
   absl::Status Apply(sqlite3* db, std::string_view record) override {
+    ++applied_;
     if (record == "bad") return absl::InvalidArgumentError("bad record");
     if (record == "die" && getpid() != parent_) _exit(0);
     const std::string sql =
         absl::StrCat("INSERT OR REPLACE INTO row VALUES ('", std::string(record), "')");
     return Exec(db, sql.c_str());
   }
+  // Deferred records: what the leader acknowledged (in this process), and whether the
+  // record's row was already visible to another connection at that moment.
+  struct Ack {
+    std::string record;
+    std::string ack;
+    bool ok = false;
+    bool row_committed = false;
+  };
+  void Acknowledge(std::string_view record, std::string_view ack,
+                   const absl::Status& status) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    acks_.push_back(Ack{std::string(record), std::string(ack), status.ok(),
+                        rows_ != nullptr && rows_(std::string(record))});
+  }
+  std::vector<Ack> acks() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return acks_;
+  }
+  // Tells whether a row is in the database (another connection).
+  std::function<bool(const std::string&)> rows_;
+  int applied_ = 0;
 
  private:
   const pid_t parent_;
+  std::mutex mutex_;
+  std::vector<Ack> acks_;
 };
 
 class GroupCommitTest : public ::testing::Test {
@@ -54,6 +81,7 @@ class GroupCommitTest : public ::testing::Test {
     ASSERT_TRUE(writer.ok());
     writer_ = std::move(*writer);
     client_ = writer_->AddClient(&rows_);
+    rows_.rows_ = [this](const std::string& row) { return Rows().contains(row); };
   }
   void TearDown() override {
     writer_.reset();
@@ -192,6 +220,80 @@ TEST_F(GroupCommitTest, ALeaderThatDiesMidTransactionLeavesItsRecordsToTheNext) 
   // The next leader gets the robust commit lock back and commits the dead one's batch.
   ASSERT_TRUE(writer_->Commit(client_, "after").ok());
   EXPECT_EQ(Rows(), (std::set<std::string>{"before", "die", "child", "after"}));
+  EXPECT_EQ(writer_->queued(), 0u);
+}
+
+TEST_F(GroupCommitTest, DeferredRecordsAreAcknowledgedAfterTheirCommitInOneBatch) {
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(writer_->Defer(client_, absl::StrCat("d", i), absl::StrCat("ack", i)).ok());
+  }
+  ASSERT_TRUE(writer_->Defer(client_, "bad", "ack-bad").ok());
+  EXPECT_TRUE(rows_.acks().empty());  // nothing acknowledged before a commit
+  EXPECT_EQ(writer_->queued(), 6u);
+  EXPECT_GE(writer_->TryLead(), 1u);
+  EXPECT_EQ(writer_->queued(), 0u);
+  const auto acks = rows_.acks();
+  ASSERT_EQ(acks.size(), 6u);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(acks[i].record, absl::StrCat("d", i));
+    EXPECT_EQ(acks[i].ack, absl::StrCat("ack", i));
+    EXPECT_TRUE(acks[i].ok);
+    EXPECT_TRUE(acks[i].row_committed) << "acknowledged before its COMMIT: " << acks[i].record;
+  }
+  EXPECT_EQ(acks[5].ack, "ack-bad");  // the failing record is acknowledged with its error
+  EXPECT_FALSE(acks[5].ok);
+  EXPECT_EQ(Rows().size(), 5u);
+}
+
+TEST_F(GroupCommitTest, TryLeadNeverWaitsAndTheHolderTakesTheRecordsAlong) {
+  std::promise<void> holding;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::thread holder([&] {
+    (void)writer_->WithConnection([&](sqlite3*) {
+      holding.set_value();
+      released.wait();
+      return absl::OkStatus();
+    });
+  });
+  holding.get_future().wait();
+  ASSERT_TRUE(writer_->Defer(client_, "while-busy", "ack").ok());
+  EXPECT_EQ(writer_->TryLead(), 0u);  // returns at once: the lock is held
+  EXPECT_TRUE(rows_.acks().empty());
+  release.set_value();
+  holder.join();  // releasing the lock, the holder led the queued record
+  ASSERT_EQ(rows_.acks().size(), 1u);
+  EXPECT_TRUE(rows_.acks()[0].ok);
+  EXPECT_TRUE(rows_.acks()[0].row_committed);
+  EXPECT_EQ(writer_->queued(), 0u);
+}
+
+TEST_F(GroupCommitTest, ALeaderKilledMidBatchLeavesDeferredRecordsToTheNextWhichAcknowledges) {
+  writer_->CloseConnection();
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // A SIP worker: queues its records with their replies, leads, dies inside the batch.
+    for (int i = 0; i < 3; ++i) (void)writer_->Defer(client_, absl::StrCat("r", i), "ack");
+    (void)writer_->Defer(client_, "die", "ack-die");
+    (void)writer_->TryLead();
+    _exit(1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);  // it died in Apply("die"), holding the commit lock
+  EXPECT_TRUE(Rows().empty());
+  EXPECT_EQ(writer_->queued(), 4u);
+  // The timer's backstop (or any process's next TryLead) recovers the lock and answers.
+  EXPECT_GE(writer_->TryLead(), 1u);
+  EXPECT_EQ(Rows(), (std::set<std::string>{"r0", "r1", "r2", "die"}));
+  const auto acks = rows_.acks();
+  ASSERT_EQ(acks.size(), 4u);
+  for (const auto& a : acks) {
+    EXPECT_TRUE(a.ok) << a.record;
+    EXPECT_TRUE(a.row_committed) << a.record;
+  }
   EXPECT_EQ(writer_->queued(), 0u);
 }
 

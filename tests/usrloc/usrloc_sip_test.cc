@@ -1,7 +1,13 @@
 // usrloc + registrar in a real sipd: sipp registers phones over UDP, the MI (gRPC and
 // FIFO) sees them, restarts keep them, expiry and ul_rm remove them, and a REGISTER
 // flood while ul_dump streams corrupts nothing.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sqlite3.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
@@ -233,6 +239,152 @@ TEST_F(UsrlocRestartTest, WriteBackUlFlushThenKillMinusNine) {
   KillMinusNine();
   StartSipd(Config(2));
   EXPECT_EQ(Dump(), before);
+}
+
+// Write-through with deferred replies (issue 8's group commit): the SIP worker queues the
+// AOR's record with its 200 OK and goes on reading; whichever process commits the batch
+// sends the replies after the COMMIT.
+class UsrlocGroupCommitTest : public UsrlocRestartTest {
+ protected:
+  void StartSipd(std::string extra_config, bool tcp = false) {
+    sipd_ = std::make_unique<SipdInstance>(
+        SipdInstance::Options{.tcp = tcp, .extra_config = std::move(extra_config)});
+    ASSERT_TRUE(sipd_->Start().ok()) << sipd_->log();
+    mi_ = std::make_unique<MiClient>(sipd_->grpc_target());
+  }
+  static std::string Register(const std::string& user, const std::string& transport, int local_port,
+                              const std::string& branch) {
+    const std::string host = absl::StrCat("127.0.0.1:", local_port);
+    return "REGISTER sip:127.0.0.1 SIP/2.0\r\n"
+           "Via: SIP/2.0/" +
+           transport + " " + host + ";branch=z9hG4bK" + branch + "\r\n" + "From: <sip:" + user +
+           "@example.com>;tag=f" + branch + "\r\n" + "To: <sip:" + user + "@example.com>\r\n" +
+           "Call-ID: " + branch + "@test\r\n" + "CSeq: 1 REGISTER\r\n" + "Contact: <sip:" + user +
+           "@" + host + ">\r\n" + "Expires: 3600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+  }
+  // Contact rows in the database, read by a connection of the test's own (`aor` empty:
+  // all of them).
+  int Rows(const std::string& aor = "") {
+    sqlite3* db = nullptr;
+    if (sqlite3_open_v2((work_ + "/location.sqlite").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) !=
+        SQLITE_OK) {
+      sqlite3_close(db);
+      return -1;
+    }
+    sqlite3_busy_timeout(db, 5000);
+    const std::string sql =
+        aor.empty() ? "SELECT count(*) FROM usrloc_contact"
+                    : absl::StrCat("SELECT count(*) FROM usrloc_contact WHERE aor = '", aor, "'");
+    sqlite3_stmt* statement = nullptr;
+    int rows = -1;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &statement, nullptr) == SQLITE_OK &&
+        sqlite3_step(statement) == SQLITE_ROW) {
+      rows = sqlite3_column_int(statement, 0);
+    }
+    sqlite3_finalize(statement);
+    sqlite3_close(db);
+    return rows;
+  }
+};
+
+// A UDP socket of the test's own (bound to port 0), so that a retransmission comes from
+// the same source as the original.
+class UdpPeer {
+ public:
+  UdpPeer() {
+    fd_ = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    (void)bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    socklen_t length = sizeof(a);
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &length);
+    port_ = ntohs(a.sin_port);
+  }
+  ~UdpPeer() { close(fd_); }
+  int port() const { return port_; }
+  void Send(int to_port, std::string_view bytes) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(to_port));
+    ASSERT_EQ(
+        sendto(fd_, bytes.data(), bytes.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof(a)),
+        static_cast<ssize_t>(bytes.size()));
+  }
+  // The next datagram, or "" after `timeout`.
+  std::string Receive(std::chrono::milliseconds timeout = 5s) {
+    pollfd p{fd_, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(timeout.count())) != 1) return "";
+    char buffer[65536];
+    const ssize_t n = recv(fd_, buffer, sizeof(buffer), 0);
+    return n > 0 ? std::string(buffer, static_cast<size_t>(n)) : "";
+  }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
+TEST_F(UsrlocGroupCommitTest, ARegisterIsAnsweredOnlyOnceItsRowIsInTheDatabase) {
+  StartSipd(Config(1), /*tcp=*/true);
+  UdpPeer udp;
+  for (int i = 0; i < 20; ++i) {
+    const std::string user = absl::StrCat("udp", i);
+    udp.Send(sipd_->sip_port(), Register(user, "UDP", udp.port(), absl::StrCat("u", i)));
+    const std::string reply = udp.Receive();
+    ASSERT_EQ(SipStatusCode(reply), 200) << reply;
+    EXPECT_THAT(reply, HasSubstr(absl::StrCat("Contact: <sip:", user, "@127.0.0.1:")));
+    // The reply came after the COMMIT: another connection sees the row now.
+    EXPECT_EQ(Rows(user), 1) << user;
+  }
+  // Over TCP the reply goes back on the connection the REGISTER came on.
+  auto tcp = SipTcpClient::Connect(sipd_->tcp_port());
+  ASSERT_TRUE(tcp.ok()) << tcp.status();
+  for (int i = 0; i < 10; ++i) {
+    const std::string user = absl::StrCat("tcp", i);
+    ASSERT_TRUE(
+        (*tcp)->Write(Register(user, "TCP", (*tcp)->local_port(), absl::StrCat("t", i))).ok());
+    absl::StatusOr<std::string> reply = (*tcp)->ReadMessage(5s);
+    ASSERT_TRUE(reply.ok()) << reply.status();
+    ASSERT_EQ(SipStatusCode(*reply), 200) << *reply;
+    EXPECT_EQ(Rows(user), 1) << user;
+  }
+  auto stats = mi_->Statistics({"registrar:", "usrloc:"});
+  EXPECT_EQ(stats["registrar:accepted_regs"], 30u);
+  EXPECT_GE(stats["usrloc:db_records"], 30u);
+}
+
+TEST_F(UsrlocGroupCommitTest, ManyRegistersFromSippAllAnsweredAllRowsPresentInBatches) {
+  StartSipd(Config(1));
+  constexpr int kCalls = 3000;
+  SippResult sipp =
+      Sipp("register_unique.xml", {"-m", absl::StrCat(kCalls), "-r", "3000", "-l", "50"});
+  ASSERT_EQ(sipp.exit_code, 0) << sipp.output;  // every REGISTER got its 200 OK
+  EXPECT_EQ(Rows(), kCalls);
+  auto stats = mi_->Statistics({"usrloc:"});
+  EXPECT_EQ(stats["usrloc:location-contacts"], static_cast<uint64_t>(kCalls));
+  EXPECT_GE(stats["usrloc:db_records"], static_cast<uint64_t>(kCalls));
+  // Batches of more than one record: fewer transactions than records.
+  EXPECT_LT(stats["usrloc:db_commits"], stats["usrloc:db_records"]);
+}
+
+TEST_F(UsrlocGroupCommitTest, WithTmARetransmittedRegisterGetsTheStored200) {
+  StartSipd(Config(1) + "loadmodule \"tm\"\n");
+  UdpPeer udp;
+  const std::string request = Register("alice", "UDP", udp.port(), "retrans1");
+  udp.Send(sipd_->sip_port(), request);
+  std::string first = udp.Receive();
+  ASSERT_EQ(SipStatusCode(first), 200) << first;
+  EXPECT_EQ(Rows("alice"), 1);
+  // The retransmission matches the server transaction: the stored 200 OK again, and no
+  // second transaction.
+  udp.Send(sipd_->sip_port(), request);
+  const std::string second = udp.Receive();
+  EXPECT_EQ(second, first);
+  auto stats = mi_->Statistics({"tm:", "registrar:"});
+  EXPECT_EQ(stats["tm:UAS_transactions"], 1u);
+  EXPECT_EQ(stats["registrar:accepted_regs"], 1u);
 }
 
 TEST_F(UsrlocSipTest, ConfigRejectsDbModeThree) {

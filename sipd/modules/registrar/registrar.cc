@@ -378,7 +378,9 @@ std::variant<ParsedRegister, Rejection> Parse(SipRequest& request, const Options
 
 }  // namespace
 
-RegisterReply Registrar::Process(SipRequest& request) {
+RegisterReply Registrar::Process(SipRequest& request) { return Process(request, nullptr); }
+
+RegisterReply Registrar::Process(SipRequest& request, std::optional<usrloc::AorSnapshot>* pending) {
   const int64_t now = usrloc_.Now();
   auto parsed_or = Parse(request, options_, usrloc_.options().use_domain, now);
   if (std::holds_alternative<Rejection>(parsed_or)) {
@@ -468,7 +470,9 @@ RegisterReply Registrar::Process(SipRequest& request) {
             return absl::ResourceExhaustedError("source registration limit");
           }
           return absl::OkStatus();
-        });
+        },
+        pending != nullptr ? usrloc::Usrloc::CommitMode::kLater
+                           : usrloc::Usrloc::CommitMode::kWait);
     if (rejection.has_value()) {
       if (counters_.rejected.valid()) counters_.rejected.Inc();
       return ToReply(std::move(*rejection));
@@ -481,6 +485,9 @@ RegisterReply Registrar::Process(SipRequest& request) {
     if (!applied->persisted.ok()) {
       if (counters_.rejected.valid()) counters_.rejected.Inc();
       return ToReply(Rejection{500, "Error while writing the location database"});
+    }
+    if (applied->commit_pending) {
+      pending->emplace(applied->result.after);
     }
     bindings = std::move(applied->result.after.contacts);
   }
@@ -499,14 +506,90 @@ RegisterReply Registrar::Process(SipRequest& request) {
     reply.headers.push_back(absl::StrCat("Path: ", req.path));
   }
   reply.headers.push_back(absl::StrCat("Date: ", HttpDate(now)));
-  if (counters_.accepted.valid()) counters_.accepted.Inc();
+  // A pending commit is counted when it is acknowledged.
+  if (counters_.accepted.valid() && (pending == nullptr || !pending->has_value())) {
+    counters_.accepted.Inc();
+  }
   return reply;
 }
 
+namespace {
+
+// A deferred REGISTER's acknowledgment: the token of its way back and its 200 OK.
+std::string EncodeAck(std::string_view token, const RegisterReply& reply) {
+  sqlite::RecordWriter w;
+  w.Str(token);
+  w.U32(static_cast<uint32_t>(reply.code));
+  w.Str(reply.reason);
+  w.U32(static_cast<uint32_t>(reply.headers.size()));
+  for (const std::string& h : reply.headers) w.Str(h);
+  return w.Take();
+}
+
+bool DecodeAck(std::string_view ack, std::string& token, RegisterReply& reply) {
+  sqlite::RecordReader r(ack);
+  uint32_t code = 0;
+  uint32_t headers = 0;
+  if (!r.Str(token) || !r.U32(code) || !r.Str(reply.reason) || !r.U32(headers)) return false;
+  reply.code = static_cast<int>(code);
+  reply.headers.resize(headers);
+  for (std::string& h : reply.headers) {
+    if (!r.Str(h)) return false;
+  }
+  return r.done();
+}
+
+RegisterReply CommitFailed() {
+  return ToReply(Rejection{500, "Error while writing the location database"});
+}
+
+}  // namespace
+
 void Registrar::Handle(SipRequest& request) {
-  RegisterReply reply = Process(request);
+  std::optional<usrloc::AorSnapshot> pending;
+  RegisterReply reply = Process(request, &pending);
+  if (pending.has_value()) {
+    absl::StatusOr<std::string> token = request.Defer();
+    if (token.ok()) {
+      // A UDP worker commits when it has read every waiting datagram (a SIP idle
+      // handler), so the batch holds everything that arrived meanwhile; a TCP receiver
+      // serves many connections and leads at once.
+      const bool udp = absl::StartsWith(request.socket(), "udp:");
+      if (usrloc_.CommitLater(table_, *pending, EncodeAck(*token, reply), !udp).ok()) return;
+      // Not queued (shared memory full): commit here, answer through the token.
+      absl::Status committed = usrloc_.CommitNow(table_, *pending);
+      Acknowledge(EncodeAck(*token, reply), committed);
+      return;
+    }
+    // This request cannot be answered later: commit and wait.
+    if (usrloc_.CommitNow(table_, *pending).ok()) {
+      if (counters_.accepted.valid()) counters_.accepted.Inc();
+    } else {
+      if (counters_.rejected.valid()) counters_.rejected.Inc();
+      reply = CommitFailed();
+    }
+  }
   absl::Status s = request.Reply(reply.code, reply.reason, reply.headers);
   if (!s.ok()) spdlog::warn("registrar: cannot send {} reply: {}", reply.code, s.ToString());
+}
+
+void Registrar::Acknowledge(std::string_view ack, const absl::Status& committed) {
+  std::string token;
+  RegisterReply reply;
+  if (!DecodeAck(ack, token, reply)) {
+    spdlog::error("registrar: unreadable deferred reply ({} bytes)", ack.size());
+    return;
+  }
+  if (committed.ok()) {
+    if (counters_.accepted.valid()) counters_.accepted.Inc();
+  } else {
+    if (counters_.rejected.valid()) counters_.rejected.Inc();
+    reply = CommitFailed();
+  }
+  absl::Status s = SendDeferredReply(token, reply.code, reply.reason, reply.headers);
+  if (!s.ok()) {
+    spdlog::warn("registrar: cannot send deferred {} reply: {}", reply.code, s.ToString());
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -566,6 +649,8 @@ absl::Status RegistrarModule::Init(Core& core) {
   SIPD_ASSIGN_OR_RETURN(counters.rejected, core.stats().AddCounter("registrar", "rejected_regs"));
   registrar_ = std::make_unique<Registrar>(options_, ul, *table, counters);
   Registrar* r = registrar_.get();
+  ul.SetAckHandler(
+      [r](std::string_view ack, const absl::Status& committed) { r->Acknowledge(ack, committed); });
   core.AddSipHandler("REGISTER", [r](SipRequest& request) { r->Handle(request); });
   spdlog::info("registrar: expires default {} min {} max {}, max_contacts {}",
                options_.default_expires, options_.min_expires, options_.max_expires,

@@ -22,7 +22,13 @@
 //      refreshed or (expires 0) removed at once;
 //   7. the 200 OK lists every current binding with its remaining expiry (plus Path when
 //      the UA supports it, and Date). With usrloc db_mode 1 it is sent only after the
-//      SQLite commit.
+//      SQLite commit of the AOR (500 if that commit fails), but the SIP worker does not
+//      wait for it: it defers the reply (SipRequest::Defer: through tm's server
+//      transaction when tm is loaded, else stateless to the request's source over the
+//      protocol it came on), queues the AOR's record with the reply
+//      (Usrloc::CommitLater) and goes back to its socket; whichever process commits the
+//      batch sends the replies after the COMMIT. Where a request cannot be deferred the
+//      worker commits and waits as before.
 // A request that fails at any step changes nothing. Errors carry the OpenSIPS-style
 // `P-Registrar-Error` header naming the problem.
 //
@@ -37,6 +43,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -86,12 +93,20 @@ class Registrar {
   // Processes one REGISTER (parsing, checks, table update, database commit) and returns
   // the reply to send. Never throws.
   RegisterReply Process(SipRequest& request);
-  // Process() + SipRequest::Reply().
+  // Process() + SipRequest::Reply(); in write-through mode the reply is deferred until
+  // the commit (header comment, step 7).
   void Handle(SipRequest& request);
+  // usrloc's acknowledgment of a deferred REGISTER (Usrloc::SetAckHandler): sends its
+  // reply, or 500 when the commit failed. Any process.
+  void Acknowledge(std::string_view ack, const absl::Status& committed);
 
   const Options& options() const { return options_; }
 
  private:
+  // `pending` (may be nullptr: commit and wait as Process() does): in write-through
+  // mode, set to the AOR state still to commit before the reply may be sent.
+  RegisterReply Process(SipRequest& request, std::optional<usrloc::AorSnapshot>* pending);
+
   Options options_;
   usrloc::Usrloc& usrloc_;
   usrloc::LocationTable& table_;

@@ -30,12 +30,16 @@ struct GroupCommitWriter::Entry {
   uint32_t length = 0;
   // Nobody waits for it: the leader frees it.
   bool detached = false;
+  // Queued by Defer(): the leader acknowledges it (the ack follows the record's bytes).
+  bool with_ack = false;
+  uint32_t ack_length = 0;
   std::atomic<uint32_t> state{kQueued};
   char error[kErrorText] = {};
 
   const char* data() const { return reinterpret_cast<const char*>(this + 1); }
   char* data() { return reinterpret_cast<char*>(this + 1); }
   std::string_view record() const { return std::string_view(data(), length); }
+  std::string_view ack() const { return std::string_view(data() + length, ack_length); }
 };
 
 struct GroupCommitWriter::Shared {
@@ -63,6 +67,26 @@ class Unlocker {
  private:
   RobustMutex& mutex_;
 };
+
+}  // namespace
+
+// Releases the commit lock, then leads again if records are queued: whoever queued them
+// meanwhile found the lock busy and left them to the holder (see TryLead).
+class GroupCommitWriter::LeaderUnlocker {
+ public:
+  explicit LeaderUnlocker(GroupCommitWriter& writer) : writer_(writer) {}
+  ~LeaderUnlocker() {
+    writer_.shared_->commit_lock.Unlock();
+    if (writer_.shared_->queued.load(std::memory_order_acquire) > 0) writer_.TryLead();
+  }
+  LeaderUnlocker(const LeaderUnlocker&) = delete;
+  LeaderUnlocker& operator=(const LeaderUnlocker&) = delete;
+
+ private:
+  GroupCommitWriter& writer_;
+};
+
+namespace {
 
 std::mutex& RegistryMutex() {
   static std::mutex* m = new std::mutex();
@@ -145,14 +169,18 @@ uint64_t GroupCommitWriter::queued() const {
 }
 
 GroupCommitWriter::Entry* GroupCommitWriter::Push(int client, std::string_view record,
-                                                  bool detached) {
-  void* memory = shm_.Allocate(sizeof(Entry) + record.size());
+                                                  bool detached, std::string_view ack,
+                                                  bool with_ack) {
+  void* memory = shm_.Allocate(sizeof(Entry) + record.size() + ack.size());
   if (memory == nullptr) return nullptr;
   Entry* e = new (memory) Entry();
   e->client = static_cast<uint32_t>(client);
   e->length = static_cast<uint32_t>(record.size());
   e->detached = detached;
+  e->with_ack = with_ack;
+  e->ack_length = static_cast<uint32_t>(ack.size());
   if (!record.empty()) std::memcpy(e->data(), record.data(), record.size());
+  if (!ack.empty()) std::memcpy(e->data() + record.size(), ack.data(), ack.size());
   if (shared_->queue_lock.Lock()) {
     // The previous holder died between linking an entry and moving the tail: find it.
     Entry* last = shared_->head;
@@ -207,13 +235,47 @@ absl::Status GroupCommitWriter::Enqueue(int client, std::string_view record) {
   return absl::OkStatus();
 }
 
+absl::Status GroupCommitWriter::Defer(int client, std::string_view record, std::string_view ack) {
+  if (Push(client, record, /*detached=*/true, ack, /*with_ack=*/true) == nullptr) {
+    return absl::ResourceExhaustedError("shared memory is full");
+  }
+  return absl::OkStatus();
+}
+
+size_t GroupCommitWriter::TryLead() {
+  size_t batches = 0;
+  while (true) {
+    const RobustMutex::TryResult taken = shared_->commit_lock.TryLock();
+    if (taken == RobustMutex::TryResult::kBusy) return batches;
+    if (taken == RobustMutex::TryResult::kOwnerDied) {
+      spdlog::warn("sqlite writer {}: the leading process died; its records are committed again",
+                   options_.path);
+    }
+    {
+      Unlocker unlock(shared_->commit_lock);
+      while (RunBatch()) ++batches;
+    }
+    // A process that queued while this one held the lock found it busy and left its
+    // records to this leader: look again, now that the lock is free.
+    bool more = false;
+    if (shared_->queue_lock.Lock()) {
+      Entry* last = shared_->head;
+      while (last != nullptr && last->next != nullptr) last = last->next;
+      shared_->tail = last;
+    }
+    more = shared_->head != nullptr;
+    shared_->queue_lock.Unlock();
+    if (!more) return batches;
+  }
+}
+
 absl::Status GroupCommitWriter::Wait(Entry* e) {
   while (e->state.load(std::memory_order_acquire) == kQueued) {
     if (shared_->commit_lock.Lock()) {
       spdlog::warn("sqlite writer {}: the leading process died; its records are committed again",
                    options_.path);
     }
-    Unlocker unlock(shared_->commit_lock);
+    LeaderUnlocker unlock(*this);
     while (e->state.load(std::memory_order_acquire) == kQueued) {
       if (!RunBatch()) break;
     }
@@ -236,7 +298,7 @@ absl::Status GroupCommitWriter::Flush() {
     spdlog::warn("sqlite writer {}: the leading process died; its records are committed again",
                  options_.path);
   }
-  Unlocker unlock(shared_->commit_lock);
+  LeaderUnlocker unlock(*this);
   absl::Status first_error;
   while (true) {
     uint64_t head_seq = 0;
@@ -305,7 +367,7 @@ absl::Status GroupCommitWriter::WithConnection(absl::FunctionRef<absl::Status(sq
     spdlog::warn("sqlite writer {}: the leading process died; its records are committed again",
                  options_.path);
   }
-  Unlocker unlock(shared_->commit_lock);
+  LeaderUnlocker unlock(*this);
   absl::StatusOr<sqlite3*> db = Connection();
   if (!db.ok()) return db.status();
   return fn(*db);
@@ -370,6 +432,19 @@ bool GroupCommitWriter::RunBatch(absl::Status* first_error) {
   }
   shared_->transactions.fetch_add(transactions, std::memory_order_relaxed);
   shared_->records.fetch_add(committed, std::memory_order_relaxed);
+
+  // Acknowledged before they leave the queue: a leader that dies here leaves them to the
+  // next one (see Client::Acknowledge).
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Entry* e = batch[i];
+    if (!e->with_ack || e->client >= clients_.size()) continue;
+    absl::Status status = results[i];
+    if (!status.ok()) {
+      status =
+          absl::UnavailableError(absl::StrCat("database ", options_.path, ": ", status.message()));
+    }
+    clients_[e->client]->Acknowledge(e->record(), e->ack(), status);
+  }
 
   std::vector<Entry*> detached;
   if (shared_->queue_lock.Lock()) {

@@ -15,6 +15,20 @@
 // only after its commit"). Modules that do not need to wait (write-back) Enqueue() and
 // let the next Commit() or Flush() take their records along.
 //
+// Deferred acknowledgments (Defer): a caller that must not answer before its record is
+// committed, but need not wait for it either (a SIP worker with a REGISTER: it goes on
+// reading while the commit is pending), queues the record TOGETHER WITH an `ack` (opaque
+// bytes: e.g. the reply to send) and returns. The batch is then everything in flight,
+// not one record per waiting process. After the COMMIT the leader hands each such record
+// and its ack to the Client's Acknowledge(), then removes them from the queue. Who
+// commits: the process that queued tries the commit lock WITHOUT waiting (TryLead); if
+// it is busy, its holder takes the record along, because a leader looks at the queue
+// again after releasing the lock and leads again if something is left; the timer calls
+// TryLead() periodically as a backstop (a leader that died with the lock held: the next
+// TryLead gets EOWNERDEAD, applies the records again and acknowledges them). So no
+// process ever waits for a lock whose holder is stalled, and no record stays queued
+// with nobody to commit it.
+//
 // Records are opaque bytes a Client encoded; the leader hands them back to that Client's
 // Apply() inside the transaction, in queue order. A record may be applied twice (a
 // leader that dies right after COMMIT leaves its records queued for the next one), so
@@ -75,6 +89,15 @@ class GroupCommitWriter {
     virtual absl::Status Apply(sqlite3* db, std::string_view record) = 0;
     // This process closes `db`: finalize what was prepared on it.
     virtual void ConnectionClosing(sqlite3* /*db*/) {}
+    // A record queued with Defer() was committed (`status` OK) or not (its error). Runs
+    // in the leading process (any process, any thread) after the COMMIT, under the
+    // commit lock and before the record leaves the queue: a leader that dies before or
+    // while acknowledging leaves the record to the next leader, which applies it again
+    // and acknowledges it again (an acknowledgment may come twice, never before the
+    // commit). Must not block, and must not call this writer's Commit, CommitAll, Await,
+    // Flush or WithConnection (Submit, Enqueue and Defer are fine).
+    virtual void Acknowledge(std::string_view /*record*/, std::string_view /*ack*/,
+                             const absl::Status& /*status*/) {}
   };
 
   struct Options {
@@ -125,6 +148,14 @@ class GroupCommitWriter {
   absl::Status Enqueue(int client, std::string_view record);
   // Commits everything queued before the call. The first error of those records.
   absl::Status Flush();
+  // Queues `record` with `ack` for the client's Acknowledge() (see the file comment) and
+  // returns without waiting for the commit. ResourceExhausted when shared memory is full
+  // (nothing queued, nothing will be acknowledged). Call TryLead() afterwards.
+  absl::Status Defer(int client, std::string_view record, std::string_view ack);
+  // Commits everything queued if the commit lock is free; returns at once when another
+  // thread or process holds it (that leader takes the queue along). Returns the number
+  // of transactions run.
+  size_t TryLead();
 
   // Runs `fn` with this process's connection under the commit lock, outside any
   // transaction (fn may open its own): loads at start-up, pruning, full-table syncs.
@@ -138,9 +169,12 @@ class GroupCommitWriter {
   uint64_t queued() const;
 
  private:
+  class LeaderUnlocker;
+
   GroupCommitWriter(Options options, SharedMemory& shm, struct Shared* shared);
 
-  Entry* Push(int client, std::string_view record, bool detached);
+  Entry* Push(int client, std::string_view record, bool detached, std::string_view ack = {},
+              bool with_ack = false);
   // Waits until `entry` is done, leading batches meanwhile; frees it.
   absl::Status Wait(Entry* entry);
   // REQUIRES: commit lock held. Commits the oldest queued records (at most max_batch).

@@ -253,6 +253,13 @@ class TmApi {
   // request (spec 8.3 texts, e.g. "To missing"), Unavailable when it could not be sent
   // (the completion then does not run), ResourceExhausted when shared memory is full.
   virtual absl::StatusOr<TransactionId> SendRequest(const UacRequest& request) = 0;
+  // Answers server transaction `id` (t_reply's Reply(): tm's own To-tag; the reply is
+  // stored, so retransmissions of the request get it again), from any sipd process:
+  // the way a local handler that deferred its answer (LocalRequest::Defer, or
+  // SipRequest::Defer for the registrar) replies later. NotFound if there is no such
+  // transaction, FailedPrecondition if it is local or already answered.
+  virtual absl::Status Reply(TransactionId id, int code, std::string_view reason,
+                             const std::vector<std::string>& headers, std::string_view body) = 0;
   // REQUIRES: Init() time. Every message tm receives or sends goes to `tracer` (one
   // tracer; nullptr removes it). The tracer must outlive tm.
   virtual void SetTracer(Tracer* tracer) = 0;

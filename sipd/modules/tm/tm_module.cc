@@ -86,6 +86,12 @@ class RegisterRequest final : public SipRequest {
                      std::string_view body) override {
     return local_.Reply(code, reason, extra_headers, body);
   }
+  // 'T' + "index:label": answered later through the server transaction (TmApi::Reply).
+  absl::StatusOr<std::string> Defer() override {
+    absl::StatusOr<TransactionId> id = local_.Defer();
+    if (!id.ok()) return id.status();
+    return absl::StrCat("T", id->ToString());
+  }
 
  private:
   LocalRequest& local_;
@@ -266,6 +272,14 @@ class TmModule final : public Module, public TmApi {
       layer_->set_overload_flag(overloaded_);
     }
     core.SetSipMessageHandler([this](const SipInbound& inbound) { Handle(inbound); });
+    // REGISTERs the registrar answers after usrloc's group commit, from any process.
+    RegisterDeferredReplySender(
+        'T', [this](std::string_view token, int code, std::string_view reason,
+                    const std::vector<std::string>& headers, std::string_view body) {
+          std::optional<TransactionId> id = TransactionId::Parse(token.substr(1));
+          if (!id) return absl::InvalidArgumentError("malformed deferred reply token");
+          return Reply(*id, code, reason, headers, body);
+        });
     core.AddTimer("tm-utimer", std::chrono::milliseconds(TransactionTable::kTickMs), [this] {
       WatchQueues();
       layer_->RunTimers();
@@ -311,6 +325,11 @@ class TmModule final : public Module, public TmApi {
   absl::StatusOr<TransactionId> SendRequest(const UacRequest& request) override {
     if (layer_ == nullptr) return absl::FailedPreconditionError("tm is not initialised");
     return layer_->SendRequest(request);
+  }
+  absl::Status Reply(TransactionId id, int code, std::string_view reason,
+                     const std::vector<std::string>& headers, std::string_view body) override {
+    if (layer_ == nullptr) return absl::FailedPreconditionError("tm is not initialised");
+    return layer_->Reply(id, code, reason, {}, headers, body);
   }
   void SetTracer(Tracer* tracer) override {
     tracer_ = tracer;

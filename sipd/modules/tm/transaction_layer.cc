@@ -283,6 +283,11 @@ class TransactionLayer::LocalRequestImpl final : public LocalRequest {
     replied_ = true;
     return layer_.LocalReply(id_, code, reason, {}, headers, body);
   }
+  absl::StatusOr<TransactionId> Defer() override {
+    if (replied_) return absl::FailedPreconditionError("already replied");
+    replied_ = true;
+    return id_;
+  }
   bool replied() const { return replied_; }
 
  private:

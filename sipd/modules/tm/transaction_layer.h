@@ -92,6 +92,12 @@ class LocalRequest {
   virtual absl::Status Reply(int code, std::string_view reason,
                              const std::vector<std::string>& headers = {},
                              std::string_view body = {}) = 0;
+  // The handler answers later, possibly from another process, with
+  // TransactionLayer::Reply(id) (TmApi::Reply): tm sends no automatic 500 when the
+  // handler returns; meanwhile retransmissions are absorbed, and once answered they get
+  // the stored reply. If nobody answers, the transaction ends at max_noninv_lifetime
+  // with 408. FailedPrecondition if already answered.
+  virtual absl::StatusOr<TransactionId> Defer() = 0;
 };
 using LocalHandler = std::function<void(LocalRequest&)>;
 

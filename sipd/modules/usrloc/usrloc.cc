@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "registry/status_macros.h"
 #include "sipd/api/module_params.h"
+#include "sipd/core/sip.h"
 #include "sipd/modules/usrloc/ul_mi.h"
 #include "spdlog/spdlog.h"
 
@@ -87,7 +88,7 @@ bool DecodeSnapshot(std::string_view record, std::string& table, AorSnapshot& s,
 // leader applies (in whichever process leads) with a store on the leader's connection.
 class Usrloc::DbClient final : public sqlite::GroupCommitWriter::Client {
  public:
-  explicit DbClient(std::string path) : path_(std::move(path)) {}
+  DbClient(Usrloc& owner, std::string path) : owner_(owner), path_(std::move(path)) {}
   ~DbClient() override { Forget(); }
 
   absl::Status CreateSchema(sqlite3* db) override {
@@ -103,6 +104,10 @@ class Usrloc::DbClient final : public sqlite::GroupCommitWriter::Client {
     return Store(db).WriteRows(table, std::span<const AorSnapshot>(&snapshot, 1), force);
   }
   void ConnectionClosing(sqlite3*) override { Forget(); }
+  void Acknowledge(std::string_view record, std::string_view ack,
+                   const absl::Status& status) override {
+    owner_.Acknowledge(record, ack, status);
+  }
   // A store on `db` (this process's writer connection), kept while it stays the same.
   SqliteStore& Store(sqlite3* db) {
     if (store_ == nullptr || db != db_ || pid_ != getpid()) {
@@ -120,6 +125,7 @@ class Usrloc::DbClient final : public sqlite::GroupCommitWriter::Client {
     if (store_ != nullptr && pid_ != getpid()) (void)store_.release();
     store_.reset();
   }
+  Usrloc& owner_;
   std::string path_;
   std::unique_ptr<SqliteStore> store_;
   sqlite3* db_ = nullptr;
@@ -142,7 +148,7 @@ absl::Status Usrloc::Start() {
   SIPD_RETURN_IF_ERROR(
       stats_.AddFunction("usrloc", "registered_users", [this] { return registered_users(); }));
   if (options_.db_mode != DbMode::kNone) {
-    db_client_ = std::make_unique<DbClient>(options_.db_path);
+    db_client_ = std::make_unique<DbClient>(*this, options_.db_path);
     SIPD_ASSIGN_OR_RETURN(
         writer_,
         sqlite::GroupCommitWriter::ForFile(
@@ -152,6 +158,13 @@ absl::Status Usrloc::Start() {
                                          ? sqlite::Synchronous::kFull
                                          : sqlite::Synchronous::kNormal}));
     client_ = writer_->AddClient(db_client_.get());
+    // The writer's figures (shared with dialog when it names the same file): records per
+    // transaction is the batch size of the group commit.
+    sqlite::GroupCommitWriter* writer = writer_.get();
+    SIPD_RETURN_IF_ERROR(stats_.AddFunction("usrloc", "db_commits",
+                                            [writer] { return writer->figures().transactions; }));
+    SIPD_RETURN_IF_ERROR(
+        stats_.AddFunction("usrloc", "db_records", [writer] { return writer->figures().records; }));
   }
   return AddTable(kDefaultTable).status();
 }
@@ -419,8 +432,46 @@ void Usrloc::CountSources(const std::vector<ContactInfo>& before,
   }
 }
 
+absl::Status Usrloc::CommitLater(LocationTable& table, const AorSnapshot& snapshot,
+                                 std::string_view ack, bool lead_now) {
+  if (writer_ == nullptr || options_.db_mode != DbMode::kWriteThrough) {
+    return absl::FailedPreconditionError("usrloc: not in write-through mode");
+  }
+  SIPD_RETURN_IF_ERROR(
+      writer_->Defer(client_, EncodeSnapshot(table.name(), snapshot, /*force=*/false), ack));
+  if (lead_now || writer_->queued() >= kLeadAt) writer_->TryLead();
+  return absl::OkStatus();
+}
+
+absl::Status Usrloc::CommitNow(LocationTable& table, const AorSnapshot& snapshot) {
+  absl::Status s = Persist(table, std::span<const AorSnapshot>(&snapshot, 1), /*force=*/false);
+  if (!s.ok()) {
+    spdlog::error("usrloc: write-through of {} failed (the timer retries): {}", snapshot.aor,
+                  s.ToString());
+  }
+  return s;
+}
+
+void Usrloc::Acknowledge(std::string_view record, std::string_view ack,
+                         const absl::Status& status) {
+  if (shared_ != nullptr) shared_->last_write_failed.store(!status.ok());
+  if (status.ok()) {
+    std::string table_name;
+    AorSnapshot snapshot;
+    bool force = false;
+    if (DecodeSnapshot(record, table_name, snapshot, force)) {
+      if (LocationTable* table = FindTable(table_name); table != nullptr) {
+        table->MarkSynced(snapshot.aor, snapshot.version);
+      }
+    }
+  } else {
+    spdlog::error("usrloc: write-through failed (the timer retries): {}", status.ToString());
+  }
+  if (ack_handler_) ack_handler_(ack, status);
+}
+
 absl::StatusOr<Usrloc::Applied> Usrloc::Update(LocationTable& table, std::string_view aor,
-                                               LocationTable::EditFn fn) {
+                                               LocationTable::EditFn fn, CommitMode mode) {
   // The contacts before the change, copied only when somebody listens to contact events.
   const bool copy_before = ContactEventsWanted() || CountingSources();
   std::vector<ContactInfo> before;
@@ -433,6 +484,12 @@ absl::StatusOr<Usrloc::Applied> Usrloc::Update(LocationTable& table, std::string
   if (CountingSources() && result.changed) CountSources(before, result.after.contacts);
   RaiseUpdate(table, aor, result, before);
   Applied applied{std::move(result), absl::OkStatus()};
+  if (options_.db_mode == DbMode::kWriteThrough && mode == CommitMode::kLater) {
+    // Even unchanged (a retransmission): its acknowledgment must follow the commit of
+    // the state it reports, which may still be queued by another process.
+    applied.commit_pending = true;
+    return applied;
+  }
   if (options_.db_mode == DbMode::kWriteThrough && applied.result.changed) {
     applied.persisted = Persist(table, std::span<const AorSnapshot>(&applied.result.after, 1),
                                 /*force=*/false);
@@ -611,6 +668,18 @@ absl::Status UsrlocModule::Init(Core& core) {
   if (options_.db_mode != DbMode::kNone) core.ReportListeners({{"usrloc", "sqlite", path}});
   if (core.events() != nullptr) SIPD_RETURN_IF_ERROR(usrloc_->PublishEvents(*core.events()));
   Usrloc* ul = usrloc_.get();
+  if (options_.db_mode == DbMode::kWriteThrough) {
+    // The backstop of the deferred acknowledgments: records queued by a process whose
+    // leader died (or stalls, then this only tries) get committed and answered. Added
+    // before ul-timer, which stays the label `ps` shows.
+    core.AddTimer("ul-commit", std::chrono::milliseconds(100), [ul] {
+      if (ul->writer() != nullptr && ul->writer()->queued() > 0) ul->writer()->TryLead();
+    });
+    // A UDP worker that has read every waiting datagram commits what it queued.
+    AddSipIdleHandler([ul] {
+      if (ul->writer() != nullptr && ul->writer()->queued() > 0) ul->writer()->TryLead();
+    });
+  }
   core.AddTimer("ul-timer", std::chrono::seconds(options_.timer_interval),
                 [ul] { ul->RunTimer(); });
   spdlog::info("usrloc: db_mode {}, use_domain {}, {} slots, timer every {} s{}",

@@ -6,8 +6,12 @@
 //   1 (write-through) every change is committed to SQLite after the slot lock is
 //                     released and before the caller answers (the registrar sends
 //                     200 OK only after the commit); the commit is a group commit
-//                     (sipd/modules/sqlite/group_commit.h): the changes of every process
-//                     waiting at that moment share one SQLite transaction;
+//                     (sipd/modules/sqlite/group_commit.h): the changes queued by every
+//                     process at that moment share one SQLite transaction. The registrar
+//                     does not wait for it: it queues the AOR's record with the reply
+//                     (CommitLater), goes back to its socket, and whichever process
+//                     commits the batch sends the replies after the COMMIT (statistics
+//                     usrloc:db_commits and usrloc:db_records show the batch size);
 //   2 (write-back)    changes are written by the timer process every timer_interval,
 //                     by ul_flush, and once more at clean shutdown (in the attendant);
 //   3 (DB only)       not implemented: rejected at start-up with a config error.
@@ -112,10 +116,39 @@ class Usrloc {
     // Other modes: always OK. On failure the change stays in memory and the timer
     // retries the write.
     absl::Status persisted;
+    // Write-through with CommitMode::kLater: result.after still has to be committed
+    // (CommitLater or CommitNow) before the change may be acknowledged.
+    bool commit_pending = false;
   };
+  // kWait: Update() returns after the commit. kLater: it does not commit; the caller
+  // does (commit_pending), e.g. with its reply as the acknowledgment.
+  enum class CommitMode { kWait, kLater };
   // LocationTable::Update, then (write-through) the commit of the new AOR state.
   absl::StatusOr<Applied> Update(LocationTable& table, std::string_view aor,
-                                 LocationTable::EditFn fn);
+                                 LocationTable::EditFn fn, CommitMode mode = CommitMode::kWait);
+
+  // Write-through with a deferred acknowledgment (the registrar): queues the commit of
+  // `snapshot` (Applied::result.after of Update(..., kLater)) together with `ack`, tries
+  // to lead the commit without waiting for the writer's lock, and returns. After the
+  // COMMIT, in whichever process commits it (a SIP worker, an MI process, or the timer's
+  // backstop), the handler given to SetAckHandler() gets `ack` and the outcome: never
+  // before the COMMIT, possibly twice if a leader dies while acknowledging.
+  // ResourceExhausted when shared memory is full (nothing queued, no acknowledgment:
+  // commit with CommitNow()). FailedPrecondition outside write-through.
+  // `lead_now`: try to lead at once; otherwise only when kLeadAt records are queued,
+  // leaving the rest to the UDP worker's idle moment (usrloc registers a SIP idle
+  // handler: the worker commits once it has read every datagram waiting, so the batch
+  // is what arrived meanwhile) and to the timer's backstop.
+  absl::Status CommitLater(LocationTable& table, const AorSnapshot& snapshot, std::string_view ack,
+                           bool lead_now = true);
+  static constexpr uint64_t kLeadAt = 64;
+  // Commits `snapshot` and waits (the Update(..., kWait) path).
+  absl::Status CommitNow(LocationTable& table, const AorSnapshot& snapshot);
+  // Runs in the committing process, under the writer's commit lock: must not block nor
+  // wait for the writer (see GroupCommitWriter::Client::Acknowledge).
+  using AckHandler = std::function<void(std::string_view ack, const absl::Status& committed)>;
+  // REQUIRES: attendant, before the fork (every process gets the handler).
+  void SetAckHandler(AckHandler handler) { ack_handler_ = std::move(handler); }
 
   // Timer work: removes expired contacts from every table and, in DB modes, writes every
   // AOR not yet in the database. Also what ul_flush runs.
@@ -192,10 +225,14 @@ class Usrloc {
                    const std::vector<ContactInfo>& before) const;
   void RaiseSwept(const LocationTable& table, const std::vector<SweptAor>& swept) const;
 
+  // The writer's Acknowledge() for CommitLater records.
+  void Acknowledge(std::string_view record, std::string_view ack, const absl::Status& status);
+
   Options options_;
   SharedMemory& shm_;
   mi::StatsRegistry& stats_;
   Clock clock_;
+  AckHandler ack_handler_;
   Shared* shared_ = nullptr;
   std::vector<std::unique_ptr<LocationTable>> tables_;
   std::unique_ptr<DbClient> db_client_;
