@@ -179,7 +179,17 @@ int RunRegister(int calls, int rounds, int db_mode, int mi_interval_ms, int mi_n
       MiClient control(sipd->grpc_target());
       const std::vector<int> workers = PidsOf(control, "SIP receiver");
       if (mi_nice != 0) {
-        for (int pid : PidsOf(control, "MI gRPC")) setpriority(PRIO_PROCESS, pid, mi_nice);
+        // Every thread of the process (Linux renices one thread per id): gRPC's queue
+        // threads and the dispatcher's workers do the MI work, not the main thread.
+        for (int pid : PidsOf(control, "MI gRPC")) {
+          for (const auto& task : std::filesystem::directory_iterator(
+                   absl::StrCat("/proc/", pid, "/task"), std::filesystem::directory_options::skip_permission_denied)) {
+            int tid = 0;
+            if (absl::SimpleAtoi(task.path().filename().string(), &tid)) {
+              setpriority(PRIO_PROCESS, static_cast<id_t>(tid), mi_nice);
+            }
+          }
+        }
       }
       std::atomic<bool> done{false};
       std::atomic<long> iterations{0};
