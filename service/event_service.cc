@@ -244,7 +244,7 @@ class SubscribeCall final {
       for (const auto& [key, value] : filter) {
         const auto& params = event->params();
         auto it = std::find_if(params.begin(), params.end(),
-                               [&](const mi::EventParamSpec& p) { return p.name == key; });
+                               [&name = key](const mi::EventParamSpec& p) { return p.name == name; });
         if (it == params.end()) {
           possible = false;  // this event never has the key: it never matches
           break;
