@@ -171,6 +171,7 @@ class SubscribeCall final {
     }
     std::lock_guard<std::mutex> lock(anchor_->mu);
     if (stopping) return EndLocked(Stopping());
+    if (grpc::Status framing = CheckMessageFraming(ctx_); !framing.ok()) return EndLocked(framing);
     if (in_.options.events == nullptr || in_.options.consumer == nullptr) {
       return EndLocked(TransportError(grpc::StatusCode::UNAVAILABLE,
                                       "this sipd has no event interface", "NO_EVENT_INTERFACE"));
@@ -409,6 +410,7 @@ class WatchCall final {
     }
     std::lock_guard<std::mutex> lock(anchor_->mu);
     if (stopping) return EndLocked(Stopping());
+    if (grpc::Status framing = CheckMessageFraming(ctx_); !framing.ok()) return EndLocked(framing);
     if (in_.options.stats == nullptr) {
       return EndLocked(
           TransportError(grpc::StatusCode::UNAVAILABLE, "no statistics here", "NO_STATISTICS"));

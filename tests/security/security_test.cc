@@ -357,7 +357,9 @@ TEST_F(TlsTest, RenewedCertificatesAreUsedWithoutARestart) {
 
 // Issue 9, hole 5: gRPC framing errors, from a raw HTTP/2 client (nghttp). A message whose
 // length prefix is longer than the body is INTERNAL, as the gRPC spec says (it once
-// reached the handler as an empty request: "empty command name").
+// reached the handler as an empty request: "empty command name"), and so is a message
+// flagged compressed on a call without grpc-encoding (gRPC 1.51 decoded it as plain), on
+// Execute and on a Session; a message really compressed with grpc-encoding: gzip works.
 TEST_F(SecurityTest, GrpcFramingErrorsAreGrpcErrors) {
   if (RunShell("command -v nghttp").first != 0) GTEST_SKIP() << "nghttp (nghttp2-client) absent";
   Start("");
@@ -382,6 +384,48 @@ TEST_F(SecurityTest, GrpcFramingErrorsAreGrpcErrors) {
   const std::string framing = post(too_long);
   EXPECT_THAT(framing, HasSubstr("grpc-status: 13")) << framing;  // INTERNAL
   EXPECT_THAT(framing, Not(HasSubstr("empty command name"))) << framing;
+
+  const std::string flagged = dir_.path() + "/flagged.bin";
+  WriteFile(flagged, frame(1, message.size()), 0600);
+  const std::string compressed = post(flagged);
+  EXPECT_THAT(compressed, HasSubstr("grpc-status: 13")) << compressed;
+  EXPECT_THAT(compressed, HasSubstr("message flagged compressed without grpc-encoding"))
+      << compressed;
+
+  // The same flag with grpc-encoding: gzip and a gzip body is a valid call.
+  const std::string plain = dir_.path() + "/plain.bin";
+  WriteFile(plain, message, 0600);
+  ASSERT_EQ(RunShell(absl::StrCat("gzip -c -n ", plain, " > ", plain, ".gz")).first, 0);
+  const std::string gzipped = ReadFile(plain + ".gz");
+  std::string gzip_frame(1, '\1');
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    gzip_frame += static_cast<char>((gzipped.size() >> shift) & 0xff);
+  }
+  const std::string gzip_body = dir_.path() + "/gzip.bin";
+  WriteFile(gzip_body, gzip_frame + gzipped, 0600);
+  const std::string with_encoding =
+      RunShell(absl::StrCat("nghttp -v -H ':method: POST' -H 'content-type: application/grpc' ",
+                            "-H 'te: trailers' -H 'grpc-encoding: gzip' -d ", gzip_body,
+                            " http://", sipd_->grpc_target(),
+                            "/sipd.mi.v1.Management/Execute | grep -a 'grpc-'"))
+          .second;
+  EXPECT_THAT(with_encoding, HasSubstr("grpc-status: 0")) << with_encoding;
+
+  // Session reads each message itself: the same rule ends the session.
+  const std::string session_message = std::string("\x08\x01\x12\x07version", 11);
+  std::string session_frame(1, '\1');
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    session_frame += static_cast<char>((session_message.size() >> shift) & 0xff);
+  }
+  const std::string session_body = dir_.path() + "/session.bin";
+  WriteFile(session_body, session_frame + session_message, 0600);
+  const std::string session =
+      RunShell(absl::StrCat("nghttp -v -H ':method: POST' -H 'content-type: application/grpc' ",
+                            "-H 'te: trailers' -d ", session_body, " http://",
+                            sipd_->grpc_target(), "/sipd.mi.v1.Management/Session | grep -a 'grpc-'"))
+          .second;
+  EXPECT_THAT(session, HasSubstr("grpc-status: 13")) << session;
+  EXPECT_THAT(session, HasSubstr("message flagged compressed without grpc-encoding")) << session;
 }
 
 TEST_F(SecurityTest, NonLoopbackListenersNeedTlsOrAnExplicitInsecure) {
