@@ -23,6 +23,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
+#include "registry/authorization.h"
 #include "registry/stat_sampler.h"
 #include "service/call_anchor.h"
 #include "service/call_support.h"
@@ -188,6 +189,7 @@ class SubscribeCall final {
   void AuthorizedLocked() {
     if (exchange_ == nullptr || !exchange_->ready()) return;
     grpc::Status status = AuthorizationStatus(&ctx_, *exchange_);
+    role_ = exchange_->context().peer.role;  // ValidateLocked checks each event's role
     exchange_.reset();
     if (ending_) return;
     if (!status.ok()) return EndLocked(std::move(status));
@@ -222,6 +224,10 @@ class SubscribeCall final {
             grpc::StatusCode::NOT_FOUND,
             absl::StrCat("event '", request_.events(i), "' is not published (see MI events_list)"),
             kReasonUnknownEvent, absl::StrCat("events[", i, "]"));
+      }
+      if (absl::Status allowed = mi::CheckEventRole(role_, *event); !allowed.ok()) {
+        return MiErrorStatus(grpc::StatusCode::PERMISSION_DENIED,
+                             mi::Reply::Error(403, std::string(allowed.message())), "reply");
       }
       if (std::find(wanted.begin(), wanted.end(), event) == wanted.end()) wanted.push_back(event);
     }
@@ -352,6 +358,7 @@ class SubscribeCall final {
   grpc::ServerCompletionQueue* const cq_;
   grpc::ServerContext ctx_;
   eventsv1::SubscribeRequest request_;
+  mi::Role role_ = mi::Role::kUnset;  // the caller's, from the authorization exchange
   grpc::ServerAsyncWriter<eventsv1::SubscribeResponse> writer_;
   MemberTag<SubscribeCall, &SubscribeCall::OnRequest> request_tag_{this};
   MemberTag<SubscribeCall, &SubscribeCall::OnWriteDone> write_tag_{this};

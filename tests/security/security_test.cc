@@ -21,6 +21,7 @@
 #include "legacy-transports/datagram/datagram_client.h"
 #include "legacy-transports/fifo/fifo_client.h"
 #include "sipd/core/mi_security.h"
+#include "sipd/events/v1/events.grpc.pb.h"
 #include "sipd/mi/v1/mi.grpc.pb.h"
 #include "tests/support/sipd_harness.h"
 #include "tests/support/temp_dir.h"
@@ -35,6 +36,7 @@ using ::sipd::testing::WriteFile;
 using ::testing::HasSubstr;
 using ::testing::Not;
 namespace v1 = ::sipd::mi::v1;
+namespace eventsv1 = ::sipd::events::v1;
 
 constexpr uid_t kNobody = 65534;
 
@@ -426,6 +428,84 @@ TEST_F(SecurityTest, GrpcFramingErrorsAreGrpcErrors) {
           .second;
   EXPECT_THAT(session, HasSubstr("grpc-status: 13")) << session;
   EXPECT_THAT(session, HasSubstr("message flagged compressed without grpc-encoding")) << session;
+}
+
+// E_MI_AUDIT carries everybody's principals, peers and arguments: subscribing to it needs
+// admin (declared with the event), on every transport: event_subscribe over the FIFO,
+// the datagram socket and gRPC Execute answers 403, gRPC Subscribe PERMISSION_DENIED,
+// with the same text. Events declared for readers stay open to them.
+TEST_F(SecurityTest, TheAuditEventNeedsAdminOnEveryTransport) {
+  const std::string tokens = dir_.path() + "/tokens";
+  WriteFile(tokens,
+            absl::StrCat("monitor read ", sipd::Sha256Hex("read-secret"), "\n", "noc operate ",
+                         sipd::Sha256Hex("operate-secret"), "\n"),
+            0600);
+  Start(absl::StrCat(
+      "modparam(\"mi\", \"tokens_file\", \"", tokens, "\")\n",
+      // This test's own uid (sipd's) would be admin on the FIFO: make it operate.
+      "modparam(\"mi\", \"unix_roles\", \"", getuid(), ":operate\")\n",
+      "loadmodule \"event_datagram\"\nloadmodule \"mi_fifo\"\n",
+      "modparam(\"mi_fifo\", \"fifo_name\", \"", dir_.path(), "/fifo\")\n",
+      "modparam(\"mi_fifo\", \"reply_dir\", \"", dir_.path(), "/\")\n",
+      "loadmodule \"mi_datagram\"\n",
+      "modparam(\"mi_datagram\", \"socket_name\", \"udp:127.0.0.1:0\")\n",
+      "modparam(\"mi_datagram\", \"udp_role\", \"operate\")\n"));
+  const std::string refused = "role 'operate' may not subscribe to 'E_MI_AUDIT' (needs admin)";
+
+  auto fifo = sipd::legacy::FifoClient::Create(dir_.path() + "/fifo", dir_.path() + "/");
+  ASSERT_TRUE(fifo.ok()) << fifo.status();
+  EXPECT_EQ((*fifo)->Execute("event_subscribe", {"E_MI_AUDIT", "udp:127.0.0.1:9"}).value_or(""),
+            absl::StrCat("403 ", refused, "\n\n"));
+  EXPECT_EQ(
+      (*fifo)->Execute("event_subscribe", {"E_CORE_THRESHOLD", "udp:127.0.0.1:9"}).value_or(""),
+      "200 OK\n\n");
+
+  auto datagram =
+      sipd::legacy::DatagramClient::Udp("127.0.0.1", sipd_->listener_port("mi_datagram", "udp"));
+  ASSERT_TRUE(datagram.ok());
+  EXPECT_EQ((*datagram)
+                ->Transact(":event_subscribe:\nE_MI_AUDIT\nudp:127.0.0.1:9\n",
+                           std::chrono::seconds(5))
+                .value_or(""),
+            absl::StrCat("403 ", refused, "\n"));
+
+  const std::string target = sipd_->grpc_target();
+  const Call by_execute =
+      Execute(target, "event_subscribe", {"E_MI_AUDIT", "udp:127.0.0.1:9"}, "operate-secret");
+  EXPECT_EQ(by_execute.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(by_execute.status.error_message(), refused);
+  EXPECT_TRUE(Execute(target, "event_subscribe", {"E_MI_AUDIT", "udp:127.0.0.1:9", "0"},
+                      sipd_->admin_token())
+                  .status.ok());
+
+  // gRPC Subscribe: a refused stream ends at once with PERMISSION_DENIED; an allowed one
+  // stays open until the client's deadline (DEADLINE_EXCEEDED).
+  auto stub = eventsv1::EventService::NewStub(
+      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  auto subscribe = [&](const std::string& event, const std::string& token,
+                       std::chrono::seconds deadline) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + deadline);
+    if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+    eventsv1::SubscribeRequest request;
+    request.add_events(event);
+    auto reader = stub->Subscribe(&context, request);
+    eventsv1::SubscribeResponse response;
+    while (reader->Read(&response)) {
+    }
+    return reader->Finish();
+  };
+  grpc::Status status = subscribe("E_MI_AUDIT", "", std::chrono::seconds(30));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(status.error_message(),
+            "role 'read' may not subscribe to 'E_MI_AUDIT' (needs admin)");
+  status = subscribe("E_MI_AUDIT", "operate-secret", std::chrono::seconds(30));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(status.error_message(), refused);
+  EXPECT_EQ(subscribe("E_MI_AUDIT", sipd_->admin_token(), std::chrono::seconds(1)).error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(subscribe("E_CORE_THRESHOLD", "read-secret", std::chrono::seconds(1)).error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
 }
 
 TEST_F(SecurityTest, NonLoopbackListenersNeedTlsOrAnExplicitInsecure) {
