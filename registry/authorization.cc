@@ -47,9 +47,9 @@ absl::Status CheckEventRole(Role role, const Event& event) {
       break;
   }
   if (allowed) return absl::OkStatus();
-  return absl::PermissionDeniedError(absl::StrCat(
-      "role '", std::string(RoleName(role)), "' may not subscribe to '", event.name(),
-      "' (needs ", std::string(RoleName(event.required_role())), ")"));
+  return absl::PermissionDeniedError(
+      absl::StrCat("role '", std::string(RoleName(role)), "' may not subscribe to '", event.name(),
+                   "' (needs ", std::string(RoleName(event.required_role())), ")"));
 }
 
 std::optional<Role> ParseRole(std::string_view text) {

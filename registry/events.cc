@@ -14,8 +14,8 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "spdlog/spdlog.h"
 #include "registry/authorization.h"
+#include "spdlog/spdlog.h"
 
 namespace sipd::mi {
 

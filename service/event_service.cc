@@ -250,8 +250,9 @@ class SubscribeCall final {
       bool possible = true;
       for (const auto& [key, value] : filter) {
         const auto& params = event->params();
-        auto it = std::find_if(params.begin(), params.end(),
-                               [&name = key](const mi::EventParamSpec& p) { return p.name == name; });
+        auto it =
+            std::find_if(params.begin(), params.end(),
+                         [&name = key](const mi::EventParamSpec& p) { return p.name == name; });
         if (it == params.end()) {
           possible = false;  // this event never has the key: it never matches
           break;

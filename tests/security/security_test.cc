@@ -407,8 +407,8 @@ TEST_F(SecurityTest, GrpcFramingErrorsAreGrpcErrors) {
   WriteFile(gzip_body, gzip_frame + gzipped, 0600);
   const std::string with_encoding =
       RunShell(absl::StrCat("nghttp -v -H ':method: POST' -H 'content-type: application/grpc' ",
-                            "-H 'te: trailers' -H 'grpc-encoding: gzip' -d ", gzip_body,
-                            " http://", sipd_->grpc_target(),
+                            "-H 'te: trailers' -H 'grpc-encoding: gzip' -d ", gzip_body, " http://",
+                            sipd_->grpc_target(),
                             "/sipd.mi.v1.Management/Execute | grep -a 'grpc-'"))
           .second;
   EXPECT_THAT(with_encoding, HasSubstr("grpc-status: 0")) << with_encoding;
@@ -423,8 +423,8 @@ TEST_F(SecurityTest, GrpcFramingErrorsAreGrpcErrors) {
   WriteFile(session_body, session_frame + session_message, 0600);
   const std::string session =
       RunShell(absl::StrCat("nghttp -v -H ':method: POST' -H 'content-type: application/grpc' ",
-                            "-H 'te: trailers' -d ", session_body, " http://",
-                            sipd_->grpc_target(), "/sipd.mi.v1.Management/Session | grep -a 'grpc-'"))
+                            "-H 'te: trailers' -d ", session_body, " http://", sipd_->grpc_target(),
+                            "/sipd.mi.v1.Management/Session | grep -a 'grpc-'"))
           .second;
   EXPECT_THAT(session, HasSubstr("grpc-status: 13")) << session;
   EXPECT_THAT(session, HasSubstr("message flagged compressed without grpc-encoding")) << session;
@@ -440,16 +440,15 @@ TEST_F(SecurityTest, TheAuditEventNeedsAdminOnEveryTransport) {
             absl::StrCat("monitor read ", sipd::Sha256Hex("read-secret"), "\n", "noc operate ",
                          sipd::Sha256Hex("operate-secret"), "\n"),
             0600);
-  Start(absl::StrCat(
-      "modparam(\"mi\", \"tokens_file\", \"", tokens, "\")\n",
-      // This test's own uid (sipd's) would be admin on the FIFO: make it operate.
-      "modparam(\"mi\", \"unix_roles\", \"", getuid(), ":operate\")\n",
-      "loadmodule \"event_datagram\"\nloadmodule \"mi_fifo\"\n",
-      "modparam(\"mi_fifo\", \"fifo_name\", \"", dir_.path(), "/fifo\")\n",
-      "modparam(\"mi_fifo\", \"reply_dir\", \"", dir_.path(), "/\")\n",
-      "loadmodule \"mi_datagram\"\n",
-      "modparam(\"mi_datagram\", \"socket_name\", \"udp:127.0.0.1:0\")\n",
-      "modparam(\"mi_datagram\", \"udp_role\", \"operate\")\n"));
+  Start(absl::StrCat("modparam(\"mi\", \"tokens_file\", \"", tokens, "\")\n",
+                     // This test's own uid (sipd's) would be admin on the FIFO: make it operate.
+                     "modparam(\"mi\", \"unix_roles\", \"", getuid(), ":operate\")\n",
+                     "loadmodule \"event_datagram\"\nloadmodule \"mi_fifo\"\n",
+                     "modparam(\"mi_fifo\", \"fifo_name\", \"", dir_.path(), "/fifo\")\n",
+                     "modparam(\"mi_fifo\", \"reply_dir\", \"", dir_.path(), "/\")\n",
+                     "loadmodule \"mi_datagram\"\n",
+                     "modparam(\"mi_datagram\", \"socket_name\", \"udp:127.0.0.1:0\")\n",
+                     "modparam(\"mi_datagram\", \"udp_role\", \"operate\")\n"));
   const std::string refused = "role 'operate' may not subscribe to 'E_MI_AUDIT' (needs admin)";
 
   auto fifo = sipd::legacy::FifoClient::Create(dir_.path() + "/fifo", dir_.path() + "/");
@@ -463,11 +462,11 @@ TEST_F(SecurityTest, TheAuditEventNeedsAdminOnEveryTransport) {
   auto datagram =
       sipd::legacy::DatagramClient::Udp("127.0.0.1", sipd_->listener_port("mi_datagram", "udp"));
   ASSERT_TRUE(datagram.ok());
-  EXPECT_EQ((*datagram)
-                ->Transact(":event_subscribe:\nE_MI_AUDIT\nudp:127.0.0.1:9\n",
-                           std::chrono::seconds(5))
-                .value_or(""),
-            absl::StrCat("403 ", refused, "\n"));
+  EXPECT_EQ(
+      (*datagram)
+          ->Transact(":event_subscribe:\nE_MI_AUDIT\nudp:127.0.0.1:9\n", std::chrono::seconds(5))
+          .value_or(""),
+      absl::StrCat("403 ", refused, "\n"));
 
   const std::string target = sipd_->grpc_target();
   const Call by_execute =
@@ -497,8 +496,7 @@ TEST_F(SecurityTest, TheAuditEventNeedsAdminOnEveryTransport) {
   };
   grpc::Status status = subscribe("E_MI_AUDIT", "", std::chrono::seconds(30));
   EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_EQ(status.error_message(),
-            "role 'read' may not subscribe to 'E_MI_AUDIT' (needs admin)");
+  EXPECT_EQ(status.error_message(), "role 'read' may not subscribe to 'E_MI_AUDIT' (needs admin)");
   status = subscribe("E_MI_AUDIT", "operate-secret", std::chrono::seconds(30));
   EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_EQ(status.error_message(), refused);
