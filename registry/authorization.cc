@@ -29,6 +29,29 @@ absl::Status CheckRole(Role role, const Command& command) {
                                                   std::string(needed), ")"));
 }
 
+absl::Status CheckEventRole(Role role, const Event& event) {
+  bool allowed = false;
+  switch (role) {
+    case Role::kUnset:
+    case Role::kAdmin:
+      allowed = true;
+      break;
+    case Role::kOperate:
+      allowed = event.required_role() != Role::kAdmin;
+      break;
+    case Role::kRead:
+      allowed = event.required_role() == Role::kRead || event.required_role() == Role::kUnset;
+      break;
+    case Role::kNone:
+      allowed = false;
+      break;
+  }
+  if (allowed) return absl::OkStatus();
+  return absl::PermissionDeniedError(
+      absl::StrCat("role '", std::string(RoleName(role)), "' may not subscribe to '", event.name(),
+                   "' (needs ", std::string(RoleName(event.required_role())), ")"));
+}
+
 std::optional<Role> ParseRole(std::string_view text) {
   const std::string lower = absl::AsciiStrToLower(std::string(text));
   if (lower == "read") return Role::kRead;

@@ -16,12 +16,18 @@
 #include "absl/status/status.h"
 #include "registry/call_context.h"
 #include "registry/command.h"
+#include "registry/events.h"
 
 namespace sipd::mi {
 
 // OK if `role` may run `command`; PermissionDenied with the reason otherwise.
 // kUnset allows everything (no security layer); kNone allows nothing.
 absl::Status CheckRole(Role role, const Command& command);
+
+// OK if `role` may subscribe to `event` (its declared required_role; same rule for
+// kUnset and kNone); PermissionDenied with the reason otherwise, the same text on every
+// transport ("role 'read' may not subscribe to 'E_MI_AUDIT' (needs admin)").
+absl::Status CheckEventRole(Role role, const Event& event);
 
 // "read" / "operate" / "admin" (case-insensitive); nullopt otherwise.
 std::optional<Role> ParseRole(std::string_view text);

@@ -14,6 +14,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "registry/authorization.h"
 #include "spdlog/spdlog.h"
 
 namespace sipd::mi {
@@ -169,6 +170,10 @@ absl::Status EventSubscribe(EventRegistry& events, Call& call) {
   if (event != nullptr) socket = ParseSocket(events, call.arg(1));
   if (event == nullptr || !socket.has_value()) {
     call.reply() = Reply::Error(400, kReasonBadParameter);
+    return absl::OkStatus();
+  }
+  if (absl::Status allowed = CheckEventRole(call.context().peer.role, *event); !allowed.ok()) {
+    call.reply() = Reply::Error(403, std::string(allowed.message()));
     return absl::OkStatus();
   }
   EventBackend* backend = events.backend();

@@ -109,6 +109,10 @@ struct EventSpec {
   std::string module;
   std::string help;
   std::vector<EventParamSpec> params;
+  // The role a caller needs to subscribe to it (registry/authorization.h, CheckEventRole),
+  // declared once with the event like a command's flags: event_subscribe answers 403 and
+  // gRPC Subscribe PERMISSION_DENIED to a caller with less. kRead: everyone who may read.
+  Role required_role = Role::kRead;
 };
 
 class Event {
@@ -119,6 +123,7 @@ class Event {
   const std::string& module() const { return spec_.module; }
   const std::string& help() const { return spec_.help; }
   const std::vector<EventParamSpec>& params() const { return spec_.params; }
+  Role required_role() const { return spec_.required_role; }
 
  private:
   EventId id_;

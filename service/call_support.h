@@ -28,10 +28,19 @@ inline constexpr size_t kMaxReasonInMetadata = 512;
 // The CallContext of a call: transport gRPC, peer "ipv4:ip:port", the call's deadline.
 mi::CallContext GrpcCallContext(const grpc::ServerContext& context);
 
-// What Execute and ExecuteStream do first with a call: parse and validate the request,
-// then refuse it if its deadline already passed (no command runs for a caller that gave
-// up).
-grpc::Status AcceptRequest(const grpc::ByteBuffer& bytes, const grpc::ServerContext& context,
+// The framing of the client message the call received last (gRPC's PROTOCOL-HTTP2.md):
+// a message whose Compressed-Flag is 1 while the call has no grpc-encoding (or
+// identity) is INTERNAL "message flagged compressed without grpc-encoding". gRPC core
+// 1.51 hands such a message to the server as plain bytes; it records the flag of the
+// last received message before the read completes, which this reads. Call it after
+// EVERY read of a client message (the request of a unary or server-streaming call
+// included), before its bytes are used.
+grpc::Status CheckMessageFraming(grpc::ServerContext& context);
+
+// What Execute and ExecuteStream do first with a call: check the message's framing,
+// parse and validate the request, then refuse it if its deadline already passed (no
+// command runs for a caller that gave up).
+grpc::Status AcceptRequest(const grpc::ByteBuffer& bytes, grpc::ServerContext& context,
                            const ServiceOptions& options, mi::Request* out);
 
 grpc::Status DeadlineExpiredStatus();

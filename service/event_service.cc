@@ -28,6 +28,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
 #include "grpc/slice.h"
+#include "registry/authorization.h"
 #include "registry/stat_sampler.h"
 #include "service/call_anchor.h"
 #include "service/call_support.h"
@@ -186,6 +187,7 @@ class SubscribeCall final {
     }
     std::lock_guard<std::mutex> lock(anchor_->mu);
     if (stopping) return EndLocked(Stopping());
+    if (grpc::Status framing = CheckMessageFraming(ctx_); !framing.ok()) return EndLocked(framing);
     // The raw method hands over the request's bytes (the responses are built by hand).
     if (!grpc::SerializationTraits<eventsv1::SubscribeRequest>::Deserialize(&request_bytes_,
                                                                             &request_)
@@ -210,6 +212,7 @@ class SubscribeCall final {
   void AuthorizedLocked() {
     if (exchange_ == nullptr || !exchange_->ready()) return;
     grpc::Status status = AuthorizationStatus(&ctx_, *exchange_);
+    role_ = exchange_->context().peer.role;  // ValidateLocked checks each event's role
     exchange_.reset();
     if (ending_) return;
     if (!status.ok()) return EndLocked(std::move(status));
@@ -245,6 +248,10 @@ class SubscribeCall final {
             absl::StrCat("event '", request_.events(i), "' is not published (see MI events_list)"),
             kReasonUnknownEvent, absl::StrCat("events[", i, "]"));
       }
+      if (absl::Status allowed = mi::CheckEventRole(role_, *event); !allowed.ok()) {
+        return MiErrorStatus(grpc::StatusCode::PERMISSION_DENIED,
+                             mi::Reply::Error(403, std::string(allowed.message())), "reply");
+      }
       if (std::find(wanted.begin(), wanted.end(), event) == wanted.end()) wanted.push_back(event);
     }
     // Sorted keys: the error names the same key whatever the map's order.
@@ -266,8 +273,9 @@ class SubscribeCall final {
       bool possible = true;
       for (const auto& [key, value] : filter) {
         const auto& params = event->params();
-        auto it = std::find_if(params.begin(), params.end(),
-                               [&](const mi::EventParamSpec& p) { return p.name == key; });
+        auto it =
+            std::find_if(params.begin(), params.end(),
+                         [&name = key](const mi::EventParamSpec& p) { return p.name == name; });
         if (it == params.end()) {
           possible = false;  // this event never has the key: it never matches
           break;
@@ -405,6 +413,7 @@ class SubscribeCall final {
   grpc::ServerContext ctx_;
   grpc::ByteBuffer request_bytes_;
   eventsv1::SubscribeRequest request_;
+  mi::Role role_ = mi::Role::kUnset;  // the caller's, from the authorization exchange
   grpc::ServerAsyncWriter<grpc::ByteBuffer> writer_;
   MemberTag<SubscribeCall, &SubscribeCall::OnRequest> request_tag_{this};
   MemberTag<SubscribeCall, &SubscribeCall::OnWriteDone> write_tag_{this};
@@ -468,6 +477,7 @@ class WatchCall final {
     }
     std::lock_guard<std::mutex> lock(anchor_->mu);
     if (stopping) return EndLocked(Stopping());
+    if (grpc::Status framing = CheckMessageFraming(ctx_); !framing.ok()) return EndLocked(framing);
     if (in_.options.stats == nullptr) {
       return EndLocked(
           TransportError(grpc::StatusCode::UNAVAILABLE, "no statistics here", "NO_STATISTICS"));

@@ -18,6 +18,12 @@
 #include "service/utf8.h"
 #include "spdlog/spdlog.h"
 
+// gRPC core's accessor of the flags of the message a call received last (libgrpc.so
+// exports it with C++ linkage; its header, src/core/lib/surface/call_test_only.h, is not
+// installed). Despite its name it is the only way to see a message's Compressed-Flag
+// from the C++ API; CheckMessageFraming uses it.
+uint32_t grpc_call_test_only_get_message_flags(grpc_call* call);
+
 namespace sipd::service {
 namespace {
 
@@ -127,8 +133,23 @@ grpc::Status ValidateRequest(const v1::SessionRequest& in, const ServiceOptions&
   return Validate(in, options, out);
 }
 
-grpc::Status AcceptRequest(const grpc::ByteBuffer& bytes, const grpc::ServerContext& context,
+grpc::Status CheckMessageFraming(grpc::ServerContext& context) {
+  // Flag bit 1 of a received message is GRPC_WRITE_INTERNAL_COMPRESS (core's
+  // src/core/lib/transport/transport.h: the Compressed-Flag). The decompression filter
+  // clears it once it has decompressed a message with the call's grpc-encoding, so it is
+  // still set only when no decompression took place.
+  constexpr uint32_t kInternalCompress = 0x80000000u;
+  if (context.c_call() == nullptr) return grpc::Status::OK;
+  if ((grpc_call_test_only_get_message_flags(context.c_call()) & kInternalCompress) == 0) {
+    return grpc::Status::OK;
+  }
+  return TransportError(grpc::StatusCode::INTERNAL,
+                        "message flagged compressed without grpc-encoding", kReasonFraming);
+}
+
+grpc::Status AcceptRequest(const grpc::ByteBuffer& bytes, grpc::ServerContext& context,
                            const ServiceOptions& options, mi::Request* out) {
+  if (grpc::Status framing = CheckMessageFraming(context); !framing.ok()) return framing;
   grpc::Status status = ParseRequest(bytes, options, out);
   if (status.ok() && DeadlineExpired(context)) status = DeadlineExpiredStatus();
   return status;

@@ -38,6 +38,7 @@ inline constexpr char kReasonUnknownCommand[] = "UNKNOWN_COMMAND";
 inline constexpr char kReasonConversion[] = "CONVERSION_FAILED";
 inline constexpr char kReasonUnknownEvent[] = "UNKNOWN_EVENT";
 inline constexpr char kReasonStopping[] = "STOPPING";
+inline constexpr char kReasonFraming[] = "FRAMING";
 
 // The status `code` of an MI answer (see service/status_mapping.h), message = the MI
 // reason (cut at 512 bytes), with ErrorInfo "MI_<code>" and, when `code` is

@@ -138,6 +138,10 @@ class SessionCall final : public Flushable {
   }
 
   void HandleLocked() {
+    if (grpc::Status framing = CheckMessageFraming(ctx_); !framing.ok()) {
+      EndLocked(std::move(framing));
+      return;
+    }
     if (!grpc::SerializationTraits<v1::SessionRequest>::Deserialize(&in_, &request_).ok()) {
       EndLocked(TransportError(grpc::StatusCode::INVALID_ARGUMENT,
                                "message is not a valid sipd.mi.v1.SessionRequest (string fields "

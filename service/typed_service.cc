@@ -99,6 +99,10 @@ class TypedCall final {
                                   kReasonInvalidRequest));
       return;
     }
+    if (grpc::Status framing = CheckMessageFraming(ctx_); !framing.ok()) {
+      FinishLocked(std::move(framing));
+      return;
+    }
     request_ = method.NewRequest();
     if (in_.Length() > options_.max_message_size ||
         !grpc::SerializationTraits<google::protobuf::Message>::Deserialize(&in_, request_.get())

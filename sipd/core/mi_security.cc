@@ -336,7 +336,9 @@ absl::Status MiSecurity::PublishEvents(mi::EventRegistry& events) {
                   {"peer", "the caller's address"},
                   {"command", "the command"},
                   {"args", "its arguments, secret ones as ***"},
-                  {"code", "the MI reply code (0 = the caller went away)"}}});
+                  {"code", "the MI reply code (0 = the caller went away)"}},
+       // Principals, peers and arguments of everybody: for administrators only.
+       .required_role = mi::Role::kAdmin});
   if (!id.ok()) return id.status();
   events_ = &events;
   audit_event_ = *id;

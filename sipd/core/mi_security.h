@@ -27,7 +27,11 @@
 // record written with a single write()) records every call of a mutating command, allowed
 // or not: time, principal, role, transport, peer, command, arguments (parameters declared
 // secret as ***), MI code (0 = the caller went away). Each record also counts in
-// statistic mi:mi_audit and is raised as event E_MI_AUDIT.
+// statistic mi:mi_audit and is raised as event E_MI_AUDIT (subscribing to it needs admin).
+//
+// Tokens and roles are read once, at start (tokens_file, unix_roles, cert_roles): they do
+// not change while sipd runs (SIGHUP reloads nothing), so a gRPC stream authorized when
+// it opened stays authorized; revoking a token takes a restart.
 //
 // Thread/process-safety: built in the attendant before the fork; read-only afterwards.
 // Audit() opens the log once per process and may be called from any thread.

@@ -21,6 +21,7 @@
 #include "legacy-transports/datagram/datagram_client.h"
 #include "legacy-transports/fifo/fifo_client.h"
 #include "sipd/core/mi_security.h"
+#include "sipd/events/v1/events.grpc.pb.h"
 #include "sipd/mi/v1/mi.grpc.pb.h"
 #include "tests/support/sipd_harness.h"
 #include "tests/support/temp_dir.h"
@@ -35,6 +36,7 @@ using ::sipd::testing::WriteFile;
 using ::testing::HasSubstr;
 using ::testing::Not;
 namespace v1 = ::sipd::mi::v1;
+namespace eventsv1 = ::sipd::events::v1;
 
 constexpr uid_t kNobody = 65534;
 
@@ -357,7 +359,9 @@ TEST_F(TlsTest, RenewedCertificatesAreUsedWithoutARestart) {
 
 // Issue 9, hole 5: gRPC framing errors, from a raw HTTP/2 client (nghttp). A message whose
 // length prefix is longer than the body is INTERNAL, as the gRPC spec says (it once
-// reached the handler as an empty request: "empty command name").
+// reached the handler as an empty request: "empty command name"), and so is a message
+// flagged compressed on a call without grpc-encoding (gRPC 1.51 decoded it as plain), on
+// Execute and on a Session; a message really compressed with grpc-encoding: gzip works.
 TEST_F(SecurityTest, GrpcFramingErrorsAreGrpcErrors) {
   if (RunShell("command -v nghttp").first != 0) GTEST_SKIP() << "nghttp (nghttp2-client) absent";
   Start("");
@@ -382,6 +386,124 @@ TEST_F(SecurityTest, GrpcFramingErrorsAreGrpcErrors) {
   const std::string framing = post(too_long);
   EXPECT_THAT(framing, HasSubstr("grpc-status: 13")) << framing;  // INTERNAL
   EXPECT_THAT(framing, Not(HasSubstr("empty command name"))) << framing;
+
+  const std::string flagged = dir_.path() + "/flagged.bin";
+  WriteFile(flagged, frame(1, message.size()), 0600);
+  const std::string compressed = post(flagged);
+  EXPECT_THAT(compressed, HasSubstr("grpc-status: 13")) << compressed;
+  EXPECT_THAT(compressed, HasSubstr("message flagged compressed without grpc-encoding"))
+      << compressed;
+
+  // The same flag with grpc-encoding: gzip and a gzip body is a valid call.
+  const std::string plain = dir_.path() + "/plain.bin";
+  WriteFile(plain, message, 0600);
+  ASSERT_EQ(RunShell(absl::StrCat("gzip -c -n ", plain, " > ", plain, ".gz")).first, 0);
+  const std::string gzipped = ReadFile(plain + ".gz");
+  std::string gzip_frame(1, '\1');
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    gzip_frame += static_cast<char>((gzipped.size() >> shift) & 0xff);
+  }
+  const std::string gzip_body = dir_.path() + "/gzip.bin";
+  WriteFile(gzip_body, gzip_frame + gzipped, 0600);
+  const std::string with_encoding =
+      RunShell(absl::StrCat("nghttp -v -H ':method: POST' -H 'content-type: application/grpc' ",
+                            "-H 'te: trailers' -H 'grpc-encoding: gzip' -d ", gzip_body, " http://",
+                            sipd_->grpc_target(),
+                            "/sipd.mi.v1.Management/Execute | grep -a 'grpc-'"))
+          .second;
+  EXPECT_THAT(with_encoding, HasSubstr("grpc-status: 0")) << with_encoding;
+
+  // Session reads each message itself: the same rule ends the session.
+  const std::string session_message = std::string("\x08\x01\x12\x07version", 11);
+  std::string session_frame(1, '\1');
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    session_frame += static_cast<char>((session_message.size() >> shift) & 0xff);
+  }
+  const std::string session_body = dir_.path() + "/session.bin";
+  WriteFile(session_body, session_frame + session_message, 0600);
+  const std::string session =
+      RunShell(absl::StrCat("nghttp -v -H ':method: POST' -H 'content-type: application/grpc' ",
+                            "-H 'te: trailers' -d ", session_body, " http://", sipd_->grpc_target(),
+                            "/sipd.mi.v1.Management/Session | grep -a 'grpc-'"))
+          .second;
+  EXPECT_THAT(session, HasSubstr("grpc-status: 13")) << session;
+  EXPECT_THAT(session, HasSubstr("message flagged compressed without grpc-encoding")) << session;
+}
+
+// E_MI_AUDIT carries everybody's principals, peers and arguments: subscribing to it needs
+// admin (declared with the event), on every transport: event_subscribe over the FIFO,
+// the datagram socket and gRPC Execute answers 403, gRPC Subscribe PERMISSION_DENIED,
+// with the same text. Events declared for readers stay open to them.
+TEST_F(SecurityTest, TheAuditEventNeedsAdminOnEveryTransport) {
+  const std::string tokens = dir_.path() + "/tokens";
+  WriteFile(tokens,
+            absl::StrCat("monitor read ", sipd::Sha256Hex("read-secret"), "\n", "noc operate ",
+                         sipd::Sha256Hex("operate-secret"), "\n"),
+            0600);
+  Start(absl::StrCat("modparam(\"mi\", \"tokens_file\", \"", tokens, "\")\n",
+                     // This test's own uid (sipd's) would be admin on the FIFO: make it operate.
+                     "modparam(\"mi\", \"unix_roles\", \"", getuid(), ":operate\")\n",
+                     "loadmodule \"event_datagram\"\nloadmodule \"mi_fifo\"\n",
+                     "modparam(\"mi_fifo\", \"fifo_name\", \"", dir_.path(), "/fifo\")\n",
+                     "modparam(\"mi_fifo\", \"reply_dir\", \"", dir_.path(), "/\")\n",
+                     "loadmodule \"mi_datagram\"\n",
+                     "modparam(\"mi_datagram\", \"socket_name\", \"udp:127.0.0.1:0\")\n",
+                     "modparam(\"mi_datagram\", \"udp_role\", \"operate\")\n"));
+  const std::string refused = "role 'operate' may not subscribe to 'E_MI_AUDIT' (needs admin)";
+
+  auto fifo = sipd::legacy::FifoClient::Create(dir_.path() + "/fifo", dir_.path() + "/");
+  ASSERT_TRUE(fifo.ok()) << fifo.status();
+  EXPECT_EQ((*fifo)->Execute("event_subscribe", {"E_MI_AUDIT", "udp:127.0.0.1:9"}).value_or(""),
+            absl::StrCat("403 ", refused, "\n\n"));
+  EXPECT_EQ(
+      (*fifo)->Execute("event_subscribe", {"E_CORE_THRESHOLD", "udp:127.0.0.1:9"}).value_or(""),
+      "200 OK\n\n");
+
+  auto datagram =
+      sipd::legacy::DatagramClient::Udp("127.0.0.1", sipd_->listener_port("mi_datagram", "udp"));
+  ASSERT_TRUE(datagram.ok());
+  EXPECT_EQ(
+      (*datagram)
+          ->Transact(":event_subscribe:\nE_MI_AUDIT\nudp:127.0.0.1:9\n", std::chrono::seconds(5))
+          .value_or(""),
+      absl::StrCat("403 ", refused, "\n"));
+
+  const std::string target = sipd_->grpc_target();
+  const Call by_execute =
+      Execute(target, "event_subscribe", {"E_MI_AUDIT", "udp:127.0.0.1:9"}, "operate-secret");
+  EXPECT_EQ(by_execute.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(by_execute.status.error_message(), refused);
+  EXPECT_TRUE(Execute(target, "event_subscribe", {"E_MI_AUDIT", "udp:127.0.0.1:9", "0"},
+                      sipd_->admin_token())
+                  .status.ok());
+
+  // gRPC Subscribe: a refused stream ends at once with PERMISSION_DENIED; an allowed one
+  // stays open until the client's deadline (DEADLINE_EXCEEDED).
+  auto stub = eventsv1::EventService::NewStub(
+      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  auto subscribe = [&](const std::string& event, const std::string& token,
+                       std::chrono::seconds deadline) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + deadline);
+    if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+    eventsv1::SubscribeRequest request;
+    request.add_events(event);
+    auto reader = stub->Subscribe(&context, request);
+    eventsv1::SubscribeResponse response;
+    while (reader->Read(&response)) {
+    }
+    return reader->Finish();
+  };
+  grpc::Status status = subscribe("E_MI_AUDIT", "", std::chrono::seconds(30));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(status.error_message(), "role 'read' may not subscribe to 'E_MI_AUDIT' (needs admin)");
+  status = subscribe("E_MI_AUDIT", "operate-secret", std::chrono::seconds(30));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(status.error_message(), refused);
+  EXPECT_EQ(subscribe("E_MI_AUDIT", sipd_->admin_token(), std::chrono::seconds(1)).error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(subscribe("E_CORE_THRESHOLD", "read-secret", std::chrono::seconds(1)).error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
 }
 
 TEST_F(SecurityTest, NonLoopbackListenersNeedTlsOrAnExplicitInsecure) {

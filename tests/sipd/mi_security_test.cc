@@ -66,6 +66,19 @@ TEST_F(MiSecurityTest, RolesFollowTheCommandFlags) {
   EXPECT_FALSE(mi::CheckRole(Role::kNone, Command("version")).ok());
 }
 
+TEST_F(MiSecurityTest, EventsDeclareTheRoleTheirSubscribersNeed) {
+  const mi::Event audit(1, {.name = "E_MI_AUDIT", .required_role = Role::kAdmin});
+  const mi::Event plain(2, {.name = "E_CORE_THRESHOLD"});
+  EXPECT_TRUE(mi::CheckEventRole(Role::kRead, plain).ok());
+  EXPECT_EQ(mi::CheckEventRole(Role::kRead, audit).message(),
+            "role 'read' may not subscribe to 'E_MI_AUDIT' (needs admin)");
+  EXPECT_EQ(mi::CheckEventRole(Role::kOperate, audit).message(),
+            "role 'operate' may not subscribe to 'E_MI_AUDIT' (needs admin)");
+  EXPECT_TRUE(mi::CheckEventRole(Role::kAdmin, audit).ok());
+  EXPECT_TRUE(mi::CheckEventRole(Role::kUnset, audit).ok());  // no security layer
+  EXPECT_FALSE(mi::CheckEventRole(Role::kNone, plain).ok());
+}
+
 TEST_F(MiSecurityTest, AdminTokenIsCreatedPrivateAndKeptAcrossRestarts) {
   auto security = Make();
   const std::string path = dir_.path() + "/admin.token";
