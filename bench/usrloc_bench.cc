@@ -183,7 +183,8 @@ int RunRegister(int calls, int rounds, int db_mode, int mi_interval_ms, int mi_n
         // threads and the dispatcher's workers do the MI work, not the main thread.
         for (int pid : PidsOf(control, "MI gRPC")) {
           for (const auto& task : std::filesystem::directory_iterator(
-                   absl::StrCat("/proc/", pid, "/task"), std::filesystem::directory_options::skip_permission_denied)) {
+                   absl::StrCat("/proc/", pid, "/task"),
+                   std::filesystem::directory_options::skip_permission_denied)) {
             int tid = 0;
             if (absl::SimpleAtoi(task.path().filename().string(), &tid)) {
               setpriority(PRIO_PROCESS, static_cast<id_t>(tid), mi_nice);
