@@ -241,6 +241,23 @@ bool IsLocalServer(const std::string& server) {
          server.starts_with("localhost:") || server.starts_with("[::1]:");
 }
 
+// Whether the sipd of `run_dir` serves gRPC at `server` (its RUN_DIR/listeners names it):
+// its admin token is sent to that sipd only, not to another sipd on this host, which
+// would refuse it as an invalid token instead of letting the caller read.
+bool RunDirServes(const std::string& run_dir, const std::string& server) {
+  std::string wanted = server;
+  if (wanted.starts_with("localhost:")) wanted = "127.0.0.1:" + wanted.substr(10);
+  std::istringstream lines(ReadFile(run_dir + "/listeners"));
+  std::string line;
+  while (std::getline(lines, line)) {
+    std::istringstream words(line);
+    std::string module, protocol, address;
+    if (!(words >> module >> protocol >> address) || module != "mi_grpc") continue;
+    if (address == wanted || "unix:" + address == wanted) return true;
+  }
+  return false;
+}
+
 // `sipctl proto`: every annotated .proto file, each after a line `// ==> PATH <==`;
 // `sipctl proto FILE...`: the named files alone (a path under proto/, or its last part,
 // e.g. usrloc.proto), as they are. No server is asked.
@@ -350,7 +367,8 @@ int Main(int argc, char** argv) {
   if (const char* env = std::getenv("SIPCTL_TOKEN"); options.token.empty() && env != nullptr) {
     options.token = env;
   }
-  if (options.token.empty() && (tls || IsLocalServer(options.server))) {
+  if (options.token.empty() && (tls || IsLocalServer(options.server)) &&
+      RunDirServes(ClientRunDir(), options.server)) {
     options.token = ReadFirstLine(ClientRunDir() + "/admin.token");  // empty if unreadable
   }
   grpc::ChannelArguments channel_args;

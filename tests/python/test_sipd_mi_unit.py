@@ -1,13 +1,15 @@
 """Unit tests of sipd_mi that need no server: reply model, text layout, stream rebuild,
 error mapping from trailing metadata."""
 
+import os
+import tempfile
 import unittest
 
 import grpc
 
 from sipd_mi import MiError, Node, Reply
 from sipd_mi._stubs import mi_pb2
-from sipd_mi.client import StreamedReply, _mi_error_or_none, reply_from_proto
+from sipd_mi.client import StreamedReply, _mi_error_or_none, _run_dir_serves, reply_from_proto
 from sipd_mi.session import SessionRequestError, _ChunkTree, result_outcome
 
 
@@ -174,3 +176,19 @@ class SessionResultTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class AdminTokenTargetTest(unittest.TestCase):
+    def test_the_admin_token_goes_only_to_the_sipd_of_its_run_dir(self):
+        with tempfile.TemporaryDirectory() as run_dir:
+            self.assertFalse(_run_dir_serves(run_dir, "127.0.0.1:8090"))  # no listeners file
+            with open(os.path.join(run_dir, "listeners"), "w", encoding="utf-8") as f:
+                f.write("# sipd pid 1: MODULE PROTOCOL ADDRESS, one per line\n"
+                        "sip udp 127.0.0.1:5060\n"
+                        "mi_grpc grpc 127.0.0.1:8090\n"
+                        "mi_grpc grpc /run/sipd/grpc.sock\n")
+            self.assertTrue(_run_dir_serves(run_dir, "127.0.0.1:8090"))
+            self.assertTrue(_run_dir_serves(run_dir, "localhost:8090"))
+            self.assertTrue(_run_dir_serves(run_dir, "unix:/run/sipd/grpc.sock"))
+            self.assertFalse(_run_dir_serves(run_dir, "127.0.0.1:8091"))  # another sipd
+            self.assertFalse(_run_dir_serves(run_dir, "127.0.0.1:5060"))  # not gRPC

@@ -144,6 +144,17 @@ TEST_F(SecurityTest, DefaultsLetLocalCallersReadAndTheAdminTokenDoEverything) {
       RunShell(absl::StrCat("SIPD_RUN_DIR=/nonexistent ", sipctl, " -s ", target, " kill"));
   EXPECT_EQ(rc_read, 1) << out_read;
   EXPECT_THAT(out_read, HasSubstr("403 role 'read' may not run 'kill' (needs admin)"));
+  // The run directory of ANOTHER sipd on this host (its own admin token, listeners that do
+  // not name this target): its token is not sent here, so the caller reads instead of
+  // getting 401 invalid token.
+  const std::string other = dir_.path() + "/other-run";
+  ASSERT_EQ(mkdir(other.c_str(), 0700), 0);
+  WriteFile(other + "/admin.token", std::string(64, 'a') + "\n", 0600);
+  WriteFile(other + "/listeners", "# another sipd\nmi_grpc grpc 127.0.0.1:1\n", 0600);
+  const auto [rc_other, out_other] = RunShell(
+      absl::StrCat("SIPD_RUN_DIR=", other, " ", sipctl, " -s ", target, " cache_fetch local k"));
+  EXPECT_EQ(rc_other, 0) << out_other;
+  EXPECT_THAT(out_other, HasSubstr("k = [v]"));
 }
 
 TEST_F(SecurityTest, TokenRolesAreTheSameOnGrpcAndXmlrpc) {

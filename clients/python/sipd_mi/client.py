@@ -259,6 +259,22 @@ def default_run_dir() -> str:
     return "/tmp/sipd-%d" % os.geteuid()
 
 
+def _run_dir_serves(run_dir: str, target: str) -> bool:
+    """Whether the sipd of run_dir serves gRPC at target (its listeners file names it): its
+    admin token goes to that sipd only, not to another local sipd, which would refuse it."""
+    wanted = "127.0.0.1:" + target[len("localhost:"):] if target.startswith("localhost:") else target
+    try:
+        with open(os.path.join(run_dir, "listeners"), "r", encoding="utf-8") as f:
+            for line in f:
+                words = line.split()
+                if len(words) >= 3 and words[0] == "mi_grpc":
+                    if words[2] == wanted or "unix:" + words[2] == wanted:
+                        return True
+    except OSError:
+        pass
+    return False
+
+
 def _read_first_line(path: str) -> str:
     try:
         with open(path, "r", encoding="utf-8") as f:
@@ -329,7 +345,7 @@ def make_channel(
             raise ValueError("no token in %s" % token_file)
     if not token:
         token = os.environ.get("SIPD_MI_TOKEN", "")
-    if not token and (tls or _is_local(target)):
+    if not token and (tls or _is_local(target)) and _run_dir_serves(default_run_dir(), target):
         token = _read_first_line(os.path.join(default_run_dir(), "admin.token"))
     if tls:
 
