@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "legacy-transports/fifo/fifo_client.h"
 #include "tests/support/sipd_harness.h"
+#include "tests/support/temp_dir.h"
 #include "tests/tm/sip_peers.h"
 #include "tests/usrloc/sip_support.h"
 
@@ -63,17 +64,12 @@ std::string Attribute(const mi::Node& node, std::string_view name) {
 
 class DialogSipTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char dir[] = "/tmp/sipd-dialog-sip-XXXXXX";
-    ASSERT_NE(mkdtemp(dir), nullptr);
-    work_ = dir;
-  }
+  void SetUp() override { ASSERT_TRUE(temp_.ok()); }
   void TearDown() override {
     if (HasFailure() && sipd_ != nullptr) {
       std::fprintf(stderr, "sipd log:\n%s\n", sipd_->log().c_str());
     }
     sipd_.reset();
-    std::filesystem::remove_all(work_);
   }
 
   void StartSipd(std::string_view extra = "") {
@@ -165,7 +161,8 @@ class DialogSipTest : public ::testing::Test {
     return -1;
   }
 
-  std::string work_;
+  TempDir temp_{"sipd-dialog-sip"};
+  const std::string work_ = temp_.path();
   std::unique_ptr<SipdInstance> sipd_;
   std::unique_ptr<MiClient> mi_;
 };

@@ -85,9 +85,7 @@ std::unique_ptr<grpc::ClientContext> Context() {
 class DialogTypedTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char dir[] = "/tmp/sipd-dialog-typed-XXXXXX";
-    ASSERT_NE(mkdtemp(dir), nullptr);
-    work_ = dir;
+    ASSERT_TRUE(temp_.ok());
     sipd_ = std::make_unique<SipdInstance>(SipdInstance::Options{.extra_config = DialogConfig()});
     ASSERT_TRUE(sipd_->Start().ok()) << sipd_->log();
     mi_ = std::make_unique<MiClient>(sipd_->grpc_target());
@@ -101,7 +99,6 @@ class DialogTypedTest : public ::testing::Test {
     uac_.reset();
     uas_.reset();
     sipd_.reset();
-    std::filesystem::remove_all(work_);
   }
 
   // A UAS registered as bob answering `calls` calls, and a UAC making them at once;
@@ -146,7 +143,8 @@ class DialogTypedTest : public ::testing::Test {
         30s);
   }
 
-  std::string work_;
+  TempDir temp_{"sipd-dialog-typed"};
+  const std::string work_ = temp_.path();
   std::unique_ptr<SipdInstance> sipd_;
   std::unique_ptr<MiClient> mi_;
   std::unique_ptr<dlgv1::DialogService::Stub> dialogs_;

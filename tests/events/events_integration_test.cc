@@ -26,6 +26,7 @@
 #include "gtest/gtest.h"
 #include "legacy-transports/fifo/fifo_client.h"
 #include "tests/support/sipd_harness.h"
+#include "tests/support/temp_dir.h"
 #include "tests/usrloc/sip_support.h"
 
 namespace sipd::testing {
@@ -136,9 +137,7 @@ std::string Register(const std::string& user, int sip_port, const std::string& c
 class EventsSipdTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char dir[] = "/tmp/sipd-events-XXXXXX";
-    ASSERT_NE(mkdtemp(dir), nullptr);
-    work_ = dir;
+    ASSERT_TRUE(temp_.ok());
     sipd_ = std::make_unique<SipdInstance>(SipdInstance::Options{
         .grpc = false,
         .extra_config = "loadmodule \"mi_fifo\"\n"
@@ -157,7 +156,6 @@ class EventsSipdTest : public ::testing::Test {
       std::fprintf(stderr, "sipd log:\n%s\n", sipd_->log().c_str());
     }
     sipd_.reset();
-    std::filesystem::remove_all(work_);
   }
 
   // The raw FIFO reply.
@@ -206,7 +204,8 @@ class EventsSipdTest : public ::testing::Test {
     return 0;
   }
 
-  std::string work_;
+  TempDir temp_{"sipd-events"};
+  const std::string work_ = temp_.path();
   std::unique_ptr<SipdInstance> sipd_;
   int calls_ = 0;
 };

@@ -40,6 +40,7 @@
 #include "sipd/mi/v1/mi.grpc.pb.h"
 #include "sipd/statistics/v1/statistics.grpc.pb.h"
 #include "tests/support/sipd_harness.h"
+#include "tests/support/temp_dir.h"
 #include "tests/usrloc/sip_support.h"
 
 namespace sipd::testing {
@@ -229,9 +230,7 @@ Details DetailsOf(const grpc::Status& status) {
 class EventServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char dir[] = "/tmp/sipd-event-service-XXXXXX";
-    ASSERT_NE(mkdtemp(dir), nullptr);
-    work_ = dir;
+    ASSERT_TRUE(temp_.ok());
     sipd_ = std::make_unique<SipdInstance>(SipdInstance::Options{
         .extra_config = "loadmodule \"usrloc\"\nloadmodule \"registrar\"\n"
                         "modparam(\"mi_grpc\", \"subscriber_buffer\", 256)\n"});
@@ -242,7 +241,6 @@ class EventServiceTest : public ::testing::Test {
     if (HasFailure() && sipd_ != nullptr) std::fprintf(stderr, "%s\n", sipd_->log().c_str());
     channel_.reset();
     sipd_.reset();
-    std::filesystem::remove_all(work_);
   }
 
   void RegisterUser(const std::string& user) {
@@ -269,7 +267,8 @@ class EventServiceTest : public ::testing::Test {
     return response.statistics_size() == 1 ? response.statistics(0).value() : 0;
   }
 
-  std::string work_;
+  TempDir temp_{"sipd-event-service"};
+  const std::string work_ = temp_.path();
   std::unique_ptr<SipdInstance> sipd_;
   std::shared_ptr<grpc::Channel> channel_;
   int calls_ = 0;

@@ -21,6 +21,7 @@
 #include "sipd/modules/tm/sip_builder.h"
 #include "sipd/modules/tm/sip_message.h"
 #include "tests/support/sipd_harness.h"
+#include "tests/support/temp_dir.h"
 #include "tests/tm/sip_peers.h"
 #include "tests/usrloc/sip_support.h"
 #include "tests/xmlrpc/xmlrpc_test_client.h"
@@ -80,17 +81,12 @@ std::string Answer(std::string_view request, int code, std::string_view reason,
 
 class TmSipTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char dir[] = "/tmp/sipd-tm-sip-XXXXXX";
-    ASSERT_NE(mkdtemp(dir), nullptr);
-    work_ = dir;
-  }
+  void SetUp() override { ASSERT_TRUE(temp_.ok()); }
   void TearDown() override {
     if (HasFailure() && sipd_ != nullptr) {
       std::fprintf(stderr, "sipd log:\n%s\n", sipd_->log().c_str());
     }
     sipd_.reset();
-    std::filesystem::remove_all(work_);
   }
 
   void StartSipd(std::string_view extra = "") {
@@ -133,7 +129,8 @@ class TmSipTest : public ::testing::Test {
     return pids;
   }
 
-  std::string work_;
+  TempDir temp_{"sipd-tm-sip"};
+  const std::string work_ = temp_.path();
   std::unique_ptr<SipdInstance> sipd_;
   std::unique_ptr<MiClient> mi_;
 };

@@ -23,6 +23,7 @@
 #include "legacy-transports/datagram/datagram_client.h"
 #include "legacy-transports/fifo/fifo_client.h"
 #include "tests/support/sipd_harness.h"
+#include "tests/support/temp_dir.h"
 #include "tests/usrloc/sip_support.h"
 
 namespace sipd::testing {
@@ -48,16 +49,11 @@ std::string ModuleConfig(const std::string& usrloc_params,
 
 class UsrlocSipTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char dir[] = "/tmp/sipd-ul-sip-XXXXXX";
-    ASSERT_NE(mkdtemp(dir), nullptr);
-    work_ = dir;
-  }
+  void SetUp() override { ASSERT_TRUE(temp_.ok()); }
   void TearDown() override {
     if (HasFailure() && sipd_ != nullptr)
       std::fprintf(stderr, "sipd log:\n%s\n", sipd_->log().c_str());
     sipd_.reset();
-    std::filesystem::remove_all(work_);
   }
 
   void StartSipd(std::string extra_config) {
@@ -82,7 +78,8 @@ class UsrlocSipTest : public ::testing::Test {
     return reply.ok() ? *reply : reply.status().ToString();
   }
 
-  std::string work_;
+  TempDir temp_{"sipd-ul-sip"};
+  const std::string work_ = temp_.path();
   std::unique_ptr<SipdInstance> sipd_;
   std::unique_ptr<MiClient> mi_;
 };
