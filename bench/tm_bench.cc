@@ -14,6 +14,7 @@
 //     of --repeat runs.
 //
 //   tm_bench overload [--capacity C] [--seconds 30] [--server-cpu P] [--overload-queue Q]
+//                     [--overload-delay D]
 //     Offers 2x capacity to sipd for --seconds (capacity: --capacity, else the best
 //     goodput of a quick `calls` ramp) and reports goodput against capacity, and whether
 //     retransmissions were absorbed: tm:UAS_transactions must grow by exactly one per
@@ -72,14 +73,26 @@ class Server {
   virtual long long ServerTransactions() { return -1; }
 };
 
-// modparam("tm", "overload_queue", N) when N >= 0 (else tm's default).
-std::string OverloadParam(int percent) {
-  return percent < 0 ? "" : absl::StrCat("modparam(\"tm\", \"overload_queue\", ", percent, ")\n");
-}
+// tm's overload control: modparam("tm", "overload_queue", Q) and ("overload_delay", D)
+// for each value >= 0 (else tm's default).
+struct Overload {
+  int queue_percent = -1;
+  int delay_ms = -1;
+  std::string Params() const {
+    std::string out;
+    if (queue_percent >= 0) {
+      absl::StrAppend(&out, "modparam(\"tm\", \"overload_queue\", ", queue_percent, ")\n");
+    }
+    if (delay_ms >= 0) {
+      absl::StrAppend(&out, "modparam(\"tm\", \"overload_delay\", ", delay_ms, ")\n");
+    }
+    return out;
+  }
+};
 
 class SipdServer final : public Server {
  public:
-  SipdServer(int children, int overload_queue) {
+  SipdServer(int children, const Overload& overload) {
     sipd_ = std::make_unique<SipdInstance>(
         SipdInstance::Options{.children = children,
                               .log_level = 1,
@@ -88,7 +101,7 @@ class SipdServer final : public Server {
                                               "loadmodule \"registrar\"\n"
                                               "loadmodule \"tm\"\n"
                                               "loadmodule \"dialog\"\n" +
-                                              OverloadParam(overload_queue)});
+                                              overload.Params()});
     absl::Status s = sipd_->Start();
     if (!s.ok()) {
       std::fprintf(stderr, "sipd did not start: %s\n%s\n", s.ToString().c_str(),
@@ -411,12 +424,12 @@ struct Setup {
 };
 
 Setup StartServer(const std::string& kind, int children, const std::string& work,
-                  int overload_queue) {
+                  const Overload& overload) {
   Setup s;
   if (kind == "kamailio") {
     s.server = std::make_unique<KamailioServer>(children, work);
   } else {
-    s.server = std::make_unique<SipdServer>(children, overload_queue);
+    s.server = std::make_unique<SipdServer>(children, overload);
   }
   return s;
 }
@@ -431,15 +444,18 @@ class CpuCap {
     if (path_.empty()) return;
     sipd::testing::WaitUntil([&] { return rmdir(path_.c_str()) == 0; }, 10s);
   }
-  bool Apply(const Server& server, double percent) {
+  // `period_ms`: the quota is `percent` of each period. A long period makes the server
+  // stop and go (at 12 %, 88 ms frozen in every 100 ms), which adds queueing of its own.
+  bool Apply(const Server& server, double percent, int period_ms) {
     path_ = absl::StrCat("/sys/fs/cgroup/cpu/sipd-tm-bench-", getpid());
     if (mkdir(path_.c_str(), 0755) != 0 && errno != EEXIST) {
       std::fprintf(stderr, "cannot create %s: %s\n", path_.c_str(), std::strerror(errno));
       path_.clear();
       return false;
     }
-    std::ofstream(path_ + "/cpu.cfs_period_us") << 100000;
-    std::ofstream(path_ + "/cpu.cfs_quota_us") << static_cast<long long>(percent * 1000);
+    std::ofstream(path_ + "/cpu.cfs_period_us") << period_ms * 1000;
+    std::ofstream(path_ + "/cpu.cfs_quota_us")
+        << static_cast<long long>(percent * 10.0 * period_ms);
     for (pid_t pid : server.pids()) std::ofstream(path_ + "/cgroup.procs") << pid << "\n";
     return true;
   }
@@ -489,14 +505,20 @@ int main(int argc, char** argv) {
   overload->add_option("--ramp", ramp, "offered calls/s of the capacity ramp");
   int nice_value = 0;
   double cpu_quota = 0;
-  int overload_queue = -1;
+  int cpu_period_ms = 100;
+  Overload overload_control;
   for (CLI::App* sub : {calls, overload}) {
-    sub->add_option("--overload-queue", overload_queue,
-                    "sipd's tm overload_queue (% of a UDP receive queue; 0 = no shedding)");
+    sub->add_option("--overload-queue", overload_control.queue_percent,
+                    "sipd's tm overload_queue (% of a UDP receive queue; 0 = off)");
+    sub->add_option("--overload-delay", overload_control.delay_ms,
+                    "sipd's tm overload_delay (ms an INVITE may wait in the receive queue; "
+                    "0 = off)");
     sub->add_option("--server-nice", nice_value, "nice value for every server process");
     sub->add_option("--server-cpu", cpu_quota,
                     "cap the server's processes at this % of one core (a cgroup): the server, "
                     "not sipp, becomes the bottleneck");
+    sub->add_option("--server-cpu-period-ms", cpu_period_ms,
+                    "the cap's accounting period (ms, 1-1000): --server-cpu % of each period");
   }
   CLI11_PARSE(app, argc, argv);
   if (!cpus.empty()) {
@@ -516,9 +538,9 @@ int main(int argc, char** argv) {
     std::map<std::string, CpuCap> caps;  // destroyed after the servers
     std::map<std::string, Setup> setups;
     for (const std::string& k : kinds) {
-      setups[k] = StartServer(k, children, work, overload_queue);
+      setups[k] = StartServer(k, children, work, overload_control);
       Renice(*setups[k].server, nice_value);
-      if (cpu_quota > 0 && !caps[k].Apply(*setups[k].server, cpu_quota)) return 1;
+      if (cpu_quota > 0 && !caps[k].Apply(*setups[k].server, cpu_quota, cpu_period_ms)) return 1;
     }
     // results[server][rate] = runs
     std::map<std::string, std::map<double, std::vector<CallRun>>> results;
@@ -561,9 +583,9 @@ int main(int argc, char** argv) {
     }
   } else {
     CpuCap cap;  // destroyed after the server
-    Setup setup = StartServer(overload_server, children, work, overload_queue);
+    Setup setup = StartServer(overload_server, children, work, overload_control);
     Renice(*setup.server, nice_value);
-    if (cpu_quota > 0 && !cap.Apply(*setup.server, cpu_quota)) return 1;
+    if (cpu_quota > 0 && !cap.Apply(*setup.server, cpu_quota, cpu_period_ms)) return 1;
     if (capacity <= 0) {
       // A ramp: the best goodput with >= 99% of the calls successful.
       for (double rate : ParseRates(ramp)) {

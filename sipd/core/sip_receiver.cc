@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <osipparser2/osip_parser.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -27,6 +29,23 @@ namespace {
 constexpr size_t kReceiveBufferSize = 65536;
 
 absl::string_view AbslView(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+// Microseconds between the kernel's receive stamp of a datagram (SO_TIMESTAMPNS, wall
+// clock) and now; 0 without a stamp, or when the wall clock stepped back.
+int64_t QueuedMicros(const msghdr& message) {
+  for (const cmsghdr* c = CMSG_FIRSTHDR(&message); c != nullptr;
+       c = CMSG_NXTHDR(const_cast<msghdr*>(&message), const_cast<cmsghdr*>(c))) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_TIMESTAMPNS) continue;
+    timespec stamp{};
+    std::memcpy(&stamp, CMSG_DATA(c), sizeof(stamp));
+    timespec now{};
+    clock_gettime(CLOCK_REALTIME, &now);
+    const int64_t waited = (static_cast<int64_t>(now.tv_sec) - stamp.tv_sec) * 1000000 +
+                           (now.tv_nsec - stamp.tv_nsec) / 1000;
+    return std::max<int64_t>(waited, 0);
+  }
+  return 0;
+}
 
 struct OsipMessageDeleter {
   void operator()(osip_message_t* m) const { osip_message_free(m); }
@@ -262,6 +281,14 @@ absl::StatusOr<std::unique_ptr<UdpListener>> UdpListener::Open(const ListenAddre
 }
 
 UdpListener::~UdpListener() { close(fd_); }
+
+void UdpListener::EnableReceiveTimestamps() const {
+  const int on = 1;
+  if (setsockopt(fd_, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) != 0) {
+    spdlog::warn("{}: no receive timestamps ({}): queueing delays read as 0", name_,
+                 std::strerror(errno));
+  }
+}
 
 uint64_t UdpListener::QueuedBytes() const {
   int queued = 0;
@@ -689,14 +716,20 @@ void UdpReceiver::Run(Core& core) {
   // without waiting whether another one is there, and run them if not.
   const bool idle_handlers = HasSipIdleHandlers();
   bool handled = false;
+  sockaddr_storage source{};
+  iovec data{buffer, kReceiveBufferSize};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(timespec))];
+  msghdr message{};
+  message.msg_iov = &data;
+  message.msg_iovlen = 1;
   while (!core.stopping()) {
     core.SyncLogLevel();
-    sockaddr_storage source{};
-    socklen_t source_length = sizeof(source);
     const bool peek = idle_handlers && handled;
-    const ssize_t n =
-        recvfrom(listener_.fd(), buffer, kReceiveBufferSize, MSG_TRUNC | (peek ? MSG_DONTWAIT : 0),
-                 reinterpret_cast<sockaddr*>(&source), &source_length);
+    message.msg_name = &source;
+    message.msg_namelen = sizeof(source);
+    message.msg_control = control;
+    message.msg_controllen = sizeof(control);
+    const ssize_t n = recvmsg(listener_.fd(), &message, MSG_TRUNC | (peek ? MSG_DONTWAIT : 0));
     if (n < 0) {
       if (peek && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         handled = false;
@@ -704,14 +737,15 @@ void UdpReceiver::Run(Core& core) {
         continue;
       }
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
-      spdlog::error("recvfrom on {} failed: {}", listener_.name(), std::strerror(errno));
+      spdlog::error("recvmsg on {} failed: {}", listener_.name(), std::strerror(errno));
       usleep(100 * 1000);  // a persistent error must not spin
       continue;
     }
     const size_t length = std::min(static_cast<size_t>(n), kReceiveBufferSize);
     inbound.bytes = std::string_view(buffer, length);
     inbound.source.peer =
-        SipAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&source), source_length);
+        SipAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&source), message.msg_namelen);
+    inbound.queued_us = QueuedMicros(message);
     if (busy_ != nullptr) busy_->store(1, std::memory_order_relaxed);
     try {
       handler_(inbound);

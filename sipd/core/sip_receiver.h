@@ -72,6 +72,10 @@ class UdpListener {
   int receive_buffer() const { return receive_buffer_; }
   // Bytes queued for sending on this socket (SIOCOUTQ), 0 if unsupported.
   uint64_t QueuedBytes() const;
+  // From now on the kernel stamps each datagram as it arrives, and the receivers report
+  // how long it waited (SipInbound::queued_us; 0 without stamps). Off by default: only
+  // overload control by age needs it. Call before the fork (the socket is shared).
+  void EnableReceiveTimestamps() const;
 
  private:
   UdpListener(int fd, std::string name, uint16_t port)

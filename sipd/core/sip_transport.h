@@ -124,6 +124,10 @@ struct SipSource {
 struct SipInbound {
   std::string_view bytes;
   SipSource source;
+  // How long the message waited in the kernel's receive queue before a worker took it,
+  // in microseconds (UDP: from the kernel's receive timestamp); 0 when not known (TCP).
+  // Overload control sheds new calls whose INVITE waited too long (tm overload_delay).
+  int64_t queued_us = 0;
 };
 
 // Where Send() delivers.

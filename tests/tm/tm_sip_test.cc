@@ -113,7 +113,8 @@ class TmSipTest : public ::testing::Test {
                    std::chrono::milliseconds timeout = 20s) {
     return WaitUntil([&] { return Stat(name) == value; }, timeout);
   }
-  std::set<int> SipWorkerPids() {
+  // PIDs of the processes `ps` lists with a Type starting with one of `prefixes`.
+  std::set<int> PidsOfType(std::initializer_list<std::string_view> prefixes) {
     std::set<int> pids;
     for (const auto& node : mi_->Execute("ps").reply.root.kids) {
       std::string pid;
@@ -122,12 +123,13 @@ class TmSipTest : public ::testing::Test {
         if (a.name == "PID") pid = a.value;
         if (a.name == "Type") type = a.value;
       }
-      if (absl::StartsWith(type, "SIP receiver") || absl::StartsWith(type, "timer")) {
-        pids.insert(std::stoi(pid));
+      for (std::string_view prefix : prefixes) {
+        if (type.starts_with(prefix)) pids.insert(std::stoi(pid));
       }
     }
     return pids;
   }
+  std::set<int> SipWorkerPids() { return PidsOfType({"SIP receiver", "timer"}); }
 
   TempDir temp_{"sipd-tm-sip"};
   const std::string work_ = temp_.path();
@@ -369,16 +371,7 @@ TEST_F(TmSipTest, UnderOverloadNewInvitesGet503UntilTheQueuesDrain) {
   StartSipd(
       "maxbuffer = 0\nmodparam(\"tm\", \"overload_queue\", 20)\n"
       "modparam(\"tm\", \"T1_timer\", 50)\n");
-  std::vector<int> receivers;
-  for (const auto& node : mi_->Execute("ps").reply.root.kids) {
-    std::string pid;
-    std::string type;
-    for (const auto& a : node->attributes) {
-      if (a.name == "PID") pid = a.value;
-      if (a.name == "Type") type = a.value;
-    }
-    if (absl::StartsWith(type, "SIP receiver")) receivers.push_back(std::stoi(pid));
-  }
+  const std::set<int> receivers = PidsOfType({"SIP receiver"});
   ASSERT_FALSE(receivers.empty());
   const std::set<int> workers = SipWorkerPids();
   // The SIP receivers stop reading; new INVITEs (to nobody: 404 once served) pile up in
@@ -430,6 +423,31 @@ TEST_F(TmSipTest, UnderOverloadNewInvitesGet503UntilTheQueuesDrain) {
       << got;
   EXPECT_TRUE(WaitForStat("inuse_transactions", 0));
   EXPECT_EQ(SipWorkerPids(), workers);
+}
+
+TEST_F(TmSipTest, AnInviteThatWaitedLongerThanOverloadDelayGets503) {
+  // Queue-length shedding off: only the age of the INVITE can refuse it.
+  StartSipd("modparam(\"tm\", \"overload_queue\", 0)\nmodparam(\"tm\", \"overload_delay\", 100)\n");
+  const std::set<int> receivers = PidsOfType({"SIP receiver"});
+  ASSERT_FALSE(receivers.empty());
+  for (int pid : receivers) ASSERT_EQ(kill(pid, SIGSTOP), 0);
+  UdpPeer uac;
+  uac.SendTo(sip_port(),
+             Request("INVITE", "nobody", sip_port(), uac.port(), "z9hG4bKstale", "stale-invite"));
+  // What is under test is the time the INVITE spends queued: let 150 ms pass.
+  const auto sent_at = std::chrono::steady_clock::now();
+  WaitUntil([&] { return std::chrono::steady_clock::now() - sent_at >= 150ms; }, 5s);
+  for (int pid : receivers) kill(pid, SIGCONT);
+  const std::string refused = uac.Receive(5s);
+  EXPECT_EQ(Status(refused), 503) << refused;
+  EXPECT_THAT(refused, HasSubstr("\r\nRetry-After: 1\r\n"));
+  // A fresh INVITE is taken: 100 Trying, then 404 through its transaction.
+  UdpPeer fresh;
+  fresh.SendTo(sip_port(), Request("INVITE", "nobody", sip_port(), fresh.port(), "z9hG4bKfresh",
+                                   "fresh-invite"));
+  EXPECT_EQ(Status(fresh.Receive(5s)), 100);
+  EXPECT_EQ(Status(fresh.Receive(5s)), 404);
+  EXPECT_EQ(Stat("5xx_replies"), 1u);  // sl: the 503 had no transaction
 }
 
 TEST_F(TmSipTest, OptionsAndRegisterToSipdAreAnsweredThroughTransactions) {

@@ -127,17 +127,20 @@ class TransactionLayerTest : public ::testing::Test {
 
   uint64_t Stat(std::string_view name) { return stats_->Value(name).value_or(999999); }
 
-  void FromUac(std::string_view bytes, Proto proto = Proto::kUdp) {
+  // `queued_us`: how long the message waited in the receive queue.
+  void FromUac(std::string_view bytes, Proto proto = Proto::kUdp, int64_t queued_us = 0) {
     Inbound in;
     in.peer = Peer{proto, "10.0.0.1", 5070, "udp:127.0.0.1:5060", 0};
     in.source = At("10.0.0.1", 5070, proto);
     in.source.socket = proto == Proto::kTcp ? 1 : 0;
+    in.queued_us = queued_us;
     layer_->HandleMessage(bytes, in);
   }
-  void FromUas(std::string_view bytes, uint16_t port = 5060) {
+  void FromUas(std::string_view bytes, uint16_t port = 5060, int64_t queued_us = 0) {
     Inbound in;
     in.peer = Peer{Proto::kUdp, "10.0.0.2", port, "udp:127.0.0.1:5060", 0};
     in.source = At("10.0.0.2", port);
+    in.queued_us = queued_us;
     layer_->HandleMessage(bytes, in);
   }
   // Moves the clock in 10 ms steps up to `ms` later, running the timers.
@@ -250,6 +253,44 @@ TEST_F(TransactionLayerTest, UnderOverloadNewInvitesAre503AndCallsInProgressGoOn
   EXPECT_EQ(MethodOf(sent[0].bytes), "BYE");
   EXPECT_EQ(Stat("UAS_transactions"), 2u);
   EXPECT_EQ(Stat("5xx_replies"), 1u);  // sl: no transaction for the refused INVITE
+}
+
+TEST_F(TransactionLayerTest, ANewInviteThatQueuedTooLongIs503AndEverythingElseGoesOn) {
+  // overload_delay 200 ms: the age of the request, not a flag, decides.
+  layer_.reset();
+  LayerOptions options;
+  options.overload_delay_ms = 200;
+  Make(options);
+  FromUac(Request("INVITE", "z9hG4bKfresh", "fresh"), Proto::kUdp, 200 * 1000);
+  auto sent = transport_.Take();
+  ASSERT_THAT(sent, SizeIs(2));  // 100 Trying + the relayed INVITE: 200 ms is not too long
+  EXPECT_EQ(Status(sent[0].bytes), 100);
+  const std::string relayed = sent[1].bytes;
+  FromUac(Request("INVITE", "z9hG4bKstale", "stale"), Proto::kUdp, 200 * 1000 + 1);
+  sent = transport_.Take();
+  ASSERT_THAT(sent, SizeIs(1));
+  EXPECT_EQ(Status(sent[0].bytes), 503);
+  EXPECT_THAT(sent[0].bytes, HasSubstr("Retry-After: 1\r\n"));
+  // The call in progress goes on however long its messages waited: replies, a
+  // retransmission of its INVITE (the stored 100 again), its BYE.
+  FromUas(Answer(relayed, 200, "OK"), 5060, 5000 * 1000);
+  EXPECT_EQ(Status(transport_.Take()[0].bytes), 200);
+  FromUac(Request("INVITE", "z9hG4bKfresh", "fresh"), Proto::kUdp, 5000 * 1000);
+  transport_.Take();
+  FromUac(Request("BYE", "z9hG4bKbye2", "fresh", "", 2), Proto::kUdp, 5000 * 1000);
+  sent = transport_.Take();
+  ASSERT_THAT(sent, SizeIs(1));
+  EXPECT_EQ(MethodOf(sent[0].bytes), "BYE");
+  EXPECT_EQ(Stat("UAS_transactions"), 2u);
+  EXPECT_EQ(Stat("5xx_replies"), 1u);
+}
+
+TEST_F(TransactionLayerTest, ByDefaultTheAgeOfAnInviteDoesNotShedIt) {
+  ASSERT_EQ(layer_->options().overload_delay_ms, 0);
+  FromUac(Request("INVITE", "z9hG4bKold2", "old2"), Proto::kUdp, 60 * 1000 * 1000);
+  auto sent = transport_.Take();
+  ASSERT_THAT(sent, SizeIs(2));
+  EXPECT_EQ(Status(sent[0].bytes), 100);
 }
 
 TEST_F(TransactionLayerTest, ACallFlowsAndTheTransactionGoesAway) {

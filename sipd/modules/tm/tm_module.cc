@@ -194,6 +194,9 @@ class TmModule final : public Module, public TmApi {
       bl_size_ = static_cast<size_t>(size);
       return absl::OkStatus();
     }
+    if (param == "overload_delay") {
+      return ms(&layer_options_.overload_delay_ms, 1, 0, 60000);
+    }
     if (param == "overload_queue") {
       int64_t percent = 0;
       SIPD_RETURN_IF_ERROR(ms(&percent, 1, 0, 100));
@@ -259,6 +262,16 @@ class TmModule final : public Module, public TmApi {
     mi_completion_ = layer_->RegisterCompletion(
         [this](const UacResult& result, std::string_view data) { CompleteMi(result, data); });
 
+    // Overload control by age: the workers need each datagram's arrival time.
+    if (layer_options_.overload_delay_ms > 0) {
+      if (auto* impl = dynamic_cast<SipTransportImpl*>(sip); impl != nullptr) {
+        for (size_t i = 0; i < sip->sockets().size(); ++i) {
+          if (const UdpListener* l = impl->udp(static_cast<int>(i)); l != nullptr) {
+            l->EnableReceiveTimestamps();
+          }
+        }
+      }
+    }
     // Overload control: the timer process watches the UDP receive queues.
     overloaded_ = core.shm().Construct<std::atomic<bool>>(false);
     if (overload_queue_percent_ > 0) {
@@ -340,6 +353,7 @@ class TmModule final : public Module, public TmApi {
   void Handle(const SipInbound& inbound) {
     Inbound in;
     in.source = FromSource(inbound.source);
+    in.queued_us = inbound.queued_us;
     in.peer.proto = in.source.proto;
     in.peer.ip = inbound.source.peer.ip();
     in.peer.port = inbound.source.peer.port();

@@ -445,6 +445,13 @@ void TransactionLayer::StatelessReply(const SipMessage& request, const Inbound& 
   if (code >= 300) Count(counters_.sl_sent_err_replies);
 }
 
+bool TransactionLayer::Overloaded(const Inbound& from) const {
+  if (overloaded_ != nullptr && overloaded_->load(std::memory_order_relaxed)) return true;
+  // The queue's age, not its length, is what callers feel: an INVITE that waited this
+  // long is answered late, and taking it would make every call behind it later still.
+  return options_.overload_delay_ms > 0 && from.queued_us > options_.overload_delay_ms * 1000;
+}
+
 void TransactionLayer::HandleRequest(const SipMessage& request, const Inbound& from) {
   const std::string key = ServerKey(request);
   const uint32_t index = BucketOf(key);
@@ -461,7 +468,7 @@ void TransactionLayer::HandleRequest(const SipMessage& request, const Inbound& f
       return;
     }
     if (cell == nullptr && request.method() == Method::kInvite && request.to_tag().empty() &&
-        overloaded_ != nullptr && overloaded_->load(std::memory_order_relaxed)) {
+        Overloaded(from)) {
       // Overloaded: shed new calls, keep the ones in progress.
       table_.UnlockBucket(bucket);
       StatelessReply(request, from, 503, "Service Unavailable", {"Retry-After: 1"});

@@ -79,6 +79,8 @@ struct Inbound {
   Peer peer;
   // Where replies go back: the source address (UDP), the connection (TCP).
   Destination source;
+  // How long the message waited in the receive queue (SipInbound::queued_us); 0 if unknown.
+  int64_t queued_us = 0;
 };
 
 // A request a local handler answers (registrar, OPTIONS to sipd).
@@ -141,7 +143,11 @@ struct LayerOptions {
   // A transaction with no final reply by then is answered 408 (487 if cancelled).
   int64_t max_inv_lifetime_ms = 180000;
   int64_t max_noninv_lifetime_ms = 32000;
-  int64_t blacklist_ms = 60000;        // bl_timeout; 0 = no blacklisting
+  int64_t blacklist_ms = 60000;  // bl_timeout; 0 = no blacklisting
+  // overload_delay: a new INVITE outside a dialog that waited longer than this in the
+  // receive queue is refused with 503 (see set_overload_flag); 0 = never for this reason
+  // (the default: see tm's README, "Overload").
+  int64_t overload_delay_ms = 0;
   std::string server;                  // Server header of local replies; empty = none
   std::string to_tag_prefix = "sipd";  // start of every To-tag tm makes
   std::vector<LocalSocket> sockets;
@@ -214,7 +220,9 @@ class TransactionLayer {
   // Overload control: while *flag is true (set by whoever watches the receive queues, in
   // shared memory), a new INVITE outside a dialog is refused statelessly with
   // `503 Service Unavailable` + `Retry-After`, so that the calls in progress (their
-  // replies, ACKs, BYEs) keep the capacity. Set before the fork; nullptr = never.
+  // replies, ACKs, BYEs) keep the capacity. Set before the fork; nullptr = never. Such an
+  // INVITE is refused the same way, flag or not, when it waited in the receive queue
+  // longer than LayerOptions::overload_delay_ms.
   void set_overload_flag(const std::atomic<bool>* flag) { overloaded_ = flag; }
   const LayerOptions& options() const { return options_; }
   TransactionTable& table() { return table_; }
@@ -226,6 +234,9 @@ class TransactionLayer {
  private:
   class LocalRequestImpl;
 
+  // Whether a new INVITE from `from` is to be refused (the overload flag, or it waited
+  // longer than overload_delay_ms in the receive queue).
+  bool Overloaded(const Inbound& from) const;
   void HandleRequest(const SipMessage& request, const Inbound& from);
   void HandleReply(const SipMessage& reply, const Inbound& from);
   void HandleAck(const SipMessage& ack, const Inbound& from);
