@@ -355,7 +355,9 @@ CallRun RunCalls(Server& server, double rate, double seconds, const std::string&
                             "-r", absl::StrCat(each), "-m", absl::StrCat(calls), "-l",
                             absl::StrCat(static_cast<long long>(each * 3)), "-timeout",
                             absl::StrCat(static_cast<int>(seconds * 4 + 30), "s"), "-trace_stat",
-                            "-stf", absl::StrCat(work, "/uac-", tag, "-", u, ".csv"), "-fd", "1"},
+                            "-stf", absl::StrCat(work, "/uac-", tag, "-", u, ".csv"), "-fd", "1",
+                            // A refused call (503) is ACKed and ends: no BYE for it.
+                            "-default_behaviors", "all,-bye"},
                            work, absl::StrCat("uac-", tag, "-", u)));
   }
   for (auto& uac : clients) uac->Wait(std::chrono::seconds(static_cast<int>(seconds * 4 + 40)));
