@@ -455,6 +455,7 @@ TEST_F(SecurityTest, TheAuditEventNeedsAdminOnEveryTransport) {
                      // This test's own uid (sipd's) would be admin on the FIFO: make it operate.
                      "modparam(\"mi\", \"unix_roles\", \"", getuid(), ":operate\")\n",
                      "loadmodule \"event_datagram\"\nloadmodule \"mi_fifo\"\n",
+                     "loadmodule \"tm\"\nloadmodule \"siptrace\"\n",
                      "modparam(\"mi_fifo\", \"fifo_name\", \"", dir_.path(), "/fifo\")\n",
                      "modparam(\"mi_fifo\", \"reply_dir\", \"", dir_.path(), "/\")\n",
                      "loadmodule \"mi_datagram\"\n",
@@ -469,6 +470,9 @@ TEST_F(SecurityTest, TheAuditEventNeedsAdminOnEveryTransport) {
   EXPECT_EQ(
       (*fifo)->Execute("event_subscribe", {"E_CORE_THRESHOLD", "udp:127.0.0.1:9"}).value_or(""),
       "200 OK\n\n");
+  // Traced SIP messages carry credentials and bodies: admin only as well.
+  EXPECT_EQ((*fifo)->Execute("event_subscribe", {"E_SIP_TRACE", "udp:127.0.0.1:9"}).value_or(""),
+            "403 role 'operate' may not subscribe to 'E_SIP_TRACE' (needs admin)\n\n");
 
   auto datagram =
       sipd::legacy::DatagramClient::Udp("127.0.0.1", sipd_->listener_port("mi_datagram", "udp"));

@@ -112,7 +112,10 @@ class SiptraceModule final : public Module, public tm::Tracer {
                                       {"toip", "proto:IP:PORT of the receiver"},
                                       {"fromtag", "the From tag"},
                                       {"direction", "in or out (seen from sipd)"},
-                                      {"msg", "the message (cut at 8 KB)"}}}));
+                                      {"msg", "the message (cut at 8 KB)"}},
+                           // Whole SIP messages (credentials, bodies, addresses of
+                           // everybody): for administrators only, as E_MI_AUDIT.
+                           .required_role = mi::Role::kAdmin}));
       events_ = events;
     }
     tm->SetTracer(this);
