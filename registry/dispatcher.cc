@@ -215,6 +215,23 @@ Dispatcher::~Dispatcher() {
   if (pool_ != nullptr) pool_->Stop();
 }
 
+std::optional<Reply> Dispatcher::Refuse(CallContext& context, const Command& command) const {
+  if (!hooks_.authorize) return std::nullopt;
+  absl::Status allowed = hooks_.authorize(context, command);
+  if (allowed.ok()) return std::nullopt;
+  const uint32_t code = absl::IsUnauthenticated(allowed) ? 401 : 403;
+  SIPD_LOG_LIMITED(spdlog::level::info, "MI: '{}' refused over {} to '{}': {}", command.spec().name,
+                   TransportName(context.transport), context.peer.principal,
+                   std::string(allowed.message()));
+  return Reply::Error(code, std::string(allowed.message()));
+}
+
+std::optional<Reply> Dispatcher::Refusal(CallContext& context, std::string_view name) const {
+  const Command* command = registry_.Find(name);
+  if (command == nullptr) return std::nullopt;
+  return Refuse(context, *command);
+}
+
 std::unique_ptr<Exchange> Dispatcher::Start(CallContext context, Request request, Delivery delivery,
                                             ReplyWriter* writer, Exchange::ReadyFn on_ready) {
   auto state = std::make_shared<CallState>();
@@ -237,16 +254,9 @@ std::unique_ptr<Exchange> Dispatcher::Start(CallContext context, Request request
   state->command = command;
   const Command::Spec& spec = command->spec();
 
-  if (hooks_.authorize) {
-    absl::Status allowed = hooks_.authorize(state->context, *command);
-    if (!allowed.ok()) {
-      const uint32_t code = absl::IsUnauthenticated(allowed) ? 401 : 403;
-      SIPD_LOG_LIMITED(spdlog::level::info, "MI: '{}' refused over {} to '{}': {}", name,
-                       TransportName(state->context.transport), state->context.peer.principal,
-                       std::string(allowed.message()));
-      Finish(*state, Outcome::kReply, Reply::Error(code, std::string(allowed.message())));
-      return exchange;
-    }
+  if (std::optional<Reply> refused = Refuse(state->context, *command)) {
+    Finish(*state, Outcome::kReply, *std::move(refused));
+    return exchange;
   }
 
   if (command->has_flag(kNoInput)) {

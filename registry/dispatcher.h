@@ -46,6 +46,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -181,6 +182,12 @@ class Dispatcher {
   DispatchResult Run(const CallContext& context, Request request, ReplyWriter* writer = nullptr);
   DispatchResult Run(Request request, ReplyWriter* writer = nullptr);
 
+  // Whether the caller may run `command`, by the authorize hook alone: nothing runs and
+  // nothing is counted or audited (for routes that show what a command's callers may
+  // see, like httpd's /metrics). nullopt when allowed, or when there is no such command;
+  // else the 401/403 reply a call would get. Fills context.peer as a call does.
+  std::optional<Reply> Refusal(CallContext& context, std::string_view command) const;
+
   const Registry& registry() const { return registry_; }
   AsyncBackend& async() { return *async_; }
   // Calls waiting for an async reply or a worker (for tests and ps-like figures).
@@ -189,6 +196,9 @@ class Dispatcher {
  private:
   friend class Exchange;
 
+  // The authorize hook's verdict on `command` as a 401/403 reply (logged); nullopt if
+  // allowed.
+  std::optional<Reply> Refuse(CallContext& context, const Command& command) const;
   void Finish(CallState& state, Outcome outcome, Reply reply);
   void RunHandler(const std::shared_ptr<CallState>& state);
   void AfterHandler(const std::shared_ptr<CallState>& state);

@@ -533,6 +533,32 @@ TEST_F(DispatcherTest, AuthorizationHookDecidesOnEveryPath) {
   EXPECT_EQ(asked, (std::vector<std::string>{"change", "change", "change", "noinput"}));
 }
 
+TEST_F(DispatcherTest, RefusalAsksTheAuthorizationHookWithoutRunningOrAuditing) {
+  std::vector<std::string> asked;
+  std::vector<std::string> audited;
+  DispatchHooks hooks;
+  hooks.authorize = [&asked](CallContext& context, const Command& command) {
+    asked.push_back(command.name());
+    context.peer.principal = "monitor";
+    return command.has_flag(kMutating) ? absl::PermissionDeniedError("role read may not run change")
+                                       : absl::OkStatus();
+  };
+  hooks.audit = [&audited](const CallContext&, const Command& command, const Request&, uint32_t) {
+    audited.push_back(command.name());
+  };
+  Dispatcher dispatcher(registry_, nullptr, {}, hooks);
+  CallContext caller;
+  std::optional<Reply> refused = dispatcher.Refusal(caller, "change");
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_EQ(refused->code, 403u);
+  EXPECT_EQ(refused->reason, "role read may not run change");
+  EXPECT_EQ(caller.peer.principal, "monitor");  // filled as for a call
+  EXPECT_FALSE(dispatcher.Refusal(caller, "noinput").has_value());
+  EXPECT_FALSE(dispatcher.Refusal(caller, "nosuch").has_value());  // a call would say so
+  EXPECT_EQ(asked, (std::vector<std::string>{"change", "noinput"}));
+  EXPECT_TRUE(audited.empty());  // nothing ran
+}
+
 TEST_F(DispatcherTest, AuditHookSeesMutatingCallsWithTheirCode) {
   std::vector<std::string> audited;
   DispatchHooks hooks;

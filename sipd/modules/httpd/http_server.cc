@@ -356,13 +356,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   // The data routes (metrics, console API) show what `version`-level (read) callers may
-  // see: the dispatcher's authorization hook decides, through a `version` call with this
-  // caller's context; its 401/403 is returned, anything else lets the route answer.
+  // see: the dispatcher's authorization hook decides, as it would for a `version` call
+  // with this caller's context (nothing runs); its 401/403 is returned.
   std::optional<mi::Reply> Refused(const http::request<http::string_body>& request) {
-    mi::DispatchResult probe =
-        server_.dispatcher.Run(CallerContext(request), mi::Request{.command = "version"});
-    if (probe.reply.code == 401 || probe.reply.code == 403) return std::move(probe.reply);
-    return std::nullopt;
+    mi::CallContext context = CallerContext(request);
+    return server_.dispatcher.Refusal(context, "version");
   }
 
   mi::CallContext CallerContext(const http::request<http::string_body>& request) const {
