@@ -140,9 +140,12 @@ class AsyncCall {
   // Arms the call's alarm for `when` (OnAlarmLocked follows, also when cancelled).
   // REQUIRES: no alarm pending.
   void SetAlarmLocked(std::chrono::steady_clock::time_point when) {
+    SetAlarmLocked(ToSystemTime(when));
+  }
+  void SetAlarmLocked(std::chrono::system_clock::time_point when) {
     if (alarm_ == nullptr) alarm_ = std::make_unique<grpc::Alarm>();
     ++refs_;
-    alarm_->Set(cq_, ToSystemTime(when), &alarm_tag_);
+    alarm_->Set(cq_, when, &alarm_tag_);
   }
   void CancelAlarmLocked() {
     if (alarm_ != nullptr) alarm_->Cancel();
