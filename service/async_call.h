@@ -1,10 +1,10 @@
-// The lifecycle that the streaming completion-queue calls of the MI gRPC server share
-// (SubscribeCall, WatchCall, StreamCall, SessionCall, TypedCall): the ServerContext and
-// the call's stream object, the anchor (the call's lock), the count of operations still
-// to come back, the done tag, one write in flight at a time, Finish, an optional alarm,
-// and the last Unref that deletes the call.
+// The lifecycle that the completion-queue calls of the MI gRPC server share (ExecuteCall,
+// StreamCall, SessionCall, TypedCall, and EventService's SubscribeCall and WatchCall):
+// the ServerContext and the call's stream object (or unary responder), the anchor (the
+// call's lock), the count of operations still to come back, the done tag, one write in
+// flight at a time, Finish, an optional alarm, and the last Unref that deletes the call.
 //
-// A call derives from AsyncCall<Call, Stream> (CRTP) and keeps its own protocol (what it
+// A call derives from AsyncCall<Call, Stream[, Context]> (CRTP) and keeps its own protocol (what it
 // reads and writes, flow control, coalescing, error statuses). The base completes the
 // tags and calls back into the call, under the anchor's lock, through these hooks (each
 // has an empty default here, so a call defines only those it needs):
@@ -22,7 +22,14 @@
 //                                      finds the call, no lock is held; the call is
 //                                      deleted right after (leave tables here)
 //
-// The call declares `friend Base;` so the base reaches its private hooks.
+// The call declares `friend Base;` so the base reaches its private hooks. A call may
+// also hide FinishLocked (ExecuteCall: a unary responder finishes with its response
+// message); it then sets finishing_ and takes the finish reference itself.
+//
+// Not on this base: health_service.cc's Watch (its lock is taken after the health
+// service's, and it leaves the service's list BEFORE taking its own lock on the done
+// tag, which the base's done handling cannot do) and unary_call.h (one thread, one
+// operation, no lock and no done tag: the base would add both to every call).
 //
 // Reference counting: refs_ counts what is still to come back: 1 for the done tag from
 // the start, +1 for each operation started through the base (StartWriteLocked,
