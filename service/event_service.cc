@@ -30,6 +30,7 @@
 #include "grpc/slice.h"
 #include "registry/authorization.h"
 #include "registry/stat_sampler.h"
+#include "service/async_call.h"
 #include "service/call_anchor.h"
 #include "service/call_support.h"
 #include "service/cq_tag.h"
@@ -49,11 +50,6 @@ constexpr std::chrono::milliseconds kDefaultInterval(1000);
 // Events the delivery thread takes per wake-up before it looks at the stop flag.
 constexpr int kDeliveryBatch = 256;
 constexpr std::chrono::milliseconds kDeliveryPoll(100);
-
-std::chrono::system_clock::time_point ToSystem(Clock::time_point when) {
-  return std::chrono::system_clock::now() +
-         std::chrono::duration_cast<std::chrono::system_clock::duration>(when - Clock::now());
-}
 
 grpc::Status Cancelled() {
   return TransportError(grpc::StatusCode::CANCELLED, "stream cancelled", kReasonCancelled);
@@ -126,15 +122,12 @@ struct EventService::Internals {
 
 namespace {
 
-class SubscribeCall final {
+class SubscribeCall final
+    : public AsyncCall<SubscribeCall, grpc::ServerAsyncWriter<grpc::ByteBuffer>> {
  public:
   SubscribeCall(EventService::Internals& in, grpc::ServerCompletionQueue* cq)
-      : in_(in),
-        cq_(cq),
-        writer_(&ctx_),
-        anchor_(std::make_shared<CallAnchor<SubscribeCall>>(this)) {
-    ctx_.AsyncNotifyWhenDone(&done_tag_);
-    in_.async.RequestSubscribe(&ctx_, &request_bytes_, &writer_, cq_, cq_, &request_tag_);
+      : AsyncCall(this, cq), in_(in) {
+    in_.async.RequestSubscribe(&ctx_, &request_bytes_, &stream_, cq_, cq_, &request_tag_);
   }
 
   // The delivery thread offers an event of one of this stream's ids that passed its
@@ -164,20 +157,14 @@ class SubscribeCall final {
 
   void EndLocked(grpc::Status status) {
     if (ending_) return;
-    ending_ = true;
     buffer_.clear();
-    if (!writing_)
-      FinishLocked(std::move(status));
-    else
-      end_status_ = std::move(status);
+    Base::EndLocked(std::move(status));
   }
 
  private:
-  void OnRequest(bool ok) {
-    if (!ok) {  // the server shuts down; no done tag comes for a call never started
-      delete this;
-      return;
-    }
+  friend Base;
+
+  void OnRequest() {
     new SubscribeCall(in_, cq_);
     bool stopping = false;
     {
@@ -227,9 +214,7 @@ class SubscribeCall final {
     for (const auto& [id, filter] : filters_) in_.options.consumer->AddInterest(id);
     registered_ = true;
     active_ = true;
-    writing_ = true;  // initial metadata is a write of its own
-    ++refs_;
-    writer_.SendInitialMetadata(&write_tag_);
+    StartSendInitialMetadataLocked();  // a write of its own
   }
 
   grpc::Status ValidateLocked() {
@@ -334,23 +319,12 @@ class SubscribeCall final {
     grpc::Slice owned(slice, grpc::Slice::STEAL_REF);
     response_ = grpc::ByteBuffer(&owned, 1);
     pending_dropped_ = 0;
-    writing_ = true;
     last_write_ = Clock::now();
     last_message_events_ = in_flight_;
-    ++refs_;
-    writer_.Write(response_, &write_tag_);
+    StartWriteLocked(response_);
   }
 
-  void FinishLocked(grpc::Status status) {
-    if (finishing_) return;
-    finishing_ = true;
-    ++refs_;
-    writer_.Finish(WithErrorDetails(status), &finish_tag_);
-  }
-
-  void OnWriteDone(bool ok) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
-    writing_ = false;
+  void OnWriteDoneLocked(bool ok) {
     if (in_flight_ > 0) {
       in_.options.consumer->CountDeliveries(ok ? in_flight_ : 0, ok ? 0 : in_flight_);
       in_flight_ = 0;
@@ -358,33 +332,22 @@ class SubscribeCall final {
     if (!ok) {
       EndLocked(Cancelled());
     } else if (ending_) {
-      FinishLocked(std::move(end_status_));
+      FinishEndedLocked();
     } else if (!scheduled_) {
       // Nothing is held for coalescing (or its time passed during this write): what
       // came meanwhile, or a backlog beyond one message, leaves now.
       WriteLocked();
     }
-    Unref(lock);
   }
 
-  void OnFinishDone(bool) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
-    Unref(lock);
-  }
-
-  void OnDone(bool) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
+  void OnDoneLocked() {
     if (exchange_ != nullptr) exchange_->Cancel();
     if (ctx_.IsCancelled()) EndLocked(Cancelled());
-    Unref(lock);
   }
 
-  void Unref(std::unique_lock<std::mutex>& lock) {
-    if (--refs_ > 0) return;
-    anchor_->call = nullptr;
-    lock.unlock();
-    // Nobody reaches this call any more (the delivery thread finds no call behind the
-    // anchor): leave the table and drop the interest.
+  // Nobody reaches this call any more (the delivery thread finds no call behind the
+  // anchor): leave the table and drop the interest.
+  void ReleaseUnlocked() {
     if (registered_) {
       in_.Change([this](EventService::Internals::Table& table) {
         for (const auto& [id, filter] : filters_) {
@@ -400,7 +363,6 @@ class SubscribeCall final {
       std::lock_guard<std::mutex> calls(in_.calls_mu);
       in_.subscribes.erase(anchor_);
     }
-    delete this;
   }
 
   struct Buffered {
@@ -409,28 +371,15 @@ class SubscribeCall final {
   };
 
   EventService::Internals& in_;
-  grpc::ServerCompletionQueue* const cq_;
-  grpc::ServerContext ctx_;
   grpc::ByteBuffer request_bytes_;
   eventsv1::SubscribeRequest request_;
   mi::Role role_ = mi::Role::kUnset;  // the caller's, from the authorization exchange
-  grpc::ServerAsyncWriter<grpc::ByteBuffer> writer_;
-  MemberTag<SubscribeCall, &SubscribeCall::OnRequest> request_tag_{this};
-  MemberTag<SubscribeCall, &SubscribeCall::OnWriteDone> write_tag_{this};
-  MemberTag<SubscribeCall, &SubscribeCall::OnFinishDone> finish_tag_{this};
-  MemberTag<SubscribeCall, &SubscribeCall::OnDone> done_tag_{this};
-  const std::shared_ptr<CallAnchor<SubscribeCall>> anchor_;
 
   // Guarded by anchor_->mu once the request arrived.
-  int refs_ = 1;  // the done tag, and each operation started
   std::unique_ptr<mi::Exchange> exchange_;
   std::vector<std::pair<mi::EventId, std::vector<std::pair<size_t, std::string>>>> filters_;
   bool registered_ = false;
   bool active_ = false;
-  bool writing_ = false;
-  bool ending_ = false;
-  bool finishing_ = false;
-  grpc::Status end_status_;
   std::deque<Buffered> buffer_;
   size_t in_flight_ = 0;
   uint64_t seq_ = 0;
@@ -444,30 +393,24 @@ class SubscribeCall final {
   grpc::ByteBuffer response_;
 };
 
-class WatchCall final {
+class WatchCall final
+    : public AsyncCall<WatchCall, grpc::ServerAsyncWriter<eventsv1::WatchStatisticsResponse>> {
  public:
   WatchCall(EventService::Internals& in, grpc::ServerCompletionQueue* cq)
-      : in_(in), cq_(cq), writer_(&ctx_), anchor_(std::make_shared<CallAnchor<WatchCall>>(this)) {
-    ctx_.AsyncNotifyWhenDone(&done_tag_);
-    in_.async.RequestWatchStatistics(&ctx_, &request_, &writer_, cq_, cq_, &request_tag_);
+      : AsyncCall(this, cq), in_(in) {
+    in_.async.RequestWatchStatistics(&ctx_, &request_, &stream_, cq_, cq_, &request_tag_);
   }
 
   void EndLocked(grpc::Status status) {
     if (ending_) return;
-    ending_ = true;
-    if (alarm_ != nullptr) alarm_->Cancel();
-    if (!writing_)
-      FinishLocked(std::move(status));
-    else
-      end_status_ = std::move(status);
+    CancelAlarmLocked();
+    Base::EndLocked(std::move(status));
   }
 
  private:
-  void OnRequest(bool ok) {
-    if (!ok) {
-      delete this;
-      return;
-    }
+  friend Base;
+
+  void OnRequest() {
     new WatchCall(in_, cq_);
     bool stopping = false;
     {
@@ -557,11 +500,7 @@ class WatchCall final {
         out->set_delta(v.delta);
         out->set_rate_per_second(v.rate_per_second);
       }
-      if (response_.statistics_size() > 0 || sample.seq == 1) {
-        writing_ = true;
-        ++refs_;
-        writer_.Write(response_, &write_tag_);
-      }
+      if (response_.statistics_size() > 0 || sample.seq == 1) StartWriteLocked(response_);
     }
     // Fixed schedule; ticks that passed meanwhile are skipped (seq jumps).
     next_ += interval_;
@@ -571,83 +510,41 @@ class WatchCall final {
       seq_ += static_cast<uint64_t>(behind);
       next_ += behind * interval_;
     }
-    if (alarm_ == nullptr) alarm_ = std::make_unique<grpc::Alarm>();
-    ++refs_;
-    alarm_->Set(cq_, ToSystem(next_), &alarm_tag_);
+    SetAlarmLocked(next_);
   }
 
-  void OnAlarm(bool fired) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
+  void OnAlarmLocked(bool fired) {
     if (fired && !ending_) TickLocked();
-    Unref(lock);
   }
 
-  void FinishLocked(grpc::Status status) {
-    if (finishing_) return;
-    finishing_ = true;
-    ++refs_;
-    writer_.Finish(WithErrorDetails(status), &finish_tag_);
-  }
-
-  void OnWriteDone(bool ok) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
-    writing_ = false;
+  void OnWriteDoneLocked(bool ok) {
     if (!ok) {
       EndLocked(Cancelled());
     } else if (ending_) {
-      FinishLocked(std::move(end_status_));
+      FinishEndedLocked();
     }
-    Unref(lock);
   }
 
-  void OnFinishDone(bool) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
-    Unref(lock);
-  }
-
-  void OnDone(bool) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
+  void OnDoneLocked() {
     if (exchange_ != nullptr) exchange_->Cancel();
     if (ctx_.IsCancelled()) EndLocked(Cancelled());
-    Unref(lock);
   }
 
-  void Unref(std::unique_lock<std::mutex>& lock) {
-    if (--refs_ > 0) return;
-    anchor_->call = nullptr;
-    lock.unlock();
-    {
-      std::lock_guard<std::mutex> calls(in_.calls_mu);
-      in_.watches.erase(anchor_);
-    }
-    delete this;
+  void ReleaseUnlocked() {
+    std::lock_guard<std::mutex> calls(in_.calls_mu);
+    in_.watches.erase(anchor_);
   }
 
   EventService::Internals& in_;
-  grpc::ServerCompletionQueue* const cq_;
-  grpc::ServerContext ctx_;
   eventsv1::WatchStatisticsRequest request_;
-  grpc::ServerAsyncWriter<eventsv1::WatchStatisticsResponse> writer_;
-  MemberTag<WatchCall, &WatchCall::OnRequest> request_tag_{this};
-  MemberTag<WatchCall, &WatchCall::OnWriteDone> write_tag_{this};
-  MemberTag<WatchCall, &WatchCall::OnFinishDone> finish_tag_{this};
-  MemberTag<WatchCall, &WatchCall::OnDone> done_tag_{this};
-  MemberTag<WatchCall, &WatchCall::OnAlarm> alarm_tag_{this};
-  const std::shared_ptr<CallAnchor<WatchCall>> anchor_;
 
   // Guarded by anchor_->mu once the request arrived.
-  int refs_ = 1;
   std::unique_ptr<mi::Exchange> exchange_;
   std::vector<std::string> selectors_;
   std::chrono::milliseconds interval_ = kDefaultInterval;
   std::unique_ptr<mi::StatSampler> sampler_;
-  std::unique_ptr<grpc::Alarm> alarm_;
   Clock::time_point next_;
   uint64_t seq_ = 0;
-  bool writing_ = false;
-  bool ending_ = false;
-  bool finishing_ = false;
-  grpc::Status end_status_;
   eventsv1::WatchStatisticsResponse response_;
 };
 

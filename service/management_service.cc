@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "registry/proto_convert.h"
+#include "service/async_call.h"
 #include "service/call_anchor.h"
 #include "service/call_support.h"
 #include "service/cq_tag.h"
@@ -248,25 +249,23 @@ grpc::Status ExecuteAnswer(grpc::ServerContext* context, mi::Exchange& exchange,
 // alarm of a large reply) are back. A call cancelled before its answer (client gone,
 // deadline) cancels its exchange and finishes CANCELLED at once.
 //
+// The lifecycle (tags, references, done, alarm, deletion) is AsyncCall's; the unary
+// responder finishes with the response message, so the call has its own FinishLocked.
+//
 // Thread-safety: OnRequest runs on a queue thread, OnReady on the completion thread,
 // the other tags on the queue thread; the anchor's mutex guards everything below it.
-class ExecuteCall final {
+class ExecuteCall final
+    : public AsyncCall<ExecuteCall, grpc::ServerAsyncResponseWriter<grpc::ByteBuffer>> {
  public:
   ExecuteCall(ManagementService& service, grpc::ServerCompletionQueue* cq)
-      : service_(service),
-        cq_(cq),
-        responder_(&ctx_),
-        anchor_(std::make_shared<CallAnchor<ExecuteCall>>(this)) {
-    ctx_.AsyncNotifyWhenDone(&done_tag_);
-    service_.async_service().RequestExecute(&ctx_, &request_, &responder_, cq_, cq_, &request_tag_);
+      : AsyncCall(this, cq), service_(service) {
+    service_.async_service().RequestExecute(&ctx_, &request_, &stream_, cq_, cq_, &request_tag_);
   }
 
  private:
-  void OnRequest(bool ok) {
-    if (!ok) {  // the server shuts down; no done tag comes for a call never started
-      delete this;
-      return;
-    }
+  friend Base;
+
+  void OnRequest() {
     PostExecuteCall(service_, cq_);
     mi::Request request;
     grpc::Status status = AcceptRequest(request_, ctx_, service_.options(), &request);
@@ -290,24 +289,22 @@ class ExecuteCall final {
     FinishLocked(ExecuteAnswer(&ctx_, *exchange_, service_.options(), &response_));
     if (finishing_ && response_.Length() >= kLargeReplyBytes) {
       // A large reply may wait for a client that does not read: bound that wait.
-      alarm_ = std::make_unique<grpc::Alarm>();
-      ++refs_;
-      alarm_->Set(cq_, std::chrono::system_clock::now() + service_.options().stream_write_timeout,
-                  &alarm_tag_);
+      SetAlarmLocked(std::chrono::system_clock::now() + service_.options().stream_write_timeout);
     }
   }
 
-  void FinishLocked(grpc::Status status) {
+  // Hides AsyncCall::FinishLocked: OK carries response_. REQUIRES: !finishing_.
+  void FinishLocked(const grpc::Status& status) {
     finishing_ = true;
+    AddRefLocked();
     if (status.ok()) {
-      responder_.Finish(response_, status, &finish_tag_);
+      stream_.Finish(response_, status, &finish_tag_);
     } else {
-      responder_.FinishWithError(WithErrorDetails(status), &finish_tag_);
+      stream_.FinishWithError(WithErrorDetails(status), &finish_tag_);
     }
   }
 
-  void OnDone(bool) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
+  void OnDoneLocked() {
     if (ctx_.IsCancelled()) {
       if (exchange_ != nullptr) exchange_->Cancel();
       // Cancelled before the answer: finish now, so the finish tag comes back.
@@ -316,55 +313,23 @@ class ExecuteCall final {
             TransportError(grpc::StatusCode::CANCELLED, "call cancelled", kReasonCancelled));
       }
     }
-    if (alarm_ != nullptr) alarm_->Cancel();
-    Unref(lock);
   }
 
-  void OnFinishDone(bool) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
-    finish_done_ = true;
-    if (alarm_ != nullptr) alarm_->Cancel();
-    Unref(lock);
-  }
-
-  void OnAlarm(bool fired) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
+  void OnAlarmLocked(bool fired) {
     if (fired && !finish_done_) {
       spdlog::warn("mi_grpc: Execute reply of {} bytes not taken in {} ms: call cut",
                    response_.Length(), service_.options().stream_write_timeout.count());
       service_.CountCut();
       ctx_.TryCancel();
     }
-    Unref(lock);
-  }
-
-  // Drops one reference (a tag that came back); the last one deletes the call.
-  void Unref(std::unique_lock<std::mutex>& lock) {
-    if (--refs_ > 0) return;
-    anchor_->call = nullptr;
-    lock.unlock();
-    delete this;
   }
 
   ManagementService& service_;
-  grpc::ServerCompletionQueue* const cq_;
-  grpc::ServerContext ctx_;
   grpc::ByteBuffer request_;
   grpc::ByteBuffer response_;
-  grpc::ServerAsyncResponseWriter<grpc::ByteBuffer> responder_;
-  MemberTag<ExecuteCall, &ExecuteCall::OnRequest> request_tag_{this};
-  MemberTag<ExecuteCall, &ExecuteCall::OnFinishDone> finish_tag_{this};
-  MemberTag<ExecuteCall, &ExecuteCall::OnDone> done_tag_{this};
-  MemberTag<ExecuteCall, &ExecuteCall::OnAlarm> alarm_tag_{this};
-  const std::shared_ptr<CallAnchor<ExecuteCall>> anchor_;
 
   // Guarded by anchor_->mu once the request arrived.
-  // Tags to come back: the done tag and the finish tag (and the alarm's).
-  int refs_ = 2;
   std::unique_ptr<mi::Exchange> exchange_;
-  std::unique_ptr<grpc::Alarm> alarm_;
-  bool finishing_ = false;
-  bool finish_done_ = false;
 };
 
 }  // namespace

@@ -30,6 +30,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/arena.h"
 #include "registry/proto_convert.h"
+#include "service/async_call.h"
 #include "service/call_anchor.h"
 #include "service/call_support.h"
 #include "service/cq_tag.h"
@@ -44,11 +45,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using Result = v1::SessionResult;
-
-std::chrono::system_clock::time_point ToSystem(Clock::time_point when) {
-  return std::chrono::system_clock::now() +
-         std::chrono::duration_cast<std::chrono::system_clock::duration>(when - Clock::now());
-}
 
 Result::Status ResultStatus(grpc::StatusCode code) { return static_cast<Result::Status>(code); }
 
@@ -66,16 +62,14 @@ struct Batch {
   size_t bytes = 0;
 };
 
-class SessionCall final : public Flushable {
+class SessionCall final
+    : public AsyncCall<SessionCall,
+                       grpc::ServerAsyncReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>>,
+      public Flushable {
  public:
   SessionCall(ManagementService& service, grpc::ServerCompletionQueue* cq)
-      : service_(service),
-        options_(service.options()),
-        cq_(cq),
-        stream_(&ctx_),
-        anchor_(std::make_shared<CallAnchor<SessionCall>>(this)) {
-    ctx_.AsyncNotifyWhenDone(&done_tag_);
-    service_.async_service().RequestSession(&ctx_, &stream_, cq_, cq_, &start_tag_);
+      : AsyncCall(this, cq), service_(service), options_(service.options()) {
+    service_.async_service().RequestSession(&ctx_, &stream_, cq_, cq_, &request_tag_);
   }
 
   void Flush() override {
@@ -87,6 +81,8 @@ class SessionCall final : public Flushable {
   }
 
  private:
+  friend Base;
+
   // A request still in flight: its exchange was not ready when it started, or its reply
   // is streamed.
   struct Entry {
@@ -100,11 +96,7 @@ class SessionCall final : public Flushable {
     bool queued_for_pull = false;
   };
 
-  void OnStart(bool ok) {
-    if (!ok) {  // the server shuts down; no done tag comes for a call never started
-      delete this;
-      return;
-    }
+  void OnRequest() {
     PostSessionCall(service_, cq_);
     std::lock_guard<std::mutex> lock(anchor_->mu);
     context_ = GrpcCallContext(ctx_);
@@ -116,10 +108,10 @@ class SessionCall final : public Flushable {
   // --- reading ---------------------------------------------------------------------
 
   void PostReadLocked() {
-    if (reading_ || read_closed_ || cut_ || done_ || finishing_) return;
-    if (pending_bytes_ >= options_.session_buffer_bytes) return;  // resumed by OnWriteDone
+    if (reading_ || read_closed_ || ending_ || done_ || finishing_) return;
+    if (pending_bytes_ >= options_.session_buffer_bytes) return;  // resumed by OnWriteDoneLocked
     reading_ = true;
-    ++refs_;
+    AddRefLocked();
     stream_.Read(&in_, &read_tag_);
   }
 
@@ -129,7 +121,7 @@ class SessionCall final : public Flushable {
     if (!ok) {
       read_closed_ = true;  // the client closed its side (or the call is gone)
       MaybeFinishLocked();
-    } else if (!cut_ && !done_ && !finishing_) {
+    } else if (!ending_ && !done_ && !finishing_) {
       HandleLocked();
       ScheduleFlushLocked();
       PostReadLocked();
@@ -280,7 +272,7 @@ class SessionCall final : public Flushable {
   // and the results waiting for the client are below the buffer bound.
   void PullLocked() {
     for (size_t n = pull_.size(); n > 0; --n) {
-      if (write_pending_ || pending_bytes_ >= options_.session_buffer_bytes) return;
+      if (writing_ || pending_bytes_ >= options_.session_buffer_bytes) return;
       const uint32_t id = pull_.front();
       pull_.pop_front();
       auto it = entries_.find(id);
@@ -327,19 +319,19 @@ class SessionCall final : public Flushable {
 
   // Writes at the end of this thread's batch of events (or at once without a list).
   void ScheduleFlushLocked() {
-    if (flush_listed_ || write_pending_ || !HaveOutputLocked()) return;
+    if (flush_listed_ || writing_ || !HaveOutputLocked()) return;
     FlushList* list = FlushList::Current();
     if (list == nullptr) {
       WriteLocked();
       return;
     }
     flush_listed_ = true;
-    ++refs_;
+    AddRefLocked();
     list->Add(this);
   }
 
   void WriteLocked() {
-    if (write_pending_ || done_ || finishing_ || cut_ || !HaveOutputLocked()) return;
+    if (writing_ || done_ || finishing_ || ending_ || !HaveOutputLocked()) return;
     std::unique_ptr<Batch> batch(batches_.front());
     batches_.pop_front();
     if (batches_.empty()) batches_.push_back(NewBatch());
@@ -354,21 +346,17 @@ class SessionCall final : public Flushable {
       EndLocked(serialized);
       return;
     }
-    write_pending_ = true;
     write_started_ = Clock::now();
-    ++refs_;
-    stream_.Write(out_, &write_tag_);
+    StartWriteLocked(out_);
     ArmLocked(write_started_ + options_.stream_write_timeout);
   }
 
-  void OnWriteDone(bool ok) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
-    write_pending_ = false;
+  void OnWriteDoneLocked(bool ok) {
     if (!ok) {  // the stream is gone
       CancelAllLocked();
       FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "session cancelled"));
-    } else if (cut_) {
-      FinishLocked(end_status_);
+    } else if (ending_) {
+      FinishEndedLocked();
     } else {
       PullLocked();
       if (HaveOutputLocked() && batches_.size() > 1) {
@@ -379,7 +367,6 @@ class SessionCall final : public Flushable {
       PostReadLocked();
       MaybeFinishLocked();
     }
-    Unref(lock);
   }
 
   // --- ending ----------------------------------------------------------------------
@@ -391,47 +378,26 @@ class SessionCall final : public Flushable {
   }
 
   void MaybeFinishLocked() {
-    if (read_closed_ && entries_.empty() && !write_pending_ && !flush_listed_ &&
-        !HaveOutputLocked() && !cut_) {
+    if (read_closed_ && entries_.empty() && !writing_ && !flush_listed_ && !HaveOutputLocked() &&
+        !ending_) {
       FinishLocked(grpc::Status::OK);
     }
-  }
-
-  void FinishLocked(grpc::Status status) {
-    if (finishing_) return;
-    finishing_ = true;
-    ++refs_;
-    stream_.Finish(WithErrorDetails(status), &finish_tag_);
   }
 
   // Ends the session with `status` (a protocol error: the client sees it), or cuts it
   // (`cancel`: a client that makes no progress cannot be told anything).
   void EndLocked(grpc::Status status, bool cancel = false) {
-    if (cut_ || finishing_) return;
-    cut_ = true;
-    end_status_ = std::move(status);
+    if (ending_ || finishing_) return;
     CancelAllLocked();
     if (cancel) ctx_.TryCancel();
-    if (!write_pending_) FinishLocked(end_status_);
+    Base::EndLocked(std::move(status));
   }
 
-  void OnFinishDone(bool) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
-    finish_done_ = true;
-    if (alarm_ != nullptr) alarm_->Cancel();
-    Unref(lock);
-  }
-
-  void OnDone(bool) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
-    done_ = true;
+  void OnDoneLocked() {
     if (ctx_.IsCancelled()) {
       CancelAllLocked();
-      if (!write_pending_)
-        FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "session cancelled"));
+      if (!writing_) FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "session cancelled"));
     }
-    if (alarm_ != nullptr) alarm_->Cancel();
-    Unref(lock);
   }
 
   // --- limits ----------------------------------------------------------------------
@@ -445,25 +411,21 @@ class SessionCall final : public Flushable {
       rearm_ = true;
       return;
     }
-    if (alarm_ == nullptr) alarm_ = std::make_unique<grpc::Alarm>();
     alarm_pending_ = true;
     alarm_at_ = when;
-    ++refs_;
-    alarm_->Set(cq_, ToSystem(when), &alarm_tag_);
+    SetAlarmLocked(when);
   }
 
-  void OnAlarm(bool fired) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
+  void OnAlarmLocked(bool fired) {
     alarm_pending_ = false;
     const bool rearm = rearm_;
     rearm_ = false;
-    if ((fired || rearm) && !done_ && !finish_done_ && !cut_) CheckLimitsLocked();
-    Unref(lock);
+    if ((fired || rearm) && !done_ && !finish_done_ && !ending_) CheckLimitsLocked();
   }
 
   void CheckLimitsLocked() {
     const Clock::time_point now = Clock::now();
-    if (write_pending_ && now - write_started_ >= options_.stream_write_timeout) {
+    if (writing_ && now - write_started_ >= options_.stream_write_timeout) {
       spdlog::warn("mi_grpc: Session from {} cut: the client took no result for {} ms", peer_,
                    options_.stream_write_timeout.count());
       service_.CountCut();
@@ -485,17 +447,10 @@ class SessionCall final : public Flushable {
         next = std::min(next, current->second.deadline);
       }
     }
-    if (write_pending_) next = std::min(next, write_started_ + options_.stream_write_timeout);
+    if (writing_) next = std::min(next, write_started_ + options_.stream_write_timeout);
     if (next != Clock::time_point::max()) ArmLocked(next);
     ScheduleFlushLocked();
     MaybeFinishLocked();
-  }
-
-  void Unref(std::unique_lock<std::mutex>& lock) {
-    if (--refs_ > 0) return;
-    anchor_->call = nullptr;
-    lock.unlock();
-    delete this;
   }
 
  public:
@@ -506,21 +461,10 @@ class SessionCall final : public Flushable {
  private:
   ManagementService& service_;
   const ServiceOptions& options_;
-  grpc::ServerCompletionQueue* const cq_;
-  grpc::ServerContext ctx_;
-  grpc::ServerAsyncReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer> stream_;
-  MemberTag<SessionCall, &SessionCall::OnStart> start_tag_{this};
   MemberTag<SessionCall, &SessionCall::OnRead> read_tag_{this};
-  MemberTag<SessionCall, &SessionCall::OnWriteDone> write_tag_{this};
-  MemberTag<SessionCall, &SessionCall::OnFinishDone> finish_tag_{this};
-  MemberTag<SessionCall, &SessionCall::OnDone> done_tag_{this};
-  MemberTag<SessionCall, &SessionCall::OnAlarm> alarm_tag_{this};
-  const std::shared_ptr<CallAnchor<SessionCall>> anchor_;
 
-  // Guarded by anchor_->mu once the call started.
-  // Tags to come back (the done tag, each read, write, finish and alarm started, and
-  // the flush list's reference).
-  int refs_ = 1;
+  // Guarded by anchor_->mu once the call started. Besides the base's references, each
+  // read and the flush list's entry hold one.
   mi::CallContext context_;
   std::string peer_;
   grpc::ByteBuffer in_;
@@ -535,19 +479,12 @@ class SessionCall final : public Flushable {
   size_t pending_bytes_ = 0;
   grpc::ByteBuffer out_;
   Clock::time_point write_started_;
-  std::unique_ptr<grpc::Alarm> alarm_;
   Clock::time_point alarm_at_;
-  grpc::Status end_status_;
   bool alarm_pending_ = false;
   bool rearm_ = false;
   bool reading_ = false;
   bool read_closed_ = false;
-  bool write_pending_ = false;
   bool flush_listed_ = false;
-  bool finishing_ = false;
-  bool finish_done_ = false;
-  bool done_ = false;
-  bool cut_ = false;
 };
 
 }  // namespace

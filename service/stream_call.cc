@@ -19,6 +19,7 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "service/async_call.h"
 #include "service/call_anchor.h"
 #include "service/call_support.h"
 #include "service/cq_tag.h"
@@ -34,31 +35,21 @@ grpc::Status Cancelled() {
   return TransportError(grpc::StatusCode::CANCELLED, "stream cancelled", kReasonCancelled);
 }
 
-std::chrono::system_clock::time_point ToSystem(Clock::time_point when) {
-  return std::chrono::system_clock::now() +
-         std::chrono::duration_cast<std::chrono::system_clock::duration>(when - Clock::now());
-}
-
-class StreamCall final {
+class StreamCall final : public AsyncCall<StreamCall, grpc::ServerAsyncWriter<grpc::ByteBuffer>> {
  public:
   StreamCall(ManagementService& service, grpc::ServerCompletionQueue* cq)
-      : service_(service),
+      : AsyncCall(this, cq),
+        service_(service),
         options_(service.options()),
-        cq_(cq),
-        writer_(&ctx_),
-        anchor_(std::make_shared<CallAnchor<StreamCall>>(this)),
         chunks_(StreamChunkLimits(options_)) {
-    ctx_.AsyncNotifyWhenDone(&done_tag_);
-    service_.async_service().RequestExecuteStream(&ctx_, &request_, &writer_, cq_, cq_,
+    service_.async_service().RequestExecuteStream(&ctx_, &request_, &stream_, cq_, cq_,
                                                   &request_tag_);
   }
 
  private:
-  void OnRequest(bool ok) {
-    if (!ok) {  // the server shuts down; no done tag comes for a call never started
-      delete this;
-      return;
-    }
+  friend Base;
+
+  void OnRequest() {
     PostStreamCall(service_, cq_);
     mi::Request request;
     grpc::Status status = AcceptRequest(request_, ctx_, options_, &request);
@@ -79,7 +70,7 @@ class StreamCall final {
 
   // Sends the next chunk, pulling the next part of the reply when none is left.
   void PumpLocked() {
-    if (sending_ || finishing_ || cut_ || exchange_ == nullptr || !exchange_->ready()) return;
+    if (writing_ || finishing_ || cut_ || exchange_ == nullptr || !exchange_->ready()) return;
     if (chunks_.empty() && !produced_all_) produced_all_ = exchange_->WriteNext(chunks_.writer());
     if (chunks_.empty()) {
       if (produced_all_) FinishLocked(ExchangeStatus(&ctx_, *exchange_));
@@ -95,83 +86,50 @@ class StreamCall final {
       FinishLocked(std::move(serialized));
       return;
     }
-    sending_ = true;
     send_started_ = Clock::now();
     if (chunks_.empty() && produced_all_) {
       // The last chunk and the status in one batch.
-      finishing_ = true;
-      ++refs_;
-      writer_.WriteAndFinish(out_, grpc::WriteOptions(), ExchangeStatus(&ctx_, *exchange_),
-                             &finish_tag_);
+      StartWriteAndFinishLocked(out_, ExchangeStatus(&ctx_, *exchange_));
     } else {
-      ++refs_;
-      writer_.Write(out_, &write_tag_);
+      StartWriteLocked(out_);
     }
   }
 
-  void FinishLocked(grpc::Status status) {
-    if (finishing_) return;
-    finishing_ = true;
-    ++refs_;
-    writer_.Finish(WithErrorDetails(status), &finish_tag_);
-  }
-
-  void OnWriteDone(bool ok) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
-    sending_ = false;
+  void OnWriteDoneLocked(bool ok) {
     if (!ok || cut_) {  // the stream is gone (client cancelled, or we cut it)
       if (exchange_ != nullptr) exchange_->Cancel();
       FinishLocked(Cancelled());
     } else {
       PumpLocked();
     }
-    Unref(lock);
   }
 
-  void OnFinishDone(bool) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
-    sending_ = false;
-    finish_done_ = true;
-    if (alarm_ != nullptr) alarm_->Cancel();
-    Unref(lock);
-  }
-
-  void OnDone(bool) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
-    done_ = true;
+  void OnDoneLocked() {
     if (ctx_.IsCancelled()) {
       if (exchange_ != nullptr) exchange_->Cancel();
-      if (!sending_) FinishLocked(Cancelled());
+      if (!writing_) FinishLocked(Cancelled());
     }
-    if (alarm_ != nullptr) alarm_->Cancel();
-    Unref(lock);
   }
 
   // The alarm is always armed while the stream runs: at the next moment a limit could
   // be passed (stall of the write in progress, the total deadline, or one stall period
   // from now).
-  void ArmLocked(Clock::time_point when) {
-    if (alarm_ == nullptr) alarm_ = std::make_unique<grpc::Alarm>();
-    ++refs_;
-    alarm_->Set(cq_, ToSystem(std::min(when, deadline_)), &alarm_tag_);
-  }
+  void ArmLocked(Clock::time_point when) { SetAlarmLocked(std::min(when, deadline_)); }
 
-  void OnAlarm(bool fired) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
+  void OnAlarmLocked(bool fired) {
     if (fired && !finish_done_ && !done_ && !cut_) {
       const Clock::time_point now = Clock::now();
       if (now >= deadline_) {
         CutLocked(
             absl::StrCat("not over after reply_timeout (", options_.reply_timeout.count(), " ms)"));
-      } else if (sending_ && now - send_started_ >= options_.stream_write_timeout) {
+      } else if (writing_ && now - send_started_ >= options_.stream_write_timeout) {
         CutLocked(absl::StrCat("the client took no data for ",
                                options_.stream_write_timeout.count(), " ms"));
       } else {
-        ArmLocked(sending_ ? send_started_ + options_.stream_write_timeout
+        ArmLocked(writing_ ? send_started_ + options_.stream_write_timeout
                            : now + options_.stream_write_timeout);
       }
     }
-    Unref(lock);
   }
 
   // Ends a stream whose client makes no progress: the exchange goes (its producer and
@@ -183,46 +141,22 @@ class StreamCall final {
     if (exchange_ != nullptr) exchange_->Cancel();
     chunks_.clear();
     ctx_.TryCancel();
-    if (!sending_) FinishLocked(Cancelled());
-  }
-
-  void Unref(std::unique_lock<std::mutex>& lock) {
-    if (--refs_ > 0) return;
-    anchor_->call = nullptr;
-    lock.unlock();
-    delete this;
+    if (!writing_) FinishLocked(Cancelled());
   }
 
   ManagementService& service_;
   const ServiceOptions& options_;
-  grpc::ServerCompletionQueue* const cq_;
-  grpc::ServerContext ctx_;
   grpc::ByteBuffer request_;
-  grpc::ServerAsyncWriter<grpc::ByteBuffer> writer_;
-  MemberTag<StreamCall, &StreamCall::OnRequest> request_tag_{this};
-  MemberTag<StreamCall, &StreamCall::OnWriteDone> write_tag_{this};
-  MemberTag<StreamCall, &StreamCall::OnFinishDone> finish_tag_{this};
-  MemberTag<StreamCall, &StreamCall::OnDone> done_tag_{this};
-  MemberTag<StreamCall, &StreamCall::OnAlarm> alarm_tag_{this};
-  const std::shared_ptr<CallAnchor<StreamCall>> anchor_;
 
   // Guarded by anchor_->mu once the request arrived.
-  // Tags to come back (the done tag, and each write, finish and alarm started).
-  int refs_ = 1;
   std::string command_;
   std::unique_ptr<mi::Exchange> exchange_;
   ChunkQueue chunks_;
   grpc::ByteBuffer out_;
-  std::unique_ptr<grpc::Alarm> alarm_;
   Clock::time_point deadline_ = Clock::time_point::max();
   Clock::time_point send_started_;
   // The exchange has written its last part into chunks_.
   bool produced_all_ = false;
-  // A Write or WriteAndFinish is in flight.
-  bool sending_ = false;
-  bool finishing_ = false;
-  bool finish_done_ = false;
-  bool done_ = false;
   bool cut_ = false;
 };
 

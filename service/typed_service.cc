@@ -21,6 +21,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "registry/typed_method.h"
+#include "service/async_call.h"
 #include "service/call_anchor.h"
 #include "service/call_support.h"
 #include "service/cq_tag.h"
@@ -36,12 +37,6 @@ using Clock = std::chrono::steady_clock;
 // Calls kept posted per completion queue.
 constexpr int kPendingTypedPerQueue = 4;
 
-std::chrono::system_clock::time_point ToSystem(Clock::time_point when) {
-  if (when == Clock::time_point::max()) return std::chrono::system_clock::time_point::max();
-  return std::chrono::system_clock::now() +
-         std::chrono::duration_cast<std::chrono::system_clock::duration>(when - Clock::now());
-}
-
 grpc::Status ConversionFailed(const mi::TypedMethod& method, const absl::Status& why) {
   spdlog::error("mi_grpc: {}: reply conversion failed: {}", method.full_name(), why.ToString());
   return TransportError(
@@ -50,24 +45,18 @@ grpc::Status ConversionFailed(const mi::TypedMethod& method, const absl::Status&
       kReasonConversion);
 }
 
-class TypedCall final {
+class TypedCall final : public AsyncCall<TypedCall, grpc::GenericServerAsyncReaderWriter,
+                                         grpc::GenericServerContext> {
  public:
   TypedCall(TypedService& service, grpc::ServerCompletionQueue* cq)
-      : service_(service),
-        options_(service.management().options()),
-        cq_(cq),
-        stream_(&ctx_),
-        anchor_(std::make_shared<CallAnchor<TypedCall>>(this)) {
-    ctx_.AsyncNotifyWhenDone(&done_tag_);
+      : AsyncCall(this, cq), service_(service), options_(service.management().options()) {
     service_.generic_service()->RequestCall(&ctx_, &stream_, cq_, cq_, &request_tag_);
   }
 
  private:
-  void OnRequest(bool ok) {
-    if (!ok) {  // the server shuts down; no done tag comes for a call never started
-      delete this;
-      return;
-    }
+  friend Base;
+
+  void OnRequest() {
     new TypedCall(service_, cq_);
     std::lock_guard<std::mutex> lock(anchor_->mu);
     const std::optional<mi::TypedBinding> binding =
@@ -79,7 +68,7 @@ class TypedCall final {
       return;
     }
     binding_ = *binding;
-    ++refs_;
+    AddRefLocked();
     reading_ = true;
     stream_.Read(&in_, &read_tag_);
   }
@@ -181,12 +170,9 @@ class TypedCall final {
       return;
     }
     if (!SerializeLocked(*response)) return;
-    finishing_ = true;
-    ++refs_;
-    stream_.WriteAndFinish(out_, grpc::WriteOptions(), grpc::Status::OK, &finish_tag_);
+    StartWriteAndFinishLocked(out_, grpc::Status::OK);
     if (out_.Length() >= kLargeReplyBytes) {
       // A large reply may wait for a client that does not read: bound that wait.
-      sending_ = true;
       send_started_ = Clock::now();
       ArmLocked(send_started_ + options_.stream_write_timeout);
     }
@@ -227,7 +213,7 @@ class TypedCall final {
 
   // Sends the next message, pulling the next part of the reply when none is queued.
   void PumpLocked() {
-    if (sending_ || finishing_ || cut_) return;
+    if (writing_ || finishing_ || cut_) return;
     while (pending_.empty() && !produced_all_) {
       produced_all_ = exchange_->WriteNext(*assembler_);
       if (!conversion_error_.ok()) {
@@ -248,22 +234,17 @@ class TypedCall final {
     std::unique_ptr<google::protobuf::Message> message = std::move(pending_.front());
     pending_.pop_front();
     if (!SerializeLocked(*message)) return;
-    sending_ = true;
     send_started_ = Clock::now();
-    ++refs_;
     if (pending_.empty() && produced_all_) {
-      finishing_ = true;  // the last message and the status in one batch
-      stream_.WriteAndFinish(out_, grpc::WriteOptions(),
-                             WithErrorDetails(ErrorOf(*exchange_).value_or(grpc::Status::OK)),
-                             &finish_tag_);
+      // The last message and the status in one batch.
+      StartWriteAndFinishLocked(out_,
+                                WithErrorDetails(ErrorOf(*exchange_).value_or(grpc::Status::OK)));
     } else {
-      stream_.Write(out_, &write_tag_);
+      StartWriteLocked(out_);
     }
   }
 
-  void OnWriteDone(bool ok) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
-    sending_ = false;
+  void OnWriteDoneLocked(bool ok) {
     if (!ok || cut_) {  // the stream is gone (client cancelled, or we cut it)
       if (exchange_ != nullptr) exchange_->Cancel();
       FinishLocked(
@@ -271,64 +252,38 @@ class TypedCall final {
     } else {
       PumpLocked();
     }
-    Unref(lock);
   }
 
   // --- end ---------------------------------------------------------------------------
 
-  void FinishLocked(grpc::Status status) {
-    if (finishing_) return;
-    finishing_ = true;
-    ++refs_;
-    stream_.Finish(WithErrorDetails(status), &finish_tag_);
-  }
-
-  void OnFinishDone(bool) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
-    sending_ = false;
-    finish_done_ = true;
-    if (alarm_ != nullptr) alarm_->Cancel();
-    Unref(lock);
-  }
-
-  void OnDone(bool) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
-    done_ = true;
+  void OnDoneLocked() {
     if (ctx_.IsCancelled()) {
       if (exchange_ != nullptr) exchange_->Cancel();
-      if (!sending_ && !reading_) {
+      if (!writing_ && !reading_) {
         FinishLocked(
             TransportError(grpc::StatusCode::CANCELLED, "call cancelled", kReasonCancelled));
       }
     }
-    if (alarm_ != nullptr) alarm_->Cancel();
-    Unref(lock);
   }
 
   // Armed while a stream runs or a large reply is sent: the next moment a limit could be
   // passed (stall of the write in progress, the total deadline, one stall period on).
-  void ArmLocked(Clock::time_point when) {
-    if (alarm_ == nullptr) alarm_ = std::make_unique<grpc::Alarm>();
-    ++refs_;
-    alarm_->Set(cq_, ToSystem(std::min(when, deadline_)), &alarm_tag_);
-  }
+  void ArmLocked(Clock::time_point when) { SetAlarmLocked(std::min(when, deadline_)); }
 
-  void OnAlarm(bool fired) {
-    std::unique_lock<std::mutex> lock(anchor_->mu);
+  void OnAlarmLocked(bool fired) {
     if (fired && !finish_done_ && !done_ && !cut_) {
       const Clock::time_point now = Clock::now();
       if (now >= deadline_) {
         CutLocked(
             absl::StrCat("not over after reply_timeout (", options_.reply_timeout.count(), " ms)"));
-      } else if (sending_ && now - send_started_ >= options_.stream_write_timeout) {
+      } else if (writing_ && now - send_started_ >= options_.stream_write_timeout) {
         CutLocked(absl::StrCat("the client took no data for ",
                                options_.stream_write_timeout.count(), " ms"));
-      } else if (streaming_ || sending_) {
-        ArmLocked(sending_ ? send_started_ + options_.stream_write_timeout
+      } else if (streaming_ || writing_) {
+        ArmLocked(writing_ ? send_started_ + options_.stream_write_timeout
                            : now + options_.stream_write_timeout);
       }
     }
-    Unref(lock);
   }
 
   void CutLocked(const std::string& why) {
@@ -338,34 +293,17 @@ class TypedCall final {
     if (exchange_ != nullptr) exchange_->Cancel();
     pending_.clear();
     ctx_.TryCancel();
-    if (!sending_) {
+    if (!writing_) {
       FinishLocked(TransportError(grpc::StatusCode::CANCELLED, "call cut: " + why, kReasonCallCut));
     }
   }
 
-  void Unref(std::unique_lock<std::mutex>& lock) {
-    if (--refs_ > 0) return;
-    anchor_->call = nullptr;
-    lock.unlock();
-    delete this;
-  }
-
   TypedService& service_;
   const ServiceOptions& options_;
-  grpc::ServerCompletionQueue* const cq_;
-  grpc::GenericServerContext ctx_;
-  grpc::GenericServerAsyncReaderWriter stream_;
-  MemberTag<TypedCall, &TypedCall::OnRequest> request_tag_{this};
   MemberTag<TypedCall, &TypedCall::OnRead> read_tag_{this};
-  MemberTag<TypedCall, &TypedCall::OnWriteDone> write_tag_{this};
-  MemberTag<TypedCall, &TypedCall::OnFinishDone> finish_tag_{this};
-  MemberTag<TypedCall, &TypedCall::OnDone> done_tag_{this};
-  MemberTag<TypedCall, &TypedCall::OnAlarm> alarm_tag_{this};
-  const std::shared_ptr<CallAnchor<TypedCall>> anchor_;
 
-  // Guarded by anchor_->mu once the call arrived.
-  // Tags to come back (the done tag, and each read, write, finish and alarm started).
-  int refs_ = 1;
+  // Guarded by anchor_->mu once the call arrived. Besides the base's references, the
+  // request's read holds one.
   mi::TypedBinding binding_{nullptr, nullptr};
   grpc::ByteBuffer in_;
   grpc::ByteBuffer out_;
@@ -378,15 +316,10 @@ class TypedCall final {
   std::unique_ptr<google::protobuf::Message> current_;
   absl::Status conversion_error_;
   std::deque<std::unique_ptr<google::protobuf::Message>> pending_;
-  std::unique_ptr<grpc::Alarm> alarm_;
   Clock::time_point deadline_ = Clock::time_point::max();
   Clock::time_point send_started_;
   bool produced_all_ = false;
   bool reading_ = false;
-  bool sending_ = false;
-  bool finishing_ = false;
-  bool finish_done_ = false;
-  bool done_ = false;
   bool cut_ = false;
 };
 
