@@ -44,6 +44,9 @@ using sipd::testing::MiClient;
 using sipd::testing::SipdInstance;
 using Clock = std::chrono::steady_clock;
 
+// Config lines appended to the bench's own (--extra), e.g. a usrloc modparam.
+std::string g_extra;
+
 std::string Config(int db_mode, int shm_mb) {
   return absl::StrCat("shm_size = ", shm_mb,
                       "\nloadmodule \"mi_fifo\"\n"
@@ -56,7 +59,8 @@ std::string Config(int db_mode, int shm_mb) {
                       "modparam(\"usrloc\", \"db_mode\", ",
                       db_mode,
                       ")\n"
-                      "loadmodule \"registrar\"\n");
+                      "loadmodule \"registrar\"\n",
+                      g_extra.empty() ? "" : g_extra + "\n");
 }
 
 // SIP children of the sipd under test (--children).
@@ -354,6 +358,7 @@ int main(int argc, char** argv) {
   reg->add_option("--db-mode", db_mode, "usrloc db_mode (0, 1, 2)");
   reg->add_option("--window", g_window, "sipp -l: outstanding REGISTERs");
   reg->add_option("--children", g_children, "SIP worker processes of sipd (children)");
+  app.add_option("--extra", g_extra, "config lines appended to the bench's sipd config");
   int mi_interval_ms = 0;
   reg->add_option("--mi-interval-ms", mi_interval_ms,
                   "pause of the MI client between iterations (0 = back to back)");
