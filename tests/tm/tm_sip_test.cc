@@ -427,16 +427,17 @@ TEST_F(TmSipTest, UnderOverloadNewInvitesGet503UntilTheQueuesDrain) {
 
 TEST_F(TmSipTest, AnInviteThatWaitedLongerThanOverloadDelayGets503) {
   // Queue-length shedding off: only the age of the INVITE can refuse it.
-  StartSipd("modparam(\"tm\", \"overload_queue\", 0)\nmodparam(\"tm\", \"overload_delay\", 100)\n");
+  StartSipd("modparam(\"tm\", \"overload_queue\", 0)\nmodparam(\"tm\", \"overload_delay\", 500)\n");
   const std::set<int> receivers = PidsOfType({"SIP receiver"});
   ASSERT_FALSE(receivers.empty());
   for (int pid : receivers) ASSERT_EQ(kill(pid, SIGSTOP), 0);
   UdpPeer uac;
   uac.SendTo(sip_port(),
              Request("INVITE", "nobody", sip_port(), uac.port(), "z9hG4bKstale", "stale-invite"));
-  // What is under test is the time the INVITE spends queued: let 150 ms pass.
+  // What is under test is the time the INVITE spends queued: let 600 ms pass (a
+  // fresh INVITE below would have to wait 500 ms in the queue to be refused as well).
   const auto sent_at = std::chrono::steady_clock::now();
-  WaitUntil([&] { return std::chrono::steady_clock::now() - sent_at >= 150ms; }, 5s);
+  WaitUntil([&] { return std::chrono::steady_clock::now() - sent_at >= 600ms; }, 5s);
   for (int pid : receivers) kill(pid, SIGCONT);
   const std::string refused = uac.Receive(5s);
   EXPECT_EQ(Status(refused), 503) << refused;
