@@ -262,26 +262,20 @@ class TmModule final : public Module, public TmApi {
     mi_completion_ = layer_->RegisterCompletion(
         [this](const UacResult& result, std::string_view data) { CompleteMi(result, data); });
 
-    // Overload control by age: the workers need each datagram's arrival time.
-    if (layer_options_.overload_delay_ms > 0) {
-      if (auto* impl = dynamic_cast<SipTransportImpl*>(sip); impl != nullptr) {
-        for (size_t i = 0; i < sip->sockets().size(); ++i) {
-          if (const UdpListener* l = impl->udp(static_cast<int>(i)); l != nullptr) {
-            l->EnableReceiveTimestamps();
-          }
-        }
+    // Overload control. By age: the workers need each datagram's arrival time. By queue:
+    // the timer process watches the UDP receive queues.
+    std::vector<const UdpListener*> udp;
+    if (auto* impl = dynamic_cast<SipTransportImpl*>(sip); impl != nullptr) {
+      for (size_t i = 0; i < sip->sockets().size(); ++i) {
+        if (const UdpListener* l = impl->udp(static_cast<int>(i)); l != nullptr) udp.push_back(l);
       }
     }
-    // Overload control: the timer process watches the UDP receive queues.
+    if (layer_options_.overload_delay_ms > 0) {
+      for (const UdpListener* l : udp) l->EnableReceiveTimestamps();
+    }
     overloaded_ = core.shm().Construct<std::atomic<bool>>(false);
     if (overload_queue_percent_ > 0) {
-      if (auto* impl = dynamic_cast<SipTransportImpl*>(sip); impl != nullptr) {
-        for (size_t i = 0; i < sip->sockets().size(); ++i) {
-          if (const UdpListener* l = impl->udp(static_cast<int>(i)); l != nullptr) {
-            udp_fds_.push_back(l->fd());
-          }
-        }
-      }
+      for (const UdpListener* l : udp) udp_fds_.push_back(l->fd());
       layer_->set_overload_flag(overloaded_);
     }
     core.SetSipMessageHandler([this](const SipInbound& inbound) { Handle(inbound); });
