@@ -520,7 +520,8 @@ int main(int argc, char** argv) {
                     "cap the server's processes at this % of one core (a cgroup): the server, "
                     "not sipp, becomes the bottleneck");
     sub->add_option("--server-cpu-period-ms", cpu_period_ms,
-                    "the cap's accounting period (ms, 1-1000): --server-cpu % of each period");
+                    "the cap's accounting period (ms, 1-1000): --server-cpu % of each period")
+        ->check(CLI::Range(1, 1000));
   }
   CLI11_PARSE(app, argc, argv);
   if (!cpus.empty()) {
