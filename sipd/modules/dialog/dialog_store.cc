@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include "absl/strings/str_cat.h"
+#include "sipd/modules/sqlite/statement.h"
 #include "spdlog/spdlog.h"
 
 namespace sipd::dialog {
@@ -41,15 +42,9 @@ enum Statement : size_t { kUpsert, kDelete };
 
 enum RecordKind : uint8_t { kRecordUpsert = 1, kRecordDelete = 2 };
 
-int BindText(sqlite3_stmt* stmt, int index, std::string_view text) {
-  return sqlite3_bind_text(stmt, index, text.data(), static_cast<int>(text.size()), SQLITE_STATIC);
-}
-
-std::string ColumnText(sqlite3_stmt* stmt, int column) {
-  const unsigned char* text = sqlite3_column_text(stmt, column);
-  const int n = sqlite3_column_bytes(stmt, column);
-  return text == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(text), n);
-}
+using sqlite::BindInt;
+using sqlite::BindText;
+using sqlite::ColumnText;
 
 void WriteDialog(sqlite::RecordWriter& w, const DialogInfo& d,
                  const std::vector<std::string>& profile_names) {
@@ -186,10 +181,10 @@ absl::Status DialogStore::Upsert(sqlite3* db, const DialogInfo& d) {
     profiles.Str(p.value);
   }
   const std::string blob = profiles.Take();
-  sqlite3_bind_int64(s, 1, d.h_entry);
-  sqlite3_bind_int64(s, 2, d.h_id);
-  sqlite3_bind_int64(s, 3, static_cast<int64_t>(d.version));
-  sqlite3_bind_int(s, 4, static_cast<int>(d.state));
+  BindInt(s, 1, d.h_entry);
+  BindInt(s, 2, d.h_id);
+  BindInt(s, 3, static_cast<int64_t>(d.version));
+  BindInt(s, 4, static_cast<int>(d.state));
   BindText(s, 5, d.callid);
   BindText(s, 6, d.from_uri);
   BindText(s, 7, d.to_uri);
@@ -198,20 +193,18 @@ absl::Status DialogStore::Upsert(sqlite3* db, const DialogInfo& d) {
   BindText(s, 10, d.caller.route_set);
   BindText(s, 11, d.caller.bind_addr);
   BindText(s, 12, d.caller_next_hop);
-  sqlite3_bind_int64(s, 13, d.caller.cseq);
-  sqlite3_bind_int(s, 14, d.callee.has_value() ? 1 : 0);
+  BindInt(s, 13, d.caller.cseq);
+  BindInt(s, 14, d.callee.has_value() ? 1 : 0);
   BindText(s, 15, callee.tag);
   BindText(s, 16, callee.contact);
   BindText(s, 17, callee.route_set);
   BindText(s, 18, callee.bind_addr);
-  sqlite3_bind_int64(s, 19, callee.cseq);
-  sqlite3_bind_int64(s, 20, d.user_flags);
-  sqlite3_bind_int64(s, 21, d.start_time);
-  sqlite3_bind_int64(s, 22, d.timeout);
-  sqlite3_bind_blob(s, 23, blob.data(), static_cast<int>(blob.size()), SQLITE_STATIC);
-  const int rc = sqlite3_step(s);
-  sqlite3_reset(s);
-  if (rc != SQLITE_DONE) {
+  BindInt(s, 19, callee.cseq);
+  BindInt(s, 20, d.user_flags);
+  BindInt(s, 21, d.start_time);
+  BindInt(s, 22, d.timeout);
+  sqlite::BindBlob(s, 23, blob);
+  if (!sqlite::StepDone(s)) {
     return absl::UnavailableError(absl::StrCat("write dialog: ", sqlite3_errmsg(db)));
   }
   return absl::OkStatus();
@@ -221,30 +214,27 @@ absl::Status DialogStore::Delete(sqlite3* db, uint32_t h_entry, uint32_t h_id) {
   absl::StatusOr<sqlite3_stmt*> prepared = statements_.Get(db, kDelete);
   if (!prepared.ok()) return prepared.status();
   sqlite3_stmt* s = *prepared;
-  sqlite3_bind_int64(s, 1, h_entry);
-  sqlite3_bind_int64(s, 2, h_id);
-  const int rc = sqlite3_step(s);
-  sqlite3_reset(s);
-  if (rc != SQLITE_DONE) {
+  BindInt(s, 1, h_entry);
+  BindInt(s, 2, h_id);
+  if (!sqlite::StepDone(s)) {
     return absl::UnavailableError(absl::StrCat("delete dialog: ", sqlite3_errmsg(db)));
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<DialogInfo>> DialogStore::LoadAll(sqlite3* db) const {
-  sqlite3_stmt* s = nullptr;
-  if (sqlite3_prepare_v2(db,
-                         "SELECT h_entry, h_id, version, state, callid, from_uri, to_uri, "
-                         "caller_tag, caller_contact, caller_route_set, caller_bind_addr, "
-                         "caller_next_hop, caller_cseq, has_callee, callee_tag, callee_contact, "
-                         "callee_route_set, callee_bind_addr, callee_cseq, user_flags, "
-                         "start_time, timeout, profiles FROM dialog ORDER BY h_entry, h_id",
-                         -1, &s, nullptr) != SQLITE_OK) {
+  absl::StatusOr<sqlite::Statement> prepared =
+      sqlite::Prepare(db,
+                      "SELECT h_entry, h_id, version, state, callid, from_uri, to_uri, "
+                      "caller_tag, caller_contact, caller_route_set, caller_bind_addr, "
+                      "caller_next_hop, caller_cseq, has_callee, callee_tag, callee_contact, "
+                      "callee_route_set, callee_bind_addr, callee_cseq, user_flags, "
+                      "start_time, timeout, profiles FROM dialog ORDER BY h_entry, h_id");
+  if (!prepared.ok()) {
     return absl::UnavailableError(absl::StrCat("read dialogs: ", sqlite3_errmsg(db)));
   }
   std::vector<DialogInfo> out;
-  int rc;
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+  const int rc = sqlite::StepRows(prepared->get(), [&](sqlite3_stmt* s) {
     DialogInfo d;
     d.h_entry = static_cast<uint32_t>(sqlite3_column_int64(s, 0));
     d.h_id = static_cast<uint32_t>(sqlite3_column_int64(s, 1));
@@ -252,7 +242,7 @@ absl::StatusOr<std::vector<DialogInfo>> DialogStore::LoadAll(sqlite3* db) const 
     const int state = sqlite3_column_int(s, 3);
     if (state < 1 || state > 4) {
       spdlog::warn("dialog: database row {}:{} has state {}; skipped", d.h_entry, d.h_id, state);
-      continue;
+      return;
     }
     d.state = static_cast<DialogState>(state);
     d.callid = ColumnText(s, 4);
@@ -276,10 +266,7 @@ absl::StatusOr<std::vector<DialogInfo>> DialogStore::LoadAll(sqlite3* db) const 
     d.user_flags = static_cast<uint32_t>(sqlite3_column_int64(s, 19));
     d.start_time = sqlite3_column_int64(s, 20);
     d.timeout = sqlite3_column_int64(s, 21);
-    const void* blob = sqlite3_column_blob(s, 22);
-    const int blob_size = sqlite3_column_bytes(s, 22);
-    sqlite::RecordReader p(
-        std::string_view(static_cast<const char*>(blob), blob != nullptr ? blob_size : 0));
+    sqlite::RecordReader p(sqlite::ColumnBlob(s, 22));
     std::string name;
     std::string value;
     while (!p.done() && p.Str(name) && p.Str(value)) {
@@ -291,8 +278,8 @@ absl::StatusOr<std::vector<DialogInfo>> DialogStore::LoadAll(sqlite3* db) const 
       }
     }
     out.push_back(std::move(d));
-  }
-  sqlite3_finalize(s);
+  });
+  prepared->reset();
   if (rc != SQLITE_DONE) {
     return absl::UnavailableError(absl::StrCat("read dialogs: ", sqlite3_errmsg(db)));
   }

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "sipd/modules/sqlite/statement.h"
 #include "spdlog/spdlog.h"
 
 namespace sipd::sqlite {
@@ -502,11 +503,9 @@ absl::StatusOr<sqlite3_stmt*> StatementCache::Get(sqlite3* db, size_t index) {
   }
   sqlite3_stmt*& s = statements_[index];
   if (s == nullptr) {
-    if (sqlite3_prepare_v2(db, sql_[index].c_str(), -1, &s, nullptr) != SQLITE_OK) {
-      s = nullptr;
-      return absl::UnavailableError(
-          absl::StrCat("prepare ", sql_[index], ": ", sqlite3_errmsg(db)));
-    }
+    absl::StatusOr<Statement> prepared = Prepare(db, sql_[index]);
+    if (!prepared.ok()) return prepared.status();
+    s = prepared->release();
   } else {
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);

@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include "absl/strings/str_cat.h"
+#include "sipd/modules/sqlite/statement.h"
 #include "spdlog/spdlog.h"
 
 namespace sipd::usrloc {
@@ -38,16 +39,9 @@ CREATE TABLE IF NOT EXISTS usrloc_contact (
 );
 )sql";
 
-// Binds a string without copying (the statement runs before the string dies).
-int BindText(sqlite3_stmt* stmt, int index, std::string_view text) {
-  return sqlite3_bind_text(stmt, index, text.data(), static_cast<int>(text.size()), SQLITE_STATIC);
-}
-
-std::string ColumnText(sqlite3_stmt* stmt, int column) {
-  const unsigned char* text = sqlite3_column_text(stmt, column);
-  const int n = sqlite3_column_bytes(stmt, column);
-  return text == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(text), n);
-}
+using sqlite::BindInt;
+using sqlite::BindText;
+using sqlite::ColumnText;
 
 class WriterGuard {
  public:
@@ -103,8 +97,10 @@ std::unique_ptr<SqliteStore> SqliteStore::Borrow(sqlite3* db, std::string path) 
 const char* SqliteStore::Schema() { return kSchema; }
 
 SqliteStore::~SqliteStore() {
-  for (sqlite3_stmt* stmt : {select_version_, delete_contacts_, insert_contact_, upsert_version_}) {
-    sqlite3_finalize(stmt);
+  // Finalized before the connection closes (sqlite3_close refuses while any is left).
+  for (sqlite::Statement* stmt :
+       {&select_version_, &delete_contacts_, &insert_contact_, &upsert_version_}) {
+    stmt->reset();
   }
   if (owns_) sqlite3_close(db_);
 }
@@ -133,11 +129,9 @@ absl::Status SqliteStore::CheckWritable() {
   return Exec("ROLLBACK");
 }
 
-absl::StatusOr<sqlite3_stmt*> SqliteStore::Prepare(const char* sql) {
-  sqlite3_stmt* stmt = nullptr;
-  if (sqlite3_prepare_v2(db_, sql, -1, &stmt, nullptr) != SQLITE_OK) {
-    return Error(absl::StrCat("prepare ", sql));
-  }
+absl::StatusOr<sqlite::Statement> SqliteStore::Prepare(const char* sql) {
+  absl::StatusOr<sqlite::Statement> stmt = sqlite::Prepare(db_, sql);
+  if (!stmt.ok()) return Error(absl::StrCat("prepare ", sql));
   return stmt;
 }
 
@@ -166,7 +160,7 @@ absl::Status SqliteStore::WriteRows(std::string_view table, std::span<const AorS
                                     bool force) {
   if (snapshots.empty()) return absl::OkStatus();
   // Prepared once per connection; a failed prepare is retried on the next call.
-  const std::pair<sqlite3_stmt**, const char*> statements[] = {
+  const std::pair<sqlite::Statement*, const char*> statements[] = {
       {&select_version_, "SELECT version FROM usrloc_aor WHERE table_name=?1 AND aor=?2"},
       {&delete_contacts_, "DELETE FROM usrloc_contact WHERE table_name=?1 AND aor=?2"},
       {&insert_contact_,
@@ -180,60 +174,64 @@ absl::Status SqliteStore::WriteRows(std::string_view table, std::span<const AorS
   };
   for (const auto& [stmt, sql] : statements) {
     if (*stmt != nullptr) continue;
-    absl::StatusOr<sqlite3_stmt*> prepared = Prepare(sql);
+    absl::StatusOr<sqlite::Statement> prepared = Prepare(sql);
     if (!prepared.ok()) return prepared.status();
-    *stmt = *prepared;
+    *stmt = *std::move(prepared);
   }
+  sqlite3_stmt* const select_version = select_version_.get();
+  sqlite3_stmt* const delete_contacts = delete_contacts_.get();
+  sqlite3_stmt* const insert_contact = insert_contact_.get();
+  sqlite3_stmt* const upsert_version = upsert_version_.get();
   {
     for (const AorSnapshot& snapshot : snapshots) {
-      sqlite3_reset(select_version_);
-      BindText(select_version_, 1, table);
-      BindText(select_version_, 2, snapshot.aor);
-      int rc = sqlite3_step(select_version_);
+      sqlite3_reset(select_version);
+      BindText(select_version, 1, table);
+      BindText(select_version, 2, snapshot.aor);
+      int rc = sqlite3_step(select_version);
       if (rc == SQLITE_ROW) {
-        const auto stored = static_cast<uint64_t>(sqlite3_column_int64(select_version_, 0));
-        sqlite3_reset(select_version_);
+        const auto stored = static_cast<uint64_t>(sqlite3_column_int64(select_version, 0));
+        sqlite3_reset(select_version);
         if (stored > snapshot.version || (stored == snapshot.version && !force)) continue;
       } else {
-        sqlite3_reset(select_version_);
+        sqlite3_reset(select_version);
         if (rc != SQLITE_DONE) return Error("read version");
       }
 
-      sqlite3_reset(delete_contacts_);
-      BindText(delete_contacts_, 1, table);
-      BindText(delete_contacts_, 2, snapshot.aor);
-      if (sqlite3_step(delete_contacts_) != SQLITE_DONE) return Error("delete contacts");
+      sqlite3_reset(delete_contacts);
+      BindText(delete_contacts, 1, table);
+      BindText(delete_contacts, 2, snapshot.aor);
+      if (sqlite3_step(delete_contacts) != SQLITE_DONE) return Error("delete contacts");
 
       int position = 0;
       for (const ContactInfo& c : snapshot.contacts) {
-        sqlite3_stmt* s = insert_contact_;
+        sqlite3_stmt* s = insert_contact;
         sqlite3_reset(s);
         BindText(s, 1, table);
         BindText(s, 2, snapshot.aor);
         BindText(s, 3, c.uri);
-        sqlite3_bind_int(s, 4, position++);
-        sqlite3_bind_int64(s, 5, c.expires);
-        sqlite3_bind_int(s, 6, c.q);
+        BindInt(s, 4, position++);
+        BindInt(s, 5, c.expires);
+        BindInt(s, 6, c.q);
         BindText(s, 7, c.callid);
-        sqlite3_bind_int64(s, 8, c.cseq);
-        sqlite3_bind_int64(s, 9, c.flags);
-        sqlite3_bind_int64(s, 10, c.cflags);
+        BindInt(s, 8, c.cseq);
+        BindInt(s, 9, c.flags);
+        BindInt(s, 10, c.cflags);
         BindText(s, 11, c.user_agent);
         BindText(s, 12, c.received);
         BindText(s, 13, c.path);
         BindText(s, 14, c.socket);
-        sqlite3_bind_int64(s, 15, c.methods);
+        BindInt(s, 15, c.methods);
         BindText(s, 16, c.instance);
         BindText(s, 17, c.attr);
-        sqlite3_bind_int64(s, 18, c.last_modified);
+        BindInt(s, 18, c.last_modified);
         if (sqlite3_step(s) != SQLITE_DONE) return Error("insert contact");
       }
 
-      sqlite3_reset(upsert_version_);
-      BindText(upsert_version_, 1, table);
-      BindText(upsert_version_, 2, snapshot.aor);
-      sqlite3_bind_int64(upsert_version_, 3, static_cast<int64_t>(snapshot.version));
-      if (sqlite3_step(upsert_version_) != SQLITE_DONE) return Error("write version");
+      sqlite3_reset(upsert_version);
+      BindText(upsert_version, 1, table);
+      BindText(upsert_version, 2, snapshot.aor);
+      BindInt(upsert_version, 3, static_cast<int64_t>(snapshot.version));
+      if (sqlite3_step(upsert_version) != SQLITE_DONE) return Error("write version");
     }
     return absl::OkStatus();
   }
@@ -247,12 +245,10 @@ absl::StatusOr<std::vector<AorSnapshot>> SqliteStore::Load(std::string_view tabl
       "ON a.table_name=c.table_name AND a.aor=c.aor WHERE c.table_name=?1 "
       "ORDER BY c.aor, c.position");
   if (!prepared.ok()) return prepared.status();
-  sqlite3_stmt* s = *prepared;
-  BindText(s, 1, table);
+  BindText(prepared->get(), 1, table);
   std::vector<AorSnapshot> out;
-  int rc;
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    std::string aor = ColumnText(s, 0);
+  const int rc = sqlite::StepRows(prepared->get(), [&](sqlite3_stmt* s) {
+    std::string aor(ColumnText(s, 0));
     if (out.empty() || out.back().aor != aor) {
       out.emplace_back();
       out.back().aor = std::move(aor);
@@ -276,8 +272,8 @@ absl::StatusOr<std::vector<AorSnapshot>> SqliteStore::Load(std::string_view tabl
     c.last_modified = sqlite3_column_int64(s, 16);
     c.state = ContactState::kSync;
     out.back().contacts.push_back(std::move(c));
-  }
-  sqlite3_finalize(s);
+  });
+  prepared->reset();
   if (rc != SQLITE_DONE) return Error("load contacts");
   return out;
 }
@@ -285,11 +281,11 @@ absl::StatusOr<std::vector<AorSnapshot>> SqliteStore::Load(std::string_view tabl
 absl::StatusOr<uint64_t> SqliteStore::MaxVersion() {
   auto prepared = Prepare("SELECT COALESCE(MAX(version), 0) FROM usrloc_aor");
   if (!prepared.ok()) return prepared.status();
-  sqlite3_stmt* s = *prepared;
+  sqlite3_stmt* s = prepared->get();
   uint64_t version = 0;
   const int rc = sqlite3_step(s);
   if (rc == SQLITE_ROW) version = static_cast<uint64_t>(sqlite3_column_int64(s, 0));
-  sqlite3_finalize(s);
+  prepared->reset();
   if (rc != SQLITE_ROW) return Error("read max version");
   return version;
 }
@@ -307,16 +303,14 @@ absl::Status SqliteStore::DeleteAorsExcept(std::string_view table,
                                            uint64_t max_version) {
   auto listed = Prepare("SELECT aor FROM usrloc_aor WHERE table_name=?1 AND version<=?2");
   if (!listed.ok()) return listed.status();
-  sqlite3_stmt* s = *listed;
-  BindText(s, 1, table);
-  sqlite3_bind_int64(s, 2, static_cast<int64_t>(max_version));
+  BindText(listed->get(), 1, table);
+  BindInt(listed->get(), 2, static_cast<int64_t>(max_version));
   std::vector<std::string> stale;
-  int rc;
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    std::string aor = ColumnText(s, 0);
+  const int rc = sqlite::StepRows(listed->get(), [&](sqlite3_stmt* s) {
+    std::string aor(ColumnText(s, 0));
     if (!keep.contains(aor)) stale.push_back(std::move(aor));
-  }
-  sqlite3_finalize(s);
+  });
+  listed->reset();
   if (rc != SQLITE_DONE) return Error("list AORs");
   if (stale.empty()) return absl::OkStatus();
   // The version row stays (see the file comment); the contacts go only if nobody wrote
@@ -325,18 +319,18 @@ absl::Status SqliteStore::DeleteAorsExcept(std::string_view table,
       "DELETE FROM usrloc_contact WHERE table_name=?1 AND aor=?2 AND (SELECT version FROM "
       "usrloc_aor a WHERE a.table_name=?1 AND a.aor=?2) <= ?3");
   if (!prepared.ok()) return prepared.status();
-  sqlite3_stmt* del = *prepared;
+  sqlite3_stmt* del = prepared->get();
   absl::Status status = InTransaction([&]() -> absl::Status {
     for (const std::string& aor : stale) {
       sqlite3_reset(del);
       BindText(del, 1, table);
       BindText(del, 2, aor);
-      sqlite3_bind_int64(del, 3, static_cast<int64_t>(max_version));
+      BindInt(del, 3, static_cast<int64_t>(max_version));
       if (sqlite3_step(del) != SQLITE_DONE) return Error("delete contacts");
     }
     return absl::OkStatus();
   });
-  sqlite3_finalize(del);
+  prepared->reset();
   return status;
 }
 

@@ -39,6 +39,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "sipd/core/shm.h"
+#include "sipd/modules/sqlite/statement.h"
 #include "sipd/modules/usrloc/contact.h"
 
 struct sqlite3;
@@ -107,7 +108,7 @@ class SqliteStore {
   SqliteStore(sqlite3* db, std::string path, RobustMutex* writer_lock, bool owns)
       : db_(db), path_(std::move(path)), writer_lock_(writer_lock), owns_(owns) {}
   absl::Status Exec(const char* sql);
-  absl::StatusOr<sqlite3_stmt*> Prepare(const char* sql);
+  absl::StatusOr<sqlite::Statement> Prepare(const char* sql);
   absl::Status Error(std::string_view what) const;
   // Runs `body` inside BEGIN IMMEDIATE ... COMMIT under the writer lock.
   template <typename Body>
@@ -117,10 +118,10 @@ class SqliteStore {
   std::string path_;
   RobustMutex* writer_lock_;
   bool owns_;
-  sqlite3_stmt* select_version_ = nullptr;
-  sqlite3_stmt* delete_contacts_ = nullptr;
-  sqlite3_stmt* insert_contact_ = nullptr;
-  sqlite3_stmt* upsert_version_ = nullptr;
+  sqlite::Statement select_version_;
+  sqlite::Statement delete_contacts_;
+  sqlite::Statement insert_contact_;
+  sqlite::Statement upsert_version_;
 };
 
 }  // namespace sipd::usrloc
