@@ -13,6 +13,7 @@
 #include "registry/events.h"
 #include "registry/status_macros.h"
 #include "sipd/core/shm.h"
+#include "sipd/modules/sqlite/statement.h"
 #include "sipd/modules/tm/sip_message.h"
 #include "sipd/modules/tm/tm_api.h"
 #include "spdlog/spdlog.h"
@@ -49,11 +50,6 @@ struct Flags {
   std::atomic<bool> to_database{true};
   std::atomic<bool> database_ok{false};
 };
-
-int BindText(sqlite3_stmt* stmt, int index, std::string_view text) {
-  return sqlite3_bind_text(stmt, index, text.data(), static_cast<int>(text.size()),
-                           SQLITE_TRANSIENT);
-}
 
 class SiptraceModule final : public Module, public tm::Tracer {
  public:
@@ -215,6 +211,8 @@ class SiptraceModule final : public Module, public tm::Tracer {
     sqlite3_reset(insert_);
     sqlite3_bind_int64(insert_, 1, now.tv_sec);
     sqlite3_bind_int64(insert_, 2, now.tv_nsec / 1000);
+    // Bound without copies: the step below runs while the caller's bytes live.
+    using sqlite::BindText;
     BindText(insert_, 3, call_id);
     BindText(insert_, 4, bytes);
     BindText(insert_, 5, method);
