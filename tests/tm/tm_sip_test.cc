@@ -20,8 +20,8 @@
 #include "legacy-transports/fifo/fifo_client.h"
 #include "sipd/modules/tm/sip_builder.h"
 #include "sipd/modules/tm/sip_message.h"
+#include "tests/support/sipd_fixture.h"
 #include "tests/support/sipd_harness.h"
-#include "tests/support/temp_dir.h"
 #include "tests/tm/sip_peers.h"
 #include "tests/usrloc/sip_support.h"
 #include "tests/xmlrpc/xmlrpc_test_client.h"
@@ -79,40 +79,12 @@ std::string Answer(std::string_view request, int code, std::string_view reason,
   return tm::BuildLocalReply(*m, code, reason, to_tag, {}, {}, "");
 }
 
-class TmSipTest : public ::testing::Test {
+class TmSipTest : public SipdFixture {
  protected:
-  void SetUp() override { ASSERT_TRUE(temp_.ok()); }
-  void TearDown() override {
-    if (HasFailure() && sipd_ != nullptr) {
-      std::fprintf(stderr, "sipd log:\n%s\n", sipd_->log().c_str());
-    }
-    sipd_.reset();
-  }
+  TmSipTest() : SipdFixture("sipd-tm-sip", TmConfig, 20s) {}
 
-  void StartSipd(std::string_view extra = "") {
-    sipd_ = std::make_unique<SipdInstance>(SipdInstance::Options{.extra_config = TmConfig(extra)});
-    ASSERT_TRUE(sipd_->Start().ok()) << sipd_->log();
-    mi_ = std::make_unique<MiClient>(sipd_->grpc_target());
-  }
   int sip_port() const { return sipd_->sip_port(); }
 
-  uint64_t Stat(const std::string& name) {
-    auto all = mi_->Statistics({name});
-    for (const auto& [key, value] : all) {
-      if (absl::EndsWith(key, ":" + name)) return value;
-    }
-    return 999999;
-  }
-  void Register(const std::string& user, int port) {
-    auto r =
-        mi_->Execute("ul_add", {"location", user, absl::StrCat("sip:", user, "@127.0.0.1:", port),
-                                "0", "1.00", "0", "0", "0", "4294967295"});
-    ASSERT_EQ(r.code, 200u) << r.Status();
-  }
-  bool WaitForStat(const std::string& name, uint64_t value,
-                   std::chrono::milliseconds timeout = 20s) {
-    return WaitUntil([&] { return Stat(name) == value; }, timeout);
-  }
   // PIDs of the processes `ps` lists with a Type starting with one of `prefixes`.
   std::set<int> PidsOfType(std::initializer_list<std::string_view> prefixes) {
     std::set<int> pids;
@@ -130,11 +102,6 @@ class TmSipTest : public ::testing::Test {
     return pids;
   }
   std::set<int> SipWorkerPids() { return PidsOfType({"SIP receiver", "timer"}); }
-
-  TempDir temp_{"sipd-tm-sip"};
-  const std::string work_ = temp_.path();
-  std::unique_ptr<SipdInstance> sipd_;
-  std::unique_ptr<MiClient> mi_;
 };
 
 TEST_F(TmSipTest, CallsFlowFromASippUacThroughSipdToARegisteredSippUas) {
