@@ -13,8 +13,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "legacy-transports/fifo/fifo_client.h"
+#include "tests/support/sipd_fixture.h"
 #include "tests/support/sipd_harness.h"
-#include "tests/support/temp_dir.h"
 #include "tests/tm/sip_peers.h"
 #include "tests/usrloc/sip_support.h"
 
@@ -62,39 +62,9 @@ std::string Attribute(const mi::Node& node, std::string_view name) {
   return "";
 }
 
-class DialogSipTest : public ::testing::Test {
+class DialogSipTest : public SipdFixture {
  protected:
-  void SetUp() override { ASSERT_TRUE(temp_.ok()); }
-  void TearDown() override {
-    if (HasFailure() && sipd_ != nullptr) {
-      std::fprintf(stderr, "sipd log:\n%s\n", sipd_->log().c_str());
-    }
-    sipd_.reset();
-  }
-
-  void StartSipd(std::string_view extra = "") {
-    sipd_ =
-        std::make_unique<SipdInstance>(SipdInstance::Options{.extra_config = DialogConfig(extra)});
-    ASSERT_TRUE(sipd_->Start().ok()) << sipd_->log();
-    mi_ = std::make_unique<MiClient>(sipd_->grpc_target());
-  }
-  // Stop and start the same sipd (same config, run_dir and FIFO; new ports).
-  void Restart() {
-    ASSERT_TRUE(sipd_->Stop().ok()) << sipd_->log();
-    ASSERT_TRUE(sipd_->Start().ok()) << sipd_->log();
-    mi_ = std::make_unique<MiClient>(sipd_->grpc_target());
-  }
-
-  uint64_t Stat(const std::string& name) {
-    for (const auto& [key, value] : mi_->Statistics({name})) {
-      if (absl::EndsWith(key, ":" + name)) return value;
-    }
-    return 999999;
-  }
-  bool WaitForStat(const std::string& name, uint64_t value,
-                   std::chrono::milliseconds timeout = 30s) {
-    return WaitUntil([&] { return Stat(name) == value; }, timeout);
-  }
+  DialogSipTest() : SipdFixture("sipd-dialog-sip", DialogConfig, 30s) {}
 
   // A FIFO command's text reply.
   std::string Fifo(const std::string& command, const std::vector<std::string>& args = {}) {
@@ -160,11 +130,6 @@ class DialogSipTest : public ::testing::Test {
     }
     return -1;
   }
-
-  TempDir temp_{"sipd-dialog-sip"};
-  const std::string work_ = temp_.path();
-  std::unique_ptr<SipdInstance> sipd_;
-  std::unique_ptr<MiClient> mi_;
 };
 
 class DialogCallTest : public DialogSipTest, public ::testing::WithParamInterface<bool> {};
