@@ -22,8 +22,8 @@
 #include "gtest/gtest.h"
 #include "legacy-transports/datagram/datagram_client.h"
 #include "legacy-transports/fifo/fifo_client.h"
+#include "tests/support/sipd_fixture.h"
 #include "tests/support/sipd_harness.h"
-#include "tests/support/temp_dir.h"
 #include "tests/usrloc/sip_support.h"
 
 namespace sipd::testing {
@@ -47,20 +47,11 @@ std::string ModuleConfig(const std::string& usrloc_params,
       usrloc_params, "loadmodule \"registrar\"\n", registrar_params);
 }
 
-class UsrlocSipTest : public ::testing::Test {
+// StartSipd(extra) uses `extra` as the whole extra_config (ModuleConfig(...) builds it).
+class UsrlocSipTest : public SipdFixture {
  protected:
-  void SetUp() override { ASSERT_TRUE(temp_.ok()); }
-  void TearDown() override {
-    if (HasFailure() && sipd_ != nullptr)
-      std::fprintf(stderr, "sipd log:\n%s\n", sipd_->log().c_str());
-    sipd_.reset();
-  }
+  UsrlocSipTest() : SipdFixture("sipd-ul-sip", nullptr, 20s) {}
 
-  void StartSipd(std::string extra_config) {
-    sipd_ = std::make_unique<SipdInstance>(SipdInstance::Options{.extra_config = extra_config});
-    ASSERT_TRUE(sipd_->Start().ok()) << sipd_->log();
-    mi_ = std::make_unique<MiClient>(sipd_->grpc_target());
-  }
   SippResult Sipp(const std::string& scenario, std::vector<std::string> args) {
     return RunSipp(sipd_->sip_port(), scenario, std::move(args), work_);
   }
@@ -77,11 +68,6 @@ class UsrlocSipTest : public ::testing::Test {
     auto reply = (*client)->Execute(command, args, 20s);
     return reply.ok() ? *reply : reply.status().ToString();
   }
-
-  TempDir temp_{"sipd-ul-sip"};
-  const std::string work_ = temp_.path();
-  std::unique_ptr<SipdInstance> sipd_;
-  std::unique_ptr<MiClient> mi_;
 };
 
 TEST_F(UsrlocSipTest, SippRegistrationsAreWhatTheMiShows) {
