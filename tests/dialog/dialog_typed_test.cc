@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "sipd/core/mi_security.h"
 #include "sipd/dialog/v1/dialog.grpc.pb.h"
+#include "tests/support/sipd_fixture.h"
 #include "tests/support/sipd_harness.h"
 #include "tests/support/temp_dir.h"
 #include "tests/tm/sip_peers.h"
@@ -35,14 +36,17 @@ namespace dlgv1 = ::sipd::dialog::v1;
 using grpc::StatusCode;
 using namespace std::chrono_literals;
 
-std::string DialogConfig() {
-  return "loadmodule \"usrloc\"\n"
-         "loadmodule \"registrar\"\n"
-         "loadmodule \"tm\"\n"
-         "modparam(\"tm\", \"wt_timer\", 1)\n"
-         "loadmodule \"dialog\"\n"
-         "modparam(\"dialog\", \"profiles_with_value\", \"caller/from_user; callee/ruri_user\")\n"
-         "modparam(\"dialog\", \"profiles_no_value\", \"inbound\")\n";
+// The modules, then `extra`.
+std::string DialogConfig(std::string_view extra = "") {
+  return absl::StrCat(
+      "loadmodule \"usrloc\"\n"
+      "loadmodule \"registrar\"\n"
+      "loadmodule \"tm\"\n"
+      "modparam(\"tm\", \"wt_timer\", 1)\n"
+      "loadmodule \"dialog\"\n"
+      "modparam(\"dialog\", \"profiles_with_value\", \"caller/from_user; callee/ruri_user\")\n"
+      "modparam(\"dialog\", \"profiles_no_value\", \"inbound\")\n",
+      std::string(extra));
 }
 
 // The details of a non-OK status, as status.FromError(err).Details() shows them.
@@ -82,20 +86,20 @@ std::unique_ptr<grpc::ClientContext> Context() {
   return context;
 }
 
-class DialogTypedTest : public ::testing::Test {
+class DialogTypedTest : public SipdFixture {
  protected:
+  DialogTypedTest() : SipdFixture("sipd-dialog-typed", DialogConfig, 30s) {}
+
   void SetUp() override {
-    ASSERT_TRUE(temp_.ok());
-    sipd_ = std::make_unique<SipdInstance>(SipdInstance::Options{.extra_config = DialogConfig()});
-    ASSERT_TRUE(sipd_->Start().ok()) << sipd_->log();
-    mi_ = std::make_unique<MiClient>(sipd_->grpc_target());
+    SipdFixture::SetUp();
+    if (HasFatalFailure()) return;
+    StartSipd();
+    if (HasFatalFailure()) return;
     dialogs_ = dlgv1::DialogService::NewStub(
         grpc::CreateChannel(sipd_->grpc_target(), grpc::InsecureChannelCredentials()));
   }
   void TearDown() override {
-    if (HasFailure() && sipd_ != nullptr) {
-      std::fprintf(stderr, "sipd log:\n%s\n", sipd_->log().c_str());
-    }
+    PrintLogOnFailure();
     uac_.reset();
     uas_.reset();
     sipd_.reset();
@@ -107,10 +111,7 @@ class DialogTypedTest : public ::testing::Test {
     uas_ = SippProcess::Start("uas_call.xml", {"-m", absl::StrCat(calls)}, work_, "uas");
     auto port = uas_->SipPort(false);
     ASSERT_TRUE(port.ok()) << port.status();
-    MiClient::Result r =
-        mi_->Execute("ul_add", {"location", "bob", absl::StrCat("sip:bob@127.0.0.1:", *port), "0",
-                                "1.00", "0", "0", "0", "4294967295"});
-    ASSERT_EQ(r.code, 200u) << r.Status();
+    ASSERT_NO_FATAL_FAILURE(Register("bob", *port));
     uac_ = SippProcess::Start("uac_call_ended_by_proxy.xml",
                               {"-s", "bob", absl::StrCat("127.0.0.1:", sipd_->sip_port()), "-m",
                                absl::StrCat(calls), "-l", absl::StrCat(calls)},
@@ -143,10 +144,6 @@ class DialogTypedTest : public ::testing::Test {
         30s);
   }
 
-  TempDir temp_{"sipd-dialog-typed"};
-  const std::string work_ = temp_.path();
-  std::unique_ptr<SipdInstance> sipd_;
-  std::unique_ptr<MiClient> mi_;
   std::unique_ptr<dlgv1::DialogService::Stub> dialogs_;
   std::unique_ptr<SippProcess> uas_;
   std::unique_ptr<SippProcess> uac_;
