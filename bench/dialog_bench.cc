@@ -30,9 +30,9 @@
 #include "absl/strings/str_split.h"
 #include "bench/bench_support.h"
 #include "legacy-transports/fifo/fifo_client.h"
+#include "tests/support/sip_support.h"
 #include "tests/support/sipd_harness.h"
 #include "tests/tm/sip_peers.h"
-#include "tests/usrloc/sip_support.h"
 
 namespace {
 

@@ -56,8 +56,8 @@
 #include "legacy-transports/fifo/fifo_client.h"
 #include "sipd/core/event_bus.h"
 #include "sipd/events/v1/events.grpc.pb.h"
+#include "tests/support/sip_support.h"
 #include "tests/support/sipd_harness.h"
-#include "tests/usrloc/sip_support.h"
 
 namespace {
 

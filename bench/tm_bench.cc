@@ -48,9 +48,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_support.h"
+#include "tests/support/sip_support.h"
 #include "tests/support/sipd_harness.h"
 #include "tests/tm/sip_peers.h"
-#include "tests/usrloc/sip_support.h"
 
 namespace {
 

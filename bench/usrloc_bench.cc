@@ -35,8 +35,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "legacy-transports/fifo/fifo_client.h"
+#include "tests/support/sip_support.h"
 #include "tests/support/sipd_harness.h"
-#include "tests/usrloc/sip_support.h"
 
 namespace {
 

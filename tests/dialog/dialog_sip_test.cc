@@ -13,10 +13,10 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "legacy-transports/fifo/fifo_client.h"
+#include "tests/support/sip_support.h"
 #include "tests/support/sipd_fixture.h"
 #include "tests/support/sipd_harness.h"
 #include "tests/tm/sip_peers.h"
-#include "tests/usrloc/sip_support.h"
 
 namespace sipd::testing {
 namespace {

@@ -23,11 +23,11 @@
 #include "gtest/gtest.h"
 #include "sipd/core/mi_security.h"
 #include "sipd/dialog/v1/dialog.grpc.pb.h"
+#include "tests/support/sip_support.h"
 #include "tests/support/sipd_fixture.h"
 #include "tests/support/sipd_harness.h"
 #include "tests/support/temp_dir.h"
 #include "tests/tm/sip_peers.h"
-#include "tests/usrloc/sip_support.h"
 
 namespace sipd::testing {
 namespace {

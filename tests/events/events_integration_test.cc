@@ -25,9 +25,9 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "legacy-transports/fifo/fifo_client.h"
+#include "tests/support/sip_support.h"
 #include "tests/support/sipd_harness.h"
 #include "tests/support/temp_dir.h"
-#include "tests/usrloc/sip_support.h"
 
 namespace sipd::testing {
 namespace {

@@ -39,9 +39,9 @@
 #include "sipd/events/v1/events.grpc.pb.h"
 #include "sipd/mi/v1/mi.grpc.pb.h"
 #include "sipd/statistics/v1/statistics.grpc.pb.h"
+#include "tests/support/sip_support.h"
 #include "tests/support/sipd_harness.h"
 #include "tests/support/temp_dir.h"
-#include "tests/usrloc/sip_support.h"
 
 namespace sipd::testing {
 namespace {

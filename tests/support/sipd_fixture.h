@@ -16,7 +16,7 @@
 // first and returns on HasFatalFailure(); one whose TearDown() must stop its own
 // processes before sipd calls PrintLogOnFailure() and resets sipd_ itself.
 //
-// Header-only: it needs GoogleTest and the gRPC MiClient (tests/usrloc/sip_support.h),
+// Header-only: it needs GoogleTest and the gRPC MiClient (tests/support/sip_support.h),
 // which sipd_test_harness does not link.
 //
 // Thread-safety: as GoogleTest fixtures, for the test's main thread only.
@@ -35,10 +35,10 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "tests/support/sip_support.h"
 #include "tests/support/sipd_harness.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/wait_until.h"
-#include "tests/usrloc/sip_support.h"
 
 namespace sipd::testing {
 

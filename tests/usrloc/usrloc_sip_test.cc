@@ -22,9 +22,9 @@
 #include "gtest/gtest.h"
 #include "legacy-transports/datagram/datagram_client.h"
 #include "legacy-transports/fifo/fifo_client.h"
+#include "tests/support/sip_support.h"
 #include "tests/support/sipd_fixture.h"
 #include "tests/support/sipd_harness.h"
-#include "tests/usrloc/sip_support.h"
 
 namespace sipd::testing {
 namespace {

@@ -1,5 +1,5 @@
-// Integration-test helpers for usrloc/registrar: run sipp (Debian sip-tester) against a
-// test sipd, and talk MI over gRPC.
+// Integration-test helpers shared by the SIP suites and benches: run sipp (Debian
+// sip-tester) against a test sipd, and talk MI over gRPC.
 #pragma once
 
 #include <fcntl.h>
