@@ -134,6 +134,39 @@ class SipRequestImpl final : public SipRequest {
   const std::string& socket_;
 };
 
+// Reason and extra header lines of a local reply must not break its header block.
+absl::Status CheckReplyLines(std::string_view reason,
+                             const std::vector<std::string>& extra_headers) {
+  if (HasLineBreak(reason)) return absl::InvalidArgumentError("reason contains a line break");
+  for (const auto& h : extra_headers) {
+    if (HasLineBreak(h)) return absl::InvalidArgumentError("header contains a line break");
+  }
+  return absl::OkStatus();
+}
+
+// Ends a stateless reply whose status line and copied headers are in `out` (extra
+// headers, Server, Content-Length, body), sends it back to `source` and counts it in sl.
+// `what` ("" or "deferred ") names it in the warning when it cannot be sent.
+absl::Status FinishAndSendReply(SipTransport& transport, const SipCounters& counters,
+                                const SipSource& source, std::string& out, int code,
+                                const std::vector<std::string>& extra_headers,
+                                std::string_view server, std::string_view body,
+                                std::string_view what) {
+  for (const auto& h : extra_headers) absl::StrAppend(&out, h, "\r\n");
+  absl::StrAppend(&out, "Server: ", AbslView(server), "\r\nContent-Length: ", body.size(),
+                  "\r\n\r\n", AbslView(body));
+  absl::Status sent = transport.Send(SipDestination::ReplyTo(source), out);
+  if (!sent.ok()) {
+    spdlog::warn("cannot send {}{} reply to {}:{}: {}", what, code, SipProtoName(source.proto),
+                 source.peer.ToString(), std::string(sent.message()));
+    return sent;
+  }
+  counters.replies_by_class[code / 100 - 1].Inc();
+  counters.sent_replies.Inc();
+  if (code >= 300) counters.sent_err_replies.Inc();
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status RegisterCoreStats(mi::StatsRegistry& stats, std::function<uint64_t()> timestamp_fn,
@@ -506,28 +539,13 @@ absl::Status StatelessSipStack::SendReply(osip_message_t* message, const SipSour
   if (code < 100 || code > 699) {
     return absl::InvalidArgumentError(absl::StrCat("bad SIP status code ", code));
   }
-  if (HasLineBreak(reason)) return absl::InvalidArgumentError("reason contains a line break");
-  for (const auto& h : extra_headers) {
-    if (HasLineBreak(h)) return absl::InvalidArgumentError("header contains a line break");
-  }
+  SIPD_RETURN_IF_ERROR(CheckReplyLines(reason, extra_headers));
   std::string& out = reply_buffer_;
   out.clear();
   absl::StrAppend(&out, "SIP/2.0 ", code, " ", AbslView(reason), "\r\n");
   AppendReplyHead(out, message, code);
-  for (const auto& h : extra_headers) absl::StrAppend(&out, h, "\r\n");
-  absl::StrAppend(&out, "Server: ", server_header_, "\r\nContent-Length: ", body.size(), "\r\n\r\n",
-                  AbslView(body));
-
-  absl::Status sent = transport_.Send(SipDestination::ReplyTo(source), out);
-  if (!sent.ok()) {
-    spdlog::warn("cannot send {} reply to {}:{}: {}", code, SipProtoName(source.proto),
-                 source.peer.ToString(), std::string(sent.message()));
-    return sent;
-  }
-  counters_.replies_by_class[code / 100 - 1].Inc();
-  counters_.sent_replies.Inc();
-  if (code >= 300) counters_.sent_err_replies.Inc();
-  return absl::OkStatus();
+  return FinishAndSendReply(transport_, counters_, source, out, code, extra_headers, server_header_,
+                            body, "");
 }
 
 void StatelessSipStack::AppendReplyHead(std::string& out, osip_message_t* message, int code) const {
@@ -595,10 +613,7 @@ absl::Status SendStatelessDeferred(SipTransport& transport, const SipCounters& c
   if (code < 200 || code > 699) {
     return absl::InvalidArgumentError(absl::StrCat("not a final SIP status code: ", code));
   }
-  if (HasLineBreak(reason)) return absl::InvalidArgumentError("reason contains a line break");
-  for (const auto& h : extra_headers) {
-    if (HasLineBreak(h)) return absl::InvalidArgumentError("header contains a line break");
-  }
+  SIPD_RETURN_IF_ERROR(CheckReplyLines(reason, extra_headers));
   std::string_view in = token.substr(1);
   uint8_t proto = 0;
   int32_t socket = -1;
@@ -620,19 +635,8 @@ absl::Status SendStatelessDeferred(SipTransport& transport, const SipCounters& c
   std::string out;
   out.reserve(head.size() + 256 + body.size());
   absl::StrAppend(&out, "SIP/2.0 ", code, " ", AbslView(reason), "\r\n", AbslView(head));
-  for (const auto& h : extra_headers) absl::StrAppend(&out, h, "\r\n");
-  absl::StrAppend(&out, "Server: ", AbslView(server), "\r\nContent-Length: ", body.size(),
-                  "\r\n\r\n", AbslView(body));
-  absl::Status sent = transport.Send(SipDestination::ReplyTo(source), out);
-  if (!sent.ok()) {
-    spdlog::warn("cannot send deferred {} reply to {}:{}: {}", code, SipProtoName(source.proto),
-                 source.peer.ToString(), std::string(sent.message()));
-    return sent;
-  }
-  counters.replies_by_class[code / 100 - 1].Inc();
-  counters.sent_replies.Inc();
-  if (code >= 300) counters.sent_err_replies.Inc();
-  return absl::OkStatus();
+  return FinishAndSendReply(transport, counters, source, out, code, extra_headers, server, body,
+                            "deferred ");
 }
 
 }  // namespace
