@@ -13,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "legacy-transports/fifo/fifo_client.h"
+#include "tests/dialog/dialog_config.h"
 #include "tests/support/sip_support.h"
 #include "tests/support/sipd_fixture.h"
 #include "tests/support/sipd_harness.h"
@@ -24,19 +25,13 @@ namespace {
 using ::testing::HasSubstr;
 using namespace std::chrono_literals;
 
+// The FIFO (for the 1.11 text shapes), then the shared dialog modules.
 std::string DialogConfig(std::string_view extra = "") {
   return absl::StrCat(
       "loadmodule \"mi_fifo\"\n"
       "modparam(\"mi_fifo\", \"fifo_name\", \"{TMP_DIR}/sipd_fifo\")\n"
-      "modparam(\"mi_fifo\", \"reply_dir\", \"{TMP_DIR}/\")\n"
-      "loadmodule \"usrloc\"\n"
-      "loadmodule \"registrar\"\n"
-      "loadmodule \"tm\"\n"
-      "modparam(\"tm\", \"wt_timer\", 1)\n"
-      "loadmodule \"dialog\"\n"
-      "modparam(\"dialog\", \"profiles_with_value\", \"caller/from_user; callee/ruri_user\")\n"
-      "modparam(\"dialog\", \"profiles_no_value\", \"inbound\")\n",
-      std::string(extra));
+      "modparam(\"mi_fifo\", \"reply_dir\", \"{TMP_DIR}/\")\n",
+      DialogModulesConfig(extra));
 }
 
 // The dialog nodes of a dlg_list reply.

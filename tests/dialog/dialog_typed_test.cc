@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "sipd/core/mi_security.h"
 #include "sipd/dialog/v1/dialog.grpc.pb.h"
+#include "tests/dialog/dialog_config.h"
 #include "tests/support/sip_support.h"
 #include "tests/support/sipd_fixture.h"
 #include "tests/support/sipd_harness.h"
@@ -35,19 +36,6 @@ namespace {
 namespace dlgv1 = ::sipd::dialog::v1;
 using grpc::StatusCode;
 using namespace std::chrono_literals;
-
-// The modules, then `extra`.
-std::string DialogConfig(std::string_view extra = "") {
-  return absl::StrCat(
-      "loadmodule \"usrloc\"\n"
-      "loadmodule \"registrar\"\n"
-      "loadmodule \"tm\"\n"
-      "modparam(\"tm\", \"wt_timer\", 1)\n"
-      "loadmodule \"dialog\"\n"
-      "modparam(\"dialog\", \"profiles_with_value\", \"caller/from_user; callee/ruri_user\")\n"
-      "modparam(\"dialog\", \"profiles_no_value\", \"inbound\")\n",
-      std::string(extra));
-}
 
 // The details of a non-OK status, as status.FromError(err).Details() shows them.
 struct Details {
@@ -88,7 +76,7 @@ std::unique_ptr<grpc::ClientContext> Context() {
 
 class DialogTypedTest : public SipdFixture {
  protected:
-  DialogTypedTest() : SipdFixture("sipd-dialog-typed", DialogConfig, 30s) {}
+  DialogTypedTest() : SipdFixture("sipd-dialog-typed", DialogModulesConfig, 30s) {}
 
   void SetUp() override {
     SipdFixture::SetUp();
@@ -466,10 +454,10 @@ TEST(DialogTypedSecurityTest, EndDialogNeedsOperateAndIsAuditedAsDlgEndDlg) {
   std::ofstream(tokens) << "monitor read " << Sha256Hex("read-secret") << "\nnoc operate "
                         << Sha256Hex("operate-secret") << "\n";
   ASSERT_EQ(chmod(tokens.c_str(), 0600), 0);
-  SipdInstance sipd(SipdInstance::Options{
-      .extra_config =
-          absl::StrCat("modparam(\"mi\", \"tokens_file\", \"", tokens, "\")\n", DialogConfig()),
-      .default_security = true});
+  SipdInstance sipd(
+      SipdInstance::Options{.extra_config = absl::StrCat("modparam(\"mi\", \"tokens_file\", \"",
+                                                         tokens, "\")\n", DialogModulesConfig()),
+                            .default_security = true});
   ASSERT_TRUE(sipd.Start().ok()) << sipd.log();
   auto stub = dlgv1::DialogService::NewStub(
       grpc::CreateChannel(sipd.grpc_target(), grpc::InsecureChannelCredentials()));
