@@ -150,11 +150,7 @@ class MiClient {
   Result ExecuteStream(const std::string& command, const std::vector<std::string>& params = {},
                        int* chunks = nullptr) {
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-    v1::ExecuteRequest request;
-    request.set_command(command);
-    for (const auto& p : params) request.add_params(p);
-    auto reader = stub_->ExecuteStream(&context, request);
+    auto reader = OpenStream(context, command, params);
     mi::ChunkAssembler assembler;
     v1::ReplyChunk chunk;
     int n = 0;
@@ -178,11 +174,7 @@ class MiClient {
   // ExecuteStream, counting node lines without keeping them; -1 on a transport error.
   long StreamNodeCount(const std::string& command, const std::vector<std::string>& params = {}) {
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-    v1::ExecuteRequest request;
-    request.set_command(command);
-    for (const auto& p : params) request.add_params(p);
-    auto reader = stub_->ExecuteStream(&context, request);
+    auto reader = OpenStream(context, command, params);
     v1::ReplyChunk chunk;
     long nodes = 0;
     while (reader->Read(&chunk)) nodes += chunk.nodes_size();
@@ -201,6 +193,16 @@ class MiClient {
   }
 
  private:
+  // An ExecuteStream call of `command` (60 s deadline on `context`).
+  std::unique_ptr<grpc::ClientReader<v1::ReplyChunk>> OpenStream(
+      grpc::ClientContext& context, const std::string& command,
+      const std::vector<std::string>& params) {
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    v1::ExecuteRequest request;
+    request.set_command(command);
+    for (const auto& p : params) request.add_params(p);
+    return stub_->ExecuteStream(&context, request);
+  }
   std::unique_ptr<v1::Management::Stub> stub_;
 };
 
