@@ -25,6 +25,7 @@
 #include "tests/support/sip_support.h"
 #include "tests/support/sipd_fixture.h"
 #include "tests/support/sipd_harness.h"
+#include "tests/tm/sip_peers.h"
 
 namespace sipd::testing {
 namespace {
@@ -270,52 +271,13 @@ class UsrlocGroupCommitTest : public UsrlocRestartTest {
   }
 };
 
-// A UDP socket of the test's own (bound to port 0), so that a retransmission comes from
-// the same source as the original.
-class UdpPeer {
- public:
-  UdpPeer() {
-    fd_ = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    (void)bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-    socklen_t length = sizeof(a);
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &length);
-    port_ = ntohs(a.sin_port);
-  }
-  ~UdpPeer() { close(fd_); }
-  int port() const { return port_; }
-  void Send(int to_port, std::string_view bytes) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(static_cast<uint16_t>(to_port));
-    ASSERT_EQ(
-        sendto(fd_, bytes.data(), bytes.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof(a)),
-        static_cast<ssize_t>(bytes.size()));
-  }
-  // The next datagram, or "" after `timeout`.
-  std::string Receive(std::chrono::milliseconds timeout = 5s) {
-    pollfd p{fd_, POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(timeout.count())) != 1) return "";
-    char buffer[65536];
-    const ssize_t n = recv(fd_, buffer, sizeof(buffer), 0);
-    return n > 0 ? std::string(buffer, static_cast<size_t>(n)) : "";
-  }
-
- private:
-  int fd_ = -1;
-  int port_ = 0;
-};
-
 TEST_F(UsrlocGroupCommitTest, ARegisterIsAnsweredOnlyOnceItsRowIsInTheDatabase) {
   StartSipd(Config(1), /*tcp=*/true);
   UdpPeer udp;
   for (int i = 0; i < 20; ++i) {
     const std::string user = absl::StrCat("udp", i);
-    udp.Send(sipd_->sip_port(), Register(user, "UDP", udp.port(), absl::StrCat("u", i)));
-    const std::string reply = udp.Receive();
+    udp.SendTo(sipd_->sip_port(), Register(user, "UDP", udp.port(), absl::StrCat("u", i)));
+    const std::string reply = udp.Receive(5s);
     ASSERT_EQ(SipStatusCode(reply), 200) << reply;
     EXPECT_THAT(reply, HasSubstr(absl::StrCat("Contact: <sip:", user, "@127.0.0.1:")));
     // The reply came after the COMMIT: another connection sees the row now.
@@ -356,14 +318,14 @@ TEST_F(UsrlocGroupCommitTest, WithTmARetransmittedRegisterGetsTheStored200) {
   StartSipd(Config(1) + "loadmodule \"tm\"\n");
   UdpPeer udp;
   const std::string request = Register("alice", "UDP", udp.port(), "retrans1");
-  udp.Send(sipd_->sip_port(), request);
-  std::string first = udp.Receive();
+  udp.SendTo(sipd_->sip_port(), request);
+  std::string first = udp.Receive(5s);
   ASSERT_EQ(SipStatusCode(first), 200) << first;
   EXPECT_EQ(Rows("alice"), 1);
   // The retransmission matches the server transaction: the stored 200 OK again, and no
   // second transaction.
-  udp.Send(sipd_->sip_port(), request);
-  const std::string second = udp.Receive();
+  udp.SendTo(sipd_->sip_port(), request);
+  const std::string second = udp.Receive(5s);
   EXPECT_EQ(second, first);
   auto stats = mi_->Statistics({"tm:", "registrar:"});
   EXPECT_EQ(stats["tm:UAS_transactions"], 1u);
