@@ -11,6 +11,12 @@
 //     ExecuteStream and the FIFO, with the peak RSS (VmHWM, reset through
 //     /proc/PID/clear_refs before each run) of the MI process that served it.
 //
+//   usrloc_bench store [--aors N] [--batch B] [--passes P]
+//     The SQLite part of a write-through REGISTER alone, in this process: N one-contact
+//     AOR snapshots written through usrloc's store in transactions of B (as the
+//     group-commit writer batches them), in a new random order each pass; CPU and wall
+//     time per record. Pass 0 inserts; later passes rewrite existing AORs (re-REGISTERs).
+//
 // sipd and sipp run on this machine; numbers depend on its load (see RESULTS.md).
 #include <fcntl.h>
 #include <sys/resource.h>
@@ -25,6 +31,8 @@
 #include <functional>
 #include <iterator>
 #include <map>
+#include <numeric>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -35,6 +43,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "legacy-transports/fifo/fifo_client.h"
+#include "sipd/modules/usrloc/sqlite_store.h"
 #include "tests/support/sip_support.h"
 #include "tests/support/sipd_harness.h"
 
@@ -344,6 +353,67 @@ int RunDump(const std::vector<int>& sizes, int repeat) {
   return 0;
 }
 
+double ProcessCpuSeconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+int RunStore(int aors, int batch, int passes) {
+  const std::filesystem::path work =
+      std::filesystem::temp_directory_path() / absl::StrCat("usrloc_bench_store.", getpid());
+  std::filesystem::create_directories(work);
+  int rc = 0;
+  {
+    auto store = sipd::usrloc::SqliteStore::Open({.path = (work / "usrloc.sqlite").string()});
+    if (!store.ok()) {
+      std::fprintf(stderr, "%s\n", store.status().ToString().c_str());
+      std::filesystem::remove_all(work);
+      return 1;
+    }
+    std::mt19937 rng(1);
+    std::vector<int> order(static_cast<size_t>(aors));
+    std::iota(order.begin(), order.end(), 0);
+    uint64_t version = 0;
+    std::printf("%d AORs, %d records per transaction\n", aors, batch);
+    for (int pass = 0; pass < passes && rc == 0; ++pass) {
+      std::shuffle(order.begin(), order.end(), rng);
+      const double cpu0 = ProcessCpuSeconds();
+      const auto wall0 = Clock::now();
+      for (size_t i = 0; i < order.size() && rc == 0; i += static_cast<size_t>(batch)) {
+        std::vector<sipd::usrloc::AorSnapshot> snapshots;
+        for (size_t j = i; j < std::min(order.size(), i + static_cast<size_t>(batch)); ++j) {
+          sipd::usrloc::AorSnapshot s;
+          s.aor = absl::StrCat("user", order[j], "@example.com");
+          s.version = ++version;
+          sipd::usrloc::ContactInfo c;
+          c.uri = absl::StrCat("sip:user", order[j], "@127.0.0.1:5070");
+          c.callid = absl::StrCat(order[j], "-", pass, "@127.0.0.1");
+          c.user_agent = "sipp";
+          c.socket = "udp:127.0.0.1:5060";
+          c.expires = 2000000000;
+          c.cseq = static_cast<uint32_t>(pass + 1);
+          s.contacts.push_back(std::move(c));
+          snapshots.push_back(std::move(s));
+        }
+        absl::Status written = (*store)->Write("location", snapshots);
+        if (!written.ok()) {
+          std::fprintf(stderr, "%s\n", written.ToString().c_str());
+          rc = 1;
+        }
+      }
+      const double cpu = ProcessCpuSeconds() - cpu0;
+      const double wall = std::chrono::duration<double>(Clock::now() - wall0).count();
+      std::printf("pass %d (%s): %6.2f us CPU/record  %6.2f us wall/record\n", pass,
+                  pass == 0 ? "insert" : "rewrite", 1e6 * cpu / aors, 1e6 * wall / aors);
+      std::fflush(stdout);
+    }
+  }
+  std::filesystem::remove_all(work);
+  return rc;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -372,7 +442,15 @@ int main(int argc, char** argv) {
   auto* dump = app.add_subcommand("dump", "ul_dump time and MI process peak RSS");
   dump->add_option("--contacts", sizes, "table sizes");
   dump->add_option("--repeat", repeat, "runs per transport");
+  int aors = 10000;
+  int batch = 23;
+  int passes = 4;
+  auto* store = app.add_subcommand("store", "CPU per record of usrloc's SQLite writes");
+  store->add_option("--aors", aors, "AORs written per pass")->check(CLI::PositiveNumber);
+  store->add_option("--batch", batch, "records per transaction")->check(CLI::PositiveNumber);
+  store->add_option("--passes", passes, "passes (the first inserts)")->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
+  if (store->parsed()) return RunStore(aors, batch, passes);
   if (reg->parsed())
     return RunRegister(calls, rounds, db_mode, mi_interval_ms, mi_nice, mi_commands);
   return RunDump(sizes, repeat);
