@@ -1,6 +1,7 @@
 // SqliteStore: snapshot writes with version ordering, load, prune, table sync.
 #include "sipd/modules/usrloc/sqlite_store.h"
 
+#include <sqlite3.h>
 #include <stdlib.h>
 
 #include <filesystem>
@@ -149,6 +150,64 @@ TEST_F(SqliteStoreTest, SecondConnectionSeesCommittedData) {
   ASSERT_TRUE(
       other->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 2, {"sip:b@h"})}).ok());
   EXPECT_EQ(Uris("alice"), std::vector<std::string>{"sip:b@h"});
+}
+
+// A database written before usrloc_contact became WITHOUT ROWID: the old layout (a rowid
+// table with the same columns and key), with rows in it.
+TEST_F(SqliteStoreTest, AnOlderContactTableIsRebuiltKeepingItsRows) {
+  store_.reset();
+  const std::string path = dir_ + "/old.sqlite";
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  constexpr const char* kOldLayout = R"sql(
+CREATE TABLE usrloc_aor (table_name TEXT NOT NULL, aor TEXT NOT NULL, version INTEGER NOT NULL,
+  PRIMARY KEY (table_name, aor)) WITHOUT ROWID;
+CREATE TABLE usrloc_contact (table_name TEXT NOT NULL, aor TEXT NOT NULL, contact TEXT NOT NULL,
+  position INTEGER NOT NULL, expires INTEGER NOT NULL, q INTEGER NOT NULL, callid TEXT NOT NULL,
+  cseq INTEGER NOT NULL, flags INTEGER NOT NULL, cflags INTEGER NOT NULL,
+  user_agent TEXT NOT NULL, received TEXT NOT NULL, path TEXT NOT NULL, socket TEXT NOT NULL,
+  methods INTEGER NOT NULL, sip_instance TEXT NOT NULL, attr TEXT NOT NULL,
+  last_modified INTEGER NOT NULL, PRIMARY KEY (table_name, aor, contact));
+INSERT INTO usrloc_aor VALUES ('location', 'alice', 7);
+INSERT INTO usrloc_contact VALUES ('location', 'alice', 'sip:b@h', 0, 5000, 500, 'cid', 3, 1, 2,
+  'ua', 'sip:1.2.3.4:5060', '<sip:p;lr>', 'udp:127.0.0.1:5060', 77, '<urn:x>', '', 4000);
+INSERT INTO usrloc_contact VALUES ('location', 'alice', 'sip:a@h', 1, 5000, 500, 'cid', 3, 1, 2,
+  'ua', 'sip:1.2.3.4:5060', '<sip:p;lr>', 'udp:127.0.0.1:5060', 77, '<urn:x>', '', 4000);
+)sql";
+  ASSERT_EQ(sqlite3_exec(db, kOldLayout, nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+
+  auto store = SqliteStore::Open({.path = path});
+  ASSERT_TRUE(store.ok()) << store.status();
+  const std::vector<AorSnapshot> loaded = (*store)->Load("location").value();
+  ASSERT_EQ(loaded.size(), 1u);
+  EXPECT_EQ(loaded[0].version, 7u);
+  const AorSnapshot expected = Snapshot("alice", 7, {"sip:b@h", "sip:a@h"});
+  ASSERT_EQ(loaded[0].contacts.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    ContactInfo want = expected.contacts[i];
+    want.attr = "";
+    want.state = loaded[0].contacts[i].state;
+    EXPECT_EQ(loaded[0].contacts[i], want);
+  }
+  // Writes go on in the rebuilt table, and the old one is gone.
+  ASSERT_TRUE((*store)
+                  ->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 8, {"sip:c@h"})})
+                  .ok());
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "SELECT group_concat(name || ':' || (sql LIKE '%WITHOUT ROWID%')) "
+                               "FROM sqlite_master WHERE type='table' AND name LIKE 'usrloc%'",
+                               -1, &stmt, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0))),
+            "usrloc_aor:1,usrloc_contact:1");
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  store_ = std::move(*store);
+  EXPECT_EQ(Uris("alice"), std::vector<std::string>{"sip:c@h"});
 }
 
 TEST_F(SqliteStoreTest, OpenFailsClearlyForBadPath) {

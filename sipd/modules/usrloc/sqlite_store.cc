@@ -3,41 +3,45 @@
 #include <sqlite3.h>
 
 #include "absl/strings/str_cat.h"
+#include "registry/status_macros.h"
+#include "sipd/modules/sqlite/group_commit.h"
 #include "sipd/modules/sqlite/statement.h"
 #include "spdlog/spdlog.h"
 
 namespace sipd::usrloc {
 namespace {
 
-constexpr const char* kSchema = R"sql(
-CREATE TABLE IF NOT EXISTS usrloc_aor (
-  table_name TEXT NOT NULL,
-  aor TEXT NOT NULL,
-  version INTEGER NOT NULL,
-  PRIMARY KEY (table_name, aor)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS usrloc_contact (
-  table_name TEXT NOT NULL,
-  aor TEXT NOT NULL,
-  contact TEXT NOT NULL,
-  position INTEGER NOT NULL,
-  expires INTEGER NOT NULL,
-  q INTEGER NOT NULL,
-  callid TEXT NOT NULL,
-  cseq INTEGER NOT NULL,
-  flags INTEGER NOT NULL,
-  cflags INTEGER NOT NULL,
-  user_agent TEXT NOT NULL,
-  received TEXT NOT NULL,
-  path TEXT NOT NULL,
-  socket TEXT NOT NULL,
-  methods INTEGER NOT NULL,
-  sip_instance TEXT NOT NULL,
-  attr TEXT NOT NULL,
-  last_modified INTEGER NOT NULL,
-  PRIMARY KEY (table_name, aor, contact)
-);
-)sql";
+// usrloc_contact's columns; the table is keyed by its primary key alone (WITHOUT ROWID):
+// one B-tree per write instead of a rowid table plus the key's index.
+#define SIPD_USRLOC_CONTACT_COLUMNS                                                        \
+  "  table_name TEXT NOT NULL,\n  aor TEXT NOT NULL,\n  contact TEXT NOT NULL,\n"       \
+  "  position INTEGER NOT NULL,\n  expires INTEGER NOT NULL,\n  q INTEGER NOT NULL,\n"  \
+  "  callid TEXT NOT NULL,\n  cseq INTEGER NOT NULL,\n  flags INTEGER NOT NULL,\n"      \
+  "  cflags INTEGER NOT NULL,\n  user_agent TEXT NOT NULL,\n  received TEXT NOT NULL,\n" \
+  "  path TEXT NOT NULL,\n  socket TEXT NOT NULL,\n  methods INTEGER NOT NULL,\n"       \
+  "  sip_instance TEXT NOT NULL,\n  attr TEXT NOT NULL,\n"                               \
+  "  last_modified INTEGER NOT NULL,\n  PRIMARY KEY (table_name, aor, contact)\n"
+
+constexpr const char* kSchema =
+    "CREATE TABLE IF NOT EXISTS usrloc_aor (\n"
+    "  table_name TEXT NOT NULL,\n  aor TEXT NOT NULL,\n  version INTEGER NOT NULL,\n"
+    "  PRIMARY KEY (table_name, aor)\n) WITHOUT ROWID;\n"
+    "CREATE TABLE IF NOT EXISTS usrloc_contact (\n" SIPD_USRLOC_CONTACT_COLUMNS
+    ") WITHOUT ROWID;\n";
+
+// Databases written before usrloc_contact became WITHOUT ROWID: the same columns and key
+// in a rowid table. Rebuilt once, inside the caller's write transaction.
+constexpr const char* kMigrateContactTable =
+    "CREATE TABLE usrloc_contact_rebuilt (\n" SIPD_USRLOC_CONTACT_COLUMNS
+    ") WITHOUT ROWID;\n"
+    "INSERT INTO usrloc_contact_rebuilt (table_name, aor, contact, position, expires, q, "
+    "callid, cseq, flags, cflags, user_agent, received, path, socket, methods, sip_instance, "
+    "attr, last_modified) SELECT table_name, aor, contact, position, expires, q, callid, cseq, "
+    "flags, cflags, user_agent, received, path, socket, methods, sip_instance, attr, "
+    "last_modified FROM usrloc_contact;\n"
+    "DROP TABLE usrloc_contact;\n"
+    "ALTER TABLE usrloc_contact_rebuilt RENAME TO usrloc_contact;\n";
+#undef SIPD_USRLOC_CONTACT_COLUMNS
 
 using sqlite::BindInt;
 using sqlite::BindText;
@@ -82,8 +86,7 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const Options& op
                                                               : "PRAGMA synchronous=NORMAL");
   }
   if (s.ok()) {
-    WriterGuard guard(store->writer_lock_);
-    s = store->Exec(kSchema);
+    s = store->InTransaction([&] { return CreateSchema(db); });
   }
   if (!s.ok()) return s;
   return store;
@@ -94,12 +97,29 @@ std::unique_ptr<SqliteStore> SqliteStore::Borrow(sqlite3* db, std::string path) 
       new SqliteStore(db, std::move(path), /*writer_lock=*/nullptr, /*owns=*/false));
 }
 
-const char* SqliteStore::Schema() { return kSchema; }
+absl::Status SqliteStore::CreateSchema(sqlite3* db) {
+  SIPD_RETURN_IF_ERROR(sqlite::Exec(db, kSchema));
+  absl::StatusOr<sqlite::Statement> layout =
+      sqlite::Prepare(db,
+                      "SELECT count(*) FROM sqlite_master WHERE type='table' AND "
+                      "name='usrloc_contact' AND sql NOT LIKE '%WITHOUT ROWID%'");
+  if (!layout.ok()) return layout.status();
+  bool rowid_table = false;
+  const int rc = sqlite::StepRows(
+      layout->get(), [&](sqlite3_stmt* row) { rowid_table = sqlite3_column_int(row, 0) > 0; });
+  if (rc != SQLITE_DONE) {
+    return absl::UnavailableError(
+        absl::StrCat("usrloc database: cannot read the schema: ", sqlite3_errmsg(db)));
+  }
+  if (!rowid_table) return absl::OkStatus();
+  spdlog::info("usrloc: rebuilding usrloc_contact as a WITHOUT ROWID table (once)");
+  return sqlite::Exec(db, kMigrateContactTable);
+}
 
 SqliteStore::~SqliteStore() {
   // Finalized before the connection closes (sqlite3_close refuses while any is left).
   for (sqlite::Statement* stmt :
-       {&select_version_, &delete_contacts_, &insert_contact_, &upsert_version_}) {
+       {&upsert_version_, &delete_contacts_, &insert_contact_}) {
     stmt->reset();
   }
   if (owns_) sqlite3_close(db_);
@@ -161,16 +181,19 @@ absl::Status SqliteStore::WriteRows(std::string_view table, std::span<const AorS
   if (snapshots.empty()) return absl::OkStatus();
   // Prepared once per connection; a failed prepare is retried on the next call.
   const std::pair<sqlite::Statement*, const char*> statements[] = {
-      {&select_version_, "SELECT version FROM usrloc_aor WHERE table_name=?1 AND aor=?2"},
+      // Writes the version and reports a change only when the snapshot is newer than the
+      // stored one (or as new and forced): sqlite3_changes() is 0 otherwise.
+      {&upsert_version_,
+       "INSERT INTO usrloc_aor (table_name, aor, version) VALUES (?1, ?2, ?3) "
+       "ON CONFLICT (table_name, aor) DO UPDATE SET version=excluded.version "
+       "WHERE excluded.version > usrloc_aor.version "
+       "OR (?4 AND excluded.version = usrloc_aor.version)"},
       {&delete_contacts_, "DELETE FROM usrloc_contact WHERE table_name=?1 AND aor=?2"},
       {&insert_contact_,
        "INSERT OR REPLACE INTO usrloc_contact (table_name, aor, contact, position, expires, q, "
        "callid, cseq, flags, cflags, user_agent, received, path, socket, methods, "
        "sip_instance, attr, last_modified) VALUES "
        "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"},
-      {&upsert_version_,
-       "INSERT INTO usrloc_aor (table_name, aor, version) VALUES (?1, ?2, ?3) "
-       "ON CONFLICT (table_name, aor) DO UPDATE SET version=excluded.version"},
   };
   for (const auto& [stmt, sql] : statements) {
     if (*stmt != nullptr) continue;
@@ -178,24 +201,18 @@ absl::Status SqliteStore::WriteRows(std::string_view table, std::span<const AorS
     if (!prepared.ok()) return prepared.status();
     *stmt = *std::move(prepared);
   }
-  sqlite3_stmt* const select_version = select_version_.get();
+  sqlite3_stmt* const upsert_version = upsert_version_.get();
   sqlite3_stmt* const delete_contacts = delete_contacts_.get();
   sqlite3_stmt* const insert_contact = insert_contact_.get();
-  sqlite3_stmt* const upsert_version = upsert_version_.get();
   {
     for (const AorSnapshot& snapshot : snapshots) {
-      sqlite3_reset(select_version);
-      BindText(select_version, 1, table);
-      BindText(select_version, 2, snapshot.aor);
-      int rc = sqlite3_step(select_version);
-      if (rc == SQLITE_ROW) {
-        const auto stored = static_cast<uint64_t>(sqlite3_column_int64(select_version, 0));
-        sqlite3_reset(select_version);
-        if (stored > snapshot.version || (stored == snapshot.version && !force)) continue;
-      } else {
-        sqlite3_reset(select_version);
-        if (rc != SQLITE_DONE) return Error("read version");
-      }
+      sqlite3_reset(upsert_version);
+      BindText(upsert_version, 1, table);
+      BindText(upsert_version, 2, snapshot.aor);
+      BindInt(upsert_version, 3, static_cast<int64_t>(snapshot.version));
+      BindInt(upsert_version, 4, force ? 1 : 0);
+      if (sqlite3_step(upsert_version) != SQLITE_DONE) return Error("write version");
+      if (sqlite3_changes(db_) == 0) continue;  // the stored snapshot is as new or newer
 
       sqlite3_reset(delete_contacts);
       BindText(delete_contacts, 1, table);
@@ -226,12 +243,6 @@ absl::Status SqliteStore::WriteRows(std::string_view table, std::span<const AorS
         BindInt(s, 18, c.last_modified);
         if (sqlite3_step(s) != SQLITE_DONE) return Error("insert contact");
       }
-
-      sqlite3_reset(upsert_version);
-      BindText(upsert_version, 1, table);
-      BindText(upsert_version, 2, snapshot.aor);
-      BindInt(upsert_version, 3, static_cast<int64_t>(snapshot.version));
-      if (sqlite3_step(upsert_version) != SQLITE_DONE) return Error("write version");
     }
     return absl::OkStatus();
   }

@@ -62,11 +62,13 @@ class SqliteStore {
   // Opens (creating if needed) the database and its schema.
   static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const Options& options);
   // A store on a connection owned by someone else (the group-commit writer), which must
-  // outlive it; the schema must exist (Schema()). Write() then runs without the
+  // outlive it; the schema must exist (CreateSchema()). Write() then runs without the
   // writer lock; prefer WriteRows() inside the owner's transaction.
   static std::unique_ptr<SqliteStore> Borrow(sqlite3* db, std::string path);
-  // The CREATE TABLE statements (idempotent).
-  static const char* Schema();
+  // Creates the tables if needed and rebuilds a usrloc_contact written by an older sipd
+  // (a rowid table) in the current layout, keeping its rows. REQUIRES: inside a write
+  // transaction on `db`. Cheap when the tables are current (one read of the schema).
+  static absl::Status CreateSchema(sqlite3* db);
   ~SqliteStore();
   SqliteStore(const SqliteStore&) = delete;
   SqliteStore& operator=(const SqliteStore&) = delete;
@@ -118,7 +120,6 @@ class SqliteStore {
   std::string path_;
   RobustMutex* writer_lock_;
   bool owns_;
-  sqlite::Statement select_version_;
   sqlite::Statement delete_contacts_;
   sqlite::Statement insert_contact_;
   sqlite::Statement upsert_version_;

@@ -92,7 +92,7 @@ class Usrloc::DbClient final : public sqlite::GroupCommitWriter::Client {
   ~DbClient() override { Forget(); }
 
   absl::Status CreateSchema(sqlite3* db) override {
-    return sqlite::Exec(db, SqliteStore::Schema());
+    return SqliteStore::CreateSchema(db);
   }
   absl::Status Apply(sqlite3* db, std::string_view record) override {
     std::string table;
