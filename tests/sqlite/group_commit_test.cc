@@ -132,6 +132,56 @@ TEST_F(GroupCommitTest, QueuedRecordsShareTheNextTransaction) {
   EXPECT_EQ(writer_->queued(), 0u);
 }
 
+// The database file alone (a copy without its WAL): what checkpoints have copied into it.
+std::set<std::string> RowsInTheDatabaseFile(const std::string& dir) {
+  const std::string copy = dir + "/file-only.sqlite";
+  std::filesystem::copy_file(dir + "/test.sqlite", copy,
+                             std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::remove(copy + "-wal");
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open_v2(copy.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  std::set<std::string> out;
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v2(db, "SELECT value FROM row", -1, &s, nullptr) == SQLITE_OK) {
+    while (sqlite3_step(s) == SQLITE_ROW) {
+      out.insert(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)));
+    }
+  }
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+  std::filesystem::remove(copy);
+  return out;
+}
+
+TEST_F(GroupCommitTest, LeadersLeaveTheWalToCheckpointWhichCopiesItWithoutTheCommitLock) {
+  // 1,500 transactions: more WAL frames than SQLite's default auto-checkpoint (1,000),
+  // at which a leader used to stop and copy, and fewer than kLeaderCheckpointFrames.
+  for (int i = 0; i < 1500; ++i) ASSERT_TRUE(writer_->Commit(client_, absl::StrCat("r", i)).ok());
+  EXPECT_EQ(Rows().size(), 1500u);
+  EXPECT_TRUE(RowsInTheDatabaseFile(dir_).empty());
+
+  ASSERT_TRUE(writer_->Checkpoint().ok());
+  EXPECT_EQ(RowsInTheDatabaseFile(dir_).size(), 1500u);
+  // It goes on while the commit lock is held (by a thread that leaves the connection be).
+  ASSERT_TRUE(writer_->Commit(client_, "late").ok());
+  std::promise<void> holding;
+  std::promise<void> release;
+  std::thread leader([&] {
+    ASSERT_TRUE(writer_
+                    ->WithConnection([&](sqlite3*) {
+                      holding.set_value();
+                      release.get_future().wait();
+                      return absl::OkStatus();
+                    })
+                    .ok());
+  });
+  holding.get_future().wait();
+  EXPECT_TRUE(writer_->Checkpoint().ok());
+  release.set_value();
+  leader.join();
+  EXPECT_TRUE(RowsInTheDatabaseFile(dir_).contains("late"));
+}
+
 TEST_F(GroupCommitTest, SubmitWhileHoldingALockAndAwaitAfterwards) {
   GroupCommitWriter::Entry* a = writer_->Submit(client_, "a");
   GroupCommitWriter::Entry* b = writer_->Submit(client_, "b");

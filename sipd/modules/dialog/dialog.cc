@@ -461,6 +461,8 @@ void Dialogs::RunTimer() {
     SendByes(t.dialog, {});
   }
   if (writer_ != nullptr) {
+    // Write-through leaders are SIP workers: copy the WAL here, so that they seldom do.
+    if (absl::Status s = writer_->Checkpoint(); !s.ok()) spdlog::warn("dialog: {}", s.ToString());
     if (options_.db_mode == DbMode::kWriteBack && now >= shared_->next_flush.load()) {
       shared_->next_flush.store(now + options_.db_update_period);
       absl::Status s = writer_->Flush();

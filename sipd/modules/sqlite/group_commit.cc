@@ -333,6 +333,9 @@ absl::StatusOr<sqlite3*> GroupCommitWriter::Connection() {
     s = Exec(db, options_.synchronous == Synchronous::kFull ? "PRAGMA synchronous=FULL"
                                                             : "PRAGMA synchronous=NORMAL");
   }
+  if (s.ok()) {
+    s = Exec(db, absl::StrCat("PRAGMA wal_autocheckpoint=", kLeaderCheckpointFrames).c_str());
+  }
   if (s.ok()) s = Exec(db, "BEGIN IMMEDIATE");
   if (s.ok()) {
     for (Client* c : clients_) {
@@ -352,6 +355,24 @@ absl::StatusOr<sqlite3*> GroupCommitWriter::Connection() {
   db_ = db;
   db_pid_ = pid;
   return db_;
+}
+
+absl::Status GroupCommitWriter::Checkpoint() {
+  if (db_ == nullptr || db_pid_ != getpid()) {
+    // Opening writes the schema (a write transaction): only while nobody leads.
+    const RobustMutex::TryResult taken = shared_->commit_lock.TryLock();
+    if (taken == RobustMutex::TryResult::kBusy) return absl::OkStatus();
+    Unlocker unlock(shared_->commit_lock);
+    absl::StatusOr<sqlite3*> db = Connection();
+    if (!db.ok()) return db.status();
+  }
+  int wal_frames = 0;
+  int copied = 0;
+  const int rc =
+      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &wal_frames, &copied);
+  if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+    return absl::UnavailableError(DatabaseError(db_, "checkpoint"));
+  return absl::OkStatus();
 }
 
 void GroupCommitWriter::CloseConnection() {

@@ -157,6 +157,18 @@ class GroupCommitWriter {
   // of transactions run.
   size_t TryLead();
 
+  // Copies what is committed in the WAL into the database file (SQLite's PASSIVE
+  // checkpoint) WITHOUT the commit lock, so that leaders (SIP workers answering
+  // REGISTERs) do not stop to copy pages and fsync. Leaders still checkpoint when the WAL
+  // reaches kLeaderCheckpointFrames: a checkpoint that runs beside a busy writer may never
+  // find the WAL fully copied at the moment a transaction starts, which is what lets
+  // SQLite start the WAL over; one under the commit lock always does. For the timer
+  // process: not concurrently with another call of this writer in the same process. A
+  // process without a connection opens one only if the commit lock is free.
+  absl::Status Checkpoint();
+  // The WAL size (frames) at which a leader checkpoints itself (wal_autocheckpoint).
+  static constexpr int kLeaderCheckpointFrames = 4000;
+
   // Runs `fn` with this process's connection under the commit lock, outside any
   // transaction (fn may open its own): loads at start-up, pruning, full-table syncs.
   absl::Status WithConnection(absl::FunctionRef<absl::Status(sqlite3*)> fn);

@@ -13,12 +13,12 @@ namespace {
 
 // usrloc_contact's columns; the table is keyed by its primary key alone (WITHOUT ROWID):
 // one B-tree per write instead of a rowid table plus the key's index.
-#define SIPD_USRLOC_CONTACT_COLUMNS                                                        \
-  "  table_name TEXT NOT NULL,\n  aor TEXT NOT NULL,\n  contact TEXT NOT NULL,\n"       \
-  "  position INTEGER NOT NULL,\n  expires INTEGER NOT NULL,\n  q INTEGER NOT NULL,\n"  \
-  "  callid TEXT NOT NULL,\n  cseq INTEGER NOT NULL,\n  flags INTEGER NOT NULL,\n"      \
+#define SIPD_USRLOC_CONTACT_COLUMNS                                                      \
+  "  table_name TEXT NOT NULL,\n  aor TEXT NOT NULL,\n  contact TEXT NOT NULL,\n"        \
+  "  position INTEGER NOT NULL,\n  expires INTEGER NOT NULL,\n  q INTEGER NOT NULL,\n"   \
+  "  callid TEXT NOT NULL,\n  cseq INTEGER NOT NULL,\n  flags INTEGER NOT NULL,\n"       \
   "  cflags INTEGER NOT NULL,\n  user_agent TEXT NOT NULL,\n  received TEXT NOT NULL,\n" \
-  "  path TEXT NOT NULL,\n  socket TEXT NOT NULL,\n  methods INTEGER NOT NULL,\n"       \
+  "  path TEXT NOT NULL,\n  socket TEXT NOT NULL,\n  methods INTEGER NOT NULL,\n"        \
   "  sip_instance TEXT NOT NULL,\n  attr TEXT NOT NULL,\n"                               \
   "  last_modified INTEGER NOT NULL,\n  PRIMARY KEY (table_name, aor, contact)\n"
 
@@ -118,8 +118,7 @@ absl::Status SqliteStore::CreateSchema(sqlite3* db) {
 
 SqliteStore::~SqliteStore() {
   // Finalized before the connection closes (sqlite3_close refuses while any is left).
-  for (sqlite::Statement* stmt :
-       {&upsert_version_, &delete_contacts_, &insert_contact_}) {
+  for (sqlite::Statement* stmt : {&upsert_version_, &delete_contacts_, &insert_contact_}) {
     stmt->reset();
   }
   if (owns_) sqlite3_close(db_);

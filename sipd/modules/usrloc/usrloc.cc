@@ -91,9 +91,7 @@ class Usrloc::DbClient final : public sqlite::GroupCommitWriter::Client {
   DbClient(Usrloc& owner, std::string path) : owner_(owner), path_(std::move(path)) {}
   ~DbClient() override { Forget(); }
 
-  absl::Status CreateSchema(sqlite3* db) override {
-    return SqliteStore::CreateSchema(db);
-  }
+  absl::Status CreateSchema(sqlite3* db) override { return SqliteStore::CreateSchema(db); }
   absl::Status Apply(sqlite3* db, std::string_view record) override {
     std::string table;
     AorSnapshot snapshot;
@@ -672,8 +670,14 @@ absl::Status UsrlocModule::Init(Core& core) {
     // The backstop of the deferred acknowledgments: records queued by a process whose
     // leader died (or stalls, then this only tries) get committed and answered. Added
     // before ul-timer, which stays the label `ps` shows.
+    // It also copies the WAL into the database file, so that the leaders (SIP workers)
+    // seldom stop for a checkpoint's page copies and fsyncs.
     core.AddTimer("ul-commit", std::chrono::milliseconds(100), [ul] {
-      if (ul->writer() != nullptr && ul->writer()->queued() > 0) ul->writer()->TryLead();
+      if (ul->writer() == nullptr) return;
+      if (ul->writer()->queued() > 0) ul->writer()->TryLead();
+      if (absl::Status s = ul->writer()->Checkpoint(); !s.ok()) {
+        spdlog::warn("usrloc: {}", s.ToString());
+      }
     });
     // A UDP worker that has read every waiting datagram commits what it queued.
     AddSipIdleHandler([ul] {
