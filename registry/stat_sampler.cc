@@ -38,7 +38,7 @@ StatSampler::StatSampler(Options options, std::vector<StatsRegistry::StatRef> st
           options_.interval.count())),
       previous_(stats_.size(), 0),
       times_(capacity_),
-      points_(stats_.size(), std::vector<std::pair<uint64_t, double>>(capacity_)) {}
+      points_(stats_.size() * capacity_) {}
 
 StatSampler::~StatSampler() { Stop(); }
 
@@ -73,8 +73,9 @@ StatSample StatSampler::Take(std::chrono::system_clock::time_point now) {
 void StatSampler::Keep(const StatSample& sample) {
   if (capacity_ == 0) return;
   times_[head_] = sample.time;
+  const size_t row = head_ * stats_.size();
   for (size_t i = 0; i < stats_.size(); ++i) {
-    points_[i][head_] = {sample.values[i].value, sample.values[i].rate_per_second};
+    points_[row + i] = {sample.values[i].value, sample.values[i].rate_per_second};
   }
   head_ = (head_ + 1) % capacity_;
   kept_ = std::min(kept_ + 1, capacity_);
@@ -109,7 +110,8 @@ std::vector<StatPoint> StatSampler::History(std::string_view name) const {
   const size_t oldest = (head_ + capacity_ - kept_) % std::max<size_t>(capacity_, 1);
   for (size_t k = 0; k < kept_; ++k) {
     const size_t at = (oldest + k) % capacity_;
-    out.push_back(StatPoint{times_[at], points_[index][at].first, points_[index][at].second});
+    const std::pair<uint64_t, double>& point = points_[at * stats_.size() + index];
+    out.push_back(StatPoint{times_[at], point.first, point.second});
   }
   return out;
 }

@@ -127,9 +127,13 @@ class StatSampler {
   mutable std::mutex mu_;
   StatSample last_;
   std::vector<uint64_t> previous_;
-  // Ring buffers: times_[i] and points_[stat][i], `kept_` valid, next write at `head_`.
+  // Ring buffers: times_[i], and the points of sample i for every statistic side by side
+  // at points_[i * stats_.size() ...]; `kept_` valid, next write at `head_`. Sample-major,
+  // so that a sample writes one contiguous run (a few pages) instead of one cold line in
+  // each statistic's own history, which made the 1 s sampling of ~300 statistics the
+  // largest CPU cost of an idle HTTPD process.
   std::vector<std::chrono::system_clock::time_point> times_;
-  std::vector<std::vector<std::pair<uint64_t, double>>> points_;
+  std::vector<std::pair<uint64_t, double>> points_;
   size_t head_ = 0;
   size_t kept_ = 0;
 

@@ -99,6 +99,26 @@ TEST_F(StatSamplerTest, HistoryKeepsTheLastPointsOldestFirst) {
   EXPECT_EQ(sampler->Last().seq, 5u);
 }
 
+TEST_F(StatSamplerTest, EachStatisticKeepsItsOwnHistory) {
+  auto sampler =
+      Make({.selectors = {"usrloc:", "core:rcv_requests"}, .interval = 1000ms, .history = 2s});
+  ASSERT_NE(sampler, nullptr);
+  for (int i = 0; i < 3; ++i) {
+    rcv_.Inc(1);
+    users_.Inc(100);
+    sampler->Take(t0_ + std::chrono::seconds(i));
+  }
+  const std::vector<StatPoint> users = sampler->History("usrloc:location-users");
+  const std::vector<StatPoint> rcv = sampler->History("core:rcv_requests");
+  ASSERT_EQ(users.size(), 2u);
+  ASSERT_EQ(rcv.size(), 2u);
+  EXPECT_EQ(users[0].value, 200u);
+  EXPECT_EQ(users[1].value, 300u);
+  EXPECT_EQ(rcv[0].value, 2u);
+  EXPECT_EQ(rcv[1].value, 3u);
+  EXPECT_EQ(rcv[1].time, t0_ + 2s);
+}
+
 TEST_F(StatSamplerTest, SumOfDeltasIsTheCounterChange) {
   auto sampler = Make({.selectors = {"core:"}, .history = 0s});
   ASSERT_NE(sampler, nullptr);
