@@ -41,6 +41,9 @@ struct TcpConnTable::Header {
   RobustMutex mutex;
   int32_t free_head = -1;
   size_t used = 0;
+  // One past the highest slot ever allocated: walks stop there. The free list hands out
+  // the most recently freed slot first (and starts at slot 0), so in-use slots stay low.
+  std::atomic<size_t> high_water{0};
 };
 
 namespace {
@@ -192,6 +195,9 @@ TcpConnTable::Slot* TcpConnTable::AllocateSlot(int owner) {
   const int32_t index = header_->free_head;
   if (index < 0) return nullptr;
   Slot& s = slots_[index];
+  if (static_cast<size_t>(index) >= header_->high_water.load(std::memory_order_relaxed)) {
+    header_->high_water.store(static_cast<size_t>(index) + 1, std::memory_order_release);
+  }
   header_->free_head = s.next_free;
   s.next_free = -1;
   ++s.generation;
@@ -532,7 +538,8 @@ size_t TcpConnTable::size() const {
 
 uint64_t TcpConnTable::QueuedBytes() const {
   uint64_t total = 0;
-  for (size_t i = 0; i < capacity_; ++i) {
+  const size_t end = std::min(capacity_, header_->high_water.load(std::memory_order_acquire));
+  for (size_t i = 0; i < end; ++i) {
     const Slot& s = slots_[i];
     if (s.id.load(std::memory_order_relaxed) == 0) continue;
     total += s.inbox_bytes.load(std::memory_order_relaxed) +

@@ -106,6 +106,32 @@ TEST_F(TcpConnTableTest, EnqueueByIdByPeerOrNewConnection) {
   EXPECT_EQ(table_->FindByPeer(Peer(1000)), 0u);
 }
 
+// QueuedBytes walks the slots up to the highest one ever used: connections in the last
+// slot, and in slots freed and taken again, are all counted.
+TEST_F(TcpConnTableTest, QueuedBytesCountsEveryConnectionWhereverItsSlotIs) {
+  EXPECT_EQ(table_->QueuedBytes(), 0u);
+  std::vector<uint64_t> ids;
+  for (uint16_t i = 0; i < 4; ++i) {
+    auto added = table_->AddAccepted(Peer(1000 + i), Peer(5060), 1);
+    ASSERT_TRUE(added.ok()) << added.status();
+    table_->SetState(added->id, TcpState::kOk);
+    ids.push_back(added->id);
+  }
+  ASSERT_TRUE(table_->Enqueue(ids[3], Peer(1003), -1, "last", 100).ok());
+  table_->SetOwnerQueued(ids[2], 7);
+  EXPECT_EQ(table_->QueuedBytes(), 4u + 7u);
+  table_->Remove(ids[0]);
+  table_->Remove(ids[1]);
+  EXPECT_EQ(table_->QueuedBytes(), 4u + 7u);
+  auto again = table_->AddAccepted(Peer(2000), Peer(5060), 1);
+  ASSERT_TRUE(again.ok());
+  table_->SetState(again->id, TcpState::kOk);
+  ASSERT_TRUE(table_->Enqueue(again->id, Peer(2000), -1, "ab", 100).ok());
+  EXPECT_EQ(table_->QueuedBytes(), 4u + 7u + 2u);
+  table_->Remove(ids[3]);
+  EXPECT_EQ(table_->QueuedBytes(), 7u + 2u);
+}
+
 TEST_F(TcpConnTableTest, ReclaimOwnerFreesWhatItsPredecessorAdopted) {
   std::vector<uint64_t> adopted;
   for (uint16_t i = 0; i < 3; ++i) {
