@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Interleaved A/B of `usrloc_bench register` between builds (or options).
+
+    bench/ab_register.py PASSES ROUNDS NAME=BENCH[@OPTIONS] ...
+
+Each variant is a usrloc_bench binary (which starts the sipd of its own build tree) and,
+after '@', extra usrloc_bench options separated by commas (e.g.
+`nice=build/bench/usrloc_bench@--mi-nice,19`). Every pass runs each variant once with
+`register --calls 10000 --rounds ROUNDS --db-mode 1` (the order reversed on odd passes),
+and the per-round alone/loaded pairs are pooled per variant: on a noisy host the median
+of many per-round drops, taken in the same minutes for every variant, says more than
+one run's median. Results: bench/RESULTS.md, "Group commit: the SQLite part cut".
+"""
+import re
+import statistics
+import subprocess
+import sys
+
+
+def main():
+    if len(sys.argv) < 4:
+        print(__doc__)
+        return 2
+    passes, rounds = int(sys.argv[1]), int(sys.argv[2])
+    variants = []
+    for spec in sys.argv[3:]:
+        name, _, rest = spec.partition('=')
+        binary, _, options = rest.partition('@')
+        variants.append((name, binary, [o for o in options.split(',') if o]))
+    pooled = {name: {'drop': [], 'alone': [], 'load': [], 'cpu': []} for name, _, _ in variants}
+    for p in range(passes):
+        for name, binary, options in (variants if p % 2 == 0 else variants[::-1]):
+            out = subprocess.run([binary, 'register', '--calls', '10000', '--rounds', str(rounds),
+                                  '--db-mode', '1'] + options,
+                                 capture_output=True, text=True, check=False).stdout
+            by_round = {}
+            for m in re.finditer(r'round (\d+) (alone|MI load)\s+(\d+) REGISTER/s\s+([\d.]+) us', out):
+                by_round.setdefault(m.group(1), {})[m.group(2)] = (int(m.group(3)), float(m.group(4)))
+            for r in by_round.values():
+                if 'alone' in r and 'MI load' in r:
+                    alone, load = r['alone'][0], r['MI load'][0]
+                    pooled[name]['drop'].append(100.0 * (alone - load) / alone)
+                    pooled[name]['alone'].append(alone)
+                    pooled[name]['load'].append(load)
+                    pooled[name]['cpu'].append(r['alone'][1])
+            print(f'pass {p} {name}: {len(pooled[name]["drop"])} rounds so far', flush=True)
+    for name, v in pooled.items():
+        if not v['drop']:
+            print(f'{name}: no rounds (did the bench fail?)')
+            continue
+        alone, load = statistics.median(v['alone']), statistics.median(v['load'])
+        print(f'{name}: median of per-round drops {statistics.median(v["drop"]):.1f} % '
+              f'[{min(v["drop"]):.1f} .. {max(v["drop"]):.1f}], n={len(v["drop"])}; '
+              f'REG/s alone {alone:.0f}, under the loop {load:.0f} '
+              f'(drop of medians {100.0 * (1 - load / alone):.1f} %); '
+              f'worker CPU alone {statistics.median(v["cpu"]):.0f} us/REG')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
