@@ -42,6 +42,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_support.h"
 #include "legacy-transports/fifo/fifo_client.h"
 #include "sipd/modules/usrloc/sqlite_store.h"
 #include "tests/support/sip_support.h"
@@ -353,13 +354,6 @@ int RunDump(const std::vector<int>& sizes, int repeat) {
   return 0;
 }
 
-double ProcessCpuSeconds() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
 int RunStore(int aors, int batch, int passes) {
   const std::filesystem::path work =
       std::filesystem::temp_directory_path() / absl::StrCat("usrloc_bench_store.", getpid());
@@ -379,7 +373,7 @@ int RunStore(int aors, int batch, int passes) {
     std::printf("%d AORs, %d records per transaction\n", aors, batch);
     for (int pass = 0; pass < passes && rc == 0; ++pass) {
       std::shuffle(order.begin(), order.end(), rng);
-      const double cpu0 = ProcessCpuSeconds();
+      const double cpu0 = sipd::bench::SelfCpuMicros();
       const auto wall0 = Clock::now();
       for (size_t i = 0; i < order.size() && rc == 0; i += static_cast<size_t>(batch)) {
         std::vector<sipd::usrloc::AorSnapshot> snapshots;
@@ -403,10 +397,10 @@ int RunStore(int aors, int batch, int passes) {
           rc = 1;
         }
       }
-      const double cpu = ProcessCpuSeconds() - cpu0;
+      const double cpu_us = sipd::bench::SelfCpuMicros() - cpu0;
       const double wall = std::chrono::duration<double>(Clock::now() - wall0).count();
       std::printf("pass %d (%s): %6.2f us CPU/record  %6.2f us wall/record\n", pass,
-                  pass == 0 ? "insert" : "rewrite", 1e6 * cpu / aors, 1e6 * wall / aors);
+                  pass == 0 ? "insert" : "rewrite", cpu_us / aors, 1e6 * wall / aors);
       std::fflush(stdout);
     }
   }
