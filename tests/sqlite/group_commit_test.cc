@@ -24,6 +24,22 @@
 namespace sipd::sqlite {
 namespace {
 
+// The values in table `row` of the database at `path`, read by a connection of its own.
+std::set<std::string> RowsOf(const std::string& path) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  std::set<std::string> out;
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v2(db, "SELECT value FROM row", -1, &s, nullptr) == SQLITE_OK) {
+    while (sqlite3_step(s) == SQLITE_ROW) {
+      out.insert(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)));
+    }
+  }
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+  return out;
+}
+
 // A client whose records are row values of one table; "bad" fails, "die" ends a forked
 // process in the middle of the leader's transaction (in the test process it is a row).
 class RowClient final : public GroupCommitWriter::Client {
@@ -91,19 +107,7 @@ class GroupCommitTest : public ::testing::Test {
   // The rows as another connection sees them now.
   std::set<std::string> Rows() {
     if (!std::filesystem::exists(dir_ + "/test.sqlite")) return {};
-    sqlite3* db = nullptr;
-    EXPECT_EQ(sqlite3_open_v2((dir_ + "/test.sqlite").c_str(), &db, SQLITE_OPEN_READONLY, nullptr),
-              SQLITE_OK);
-    std::set<std::string> out;
-    sqlite3_stmt* s = nullptr;
-    if (sqlite3_prepare_v2(db, "SELECT value FROM row", -1, &s, nullptr) == SQLITE_OK) {
-      while (sqlite3_step(s) == SQLITE_ROW) {
-        out.insert(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)));
-      }
-    }
-    sqlite3_finalize(s);
-    sqlite3_close(db);
-    return out;
+    return RowsOf(dir_ + "/test.sqlite");
   }
 
   std::string dir_;
@@ -138,17 +142,7 @@ std::set<std::string> RowsInTheDatabaseFile(const std::string& dir) {
   std::filesystem::copy_file(dir + "/test.sqlite", copy,
                              std::filesystem::copy_options::overwrite_existing);
   std::filesystem::remove(copy + "-wal");
-  sqlite3* db = nullptr;
-  EXPECT_EQ(sqlite3_open_v2(copy.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
-  std::set<std::string> out;
-  sqlite3_stmt* s = nullptr;
-  if (sqlite3_prepare_v2(db, "SELECT value FROM row", -1, &s, nullptr) == SQLITE_OK) {
-    while (sqlite3_step(s) == SQLITE_ROW) {
-      out.insert(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)));
-    }
-  }
-  sqlite3_finalize(s);
-  sqlite3_close(db);
+  std::set<std::string> out = RowsOf(copy);
   std::filesystem::remove(copy);
   return out;
 }
