@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "gtest/gtest.h"
+#include "sipd/modules/sqlite/statement.h"
 
 namespace sipd::usrloc {
 namespace {
@@ -195,16 +196,15 @@ INSERT INTO usrloc_contact VALUES ('location', 'alice', 'sip:a@h', 1, 5000, 500,
                   ->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 8, {"sip:c@h"})})
                   .ok());
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  sqlite3_stmt* stmt = nullptr;
-  ASSERT_EQ(sqlite3_prepare_v2(db,
-                               "SELECT group_concat(name || ':' || (sql LIKE '%WITHOUT ROWID%')) "
-                               "FROM sqlite_master WHERE type='table' AND name LIKE 'usrloc%'",
-                               -1, &stmt, nullptr),
-            SQLITE_OK);
-  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
-  EXPECT_EQ(std::string(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0))),
-            "usrloc_aor:1,usrloc_contact:1");
-  sqlite3_finalize(stmt);
+  {
+    absl::StatusOr<sqlite::Statement> tables =
+        sqlite::Prepare(db,
+                        "SELECT group_concat(name || ':' || (sql LIKE '%WITHOUT ROWID%')) "
+                        "FROM sqlite_master WHERE type='table' AND name LIKE 'usrloc%'");
+    ASSERT_TRUE(tables.ok()) << tables.status();
+    ASSERT_EQ(sqlite3_step(tables->get()), SQLITE_ROW);
+    EXPECT_EQ(sqlite::ColumnText(tables->get(), 0), "usrloc_aor:1,usrloc_contact:1");
+  }
   sqlite3_close(db);
   store_ = std::move(*store);
   EXPECT_EQ(Uris("alice"), std::vector<std::string>{"sip:c@h"});
