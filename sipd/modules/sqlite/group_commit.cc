@@ -366,10 +366,8 @@ absl::Status GroupCommitWriter::Checkpoint() {
     absl::StatusOr<sqlite3*> db = Connection();
     if (!db.ok()) return db.status();
   }
-  int wal_frames = 0;
-  int copied = 0;
   const int rc =
-      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &wal_frames, &copied);
+      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
   if (rc != SQLITE_OK && rc != SQLITE_BUSY)
     return absl::UnavailableError(DatabaseError(db_, "checkpoint"));
   return absl::OkStatus();
