@@ -162,6 +162,15 @@ class Core {
   // "timer: LABEL" when it is the most recently registered timer).
   virtual void AddTimer(std::string label, std::chrono::milliseconds interval,
                         std::function<void()> fn) = 0;
+  // AddTimer as a function object, for a library that schedules its own timer when a
+  // module creates it (sqlite::GroupCommitWriter::Options::add_timer). Valid while this
+  // core is (the attendant's start-up).
+  std::function<void(std::string, std::chrono::milliseconds, std::function<void()>)>
+  TimerRegistration() {
+    return [this](std::string label, std::chrono::milliseconds interval, std::function<void()> fn) {
+      AddTimer(std::move(label), interval, std::move(fn));
+    };
+  }
 
   // Routes SIP requests with this method (e.g. "REGISTER") to `handler` in the SIP
   // workers. Methods without a handler get the core's stateless answer (OPTIONS: 200,

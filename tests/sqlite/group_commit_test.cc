@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <future>
@@ -137,9 +138,10 @@ TEST_F(GroupCommitTest, QueuedRecordsShareTheNextTransaction) {
 }
 
 // The database file alone (a copy without its WAL): what checkpoints have copied into it.
-std::set<std::string> RowsInTheDatabaseFile(const std::string& dir) {
+std::set<std::string> RowsInTheDatabaseFile(const std::string& dir,
+                                            const std::string& name = "test.sqlite") {
   const std::string copy = dir + "/file-only.sqlite";
-  std::filesystem::copy_file(dir + "/test.sqlite", copy,
+  std::filesystem::copy_file(dir + "/" + name, copy,
                              std::filesystem::copy_options::overwrite_existing);
   std::filesystem::remove(copy + "-wal");
   std::set<std::string> out = RowsOf(copy);
@@ -174,6 +176,57 @@ TEST_F(GroupCommitTest, LeadersLeaveTheWalToCheckpointWhichCopiesItWithoutTheCom
   release.set_value();
   leader.join();
   EXPECT_TRUE(RowsInTheDatabaseFile(dir_).contains("late"));
+}
+
+TEST_F(GroupCommitTest, ForFileSchedulesTheWritersMaintenanceOncePerFile) {
+  struct Timer {
+    std::string label;
+    std::chrono::milliseconds interval;
+    std::function<void()> fn;
+  };
+  std::vector<Timer> timers;
+  const AddTimerFn add_timer = [&](std::string label, std::chrono::milliseconds interval,
+                                   std::function<void()> fn) {
+    timers.push_back(Timer{std::move(label), interval, std::move(fn)});
+  };
+  const std::string path = dir_ + "/shared.sqlite";
+  // Two modules naming one file share one writer and one timer; a module without a timer
+  // to give (a test's) changes nothing.
+  auto first = GroupCommitWriter::ForFile(*shm_, {.path = path});
+  ASSERT_TRUE(first.ok());
+  auto second = GroupCommitWriter::ForFile(*shm_, {.path = path, .add_timer = add_timer});
+  auto third = GroupCommitWriter::ForFile(*shm_, {.path = path, .add_timer = add_timer});
+  ASSERT_TRUE(second.ok() && third.ok());
+  EXPECT_EQ(first->get(), second->get());
+  EXPECT_EQ(second->get(), third->get());
+  ASSERT_EQ(timers.size(), 1u);
+  EXPECT_EQ(timers[0].label, "db-writer");
+  EXPECT_EQ(timers[0].interval, GroupCommitWriter::kMaintenanceInterval);
+  auto other =
+      GroupCommitWriter::ForFile(*shm_, {.path = dir_ + "/other.sqlite", .add_timer = add_timer});
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(timers.size(), 2u);
+
+  RowClient rows;
+  GroupCommitWriter& writer = **first;
+  const int client = writer.AddClient(&rows);
+  // A write-back record waits for its module's Flush(): the timer leaves it queued.
+  ASSERT_TRUE(writer.Enqueue(client, "write-back").ok());
+  timers[0].fn();
+  EXPECT_EQ(writer.queued(), 1u);
+  EXPECT_TRUE(RowsOf(path).empty());
+  // A deferred record nobody led (its process went on working): the timer commits it,
+  // with what was queued before it, and acknowledges it.
+  ASSERT_TRUE(writer.Defer(client, "deferred", "its reply").ok());
+  timers[0].fn();
+  EXPECT_EQ(writer.queued(), 0u);
+  EXPECT_EQ(RowsOf(path), (std::set<std::string>{"write-back", "deferred"}));
+  ASSERT_EQ(rows.acks().size(), 1u);
+  EXPECT_EQ(rows.acks()[0].ack, "its reply");
+  EXPECT_TRUE(rows.acks()[0].ok);
+  // And it checkpointed: the database file alone holds the rows.
+  EXPECT_EQ(RowsInTheDatabaseFile(dir_, "shared.sqlite"),
+            (std::set<std::string>{"write-back", "deferred"}));
 }
 
 TEST_F(GroupCommitTest, SubmitWhileHoldingALockAndAwaitAfterwards) {

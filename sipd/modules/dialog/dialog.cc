@@ -125,8 +125,9 @@ absl::Status Dialogs::Start(std::shared_ptr<sqlite::GroupCommitWriter> writer) {
     if (writer == nullptr) {
       SIPD_ASSIGN_OR_RETURN(
           writer, sqlite::GroupCommitWriter::ForFile(
-                      shm_, sqlite::GroupCommitWriter::Options{
-                                .path = options_.db_path, .synchronous = options_.synchronous}));
+                      shm_, sqlite::GroupCommitWriter::Options{.path = options_.db_path,
+                                                               .synchronous = options_.synchronous,
+                                                               .add_timer = options_.add_timer}));
     }
     writer_ = std::move(writer);
     client_ = writer_->AddClient(store_.get());
@@ -461,8 +462,6 @@ void Dialogs::RunTimer() {
     SendByes(t.dialog, {});
   }
   if (writer_ != nullptr) {
-    // Write-through leaders are SIP workers: copy the WAL here, so that they seldom do.
-    if (absl::Status s = writer_->Checkpoint(); !s.ok()) spdlog::warn("dialog: {}", s.ToString());
     if (options_.db_mode == DbMode::kWriteBack && now >= shared_->next_flush.load()) {
       shared_->next_flush.store(now + options_.db_update_period);
       absl::Status s = writer_->Flush();
@@ -624,6 +623,7 @@ absl::Status DialogModule::Init(Core& core) {
     }
     if (path[0] != '/') path = absl::StrCat(core.run_dir(), "/", path);
     options_.db_path = path;
+    options_.add_timer = core.TimerRegistration();
   }
   dialogs_ = std::make_unique<Dialogs>(options_, core.shm(), core.stats(), clock_);
   SIPD_RETURN_IF_ERROR(dialogs_->Start());

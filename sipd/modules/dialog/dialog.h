@@ -82,6 +82,9 @@ struct Options {
   int db_update_period = 60;
   sqlite::Synchronous synchronous = sqlite::Synchronous::kNormal;
   std::vector<ProfileSpec> profiles;
+  // Where the database writer schedules its maintenance (the daemon's AddTimer; see
+  // sqlite::GroupCommitWriter::Options::add_timer). Unset in tests.
+  sqlite::AddTimerFn add_timer;
   // Tests: the first h_ids of the buckets (0 = random).
   uint64_t id_seed = 0;
 };

@@ -52,6 +52,8 @@ struct GroupCommitWriter::Shared {
   Entry* tail = nullptr;
   uint64_t next_seq = 1;
   std::atomic<uint64_t> queued{0};
+  // Of them, queued with Defer() (waiting for an acknowledgment).
+  std::atomic<uint64_t> deferred{0};
   std::atomic<uint64_t> transactions{0};
   std::atomic<uint64_t> records{0};
 };
@@ -136,6 +138,7 @@ absl::StatusOr<std::shared_ptr<GroupCommitWriter>> GroupCommitWriter::ForFile(
       if (options.synchronous == Synchronous::kFull) {
         writer->options_.synchronous = Synchronous::kFull;
       }
+      writer->ScheduleMaintenance(options);
       return writer;
     }
   }
@@ -143,7 +146,19 @@ absl::StatusOr<std::shared_ptr<GroupCommitWriter>> GroupCommitWriter::ForFile(
   if (!created.ok()) return created.status();
   std::shared_ptr<GroupCommitWriter> writer(std::move(*created));
   registry[key] = writer;
+  writer->ScheduleMaintenance(options);
   return writer;
+}
+
+void GroupCommitWriter::ScheduleMaintenance(const Options& options) {
+  if (maintained_ || !options.add_timer) return;
+  maintained_ = true;
+  // The daemon's writers live as long as the daemon: the timer keeps this one.
+  options.add_timer("db-writer", kMaintenanceInterval, [writer = this] {
+    if (absl::Status s = writer->Maintain(); !s.ok()) {
+      spdlog::warn("sqlite writer {}: {}", writer->path(), s.ToString());
+    }
+  });
 }
 
 GroupCommitWriter::GroupCommitWriter(Options options, SharedMemory& shm, struct Shared* shared)
@@ -200,6 +215,7 @@ GroupCommitWriter::Entry* GroupCommitWriter::Push(int client, std::string_view r
     }
     shared_->tail = e;
     shared_->queued.fetch_add(1, std::memory_order_relaxed);
+    if (with_ack) shared_->deferred.fetch_add(1, std::memory_order_relaxed);
   }
   return e;
 }
@@ -373,6 +389,11 @@ absl::Status GroupCommitWriter::Checkpoint() {
   return absl::OkStatus();
 }
 
+absl::Status GroupCommitWriter::Maintain() {
+  if (shared_->deferred.load(std::memory_order_relaxed) > 0) TryLead();
+  return Checkpoint();
+}
+
 void GroupCommitWriter::CloseConnection() {
   if (db_ != nullptr && db_pid_ == getpid()) {
     for (Client* c : clients_) c->ConnectionClosing(db_);
@@ -480,6 +501,7 @@ bool GroupCommitWriter::RunBatch(absl::Status* first_error) {
       shared_->head = e->next;
       if (shared_->head == nullptr) shared_->tail = nullptr;
       shared_->queued.fetch_sub(1, std::memory_order_relaxed);
+      if (e->with_ack) shared_->deferred.fetch_sub(1, std::memory_order_relaxed);
       if (!results[i].ok()) {
         if (first_error != nullptr && first_error->ok()) *first_error = results[i];
         const std::string text(results[i].message());

@@ -29,6 +29,11 @@
 // process ever waits for a lock whose holder is stalled, and no record stays queued
 // with nobody to commit it.
 //
+// Maintenance (Maintain(), every kMaintenanceInterval in the timer process): that
+// backstop, and the WAL checkpoint that leaders should not have to do. The writer
+// schedules it itself, once per file, through Options::add_timer (the daemon's timer),
+// so that no module sharing the file has to remember it.
+//
 // Records are opaque bytes a Client encoded; the leader hands them back to that Client's
 // Apply() inside the transaction, in queue order. A record may be applied twice (a
 // leader that dies right after COMMIT leaves its records queued for the next one), so
@@ -53,7 +58,9 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -71,6 +78,10 @@ struct sqlite3_stmt;
 namespace sipd::sqlite {
 
 enum class Synchronous { kNormal, kFull };
+
+// Registers `fn` to run every `interval` in the timer process (Module::Core::AddTimer).
+using AddTimerFn = std::function<void(std::string label, std::chrono::milliseconds interval,
+                                      std::function<void()> fn)>;
 
 class GroupCommitWriter {
  public:
@@ -108,6 +119,11 @@ class GroupCommitWriter {
     int busy_timeout_ms = 5000;
     // Records per transaction at most (bounds how long one commit keeps the lock).
     size_t max_batch = 512;
+    // Registers a periodic function in the timer process (the daemon's
+    // Module::Core::AddTimer). ForFile schedules the writer's Maintain() with the first
+    // one it is given for a file, once. Unset (a writer of tests): its owner calls
+    // Maintain().
+    AddTimerFn add_timer;
   };
 
   struct Figures {
@@ -169,6 +185,13 @@ class GroupCommitWriter {
   // The WAL size (frames) at which a leader checkpoints itself (wal_autocheckpoint).
   static constexpr int kLeaderCheckpointFrames = 4000;
 
+  // The writer's timer: commits the Defer()ed records that no process leads (their
+  // leader died, or every process that queued went on working), then Checkpoint().
+  // Records queued with Enqueue() alone are left for the next Commit() or Flush() (a
+  // write-back module's period). Same rule as Checkpoint() for processes and threads.
+  absl::Status Maintain();
+  static constexpr std::chrono::milliseconds kMaintenanceInterval{100};
+
   // Runs `fn` with this process's connection under the commit lock, outside any
   // transaction (fn may open its own): loads at start-up, pruning, full-table syncs.
   absl::Status WithConnection(absl::FunctionRef<absl::Status(sqlite3*)> fn);
@@ -184,6 +207,8 @@ class GroupCommitWriter {
   class LeaderUnlocker;
 
   GroupCommitWriter(Options options, SharedMemory& shm, struct Shared* shared);
+  // Registers Maintain() with options.add_timer unless already done (ForFile).
+  void ScheduleMaintenance(const Options& options);
 
   Entry* Push(int client, std::string_view record, bool detached, std::string_view ack = {},
               bool with_ack = false);
@@ -198,6 +223,8 @@ class GroupCommitWriter {
   std::string DatabaseError(sqlite3* db, std::string_view what) const;
 
   Options options_;
+  // ForFile scheduled Maintain() (attendant, before the fork).
+  bool maintained_ = false;
   SharedMemory& shm_;
   struct Shared* shared_;
   std::vector<Client*> clients_;

@@ -154,7 +154,8 @@ absl::Status Usrloc::Start() {
                       .path = options_.db_path,
                       .synchronous = options_.synchronous == SqliteStore::Synchronous::kFull
                                          ? sqlite::Synchronous::kFull
-                                         : sqlite::Synchronous::kNormal}));
+                                         : sqlite::Synchronous::kNormal,
+                      .add_timer = options_.add_timer}));
     client_ = writer_->AddClient(db_client_.get());
     // The writer's figures (shared with dialog when it names the same file): records per
     // transaction is the batch size of the group commit.
@@ -656,6 +657,7 @@ absl::Status UsrlocModule::Init(Core& core) {
   if (path.empty()) path = "usrloc.sqlite";
   if (path[0] != '/') path = absl::StrCat(core.run_dir(), "/", path);
   options_.db_path = path;
+  options_.add_timer = core.TimerRegistration();
 
   usrloc_ = std::make_unique<Usrloc>(options_, core.shm(), core.stats(), clock_);
   SIPD_RETURN_IF_ERROR(usrloc_->Start());
@@ -667,18 +669,6 @@ absl::Status UsrlocModule::Init(Core& core) {
   if (core.events() != nullptr) SIPD_RETURN_IF_ERROR(usrloc_->PublishEvents(*core.events()));
   Usrloc* ul = usrloc_.get();
   if (options_.db_mode == DbMode::kWriteThrough) {
-    // The backstop of the deferred acknowledgments: records queued by a process whose
-    // leader died (or stalls, then this only tries) get committed and answered. Added
-    // before ul-timer, which stays the label `ps` shows.
-    // It also copies the WAL into the database file, so that the leaders (SIP workers)
-    // seldom stop for a checkpoint's page copies and fsyncs.
-    core.AddTimer("ul-commit", std::chrono::milliseconds(100), [ul] {
-      if (ul->writer() == nullptr) return;
-      if (ul->writer()->queued() > 0) ul->writer()->TryLead();
-      if (absl::Status s = ul->writer()->Checkpoint(); !s.ok()) {
-        spdlog::warn("usrloc: {}", s.ToString());
-      }
-    });
     // A UDP worker that has read every waiting datagram commits what it queued.
     AddSipIdleHandler([ul] {
       if (ul->writer() != nullptr && ul->writer()->queued() > 0) ul->writer()->TryLead();

@@ -73,6 +73,9 @@ struct Options {
   // Retry-After beyond it); 0 = no limit, nothing counted. Off by default: behind an
   // SBC or a NAT every phone has one source.
   uint32_t max_contacts_per_source = 0;
+  // Where the database writer schedules its maintenance (the daemon's AddTimer; see
+  // sqlite::GroupCommitWriter::Options::add_timer). Unset in tests.
+  sqlite::AddTimerFn add_timer;
 };
 
 // Counters of contacts per source address (shared by hash: see ContactsFromSource).
