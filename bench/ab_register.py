@@ -6,7 +6,8 @@
 Each variant is a usrloc_bench binary (which starts the sipd of its own build tree) and,
 after '@', extra usrloc_bench options separated by commas (e.g.
 `nice=build/bench/usrloc_bench@--mi-nice,19`). Every pass runs each variant once with
-`register --calls 10000 --rounds ROUNDS --db-mode 1` (the order reversed on odd passes),
+`register --calls 10000 --rounds ROUNDS --db-mode 1` (a variant's own `--db-mode` replaces
+the 1; the order reversed on odd passes),
 and the per-round alone/loaded pairs are pooled per variant: on a noisy host the median
 of many per-round drops, taken in the same minutes for every variant, says more than
 one run's median. Results: bench/RESULTS.md, "Group commit: the SQLite part cut".
@@ -30,8 +31,9 @@ def main():
     pooled = {name: {'drop': [], 'alone': [], 'load': [], 'cpu': []} for name, _, _ in variants}
     for p in range(passes):
         for name, binary, options in (variants if p % 2 == 0 else variants[::-1]):
-            out = subprocess.run([binary, 'register', '--calls', '10000', '--rounds', str(rounds),
-                                  '--db-mode', '1'] + options,
+            db_mode = [] if '--db-mode' in options else ['--db-mode', '1']
+            out = subprocess.run([binary, 'register', '--calls', '10000', '--rounds', str(rounds)]
+                                 + db_mode + options,
                                  capture_output=True, text=True, check=False).stdout
             by_round = {}
             for m in re.finditer(r'round (\d+) (alone|MI load)\s+(\d+) REGISTER/s\s+([\d.]+) us', out):
