@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -674,6 +675,12 @@ TEST_F(DialogPersistenceTest, RestoreRewritesAndSyncMergesTheDatabase) {
   EXPECT_EQ(Rows()[0].id(), id_a);
 }
 
+// The maintenance timers of database writers (GroupCommitWriter::ForFile) in `core`.
+long WriterTimers(const testing::FakeCore& core) {
+  return std::count_if(core.timers().begin(), core.timers().end(),
+                       [](const auto& timer) { return timer.first == "db-writer"; });
+}
+
 TEST_F(DialogPersistenceTest, SharesTheWriterAndFileWithUsrloc) {
   std::unique_ptr<Instance> shared;
   testing::FakeCore core;
@@ -690,6 +697,20 @@ TEST_F(DialogPersistenceTest, SharesTheWriterAndFileWithUsrloc) {
   ASSERT_TRUE(dlg.Init(core).ok());
   EXPECT_EQ(dlg.dialogs().writer(), ul.usrloc().writer().get());
   EXPECT_EQ(dlg.dialogs().options().db_path, dir_ + "/both.sqlite");
+  // One file, one writer, one maintenance timer (checkpoints, the deferred backstop).
+  EXPECT_EQ(WriterTimers(core), 1);
+}
+
+TEST_F(DialogPersistenceTest, ADialogDatabaseOfItsOwnGetsTheWritersTimer) {
+  testing::FakeCore core;
+  testing::FakeTm tm;
+  core.AddModule(&tm);
+  DialogModule dlg;
+  ASSERT_TRUE(dlg.SetParam("db_mode", int64_t{2}).ok());
+  ASSERT_TRUE(dlg.SetParam("db_url", absl::StrCat("sqlite://", dir_, "/own.sqlite")).ok());
+  core.AddModule(&dlg);
+  ASSERT_TRUE(dlg.Init(core).ok());
+  EXPECT_EQ(WriterTimers(core), 1);
 }
 
 }  // namespace

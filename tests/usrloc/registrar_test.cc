@@ -414,6 +414,41 @@ TEST_F(RegistrarTest, WriteThroughAnswersAfterCommit) {
   EXPECT_THAT(Mi("ul_dump"), HasSubstr("State:: CS_SYNC"));
 }
 
+TEST_F(RegistrarTest, TheDatabaseWritersOwnTimerCopiesTheWalIntoTheFile) {
+  Init({{"db_mode", int64_t{1}}});
+  // usrloc did not schedule it: the writer of its file did, once.
+  int writer_timers = 0;
+  std::function<void()> maintain;
+  for (const auto& [label, fn] : core_.timers()) {
+    if (label == "db-writer") {
+      ++writer_timers;
+      maintain = fn;
+    }
+  }
+  ASSERT_EQ(writer_timers, 1);
+  ASSERT_EQ(Register("alice", "c", 1, {"Contact: <sip:a@h>"}).code, 200);
+  // What the database file alone holds (a copy without its WAL).
+  const std::string path = core_.run_dir() + "/usrloc.sqlite";
+  auto file_alone = [&] {
+    const std::string copy = core_.run_dir() + "/file-alone.sqlite";
+    std::filesystem::copy_file(path, copy, std::filesystem::copy_options::overwrite_existing);
+    std::filesystem::remove(copy + "-wal");
+    size_t rows = 0;
+    {
+      auto store = usrloc::SqliteStore::Open({.path = copy});
+      EXPECT_TRUE(store.ok());
+      if (store.ok()) rows = (*store)->Load("location").value().size();
+    }
+    std::filesystem::remove(copy);
+    std::filesystem::remove(copy + "-wal");
+    std::filesystem::remove(copy + "-shm");
+    return rows;
+  };
+  EXPECT_EQ(file_alone(), 0u);  // committed, still only in the WAL
+  maintain();
+  EXPECT_EQ(file_alone(), 1u);
+}
+
 TEST_F(RegistrarTest, ModuleNeedsUsrlocAndChecksParameters) {
   testing::FakeCore core;
   RegistrarModule alone;
