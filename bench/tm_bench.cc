@@ -14,7 +14,7 @@
 //     of --repeat runs.
 //
 //   tm_bench overload [--capacity C] [--seconds 30] [--server-cpu P] [--overload-queue Q]
-//                     [--overload-delay D]
+//                     [--overload-delay D] [--cpus LIST]
 //     Offers 2x capacity to sipd for --seconds (capacity: --capacity, else the best
 //     goodput of a quick `calls` ramp) and reports goodput against capacity, and whether
 //     retransmissions were absorbed: tm:UAS_transactions must grow by exactly one per
@@ -496,7 +496,7 @@ int main(int argc, char** argv) {
   calls->add_option("--repeat", repeat, "runs per figure (median)");
   calls->add_option("--servers", servers, "sipd,kamailio");
   calls->add_option("--children", children, "UDP workers of each server");
-  calls->add_option("--cpus", cpus, "pin the bench and everything it starts (taskset list)");
+
   CLI::App* overload = app.add_subcommand("overload", "2x capacity for --seconds");
   overload->add_option("--capacity", capacity, "calls/s (default: measured first)");
   overload->add_option("--seconds", seconds, "seconds at 2x");
@@ -515,6 +515,7 @@ int main(int argc, char** argv) {
     sub->add_option("--overload-delay", overload_control.delay_ms,
                     "sipd's tm overload_delay (ms an INVITE may wait in the receive queue; "
                     "0 = off)");
+    sub->add_option("--cpus", cpus, "pin the bench and everything it starts (taskset list)");
     sub->add_option("--server-nice", nice_value, "nice value for every server process");
     sub->add_option("--server-cpu", cpu_quota,
                     "cap the server's processes at this % of one core (a cgroup): the server, "
