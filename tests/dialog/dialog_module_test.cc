@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include <algorithm>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -675,12 +674,6 @@ TEST_F(DialogPersistenceTest, RestoreRewritesAndSyncMergesTheDatabase) {
   EXPECT_EQ(Rows()[0].id(), id_a);
 }
 
-// The maintenance timers of database writers (GroupCommitWriter::ForFile) in `core`.
-long WriterTimers(const testing::FakeCore& core) {
-  return std::count_if(core.timers().begin(), core.timers().end(),
-                       [](const auto& timer) { return timer.first == "db-writer"; });
-}
-
 TEST_F(DialogPersistenceTest, SharesTheWriterAndFileWithUsrloc) {
   std::unique_ptr<Instance> shared;
   testing::FakeCore core;
@@ -698,7 +691,7 @@ TEST_F(DialogPersistenceTest, SharesTheWriterAndFileWithUsrloc) {
   EXPECT_EQ(dlg.dialogs().writer(), ul.usrloc().writer().get());
   EXPECT_EQ(dlg.dialogs().options().db_path, dir_ + "/both.sqlite");
   // One file, one writer, one maintenance timer (checkpoints, the deferred backstop).
-  EXPECT_EQ(WriterTimers(core), 1);
+  EXPECT_EQ(core.TimersNamed("db-writer").size(), 1u);
 }
 
 TEST_F(DialogPersistenceTest, ADialogDatabaseOfItsOwnGetsTheWritersTimer) {
@@ -710,7 +703,7 @@ TEST_F(DialogPersistenceTest, ADialogDatabaseOfItsOwnGetsTheWritersTimer) {
   ASSERT_TRUE(dlg.SetParam("db_url", absl::StrCat("sqlite://", dir_, "/own.sqlite")).ok());
   core.AddModule(&dlg);
   ASSERT_TRUE(dlg.Init(core).ok());
-  EXPECT_EQ(WriterTimers(core), 1);
+  EXPECT_EQ(core.TimersNamed("db-writer").size(), 1u);
 }
 
 }  // namespace

@@ -417,15 +417,8 @@ TEST_F(RegistrarTest, WriteThroughAnswersAfterCommit) {
 TEST_F(RegistrarTest, TheDatabaseWritersOwnTimerCopiesTheWalIntoTheFile) {
   Init({{"db_mode", int64_t{1}}});
   // usrloc did not schedule it: the writer of its file did, once.
-  int writer_timers = 0;
-  std::function<void()> maintain;
-  for (const auto& [label, fn] : core_.timers()) {
-    if (label == "db-writer") {
-      ++writer_timers;
-      maintain = fn;
-    }
-  }
-  ASSERT_EQ(writer_timers, 1);
+  const std::vector<std::function<void()>> writer_timers = core_.TimersNamed("db-writer");
+  ASSERT_EQ(writer_timers.size(), 1u);
   ASSERT_EQ(Register("alice", "c", 1, {"Contact: <sip:a@h>"}).code, 200);
   // What the database file alone holds (a copy without its WAL).
   const std::string path = core_.run_dir() + "/usrloc.sqlite";
@@ -445,7 +438,7 @@ TEST_F(RegistrarTest, TheDatabaseWritersOwnTimerCopiesTheWalIntoTheFile) {
     return rows;
   };
   EXPECT_EQ(file_alone(), 0u);  // committed, still only in the WAL
-  maintain();
+  writer_timers[0]();
   EXPECT_EQ(file_alone(), 1u);
 }
 

@@ -13,6 +13,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -83,6 +84,14 @@ class FakeCore : public Core {
   }
   const std::vector<std::pair<std::string, std::function<void()>>>& timers() const {
     return timers_;
+  }
+  // The functions of the timers registered as `label`.
+  std::vector<std::function<void()>> TimersNamed(std::string_view label) const {
+    std::vector<std::function<void()>> out;
+    for (const auto& [name, fn] : timers_) {
+      if (name == label) out.push_back(fn);
+    }
+    return out;
   }
   std::map<std::string, SipRequestHandler>& sip_handlers() { return sip_handlers_; }
 
