@@ -70,12 +70,13 @@ class MiFifoModule final : public Module {
       if (fifo_created_) return absl::OkStatus();  // a restart keeps the FIFO
       absl::Status status = legacy::PrepareRequestFifo(config_);
       fifo_created_ = status.ok();
-      if (fifo_created_ && core_ != nullptr)
-        core_->ReportListeners({{"mi_fifo", "fifo", config_.fifo_name}});
       return status;
     };
     spec.main = [this](int) { return RunProcess(); };
     spec.init_child = true;
+    // Start-up completes once this process reads the FIFO: a client that opens it
+    // without blocking (O_NONBLOCK) before then would get ENXIO, "no reader".
+    spec.reports_listeners = true;
     return {std::move(spec)};
   }
 
@@ -100,6 +101,7 @@ class MiFifoModule final : public Module {
     std::unique_ptr<mi::Dispatcher> dispatcher = core_->NewDispatcher({.workers = 2});
     legacy::FifoServer server(config_, *dispatcher);
     if (absl::Status status = server.Open(); !status.ok()) return status;
+    core_->ReportListeners({{"mi_fifo", "fifo", config_.fifo_name}});
     Core* core = core_;
     return server.Run([core] { return core->stopping(); }, [core] { core->SyncLogLevel(); });
   }

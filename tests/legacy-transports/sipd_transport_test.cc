@@ -197,7 +197,8 @@ TEST_F(SipdLegacyTest, UdpDatagramRoundTripAndMalformedInputTable) {
 
 TEST_F(SipdLegacyTest, RestartedFifoProcessRefusesAReplacedFifo) {
   // Someone replaces the request FIFO with a regular file; the MI FIFO process that the
-  // attendant restarts refuses it, logs why and exits non-zero (and SIP keeps going).
+  // attendant restarts refuses it and fails its start-up (it reports ready only once it
+  // reads the FIFO), and the attendant logs why (and SIP keeps going).
   ASSERT_EQ(unlink(fifo().c_str()), 0);
   std::ofstream(fifo()) << "not a fifo";
   auto client = DatagramClient::Unix(socket(), sipd_->tmp_dir());
@@ -210,9 +211,9 @@ TEST_F(SipdLegacyTest, RestartedFifoProcessRefusesAReplacedFifo) {
   EXPECT_TRUE(WaitUntil(
       [&] {
         const std::string log = sipd_->log();
-        return log.find("is not a FIFO: refusing to use it") != std::string::npos &&
-               log.find("(MI FIFO) pid") != std::string::npos &&
-               log.find("exited with status 1") != std::string::npos;
+        return log.find("restart failed: process ") != std::string::npos &&
+               log.find("(MI FIFO) failed to start: mi_fifo: '" + fifo() +
+                        "' is not a FIFO: refusing to use it") != std::string::npos;
       },
       10s))
       << sipd_->log();
