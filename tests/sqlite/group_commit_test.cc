@@ -21,6 +21,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "sipd/core/shm.h"
+#include "sipd/modules/sqlite/statement.h"
+#include "tests/support/database_file_copy.h"
 
 namespace sipd::sqlite {
 namespace {
@@ -30,13 +32,13 @@ std::set<std::string> RowsOf(const std::string& path) {
   sqlite3* db = nullptr;
   EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
   std::set<std::string> out;
-  sqlite3_stmt* s = nullptr;
-  if (sqlite3_prepare_v2(db, "SELECT value FROM row", -1, &s, nullptr) == SQLITE_OK) {
-    while (sqlite3_step(s) == SQLITE_ROW) {
-      out.insert(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)));
+  {
+    absl::StatusOr<Statement> select = Prepare(db, "SELECT value FROM row");
+    if (select.ok()) {
+      StepRows(select->get(),
+               [&](sqlite3_stmt* row) { out.insert(std::string(ColumnText(row, 0))); });
     }
   }
-  sqlite3_finalize(s);
   sqlite3_close(db);
   return out;
 }
@@ -140,13 +142,7 @@ TEST_F(GroupCommitTest, QueuedRecordsShareTheNextTransaction) {
 // The database file alone (a copy without its WAL): what checkpoints have copied into it.
 std::set<std::string> RowsInTheDatabaseFile(const std::string& dir,
                                             const std::string& name = "test.sqlite") {
-  const std::string copy = dir + "/file-only.sqlite";
-  std::filesystem::copy_file(dir + "/" + name, copy,
-                             std::filesystem::copy_options::overwrite_existing);
-  std::filesystem::remove(copy + "-wal");
-  std::set<std::string> out = RowsOf(copy);
-  std::filesystem::remove(copy);
-  return out;
+  return RowsOf(testing::DatabaseFileCopy(dir + "/" + name, dir + "/file-only.sqlite").path());
 }
 
 TEST_F(GroupCommitTest, LeadersLeaveTheWalToCheckpointWhichCopiesItWithoutTheCommitLock) {

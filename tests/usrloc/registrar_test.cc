@@ -11,6 +11,7 @@
 #include "registry/text_format.h"
 #include "sipd/modules/usrloc/sqlite_store.h"
 #include "sipd/modules/usrloc/usrloc.h"
+#include "tests/support/database_file_copy.h"
 #include "tests/usrloc/test_support.h"
 
 namespace sipd::registrar {
@@ -422,20 +423,11 @@ TEST_F(RegistrarTest, TheDatabaseWritersOwnTimerCopiesTheWalIntoTheFile) {
   ASSERT_EQ(Register("alice", "c", 1, {"Contact: <sip:a@h>"}).code, 200);
   // What the database file alone holds (a copy without its WAL).
   const std::string path = core_.run_dir() + "/usrloc.sqlite";
-  auto file_alone = [&] {
-    const std::string copy = core_.run_dir() + "/file-alone.sqlite";
-    std::filesystem::copy_file(path, copy, std::filesystem::copy_options::overwrite_existing);
-    std::filesystem::remove(copy + "-wal");
-    size_t rows = 0;
-    {
-      auto store = usrloc::SqliteStore::Open({.path = copy});
-      EXPECT_TRUE(store.ok());
-      if (store.ok()) rows = (*store)->Load("location").value().size();
-    }
-    std::filesystem::remove(copy);
-    std::filesystem::remove(copy + "-wal");
-    std::filesystem::remove(copy + "-shm");
-    return rows;
+  auto file_alone = [&]() -> size_t {
+    ::sipd::testing::DatabaseFileCopy copy(path, core_.run_dir() + "/file-alone.sqlite");
+    auto store = usrloc::SqliteStore::Open({.path = copy.path()});
+    EXPECT_TRUE(store.ok());
+    return store.ok() ? (*store)->Load("location").value().size() : 0;
   };
   EXPECT_EQ(file_alone(), 0u);  // committed, still only in the WAL
   writer_timers[0]();
