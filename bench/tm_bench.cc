@@ -496,7 +496,6 @@ int main(int argc, char** argv) {
   calls->add_option("--repeat", repeat, "runs per figure (median)");
   calls->add_option("--servers", servers, "sipd,kamailio");
   calls->add_option("--children", children, "UDP workers of each server");
-
   CLI::App* overload = app.add_subcommand("overload", "2x capacity for --seconds");
   overload->add_option("--capacity", capacity, "calls/s (default: measured first)");
   overload->add_option("--seconds", seconds, "seconds at 2x");
