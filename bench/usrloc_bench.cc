@@ -355,12 +355,10 @@ int RunDump(const std::vector<int>& sizes, int repeat) {
 }
 
 int RunStore(int aors, int batch, int passes) {
-  const std::filesystem::path work =
-      std::filesystem::temp_directory_path() / absl::StrCat("usrloc_bench_store.", getpid());
-  std::filesystem::create_directories(work);
+  const std::string work = MakeWorkDir();
   int rc = 0;
   {
-    auto store = sipd::usrloc::SqliteStore::Open({.path = (work / "usrloc.sqlite").string()});
+    auto store = sipd::usrloc::SqliteStore::Open({.path = work + "/usrloc.sqlite"});
     if (!store.ok()) {
       std::fprintf(stderr, "%s\n", store.status().ToString().c_str());
       std::filesystem::remove_all(work);
