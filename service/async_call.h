@@ -39,6 +39,10 @@
 // one deletes the call. A request tag that comes back !ok (the server shuts down before
 // a call arrived) deletes the call at once: no done tag comes for a call never started.
 //
+// Each call object counts in its service's LiveCalls (live_) from its construction to
+// the end of its deletion, so that the server stops its queues only once no call is
+// left to start an operation on them (service/live_calls.h).
+//
 // Thread-safety: tags complete on the call's queue thread; a call may also be entered
 // from other threads (the dispatcher's completion thread through the anchor, the event
 // delivery thread, a FlushList's thread), always under anchor_->mu. anchor_->mu guards
@@ -57,6 +61,7 @@
 #include "grpcpp/grpcpp.h"
 #include "service/call_anchor.h"
 #include "service/cq_tag.h"
+#include "service/live_calls.h"
 #include "service/rich_status.h"
 
 namespace sipd::service {
@@ -81,9 +86,10 @@ class AsyncCall {
   using Base = AsyncCall;
 
   // `self` is the derived call under construction (only stored, not used, here). The
-  // call then posts its request with &ctx_, &stream_, cq_ and &request_tag_.
-  AsyncCall(Call* self, grpc::ServerCompletionQueue* cq)
-      : cq_(cq), stream_(&ctx_), anchor_(std::make_shared<CallAnchor<Call>>(self)) {
+  // call then posts its request with &ctx_, &stream_, cq_ and &request_tag_. `calls`
+  // counts the call from now until it is deleted (service/live_calls.h).
+  AsyncCall(Call* self, grpc::ServerCompletionQueue* cq, LiveCalls& calls)
+      : live_(calls), cq_(cq), stream_(&ctx_), anchor_(std::make_shared<CallAnchor<Call>>(self)) {
     ctx_.AsyncNotifyWhenDone(&done_tag_);
   }
   ~AsyncCall() = default;
@@ -171,6 +177,8 @@ class AsyncCall {
     delete &self();
   }
 
+  // First, so that it goes last: the ServerContext is gone when the count drops.
+  LiveCalls::Token live_;
   grpc::ServerCompletionQueue* const cq_;
   Context ctx_;
   Stream stream_;

@@ -126,7 +126,7 @@ class SubscribeCall final
     : public AsyncCall<SubscribeCall, grpc::ServerAsyncWriter<grpc::ByteBuffer>> {
  public:
   SubscribeCall(EventService::Internals& in, grpc::ServerCompletionQueue* cq)
-      : AsyncCall(this, cq), in_(in) {
+      : AsyncCall(this, cq, in.management.live_calls()), in_(in) {
     in_.async.RequestSubscribe(&ctx_, &request_bytes_, &stream_, cq_, cq_, &request_tag_);
   }
 
@@ -397,7 +397,7 @@ class WatchCall final
     : public AsyncCall<WatchCall, grpc::ServerAsyncWriter<eventsv1::WatchStatisticsResponse>> {
  public:
   WatchCall(EventService::Internals& in, grpc::ServerCompletionQueue* cq)
-      : AsyncCall(this, cq), in_(in) {
+      : AsyncCall(this, cq, in.management.live_calls()), in_(in) {
     in_.async.RequestWatchStatistics(&ctx_, &request_, &stream_, cq_, cq_, &request_tag_);
   }
 

@@ -22,6 +22,8 @@ namespace {
 constexpr char kServiceName[] = "sipd.mi.v1.Management";
 constexpr char kHealthServiceName[] = "grpc.health.v1.Health";
 constexpr char kEventServiceName[] = "sipd.events.v1.EventService";
+// How long a shutdown waits for the cancelled calls to end before it stops the queues.
+constexpr std::chrono::seconds kCallsEndLimit{10};
 
 void LogToSpdlog(gpr_log_func_args* args) {
   switch (args->severity) {
@@ -203,6 +205,15 @@ void MiGrpcServer::Shutdown(std::chrono::milliseconds grace) {
   health_->Shutdown();
   events_->Shutdown();  // its streams never end by themselves
   server_->Shutdown(std::chrono::system_clock::now() + grace);
+  // Every call is cancelled and every posted request failed; the calls end through
+  // their tags, which need the queue threads (and the completion thread). Only then may
+  // the queues shut down: a call that started an operation on a shut-down queue (a
+  // Finish after its write failed, say) would abort the process (service/live_calls.h).
+  const auto limit = std::chrono::steady_clock::now() + kCallsEndLimit;
+  if (!service_->live_calls().WaitForNone(limit) || !health_->live_calls().WaitForNone(limit)) {
+    spdlog::error("mi_grpc: {} calls still open {} s after the server shut down", live_calls(),
+                  kCallsEndLimit.count());
+  }
   StopQueues();
   server_->Wait();
   stop_completions_.store(true);

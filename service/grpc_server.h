@@ -92,10 +92,13 @@ class MiGrpcServer {
   int port() const { return port_; }
   // Calls cut so far because their client made no progress (see ServiceOptions).
   uint64_t calls_cut() const { return service_->calls_cut(); }
+  // Call objects that exist: posted requests and calls in progress (0 after Shutdown).
+  int live_calls() const { return service_->live_calls().count() + health_->live_calls().count(); }
 
   // Health goes NOT_SERVING (watchers are told and released), calls in progress get
-  // at most `grace` to finish, the rest are cancelled; then the queue threads and the
-  // completion thread stop. Idempotent.
+  // at most `grace` to finish, the rest are cancelled; once every call object is gone
+  // (service/live_calls.h), the queue threads and the completion thread stop.
+  // Idempotent.
   void Shutdown(std::chrono::milliseconds grace);
 
  private:

@@ -15,7 +15,7 @@ class HealthService::WatchCall final {
   using Status = HealthService::Status;
 
   WatchCall(HealthService* health, grpc::ServerCompletionQueue* cq)
-      : health_(health), cq_(cq), writer_(&ctx_) {
+      : live_(health->live_calls()), health_(health), cq_(cq), writer_(&ctx_) {
     ctx_.AsyncNotifyWhenDone(&done_tag_);
     health_->service_.RequestWatch(&ctx_, &request_, &writer_, cq_, cq_, &request_tag_);
   }
@@ -98,6 +98,7 @@ class HealthService::WatchCall final {
     return started_ && done_ && !write_in_flight_ && (!finish_called_ || finish_done_);
   }
 
+  LiveCalls::Token live_;  // first, so that it goes last (service/live_calls.h)
   HealthService* const health_;
   grpc::ServerCompletionQueue* const cq_;
   grpc::ServerContext ctx_;

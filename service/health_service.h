@@ -20,6 +20,7 @@
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "service/live_calls.h"
 
 namespace sipd::service {
 
@@ -43,6 +44,9 @@ class HealthService {
   // that a server shutdown does not wait for them. Later changes are ignored.
   void Shutdown();
 
+  // This service's call objects: a queue is shut down only once there are none.
+  LiveCalls& live_calls() const { return live_calls_; }
+
  private:
   class WatchCall;
   using Status = grpc::health::v1::HealthCheckResponse::ServingStatus;
@@ -62,6 +66,7 @@ class HealthService {
   std::map<std::string, Status> statuses_;
   std::set<WatchCall*> watchers_;
   bool shut_down_ = false;
+  mutable LiveCalls live_calls_;
 };
 
 }  // namespace sipd::service

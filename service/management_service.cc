@@ -258,7 +258,7 @@ class ExecuteCall final
     : public AsyncCall<ExecuteCall, grpc::ServerAsyncResponseWriter<grpc::ByteBuffer>> {
  public:
   ExecuteCall(ManagementService& service, grpc::ServerCompletionQueue* cq)
-      : AsyncCall(this, cq), service_(service) {
+      : AsyncCall(this, cq, service.live_calls()), service_(service) {
     service_.async_service().RequestExecute(&ctx_, &request_, &stream_, cq_, cq_, &request_tag_);
   }
 

@@ -50,6 +50,7 @@
 #include "grpcpp/grpcpp.h"
 #include "registry/command.h"
 #include "registry/dispatcher.h"
+#include "service/live_calls.h"
 #include "sipd/mi/v1/mi.grpc.pb.h"
 
 namespace sipd::service {
@@ -125,6 +126,10 @@ class ManagementService {
   // completion queue.
   void Serve(grpc::ServerCompletionQueue* cq);
 
+  // The call objects of this service, of TypedService and of EventService (their calls
+  // count here too): a queue is shut down only once there are none.
+  LiveCalls& live_calls() const { return live_calls_; }
+
  private:
   // The answers of ListCommands and DescribeCommand (run by UnaryCall).
   grpc::Status ListCommands(const v1::ListCommandsRequest& request,
@@ -137,6 +142,7 @@ class ManagementService {
   const ServiceOptions options_;
   AsyncService service_;
   std::atomic<uint64_t> calls_cut_{0};
+  mutable LiveCalls live_calls_;
 };
 
 }  // namespace sipd::service

@@ -68,7 +68,7 @@ class SessionCall final
       public Flushable {
  public:
   SessionCall(ManagementService& service, grpc::ServerCompletionQueue* cq)
-      : AsyncCall(this, cq), service_(service), options_(service.options()) {
+      : AsyncCall(this, cq, service.live_calls()), service_(service), options_(service.options()) {
     service_.async_service().RequestSession(&ctx_, &stream_, cq_, cq_, &request_tag_);
   }
 

@@ -38,7 +38,7 @@ grpc::Status Cancelled() {
 class StreamCall final : public AsyncCall<StreamCall, grpc::ServerAsyncWriter<grpc::ByteBuffer>> {
  public:
   StreamCall(ManagementService& service, grpc::ServerCompletionQueue* cq)
-      : AsyncCall(this, cq),
+      : AsyncCall(this, cq, service.live_calls()),
         service_(service),
         options_(service.options()),
         chunks_(StreamChunkLimits(options_)) {

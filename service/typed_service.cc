@@ -49,7 +49,9 @@ class TypedCall final : public AsyncCall<TypedCall, grpc::GenericServerAsyncRead
                                          grpc::GenericServerContext> {
  public:
   TypedCall(TypedService& service, grpc::ServerCompletionQueue* cq)
-      : AsyncCall(this, cq), service_(service), options_(service.management().options()) {
+      : AsyncCall(this, cq, service.management().live_calls()),
+        service_(service),
+        options_(service.management().options()) {
     service_.generic_service()->RequestCall(&ctx_, &stream_, cq_, cq_, &request_tag_);
   }
 

@@ -7,12 +7,15 @@
 // and queue is always waiting. A non-OK answer becomes the call's status, with no
 // response message.
 //
+// The owner's live_calls() counts each call object (service/live_calls.h).
+//
 // Thread-safety: a call lives on the thread of its completion queue; `answer` must be
 // safe to run there (it may lock the owner's own mutexes).
 #pragma once
 
 #include "grpcpp/grpcpp.h"
 #include "service/cq_tag.h"
+#include "service/live_calls.h"
 #include "service/rich_status.h"
 
 namespace sipd::service {
@@ -29,7 +32,8 @@ class UnaryCall final : public CqTag {
   // Posts the request on `cq`; the object deletes itself.
   UnaryCall(const Owner* owner, AsyncService* service, grpc::ServerCompletionQueue* cq,
             RequestMethod request, AnswerMethod answer)
-      : owner_(owner),
+      : live_(owner->live_calls()),
+        owner_(owner),
         service_(service),
         cq_(cq),
         request_method_(request),
@@ -54,6 +58,7 @@ class UnaryCall final : public CqTag {
   }
 
  private:
+  LiveCalls::Token live_;  // first, so that it goes last (service/live_calls.h)
   const Owner* const owner_;
   AsyncService* const service_;
   grpc::ServerCompletionQueue* const cq_;

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "registry/text_format.h"
 #include "registry/worker_pool.h"
 #include "service/chunk_writer.h"
+#include "service/live_calls.h"
 #include "service/management_service.h"
 #include "service/status_mapping.h"
 #include "service/utf8.h"
@@ -328,6 +330,28 @@ TEST(WorkerPoolTest, RefusesAfterStop) {
   mi::WorkerPool pool(2, 8);
   pool.Stop();
   EXPECT_FALSE(pool.TrySubmit([] {}));
+}
+
+TEST(LiveCallsTest, CountsTokensAndWakesTheWaiterWhenTheLastGoes) {
+  LiveCalls calls;
+  EXPECT_TRUE(calls.WaitForNone(std::chrono::steady_clock::now()));  // none yet
+  auto first = std::make_unique<LiveCalls::Token>(calls);
+  auto second = std::make_unique<LiveCalls::Token>(calls);
+  EXPECT_EQ(calls.count(), 2);
+  // A deadline already passed: the answer at once, false while calls are left.
+  EXPECT_FALSE(calls.WaitForNone(std::chrono::steady_clock::now()));
+  first.reset();
+  EXPECT_EQ(calls.count(), 1);
+  std::atomic<bool> waiting{false};
+  std::thread last([&] {
+    while (!waiting.load()) std::this_thread::yield();
+    second.reset();
+  });
+  waiting.store(true);
+  // Woken by the last token, long before this deadline.
+  EXPECT_TRUE(calls.WaitForNone(std::chrono::steady_clock::now() + std::chrono::hours(1)));
+  last.join();
+  EXPECT_EQ(calls.count(), 0);
 }
 
 }  // namespace
