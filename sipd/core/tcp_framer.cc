@@ -72,16 +72,20 @@ SipStreamFramer::Result SipStreamFramer::Next(std::string_view* message) {
   *message = {};
   if (failed_) return failure_;
   if (header_end_ == 0) {
-    // Between messages: skip keep-alive line breaks; report a CRLFCRLF ping.
+    // Between messages: skip keep-alive line breaks; report each CRLFCRLF ping (one
+    // event per ping, consumed up to its end, however the bytes arrived).
     size_t at = start_;
     while (at < buffer_.size() && IsLineBreak(buffer_[at])) ++at;
     if (at > start_) {
-      const bool ping = std::string_view(buffer_).substr(start_, at - start_).find("\r\n\r\n") !=
-                        std::string_view::npos;
-      if (at == buffer_.size() && !ping) return Result::kNeedMore;  // maybe more CRLF follow
+      const size_t ping = std::string_view(buffer_).substr(start_, at - start_).find("\r\n\r\n");
+      if (ping != std::string_view::npos) {
+        start_ += ping + 4;
+        scanned_ = std::max(scanned_, start_);
+        return Result::kPing;
+      }
+      if (at == buffer_.size()) return Result::kNeedMore;  // maybe more CRLF follow
       start_ = at;
       scanned_ = std::max(scanned_, start_);
-      if (ping) return Result::kPing;
     }
     if (start_ == buffer_.size()) return Result::kNeedMore;
     // Find the end of the header block, resuming (3 bytes back for a split CRLFCRLF).
@@ -97,6 +101,14 @@ SipStreamFramer::Result SipStreamFramer::Next(std::string_view* message) {
       return Result::kNeedMore;
     }
     header_end_ = end + 4;
+    if (header_end_ - start_ > max_message_size_) {
+      // Too large whatever its Content-Length says: the same answer as when the limit
+      // is passed before the header block is complete.
+      failed_ = true;
+      failure_ = Result::kTooLarge;
+      *message = std::string_view(buffer_).substr(start_, header_end_ - start_);
+      return failure_;
+    }
     const std::string_view headers =
         std::string_view(buffer_).substr(start_, header_end_ - start_ - 2);
     body_length_ = ContentLength(headers);
