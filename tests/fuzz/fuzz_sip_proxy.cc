@@ -1,0 +1,248 @@
+// Fuzz target: SIP messages through the stateful proxy, as a SIP worker runs them: tm's
+// parser (SipMessage), the transaction layer (matching, state machines, timers,
+// CANCEL, ACK, forking, the blacklist, overload shedding, transactions in shared
+// memory) and the proxy's routing (served domains, location lookup, loose routing,
+// Path). What sipd sends goes to a transport that keeps the last request and reply, so
+// that inputs can answer them.
+//
+// One input is a sequence of steps, each `op` (1 byte), `length` (2 bytes, little
+// endian) and `length` bytes of payload (cut at the end of the input):
+//   op & 7 == 0  the payload is a message from the caller side (10.0.0.1:5070);
+//             1  from the callee side (10.0.0.2:5060);
+//             2  from the callee side, after "$B", "$C" and "$T" in it are replaced by
+//                the top Via branch and the Call-ID of the last request sipd sent and
+//                the To-tag of the last reply it sent, so that replies can match sipd's
+//                client transactions (the fuzzer cannot guess sipd's branches);
+//             3  the same, from the caller side (an ACK or CANCEL for sipd's replies);
+//             4  the clock moves 10 ms x the first payload byte, timers running;
+//             5  the callee answers the last request sipd sent with the code in the
+//                first two payload bytes (100-699), as a well-formed reply;
+//   op & 8       over TCP instead of UDP;
+//   op >> 4      how long the message waited in the receive queue, in 100 ms steps
+//                (overload_delay is 500 ms here, so late INVITEs are shed).
+//
+// Bounded state: the world (shared memory, table, layer) is made once; every
+// kInputsPerSweep inputs the clock moves past every lifetime, so every transaction
+// ends and the table empties.
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "registry/statistics.h"
+#include "sipd/core/logging.h"
+#include "sipd/core/shm.h"
+#include "sipd/core/sip_receiver.h"
+#include "sipd/modules/tm/blacklist.h"
+#include "sipd/modules/tm/proxy.h"
+#include "sipd/modules/tm/sip_builder.h"
+#include "sipd/modules/tm/sip_message.h"
+#include "sipd/modules/tm/transaction_layer.h"
+#include "spdlog/spdlog.h"
+
+namespace {
+
+using sipd::tm::Destination;
+using sipd::tm::Proto;
+
+// Keeps the last request and the last reply sipd sent.
+class LastSent final : public sipd::tm::Transport {
+ public:
+  absl::Status Send(const Destination&, std::string_view bytes) override {
+    if (bytes.starts_with("SIP/2.0 ")) {
+      reply.assign(bytes);
+    } else {
+      request.assign(bytes);
+    }
+    return absl::OkStatus();
+  }
+  std::string request;
+  std::string reply;
+};
+
+struct World {
+  World() {
+    spdlog::set_level(spdlog::level::off);
+    shm = std::move(sipd::SharedMemory::Create(64u << 20).value());
+    cells = static_cast<std::atomic<uint64_t>*>(shm->Allocate(sizeof(std::atomic<uint64_t>) * 256));
+    for (int i = 0; i < 256; ++i) new (&cells[i]) std::atomic<uint64_t>(0);
+    stats = std::make_unique<sipd::mi::StatsRegistry>(std::span<std::atomic<uint64_t>>(cells, 256));
+    if (!sipd::RegisterCoreStats(
+             *stats, [] { return uint64_t{0}; }, sip_counters)
+             .ok() ||
+        !sipd::RegisterSlStats(*stats, sip_counters).ok()) {
+      std::abort();
+    }
+    auto counters = sipd::tm::RegisterLayerStatistics(*stats);
+    if (!counters.ok()) std::abort();
+    table = std::move(sipd::tm::TransactionTable::Create(*shm, counters->inuse, now).value());
+    blacklist = std::move(sipd::tm::Blacklist::Create(*shm, 16).value());
+
+    const std::vector<sipd::tm::LocalSocket> sockets = {
+        sipd::tm::LocalSocket{Proto::kUdp, "127.0.0.1", 5060, 0},
+        sipd::tm::LocalSocket{Proto::kTcp, "127.0.0.1", 5060, 1}};
+    sipd::tm::ProxyOptions proxy_options;
+    proxy_options.domains = {"example.com"};
+    proxy_options.sockets = sockets;
+    proxy_options.options_headers = {"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"};
+    proxy_options.allow_header = "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER";
+    absl::flat_hash_map<std::string, sipd::tm::LocalHandler> handlers;
+    handlers["REGISTER"] = [](sipd::tm::LocalRequest& request) {
+      (void)request.Reply(200, "OK", {"Contact: <sip:bob@10.0.0.2:5060>;expires=60"});
+    };
+    proxy = std::make_unique<sipd::tm::Proxy>(
+        proxy_options,
+        [](std::string_view user,
+           std::string_view) -> std::optional<std::vector<sipd::tm::Binding>> {
+          // bob: two contacts (UDP and TCP, parallel forking); carol: behind NAT with a
+          // Path; dave: registered for REGISTER only; anyone else: not found.
+          if (user == "bob") {
+            return std::vector<sipd::tm::Binding>{
+                {.uri = "sip:bob@10.0.0.2:5060", .q = 1000},
+                {.uri = "sip:bob@10.0.0.3:5062;transport=tcp", .q = 500}};
+          }
+          if (user == "carol") {
+            return std::vector<sipd::tm::Binding>{{.uri = "sip:carol@192.168.1.9:5060",
+                                                   .received = "sip:10.0.0.2:40000",
+                                                   .path = "<sip:10.0.0.9;lr>"}};
+          }
+          if (user == "dave") {
+            return std::vector<sipd::tm::Binding>{
+                {.uri = "sip:dave@10.0.0.4", .methods = sipd::tm::MethodBit("REGISTER")}};
+          }
+          return std::nullopt;
+        },
+        std::move(handlers));
+
+    sipd::tm::LayerOptions options;
+    // Short timers, so that a few clock steps reach every state.
+    options.fr_timeout_ms = 2000;
+    options.fr_inv_timeout_ms = 3000;
+    options.wait_ms = 1000;
+    options.max_inv_lifetime_ms = 5000;
+    options.max_noninv_lifetime_ms = 4000;
+    options.blacklist_ms = 2000;
+    options.overload_delay_ms = 500;
+    options.to_tag_prefix = "sipd";
+    options.server = "sipd-fuzz";
+    options.sockets = sockets;
+    options.options_headers = proxy_options.options_headers;
+    layer = std::make_unique<sipd::tm::TransactionLayer>(
+        options, *table, transport, *proxy, callbacks, *counters, [this] { return now; },
+        blacklist.get());
+  }
+
+  void Deliver(std::string_view bytes, bool from_callee, bool tcp, int64_t queued_us) {
+    const Proto proto = tcp ? Proto::kTcp : Proto::kUdp;
+    sipd::tm::Inbound in;
+    const char* ip = from_callee ? "10.0.0.2" : "10.0.0.1";
+    const uint16_t port = from_callee ? 5060 : 5070;
+    in.peer = sipd::tm::Peer{proto, ip, port, tcp ? "tcp:127.0.0.1:5060" : "udp:127.0.0.1:5060",
+                             tcp ? uint64_t{7} : uint64_t{0}};
+    if (!sipd::tm::MakeDestination(proto, ip, port, &in.source)) std::abort();
+    in.source.socket = tcp ? 1 : 0;
+    in.queued_us = queued_us;
+    layer->HandleMessage(bytes, in);
+  }
+
+  // "$B", "$C", "$T" -> what sipd sent last (empty when it sent nothing of the kind).
+  std::string Substitute(std::string_view payload) const {
+    std::string branch, call_id, to_tag;
+    if (auto request = sipd::tm::SipMessage::Parse(transport.request); request.ok()) {
+      branch = std::string(request->top_via().branch);
+      call_id = std::string(request->call_id());
+    }
+    if (auto reply = sipd::tm::SipMessage::Parse(transport.reply); reply.ok()) {
+      to_tag = std::string(reply->to_tag());
+    }
+    return absl::StrReplaceAll(absl::string_view(payload.data(), payload.size()),
+                               {{"$B", branch}, {"$C", call_id}, {"$T", to_tag}});
+  }
+
+  // The callee's well-formed answer to the last request sipd sent.
+  void Answer(int code, bool tcp) {
+    auto request = sipd::tm::SipMessage::Parse(transport.request);
+    if (!request.ok() || !request->is_request()) return;
+    const std::string reply =
+        sipd::tm::BuildLocalReply(*request, code, "Fuzz", "callee1", {}, {}, "");
+    Deliver(reply, /*from_callee=*/true, tcp, 0);
+  }
+
+  void Advance(int64_t ms) {
+    const int64_t end = now + ms;
+    while (now < end) {
+      now = std::min(end, now + 100);
+      layer->RunTimers();
+    }
+  }
+
+  static constexpr int kInputsPerSweep = 32;
+  void Age() {
+    if (++inputs % kInputsPerSweep != 0) return;
+    Advance(20000);  // past every lifetime and wait timer: the table empties
+  }
+
+  int64_t now = 1000000;
+  uint64_t inputs = 0;
+  std::unique_ptr<sipd::SharedMemory> shm;
+  std::atomic<uint64_t>* cells = nullptr;
+  std::unique_ptr<sipd::mi::StatsRegistry> stats;
+  sipd::SipCounters sip_counters;
+  std::unique_ptr<sipd::tm::TransactionTable> table;
+  std::unique_ptr<sipd::tm::Blacklist> blacklist;
+  std::unique_ptr<sipd::tm::Proxy> proxy;
+  sipd::tm::Callbacks callbacks;
+  LastSent transport;
+  std::unique_ptr<sipd::tm::TransactionLayer> layer;
+};
+
+World& TheWorld() {
+  static World* world = new World();  // never destroyed: libFuzzer exits without unwinding
+  return *world;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  World& world = TheWorld();
+  size_t pos = 0;
+  while (pos + 3 <= size) {
+    const uint8_t op = data[pos];
+    const size_t length = std::min<size_t>(data[pos + 1] | (data[pos + 2] << 8), size - pos - 3);
+    const std::string_view payload(reinterpret_cast<const char*>(data) + pos + 3, length);
+    pos += 3 + length;
+    const bool tcp = (op & 8) != 0;
+    const int64_t queued_us = int64_t{op >> 4} * 100000;
+    switch (op & 7) {
+      case 0:
+      case 1:
+        world.Deliver(payload, (op & 7) == 1, tcp, queued_us);
+        break;
+      case 2:
+      case 3:
+        world.Deliver(world.Substitute(payload), (op & 7) == 2, tcp, queued_us);
+        break;
+      case 4:
+        world.Advance(payload.empty() ? 10 : 10 * int64_t{static_cast<uint8_t>(payload[0])});
+        break;
+      case 5: {
+        const int raw = payload.size() >= 2 ? static_cast<uint8_t>(payload[0]) |
+                                                  (static_cast<uint8_t>(payload[1]) << 8)
+                                            : 200;
+        world.Answer(100 + raw % 600, tcp);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  world.Age();
+  return 0;
+}
