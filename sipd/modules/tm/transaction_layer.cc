@@ -1465,6 +1465,14 @@ absl::StatusOr<TransactionLayer::PreparedRequest> TransactionLayer::Prepare(
       rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
       while (!line.empty() && line.back() == '\r') line.remove_suffix(1);
       if (line.empty()) continue;
+      // A control character (a bare CR above all) would let the caller end the line
+      // early for a lenient peer and add headers of its choosing (RFC 3261 25.1 allows
+      // none in a header but HTAB).
+      if (std::any_of(line.begin(), line.end(), [](char c) {
+            return (static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f;
+          })) {
+        return bad("Bad headers");
+      }
       if (!lines.empty() && (line.front() == ' ' || line.front() == '\t')) {
         absl::StrAppend(&lines.back(), " ", Absl(TrimWhitespace(line)));  // folded
         continue;
