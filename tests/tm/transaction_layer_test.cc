@@ -690,6 +690,17 @@ TEST_F(TransactionLayerTest, TReplyAnswersAPendingTransaction) {
   const TransactionId id{parts.index, parts.label};
   EXPECT_EQ(layer_->Reply(TransactionId{parts.index, parts.label + 1}, 404, "x", "", {}, "").code(),
             absl::StatusCode::kNotFound);
+  // Nothing the caller gives may end a line of the reply: refused, nothing sent, the
+  // transaction still waits for its answer.
+  EXPECT_EQ(layer_->Reply(id, 603, "Decline\rVia: x", "", {}, "").code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(layer_->Reply(id, 603, "Decline", "t\r\nVia: x", {}, "").code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(layer_->Reply(id, 603, "Decline", "", {"X-Why: a\rVia: x"}, "").code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(layer_->Reply(id, 603, "Decline", "", {"no colon"}, "").code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(transport_.Take(), IsEmpty());
   ASSERT_TRUE(layer_->Reply(id, 603, "Decline", "mytag", {"X-Why: test"}, "").ok());
   auto sent = transport_.Take();
   ASSERT_THAT(sent, SizeIs(2));

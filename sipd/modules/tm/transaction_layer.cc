@@ -16,6 +16,16 @@ namespace sipd::tm {
 
 namespace {
 
+// A control character but HTAB (RFC 3261 25.1 allows no other in a header line or a
+// reason phrase). In text a caller gives for a line sipd sends, a bare CR would end the
+// line early for a lenient peer, which would read the rest as headers of the caller's
+// choosing.
+bool HasControlCharacter(std::string_view text) {
+  return std::any_of(text.begin(), text.end(), [](char c) {
+    return (static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f;
+  });
+}
+
 constexpr std::string_view kMagicCookie = "z9hG4bK";
 
 absl::string_view Absl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
@@ -1258,6 +1268,16 @@ absl::Status TransactionLayer::Reply(TransactionId id, int code, std::string_vie
                                      const std::vector<std::string>& headers,
                                      std::string_view body) {
   if (id.index >= kBuckets) return absl::NotFoundError("Transaction not found");
+  // What the caller gives goes into the reply's lines as it is: nothing may end a line.
+  if (HasControlCharacter(reason) ||
+      !std::all_of(to_tag.begin(), to_tag.end(), [](char c) { return IsTokenChar(c); })) {
+    return absl::InvalidArgumentError("bad reason or To-tag");
+  }
+  for (const std::string& line : headers) {
+    if (HasControlCharacter(line) || line.find(':') == std::string::npos) {
+      return absl::InvalidArgumentError("bad header line");
+    }
+  }
   return LocalReply(id, code, reason, to_tag, headers, body);
 }
 
@@ -1465,14 +1485,7 @@ absl::StatusOr<TransactionLayer::PreparedRequest> TransactionLayer::Prepare(
       rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
       while (!line.empty() && line.back() == '\r') line.remove_suffix(1);
       if (line.empty()) continue;
-      // A control character (a bare CR above all) would let the caller end the line
-      // early for a lenient peer and add headers of its choosing (RFC 3261 25.1 allows
-      // none in a header but HTAB).
-      if (std::any_of(line.begin(), line.end(), [](char c) {
-            return (static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f;
-          })) {
-        return bad("Bad headers");
-      }
+      if (HasControlCharacter(line)) return bad("Bad headers");
       if (!lines.empty() && (line.front() == ' ' || line.front() == '\t')) {
         absl::StrAppend(&lines.back(), " ", Absl(TrimWhitespace(line)));  // folded
         continue;
