@@ -19,7 +19,8 @@
 //                fuzzer cannot guess them);
 //             5  the clock moves the first payload byte's seconds; the timer runs.
 // Bounded state: every kInputsPerSweep inputs the clock passes every dialog lifetime
-// and the setup limit, and the timer ends every dialog.
+// and the setup limit, and the timer ends every dialog. That it does is checked
+// (dlg_list is empty): a dialog left behind traps, which libFuzzer reports as a crash.
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -96,6 +97,10 @@ struct World {
     now += sipd::dialog::kSetupLimit + 3600;  // past the setup limit and every timeout
     RunTimers();
     tm.sent.clear();
+    // No input may leave a dialog behind: dlg_list shows none.
+    const sipd::mi::DispatchResult list =
+        dispatcher->Run(sipd::mi::Request{"dlg_list", {}}, nullptr);
+    if (list.reply.code != 200 || !list.reply.root.kids.empty()) __builtin_trap();
   }
 
   sipd::testing::FakeCore core;
