@@ -30,21 +30,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
-#include "absl/strings/str_split.h"
 #include "registry/dispatcher.h"
 #include "registry/reply_writer.h"
 #include "sipd/modules/dialog/dialog.h"
 #include "spdlog/spdlog.h"
 #include "tests/dialog/fake_tm.h"
+#include "tests/fuzz/fuzz_support.h"
 #include "tests/usrloc/test_support.h"
 
 namespace {
-
-class Discard final : public sipd::mi::ReplyWriter {
- public:
-  void WriteStatus(const sipd::mi::Reply&) override {}
-  void WriteNode(const sipd::mi::Node&, int) override {}
-};
 
 struct World {
   World() {
@@ -77,16 +71,12 @@ struct World {
     if (payload.empty()) return;
     sipd::mi::Request request{commands[static_cast<uint8_t>(payload[0]) % commands.size()], {}};
     payload.remove_prefix(1);
-    if (!payload.empty()) {
-      for (absl::string_view line :
-           absl::StrSplit(absl::string_view(payload.data(), payload.size()), '\n')) {
-        if (request.args.size() == 12) break;
-        request.args.push_back(sipd::mi::Argument{
-            "", absl::StrReplaceAll(line, {{"$E", absl::StrCat(cookie >> 32)},
-                                           {"$I", absl::StrCat(cookie & 0xFFFFFFFFu)}})});
-      }
+    sipd::fuzz::AddArgumentLines(payload, 12, request);
+    for (sipd::mi::Argument& arg : request.args) {
+      arg.value = absl::StrReplaceAll(arg.value, {{"$E", absl::StrCat(cookie >> 32)},
+                                                  {"$I", absl::StrCat(cookie & 0xFFFFFFFFu)}});
     }
-    Discard writer;
+    sipd::fuzz::DiscardReply writer;
     (void)dispatcher->Run(request, &writer);
   }
 
@@ -100,7 +90,7 @@ struct World {
     // No input may leave a dialog behind: dlg_list shows none.
     const sipd::mi::DispatchResult list =
         dispatcher->Run(sipd::mi::Request{"dlg_list", {}}, nullptr);
-    if (list.reply.code != 200 || !list.reply.root.kids.empty()) __builtin_trap();
+    sipd::fuzz::Check(list.reply.code == 200 && list.reply.root.kids.empty());
   }
 
   sipd::testing::FakeCore core;
@@ -119,11 +109,10 @@ struct World {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static World world;
   size_t pos = 0;
-  while (pos + 3 <= size) {
-    const uint8_t op = data[pos];
-    const size_t length = std::min<size_t>(data[pos + 1] | (data[pos + 2] << 8), size - pos - 3);
-    const std::string_view payload(reinterpret_cast<const char*>(data) + pos + 3, length);
-    pos += 3 + length;
+  sipd::fuzz::Step step;
+  while (sipd::fuzz::NextStep(data, size, &pos, &step)) {
+    const uint8_t op = step.op;
+    const std::string_view payload = step.payload;
     switch (op % 6) {
       case 0: {
         const sipd::testing::FakeTm::Relayed relayed =

@@ -15,14 +15,13 @@
 #include "sipd/modules/httpd/jsonrpc.h"
 #include "sipd/modules/httpd/rpc_job.h"
 #include "tests/fuzz/fuzz_registry.h"
+#include "tests/fuzz/fuzz_support.h"
 
 namespace {
 
 constexpr size_t kMaxBatch = 16;  // as the httpd's default max_batch
 
-void Check(bool condition) {
-  if (!condition) __builtin_trap();
-}
+using sipd::fuzz::Check;
 
 }  // namespace
 

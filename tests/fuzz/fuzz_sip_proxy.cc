@@ -47,6 +47,7 @@
 #include "sipd/modules/tm/sip_message.h"
 #include "sipd/modules/tm/transaction_layer.h"
 #include "spdlog/spdlog.h"
+#include "tests/fuzz/fuzz_support.h"
 
 namespace {
 
@@ -189,7 +190,7 @@ struct World {
     if (++inputs % kInputsPerSweep != 0) return;
     Advance(20000);  // past every lifetime and wait timer: the table empties
     // No input may leave a transaction behind (issue 8: "no stuck transaction").
-    if (stats->Value("inuse_transactions").value_or(1) != 0) __builtin_trap();
+    sipd::fuzz::Check(stats->Value("inuse_transactions").value_or(1) == 0);
   }
 
   int64_t now = 1000000;
@@ -216,11 +217,10 @@ World& TheWorld() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   World& world = TheWorld();
   size_t pos = 0;
-  while (pos + 3 <= size) {
-    const uint8_t op = data[pos];
-    const size_t length = std::min<size_t>(data[pos + 1] | (data[pos + 2] << 8), size - pos - 3);
-    const std::string_view payload(reinterpret_cast<const char*>(data) + pos + 3, length);
-    pos += 3 + length;
+  sipd::fuzz::Step step;
+  while (sipd::fuzz::NextStep(data, size, &pos, &step)) {
+    const uint8_t op = step.op;
+    const std::string_view payload = step.payload;
     const bool tcp = (op & 8) != 0;
     const int64_t queued_us = int64_t{op >> 4} * 100000;
     switch (op & 7) {

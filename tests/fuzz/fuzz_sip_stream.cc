@@ -17,16 +17,15 @@
 #include <vector>
 
 #include "sipd/core/tcp_framer.h"
+#include "tests/fuzz/fuzz_support.h"
 
 namespace {
+
+using sipd::fuzz::Check;
 
 constexpr size_t kMaxMessage = 2048;  // small, so that inputs reach the limit
 
 using Event = std::pair<sipd::SipStreamFramer::Result, std::string>;
-
-void Check(bool condition) {
-  if (!condition) __builtin_trap();
-}
 
 // Takes every event the framer has now; false once it failed for good.
 bool Drain(sipd::SipStreamFramer& framer, std::vector<Event>& events) {

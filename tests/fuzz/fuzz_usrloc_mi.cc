@@ -14,20 +14,14 @@
 #include <string_view>
 #include <vector>
 
-#include "absl/strings/str_split.h"
 #include "registry/dispatcher.h"
 #include "registry/reply_writer.h"
 #include "sipd/modules/usrloc/usrloc.h"
 #include "spdlog/spdlog.h"
+#include "tests/fuzz/fuzz_support.h"
 #include "tests/usrloc/test_support.h"
 
 namespace {
-
-class Discard final : public sipd::mi::ReplyWriter {
- public:
-  void WriteStatus(const sipd::mi::Reply&) override {}
-  void WriteNode(const sipd::mi::Node&, int) override {}
-};
 
 struct World {
   World() {
@@ -56,7 +50,7 @@ struct World {
     while (!cursor.done) table->CopyChunk(cursor, 64, false, aors);
     for (const auto& aor : aors) {
       sipd::mi::Request remove{"ul_rm", {{"", "location"}, {"", aor.aor}}};
-      Discard writer;
+      sipd::fuzz::DiscardReply writer;
       (void)dispatcher->Run(remove, &writer);
     }
   }
@@ -75,15 +69,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static World world;
   if (size == 0) return 0;
   sipd::mi::Request request{world.commands[data[0] % world.commands.size()], {}};
-  const std::string_view rest(reinterpret_cast<const char*>(data) + 1, size - 1);
-  if (!rest.empty()) {
-    for (absl::string_view line :
-         absl::StrSplit(absl::string_view(rest.data(), rest.size()), '\n')) {
-      if (request.args.size() == 12) break;
-      request.args.push_back(sipd::mi::Argument{"", std::string(line)});
-    }
-  }
-  Discard writer;
+  sipd::fuzz::AddArgumentLines(std::string_view(reinterpret_cast<const char*>(data) + 1, size - 1),
+                               12, request);
+  sipd::fuzz::DiscardReply writer;
   (void)world.dispatcher->Run(request, &writer);
   world.Age();
   return 0;

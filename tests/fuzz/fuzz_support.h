@@ -1,0 +1,58 @@
+// Helpers the fuzz targets share: an invariant check that libFuzzer reports as a
+// crash, a reply writer that keeps nothing, MI arguments one per line, and the
+// "steps" input format of the targets that replay a sequence of events.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/strings/str_split.h"
+#include "registry/command.h"
+#include "registry/reply_writer.h"
+
+namespace sipd::fuzz {
+
+// A broken invariant: traps (libFuzzer reports it as a crash and keeps the input).
+inline void Check(bool condition) {
+  if (!condition) __builtin_trap();
+}
+
+// Takes a reply and keeps nothing (the targets check behaviour, not reply text).
+class DiscardReply final : public mi::ReplyWriter {
+ public:
+  void WriteStatus(const mi::Reply&) override {}
+  void WriteNode(const mi::Node&, int) override {}
+};
+
+// Appends the lines of `text` (split at LF) to `request` as positional arguments, at
+// most `max` in all.
+inline void AddArgumentLines(std::string_view text, size_t max, mi::Request& request) {
+  if (text.empty()) return;
+  for (absl::string_view line : absl::StrSplit(absl::string_view(text.data(), text.size()), '\n')) {
+    if (request.args.size() >= max) break;
+    request.args.push_back(mi::Argument{"", std::string(line)});
+  }
+}
+
+// One step of a "steps" input: op (1 byte), length (2 bytes, little endian), then that
+// many payload bytes, cut at the end of the input.
+struct Step {
+  uint8_t op = 0;
+  std::string_view payload;
+};
+
+// Reads the step at `*pos` and moves past it; false when no whole header is left.
+inline bool NextStep(const uint8_t* data, size_t size, size_t* pos, Step* step) {
+  if (*pos + 3 > size) return false;
+  const size_t at = *pos;
+  const size_t length = std::min<size_t>(data[at + 1] | (data[at + 2] << 8), size - at - 3);
+  step->op = data[at];
+  step->payload = std::string_view(reinterpret_cast<const char*>(data) + at + 3, length);
+  *pos = at + 3 + length;
+  return true;
+}
+
+}  // namespace sipd::fuzz
