@@ -612,6 +612,15 @@ TEST_F(TmSipTest, TReplyTHashAndTUacCancel) {
                          {"486", "x", absl::StrCat(parts.index, ":", parts.label + 9), ".", "."})
                 .Status(),
             "404 Transaction not found");
+  // Nothing the caller gives may end a line of the reply (a bare CR in the reason, the
+  // To-tag or a header line): refused, and the transaction still waits for its answer.
+  const std::string live = absl::StrCat(parts.index, ":", parts.label);
+  EXPECT_EQ(mi_->Execute("t_reply", {"486", "Busy\rVia: x", live, ".", "."}).Status(),
+            "500 Reply failed");
+  EXPECT_EQ(mi_->Execute("t_reply", {"486", "Busy", live, "t\rVia: x", "."}).Status(),
+            "500 Reply failed");
+  EXPECT_EQ(mi_->Execute("t_reply", {"486", "Busy", live, ".", "X-A: a\rVia: x"}).Status(),
+            "500 Reply failed");
   auto r = mi_->Execute("t_reply", {"486", "Busy Here", absl::StrCat(parts.index, ":", parts.label),
                                     "mitag", "X-Reason: operator"});
   EXPECT_EQ(r.Status(), "200 OK");
