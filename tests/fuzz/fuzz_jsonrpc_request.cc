@@ -36,14 +36,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     out = body.error_response;
   } else {
     sipd::httpd::RpcJob job(dispatcher, std::move(body), context, [] {});
-    // The fuzz registry's commands answer at once, so no call waits; the bound only
-    // keeps a bug from looping forever.
-    for (int round = 0; round < 10000; ++round) {
-      const sipd::httpd::RpcJob::State state = job.Run(out, 4096);
+    // As the HTTPD does: whatever Run() produced goes out (here: to `out`) before it is
+    // called again with an empty buffer. The fuzz registry's commands answer at once, so
+    // no call waits; the bound only keeps a bug from looping forever.
+    std::string chunk;
+    bool done = false;
+    for (int round = 0; round < 10000 && !done; ++round) {
+      const sipd::httpd::RpcJob::State state = job.Run(chunk, 4096);
       Check(state != sipd::httpd::RpcJob::State::kBroken);
-      if (state == sipd::httpd::RpcJob::State::kDone) break;
+      done = state == sipd::httpd::RpcJob::State::kDone;
       if (state == sipd::httpd::RpcJob::State::kWaiting) dispatcher.RunCompletions();
+      out += chunk;
+      chunk.clear();
     }
+    Check(done);
     if (job.silent()) {
       Check(out.empty());
       return 0;

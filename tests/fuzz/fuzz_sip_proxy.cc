@@ -188,7 +188,7 @@ struct World {
   static constexpr int kInputsPerSweep = 32;
   void Age() {
     if (++inputs % kInputsPerSweep != 0) return;
-    Advance(20000);  // past every lifetime and wait timer: the table empties
+    Advance(120000);  // past every lifetime, wait timer and 64*T1 (D, J, L): the table empties
     // No input may leave a transaction behind (issue 8: "no stuck transaction").
     sipd::fuzz::Check(stats->Value("inuse_transactions").value_or(1) == 0);
   }
