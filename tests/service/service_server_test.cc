@@ -411,6 +411,26 @@ std::shared_ptr<grpc::Channel> SmallWindowChannel(const std::string& target, int
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
 }
 
+// `count` ExecuteStream calls of `dump 100000 500`, each on a small-window channel of
+// its own (indexes from `first_index`) whose client reads nothing.
+struct StalledDumpStreams {
+  StalledDumpStreams(const std::string& target, int count, int first_index) {
+    for (int i = 0; i < count; ++i) {
+      channels.push_back(SmallWindowChannel(target, 4096, first_index + i));
+      auto stub = mi::v1::Management::NewStub(channels.back());
+      contexts.push_back(std::make_unique<grpc::ClientContext>());
+      mi::v1::ExecuteRequest request;
+      request.set_command("dump");
+      request.add_params("100000");
+      request.add_params("500");
+      readers.push_back(stub->ExecuteStream(contexts.back().get(), request));
+    }
+  }
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<mi::v1::ReplyChunk>>> readers;
+};
+
 TEST_F(ServiceServerTest, StalledStreamIsCutAndItsProducerDropped) {
   TearDown();
   ServiceOptions options;
@@ -457,19 +477,9 @@ TEST_F(ServiceServerTest, StreamNotOverAfterReplyTimeoutIsCut) {
 // has workers, and unary calls, other streams and blocking commands still run.
 TEST_F(ServiceServerTest, StalledStreamsHoldNoThread) {
   constexpr int kStalled = 16;  // > ServiceOptions::workers
-  std::vector<std::shared_ptr<grpc::Channel>> channels;
-  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
-  std::vector<std::unique_ptr<grpc::ClientReader<mi::v1::ReplyChunk>>> readers;
-  for (int i = 0; i < kStalled; ++i) {
-    channels.push_back(SmallWindowChannel(target_, 4096, i));
-    auto stub = mi::v1::Management::NewStub(channels.back());
-    contexts.push_back(std::make_unique<grpc::ClientContext>());
-    mi::v1::ExecuteRequest request;
-    request.set_command("dump");
-    request.add_params("100000");
-    request.add_params("500");
-    readers.push_back(stub->ExecuteStream(contexts.back().get(), request));
-  }
+  StalledDumpStreams stalled(target_, kStalled, 0);
+  auto& contexts = stalled.contexts;
+  auto& readers = stalled.readers;
   // Every stream produced its first part, and then waits for its client.
   ASSERT_TRUE(testing::WaitUntil([&] { return t_.dump_flushes->load() >= kStalled; },
                                  std::chrono::seconds(20)));
@@ -505,19 +515,9 @@ TEST_F(ServiceServerTest, ShutdownLetsTheCancelledCallsEndBeforeTheQueuesStop) {
       StartServer();
     }
     const int flushes_before = t_.dump_flushes->load();
-    std::vector<std::shared_ptr<grpc::Channel>> channels;
-    std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
-    std::vector<std::unique_ptr<grpc::ClientReader<mi::v1::ReplyChunk>>> readers;
-    for (int i = 0; i < kStreams; ++i) {
-      channels.push_back(SmallWindowChannel(target_, 4096, round * kStreams + i));
-      auto stub = mi::v1::Management::NewStub(channels.back());
-      contexts.push_back(std::make_unique<grpc::ClientContext>());
-      mi::v1::ExecuteRequest request;
-      request.set_command("dump");
-      request.add_params("100000");
-      request.add_params("500");
-      readers.push_back(stub->ExecuteStream(contexts.back().get(), request));
-    }
+    StalledDumpStreams stalled(target_, kStreams, round * kStreams);
+    auto& contexts = stalled.contexts;
+    auto& readers = stalled.readers;
     // Every stream produced its first part and waits for its client.
     ASSERT_TRUE(
         testing::WaitUntil([&] { return t_.dump_flushes->load() >= flushes_before + kStreams; },
