@@ -54,9 +54,7 @@ struct World {
     module.set_clock([this] { return now; });
     core.AddModule(&module);
     if (!module.Init(core).ok()) std::abort();
-    for (const auto& command : core.mi().commands()) {
-      if (command->module() == "dialog") commands.push_back(command->name());
-    }
+    commands = sipd::fuzz::CommandsOf(core.mi(), "dialog");
     if (commands.empty()) std::abort();
     timers = core.TimersNamed("dlg-timer");
     if (timers.empty()) std::abort();

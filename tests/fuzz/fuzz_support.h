@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/strings/str_split.h"
 #include "registry/command.h"
@@ -26,6 +27,15 @@ class DiscardReply final : public mi::ReplyWriter {
   void WriteStatus(const mi::Reply&) override {}
   void WriteNode(const mi::Node&, int) override {}
 };
+
+// The names of module `module`'s MI commands, in registration order.
+inline std::vector<std::string> CommandsOf(const mi::Registry& registry, std::string_view module) {
+  std::vector<std::string> names;
+  for (const auto& command : registry.commands()) {
+    if (command->module() == module) names.push_back(command->name());
+  }
+  return names;
+}
 
 // Appends the lines of `text` (split at LF) to `request` as positional arguments, at
 // most `max` in all.

@@ -30,9 +30,7 @@ struct World {
     usrloc.set_clock([this] { return now; });
     core.AddModule(&usrloc);
     if (!usrloc.Init(core).ok()) std::abort();
-    for (const auto& command : core.mi().commands()) {
-      if (command->module() == "usrloc") commands.push_back(command->name());
-    }
+    commands = sipd::fuzz::CommandsOf(core.mi(), "usrloc");
     if (commands.empty()) std::abort();
     dispatcher = core.NewDispatcher({});
   }

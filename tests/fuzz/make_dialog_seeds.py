@@ -5,7 +5,8 @@ Steps as fuzz_dialog.cc reads them: op (1 byte), length (2 bytes, little endian)
 payload. Run from the repository root: python3 tests/fuzz/make_dialog_seeds.py
 """
 import os
-import struct
+
+from seed_steps import step, write_seeds
 
 OUT = os.path.join(os.path.dirname(__file__), "corpus", "dialog")
 RELAY, REPLY, LOCAL_REPLY, END, MI, CLOCK = 0, 1, 2, 3, 4, 5
@@ -13,11 +14,6 @@ RELAY, REPLY, LOCAL_REPLY, END, MI, CLOCK = 0, 1, 2, 3, 4, 5
 DLG_LIST, DLG_LIST_CTX, DLG_END_DLG, DLG_DB_SYNC, DLG_RESTORE_DB = 0, 1, 2, 3, 4
 PROFILE_GET_SIZE, PROFILE_LIST_DLGS, PROFILE_GET_VALUES, LIST_ALL_PROFILES = 5, 6, 7, 8
 
-
-def step(op, payload=b""):
-    if isinstance(payload, str):
-        payload = payload.encode()
-    return struct.pack("<BH", op, len(payload)) + payload
 
 
 def mi(index, *args):
@@ -74,10 +70,7 @@ SEEDS = {
 
 
 def main():
-    os.makedirs(OUT, exist_ok=True)
-    for name, steps in SEEDS.items():
-        with open(os.path.join(OUT, name), "wb") as f:
-            f.write(b"".join(steps))
+    write_seeds(OUT, SEEDS)
 
 
 if __name__ == "__main__":

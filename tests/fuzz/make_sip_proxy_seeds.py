@@ -9,16 +9,13 @@ Each seed is a sequence of steps as fuzz_sip_proxy.cc reads them: op (1 byte), l
 import os
 import struct
 
+from seed_steps import step, write_seeds
+
 OUT = os.path.join(os.path.dirname(__file__), "corpus", "sip_proxy")
 
 CALLER, CALLEE, CALLEE_T, CALLER_T, CLOCK, ANSWER = 0, 1, 2, 3, 4, 5
 TCP = 8
 
-
-def step(op, payload=b""):
-    if isinstance(payload, str):
-        payload = payload.encode()
-    return struct.pack("<BH", op, len(payload)) + payload
 
 
 def request(method, uri, branch, call_id="c1", cseq=1, to_tag="", extra="",
@@ -130,10 +127,7 @@ SEEDS = {
 
 
 def main():
-    os.makedirs(OUT, exist_ok=True)
-    for name, steps in SEEDS.items():
-        with open(os.path.join(OUT, name), "wb") as f:
-            f.write(b"".join(steps))
+    write_seeds(OUT, SEEDS)
 
 
 if __name__ == "__main__":
