@@ -1,7 +1,10 @@
 #include "sipd/core/shm.h"
 
+#include <spdlog/spdlog.h>
+
 #include <boost/interprocess/anonymous_shared_memory.hpp>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -10,7 +13,54 @@ namespace sipd {
 
 namespace bip = boost::interprocess;
 
+namespace {
+
+// Size classes of the block cache: a block of class c is (c + 1) * kGranule bytes, its
+// header included, so the classes cover 32 to 2,048 bytes. Larger blocks go to the heap
+// and back directly (kDirect).
+constexpr size_t kGranule = 32;
+constexpr uint32_t kClasses = 64;
+constexpr uint32_t kDirect = UINT32_MAX;
+constexpr uint32_t kMagic = 0x5b10c4ed;
+// A list head packs the first block's offset from the mapping, in 16-byte units, with a
+// tag that every change increments (so a block popped and pushed back between another
+// process's read and its compare-and-swap fails that swap: no ABA).
+constexpr uint64_t kOffsetMask = 0xffffffffu;
+constexpr size_t kUnit = 16;
+constexpr size_t kMaxMapping = (kOffsetMask + 1) * kUnit;  // 64 GiB
+
+}  // namespace
+
+// Put before every block that Allocate() hands out (16 bytes, so the caller's bytes keep
+// the heap's 16-byte alignment).
+struct SharedMemory::BlockHeader {
+  // While the block is cached: the packed head of the rest of its list. Only the cache
+  // writes it; callers own the bytes after the header.
+  std::atomic<uint64_t> next{0};
+  uint32_t size_class = kDirect;
+  uint32_t magic = kMagic;
+};
+static_assert(sizeof(std::atomic<uint64_t>) == 8 && std::atomic<uint64_t>::is_always_lock_free);
+
+// One lock-free LIFO list of free blocks per size class, shared by every process. A
+// process that dies inside Allocate() or Deallocate() holds no lock; at worst the block
+// it was moving is lost to the cache and counted as used.
+struct SharedMemory::BlockCache {
+  struct alignas(64) List {
+    std::atomic<uint64_t> head{0};
+  };
+  List lists[kClasses];
+  // Footprints (heap bytes) of the cached blocks, and the most they may add up to:
+  // above it a freed block goes back to the heap.
+  alignas(64) std::atomic<size_t> bytes{0};
+  size_t limit = 0;
+};
+
 absl::StatusOr<std::unique_ptr<SharedMemory>> SharedMemory::Create(size_t size) {
+  if (size > kMaxMapping) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shared memory of ", size, " bytes: at most ", kMaxMapping));
+  }
   try {
     bip::mapped_region region = bip::anonymous_shared_memory(size);
     auto shm = std::unique_ptr<SharedMemory>(new SharedMemory(std::move(region)));
@@ -26,26 +76,115 @@ SharedMemory::SharedMemory(bip::mapped_region region)
       heap_(bip::create_only, region_.get_address(), region_.get_size()) {
   max_used_ = heap_.construct<std::atomic<size_t>>(bip::anonymous_instance)(0);
   live_objects_ = heap_.construct<std::atomic<size_t>>(bip::anonymous_instance)(0);
+  cache_ = heap_.construct<BlockCache>(bip::anonymous_instance)();
+  // A sixteenth of the heap at most sits in the cache (4 MiB of the default 64 MiB):
+  // enough for the churn of thousands of transactions, little against a burst's peak.
+  cache_->limit = heap_.get_size() / 16;
   NoteUsage();
 }
 
-void* SharedMemory::Allocate(size_t bytes) {
-  void* p = heap_.allocate(bytes, std::nothrow);
-  if (p != nullptr) {
-    live_objects_->fetch_add(1, std::memory_order_relaxed);
-    NoteUsage();
+namespace {
+
+char* Base(const bip::mapped_region& region) { return static_cast<char*>(region.get_address()); }
+
+}  // namespace
+
+size_t SharedMemory::Footprint(const void* raw) const {
+  return heap_.get_segment_manager()->size(raw) + ShmAlgorithm::PayloadPerAllocation;
+}
+
+void* SharedMemory::FromHeap(size_t bytes) {
+  void* raw = heap_.allocate(bytes, std::nothrow);
+  if (raw == nullptr && cached_size() > 0) {
+    ReleaseCache();
+    raw = heap_.allocate(bytes, std::nothrow);
   }
-  return p;
+  return raw;
+}
+
+void* SharedMemory::Allocate(size_t bytes) {
+  BlockHeader* header = nullptr;
+  if (bytes <= kMaxCachedBytes) {
+    const uint32_t size_class = static_cast<uint32_t>((bytes + sizeof(BlockHeader) - 1) / kGranule);
+    std::atomic<uint64_t>& head = cache_->lists[size_class].head;
+    uint64_t first = head.load(std::memory_order_acquire);
+    while ((first & kOffsetMask) != 0) {
+      auto* candidate =
+          reinterpret_cast<BlockHeader*>(Base(region_) + (first & kOffsetMask) * kUnit);
+      // The candidate may be taken by another process meanwhile: then `next` is stale and
+      // the tag makes the swap fail.
+      const uint64_t next = candidate->next.load(std::memory_order_relaxed) & kOffsetMask;
+      if (head.compare_exchange_weak(first, ((first >> 32) + 1) << 32 | next,
+                                     std::memory_order_acquire, std::memory_order_acquire)) {
+        cache_->bytes.fetch_sub(Footprint(candidate), std::memory_order_relaxed);
+        header = candidate;
+        break;
+      }
+    }
+    if (header == nullptr) {
+      void* raw = FromHeap((size_class + 1) * kGranule);
+      if (raw == nullptr) return nullptr;
+      header = new (raw) BlockHeader();
+      header->size_class = size_class;
+    }
+  } else {
+    void* raw = FromHeap(bytes + sizeof(BlockHeader));
+    if (raw == nullptr) return nullptr;
+    header = new (raw) BlockHeader();
+  }
+  live_objects_->fetch_add(1, std::memory_order_relaxed);
+  NoteUsage();
+  return header + 1;
 }
 
 void SharedMemory::Deallocate(void* p) {
   if (p == nullptr) return;
-  heap_.deallocate(p);
+  BlockHeader* header = static_cast<BlockHeader*>(p) - 1;
+  if (header->magic != kMagic) {
+    // Not a block of Allocate()'s, or its header was overwritten: giving it to the heap
+    // would corrupt the heap for every process.
+    spdlog::critical("shm: Deallocate({}) of a block that Allocate() did not hand out", p);
+    std::abort();
+  }
   live_objects_->fetch_sub(1, std::memory_order_relaxed);
+  if (header->size_class != kDirect) {
+    const size_t footprint = Footprint(header);
+    if (cache_->bytes.load(std::memory_order_relaxed) + footprint <= cache_->limit) {
+      cache_->bytes.fetch_add(footprint, std::memory_order_relaxed);
+      std::atomic<uint64_t>& head = cache_->lists[header->size_class].head;
+      const uint64_t offset =
+          static_cast<uint64_t>(reinterpret_cast<char*>(header) - Base(region_)) / kUnit;
+      uint64_t first = head.load(std::memory_order_relaxed);
+      do {
+        header->next.store(first & kOffsetMask, std::memory_order_relaxed);
+      } while (!head.compare_exchange_weak(first, ((first >> 32) + 1) << 32 | offset,
+                                           std::memory_order_release, std::memory_order_relaxed));
+      return;
+    }
+  }
+  heap_.deallocate(header);
 }
 
+void SharedMemory::ReleaseCache() {
+  for (BlockCache::List& list : cache_->lists) {
+    uint64_t first = list.head.load(std::memory_order_acquire);
+    while ((first & kOffsetMask) != 0) {
+      auto* block = reinterpret_cast<BlockHeader*>(Base(region_) + (first & kOffsetMask) * kUnit);
+      const uint64_t next = block->next.load(std::memory_order_relaxed) & kOffsetMask;
+      if (list.head.compare_exchange_weak(first, ((first >> 32) + 1) << 32 | next,
+                                          std::memory_order_acquire, std::memory_order_acquire)) {
+        cache_->bytes.fetch_sub(Footprint(block), std::memory_order_relaxed);
+        heap_.deallocate(block);
+        first = list.head.load(std::memory_order_acquire);
+      }
+    }
+  }
+}
+
+size_t SharedMemory::cached_size() const { return cache_->bytes.load(std::memory_order_relaxed); }
+
 size_t SharedMemory::total_size() const { return heap_.get_size(); }
-size_t SharedMemory::free_size() const { return heap_.get_free_memory(); }
+size_t SharedMemory::free_size() const { return heap_.get_free_memory() + cached_size(); }
 
 void SharedMemory::NoteUsage() const {
   const size_t used = used_size();

@@ -6,6 +6,11 @@
 // allocation. Objects are placed in it with Construct<T>() or via ShmAllocator<T> for
 // Boost.Interprocess containers. Pointers into it are valid in every process.
 //
+// Small blocks are recycled (BlockCache below): Allocate() takes a block of its size
+// class from a lock-free free list before it asks the heap, and Deallocate() puts it
+// back, so the steady churn of transactions, messages and contacts rarely reaches the
+// heap's lock and tree.
+//
 // Locks: RobustMutex (below) is a process-shared, robust pthread mutex: if its holder
 // dies, the next Lock() recovers it (and reports that the protected data may be
 // half-updated). Boost's own allocator mutex is not robust: never kill -9 a process
@@ -32,9 +37,9 @@ namespace sipd {
 // The heap uses Boost's process-shared mutex_family: several processes allocate from it
 // concurrently (boost's default managed_external_buffer has a null mutex, which would
 // corrupt the heap).
-using ShmHeap = boost::interprocess::basic_managed_external_buffer<
-    char, boost::interprocess::rbtree_best_fit<boost::interprocess::mutex_family>,
-    boost::interprocess::iset_index>;
+using ShmAlgorithm = boost::interprocess::rbtree_best_fit<boost::interprocess::mutex_family>;
+using ShmHeap = boost::interprocess::basic_managed_external_buffer<char, ShmAlgorithm,
+                                                                   boost::interprocess::iset_index>;
 using ShmSegmentManager = ShmHeap::segment_manager;
 template <typename T>
 using ShmAllocator = boost::interprocess::allocator<T, ShmSegmentManager>;
@@ -67,11 +72,18 @@ class SharedMemory {
     heap_.destroy_ptr(p);
     live_objects_->fetch_sub(1, std::memory_order_relaxed);
   }
-  // Raw bytes; nullptr when full.
+  // Raw bytes, 16-byte aligned; nullptr when full. Blocks of up to kMaxCachedBytes come
+  // from the block cache when it has one of their size class (any process may free a
+  // block another allocated). When the heap is full, the cache is given back to it and
+  // the allocation tried once more.
   void* Allocate(size_t bytes);
   void Deallocate(void* p);
 
-  // Statistics from the allocator itself (shmem group).
+  // Requests up to this size are served by the block cache.
+  static constexpr size_t kMaxCachedBytes = 2048 - 16;
+
+  // Statistics from the allocator itself (shmem group). Blocks kept in the cache count
+  // as free: they are there for the next allocation of their size.
   size_t total_size() const;
   size_t free_size() const;
   size_t used_size() const { return total_size() - free_size(); }
@@ -81,15 +93,27 @@ class SharedMemory {
   // Number of live blocks handed out by this class (allocations + constructed objects):
   // the allocator does not expose its free-list length, so this counts used blocks.
   size_t fragments() const;
+  // Bytes of the heap held by the block cache (included in free_size()).
+  size_t cached_size() const;
+  // Gives every cached block back to the heap (done by Allocate() when the heap is full).
+  void ReleaseCache();
 
  private:
+  struct BlockCache;
+  struct BlockHeader;
+
   SharedMemory(boost::interprocess::mapped_region region);
   void NoteUsage() const;
+  // A block's bytes in the heap, its own header included: what the heap gains when the
+  // block is freed.
+  size_t Footprint(const void* raw) const;
+  void* FromHeap(size_t bytes);
 
   boost::interprocess::mapped_region region_;
   ShmHeap heap_;
   std::atomic<size_t>* max_used_ = nullptr;
   std::atomic<size_t>* live_objects_ = nullptr;
+  BlockCache* cache_ = nullptr;
 };
 
 // A process-shared, robust mutex. Place it in shared memory.
