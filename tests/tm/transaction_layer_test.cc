@@ -34,9 +34,11 @@ class FakeTransport final : public Transport {
     if (fail_to_port != 0 && to.port() == fail_to_port) {
       return absl::UnavailableError("unreachable");
     }
+    if (on_send) on_send(bytes);
     sent.push_back(Sent{to, std::string(bytes)});
     return absl::OkStatus();
   }
+  std::function<void(std::string_view)> on_send;
   std::vector<Sent> Take() { return std::exchange(sent, {}); }
   std::vector<Sent> sent;
   uint16_t fail_to_port = 0;
@@ -348,6 +350,28 @@ TEST_F(TransactionLayerTest, ACallFlowsAndTheTransactionGoesAway) {
                           "reply 100 cookie 7" + from, "reply 180 cookie 7 forwarded" + from,
                           "reply 200 cookie 7 forwarded" + from,
                           "reply 200 cookie 7 forwarded" + from, "end 200 cookie 7"));
+}
+
+// Two SIP workers may handle a 180 and the 200 right behind it at the same moment. The
+// worker that forwards the 180 sends it while it still holds the transaction's lock, so
+// the 200 (sent by the other after its own unlock) can never overtake it upstream; if
+// the 200 took the lock first, the 180 is not forwarded at all.
+TEST_F(TransactionLayerTest, AProvisionalReplyIsSentUnderTheTransactionLockAndFinalsAfterIt) {
+  FromUac(Request("INVITE", "z9hG4bKo1", "call-order"));
+  auto sent = transport_.Take();
+  ASSERT_THAT(sent, SizeIs(2));
+  const std::string relayed = sent[1].bytes;
+  std::vector<std::pair<int, size_t>> locked_at_send;
+  transport_.on_send = [&](std::string_view bytes) {
+    locked_at_send.emplace_back(Status(bytes), table_->LockedBucketsForTesting());
+  };
+  FromUas(Answer(relayed, 180, "Ringing"));
+  FromUas(Answer(relayed, 200, "OK"));
+  FromUas(Answer(relayed, 183, "Session Progress"));  // after the final: not forwarded
+  EXPECT_THAT(locked_at_send, ::testing::ElementsAre(std::pair<int, size_t>(180, 1),
+                                                     std::pair<int, size_t>(200, 0)));
+  transport_.on_send = nullptr;
+  EXPECT_THAT(transport_.Take(), SizeIs(2));
 }
 
 TEST_F(TransactionLayerTest, NonSuccessIsAckedHopByHopAndRetransmittedUntilTheAck) {

@@ -251,6 +251,8 @@ struct TransactionLayer::Work {
     std::string request;
   };
   std::vector<Send> sends;
+  // Sent already, under the bucket lock (SendUnderLock); Finish only traces them.
+  std::vector<Send> sent;
   std::vector<PendingReply> replies;
   std::vector<PendingCompletion> completions;
   std::vector<EndEvent> ends;
@@ -378,6 +380,14 @@ void TransactionLayer::SendNow(const Destination& to, std::string_view bytes) {
     spdlog::debug("tm: send to {} failed: {}", to.ToString(), std::string(status.message()));
   }
   Trace(false, bytes, to);
+}
+
+void TransactionLayer::SendUnderLock(const Destination& to, std::string bytes, Work& work) {
+  absl::Status status = transport_.Send(to, bytes);
+  if (!status.ok()) {
+    spdlog::debug("tm: send to {} failed: {}", to.ToString(), std::string(status.message()));
+  }
+  work.sent.push_back(Work::Send{to, std::move(bytes)});
 }
 
 void TransactionLayer::HandleMessage(std::string_view bytes, const Inbound& from) {
@@ -872,7 +882,10 @@ void TransactionLayer::HandleReply(const SipMessage& reply, const Inbound& from)
       std::string bytes = BuildForwardedReply(reply);
       (void)table_.Assign(cell->last_reply, bytes);
       cell->server_state = ServerState::kProceeding;
-      work.Add(cell->source, std::move(bytes));
+      // Sent before the unlock (the send never waits): a final reply that another worker
+      // handles at the same moment goes out after its own unlock, so it cannot overtake
+      // this one, and nothing provisional follows the final (RFC 3261 16.7 step 5).
+      SendUnderLock(cell->source, std::move(bytes), work);
       Count(counters_.relayed_replies);
       Count(counters_.fwd_replies);
     }
@@ -1133,6 +1146,7 @@ void TransactionLayer::Finish(Work& work, const SipMessage* received, const Peer
       blacklist_->Add(d, now + options_.blacklist_ms);
     }
   }
+  for (const Work::Send& s : work.sent) Trace(false, s.bytes, s.to);
   for (size_t i = 0; i < work.sends.size(); ++i) {
     const Work::Send& s = work.sends[i];
     absl::Status status = transport_.Send(s.to, s.bytes);
@@ -1245,7 +1259,7 @@ absl::Status TransactionLayer::LocalReply(TransactionId id, int code, std::strin
   } else {
     (void)table_.Assign(cell->last_reply, bytes);
     cell->server_state = ServerState::kProceeding;
-    work.Add(cell->source, std::move(bytes));
+    SendUnderLock(cell->source, std::move(bytes), work);  // ahead of any final
   }
   Work::PendingReply e;
   e.id = id;

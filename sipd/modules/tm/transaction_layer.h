@@ -269,6 +269,10 @@ class TransactionLayer {
   // `received` (and `received_from`, where it came from): the reply being handled, if any.
   void Finish(Work& work, const SipMessage* received, const Peer* received_from = nullptr);
   void SendNow(const Destination& to, std::string_view bytes);
+  // Under the bucket lock: sends at once (UDP and TCP sends never wait), so that the
+  // order of two sends made under one transaction's lock is the order on the wire;
+  // Finish() traces it.
+  void SendUnderLock(const Destination& to, std::string bytes, Work& work);
   void Trace(bool incoming, std::string_view bytes, const Destination& peer);
 
   std::string ToTag(std::string_view key) const;

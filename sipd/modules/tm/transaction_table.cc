@@ -327,6 +327,18 @@ void TransactionTable::Release(ShmBuffer& buffer) {
   buffer.size = 0;
 }
 
+size_t TransactionTable::LockedBucketsForTesting() {
+  size_t locked = 0;
+  for (uint32_t i = 0; i < kBuckets; ++i) {
+    if (buckets_[i].mutex.TryLock() == RobustMutex::TryResult::kBusy) {
+      ++locked;
+    } else {
+      buckets_[i].mutex.Unlock();
+    }
+  }
+  return locked;
+}
+
 void TransactionTable::LockWheel() {
   if (wheel_->mutex.Lock()) {
     // Its holder died: the lists may be inconsistent. Start a new epoch (see header).

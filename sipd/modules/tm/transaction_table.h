@@ -255,6 +255,8 @@ class TransactionTable {
 
   // Tests: takes the timer lock and keeps it (to die holding it).
   void LockTimersForTesting() { LockWheel(); }
+  // Tests: how many bucket locks are held (by anyone, the caller included).
+  size_t LockedBucketsForTesting();
 
   // Every timer link of a cell, for iteration.
   template <typename Fn>
