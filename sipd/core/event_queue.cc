@@ -46,7 +46,9 @@ absl::StatusOr<ShmEventQueue*> ShmEventQueue::Create(SharedMemory& shm, size_t c
   size_t cells = std::max(capacity_bytes / kCellSize, 4 * CellsFor(kMaxPayload));
   cells = std::bit_ceil(cells);
   void* raw = shm.Allocate(cells * kCellSize + 64);
-  void* self = shm.Allocate(sizeof(ShmEventQueue));
+  // The queue's positions are cache-line aligned (alignas(64)); shared memory blocks
+  // are 16-byte aligned, so it is placed at the first 64-byte boundary of its block.
+  void* self = shm.Allocate(sizeof(ShmEventQueue) + 64);
   if (raw == nullptr || self == nullptr) {
     if (raw != nullptr) shm.Deallocate(raw);
     if (self != nullptr) shm.Deallocate(self);
@@ -62,7 +64,8 @@ absl::StatusOr<ShmEventQueue*> ShmEventQueue::Create(SharedMemory& shm, size_t c
     cell->sequence.store(i, std::memory_order_relaxed);
     cell->kind = 0;
   }
-  return new (self) ShmEventQueue(array, cells);
+  const uintptr_t self_address = (reinterpret_cast<uintptr_t>(self) + 63) & ~uintptr_t{63};
+  return new (reinterpret_cast<void*>(self_address)) ShmEventQueue(array, cells);
 }
 
 ShmEventQueue::ShmEventQueue(Cell* cells, size_t capacity)
