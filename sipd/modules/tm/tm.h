@@ -31,6 +31,8 @@
 // Other modules use tm through sipd/modules/tm/tm_api.h.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "sipd/api/module.h"
@@ -38,5 +40,8 @@
 namespace sipd {
 
 std::unique_ptr<Module> NewTmModule();
+// The same on a clock of the caller's (monotonic milliseconds): for tests and fuzz
+// targets that move time themselves.
+std::unique_ptr<Module> NewTmModuleWithClock(std::function<int64_t()> clock_ms);
 
 }  // namespace sipd

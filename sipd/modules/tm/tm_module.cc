@@ -160,6 +160,10 @@ mi::Reply UacDlgReply(const UacResult& r) {
 
 class TmModule final : public Module, public TmApi {
  public:
+  // `clock_ms`: monotonic milliseconds (tests and fuzz targets pass a fake clock).
+  explicit TmModule(std::function<int64_t()> clock_ms = [] { return MonotonicMs(); })
+      : clock_(std::move(clock_ms)) {}
+
   std::string_view name() const override { return "tm"; }
 
   absl::Status SetParam(std::string_view param, const ParamValue& value) override {
@@ -238,8 +242,7 @@ class TmModule final : public Module, public TmApi {
     proxy_options_.sockets = sockets;
 
     SIPD_ASSIGN_OR_RETURN(LayerCounters counters, RegisterLayerStatistics(core.stats()));
-    SIPD_ASSIGN_OR_RETURN(table_,
-                          TransactionTable::Create(core.shm(), counters.inuse, MonotonicMs()));
+    SIPD_ASSIGN_OR_RETURN(table_, TransactionTable::Create(core.shm(), counters.inuse, clock_()));
     SIPD_ASSIGN_OR_RETURN(blacklist_, Blacklist::Create(core.shm(), bl_size_));
     transport_ = std::make_unique<CoreTransport>(*sip);
 
@@ -257,7 +260,7 @@ class TmModule final : public Module, public TmApi {
         [this](std::string_view user, std::string_view host) { return Lookup(user, host); },
         std::move(handlers));
     layer_ = std::make_unique<TransactionLayer>(layer_options_, *table_, *transport_, *proxy_,
-                                                callbacks_, counters, nullptr, blacklist_.get());
+                                                callbacks_, counters, clock_, blacklist_.get());
     if (tracer_ != nullptr) layer_->set_tracer(tracer_);
     mi_completion_ = layer_->RegisterCompletion(
         [this](const UacResult& result, std::string_view data) { CompleteMi(result, data); });
@@ -560,7 +563,7 @@ class TmModule final : public Module, public TmApi {
   }
 
   absl::Status ListBlacklists(Call& call) {
-    const int64_t now = MonotonicMs();
+    const int64_t now = clock_();
     mi::Node& list = call.reply().root.AddKid("List", "failed_destinations");
     list.AddAttribute("owner", "0").AddAttribute("flags", "6");  // BL_DO_EXPIRE|BL_BY_DEFAULT
     for (const Blacklist::Entry& e : blacklist_->Snapshot(now)) {
@@ -576,6 +579,7 @@ class TmModule final : public Module, public TmApi {
     return absl::OkStatus();
   }
 
+  std::function<int64_t()> clock_;
   Core* core_ = nullptr;
   LayerOptions layer_options_;
   ProxyOptions proxy_options_;
@@ -598,4 +602,7 @@ class TmModule final : public Module, public TmApi {
 
 namespace sipd {
 std::unique_ptr<Module> NewTmModule() { return std::make_unique<tm::TmModule>(); }
+std::unique_ptr<Module> NewTmModuleWithClock(std::function<int64_t()> clock_ms) {
+  return std::make_unique<tm::TmModule>(std::move(clock_ms));
+}
 }  // namespace sipd
