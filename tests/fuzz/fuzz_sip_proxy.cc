@@ -36,18 +36,17 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
 #include "registry/statistics.h"
 #include "sipd/core/logging.h"
 #include "sipd/core/shm.h"
 #include "sipd/core/sip_receiver.h"
 #include "sipd/modules/tm/blacklist.h"
 #include "sipd/modules/tm/proxy.h"
-#include "sipd/modules/tm/sip_builder.h"
 #include "sipd/modules/tm/sip_message.h"
 #include "sipd/modules/tm/transaction_layer.h"
 #include "spdlog/spdlog.h"
 #include "tests/fuzz/fuzz_support.h"
+#include "tests/fuzz/tm_fuzz_support.h"
 
 namespace {
 
@@ -55,18 +54,13 @@ using sipd::tm::Destination;
 using sipd::tm::Proto;
 
 // Keeps the last request and the last reply sipd sent.
-class LastSent final : public sipd::tm::Transport {
+class LastSentTransport final : public sipd::tm::Transport {
  public:
   absl::Status Send(const Destination&, std::string_view bytes) override {
-    if (bytes.starts_with("SIP/2.0 ")) {
-      reply.assign(bytes);
-    } else {
-      request.assign(bytes);
-    }
+    last.Keep(bytes);
     return absl::OkStatus();
   }
-  std::string request;
-  std::string reply;
+  sipd::fuzz::LastSent last;
 };
 
 struct World {
@@ -154,27 +148,11 @@ struct World {
     layer->HandleMessage(bytes, in);
   }
 
-  // "$B", "$C", "$T" -> what sipd sent last (empty when it sent nothing of the kind).
-  std::string Substitute(std::string_view payload) const {
-    std::string branch, call_id, to_tag;
-    if (auto request = sipd::tm::SipMessage::Parse(transport.request); request.ok()) {
-      branch = std::string(request->top_via().branch);
-      call_id = std::string(request->call_id());
-    }
-    if (auto reply = sipd::tm::SipMessage::Parse(transport.reply); reply.ok()) {
-      to_tag = std::string(reply->to_tag());
-    }
-    return absl::StrReplaceAll(absl::string_view(payload.data(), payload.size()),
-                               {{"$B", branch}, {"$C", call_id}, {"$T", to_tag}});
-  }
-
   // The callee's well-formed answer to the last request sipd sent.
   void Answer(int code, bool tcp) {
-    auto request = sipd::tm::SipMessage::Parse(transport.request);
-    if (!request.ok() || !request->is_request()) return;
-    const std::string reply =
-        sipd::tm::BuildLocalReply(*request, code, "Fuzz", "callee1", {}, {}, "");
-    Deliver(reply, /*from_callee=*/true, tcp, 0);
+    if (auto reply = transport.last.AnswerToLastRequest(code)) {
+      Deliver(*reply, /*from_callee=*/true, tcp, 0);
+    }
   }
 
   void Advance(int64_t ms) {
@@ -203,7 +181,7 @@ struct World {
   std::unique_ptr<sipd::tm::Blacklist> blacklist;
   std::unique_ptr<sipd::tm::Proxy> proxy;
   sipd::tm::Callbacks callbacks;
-  LastSent transport;
+  LastSentTransport transport;
   std::unique_ptr<sipd::tm::TransactionLayer> layer;
 };
 
@@ -230,7 +208,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
       case 2:
       case 3:
-        world.Deliver(world.Substitute(payload), (op & 7) == 2, tcp, queued_us);
+        world.Deliver(world.transport.last.Substitute(payload), (op & 7) == 2, tcp, queued_us);
         break;
       case 4:
         world.Advance(payload.empty() ? 10 : 10 * int64_t{static_cast<uint8_t>(payload[0])});

@@ -37,11 +37,13 @@ inline std::vector<std::string> CommandsOf(const mi::Registry& registry, std::st
   return names;
 }
 
-// Appends the lines of `text` (split at LF) to `request` as positional arguments, at
-// most `max` in all.
-inline void AddArgumentLines(std::string_view text, size_t max, mi::Request& request) {
+// Appends the lines of `text` (split at `separator`, LF unless said) to `request` as
+// positional arguments, at most `max` in all.
+inline void AddArgumentLines(std::string_view text, size_t max, mi::Request& request,
+                             char separator = '\n') {
   if (text.empty()) return;
-  for (absl::string_view line : absl::StrSplit(absl::string_view(text.data(), text.size()), '\n')) {
+  for (absl::string_view line :
+       absl::StrSplit(absl::string_view(text.data(), text.size()), separator)) {
     if (request.args.size() >= max) break;
     request.args.push_back(mi::Argument{"", std::string(line)});
   }

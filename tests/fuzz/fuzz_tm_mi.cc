@@ -1,0 +1,188 @@
+// Fuzz target: tm's MI commands with arguments from outside, as an MI transport runs
+// them through the Dispatcher: t_uac_dlg (method, Request-URI, next hop, socket,
+// headers, body: the request sipd builds and sends; async, answered when the
+// transaction ends), t_uac_cancel, t_hash, t_reply (code, reason, trans_id, To-tag,
+// headers, body) and list_blacklists, on the real tm module (transactions in shared
+// memory, timers, the blacklist) with a fake clock and a SIP transport that keeps what
+// sipd sends. Inputs can answer sipd's requests as the callee, so that the async calls
+// complete in every way (provisional, final, CANCEL, timeout, blacklisted hop).
+//
+// One input is a sequence of steps: op (1 byte), length (2 bytes, little endian),
+// payload (tests/fuzz/fuzz_support.h):
+//   op % 4 == 0  an MI command: payload byte 0 picks it (tm's and blacklists' commands,
+//                in registration order), the rest is its arguments separated by NUL
+//                bytes (an argument may hold lines: t_uac_dlg's headers), after "$B", "$C", "$S",
+//                "$T" in them are replaced by what sipd sent last (tests/fuzz/tm_fuzz_support.h):
+//                t_uac_cancel can name the INVITE that t_uac_dlg sent;
+//             1  a SIP message from the callee side (10.0.0.2:5060) after the same
+//                replacements (replies that match sipd's client transactions);
+//             2  the callee answers the last request sipd sent with the code in the
+//                first two payload bytes (100-699), as a well-formed reply;
+//             3  the clock moves 10 ms x the first payload byte, timers running.
+//
+// Bounded state: every kInputsPerSweep inputs the clock passes every lifetime, so every
+// transaction ends. That it does is checked: tm:inuse_transactions is 0 and every
+// t_uac_dlg call has its reply (no MI caller waits forever); a miss traps, which
+// libFuzzer reports as a crash.
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "registry/dispatcher.h"
+#include "sipd/core/sip_transport.h"
+#include "sipd/modules/tm/tm.h"
+#include "spdlog/spdlog.h"
+#include "tests/fuzz/fuzz_support.h"
+#include "tests/fuzz/tm_fuzz_support.h"
+#include "tests/usrloc/test_support.h"
+
+namespace {
+
+// sipd's two listen sockets (UDP and TCP on 127.0.0.1:5060); keeps what is sent.
+class FakeSipTransport final : public sipd::SipTransport {
+ public:
+  FakeSipTransport() {
+    for (sipd::SipProto proto : {sipd::SipProto::kUdp, sipd::SipProto::kTcp}) {
+      sipd::SipSocket socket;
+      socket.proto = proto;
+      socket.address = sipd::SipAddress::FromIpPort("127.0.0.1", 5060).value();
+      socket.name = proto == sipd::SipProto::kUdp ? "udp:127.0.0.1:5060" : "tcp:127.0.0.1:5060";
+      sockets_.push_back(socket);
+    }
+  }
+  const std::vector<sipd::SipSocket>& sockets() const override { return sockets_; }
+  absl::Status Send(const sipd::SipDestination&, std::string_view message) override {
+    last.Keep(message);
+    return absl::OkStatus();
+  }
+  sipd::fuzz::LastSent last;
+
+ private:
+  std::vector<sipd::SipSocket> sockets_;
+};
+
+class TmCore final : public sipd::testing::FakeCore {
+ public:
+  sipd::SipTransport* sip_transport() override { return &transport; }
+  sipd::SipMessageHandler SetSipMessageHandler(sipd::SipMessageHandler handler) override {
+    sip_handler = std::move(handler);
+    return {};
+  }
+  FakeSipTransport transport;
+  sipd::SipMessageHandler sip_handler;
+};
+
+struct World {
+  World() {
+    spdlog::set_level(spdlog::level::off);
+    tm = sipd::NewTmModuleWithClock([this] { return now; });
+    // Short timers, so that a few clock steps reach every state.
+    for (auto& [name, value] :
+         std::vector<std::pair<std::string, sipd::ParamValue>>{{"fr_timeout", int64_t{2}},
+                                                               {"fr_inv_timeout", int64_t{3}},
+                                                               {"wt_timer", int64_t{1}},
+                                                               {"bl_timeout", int64_t{2}},
+                                                               {"overload_queue", int64_t{0}}}) {
+      if (!tm->SetParam(name, value).ok()) std::abort();
+    }
+    core.AddModule(tm.get());
+    if (!tm->Init(core).ok() || !core.sip_handler) std::abort();
+    commands = sipd::fuzz::CommandsOf(core.mi(), "tm");
+    for (const std::string& name : sipd::fuzz::CommandsOf(core.mi(), "blacklists")) {
+      commands.push_back(name);
+    }
+    timers = core.TimersNamed("tm-utimer");
+    if (commands.size() != 5 || timers.empty()) std::abort();
+    dispatcher = core.NewDispatcher({});
+  }
+
+  void Mi(std::string_view payload) {
+    if (payload.empty()) return;
+    sipd::mi::Request request{commands[static_cast<uint8_t>(payload[0]) % commands.size()], {}};
+    payload.remove_prefix(1);
+    sipd::fuzz::AddArgumentLines(core.transport.last.Substitute(payload), 8, request, '\0');
+    calls.push_back(dispatcher->Start(context, std::move(request), sipd::mi::Delivery::kTree));
+    dispatcher->RunCompletions();
+  }
+
+  void FromCallee(std::string_view bytes) {
+    sipd::SipInbound inbound;
+    inbound.bytes = bytes;
+    inbound.source.proto = sipd::SipProto::kUdp;
+    inbound.source.peer = callee;
+    inbound.source.socket = 0;
+    core.sip_handler(inbound);
+    dispatcher->RunCompletions();
+  }
+
+  void Advance(int64_t ms) {
+    const int64_t end = now + ms;
+    while (now < end) {
+      now = std::min(end, now + 100);
+      for (auto& timer : timers) timer();
+    }
+    dispatcher->RunCompletions();
+  }
+
+  static constexpr int kInputsPerSweep = 32;
+  void Age() {
+    if (++inputs % kInputsPerSweep != 0) return;
+    Advance(240000);  // past every lifetime (max_inv_lifetime 180 s) and wait timer
+    // No transaction is left, and no MI caller is left waiting for one.
+    sipd::fuzz::Check(core.stats().Value("inuse_transactions").value_or(1) == 0);
+    for (const auto& call : calls) sipd::fuzz::Check(call->ready());
+    calls.clear();
+  }
+
+  int64_t now = 1000000;
+  uint64_t inputs = 0;
+  const sipd::SipAddress callee = sipd::SipAddress::FromIpPort("10.0.0.2", 5060).value();
+  TmCore core;
+  std::unique_ptr<sipd::Module> tm;
+  std::vector<std::string> commands;
+  std::vector<std::function<void()>> timers;
+  std::unique_ptr<sipd::mi::Dispatcher> dispatcher;
+  const sipd::mi::CallContext context;  // an internal caller
+  std::vector<std::unique_ptr<sipd::mi::Exchange>> calls;
+};
+
+World& TheWorld() {
+  static World* world = new World();  // never destroyed: libFuzzer exits without unwinding
+  return *world;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  World& world = TheWorld();
+  size_t pos = 0;
+  sipd::fuzz::Step step;
+  while (sipd::fuzz::NextStep(data, size, &pos, &step)) {
+    const std::string_view payload = step.payload;
+    switch (step.op % 4) {
+      case 0:
+        world.Mi(payload);
+        break;
+      case 1:
+        world.FromCallee(world.core.transport.last.Substitute(payload));
+        break;
+      case 2: {
+        const int raw = payload.size() >= 2 ? static_cast<uint8_t>(payload[0]) |
+                                                  (static_cast<uint8_t>(payload[1]) << 8)
+                                            : 200;
+        if (auto reply = world.core.transport.last.AnswerToLastRequest(100 + raw % 600)) {
+          world.FromCallee(*reply);
+        }
+        break;
+      }
+      case 3:
+        world.Advance(payload.empty() ? 10 : 10 * int64_t{static_cast<uint8_t>(payload[0])});
+        break;
+    }
+  }
+  world.Age();
+  return 0;
+}
