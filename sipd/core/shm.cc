@@ -102,25 +102,44 @@ void* SharedMemory::FromHeap(size_t bytes) {
   return raw;
 }
 
+SharedMemory::BlockHeader* SharedMemory::Pop(uint32_t size_class) {
+  std::atomic<uint64_t>& head = cache_->lists[size_class].head;
+  uint64_t first = head.load(std::memory_order_acquire);
+  while ((first & kOffsetMask) != 0) {
+    auto* block = reinterpret_cast<BlockHeader*>(Base(region_) + (first & kOffsetMask) * kUnit);
+    // Another process may take the block meanwhile (and even give it back to the heap):
+    // then `next` is stale (the mapping stays, so the read is harmless) and the tag
+    // makes the swap fail.
+    const uint64_t next = block->next.load(std::memory_order_relaxed) & kOffsetMask;
+    if (head.compare_exchange_weak(first, ((first >> 32) + 1) << 32 | next,
+                                   std::memory_order_acquire, std::memory_order_acquire)) {
+      cache_->bytes.fetch_sub(Footprint(block), std::memory_order_relaxed);
+      return block;
+    }
+  }
+  return nullptr;
+}
+
+bool SharedMemory::Push(BlockHeader* block) {
+  const size_t footprint = Footprint(block);
+  if (cache_->bytes.load(std::memory_order_relaxed) + footprint > cache_->limit) return false;
+  cache_->bytes.fetch_add(footprint, std::memory_order_relaxed);
+  std::atomic<uint64_t>& head = cache_->lists[block->size_class].head;
+  const uint64_t offset =
+      static_cast<uint64_t>(reinterpret_cast<char*>(block) - Base(region_)) / kUnit;
+  uint64_t first = head.load(std::memory_order_relaxed);
+  do {
+    block->next.store(first & kOffsetMask, std::memory_order_relaxed);
+  } while (!head.compare_exchange_weak(first, ((first >> 32) + 1) << 32 | offset,
+                                       std::memory_order_release, std::memory_order_relaxed));
+  return true;
+}
+
 void* SharedMemory::Allocate(size_t bytes) {
   BlockHeader* header = nullptr;
   if (bytes <= kMaxCachedBytes) {
     const uint32_t size_class = static_cast<uint32_t>((bytes + sizeof(BlockHeader) - 1) / kGranule);
-    std::atomic<uint64_t>& head = cache_->lists[size_class].head;
-    uint64_t first = head.load(std::memory_order_acquire);
-    while ((first & kOffsetMask) != 0) {
-      auto* candidate =
-          reinterpret_cast<BlockHeader*>(Base(region_) + (first & kOffsetMask) * kUnit);
-      // The candidate may be taken by another process meanwhile: then `next` is stale and
-      // the tag makes the swap fail.
-      const uint64_t next = candidate->next.load(std::memory_order_relaxed) & kOffsetMask;
-      if (head.compare_exchange_weak(first, ((first >> 32) + 1) << 32 | next,
-                                     std::memory_order_acquire, std::memory_order_acquire)) {
-        cache_->bytes.fetch_sub(Footprint(candidate), std::memory_order_relaxed);
-        header = candidate;
-        break;
-      }
-    }
+    header = Pop(size_class);
     if (header == nullptr) {
       void* raw = FromHeap((size_class + 1) * kGranule);
       if (raw == nullptr) return nullptr;
@@ -147,37 +166,13 @@ void SharedMemory::Deallocate(void* p) {
     std::abort();
   }
   live_objects_->fetch_sub(1, std::memory_order_relaxed);
-  if (header->size_class != kDirect) {
-    const size_t footprint = Footprint(header);
-    if (cache_->bytes.load(std::memory_order_relaxed) + footprint <= cache_->limit) {
-      cache_->bytes.fetch_add(footprint, std::memory_order_relaxed);
-      std::atomic<uint64_t>& head = cache_->lists[header->size_class].head;
-      const uint64_t offset =
-          static_cast<uint64_t>(reinterpret_cast<char*>(header) - Base(region_)) / kUnit;
-      uint64_t first = head.load(std::memory_order_relaxed);
-      do {
-        header->next.store(first & kOffsetMask, std::memory_order_relaxed);
-      } while (!head.compare_exchange_weak(first, ((first >> 32) + 1) << 32 | offset,
-                                           std::memory_order_release, std::memory_order_relaxed));
-      return;
-    }
-  }
+  if (header->size_class != kDirect && Push(header)) return;
   heap_.deallocate(header);
 }
 
 void SharedMemory::ReleaseCache() {
-  for (BlockCache::List& list : cache_->lists) {
-    uint64_t first = list.head.load(std::memory_order_acquire);
-    while ((first & kOffsetMask) != 0) {
-      auto* block = reinterpret_cast<BlockHeader*>(Base(region_) + (first & kOffsetMask) * kUnit);
-      const uint64_t next = block->next.load(std::memory_order_relaxed) & kOffsetMask;
-      if (list.head.compare_exchange_weak(first, ((first >> 32) + 1) << 32 | next,
-                                          std::memory_order_acquire, std::memory_order_acquire)) {
-        cache_->bytes.fetch_sub(Footprint(block), std::memory_order_relaxed);
-        heap_.deallocate(block);
-        first = list.head.load(std::memory_order_acquire);
-      }
-    }
+  for (uint32_t size_class = 0; size_class < kClasses; ++size_class) {
+    while (BlockHeader* block = Pop(size_class)) heap_.deallocate(block);
   }
 }
 

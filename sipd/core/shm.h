@@ -108,6 +108,10 @@ class SharedMemory {
   // block is freed.
   size_t Footprint(const void* raw) const;
   void* FromHeap(size_t bytes);
+  // The block cache's lists: Pop takes a block of `size_class` (nullptr if none); Push
+  // keeps `block` unless the cache is full (false: the caller frees it to the heap).
+  BlockHeader* Pop(uint32_t size_class);
+  bool Push(BlockHeader* block);
 
   boost::interprocess::mapped_region region_;
   ShmHeap heap_;
