@@ -43,8 +43,10 @@ struct SharedMemory::BlockHeader {
 static_assert(sizeof(std::atomic<uint64_t>) == 8 && std::atomic<uint64_t>::is_always_lock_free);
 
 // One lock-free LIFO list of free blocks per size class, shared by every process. A
-// process that dies inside Allocate() or Deallocate() holds no lock; at worst the block
-// it was moving is lost to the cache and counted as used.
+// process that dies inside Allocate() or Deallocate() holds no lock: at worst the block
+// it was moving is lost (neither cached nor handed out) and free_size() stays that
+// block's size too high. The limit is checked before the block is counted, so racing
+// processes may pass it by a block each.
 struct SharedMemory::BlockCache {
   struct alignas(64) List {
     std::atomic<uint64_t> head{0};
