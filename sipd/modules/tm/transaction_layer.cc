@@ -374,19 +374,21 @@ void TransactionLayer::Trace(bool incoming, std::string_view bytes, const Destin
   tracer_->Trace(record);
 }
 
-void TransactionLayer::SendNow(const Destination& to, std::string_view bytes) {
+absl::Status TransactionLayer::SendLogged(const Destination& to, std::string_view bytes) {
   absl::Status status = transport_.Send(to, bytes);
   if (!status.ok()) {
     spdlog::debug("tm: send to {} failed: {}", to.ToString(), std::string(status.message()));
   }
+  return status;
+}
+
+void TransactionLayer::SendNow(const Destination& to, std::string_view bytes) {
+  (void)SendLogged(to, bytes);
   Trace(false, bytes, to);
 }
 
 void TransactionLayer::SendUnderLock(const Destination& to, std::string bytes, Work& work) {
-  absl::Status status = transport_.Send(to, bytes);
-  if (!status.ok()) {
-    spdlog::debug("tm: send to {} failed: {}", to.ToString(), std::string(status.message()));
-  }
+  (void)SendLogged(to, bytes);
   work.sent.push_back(Work::Send{to, std::move(bytes)});
 }
 
@@ -1149,10 +1151,9 @@ void TransactionLayer::Finish(Work& work, const SipMessage* received, const Peer
   for (const Work::Send& s : work.sent) Trace(false, s.bytes, s.to);
   for (size_t i = 0; i < work.sends.size(); ++i) {
     const Work::Send& s = work.sends[i];
-    absl::Status status = transport_.Send(s.to, s.bytes);
+    const absl::Status status = SendLogged(s.to, s.bytes);
     Trace(false, s.bytes, s.to);
     if (!status.ok()) {
-      spdlog::debug("tm: send to {} failed: {}", s.to.ToString(), std::string(status.message()));
       const auto& [id, branch] = work.send_branch[i];
       if (branch >= 0) work.failed.emplace_back(id, static_cast<uint32_t>(branch));
     }

@@ -268,6 +268,8 @@ class TransactionLayer {
   // After the unlock: sends, traces, callbacks, completions.
   // `received` (and `received_from`, where it came from): the reply being handled, if any.
   void Finish(Work& work, const SipMessage* received, const Peer* received_from = nullptr);
+  // Sends; a failure is logged (debug) and returned.
+  absl::Status SendLogged(const Destination& to, std::string_view bytes);
   void SendNow(const Destination& to, std::string_view bytes);
   // Under the bucket lock: sends at once (UDP and TCP sends never wait), so that the
   // order of two sends made under one transaction's lock is the order on the wire;
