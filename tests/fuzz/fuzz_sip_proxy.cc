@@ -185,15 +185,10 @@ struct World {
   std::unique_ptr<sipd::tm::TransactionLayer> layer;
 };
 
-World& TheWorld() {
-  static World* world = new World();  // never destroyed: libFuzzer exits without unwinding
-  return *world;
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  World& world = TheWorld();
+  World& world = sipd::fuzz::Leaked<World>();
   size_t pos = 0;
   sipd::fuzz::Step step;
   while (sipd::fuzz::NextStep(data, size, &pos, &step)) {
@@ -213,13 +208,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 4:
         world.Advance(payload.empty() ? 10 : 10 * int64_t{static_cast<uint8_t>(payload[0])});
         break;
-      case 5: {
-        const int raw = payload.size() >= 2 ? static_cast<uint8_t>(payload[0]) |
-                                                  (static_cast<uint8_t>(payload[1]) << 8)
-                                            : 200;
-        world.Answer(100 + raw % 600, tcp);
+      case 5:
+        world.Answer(sipd::fuzz::ReplyCode(payload), tcp);
         break;
-      }
       default:
         break;
     }

@@ -16,6 +16,14 @@
 
 namespace sipd::fuzz {
 
+// The target's world, made at the first input and never destroyed (libFuzzer exits
+// without unwinding, and a world holds shared memory and processes' state).
+template <typename World>
+World& Leaked() {
+  static World* world = new World();
+  return *world;
+}
+
 // A broken invariant: traps (libFuzzer reports it as a crash and keeps the input).
 inline void Check(bool condition) {
   if (!condition) __builtin_trap();

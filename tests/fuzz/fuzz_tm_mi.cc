@@ -149,15 +149,10 @@ struct World {
   std::vector<std::unique_ptr<sipd::mi::Exchange>> calls;
 };
 
-World& TheWorld() {
-  static World* world = new World();  // never destroyed: libFuzzer exits without unwinding
-  return *world;
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  World& world = TheWorld();
+  World& world = sipd::fuzz::Leaked<World>();
   size_t pos = 0;
   sipd::fuzz::Step step;
   while (sipd::fuzz::NextStep(data, size, &pos, &step)) {
@@ -169,15 +164,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 1:
         world.FromCallee(world.core.transport.last.Substitute(payload));
         break;
-      case 2: {
-        const int raw = payload.size() >= 2 ? static_cast<uint8_t>(payload[0]) |
-                                                  (static_cast<uint8_t>(payload[1]) << 8)
-                                            : 200;
-        if (auto reply = world.core.transport.last.AnswerToLastRequest(100 + raw % 600)) {
+      case 2:
+        if (auto reply =
+                world.core.transport.last.AnswerToLastRequest(sipd::fuzz::ReplyCode(payload))) {
           world.FromCallee(*reply);
         }
         break;
-      }
       case 3:
         world.Advance(payload.empty() ? 10 : 10 * int64_t{static_cast<uint8_t>(payload[0])});
         break;

@@ -3,6 +3,7 @@
 // name them in MI arguments.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -13,6 +14,13 @@
 #include "sipd/modules/tm/sip_message.h"
 
 namespace sipd::fuzz {
+
+// A reply code (100-699) from the first two payload bytes (200 when there are fewer).
+inline int ReplyCode(std::string_view payload) {
+  if (payload.size() < 2) return 200;
+  const int raw = static_cast<uint8_t>(payload[0]) | (static_cast<uint8_t>(payload[1]) << 8);
+  return 100 + raw % 600;
+}
 
 class LastSent {
  public:
