@@ -14,8 +14,11 @@
 //                bytes (an argument may hold lines: t_uac_dlg's headers), after "$B", "$C", "$S",
 //                "$T" in them are replaced by what sipd sent last (tests/fuzz/tm_fuzz_support.h):
 //                t_uac_cancel can name the INVITE that t_uac_dlg sent;
-//             1  a SIP message from the callee side (10.0.0.2:5060) after the same
-//                replacements (replies that match sipd's client transactions);
+//             1  a SIP message after the same replacements: from the callee side
+//                (10.0.0.2:5060; replies that match sipd's client transactions), or with
+//                op & 4 from the caller side (10.0.0.1:5070; requests that sipd relays,
+//                relay_to_any being on, so that t_reply can answer them: "$X" names the
+//                transaction of the request sipd relayed);
 //             2  the callee answers the last request sipd sent with the code in the
 //                first two payload bytes (100-699), as a well-formed reply;
 //             3  the clock moves 10 ms x the first payload byte, timers running.
@@ -87,7 +90,8 @@ struct World {
                                                                {"fr_inv_timeout", int64_t{3}},
                                                                {"wt_timer", int64_t{1}},
                                                                {"bl_timeout", int64_t{2}},
-                                                               {"overload_queue", int64_t{0}}}) {
+                                                               {"overload_queue", int64_t{0}},
+                                                               {"relay_to_any", int64_t{1}}}) {
       if (!tm->SetParam(name, value).ok()) std::abort();
     }
     core.AddModule(tm.get());
@@ -114,11 +118,11 @@ struct World {
     dispatcher->RunCompletions();
   }
 
-  void FromCallee(std::string_view bytes) {
+  void FromPeer(std::string_view bytes, const sipd::SipAddress& peer) {
     sipd::SipInbound inbound;
     inbound.bytes = bytes;
     inbound.source.proto = sipd::SipProto::kUdp;
-    inbound.source.peer = callee;
+    inbound.source.peer = peer;
     inbound.source.socket = 0;
     core.sip_handler(inbound);
     dispatcher->RunCompletions();
@@ -146,6 +150,7 @@ struct World {
   }
 
   int64_t now = 1000000;
+  const sipd::SipAddress caller = sipd::SipAddress::FromIpPort("10.0.0.1", 5070).value();
   const sipd::SipAddress callee = sipd::SipAddress::FromIpPort("10.0.0.2", 5060).value();
   TmCore core;
   std::unique_ptr<sipd::Module> tm;
@@ -169,12 +174,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         world.Mi(payload);
         break;
       case 1:
-        world.FromCallee(world.core.transport.last.Substitute(payload));
+        world.FromPeer(world.core.transport.last.Substitute(payload),
+                       (step.op & 4) != 0 ? world.caller : world.callee);
         break;
       case 2:
         if (auto reply =
                 world.core.transport.last.AnswerToLastRequest(sipd::fuzz::ReplyCode(payload))) {
-          world.FromCallee(*reply);
+          world.FromPeer(*reply, world.callee);
         }
         break;
       case 3:

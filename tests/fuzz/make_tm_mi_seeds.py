@@ -40,6 +40,14 @@ CALLEE_REPLY = ("SIP/2.0 {code} Reason\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch
                 "Call-ID: $C\r\nCSeq: $S INVITE\r\nContact: <sip:bob@10.0.0.2:5060>\r\n"
                 "Content-Length: 0\r\n\r\n")
 
+FROM_CALLER = FROM_CALLEE | 4
+CALLER_INVITE = ("INVITE sip:bob@10.0.0.2 SIP/2.0\r\n"
+                 "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-caller-1\r\n"
+                 "Max-Forwards: 70\r\nFrom: <sip:alice@10.0.0.1>;tag=a1\r\n"
+                 "To: <sip:bob@10.0.0.2>\r\nCall-ID: relayed-1@10.0.0.1\r\n"
+                 "CSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.1:5070>\r\n"
+                 "Content-Length: 0\r\n\r\n")
+
 SEEDS = {
     "options-200": [uac("OPTIONS"), answer(200)],
     "invite-ringing-200": [uac("INVITE"), answer(100), answer(180), answer(200)],
@@ -55,6 +63,14 @@ SEEDS = {
                              "v=0\r\no=- 1 1 IN IP4 10.0.0.9\r\ns=-\r\n"), answer(200)],
     "callee-reply-by-hand": [uac("INVITE"),
                              step(FROM_CALLEE, CALLEE_REPLY.format(code=603))],
+    # sipd relays a caller's INVITE (relay_to_any); t_reply answers it while the callee
+    # rings, then the callee's 200 comes too late.
+    "relayed-invite-t_reply": [step(FROM_CALLER, CALLER_INVITE), answer(180),
+                               mi(T_REPLY, "486", "Busy Here", "$X", ".", "X-Why: fuzz"),
+                               answer(200)],
+    "relayed-invite-t_reply-provisional": [step(FROM_CALLER, CALLER_INVITE),
+                                           mi(T_REPLY, "183", "Progress", "$X", "mi-tag", ".",
+                                              "body")],
     "bad-arguments": [uac("INV ITE"), uac("OPTIONS", "not-a-uri"),
                       uac("OPTIONS", "sip:bob@10.0.0.2", "sip:[::1"),
                       uac("OPTIONS", headers="From: x\rInjected: 1"),

@@ -33,21 +33,26 @@ class LastSent {
     }
   }
 
-  // "$B", "$C", "$S", "$T" -> the top Via branch, the Call-ID and the CSeq number of the
-  // last request sipd sent, and the To-tag of the last reply it sent (empty when it sent
-  // nothing of the kind).
+  // "$B", "$C", "$S", "$T", "$X" -> the top Via branch, the Call-ID and the CSeq number
+  // of the last request sipd sent, the To-tag of the last reply it sent, and the
+  // transaction of that request as t_reply names it ("index:label", from sipd's branch);
+  // empty when sipd sent nothing of the kind.
   std::string Substitute(std::string_view payload) const {
-    std::string branch, call_id, cseq, to_tag;
+    std::string branch, call_id, cseq, to_tag, transaction;
     if (auto request = tm::SipMessage::Parse(request_); request.ok()) {
       branch = std::string(request->top_via().branch);
       call_id = std::string(request->call_id());
       cseq = absl::StrCat(request->cseq());
+      if (tm::BranchParts parts; tm::ParseBranch(branch, &parts)) {
+        transaction = absl::StrCat(parts.index, ":", parts.label);
+      }
     }
     if (auto reply = tm::SipMessage::Parse(reply_); reply.ok()) {
       to_tag = std::string(reply->to_tag());
     }
-    return absl::StrReplaceAll(absl::string_view(payload.data(), payload.size()),
-                               {{"$B", branch}, {"$C", call_id}, {"$S", cseq}, {"$T", to_tag}});
+    return absl::StrReplaceAll(
+        absl::string_view(payload.data(), payload.size()),
+        {{"$B", branch}, {"$C", call_id}, {"$S", cseq}, {"$T", to_tag}, {"$X", transaction}});
   }
 
   // The callee's well-formed reply `code` to the last request sipd sent, if there is one.
