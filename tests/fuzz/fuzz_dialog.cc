@@ -67,7 +67,7 @@ struct World {
 
   void Mi(std::string_view payload) {
     if (payload.empty()) return;
-    sipd::mi::Request request{commands[static_cast<uint8_t>(payload[0]) % commands.size()], {}};
+    sipd::mi::Request request = sipd::fuzz::PickCommand(commands, static_cast<uint8_t>(payload[0]));
     payload.remove_prefix(1);
     sipd::fuzz::AddArgumentLines(payload, 12, request);
     for (sipd::mi::Argument& arg : request.args) {

@@ -45,6 +45,13 @@ inline std::vector<std::string> CommandsOf(const mi::Registry& registry, std::st
   return names;
 }
 
+// A request for one of `commands` (not empty), picked by `byte`, without arguments.
+inline mi::Request PickCommand(const std::vector<std::string>& commands, uint8_t byte) {
+  mi::Request request;
+  request.command = commands[byte % commands.size()];
+  return request;
+}
+
 // Appends the lines of `text` (split at `separator`, LF unless said) to `request` as
 // positional arguments, at most `max` in all.
 inline void AddArgumentLines(std::string_view text, size_t max, mi::Request& request,

@@ -111,7 +111,7 @@ struct World {
 
   void Mi(std::string_view payload) {
     if (payload.empty()) return;
-    sipd::mi::Request request{commands[static_cast<uint8_t>(payload[0]) % commands.size()], {}};
+    sipd::mi::Request request = sipd::fuzz::PickCommand(commands, static_cast<uint8_t>(payload[0]));
     payload.remove_prefix(1);
     sipd::fuzz::AddArgumentLines(core.transport.last.Substitute(payload), 8, request, '\0');
     calls.push_back(dispatcher->Start(context, std::move(request), sipd::mi::Delivery::kTree));
