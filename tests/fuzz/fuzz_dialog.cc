@@ -87,7 +87,7 @@ struct World {
     tm.sent.clear();
     // No input may leave a dialog behind: dlg_list shows none.
     const sipd::mi::DispatchResult list =
-        dispatcher->Run(sipd::mi::Request{"dlg_list", {}}, nullptr);
+        dispatcher->Run(sipd::fuzz::MakeRequest("dlg_list"), nullptr);
     sipd::fuzz::Check(list.reply.code == 200 && list.reply.root.kids.empty());
   }
 

@@ -45,11 +45,17 @@ inline std::vector<std::string> CommandsOf(const mi::Registry& registry, std::st
   return names;
 }
 
+// A request (no args_error).
+inline mi::Request MakeRequest(std::string command, std::vector<mi::Argument> args = {}) {
+  mi::Request request;
+  request.command = std::move(command);
+  request.args = std::move(args);
+  return request;
+}
+
 // A request for one of `commands` (not empty), picked by `byte`, without arguments.
 inline mi::Request PickCommand(const std::vector<std::string>& commands, uint8_t byte) {
-  mi::Request request;
-  request.command = commands[byte % commands.size()];
-  return request;
+  return MakeRequest(commands[byte % commands.size()]);
 }
 
 // Appends the lines of `text` (split at `separator`, LF unless said) to `request` as

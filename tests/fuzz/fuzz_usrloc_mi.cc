@@ -47,7 +47,8 @@ struct World {
     std::vector<sipd::usrloc::AorSnapshot> aors;
     while (!cursor.done) table->CopyChunk(cursor, 64, false, aors);
     for (const auto& aor : aors) {
-      sipd::mi::Request remove{"ul_rm", {{"", "location"}, {"", aor.aor}}};
+      sipd::mi::Request remove =
+          sipd::fuzz::MakeRequest("ul_rm", {{"", "location"}, {"", aor.aor}});
       sipd::fuzz::DiscardReply writer;
       (void)dispatcher->Run(remove, &writer);
     }
