@@ -106,9 +106,7 @@ struct World {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static World world;
-  size_t pos = 0;
-  sipd::fuzz::Step step;
-  while (sipd::fuzz::NextStep(data, size, &pos, &step)) {
+  sipd::fuzz::ForEachStep(data, size, [](const sipd::fuzz::Step& step) {
     const uint8_t op = step.op;
     const std::string_view payload = step.payload;
     switch (op % 6) {
@@ -135,7 +133,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         world.RunTimers();
         break;
     }
-  }
+  });
   world.Age();
   return 0;
 }

@@ -189,9 +189,7 @@ struct World {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   World& world = sipd::fuzz::Leaked<World>();
-  size_t pos = 0;
-  sipd::fuzz::Step step;
-  while (sipd::fuzz::NextStep(data, size, &pos, &step)) {
+  sipd::fuzz::ForEachStep(data, size, [&world](const sipd::fuzz::Step& step) {
     const uint8_t op = step.op;
     const std::string_view payload = step.payload;
     const bool tcp = (op & 8) != 0;
@@ -214,7 +212,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       default:
         break;
     }
-  }
+  });
   world.Age();
   return 0;
 }

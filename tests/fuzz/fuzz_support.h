@@ -88,4 +88,12 @@ inline bool NextStep(const uint8_t* data, size_t size, size_t* pos, Step* step) 
   return true;
 }
 
+// Calls `fn(step)` for every whole step of the input, in order.
+template <typename Fn>
+void ForEachStep(const uint8_t* data, size_t size, Fn fn) {
+  size_t pos = 0;
+  Step step;
+  while (NextStep(data, size, &pos, &step)) fn(step);
+}
+
 }  // namespace sipd::fuzz

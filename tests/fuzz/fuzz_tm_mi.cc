@@ -165,9 +165,7 @@ struct World {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   World& world = sipd::fuzz::Leaked<World>();
-  size_t pos = 0;
-  sipd::fuzz::Step step;
-  while (sipd::fuzz::NextStep(data, size, &pos, &step)) {
+  sipd::fuzz::ForEachStep(data, size, [&world](const sipd::fuzz::Step& step) {
     const std::string_view payload = step.payload;
     switch (step.op % 4) {
       case 0:
@@ -187,7 +185,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         world.Advance(payload.empty() ? 10 : 10 * int64_t{static_cast<uint8_t>(payload[0])});
         break;
     }
-  }
+  });
   world.Sweep();
   return 0;
 }
