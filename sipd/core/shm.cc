@@ -52,10 +52,8 @@ struct SharedMemory::BlockCache {
     std::atomic<uint64_t> head{0};
   };
   List lists[kClasses];
-  // Footprints (heap bytes) of the cached blocks, and the most they may add up to:
-  // above it a freed block goes back to the heap.
+  // Footprints (heap bytes) of the cached blocks.
   alignas(64) std::atomic<size_t> bytes{0};
-  size_t limit = 0;
 };
 
 absl::StatusOr<std::unique_ptr<SharedMemory>> SharedMemory::Create(size_t size) {
@@ -79,9 +77,6 @@ SharedMemory::SharedMemory(bip::mapped_region region)
   max_used_ = heap_.construct<std::atomic<size_t>>(bip::anonymous_instance)(0);
   live_objects_ = heap_.construct<std::atomic<size_t>>(bip::anonymous_instance)(0);
   cache_ = heap_.construct<BlockCache>(bip::anonymous_instance)();
-  // A sixteenth of the heap at most sits in the cache (4 MiB of the default 64 MiB):
-  // enough for the churn of thousands of transactions, little against a burst's peak.
-  cache_->limit = heap_.get_size() / 16;
   NoteUsage();
 }
 
@@ -124,7 +119,10 @@ SharedMemory::BlockHeader* SharedMemory::Pop(uint32_t size_class) {
 
 bool SharedMemory::Push(BlockHeader* block) {
   const size_t footprint = Footprint(block);
-  if (cache_->bytes.load(std::memory_order_relaxed) + footprint > cache_->limit) return false;
+  // A sixteenth of the heap at most sits in the cache (4 MiB of the default 64 MiB):
+  // enough for the churn of thousands of transactions, little against a burst's peak.
+  // Above it a freed block goes back to the heap.
+  if (cache_->bytes.load(std::memory_order_relaxed) + footprint > total_size() / 16) return false;
   cache_->bytes.fetch_add(footprint, std::memory_order_relaxed);
   std::atomic<uint64_t>& head = cache_->lists[block->size_class].head;
   const uint64_t offset =
