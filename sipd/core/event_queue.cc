@@ -42,6 +42,16 @@ size_t ShmEventQueue::CellsFor(size_t payload_size) {
   return 1 + (payload_size - kHeadData + kCellData - 1) / kCellData;
 }
 
+namespace {
+
+// The first 64-byte boundary at or after `p` (a block allocated 64 bytes larger than
+// what is placed in it).
+void* CacheLineAligned(void* p) {
+  return reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
+}
+
+}  // namespace
+
 absl::StatusOr<ShmEventQueue*> ShmEventQueue::Create(SharedMemory& shm, size_t capacity_bytes) {
   size_t cells = std::max(capacity_bytes / kCellSize, 4 * CellsFor(kMaxPayload));
   cells = std::bit_ceil(cells);
@@ -56,16 +66,13 @@ absl::StatusOr<ShmEventQueue*> ShmEventQueue::Create(SharedMemory& shm, size_t c
         absl::StrCat("no shared memory for an event queue of ", cells * kCellSize, " bytes"));
   }
   // Cache-line aligned cells.
-  auto address = reinterpret_cast<uintptr_t>(raw);
-  address = (address + 63) & ~static_cast<uintptr_t>(63);
-  Cell* array = reinterpret_cast<Cell*>(address);
+  Cell* array = static_cast<Cell*>(CacheLineAligned(raw));
   for (size_t i = 0; i < cells; ++i) {
     Cell* cell = new (&array[i]) Cell();
     cell->sequence.store(i, std::memory_order_relaxed);
     cell->kind = 0;
   }
-  const uintptr_t self_address = (reinterpret_cast<uintptr_t>(self) + 63) & ~uintptr_t{63};
-  return new (reinterpret_cast<void*>(self_address)) ShmEventQueue(array, cells);
+  return new (CacheLineAligned(self)) ShmEventQueue(array, cells);
 }
 
 ShmEventQueue::ShmEventQueue(Cell* cells, size_t capacity)
