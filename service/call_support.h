@@ -10,6 +10,7 @@
 #include <deque>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "grpcpp/alarm.h"
 #include "grpcpp/grpcpp.h"
@@ -56,16 +57,23 @@ grpc::Status ExchangeStatus(grpc::ServerContext* context, mi::Exchange& exchange
 // reply through `writer()`, whose chunks (cut at the limits) queue up here until the
 // call sends them, one write each. So a call holds at most one part of a reply.
 //
+// A chunk popped after it was sent is kept, cleared, for the writer's next chunk (up to
+// kSpares of them): protobuf's Clear() keeps a message's nodes and the capacity of their
+// strings, so a long stream (dlg_list, ul_dump) builds its chunks without allocating
+// each node anew. A spare holds at most one chunk's memory (the writer's byte limit).
+//
 // Thread-safety: as the owning call (its lock).
 class ChunkQueue {
  public:
   explicit ChunkQueue(ChunkReplyWriter::Limits limits)
       : writer_(
             [this](v1::ReplyChunk& chunk) {
-              chunks_.emplace_back().Swap(&chunk);
+              Push(chunk);
               return true;
             },
-            limits) {}
+            limits) {
+    spares_.reserve(kSpares);
+  }
   ChunkQueue(const ChunkQueue&) = delete;
   ChunkQueue& operator=(const ChunkQueue&) = delete;
 
@@ -73,12 +81,30 @@ class ChunkQueue {
   bool empty() const { return chunks_.empty(); }
   size_t size() const { return chunks_.size(); }
   v1::ReplyChunk& front() { return chunks_.front(); }
-  void pop_front() { chunks_.pop_front(); }
+  void pop_front() {
+    if (spares_.size() < kSpares) {
+      spares_.emplace_back().Swap(&chunks_.front());
+      spares_.back().Clear();
+    }
+    chunks_.pop_front();
+  }
   void clear() { chunks_.clear(); }
 
  private:
+  // Two: a 50-dialog part of dlg_list is two chunks at the default limits.
+  static constexpr size_t kSpares = 2;
+
+  // Takes the writer's chunk and hands it a spare to fill next, if there is one.
+  void Push(v1::ReplyChunk& chunk) {
+    chunks_.emplace_back().Swap(&chunk);
+    if (spares_.empty()) return;
+    chunk.Swap(&spares_.back());
+    spares_.pop_back();
+  }
+
   ChunkReplyWriter writer_;
   std::deque<v1::ReplyChunk> chunks_;
+  std::vector<v1::ReplyChunk> spares_;
 };
 
 ChunkReplyWriter::Limits StreamChunkLimits(const ServiceOptions& options);

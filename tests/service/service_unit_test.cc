@@ -12,6 +12,7 @@
 #include "registry/proto_convert.h"
 #include "registry/text_format.h"
 #include "registry/worker_pool.h"
+#include "service/call_support.h"
 #include "service/chunk_writer.h"
 #include "service/live_calls.h"
 #include "service/management_service.h"
@@ -285,6 +286,42 @@ TEST(ChunkWriterTest, SanitizesUtf8) {
   ASSERT_EQ(chunks.size(), 1u);
   EXPECT_TRUE(IsValidUtf8(chunks[0].nodes(0).value()));
   EXPECT_EQ(chunks[0].nodes(0).value(), "caf\xEF\xBF\xBD \xEF\xBF\xBD ok");
+}
+
+// The queue hands sent chunks back to the writer (their memory kept): a reused chunk
+// carries nothing of the chunk it was, neither status nor nodes nor attributes.
+TEST(ChunkQueueTest, AReusedChunkCarriesNothingOfTheChunkItWas) {
+  ChunkReplyWriter::Limits limits;
+  limits.max_nodes = 2;
+  ChunkQueue queue(limits);
+  mi::Reply reply = mi::Reply::Ok();
+  reply.reason = "first";
+  mi::Node rich("name", "a value longer than the short-string buffer");
+  rich.AddAttribute("attr", "its value");
+  const mi::Node bare;
+  for (int round = 0; round < 3; ++round) {
+    if (round == 0) queue.writer().WriteStatus(reply);
+    queue.writer().WriteNode(rich, 0);
+    queue.writer().WriteNode(rich, 1);  // the limit: a chunk is queued
+    ASSERT_EQ(queue.size(), 1u);
+    EXPECT_EQ(queue.front().has_status(), round == 0);
+    ASSERT_EQ(queue.front().nodes_size(), 2);
+    EXPECT_EQ(queue.front().nodes(1).attributes_size(), 1);
+    queue.pop_front();
+    queue.writer().WriteNode(bare, 0);
+    queue.writer().EndFlush();
+    ASSERT_EQ(queue.size(), 1u);
+    const v1::ReplyChunk& reused = queue.front();
+    EXPECT_FALSE(reused.has_status());
+    EXPECT_EQ(reused.code(), 0u);
+    EXPECT_EQ(reused.reason(), "");
+    ASSERT_EQ(reused.nodes_size(), 1);
+    EXPECT_EQ(reused.nodes(0).depth(), 0u);
+    EXPECT_EQ(reused.nodes(0).name(), "");
+    EXPECT_EQ(reused.nodes(0).value(), "");
+    EXPECT_EQ(reused.nodes(0).attributes_size(), 0);
+    queue.pop_front();
+  }
 }
 
 TEST(ChunkWriterTest, BrokenSinkDropsTheRestButHandlerCompletes) {
