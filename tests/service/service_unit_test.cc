@@ -90,6 +90,17 @@ TEST(Utf8Test, Validity) {
   EXPECT_FALSE(IsValidUtf8("\xED\xA0\x80"));      // surrogate
   EXPECT_FALSE(IsValidUtf8("\xF4\x90\x80\x80"));  // > U+10FFFF
   EXPECT_FALSE(IsValidUtf8("\xE2\x82"));          // truncated
+  // Every position of a long ASCII text (read eight bytes at a time): one bad byte, or
+  // a good sequence across the eight-byte boundary.
+  for (size_t at = 0; at < 24; ++at) {
+    std::string text(24, 'a');
+    text[at] = '\xE9';
+    EXPECT_FALSE(IsValidUtf8(text)) << at;
+    text.replace(at, 1, "\xE2\x82\xAC");
+    EXPECT_TRUE(IsValidUtf8(text)) << at;
+    text.pop_back();  // cuts the sequence when it was last
+    EXPECT_EQ(IsValidUtf8(text), at + 3 <= text.size()) << at;
+  }
 }
 
 TEST(Utf8Test, SanitizeReplacesMaximalInvalidParts) {
