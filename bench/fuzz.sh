@@ -43,7 +43,7 @@ max_len_for() {
     sip_register) echo 8192 ;;                  # a REGISTER with many Contacts (UDP MTU ~1.5K)
     sip_proxy) echo 8192 ;;                     # a few steps of messages of a call
     sip_stream) echo 8192 ;;                    # past the target's 2 KiB message limit
-    typed_request|usrloc_mi) echo 4096 ;;       # one request message / one argument list
+    typed_request|usrloc_mi|core_mi) echo 4096 ;;  # one request message / one argument list
     jsonrpc_request) echo 8192 ;;               # a batch of several calls
     *) echo 8192 ;;
   esac
