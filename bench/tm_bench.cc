@@ -22,6 +22,9 @@
 //     transaction).
 //
 // Everything runs on this machine; the figures depend on its load (see RESULTS.md).
+// TM_BENCH_KEEP=1 keeps the work directory (/tmp/sipd-tm-bench-*: sipd's and sipp's
+// logs, sipp's statistics files with the failure reasons, e.g. FailedTimeoutOnRecv for
+// a call refused with 503) instead of removing it.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -618,6 +621,6 @@ int main(int argc, char** argv) {
                     run.server_transactions >= 0 ? absl::StrCat(run.server_transactions) : "-",
                     absl::StrFormat("%.0f", run.server_cpu_percent)});
   }
-  std::filesystem::remove_all(work);
+  if (std::getenv("TM_BENCH_KEEP") == nullptr) std::filesystem::remove_all(work);
   return 0;
 }
