@@ -23,6 +23,9 @@
 //   overload_queue     % of a UDP receive buffer above which sipd counts as overloaded
 //                      and refuses new INVITEs with a stateless 503 + Retry-After until
 //                      the queues drain below a third of it (30; 0 = never)
+//   overload_sustain   ms the fullest queue must stay above overload_queue before sipd
+//                      counts as overloaded (100; 0 = at once): bursts the buffer absorbs
+//                      refuse nothing (sipd's own; overload_detector.h)
 //
 // MI (spec 8.3): t_uac_dlg (async), t_uac_cancel, t_hash, t_reply; list_blacklists
 // (module "blacklists", spec 6). Statistics: group tm (spec 7.5) plus the core

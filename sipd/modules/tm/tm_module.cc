@@ -3,8 +3,10 @@
 #include <sys/socket.h>
 
 #include <charconv>
+#include <chrono>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <random>
 
 #include "absl/strings/ascii.h"
@@ -19,6 +21,7 @@
 #include "sipd/core/sip_transport_impl.h"
 #include "sipd/modules/registrar/registrar.h"
 #include "sipd/modules/tm/blacklist.h"
+#include "sipd/modules/tm/overload_detector.h"
 #include "sipd/modules/tm/proxy.h"
 #include "sipd/modules/tm/sip_builder.h"
 #include "sipd/modules/tm/tm.h"
@@ -207,6 +210,9 @@ class TmModule final : public Module, public TmApi {
       overload_queue_percent_ = static_cast<int>(percent);
       return absl::OkStatus();
     }
+    if (param == "overload_sustain") {
+      return ms(&overload_sustain_ms_, 1, 0, 10000);
+    }
     if (param == "relay_to_any") {
       if (n == nullptr || (*n != 0 && *n != 1)) return bad("0 or 1");
       proxy_options_.relay_to_any = *n == 1;
@@ -280,6 +286,7 @@ class TmModule final : public Module, public TmApi {
     if (overload_queue_percent_ > 0) {
       for (const UdpListener* l : udp) udp_fds_.push_back(l->fd());
       layer_->set_overload_flag(overloaded_);
+      detector_.emplace(overload_queue_percent_, overload_sustain_ms_);
     }
     core.SetSipMessageHandler([this](const SipInbound& inbound) { Handle(inbound); });
     // REGISTERs the registrar answers after usrloc's group commit, from any process.
@@ -301,10 +308,11 @@ class TmModule final : public Module, public TmApi {
     return absl::OkStatus();
   }
 
-  // Timer process: the overload flag follows the fullest UDP receive queue, with
-  // hysteresis (on above overload_queue %, off below a third of it).
+  // Timer process: the overload flag follows the fullest UDP receive queue
+  // (overload_detector.h: on once it stayed above overload_queue % for overload_sustain
+  // ms, off below a third of it).
   void WatchQueues() {
-    if (udp_fds_.empty()) return;
+    if (udp_fds_.empty() || !detector_.has_value()) return;
     double fullest = 0;
     for (int fd : udp_fds_) {
       uint32_t info[SK_MEMINFO_VARS] = {};
@@ -313,12 +321,20 @@ class TmModule final : public Module, public TmApi {
       const uint32_t limit = info[SK_MEMINFO_RCVBUF];
       if (limit > 0) fullest = std::max(fullest, 100.0 * info[SK_MEMINFO_RMEM_ALLOC] / limit);
     }
-    const bool now = overloaded_->load(std::memory_order_relaxed);
-    if (!now && fullest >= overload_queue_percent_) {
-      overloaded_->store(true);
-      spdlog::warn("tm: overloaded (UDP receive queue {:.0f}% full): new INVITEs get 503", fullest);
-    } else if (now && fullest < overload_queue_percent_ / 3.0) {
-      overloaded_->store(false);
+    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::steady_clock::now().time_since_epoch())
+                               .count();
+    const bool was = detector_->on();
+    const int64_t above_for = detector_->above_for_ms(now_ms);
+    const bool now = detector_->Sample(fullest, now_ms);
+    if (now == was) return;
+    overloaded_->store(now);
+    if (now) {
+      spdlog::warn(
+          "tm: overloaded (UDP receive queue {:.0f}% full, at or above {}% for {} ms): new "
+          "INVITEs get 503",
+          fullest, overload_queue_percent_, above_for);
+    } else {
       spdlog::info("tm: no longer overloaded");
     }
   }
@@ -592,6 +608,8 @@ class TmModule final : public Module, public TmApi {
   std::unique_ptr<TransactionLayer> layer_;
   uint32_t mi_completion_ = 0;
   int overload_queue_percent_ = 30;
+  int64_t overload_sustain_ms_ = 100;
+  std::optional<OverloadDetector> detector_;  // timer process; set when overload_queue > 0
   std::atomic<bool>* overloaded_ = nullptr;
   std::vector<int> udp_fds_;
   Tracer* tracer_ = nullptr;
