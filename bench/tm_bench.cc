@@ -21,6 +21,12 @@
 //     INVITE and BYE sipp created (a retransmitted request never makes a second
 //     transaction).
 //
+//   tm_bench soak [--rate 2000] [--seconds 300] [--children 2] [--cpus LIST]
+//     Calls at --rate for --seconds (a long run), then waits until every transaction
+//     and dialog the calls made is gone, and compares sipd's state with its state
+//     before: tm:inuse_transactions, dialog:active_dialogs and shmem:used_size (what
+//     the calls left behind in shared memory, per call).
+//
 // Everything runs on this machine; the figures depend on its load (see RESULTS.md).
 // TM_BENCH_KEEP=1 keeps the work directory (/tmp/sipd-tm-bench-*: sipd's and sipp's
 // logs, sipp's statistics files with the failure reasons, e.g. FailedTimeoutOnRecv for
@@ -36,6 +42,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -51,6 +58,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_support.h"
+#include "registry/text_format.h"
 #include "tests/support/sip_support.h"
 #include "tests/support/sipd_harness.h"
 #include "tests/tm/sip_peers.h"
@@ -76,15 +84,19 @@ class Server {
   virtual long long ServerTransactions() { return -1; }
 };
 
-// tm's overload control: modparam("tm", "overload_queue", Q) and ("overload_delay", D)
-// for each value >= 0 (else tm's default).
+// tm's overload control: modparam("tm", "overload_queue", Q), ("overload_delay", D) and
+// ("overload_sustain", S) for each value >= 0 (else tm's default).
 struct Overload {
   int queue_percent = -1;
   int delay_ms = -1;
+  int sustain_ms = -1;
   std::string Params() const {
     std::string out;
     if (queue_percent >= 0) {
       absl::StrAppend(&out, "modparam(\"tm\", \"overload_queue\", ", queue_percent, ")\n");
+    }
+    if (sustain_ms >= 0) {
+      absl::StrAppend(&out, "modparam(\"tm\", \"overload_sustain\", ", sustain_ms, ")\n");
     }
     if (delay_ms >= 0) {
       absl::StrAppend(&out, "modparam(\"tm\", \"overload_delay\", ", delay_ms, ")\n");
@@ -127,9 +139,16 @@ class SipdServer final : public Server {
                          "1.00", "0", "0", "0", "4294967295"})
                .code == 200;
   }
-  long long ServerTransactions() override {
-    auto stats = mi_->Statistics({"UAS_transactions"});
-    auto it = stats.find("tm:UAS_transactions");
+  long long ServerTransactions() override { return Statistic("tm:UAS_transactions"); }
+  // dlg_list as the FIFO would show it.
+  std::string DialogList() {
+    return sipd::mi::RenderText(mi_->Execute("dlg_list").reply, "\t", false);
+  }
+  // One statistic by its full name ("group:name"); -1 if sipd does not answer it.
+  long long Statistic(const std::string& full_name) {
+    const std::string name = full_name.substr(full_name.find(':') + 1);
+    auto stats = mi_->Statistics({name});
+    auto it = stats.find(full_name);
     return it == stats.end() ? -1 : static_cast<long long>(it->second);
   }
 
@@ -507,13 +526,21 @@ int main(int argc, char** argv) {
   overload->add_option("--server", overload_server, "sipd or kamailio");
   std::string ramp = "2000,3000,4000,5000,6000";
   overload->add_option("--ramp", ramp, "offered calls/s of the capacity ramp");
+  CLI::App* soak = app.add_subcommand(
+      "soak", "calls for --seconds, then sipd's transactions, dialogs and shared memory");
+  double soak_rate = 2000;
+  soak->add_option("--rate", soak_rate, "offered calls/s");
+  soak->add_option("--seconds", seconds, "seconds of calls");
+  soak->add_option("--children", children, "UDP workers of sipd");
   int nice_value = 0;
   double cpu_quota = 0;
   int cpu_period_ms = 100;
   Overload overload_control;
-  for (CLI::App* sub : {calls, overload}) {
+  for (CLI::App* sub : {calls, overload, soak}) {
     sub->add_option("--overload-queue", overload_control.queue_percent,
                     "sipd's tm overload_queue (% of a UDP receive queue; 0 = off)");
+    sub->add_option("--overload-sustain", overload_control.sustain_ms,
+                    "sipd's tm overload_sustain (ms the queue must stay above overload_queue)");
     sub->add_option("--overload-delay", overload_control.delay_ms,
                     "sipd's tm overload_delay (ms an INVITE may wait in the receive queue; "
                     "0 = off)");
@@ -587,6 +614,47 @@ int main(int argc, char** argv) {
              absl::StrFormat("%.0f", Median(percent))});
       }
     }
+  } else if (soak->parsed()) {
+    CpuCap cap;  // destroyed after the server
+    SipdServer server(children, overload_control);
+    Renice(server, nice_value);
+    if (cpu_quota > 0 && !cap.Apply(server, cpu_quota, cpu_period_ms)) return 1;
+    const std::vector<std::string> names = {"tm:inuse_transactions", "dialog:active_dialogs",
+                                            "shmem:used_size"};
+    std::map<std::string, long long> before, after;
+    for (const std::string& n : names) before[n] = server.Statistic(n);
+    // One sipp UAC and UAS pair per 2,500 calls/s (one sipp tops out near 5,000).
+    const int uacs = std::max(1, static_cast<int>(std::ceil(soak_rate / 2500)));
+    CallRun run = RunCalls(server, soak_rate, seconds, work, 0, uacs);
+    // Transactions end wt_timer (5 s) after their final reply, dialogs with their BYE;
+    // calls sipp gave up on end at tm's and the dialog's own limits.
+    const auto settle_start = Clock::now();
+    const bool settled = sipd::testing::WaitUntil(
+        [&] {
+          return server.Statistic("tm:inuse_transactions") == before["tm:inuse_transactions"] &&
+                 server.Statistic("dialog:active_dialogs") == before["dialog:active_dialogs"];
+        },
+        300s);
+    const double settle_s = std::chrono::duration<double>(Clock::now() - settle_start).count();
+    for (const std::string& n : names) after[n] = server.Statistic(n);
+    std::printf("load average at end: %.2f\n\n", LoadAverage());
+    if (!settled) std::printf("dialogs left:\n%s\n", server.DialogList().c_str());
+    const long long calls = run.successful + run.failed;
+    sipd::bench::MarkdownTable table(
+        {"offered calls/s", "seconds", "calls", "failed", "server CPU us/call", "settled after (s)",
+         "inuse_transactions before / after", "active_dialogs before / after",
+         "shm used before / after (bytes)", "shm left per call"},
+        0);
+    table.PrintHeader();
+    const long long shm_left = after["shmem:used_size"] - before["shmem:used_size"];
+    table.PrintRow(
+        {absl::StrFormat("%.0f", soak_rate), absl::StrFormat("%.0f", seconds), absl::StrCat(calls),
+         absl::StrCat(run.failed), absl::StrFormat("%.1f", run.server_cpu_us_per_call),
+         settled ? absl::StrFormat("%.1f", settle_s) : "not in 300 s",
+         absl::StrCat(before["tm:inuse_transactions"], " / ", after["tm:inuse_transactions"]),
+         absl::StrCat(before["dialog:active_dialogs"], " / ", after["dialog:active_dialogs"]),
+         absl::StrCat(before["shmem:used_size"], " / ", after["shmem:used_size"]),
+         absl::StrFormat("%.3f B", calls > 0 ? static_cast<double>(shm_left) / calls : 0)});
   } else {
     CpuCap cap;  // destroyed after the server
     Setup setup = StartServer(overload_server, children, work, overload_control);
