@@ -36,17 +36,14 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
-#include "registry/statistics.h"
 #include "sipd/core/logging.h"
-#include "sipd/core/shm.h"
-#include "sipd/core/sip_receiver.h"
-#include "sipd/modules/tm/blacklist.h"
 #include "sipd/modules/tm/proxy.h"
 #include "sipd/modules/tm/sip_message.h"
 #include "sipd/modules/tm/transaction_layer.h"
 #include "spdlog/spdlog.h"
 #include "tests/fuzz/fuzz_support.h"
 #include "tests/fuzz/tm_fuzz_support.h"
+#include "tests/tm/layer_parts.h"
 
 namespace {
 
@@ -66,21 +63,6 @@ class LastSentTransport final : public sipd::tm::Transport {
 struct World {
   World() {
     spdlog::set_level(spdlog::level::off);
-    shm = std::move(sipd::SharedMemory::Create(64u << 20).value());
-    cells = static_cast<std::atomic<uint64_t>*>(shm->Allocate(sizeof(std::atomic<uint64_t>) * 256));
-    for (int i = 0; i < 256; ++i) new (&cells[i]) std::atomic<uint64_t>(0);
-    stats = std::make_unique<sipd::mi::StatsRegistry>(std::span<std::atomic<uint64_t>>(cells, 256));
-    if (!sipd::RegisterCoreStats(
-             *stats, [] { return uint64_t{0}; }, sip_counters)
-             .ok() ||
-        !sipd::RegisterSlStats(*stats, sip_counters).ok()) {
-      std::abort();
-    }
-    auto counters = sipd::tm::RegisterLayerStatistics(*stats);
-    if (!counters.ok()) std::abort();
-    table = std::move(sipd::tm::TransactionTable::Create(*shm, counters->inuse, now).value());
-    blacklist = std::move(sipd::tm::Blacklist::Create(*shm, 16).value());
-
     const std::vector<sipd::tm::LocalSocket> sockets = {
         sipd::tm::LocalSocket{Proto::kUdp, "127.0.0.1", 5060, 0},
         sipd::tm::LocalSocket{Proto::kTcp, "127.0.0.1", 5060, 1}};
@@ -131,8 +113,8 @@ struct World {
     options.sockets = sockets;
     options.options_headers = proxy_options.options_headers;
     layer = std::make_unique<sipd::tm::TransactionLayer>(
-        options, *table, transport, *proxy, callbacks, *counters, [this] { return now; },
-        blacklist.get());
+        options, *parts.table, transport, *proxy, callbacks, parts.counters, [this] { return now; },
+        parts.blacklist.get());
   }
 
   void Deliver(std::string_view bytes, bool from_callee, bool tcp, int64_t queued_us) {
@@ -168,17 +150,12 @@ struct World {
     if (++inputs % kInputsPerSweep != 0) return;
     Advance(120000);  // past every lifetime, wait timer and 64*T1 (D, J, L): the table empties
     // No input may leave a transaction behind (issue 8: "no stuck transaction").
-    sipd::fuzz::Check(stats->Value("inuse_transactions").value_or(1) == 0);
+    sipd::fuzz::Check(parts.Stat("inuse_transactions") == 0);
   }
 
   int64_t now = 1000000;
   uint64_t inputs = 0;
-  std::unique_ptr<sipd::SharedMemory> shm;
-  std::atomic<uint64_t>* cells = nullptr;
-  std::unique_ptr<sipd::mi::StatsRegistry> stats;
-  sipd::SipCounters sip_counters;
-  std::unique_ptr<sipd::tm::TransactionTable> table;
-  std::unique_ptr<sipd::tm::Blacklist> blacklist;
+  sipd::tm::LayerParts parts{now};
   std::unique_ptr<sipd::tm::Proxy> proxy;
   sipd::tm::Callbacks callbacks;
   LastSentTransport transport;

@@ -14,8 +14,8 @@
 #include "absl/strings/str_replace.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "sipd/core/sip_receiver.h"
 #include "sipd/modules/tm/sip_builder.h"
+#include "tests/tm/layer_parts.h"
 
 namespace sipd::tm {
 namespace {
@@ -105,29 +105,20 @@ class TransactionLayerTest : public ::testing::Test {
   void SetUp() override { Make(LayerOptions{}); }
 
   void Make(LayerOptions options) {
-    shm_ = std::move(SharedMemory::Create(64u << 20).value());
-    cells_ =
-        static_cast<std::atomic<uint64_t>*>(shm_->Allocate(sizeof(std::atomic<uint64_t>) * 256));
-    for (int i = 0; i < 256; ++i) new (&cells_[i]) std::atomic<uint64_t>(0);
-    stats_ = std::make_unique<mi::StatsRegistry>(std::span<std::atomic<uint64_t>>(cells_, 256));
-    ASSERT_TRUE(RegisterCoreStats(
-                    *stats_, [] { return uint64_t{0}; }, sip_counters_)
-                    .ok());
-    ASSERT_TRUE(RegisterSlStats(*stats_, sip_counters_).ok());
-    auto counters = RegisterLayerStatistics(*stats_);
-    ASSERT_TRUE(counters.ok());
-    table_ = std::move(TransactionTable::Create(*shm_, counters->inuse, now_).value());
-    blacklist_ = std::move(Blacklist::Create(*shm_, 16).value());
+    layer_.reset();  // before the parts it runs on
+    parts_ = std::make_unique<LayerParts>(now_);
+    table_ = parts_->table.get();
+    blacklist_ = parts_->blacklist.get();
     options.sockets = {LocalSocket{Proto::kUdp, "127.0.0.1", 5060, 0},
                        LocalSocket{Proto::kTcp, "127.0.0.1", 5060, 1}};
     options.to_tag_prefix = "t";
     layer_ = std::make_unique<TransactionLayer>(
-        options, *table_, transport_, router_, callbacks_, *counters, [this] { return now_; },
-        blacklist_.get());
+        options, *table_, transport_, router_, callbacks_, parts_->counters,
+        [this] { return now_; }, blacklist_);
     router_.route = [](const SipMessage&) { return RelayTo({5060}); };
   }
 
-  uint64_t Stat(std::string_view name) { return stats_->Value(name).value_or(999999); }
+  uint64_t Stat(std::string_view name) { return parts_->Stat(name); }
 
   // `queued_us`: how long the message waited in the receive queue.
   void FromUac(std::string_view bytes, Proto proto = Proto::kUdp, int64_t queued_us = 0) {
@@ -155,12 +146,9 @@ class TransactionLayerTest : public ::testing::Test {
   }
 
   int64_t now_ = 1000000;
-  std::unique_ptr<SharedMemory> shm_;
-  std::atomic<uint64_t>* cells_ = nullptr;
-  std::unique_ptr<mi::StatsRegistry> stats_;
-  SipCounters sip_counters_;
-  std::unique_ptr<TransactionTable> table_;
-  std::unique_ptr<Blacklist> blacklist_;
+  std::unique_ptr<LayerParts> parts_;
+  TransactionTable* table_ = nullptr;
+  Blacklist* blacklist_ = nullptr;
   FakeTransport transport_;
   FakeRouter router_;
   Callbacks callbacks_;
