@@ -5,32 +5,31 @@
 //   tm_layer_bench [--benchmark_repetitions=N] [--benchmark_filter=...]
 //
 // The messages are sipp's (tests/sip/uac_call.xml, uas_call.xml): INVITE with SDP,
-// 100/180/200 from the callee, ACK, BYE, 200. The transport keeps nothing, the clock is
-// fixed (no timer runs), so one time unit is the layer's work for one call:
+// 100/180/200 from the callee, ACK, BYE, 200. Messages are built in batches of 1,000
+// outside the timed parts, from what the layer sent (kept by the transport, cleared every
+// batch); the clock stands still and jumps past every timer between batches, so one time
+// unit is the layer's work for one call:
 // - AcceptedCall: INVITE -> 100 + relay; 180, 200 relayed; ACK and BYE relayed
 //   statelessly / statefully, 200 for the BYE relayed (7 messages in, 8 out);
 // - RefusedCall: the overload flag is up; INVITE -> stateless 503, its ACK absorbed.
 // System calls come on top (the pinned UDP echo floor is ~6 us per receive + send).
 #include <atomic>
+#include <cstdint>
 #include <memory>
-#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "benchmark/benchmark.h"
-#include "registry/statistics.h"
-#include "sipd/core/shm.h"
-#include "sipd/core/sip_receiver.h"
-#include "sipd/modules/tm/blacklist.h"
 #include "sipd/modules/tm/transaction_layer.h"
 #include "spdlog/spdlog.h"
+#include "tests/tm/layer_parts.h"
 
 namespace sipd::tm {
 namespace {
 
-// Keeps what was sent (the bench clears it every batch).
+// Keeps what was sent since the last batch.
 class KeepTransport final : public Transport {
  public:
   absl::Status Send(const Destination&, std::string_view bytes) override {
@@ -40,16 +39,13 @@ class KeepTransport final : public Transport {
   std::vector<std::string> sent;
 };
 
+// Every request to the callee's contact; Record-Route on the initial ones.
 class RelayAll final : public Router {
  public:
   RouteDecision Route(const SipMessage& request, const Inbound&) override {
     RouteDecision d;
-    if (!request.to_tag().empty()) {
-      d.kind = RouteDecision::Kind::kRelay;  // in dialog: to the callee's contact
-    } else {
-      d.kind = RouteDecision::Kind::kRelay;
-      d.record_route = true;
-    }
+    d.kind = RouteDecision::Kind::kRelay;
+    d.record_route = request.to_tag().empty();
     Destination to;
     (void)MakeDestination(Proto::kUdp, "127.0.0.1", 5070, &to);
     d.targets.push_back(Target{"sip:bob@127.0.0.1:5070", to, {}});
@@ -63,72 +59,86 @@ class RelayAll final : public Router {
 struct World {
   World() {
     spdlog::set_level(spdlog::level::off);
-    shm = std::move(SharedMemory::Create(64u << 20).value());
-    cells = static_cast<std::atomic<uint64_t>*>(shm->Allocate(sizeof(std::atomic<uint64_t>) * 256));
-    for (int i = 0; i < 256; ++i) new (&cells[i]) std::atomic<uint64_t>(0);
-    stats = std::make_unique<mi::StatsRegistry>(std::span<std::atomic<uint64_t>>(cells, 256));
-    (void)RegisterCoreStats(
-        *stats, [] { return uint64_t{0}; }, sip_counters);
-    (void)RegisterSlStats(*stats, sip_counters);
-    auto counters = RegisterLayerStatistics(*stats);
-    table = std::move(TransactionTable::Create(*shm, counters->inuse, now).value());
-    blacklist = std::move(Blacklist::Create(*shm, 16).value());
     LayerOptions options;
     options.sockets = {LocalSocket{Proto::kUdp, "127.0.0.1", 5060, 0}};
     options.to_tag_prefix = std::string(1, 't');  // not = "t": GCC 12 -Wrestrict false positive
     layer = std::make_unique<TransactionLayer>(
-        options, *table, transport, router, callbacks, *counters, [this] { return now; },
-        blacklist.get());
-    overloaded = static_cast<std::atomic<bool>*>(shm->Allocate(sizeof(std::atomic<bool>)));
-    new (overloaded) std::atomic<bool>(false);
-    layer->set_overload_flag(overloaded);
+        options, *parts.table, transport, router, callbacks, parts.counters, [this] { return now; },
+        parts.blacklist.get());
+    layer->set_overload_flag(&overloaded);
   }
 
-  Inbound From(uint16_t port) const {
+  static Inbound From(uint16_t port) {
     Inbound in;
     in.peer = Peer{Proto::kUdp, "127.0.0.1", port, "udp:127.0.0.1:5060", 0};
     (void)MakeDestination(Proto::kUdp, "127.0.0.1", port, &in.source);
     return in;
   }
 
+  // Builds kBatch messages with make(i) outside the timed part (from what the layer sent
+  // before), then hands them to the layer, as coming from `from`, inside it.
+  static constexpr int64_t kBatch = 1000;
+  template <typename Make>
+  void Feed(benchmark::State& state, const Inbound& from, int64_t per_call, Make make) {
+    state.PauseTiming();
+    batch.clear();  // the last batch's strings are freed here, not in the timed part
+    for (int64_t i = 0; i < kBatch; ++i) {
+      for (int64_t k = 0; k < per_call; ++k) batch.push_back(make(i, k));
+    }
+    transport.sent.clear();
+    state.ResumeTiming();
+    for (const std::string& message : batch) layer->HandleMessage(message, from);
+  }
+
   int64_t now = 1'000'000;
-  std::unique_ptr<SharedMemory> shm;
-  std::atomic<uint64_t>* cells = nullptr;
-  std::unique_ptr<mi::StatsRegistry> stats;
-  SipCounters sip_counters;
-  std::unique_ptr<TransactionTable> table;
-  std::unique_ptr<Blacklist> blacklist;
+  LayerParts parts{now};
   KeepTransport transport;
   RelayAll router;
   Callbacks callbacks;
+  std::atomic<bool> overloaded{false};
   std::unique_ptr<TransactionLayer> layer;
-  std::atomic<bool>* overloaded = nullptr;
+  std::vector<std::string> batch;  // Feed's messages
 };
 
+// Call c's messages, as sipp writes them.
 constexpr absl::string_view kSdp =
     "v=0\r\no=alice 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
     "t=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
 
-std::string Invite(uint64_t n) {
+// From, To (with `to_tag` if any) and Call-ID of call c.
+std::string DialogHeaders(uint64_t c, absl::string_view to_tag) {
+  return absl::StrCat("From: sipp <sip:alice@127.0.0.1:5062>;tag=4711SIPpTag00", c,
+                      "\r\nTo: <sip:bob0@127.0.0.1:5060>", to_tag.empty() ? "" : ";tag=", to_tag,
+                      "\r\nCall-ID: ", c, "-4711@127.0.0.1\r\n");
+}
+
+// A request of the caller: `branch` numbers its Via branch.
+std::string CallerRequest(absl::string_view method, absl::string_view uri, uint64_t c, int branch,
+                          absl::string_view to_tag, int cseq, absl::string_view extra = "",
+                          absl::string_view body = "") {
   return absl::StrCat(
-      "INVITE sip:bob0@127.0.0.1:5060 SIP/2.0\r\n"
-      "Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK-4711-",
-      n,
-      "-0\r\n"
-      "From: sipp <sip:alice@127.0.0.1:5062>;tag=4711SIPpTag00",
-      n,
-      "\r\n"
-      "To: <sip:bob0@127.0.0.1:5060>\r\n"
-      "Call-ID: ",
-      n,
-      "-4711@127.0.0.1\r\n"
-      "CSeq: 1 INVITE\r\n"
-      "Contact: <sip:alice@127.0.0.1:5062;transport=UDP>\r\n"
-      "Max-Forwards: 70\r\n"
-      "Subject: sipd proxy test\r\n"
-      "Content-Type: application/sdp\r\n"
-      "Content-Length: ",
-      kSdp.size(), "\r\n\r\n", kSdp);
+      method, " ", uri, " SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK-4711-", c, "-",
+      branch, "\r\n", DialogHeaders(c, to_tag), "CSeq: ", cseq, " ", method,
+      "\r\nMax-Forwards: 70\r\n", extra, "Content-Length: ", body.size(), "\r\n\r\n", body);
+}
+
+std::string Invite(uint64_t c) {
+  return CallerRequest("INVITE", "sip:bob0@127.0.0.1:5060", c, 0, "", 1,
+                       "Contact: <sip:alice@127.0.0.1:5062;transport=UDP>\r\n"
+                       "Subject: sipd proxy test\r\nContent-Type: application/sdp\r\n",
+                       kSdp);
+}
+
+// The callee's tag in call c.
+std::string CalleeTag(uint64_t c) { return absl::StrCat(c, "SIPpTag01"); }
+
+// The callee's reply to a request sipd relayed to it (its Vias copied).
+std::string CalleeReply(std::string_view relayed, int code, absl::string_view reason, uint64_t c,
+                        absl::string_view cseq, absl::string_view extra = "") {
+  const size_t start = relayed.find("\r\nVia:") + 2;
+  const absl::string_view vias(relayed.data() + start, relayed.find("\r\nFrom:") + 2 - start);
+  return absl::StrCat("SIP/2.0 ", code, " ", reason, "\r\n", vias, DialogHeaders(c, CalleeTag(c)),
+                      "CSeq: ", cseq, "\r\n", extra, "Content-Length: 0\r\n\r\n");
 }
 
 // The To-tag of a reply.
@@ -140,41 +150,21 @@ std::string ToTag(std::string_view reply) {
   return std::string(rest.substr(0, rest.find("\r\n")));
 }
 
-// Messages are built in batches outside the timed parts (pausing the timer per message
-// would cost more than the message).
-constexpr int64_t kBatch = 1000;
-
 void RefusedCall(benchmark::State& state) {
   World w;
-  w.overloaded->store(true);
-  const Inbound caller = w.From(5062);
+  w.overloaded.store(true);
+  const Inbound caller = World::From(5062);
   uint64_t n = 0;
-  std::vector<std::string> invites(kBatch), acks(kBatch);
-  while (state.KeepRunningBatch(kBatch)) {
-    state.PauseTiming();
-    for (int64_t i = 0; i < kBatch; ++i) invites[i] = Invite(n + i);
-    w.transport.sent.clear();
-    state.ResumeTiming();
-    for (const std::string& invite : invites) w.layer->HandleMessage(invite, caller);
-    state.PauseTiming();
-    for (int64_t i = 0; i < kBatch; ++i) {
-      const uint64_t c = n + i;
-      acks[i] = absl::StrCat(
-          "ACK sip:bob0@127.0.0.1:5060 SIP/2.0\r\n"
-          "Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK-4711-",
-          c,
-          "-0\r\n"
-          "From: sipp <sip:alice@127.0.0.1:5062>;tag=4711SIPpTag00",
-          c, "\r\nTo: <sip:bob0@127.0.0.1:5060>;tag=", ToTag(w.transport.sent[i]),
-          "\r\nCall-ID: ", c,
-          "-4711@127.0.0.1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
-    }
-    state.ResumeTiming();
-    for (const std::string& ack : acks) w.layer->HandleMessage(ack, caller);
-    n += kBatch;
+  while (state.KeepRunningBatch(World::kBatch)) {
+    w.Feed(state, caller, 1, [&](int64_t i, int64_t) { return Invite(n + i); });
+    // The ACK of each 503 (the only thing each INVITE got).
+    w.Feed(state, caller, 1, [&](int64_t i, int64_t) {
+      return CallerRequest("ACK", "sip:bob0@127.0.0.1:5060", n + i, 0, ToTag(w.transport.sent[i]),
+                           1);
+    });
+    n += World::kBatch;
   }
-  if (w.stats->Value("UAS_transactions").value_or(1) != 0 ||
-      w.stats->Value("5xx_replies").value_or(0) != n) {
+  if (w.parts.Stat("UAS_transactions") != 0 || w.parts.Stat("5xx_replies") != n) {
     state.SkipWithError("not every INVITE was refused");
   }
 }
@@ -182,79 +172,39 @@ BENCHMARK(RefusedCall);
 
 void AcceptedCall(benchmark::State& state) {
   World w;
-  const Inbound caller = w.From(5062);
-  const Inbound callee = w.From(5070);
+  const Inbound caller = World::From(5062);
+  const Inbound callee = World::From(5070);
+  const std::string route = "Route: <sip:127.0.0.1:5060;lr>\r\n";
   uint64_t n = 0;
-  std::vector<std::string> invites(kBatch), replies(2 * kBatch), requests(2 * kBatch),
-      bye_oks(kBatch);
-  auto from = [](uint64_t c) {
-    return absl::StrCat("sipp <sip:alice@127.0.0.1:5062>;tag=4711SIPpTag00", c);
-  };
-  auto call_id = [](uint64_t c) { return absl::StrCat(c, "-4711@127.0.0.1"); };
-  // The Vias of a relayed request, as the UAS copies them into its replies.
-  auto vias = [](std::string_view relayed) {
-    const size_t start = relayed.find("\r\nVia:") + 2;
-    return std::string(relayed.substr(start, relayed.find("\r\nFrom:") + 2 - start));
-  };
-  while (state.KeepRunningBatch(kBatch)) {
-    state.PauseTiming();
-    for (int64_t i = 0; i < kBatch; ++i) invites[i] = Invite(n + i);
-    w.transport.sent.clear();
-    state.ResumeTiming();
-    for (const std::string& invite : invites) w.layer->HandleMessage(invite, caller);
-    state.PauseTiming();
-    for (int64_t i = 0; i < kBatch; ++i) {
-      const uint64_t c = n + i;
-      const std::string v = vias(w.transport.sent[2 * i + 1]);  // 100 Trying, then the relay
-      auto reply = [&](int code, absl::string_view reason, absl::string_view extra) {
-        return absl::StrCat("SIP/2.0 ", code, " ", reason, "\r\n", v, "From: ", from(c),
-                            "\r\nTo: <sip:bob0@127.0.0.1:5060>;tag=", c,
-                            "SIPpTag01\r\nCall-ID: ", call_id(c), "\r\nCSeq: 1 INVITE\r\n", extra,
-                            "Content-Length: 0\r\n\r\n");
-      };
-      replies[2 * i] = reply(180, "Ringing", "");
-      replies[2 * i + 1] = reply(200, "OK",
-                                 "Record-Route: <sip:127.0.0.1:5060;lr>\r\n"
-                                 "Contact: <sip:bob@127.0.0.1:5070>\r\n");
-    }
-    state.ResumeTiming();
-    for (const std::string& reply : replies) w.layer->HandleMessage(reply, callee);
-    state.PauseTiming();
-    for (int64_t i = 0; i < kBatch; ++i) {
-      const uint64_t c = n + i;
-      auto in_dialog = [&](absl::string_view method, int cseq, int branch) {
-        return absl::StrCat(method, " sip:bob@127.0.0.1:5070 SIP/2.0\r\n",
-                            "Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK-4711-", c, "-", branch,
-                            "\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nFrom: ", from(c),
-                            "\r\nTo: <sip:bob0@127.0.0.1:5060>;tag=", c,
-                            "SIPpTag01\r\nCall-ID: ", call_id(c), "\r\nCSeq: ", cseq, " ", method,
-                            "\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
-      };
-      requests[2 * i] = in_dialog("ACK", 1, 5);
-      requests[2 * i + 1] = in_dialog("BYE", 2, 7);
-    }
-    w.transport.sent.clear();
-    state.ResumeTiming();
-    for (const std::string& request : requests) w.layer->HandleMessage(request, caller);
-    state.PauseTiming();
-    for (int64_t i = 0; i < kBatch; ++i) {
-      const uint64_t c = n + i;
-      bye_oks[i] = absl::StrCat("SIP/2.0 200 OK\r\n", vias(w.transport.sent[2 * i + 1]),
-                                "From: ", from(c), "\r\nTo: <sip:bob0@127.0.0.1:5060>;tag=", c,
-                                "SIPpTag01\r\nCall-ID: ", call_id(c),
-                                "\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n");
-    }
-    state.ResumeTiming();
-    for (const std::string& ok : bye_oks) w.layer->HandleMessage(ok, callee);
+  while (state.KeepRunningBatch(World::kBatch)) {
+    w.Feed(state, caller, 1, [&](int64_t i, int64_t) { return Invite(n + i); });
+    // 180 and 200 to each relayed INVITE (sent: 100 Trying, then the relay).
+    w.Feed(state, callee, 2, [&](int64_t i, int64_t k) {
+      const std::string& relayed = w.transport.sent[2 * i + 1];
+      return k == 0 ? CalleeReply(relayed, 180, "Ringing", n + i, "1 INVITE")
+                    : CalleeReply(relayed, 200, "OK", n + i, "1 INVITE",
+                                  "Record-Route: <sip:127.0.0.1:5060;lr>\r\n"
+                                  "Contact: <sip:bob@127.0.0.1:5070>\r\n");
+    });
+    // ACK and BYE in the dialog.
+    w.Feed(state, caller, 2, [&](int64_t i, int64_t k) {
+      return k == 0 ? CallerRequest("ACK", "sip:bob@127.0.0.1:5070", n + i, 5, CalleeTag(n + i), 1,
+                                    route)
+                    : CallerRequest("BYE", "sip:bob@127.0.0.1:5070", n + i, 7, CalleeTag(n + i), 2,
+                                    route);
+    });
+    // 200 to each relayed BYE (sent: the ACK, then the BYE).
+    w.Feed(state, callee, 1, [&](int64_t i, int64_t) {
+      return CalleeReply(w.transport.sent[2 * i + 1], 200, "OK", n + i, "2 BYE");
+    });
     state.PauseTiming();
     // The batch's transactions end, as their timers would end them.
     w.now += 64 * 500 + 10'000;
     w.layer->RunTimers();
-    n += kBatch;
+    n += World::kBatch;
     state.ResumeTiming();
   }
-  if (w.stats->Value("UAS_transactions").value_or(0) != 2 * n ||
-      w.stats->Value("fwd_replies").value_or(0) != 3 * n) {
+  if (w.parts.Stat("UAS_transactions") != 2 * n || w.parts.Stat("fwd_replies") != 3 * n) {
     state.SkipWithError("not every call was relayed");
   }
 }
