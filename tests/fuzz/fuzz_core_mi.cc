@@ -94,9 +94,8 @@ struct World {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static World& world = sipd::fuzz::Leaked<World>();
   if (size == 0) return 0;
-  sipd::mi::Request request = sipd::fuzz::PickCommand(world.commands, data[0]);
-  sipd::fuzz::AddArgumentLines(std::string_view(reinterpret_cast<const char*>(data) + 1, size - 1),
-                               8, request);
+  const sipd::mi::Request request = sipd::fuzz::RequestFrom(
+      world.commands, std::string_view(reinterpret_cast<const char*>(data), size), 8);
   sipd::fuzz::DiscardReply writer;
   (void)world.dispatcher->Run(request, &writer);
   world.Age();

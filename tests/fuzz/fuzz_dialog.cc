@@ -67,9 +67,7 @@ struct World {
 
   void Mi(std::string_view payload) {
     if (payload.empty()) return;
-    sipd::mi::Request request = sipd::fuzz::PickCommand(commands, static_cast<uint8_t>(payload[0]));
-    payload.remove_prefix(1);
-    sipd::fuzz::AddArgumentLines(payload, 12, request);
+    sipd::mi::Request request = sipd::fuzz::RequestFrom(commands, payload, 12);
     for (sipd::mi::Argument& arg : request.args) {
       arg.value = absl::StrReplaceAll(arg.value, {{"$E", absl::StrCat(cookie >> 32)},
                                                   {"$I", absl::StrCat(cookie & 0xFFFFFFFFu)}});

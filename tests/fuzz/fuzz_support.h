@@ -70,6 +70,15 @@ inline void AddArgumentLines(std::string_view text, size_t max, mi::Request& req
   }
 }
 
+// The request an MI input spells: its first byte picks one of `commands` (PickCommand),
+// the rest are its arguments (AddArgumentLines). REQUIRES: !payload.empty().
+inline mi::Request RequestFrom(const std::vector<std::string>& commands, std::string_view payload,
+                               size_t max_args) {
+  mi::Request request = PickCommand(commands, static_cast<uint8_t>(payload[0]));
+  AddArgumentLines(payload.substr(1), max_args, request);
+  return request;
+}
+
 // One step of a "steps" input: op (1 byte), length (2 bytes, little endian), then that
 // many payload bytes, cut at the end of the input.
 struct Step {

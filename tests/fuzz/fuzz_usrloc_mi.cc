@@ -67,9 +67,8 @@ struct World {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static World world;
   if (size == 0) return 0;
-  sipd::mi::Request request = sipd::fuzz::PickCommand(world.commands, data[0]);
-  sipd::fuzz::AddArgumentLines(std::string_view(reinterpret_cast<const char*>(data) + 1, size - 1),
-                               12, request);
+  const sipd::mi::Request request = sipd::fuzz::RequestFrom(
+      world.commands, std::string_view(reinterpret_cast<const char*>(data), size), 12);
   sipd::fuzz::DiscardReply writer;
   (void)world.dispatcher->Run(request, &writer);
   world.Age();
