@@ -21,7 +21,7 @@
 //     INVITE and BYE sipp created (a retransmitted request never makes a second
 //     transaction).
 //
-//   tm_bench soak [--rate 2000] [--seconds 300] [--children 2] [--cpus LIST]
+//   tm_bench soak [--rate 2000] [--seconds 10] [--children 2] [--cpus LIST]
 //     Calls at --rate for --seconds (a long run), then waits until every transaction
 //     and dialog the calls made is gone, and compares sipd's state with its state
 //     before: tm:inuse_transactions, dialog:active_dialogs and shmem:used_size (what
@@ -144,13 +144,20 @@ class SipdServer final : public Server {
   std::string DialogList() {
     return sipd::mi::RenderText(mi_->Execute("dlg_list").reply, "\t", false);
   }
-  // One statistic by its full name ("group:name"); -1 if sipd does not answer it.
-  long long Statistic(const std::string& full_name) {
-    const std::string name = full_name.substr(full_name.find(':') + 1);
-    auto stats = mi_->Statistics({name});
-    auto it = stats.find(full_name);
-    return it == stats.end() ? -1 : static_cast<long long>(it->second);
+  // Statistics by their full names ("group:name"), in one MI call; -1 for one sipd does
+  // not answer.
+  std::map<std::string, long long> Statistics(const std::vector<std::string>& full_names) {
+    std::vector<std::string> names;
+    for (const std::string& n : full_names) names.push_back(n.substr(n.find(':') + 1));
+    const auto stats = mi_->Statistics(names);
+    std::map<std::string, long long> out;
+    for (const std::string& n : full_names) {
+      auto it = stats.find(n);
+      out[n] = it == stats.end() ? -1 : static_cast<long long>(it->second);
+    }
+    return out;
   }
+  long long Statistic(const std::string& full_name) { return Statistics({full_name})[full_name]; }
 
  private:
   std::unique_ptr<SipdInstance> sipd_;
@@ -621,22 +628,22 @@ int main(int argc, char** argv) {
     if (cpu_quota > 0 && !cap.Apply(server, cpu_quota, cpu_period_ms)) return 1;
     const std::vector<std::string> names = {"tm:inuse_transactions", "dialog:active_dialogs",
                                             "shmem:used_size"};
-    std::map<std::string, long long> before, after;
-    for (const std::string& n : names) before[n] = server.Statistic(n);
+    const std::map<std::string, long long> before = server.Statistics(names);
     // One sipp UAC and UAS pair per 2,500 calls/s (one sipp tops out near 5,000).
     const int uacs = std::max(1, static_cast<int>(std::ceil(soak_rate / 2500)));
     CallRun run = RunCalls(server, soak_rate, seconds, work, 0, uacs);
     // Transactions end wt_timer (5 s) after their final reply, dialogs with their BYE;
     // calls sipp gave up on end at tm's and the dialog's own limits.
     const auto settle_start = Clock::now();
+    std::map<std::string, long long> after;  // the last poll's figures
     const bool settled = sipd::testing::WaitUntil(
         [&] {
-          return server.Statistic("tm:inuse_transactions") == before["tm:inuse_transactions"] &&
-                 server.Statistic("dialog:active_dialogs") == before["dialog:active_dialogs"];
+          after = server.Statistics(names);
+          return after["tm:inuse_transactions"] == before.at("tm:inuse_transactions") &&
+                 after["dialog:active_dialogs"] == before.at("dialog:active_dialogs");
         },
         300s);
     const double settle_s = std::chrono::duration<double>(Clock::now() - settle_start).count();
-    for (const std::string& n : names) after[n] = server.Statistic(n);
     std::printf("load average at end: %.2f\n\n", LoadAverage());
     if (!settled) std::printf("dialogs left:\n%s\n", server.DialogList().c_str());
     const long long calls = run.successful + run.failed;
@@ -646,14 +653,14 @@ int main(int argc, char** argv) {
          "shm used before / after (bytes)", "shm left per call"},
         0);
     table.PrintHeader();
-    const long long shm_left = after["shmem:used_size"] - before["shmem:used_size"];
+    const long long shm_left = after["shmem:used_size"] - before.at("shmem:used_size");
     table.PrintRow(
         {absl::StrFormat("%.0f", soak_rate), absl::StrFormat("%.0f", seconds), absl::StrCat(calls),
          absl::StrCat(run.failed), absl::StrFormat("%.1f", run.server_cpu_us_per_call),
          settled ? absl::StrFormat("%.1f", settle_s) : "not in 300 s",
-         absl::StrCat(before["tm:inuse_transactions"], " / ", after["tm:inuse_transactions"]),
-         absl::StrCat(before["dialog:active_dialogs"], " / ", after["dialog:active_dialogs"]),
-         absl::StrCat(before["shmem:used_size"], " / ", after["shmem:used_size"]),
+         absl::StrCat(before.at("tm:inuse_transactions"), " / ", after["tm:inuse_transactions"]),
+         absl::StrCat(before.at("dialog:active_dialogs"), " / ", after["dialog:active_dialogs"]),
+         absl::StrCat(before.at("shmem:used_size"), " / ", after["shmem:used_size"]),
          absl::StrFormat("%.3f B", calls > 0 ? static_cast<double>(shm_left) / calls : 0)});
   } else {
     CpuCap cap;  // destroyed after the server
