@@ -16,7 +16,8 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   libabsl-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libosip2-dev libxmlrpc-c++8-dev libexpat1-dev libboost-dev libcli11-dev libsqlite3-dev libssl-dev
+  libosip2-dev libc-ares-dev libxmlrpc-c++8-dev libexpat1-dev libboost-dev libcli11-dev libsqlite3-dev
+  libssl-dev
   sip-tester sipsak
   python3 python3-grpcio python3-protobuf
   clang-format procps iproute2 curl nghttp2-client ccache openssl

@@ -23,6 +23,7 @@
 #include "tests/support/sip_support.h"
 #include "tests/support/sipd_fixture.h"
 #include "tests/support/sipd_harness.h"
+#include "tests/tm/dns_responder.h"
 #include "tests/tm/sip_peers.h"
 #include "tests/xmlrpc/xmlrpc_test_client.h"
 
@@ -200,6 +201,50 @@ TEST_F(TmSipTest, ARetransmittedInviteNeverCreatesASecondTransaction) {
   EXPECT_TRUE(WaitForStat("inuse_transactions", 0));
   EXPECT_EQ(Stat("UAS_transactions"), 1u);
   EXPECT_EQ(Stat("4xx_transactions"), 1u);
+}
+
+// Contacts with host names: resolved through the DNS server sipd is given, in bounded
+// time, and a name that gets no answer is kept as failed (it costs each process one
+// lookup, not one per request).
+TEST_F(TmSipTest, ContactHostNamesAreResolvedThroughTheConfiguredDnsServer) {
+  DnsResponder dns;
+  dns.Add("bob-phone.test", "127.0.0.1");
+  dns.Silent("gone.test");
+  StartSipd(absl::StrCat("modparam(\"tm\", \"dns_servers\", \"", dns.server(),
+                         "\")\n"
+                         "modparam(\"tm\", \"dns_timeout\", 100)\n"
+                         "modparam(\"tm\", \"dns_tries\", 1)\n"));
+  UdpPeer uac;
+  UdpPeer uas;
+  auto added = mi_->Execute(
+      "ul_add", {"location", "bob", absl::StrCat("sip:bob@bob-phone.test:", uas.port()), "0",
+                 "1.00", "0", "0", "0", "4294967295"});
+  ASSERT_EQ(added.code, 200u) << added.Status();
+  uac.SendTo(sip_port(), Request("INVITE", "bob", sip_port(), uac.port(), "z9hG4bKdns1", "dns-1"));
+  const std::string invite = uas.Receive(10s);
+  ASSERT_EQ(MethodOf(invite), "INVITE") << invite;
+  EXPECT_GE(dns.Queries("bob-phone.test"), 1);
+  uas.SendTo(sip_port(), Answer(invite, 486, "Busy Here"));
+  ASSERT_TRUE(WaitUntil([&] { return Status(uac.Receive(100ms)) == 486; }, 10s));
+  uac.SendTo(sip_port(), Request("ACK", "bob", sip_port(), uac.port(), "z9hG4bKdns1", "dns-1"));
+
+  added = mi_->Execute("ul_add", {"location", "carol", "sip:carol@gone.test:5060", "0", "1.00", "0",
+                                  "0", "0", "4294967295"});
+  ASSERT_EQ(added.code, 200u) << added.Status();
+  constexpr int kCalls = 6;
+  for (int i = 0; i < kCalls; ++i) {
+    const std::string branch = absl::StrCat("z9hG4bKgone", i);
+    const std::string call_id = absl::StrCat("gone-", i);
+    uac.SendTo(sip_port(), Request("INVITE", "carol", sip_port(), uac.port(), branch, call_id));
+    // No contact resolves: 480, once the lookup gave up.
+    ASSERT_TRUE(WaitUntil([&] { return Status(uac.Receive(100ms)) == 480; }, 10s)) << i;
+    uac.SendTo(sip_port(), Request("ACK", "carol", sip_port(), uac.port(), branch, call_id));
+  }
+  // A and AAAA, once per SIP worker (2) at most; without the negative cache, each of the
+  // calls would have asked again.
+  EXPECT_GE(dns.Queries("gone.test"), 1);
+  EXPECT_LE(dns.Queries("gone.test"), 4);
+  EXPECT_TRUE(WaitForStat("inuse_transactions", 0));
 }
 
 TEST_F(TmSipTest, HostileInputCrashesNothingAndLeavesNoStuckTransaction) {

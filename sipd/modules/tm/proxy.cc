@@ -70,7 +70,7 @@ bool Proxy::Serves(std::string_view host) const {
 }
 
 RouteDecision Proxy::ToUri(const SipUri& uri, std::string_view request_uri, int pop_routes) const {
-  auto destination = ResolveUri(uri, options_.sockets);
+  auto destination = ResolveUri(uri, options_.sockets, options_.resolver);
   if (!destination.ok()) {
     return destination.status().code() == absl::StatusCode::kUnimplemented
                ? Reply(416, "Unsupported URI Scheme")
@@ -206,7 +206,7 @@ RouteDecision Proxy::Lookup(const SipMessage& request, const SipUri& uri) const 
       if (!first_path.ok()) continue;
       where = first_path->uri;  // RFC 3327: the Path is the route to the contact
     }
-    auto destination = ResolveUri(where, options_.sockets, b.socket);
+    auto destination = ResolveUri(where, options_.sockets, options_.resolver, b.socket);
     if (!destination.ok()) continue;
     Target t;
     t.request_uri = b.uri;

@@ -62,6 +62,8 @@ struct ProxyOptions {
   std::vector<std::string> options_headers;
   // The Allow header of 405/501 answers.
   std::string allow_header;
+  // Host names in targets (ResolveUri); null: numeric hosts only. Outlives the proxy.
+  HostResolver* resolver = nullptr;
 };
 
 class Proxy final : public Router {

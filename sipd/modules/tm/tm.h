@@ -26,6 +26,10 @@
 //   overload_sustain   ms the fullest queue must stay above overload_queue before sipd
 //                      counts as overloaded (100; 0 = at once): bursts the buffer absorbs
 //                      refuse nothing (sipd's own; overload_detector.h)
+//   dns_timeout        ms of one DNS try for a host name in a next hop (500; sipd's own)
+//   dns_tries          tries of a lookup, which ends after dns_timeout x dns_tries (2)
+//   dns_neg_ttl        s a failed lookup is kept per process (60; 0 = not kept)
+//   dns_servers        "IP[:PORT],..." name servers instead of resolv.conf's (resolver.h)
 //
 // MI (spec 8.3): t_uac_dlg (async), t_uac_cancel, t_hash, t_reply; list_blacklists
 // (module "blacklists", spec 6). Statistics: group tm (spec 7.5) plus the core

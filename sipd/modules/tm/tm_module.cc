@@ -213,6 +213,19 @@ class TmModule final : public Module, public TmApi {
     if (param == "overload_sustain") {
       return ms(&overload_sustain_ms_, 1, 0, 10000);
     }
+    if (param == "dns_timeout") return ms(&resolver_options_.timeout_ms, 1, 10, 30000);
+    if (param == "dns_tries") {
+      int64_t tries = 0;
+      SIPD_RETURN_IF_ERROR(ms(&tries, 1, 1, 10));
+      resolver_options_.tries = static_cast<int>(tries);
+      return absl::OkStatus();
+    }
+    if (param == "dns_neg_ttl") return ms(&resolver_options_.neg_ttl_ms, 1000, 0, 86400);
+    if (param == "dns_servers") {
+      if (s == nullptr) return bad("a string of IP[:PORT] name servers, comma-separated");
+      resolver_options_.servers = *s;
+      return absl::OkStatus();
+    }
     if (param == "relay_to_any") {
       if (n == nullptr || (*n != 0 && *n != 1)) return bad("0 or 1");
       proxy_options_.relay_to_any = *n == 1;
@@ -241,6 +254,9 @@ class TmModule final : public Module, public TmApi {
     }
     if (sockets.empty()) return absl::FailedPreconditionError("tm: no SIP listen socket");
     layer_options_.sockets = sockets;
+    resolver_ = std::make_unique<HostResolver>(resolver_options_, clock_);
+    layer_options_.resolver = resolver_.get();
+    proxy_options_.resolver = resolver_.get();
     layer_options_.server = "sipd";
     char prefix[9];
     std::snprintf(prefix, sizeof(prefix), "%08x", static_cast<unsigned>(std::random_device{}()));
@@ -600,6 +616,8 @@ class TmModule final : public Module, public TmApi {
   LayerOptions layer_options_;
   ProxyOptions proxy_options_;
   size_t bl_size_ = 256;
+  ResolverOptions resolver_options_;
+  std::unique_ptr<HostResolver> resolver_;
   Callbacks callbacks_;
   std::unique_ptr<TransactionTable> table_;
   std::unique_ptr<Blacklist> blacklist_;

@@ -166,7 +166,7 @@ std::string LocalSocket::host_port() const {
 }
 
 absl::StatusOr<Destination> ResolveUri(const SipUri& uri, const std::vector<LocalSocket>& sockets,
-                                       std::string_view preferred_socket) {
+                                       HostResolver* resolver, std::string_view preferred_socket) {
   if (!uri.is_sip()) {
     return absl::InvalidArgumentError(absl::StrCat("not a SIP URI: ", Absl(uri.text)));
   }
@@ -184,17 +184,21 @@ absl::StatusOr<Destination> ResolveUri(const SipUri& uri, const std::vector<Loca
   const uint16_t port = uri.port != 0 ? uri.port : 5060;
   Destination d;
   if (!MakeDestination(proto, uri.bare_host(), port, &d)) {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = proto == Proto::kTcp ? SOCK_STREAM : SOCK_DGRAM;
-    addrinfo* result = nullptr;
-    const std::string host(uri.bare_host());
-    if (getaddrinfo(host.c_str(), nullptr, &hints, &result) != 0 || result == nullptr) {
-      return absl::NotFoundError(absl::StrCat("cannot resolve ", host));
+    const std::string_view host = uri.bare_host();
+    if (resolver == nullptr) {
+      return absl::NotFoundError(absl::StrCat("cannot resolve ", Absl(host), ": no resolver"));
     }
-    std::memcpy(&d.address, result->ai_addr,
-                std::min<size_t>(result->ai_addrlen, sizeof(d.address)));
-    freeaddrinfo(result);
+    SIPD_ASSIGN_OR_RETURN(std::vector<SocketAddress> addresses, resolver->Resolve(host));
+    // The first address of a family sipd has a socket of this protocol for.
+    const SocketAddress* usable = nullptr;
+    for (const SocketAddress& a : addresses) {
+      const bool v6 = a.generic.sa_family == AF_INET6;
+      for (const LocalSocket& s : sockets) {
+        if (s.proto == proto && s.ipv6() == v6) usable = &a;
+      }
+      if (usable != nullptr) break;
+    }
+    d.address = usable != nullptr ? *usable : addresses.front();
     d.proto = proto;
     if (d.address.generic.sa_family == AF_INET) {
       d.address.v4.sin_port = htons(port);
@@ -1178,7 +1182,7 @@ void TransactionLayer::Finish(Work& work, const SipMessage* received, const Peer
     if (!ack.ok()) continue;
     auto uri = ParseUri(next_hop);
     if (!uri.ok()) continue;
-    auto destination = ResolveUri(*uri, options_.sockets);
+    auto destination = ResolveUri(*uri, options_.sockets, options_.resolver);
     if (!destination.ok()) continue;
     SendNow(*destination, *ack);
   }
@@ -1608,7 +1612,7 @@ absl::StatusOr<TransactionLayer::PreparedRequest> TransactionLayer::Prepare(
     }
   }
   if (!route_hop.empty()) hop = *ParseUri(route_hop);
-  auto destination = ResolveUri(hop, options_.sockets, socket_name);
+  auto destination = ResolveUri(hop, options_.sockets, options_.resolver, socket_name);
   if (!destination.ok()) {
     return absl::UnavailableError(
         absl::StrCat("cannot reach ", Absl(hop.text), ": ", destination.status().message()));

@@ -46,6 +46,7 @@
 #include "absl/status/statusor.h"
 #include "registry/statistics.h"
 #include "sipd/modules/tm/blacklist.h"
+#include "sipd/modules/tm/resolver.h"
 #include "sipd/modules/tm/sip_message.h"
 #include "sipd/modules/tm/tm_api.h"
 #include "sipd/modules/tm/transaction_table.h"
@@ -153,6 +154,8 @@ struct LayerOptions {
   std::vector<LocalSocket> sockets;
   // Extra headers of the 200 to OPTIONS for sipd (Allow, Accept, ...).
   std::vector<std::string> options_headers;
+  // Host names in next hops (ResolveUri); null: numeric hosts only. Outlives the layer.
+  HostResolver* resolver = nullptr;
 };
 
 // tm and sl/core statistics (spec 7.4/7.5). Invalid counters are not counted.
@@ -296,10 +299,13 @@ class TransactionLayer {
 };
 
 // Where a URI leads (RFC 3263 without NAPTR/SRV): ;transport= (udp by default; tcp; no
-// TLS), the host (numeric, or resolved with getaddrinfo: that may block), the port
-// (5060 by default), and the first local socket of that protocol and address family
-// (or `preferred_socket`, a "proto:IP:PORT" name, when it fits).
+// TLS), the host (numeric, or a name `resolver` resolves: resolver.h, bounded in time and
+// cached; with no resolver a name is NotFound), the port (5060 by default), and the
+// first local socket of that protocol and address family (or `preferred_socket`, a
+// "proto:IP:PORT" name, when it fits). Of a name's addresses, the first of a family sipd
+// has a socket of that protocol for.
 absl::StatusOr<Destination> ResolveUri(const SipUri& uri, const std::vector<LocalSocket>& sockets,
+                                       HostResolver* resolver,
                                        std::string_view preferred_socket = {});
 
 // CLOCK_MONOTONIC in milliseconds.
