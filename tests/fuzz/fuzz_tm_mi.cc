@@ -84,14 +84,18 @@ struct World {
   World() {
     spdlog::set_level(spdlog::level::off);
     tm = sipd::NewTmModuleWithClock([this] { return now; });
-    // Short timers, so that a few clock steps reach every state.
+    // Short timers, so that a few clock steps reach every state. Host names are looked
+    // up at a closed loopback port: refused at once, and nothing leaves the host.
+    const std::string kNoDns = "127.0.0.1:1";
     for (auto& [name, value] :
          std::vector<std::pair<std::string, sipd::ParamValue>>{{"fr_timeout", int64_t{2}},
                                                                {"fr_inv_timeout", int64_t{3}},
                                                                {"wt_timer", int64_t{1}},
                                                                {"bl_timeout", int64_t{2}},
                                                                {"overload_queue", int64_t{0}},
-                                                               {"relay_to_any", int64_t{1}}}) {
+                                                               {"relay_to_any", int64_t{1}},
+                                                               {"dns_servers", kNoDns},
+                                                               {"dns_timeout", int64_t{10}}}) {
       if (!tm->SetParam(name, value).ok()) std::abort();
     }
     core.AddModule(tm.get());
