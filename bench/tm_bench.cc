@@ -105,6 +105,26 @@ struct Overload {
   }
 };
 
+// Udp RcvbufErrors of /proc/net/snmp: datagrams dropped because a receive buffer was full
+// (every socket of the host); -1 if unreadable.
+long long UdpReceiveBufferErrors() {
+  std::ifstream in("/proc/net/snmp");
+  std::string line, names;
+  while (std::getline(in, line)) {
+    if (!line.starts_with("Udp: ")) continue;
+    if (names.empty()) {
+      names = line;
+      continue;
+    }
+    std::vector<std::string> keys = absl::StrSplit(names, ' ', absl::SkipEmpty());
+    std::vector<std::string> values = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    for (size_t i = 0; i < keys.size() && i < values.size(); ++i) {
+      if (keys[i] == "RcvbufErrors") return std::stoll(values[i]);
+    }
+  }
+  return -1;
+}
+
 class SipdServer final : public Server {
  public:
   SipdServer(int children, const Overload& overload) {
@@ -140,6 +160,7 @@ class SipdServer final : public Server {
                .code == 200;
   }
   long long ServerTransactions() override { return Statistic("tm:UAS_transactions"); }
+  std::string Log() const { return sipd_->log(); }
   // dlg_list as the FIFO would show it.
   std::string DialogList() {
     return sipd::mi::RenderText(mi_->Execute("dlg_list").reply, "\t", false);
@@ -362,8 +383,10 @@ CallRun RunCalls(Server& server, double rate, double seconds, const std::string&
   // One UAS (user bobN) per UAC: one sipp cannot answer much more than ~5000 calls/s.
   std::vector<std::unique_ptr<SippProcess>> servers;
   for (int u = 0; u < uacs; ++u) {
+    std::vector<std::string> uas_args;
+    if (std::getenv("TM_BENCH_TRACE") != nullptr) uas_args = {"-trace_msg"};
     servers.push_back(
-        SippProcess::Start("uas_call.xml", {}, work, absl::StrCat("uas-", tag, "-", u)));
+        SippProcess::Start("uas_call.xml", uas_args, work, absl::StrCat("uas-", tag, "-", u)));
     auto uas_port = servers.back()->SipPort(false);
     if (!uas_port.ok() || !server.Register(absl::StrCat("bob", u), *uas_port)) {
       std::fprintf(stderr, "cannot set up the UAS\n");
@@ -628,7 +651,14 @@ int main(int argc, char** argv) {
     if (cpu_quota > 0 && !cap.Apply(server, cpu_quota, cpu_period_ms)) return 1;
     const std::vector<std::string> names = {"tm:inuse_transactions", "dialog:active_dialogs",
                                             "shmem:used_size"};
+    // What went wrong, if anything: counted over the run and the settling.
+    const std::vector<std::string> trouble = {
+        "core:drop_replies",   "core:drop_requests",   "core:err_requests",
+        "tm:4xx_transactions", "tm:5xx_transactions",  "tm:6xx_transactions",
+        "sl:5xx_replies",      "tm:UAS_transactions"};
     const std::map<std::string, long long> before = server.Statistics(names);
+    const std::map<std::string, long long> trouble_before = server.Statistics(trouble);
+    const long long dropped_before = UdpReceiveBufferErrors();
     // One sipp UAC and UAS pair per 2,500 calls/s (one sipp tops out near 5,000).
     const int uacs = std::max(1, static_cast<int>(std::ceil(soak_rate / 2500)));
     CallRun run = RunCalls(server, soak_rate, seconds, work, 0, uacs);
@@ -646,6 +676,16 @@ int main(int argc, char** argv) {
     const double settle_s = std::chrono::duration<double>(Clock::now() - settle_start).count();
     std::printf("load average at end: %.2f\n\n", LoadAverage());
     if (!settled) std::printf("dialogs left:\n%s\n", server.DialogList().c_str());
+    const std::map<std::string, long long> trouble_after = server.Statistics(trouble);
+    std::printf("during the run:");
+    for (const std::string& n : trouble) {
+      std::printf(" %s +%lld", n.c_str(), trouble_after.at(n) - trouble_before.at(n));
+    }
+    std::printf("; datagrams the kernel dropped on full UDP receive buffers (any socket) +%lld\n",
+                UdpReceiveBufferErrors() - dropped_before);
+    if (std::getenv("TM_BENCH_KEEP") != nullptr) {
+      std::ofstream(work + "/sipd.log") << server.Log();
+    }
     const long long calls = run.successful + run.failed;
     sipd::bench::MarkdownTable table(
         {"offered calls/s", "seconds", "calls", "failed", "server CPU us/call", "settled after (s)",
