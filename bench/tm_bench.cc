@@ -30,7 +30,8 @@
 // Everything runs on this machine; the figures depend on its load (see RESULTS.md).
 // TM_BENCH_KEEP=1 keeps the work directory (/tmp/sipd-tm-bench-*: sipd's and sipp's
 // logs, sipp's statistics files with the failure reasons, e.g. FailedTimeoutOnRecv for
-// a call refused with 503) instead of removing it.
+// a call refused with 503) instead of removing it; TM_BENCH_TRACE=1 also has the UAS
+// trace every message (sipp -trace_msg: ~6 MB per 1,000 calls).
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -653,9 +654,8 @@ int main(int argc, char** argv) {
                                             "shmem:used_size"};
     // What went wrong, if anything: counted over the run and the settling.
     const std::vector<std::string> trouble = {
-        "core:drop_replies",   "core:drop_requests",   "core:err_requests",
-        "tm:4xx_transactions", "tm:5xx_transactions",  "tm:6xx_transactions",
-        "sl:5xx_replies",      "tm:UAS_transactions"};
+        "core:drop_replies",   "core:drop_requests",  "core:err_requests", "tm:4xx_transactions",
+        "tm:5xx_transactions", "tm:6xx_transactions", "sl:5xx_replies",    "tm:UAS_transactions"};
     const std::map<std::string, long long> before = server.Statistics(names);
     const std::map<std::string, long long> trouble_before = server.Statistics(trouble);
     const long long dropped_before = UdpReceiveBufferErrors();
