@@ -190,15 +190,13 @@ absl::StatusOr<Destination> ResolveUri(const SipUri& uri, const std::vector<Loca
     }
     SIPD_ASSIGN_OR_RETURN(std::vector<SocketAddress> addresses, resolver->Resolve(host));
     // The first address of a family sipd has a socket of this protocol for.
-    const SocketAddress* usable = nullptr;
-    for (const SocketAddress& a : addresses) {
+    auto reachable = [&](const SocketAddress& a) {
       const bool v6 = a.generic.sa_family == AF_INET6;
-      for (const LocalSocket& s : sockets) {
-        if (s.proto == proto && s.ipv6() == v6) usable = &a;
-      }
-      if (usable != nullptr) break;
-    }
-    d.address = usable != nullptr ? *usable : addresses.front();
+      return std::any_of(sockets.begin(), sockets.end(),
+                         [&](const LocalSocket& s) { return s.proto == proto && s.ipv6() == v6; });
+    };
+    auto usable = std::find_if(addresses.begin(), addresses.end(), reachable);
+    d.address = usable != addresses.end() ? *usable : addresses.front();
     d.proto = proto;
     if (d.address.generic.sa_family == AF_INET) {
       d.address.v4.sin_port = htons(port);
