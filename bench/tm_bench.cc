@@ -683,6 +683,13 @@ int main(int argc, char** argv) {
     }
     std::printf("; datagrams the kernel dropped on full UDP receive buffers (any socket) +%lld\n",
                 UdpReceiveBufferErrors() - dropped_before);
+    // Each INVITE and BYE sipp created is one server transaction; its retransmissions
+    // must not make more (with shedding off, refused INVITEs make none either).
+    std::printf(
+        "sipp created %lld INVITEs and %lld BYEs (%lld retransmissions); "
+        "tm:UAS_transactions +%lld\n",
+        run.invites, run.byes, run.retransmissions,
+        trouble_after.at("tm:UAS_transactions") - trouble_before.at("tm:UAS_transactions"));
     if (std::getenv("TM_BENCH_KEEP") != nullptr) {
       std::ofstream(work + "/sipd.log") << server.Log();
     }
