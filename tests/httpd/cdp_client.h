@@ -39,8 +39,10 @@ namespace sipd::httpd_test {
 // A child in its own process group, killed with it (and with the test).
 class ChildProcess {
  public:
+  // `tmp_dir`, when given, is the child's TMPDIR.
   static absl::StatusOr<std::unique_ptr<ChildProcess>> Spawn(std::vector<std::string> argv,
-                                                             const std::string& log_path) {
+                                                             const std::string& log_path,
+                                                             const std::string& tmp_dir = "") {
     const pid_t pid = fork();
     if (pid < 0) return absl::InternalError("fork failed");
     if (pid == 0) {
@@ -51,6 +53,7 @@ class ChildProcess {
       dup2(null, 0);
       dup2(log, 1);
       dup2(log, 2);
+      if (!tmp_dir.empty()) setenv("TMPDIR", tmp_dir.c_str(), 1);
       std::vector<char*> c_argv;
       for (auto& a : argv) c_argv.push_back(a.data());
       c_argv.push_back(nullptr);
@@ -115,7 +118,8 @@ class Chromium {
          "--disable-background-networking", "--disable-component-update", "--mute-audio",
          "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
          absl::StrCat("--user-data-dir=", profile), "about:blank"},
-        absl::StrCat(work_dir, "/chromium.log"));
+        // Its singleton socket directory (org.chromium.Chromium.*) goes with the test's.
+        absl::StrCat(work_dir, "/chromium.log"), work_dir);
     if (!child.ok()) return child.status();
     auto browser = std::unique_ptr<Chromium>(new Chromium(std::move(*child)));
     // Chromium writes the port it bound (line 1) and the browser's path (line 2).
