@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -40,10 +41,27 @@ class FakeCore : public Core {
     char dir[] = "/tmp/sipd-usrloc-test-XXXXXX";
     if (mkdtemp(dir) == nullptr) abort();
     run_dir_ = dir;
+    // A core that is never destroyed (a fuzz target's world) still leaves no directory;
+    // only the process that made it removes it (a forked child's exit does not).
+    static const pid_t maker = getpid();
+    static const int registered = std::atexit([] {
+      if (getpid() != maker) return;
+      std::error_code ec;
+      for (const std::string& d : LeftDirs()) std::filesystem::remove_all(d, ec);
+    });
+    (void)registered;
+    LeftDirs().push_back(run_dir_);
   }
   ~FakeCore() override {
     std::error_code ec;
     std::filesystem::remove_all(run_dir_, ec);
+    std::erase(LeftDirs(), run_dir_);
+  }
+
+  // Run directories of the cores alive in this process (removed at exit).
+  static std::vector<std::string>& LeftDirs() {
+    static auto* dirs = new std::vector<std::string>();
+    return *dirs;
   }
 
   const std::string& run_dir() const override { return run_dir_; }
