@@ -20,20 +20,13 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "tests/tm/sip_peers.h"
 
 namespace sipd::testing {
 
 class DnsResponder {
  public:
   DnsResponder() {
-    fd_ = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-    socklen_t len = sizeof(a);
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
     stop_ = eventfd(0, EFD_CLOEXEC);
     thread_ = std::thread([this] { Serve(); });
   }
@@ -42,12 +35,11 @@ class DnsResponder {
     (void)!write(stop_, &one, sizeof(one));
     thread_.join();
     close(stop_);
-    close(fd_);
   }
   DnsResponder(const DnsResponder&) = delete;
   DnsResponder& operator=(const DnsResponder&) = delete;
 
-  std::string server() const { return absl::StrCat("127.0.0.1:", port_); }
+  std::string server() const { return absl::StrCat("127.0.0.1:", socket_.port()); }
 
   // `name` has these addresses (either may be empty: no record of that type).
   void Add(const std::string& name, const std::string& ipv4, const std::string& ipv6 = "",
@@ -75,12 +67,13 @@ class DnsResponder {
 
   void Serve() {
     while (true) {
-      pollfd fds[2] = {{fd_, POLLIN, 0}, {stop_, POLLIN, 0}};
+      pollfd fds[2] = {{socket_.fd(), POLLIN, 0}, {stop_, POLLIN, 0}};
       if (poll(fds, 2, -1) < 0 || fds[1].revents != 0) return;
       unsigned char q[512];
       sockaddr_in from{};
       socklen_t len = sizeof(from);
-      const ssize_t n = recvfrom(fd_, q, sizeof(q), 0, reinterpret_cast<sockaddr*>(&from), &len);
+      const ssize_t n =
+          recvfrom(socket_.fd(), q, sizeof(q), 0, reinterpret_cast<sockaddr*>(&from), &len);
       if (n < 12) continue;
       // The question: labels, then type and class.
       std::string name;
@@ -139,13 +132,12 @@ class DnsResponder {
         r.append(reinterpret_cast<const char*>(rr), sizeof(rr));
         r.append(reinterpret_cast<const char*>(address), size);
       }
-      sendto(fd_, r.data(), r.size(), 0, reinterpret_cast<sockaddr*>(&from), len);
+      sendto(socket_.fd(), r.data(), r.size(), 0, reinterpret_cast<sockaddr*>(&from), len);
     }
   }
 
-  int fd_ = -1;
+  UdpPeer socket_;  // 127.0.0.1, port 0
   int stop_ = -1;
-  int port_ = 0;
   mutable std::mutex mu_;
   std::map<std::string, Record> names_;
   std::set<std::string> silent_;

@@ -200,6 +200,7 @@ class UdpPeer {
   UdpPeer& operator=(const UdpPeer&) = delete;
 
   int port() const { return port_; }
+  int fd() const { return fd_; }
   void SendTo(int port, std::string_view bytes) const {
     sockaddr_in a{};
     a.sin_family = AF_INET;

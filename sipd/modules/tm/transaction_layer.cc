@@ -1,6 +1,5 @@
 #include "sipd/modules/tm/transaction_layer.h"
 
-#include <netdb.h>
 #include <time.h>
 
 #include <algorithm>
