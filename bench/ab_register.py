@@ -10,8 +10,9 @@ after '@', extra usrloc_bench options separated by commas (e.g.
 the 1; the order reversed on odd passes),
 and the per-round alone/loaded pairs are pooled per variant: on a noisy host the median
 of many per-round drops, taken in the same minutes for every variant, says more than
-one run's median. Results: bench/RESULTS.md, "Group commit: the SQLite part cut".
+one run's median. AB_REGISTER_LOG=FILE appends every run's output to FILE. Results: bench/RESULTS.md, "Group commit: the SQLite part cut".
 """
+import os
 import re
 import statistics
 import subprocess
@@ -28,16 +29,25 @@ def main():
         name, _, rest = spec.partition('=')
         binary, _, options = rest.partition('@')
         variants.append((name, binary, [o for o in options.split(',') if o]))
-    pooled = {name: {'drop': [], 'alone': [], 'load': [], 'cpu': []} for name, _, _ in variants}
+    pooled = {name: {'drop': [], 'alone': [], 'load': [], 'cpu': [], 'dumps': [], 'stats_ms': []}
+              for name, _, _ in variants}
     for p in range(passes):
         for name, binary, options in (variants if p % 2 == 0 else variants[::-1]):
             db_mode = [] if '--db-mode' in options else ['--db-mode', '1']
             out = subprocess.run([binary, 'register', '--calls', '10000', '--rounds', str(rounds)]
                                  + db_mode + options,
                                  capture_output=True, text=True, check=False).stdout
+            if os.environ.get('AB_REGISTER_LOG'):
+                # Every run's own output, for pooling across invocations.
+                with open(os.environ['AB_REGISTER_LOG'], 'a', encoding='utf-8') as log:
+                    log.write(f'=== pass {p} {name}\n{out}')
             by_round = {}
             for m in re.finditer(r'round (\d+) (alone|MI load)\s+(\d+) REGISTER/s\s+([\d.]+) us', out):
                 by_round.setdefault(m.group(1), {})[m.group(2)] = (int(m.group(3)), float(m.group(4)))
+            # The MI loop's own figures (ul_dump iterations per round, get_statistics latency).
+            for m in re.finditer(r'\((\d+) x ul_dump \+ get_statistics; get_statistics ([\d.]+) ms', out):
+                pooled[name]['dumps'].append(int(m.group(1)))
+                pooled[name]['stats_ms'].append(float(m.group(2)))
             for r in by_round.values():
                 if 'alone' in r and 'MI load' in r:
                     alone, load = r['alone'][0], r['MI load'][0]
@@ -56,6 +66,10 @@ def main():
               f'REG/s alone {alone:.0f}, under the loop {load:.0f} '
               f'(drop of medians {100.0 * (1 - load / alone):.1f} %); '
               f'worker CPU alone {statistics.median(v["cpu"]):.0f} us/REG')
+        if v['dumps']:
+            print(f'{name}: MI loop per round: {statistics.median(v["dumps"]):.0f} ul_dump '
+                  f'(median), get_statistics {statistics.median(v["stats_ms"]):.2f} ms '
+                  f'(median of the rounds\' medians)')
     return 0
 
 

@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -51,6 +52,7 @@
 #include <map>
 #include <regex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "CLI/CLI.hpp"
@@ -71,6 +73,9 @@ using sipd::testing::SipdInstance;
 using sipd::testing::SippProcess;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
+
+// Config lines appended to sipd's (--extra), e.g. "mi_nice = 0".
+std::string g_extra;
 
 // A proxy under test: where to send, which processes to measure.
 class Server {
@@ -137,7 +142,7 @@ class SipdServer final : public Server {
                                               "loadmodule \"registrar\"\n"
                                               "loadmodule \"tm\"\n"
                                               "loadmodule \"dialog\"\n" +
-                                              overload.Params()});
+                                              overload.Params() + g_extra + "\n"});
     absl::Status s = sipd_->Start();
     if (!s.ok()) {
       std::fprintf(stderr, "sipd did not start: %s\n%s\n", s.ToString().c_str(),
@@ -148,6 +153,7 @@ class SipdServer final : public Server {
   }
   std::string name() const override { return "sipd"; }
   int port() const override { return sipd_->sip_port(); }
+  std::string grpc_target() const { return sipd_->grpc_target(); }
   std::vector<pid_t> pids() const override {
     std::vector<pid_t> all = sipd::testing::ChildPids(sipd_->pid());
     all.push_back(sipd_->pid());
@@ -535,6 +541,9 @@ double LoadAverage() {
 
 int main(int argc, char** argv) {
   CLI::App app("tm / proxy benchmarks");
+  // Options of the app (--extra) may also follow the subcommand.
+  app.fallthrough();
+  app.add_option("--extra", g_extra, "config lines appended to sipd's config");
   app.require_subcommand(1);
   std::string rates = "1000,2000,3000";
   double seconds = 10;
@@ -727,8 +736,34 @@ int main(int argc, char** argv) {
         }
       }
     }
+    // An operator's monitoring during the overload: get_statistics every 100 ms (a
+    // poller's period), each call's latency (sipd only).
+    std::vector<double> mi_ms;
+    std::atomic<bool> stop_poller{false};
+    std::thread poller;
+    if (const auto* sipd = dynamic_cast<const SipdServer*>(setup.server.get())) {
+      poller = std::thread([&, target = sipd->grpc_target()] {
+        MiClient mi(target);
+        while (!stop_poller.load()) {
+          const auto start = Clock::now();
+          (void)mi.Execute("get_statistics", {"tm:", "dialog:"});
+          mi_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+          std::this_thread::sleep_for(100ms);
+        }
+      });
+    }
     CallRun run = RunCalls(*setup.server, 2 * capacity, seconds, work, 999999, 2);
-    std::printf("load average at end: %.2f\n\n", LoadAverage());
+    stop_poller = true;
+    if (poller.joinable()) poller.join();
+    std::printf("load average at end: %.2f\n", LoadAverage());
+    if (!mi_ms.empty()) {
+      std::sort(mi_ms.begin(), mi_ms.end());
+      std::printf(
+          "MI get_statistics every 100 ms during the run: %zu calls, median %.2f ms, "
+          "p90 %.2f ms, max %.2f ms\n",
+          mi_ms.size(), mi_ms[mi_ms.size() / 2], mi_ms[mi_ms.size() * 9 / 10], mi_ms.back());
+    }
+    std::printf("\n");
     sipd::bench::MarkdownTable table(
         {"server", "capacity calls/s", "offered calls/s", "goodput calls/s", "goodput / capacity",
          "failed calls", "sipp retransmissions", "INVITE+BYE created", "tm UAS transactions",
