@@ -16,7 +16,8 @@
 //   log_level = 3                      (alias: debug; OpenSIPS levels -3 .. 4, 5+ = trace)
 //   run_dir = "/tmp/sipd-run"          (sipd's own directory; see "run_dir" below)
 //   shm_size = 64                      (shared memory, MB)
-//   mi_nice = 0                        (nice value 0..19 of module (MI transport) processes)
+//   mi_nice = 19                       (nice value 0..19 of module (MI transport) processes;
+//                                       0 = the SIP workers' priority, as OpenSIPS)
 //   mi_async_slots = 4096              (MI calls that may wait for an async reply at once)
 //   exec_msg_threshold = 0             (us: a SIP message processed slower raises
 //                                       E_CORE_THRESHOLD and logs a warning; 0 = off)
@@ -116,10 +117,13 @@ struct Config {
   std::string run_dir = DefaultRunDir();
   int run_dir_line = 0;  // 0: the default
   int64_t shm_size_mb = 64;
-  // Module processes (the MI transports) run at this nice value, so that under an MI
-  // flood the SIP workers win the CPU (bench/RESULTS.md, usrloc section). 0 = same
-  // priority as SIP, as OpenSIPS.
-  int mi_nice = 0;
+  // Module processes (the MI transports, the console, event delivery) run at this nice
+  // value, so that when an MI client keeps them busy the SIP workers win the CPU: a
+  // client looping `ul_dump` costs write-through REGISTERs 4 % instead of 6 % (medians,
+  // bench/RESULTS.md, "Group commit: the MI processes at nice 19 by default"). The MI
+  // still gets whatever CPU SIP leaves, and a share of it under SIP saturation (weight
+  // 15 against 1024 per busy worker). 0 = the SIP workers' priority, as OpenSIPS.
+  int mi_nice = 19;
   // Async MI calls pending at once, all MI processes together (sipd/core/async_table.h).
   size_t mi_async_slots = 4096;
   // The core's threshold events (sipd/core/thresholds.h); 0 = off.

@@ -283,9 +283,11 @@ int NiceOf(int pid) {
   return std::stoi(field);
 }
 
-TEST(SipdMiNiceTest, MiNiceLowersOnlyModuleProcesses) {
+// Starts a sipd with `extra_config` and expects the MI gRPC process at `mi_nice` and every
+// other process (attendant, timer, SIP receiver) at 0.
+void ExpectNiceValues(const std::string& extra_config, int mi_nice) {
   SipdInstance sipd(
-      SipdInstance::Options{.grpc = true, .children = 1, .extra_config = "mi_nice = 10\n"});
+      SipdInstance::Options{.grpc = true, .children = 1, .extra_config = extra_config});
   ASSERT_TRUE(sipd.Start().ok()) << sipd.log();
   auto stub = v1::Management::NewStub(
       grpc::CreateChannel(sipd.grpc_target(), grpc::InsecureChannelCredentials()));
@@ -304,10 +306,17 @@ TEST(SipdMiNiceTest, MiNiceLowersOnlyModuleProcesses) {
       if (a.name() == "Type") type = a.value();
     }
     SCOPED_TRACE(type);
-    EXPECT_EQ(NiceOf(pid), type == "MI gRPC" ? 10 : 0);
+    EXPECT_EQ(NiceOf(pid), type == "MI gRPC" ? mi_nice : 0);
     ++checked;
   }
   EXPECT_EQ(checked, 4);
 }
+
+TEST(SipdMiNiceTest, MiNiceLowersOnlyModuleProcesses) { ExpectNiceValues("mi_nice = 10\n", 10); }
+
+// The default: the MI yields the CPU to SIP (sipd/core/config.h, mi_nice).
+TEST(SipdMiNiceTest, MiProcessesRunAtNice19ByDefault) { ExpectNiceValues("", 19); }
+
+TEST(SipdMiNiceTest, MiNiceZeroKeepsTheSipWorkersPriority) { ExpectNiceValues("mi_nice = 0\n", 0); }
 
 }  // namespace
