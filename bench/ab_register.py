@@ -10,7 +10,8 @@ after '@', extra usrloc_bench options separated by commas (e.g.
 the 1; the order reversed on odd passes),
 and the per-round alone/loaded pairs are pooled per variant: on a noisy host the median
 of many per-round drops, taken in the same minutes for every variant, says more than
-one run's median. AB_REGISTER_LOG=FILE appends every run's output to FILE. Results: bench/RESULTS.md, "Group commit: the SQLite part cut".
+one run's median. AB_REGISTER_LOG=FILE appends every run's output to FILE. Results:
+bench/RESULTS.md, "Group commit: the SQLite part cut" and the sections after it.
 """
 import os
 import re
