@@ -56,16 +56,28 @@ TEST(EventDatagramPayloadTest, NoParametersAndNamelessExtras) {
 }
 
 TEST(EventDatagramAddressTest, UdpAs111) {
-  EXPECT_EQ(*ParseUdpAddress("127.0.0.1:8888"), "127.0.0.1:8888");
-  EXPECT_EQ(*ParseUdpAddress("127.0.0.1:08888"), "127.0.0.1:8888");  // printed as a number
-  EXPECT_EQ(*ParseUdpAddress("localhost:9"), "localhost:9");         // the text as given
-  EXPECT_EQ(*ParseUdpAddress("[::1]:5000"), "[::1]:5000");           // sipd's extension
+  // Names come from the hosts file; the name server is a closed port, so a name it would
+  // have to answer fails at once and nothing leaves the host.
+  tm::HostResolver resolver({.servers = "127.0.0.1:1"}, [] { return int64_t{0}; });
+  auto parse = [&](std::string_view address) { return ParseUdpAddress(address, &resolver); };
+  EXPECT_EQ(*parse("127.0.0.1:8888"), "127.0.0.1:8888");
+  EXPECT_EQ(*parse("127.0.0.1:08888"), "127.0.0.1:8888");  // printed as a number
+  EXPECT_EQ(*parse("localhost:9"), "localhost:9");         // the text as given
+  EXPECT_EQ(*parse("[::1]:5000"), "[::1]:5000");           // sipd's extension
   for (const char* bad :
        {"", "127.0.0.1", ":8888", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536",
         "127.0.0.1:123456", "127.0.0.1:88a", "127.0.0.1:-1", "no-such-host.invalid:5", "[::1]",
         "[::1]5000", "[nonsense]:5", "::1:5000"}) {
-    EXPECT_FALSE(ParseUdpAddress(bad).ok()) << bad;
+    EXPECT_FALSE(parse(bad).ok()) << bad;
   }
+}
+
+TEST(EventDatagramAddressTest, WithoutAResolverOnlyNumericHostsAreTaken) {
+  EXPECT_EQ(*ParseUdpAddress("127.0.0.1:9", nullptr), "127.0.0.1:9");
+  EXPECT_EQ(*ParseUdpAddress("[::1]:9", nullptr), "[::1]:9");
+  absl::StatusOr<std::string> named = ParseUdpAddress("localhost:9", nullptr);
+  ASSERT_FALSE(named.ok());
+  EXPECT_EQ(named.status().message(), "cannot resolve host localhost: not an IPv4 address");
 }
 
 TEST(EventDatagramAddressTest, UnixAs111) {

@@ -28,6 +28,7 @@
 #include "tests/support/sip_support.h"
 #include "tests/support/sipd_harness.h"
 #include "tests/support/temp_dir.h"
+#include "tests/tm/dns_responder.h"
 
 namespace sipd::testing {
 namespace {
@@ -136,6 +137,9 @@ std::string Register(const std::string& user, int sip_port, const std::string& c
 
 class EventsSipdTest : public ::testing::Test {
  protected:
+  // Config lines of a derived fixture.
+  virtual std::string ExtraConfig() { return ""; }
+
   void SetUp() override {
     ASSERT_TRUE(temp_.ok());
     sipd_ = std::make_unique<SipdInstance>(SipdInstance::Options{
@@ -145,7 +149,8 @@ class EventsSipdTest : public ::testing::Test {
                         "modparam(\"mi_fifo\", \"reply_dir\", \"{TMP_DIR}/\")\n"
                         "loadmodule \"event_datagram\"\n"
                         "loadmodule \"usrloc\"\n"
-                        "loadmodule \"registrar\"\n"});
+                        "loadmodule \"registrar\"\n" +
+                        ExtraConfig()});
     ASSERT_TRUE(sipd_->Start().ok()) << sipd_->log();
     // The MI FIFO process opens its FIFO after the pid file appears: wait for a reader.
     ASSERT_TRUE(WaitUntil([&] { return absl::StartsWith(Fifo("uptime"), "200 OK\n"); }, 10s))
@@ -445,4 +450,38 @@ TEST_F(EventsSipdTest, DeliveryProcessRestartKeepsSubscriptionsAndIsAnEvent) {
 }
 
 }  // namespace
+// Subscribers named by host: looked up through event_datagram's own name server setting
+// (c-ares, bounded), never through glibc's resolver.
+class EventsDnsTest : public EventsSipdTest {
+ protected:
+  std::string ExtraConfig() override {
+    return absl::StrCat("modparam(\"event_datagram\", \"dns_servers\", \"", dns_.server(),
+                        "\")\n"
+                        "modparam(\"event_datagram\", \"dns_timeout\", 200)\n");
+  }
+  DnsResponder dns_;
+};
+
+TEST_F(EventsDnsTest, HostNamesResolveThroughTheConfiguredServerAndASilentOneIsRefused) {
+  Subscriber udp = Subscriber::Udp();  // udp:127.0.0.1:PORT
+  const std::string port = udp.socket().substr(udp.socket().rfind(':') + 1);
+  dns_.Add("listener.test", "127.0.0.1");
+  dns_.Silent("gone.test");
+
+  Subscribe("E_UL_AOR_INSERT", "udp:listener.test:" + port);
+  EXPECT_GE(dns_.Queries("listener.test"), 1);  // event_subscribe looked it up
+  RegisterUser("alice");
+  EXPECT_EQ(udp.Receive(), "E_UL_AOR_INSERT\naor::alice\n\n");
+
+  // A name the server never answers: refused once the tries are spent, and the failure
+  // is kept, so asking again costs no query.
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(Fifo("event_subscribe", {"E_UL_AOR_INSERT", "udp:gone.test:9"}),
+              "400 Bad parameter\n\n");
+  }
+  EXPECT_GE(dns_.Queries("gone.test"), 1);
+  EXPECT_LE(dns_.Queries("gone.test"), 4);  // A and AAAA, 2 tries, for the first call only
+  EXPECT_EQ(Statistics("evi:").at("evi:subscriptions"), 1u);
+}
+
 }  // namespace sipd::testing

@@ -47,13 +47,21 @@ class EventsCore final : public sipd::testing::FakeCore {
 };
 
 struct World {
+  // Subscribers' host names: the hosts file, then a closed loopback port as the name
+  // server, so fuzzed names are refused at once and nothing leaves the host.
+  sipd::tm::HostResolver resolver{{.servers = "127.0.0.1:1"}, [] { return int64_t{0}; }};
+
   World() {
     spdlog::set_level(spdlog::level::off);
     auto consumer = core.bus().backend().AddConsumer("event_datagram", 1 << 16);
     if (!consumer.ok()) std::abort();
     if (!core.bus()
              .registry()
-             .AddTransport({"udp", sipd::event_datagram::ParseUdpAddress, *consumer})
+             .AddTransport({"udp",
+                            [this](std::string_view address) {
+                              return sipd::event_datagram::ParseUdpAddress(address, &resolver);
+                            },
+                            *consumer})
              .ok() ||
         !core.bus()
              .registry()

@@ -98,6 +98,32 @@ TEST(SipdCommandLine, CheckRejectsBadConfigWithFileAndLine) {
   EXPECT_THAT(output, HasSubstr(absl::StrCat(path, ":3: unknown key 'bogus'")));
 }
 
+// event_datagram's name-server limits, as tm's: a try of at least 10 ms, 1 to 10 tries.
+TEST(SipdCommandLine, EventDatagramDnsLimitsAreChecked) {
+  for (const char* line : {"modparam(\"event_datagram\", \"dns_timeout\", 5)",
+                           "modparam(\"event_datagram\", \"dns_tries\", 11)",
+                           "modparam(\"event_datagram\", \"dns_servers\", 53)"}) {
+    SCOPED_TRACE(line);
+    const std::string path = WriteTempConfig(
+        absl::StrCat("listen = udp:127.0.0.1:5060\nloadmodule \"event_datagram\"\n", line, "\n"));
+    ASSERT_FALSE(path.empty());
+    auto [status, output] = RunShell(absl::StrCat(SIPD_BINARY_PATH, " -c -f ", path));
+    unlink(path.c_str());
+    EXPECT_EQ(status, 1);
+    EXPECT_THAT(output, HasSubstr(":3: modparam(\"event_datagram\""));
+    EXPECT_THAT(output, HasSubstr("dns_timeout: ms, 10 .. 30000; dns_tries: 1 .. 10"));
+  }
+  const std::string good = WriteTempConfig(
+      "listen = udp:127.0.0.1:5060\nloadmodule \"event_datagram\"\n"
+      "modparam(\"event_datagram\", \"dns_timeout\", 10)\n"
+      "modparam(\"event_datagram\", \"dns_tries\", 10)\n"
+      "modparam(\"event_datagram\", \"dns_servers\", \"127.0.0.1:53\")\n");
+  ASSERT_FALSE(good.empty());
+  auto [status, output] = RunShell(absl::StrCat(SIPD_BINARY_PATH, " -c -f ", good));
+  unlink(good.c_str());
+  EXPECT_EQ(status, 0) << output;
+}
+
 TEST(SipdCommandLine, UnknownModuleFailsCleanly) {
   const std::string path =
       WriteTempConfig("listen = udp:127.0.0.1:5060\nloadmodule \"no_such_module\"\n");

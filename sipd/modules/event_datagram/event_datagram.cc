@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -67,9 +66,10 @@ absl::StatusOr<UdpParts> SplitUdp(std::string_view address) {
   return parts;
 }
 
-// The destination of a UDP subscriber (resolves a host name, as 1.11 did when
-// subscribing; IPv4 only, as 1.11 sent with a sockaddr_in).
-absl::Status ResolveUdp(const UdpParts& parts, sockaddr_storage* out, socklen_t* length) {
+// The destination of a UDP subscriber (resolves a host name with `resolver`, as 1.11 did
+// when subscribing; IPv4 only, as 1.11 sent with a sockaddr_in).
+absl::Status ResolveUdp(const UdpParts& parts, tm::HostResolver* resolver, sockaddr_storage* out,
+                        socklen_t* length) {
   std::memset(out, 0, sizeof(*out));
   if (parts.bracketed) {
     auto* in6 = reinterpret_cast<sockaddr_in6*>(out);
@@ -86,17 +86,23 @@ absl::Status ResolveUdp(const UdpParts& parts, sockaddr_storage* out, socklen_t*
   in4->sin_port = htons(parts.port);
   *length = sizeof(sockaddr_in);
   if (inet_pton(AF_INET, parts.host.c_str(), &in4->sin_addr) == 1) return absl::OkStatus();
-  addrinfo hints{};
-  hints.ai_family = AF_INET;
-  hints.ai_socktype = SOCK_DGRAM;
-  addrinfo* result = nullptr;
-  const int rc = getaddrinfo(parts.host.c_str(), nullptr, &hints, &result);
-  if (rc != 0 || result == nullptr) {
+  if (resolver == nullptr) {
     return absl::InvalidArgumentError(
-        absl::StrCat("cannot resolve host ", parts.host, ": ", gai_strerror(rc)));
+        absl::StrCat("cannot resolve host ", parts.host, ": not an IPv4 address"));
   }
-  in4->sin_addr = reinterpret_cast<const sockaddr_in*>(result->ai_addr)->sin_addr;
-  freeaddrinfo(result);
+  absl::StatusOr<std::vector<tm::SocketAddress>> found = resolver->Resolve(parts.host);
+  if (!found.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot resolve host ", parts.host, ": ", found.status().message()));
+  }
+  const auto v4 = std::find_if(found->begin(), found->end(), [](const tm::SocketAddress& a) {
+    return a.generic.sa_family == AF_INET;
+  });
+  if (v4 == found->end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot resolve host ", parts.host, ": no IPv4 address"));
+  }
+  in4->sin_addr = v4->v4.sin_addr;
   return absl::OkStatus();
 }
 
@@ -138,11 +144,11 @@ std::string EncodePayload(const mi::Event& event, const std::vector<mi::EventVal
   return out;
 }
 
-absl::StatusOr<std::string> ParseUdpAddress(std::string_view address) {
+absl::StatusOr<std::string> ParseUdpAddress(std::string_view address, tm::HostResolver* resolver) {
   SIPD_ASSIGN_OR_RETURN(UdpParts parts, SplitUdp(address));
   sockaddr_storage storage;
   socklen_t length = 0;
-  SIPD_RETURN_IF_ERROR(ResolveUdp(parts, &storage, &length));
+  SIPD_RETURN_IF_ERROR(ResolveUdp(parts, resolver, &storage, &length));
   std::string canonical = CanonicalUdp(parts);
   if (canonical.size() > mi::kMaxEventAddressLength) {
     return absl::InvalidArgumentError("address too long");
@@ -197,9 +203,24 @@ class EventDatagramModule final : public Module {
       nice_ = static_cast<int>(*number);
       return absl::OkStatus();
     }
-    return absl::InvalidArgumentError(
-        absl::StrCat("event_datagram: unknown parameter or bad value '", std::string(param),
-                     "' (queue_size: bytes, 131072 .. 268435456; nice: 0 .. 19)"));
+    // As tm's (sipd/modules/tm/tm_module.cc).
+    if (param == "dns_timeout" && number != nullptr && *number >= 10 && *number <= 30000) {
+      resolver_options_.timeout_ms = *number;
+      return absl::OkStatus();
+    }
+    if (param == "dns_tries" && number != nullptr && *number >= 1 && *number <= 10) {
+      resolver_options_.tries = static_cast<int>(*number);
+      return absl::OkStatus();
+    }
+    if (const std::string* text = std::get_if<std::string>(&value);
+        param == "dns_servers" && text != nullptr) {
+      resolver_options_.servers = *text;
+      return absl::OkStatus();
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "event_datagram: unknown parameter or bad value '", std::string(param),
+        "' (queue_size: bytes, 131072 .. 268435456; nice: 0 .. 19; dns_timeout: ms, 10 .. "
+        "30000; dns_tries: 1 .. 10; dns_servers: \"IP[:PORT],...\")"));
   }
 
   absl::Status Init(Core& core) override {
@@ -210,7 +231,17 @@ class EventDatagramModule final : public Module {
     }
     SIPD_ASSIGN_OR_RETURN(consumer_,
                           events_->backend()->AddConsumer("event_datagram", queue_bytes_));
-    SIPD_RETURN_IF_ERROR(events_->AddTransport({"udp", ParseUdpAddress, consumer_}));
+    resolver_ = std::make_unique<tm::HostResolver>(resolver_options_, [] {
+      return std::chrono::duration_cast<std::chrono::milliseconds>(
+                 std::chrono::steady_clock::now().time_since_epoch())
+          .count();
+    });
+    SIPD_RETURN_IF_ERROR(
+        events_->AddTransport({"udp",
+                               [resolver = resolver_.get()](std::string_view address) {
+                                 return ParseUdpAddress(address, resolver);
+                               },
+                               consumer_}));
     SIPD_RETURN_IF_ERROR(events_->AddTransport({"unix", ParseUnixAddress, consumer_}));
     return absl::OkStatus();
   }
@@ -237,6 +268,10 @@ class EventDatagramModule final : public Module {
   mi::EventConsumer* consumer_ = nullptr;
   size_t queue_bytes_ = 4 << 20;
   int nice_ = kInheritNice;
+  tm::ResolverOptions resolver_options_;
+  // Subscribers' host names: event_subscribe (MI processes) and the delivery process, a
+  // cache per process.
+  std::unique_ptr<tm::HostResolver> resolver_;
 
   // Delivery process only.
   int udp4_ = -1;
@@ -275,8 +310,9 @@ void EventDatagramModule::Refresh() {
       if (known == resolved_.end()) {
         Resolved r;
         absl::StatusOr<UdpParts> parts = SplitUdp(s.address);
-        absl::Status status =
-            parts.ok() ? ResolveUdp(*parts, &r.address, &r.length) : parts.status();
+        absl::Status status = parts.ok()
+                                  ? ResolveUdp(*parts, resolver_.get(), &r.address, &r.length)
+                                  : parts.status();
         if (!status.ok()) {
           spdlog::warn("event_datagram: subscriber {} not reachable: {}", target.socket,
                        std::string(status.message()));

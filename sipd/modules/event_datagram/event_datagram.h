@@ -5,6 +5,10 @@
 //   modparam("event_datagram", "queue_size", 4194304)   # bytes of queued events (default)
 //   modparam("event_datagram", "nice", 19)              # of the delivery process (default:
 //                                                       # mi_nice, as every module process)
+//   modparam("event_datagram", "dns_servers", "10.0.0.53")  # IP[:PORT],... (default:
+//                                                       # resolv.conf's name servers)
+//   modparam("event_datagram", "dns_timeout", 500)      # ms per try (default), and
+//   modparam("event_datagram", "dns_tries", 2)          # tries, per name looked up
 //
 //   event_subscribe E_UL_AOR_INSERT udp:127.0.0.1:8888 [expire]
 //   event_subscribe E_UL_AOR_INSERT unix:/run/listener.sock [expire]
@@ -20,7 +24,11 @@
 //
 // Sockets: udp:HOST:PORT (HOST an IPv4 address or a name resolved to IPv4 when
 // subscribing, as 1.11; sipd also takes [IPv6]:PORT) and unix:PATH (any path shorter than
-// sun_path; it need not exist when subscribing). Subscribers are matched by the text as
+// sun_path; it need not exist when subscribing). Names are looked up as tm's are
+// (sipd/modules/tm/resolver.h: the hosts file, then DNS with c-ares), so a name server
+// that does not answer holds event_subscribe, or the delivery process when it first
+// sends to the name, for dns_timeout x dns_tries at most (glibc's getaddrinfo waited 10 s
+// and more), and a failure is kept for 60 s. Subscribers are matched by the text as
 // given (udp:localhost:8888 and udp:127.0.0.1:8888 are two subscribers, as in 1.11).
 //
 // Unlike 1.11, which sent from the raising SIP worker, a dedicated process ("Event
@@ -56,6 +64,7 @@
 #include "absl/status/statusor.h"
 #include "registry/events.h"
 #include "sipd/api/module.h"
+#include "sipd/modules/tm/resolver.h"
 
 namespace sipd {
 
@@ -68,8 +77,9 @@ namespace event_datagram {
 std::string EncodePayload(const mi::Event& event, const std::vector<mi::EventValue>& values);
 
 // The `udp:` and `unix:` address parsers of event_subscribe: the canonical address, or
-// InvalidArgument (-> 400 Bad parameter).
-absl::StatusOr<std::string> ParseUdpAddress(std::string_view address);
+// InvalidArgument (-> 400 Bad parameter). A host name is looked up with `resolver`
+// (nullptr: only numeric addresses are accepted).
+absl::StatusOr<std::string> ParseUdpAddress(std::string_view address, tm::HostResolver* resolver);
 absl::StatusOr<std::string> ParseUnixAddress(std::string_view address);
 
 }  // namespace event_datagram

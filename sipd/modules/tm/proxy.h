@@ -20,7 +20,7 @@
 //   4. Any other domain: 403 "Relaying Forbidden", or relayed to the Request-URI with
 //      relay_to_any = 1.
 // INVITE, SUBSCRIBE and REFER outside a dialog are record-routed.
-// Limits: no DNS NAPTR/SRV (A/AAAA through getaddrinfo only), no TLS, no strict-route
+// Limits: no DNS NAPTR/SRV (A/AAAA only, resolver.h), no TLS, no strict-route
 // repair of a Request-URI that names sipd (16.4's second case).
 //
 // Thread-safety: immutable after construction; Route() runs in any SIP process.

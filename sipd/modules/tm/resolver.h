@@ -1,5 +1,6 @@
 // Host names to addresses for tm (RFC 3263 without NAPTR/SRV: the hosts file, then A and
-// AAAA), with c-ares, in bounded time, behind a cache.
+// AAAA), with c-ares, in bounded time, behind a cache. Its own library (sipd_resolver):
+// event_datagram looks up its subscribers' names with it too.
 //
 // Why not getaddrinfo: tm resolves in the SIP workers (a Route, a Request-URI with
 // relay_to_any, a registered Contact with a host name) and in the MI process
