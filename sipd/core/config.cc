@@ -241,7 +241,7 @@ class Parser {
       }
       return Error(keyword.line, absl::StrCat("unknown module \"", name, "\"", known));
     }
-    config_.modules.push_back(LoadedModule{name, keyword.line, std::move(module)});
+    config_.modules.push_back(LoadedModule{name, keyword.line, std::move(module), {}});
     return absl::OkStatus();
   }
 
