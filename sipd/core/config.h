@@ -119,8 +119,9 @@ struct Config {
   int64_t shm_size_mb = 64;
   // Module processes (the MI transports, the console, event delivery) run at this nice
   // value, so that when an MI client keeps them busy the SIP workers win the CPU: a
-  // client looping `ul_dump` costs write-through REGISTERs 4 % instead of 6 % (medians,
-  // bench/RESULTS.md, "Group commit: the MI processes at nice 19 by default"). The MI
+  // client looping `ul_dump` costs write-through REGISTERs 5.0 % instead of 5.9 % (medians
+  // of 75 and 60 per-round drops, bench/RESULTS.md, "Group commit: the MI processes at
+  // nice 19 by default"). The MI
   // still gets whatever CPU SIP leaves, and a share of it under SIP saturation (weight
   // 15 against 1024 per busy worker). 0 = the SIP workers' priority, as OpenSIPS.
   int mi_nice = 19;
