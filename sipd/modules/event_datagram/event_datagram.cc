@@ -203,24 +203,18 @@ class EventDatagramModule final : public Module {
       nice_ = static_cast<int>(*number);
       return absl::OkStatus();
     }
-    // As tm's (sipd/modules/tm/tm_module.cc).
-    if (param == "dns_timeout" && number != nullptr && *number >= 10 && *number <= 30000) {
-      resolver_options_.timeout_ms = *number;
-      return absl::OkStatus();
-    }
-    if (param == "dns_tries" && number != nullptr && *number >= 1 && *number <= 10) {
-      resolver_options_.tries = static_cast<int>(*number);
-      return absl::OkStatus();
-    }
-    if (const std::string* text = std::get_if<std::string>(&value);
-        param == "dns_servers" && text != nullptr) {
-      resolver_options_.servers = *text;
-      return absl::OkStatus();
+    // dns_timeout, dns_tries, dns_neg_ttl, dns_servers: as tm's.
+    if (std::optional<absl::Status> dns = tm::SetResolverParam(resolver_options_, param, number,
+                                                               std::get_if<std::string>(&value));
+        dns.has_value()) {
+      if (dns->ok()) return absl::OkStatus();
+      return absl::InvalidArgumentError(
+          absl::StrCat("event_datagram: parameter ", std::string(param), " ", dns->message()));
     }
     return absl::InvalidArgumentError(absl::StrCat(
         "event_datagram: unknown parameter or bad value '", std::string(param),
-        "' (queue_size: bytes, 131072 .. 268435456; nice: 0 .. 19; dns_timeout: ms, 10 .. "
-        "30000; dns_tries: 1 .. 10; dns_servers: \"IP[:PORT],...\")"));
+        "' (queue_size: bytes, 131072 .. 268435456; nice: 0 .. 19; dns_timeout, dns_tries, "
+        "dns_neg_ttl, dns_servers: as tm's)"));
   }
 
   absl::Status Init(Core& core) override {

@@ -9,6 +9,7 @@
 //                                                       # resolv.conf's name servers)
 //   modparam("event_datagram", "dns_timeout", 500)      # ms per try (default), and
 //   modparam("event_datagram", "dns_tries", 2)          # tries, per name looked up
+//   modparam("event_datagram", "dns_neg_ttl", 60)       # s a failed name is kept
 //
 //   event_subscribe E_UL_AOR_INSERT udp:127.0.0.1:8888 [expire]
 //   event_subscribe E_UL_AOR_INSERT unix:/run/listener.sock [expire]
@@ -28,7 +29,7 @@
 // (sipd/modules/tm/resolver.h: the hosts file, then DNS with c-ares), so a name server
 // that does not answer holds event_subscribe, or the delivery process when it first
 // sends to the name, for dns_timeout x dns_tries at most (glibc's getaddrinfo waited 10 s
-// and more), and a failure is kept for 60 s. Subscribers are matched by the text as
+// and more), and a failure is kept for dns_neg_ttl. Subscribers are matched by the text as
 // given (udp:localhost:8888 and udp:127.0.0.1:8888 are two subscribers, as in 1.11).
 //
 // Unlike 1.11, which sent from the raising SIP worker, a dedicated process ("Event

@@ -224,4 +224,33 @@ size_t HostResolver::cached() const {
   return cache_.size();
 }
 
+std::optional<absl::Status> SetResolverParam(ResolverOptions& options, std::string_view param,
+                                             const int64_t* number, const std::string* text) {
+  auto integer = [number](int64_t min, int64_t max, int64_t scale, int64_t* out) -> absl::Status {
+    if (number == nullptr || *number < min || *number > max) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("must be an integer in [", min, ", ", max, "]"));
+    }
+    *out = *number * scale;
+    return absl::OkStatus();
+  };
+  if (param == "dns_timeout") return integer(10, 30000, 1, &options.timeout_ms);
+  if (param == "dns_neg_ttl") return integer(0, 86400, 1000, &options.neg_ttl_ms);
+  if (param == "dns_tries") {
+    int64_t tries = 0;
+    absl::Status s = integer(1, 10, 1, &tries);
+    if (s.ok()) options.tries = static_cast<int>(tries);
+    return s;
+  }
+  if (param == "dns_servers") {
+    if (text == nullptr) {
+      return absl::InvalidArgumentError(
+          "must be a string of IP[:PORT] name servers, comma-separated");
+    }
+    options.servers = *text;
+    return absl::OkStatus();
+  }
+  return std::nullopt;
+}
+
 }  // namespace sipd::tm

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -45,6 +46,14 @@ struct ResolverOptions {
   int64_t max_ttl_ms = 3600000;  // an answer is kept for its TTL, at most this
   size_t capacity = 4096;        // names kept per process
 };
+
+// The name-server module parameters that tm and event_datagram share: dns_timeout (ms,
+// 10 .. 30000), dns_tries (1 .. 10), dns_neg_ttl (s, 0 .. 86400) and dns_servers (a
+// string), applied to `options`. nullopt when `param` is none of them; otherwise OK, or
+// InvalidArgument whose message says what the value must be ("must be ..."), for the
+// module to prefix with its name and the parameter's.
+std::optional<absl::Status> SetResolverParam(ResolverOptions& options, std::string_view param,
+                                             const int64_t* number, const std::string* text);
 
 class HostResolver {
  public:

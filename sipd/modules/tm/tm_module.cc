@@ -213,18 +213,11 @@ class TmModule final : public Module, public TmApi {
     if (param == "overload_sustain") {
       return ms(&overload_sustain_ms_, 1, 0, 10000);
     }
-    if (param == "dns_timeout") return ms(&resolver_options_.timeout_ms, 1, 10, 30000);
-    if (param == "dns_tries") {
-      int64_t tries = 0;
-      SIPD_RETURN_IF_ERROR(ms(&tries, 1, 1, 10));
-      resolver_options_.tries = static_cast<int>(tries);
-      return absl::OkStatus();
-    }
-    if (param == "dns_neg_ttl") return ms(&resolver_options_.neg_ttl_ms, 1000, 0, 86400);
-    if (param == "dns_servers") {
-      if (s == nullptr) return bad("a string of IP[:PORT] name servers, comma-separated");
-      resolver_options_.servers = *s;
-      return absl::OkStatus();
+    if (std::optional<absl::Status> dns = SetResolverParam(resolver_options_, param, n, s);
+        dns.has_value()) {
+      if (dns->ok()) return absl::OkStatus();
+      return absl::InvalidArgumentError(
+          absl::StrCat("tm: parameter ", Absl(param), " ", dns->message()));
     }
     if (param == "relay_to_any") {
       if (n == nullptr || (*n != 0 && *n != 1)) return bad("0 or 1");
