@@ -449,7 +449,6 @@ TEST_F(EventsSipdTest, DeliveryProcessRestartKeepsSubscriptionsAndIsAnEvent) {
   EXPECT_THAT(list, HasSubstr(aors.socket()));
 }
 
-}  // namespace
 // Subscribers named by host: looked up through event_datagram's own name server setting
 // (c-ares, bounded), never through glibc's resolver.
 class EventsDnsTest : public EventsSipdTest {
@@ -484,4 +483,5 @@ TEST_F(EventsDnsTest, HostNamesResolveThroughTheConfiguredServerAndASilentOneIsR
   EXPECT_EQ(Statistics("evi:").at("evi:subscriptions"), 1u);
 }
 
+}  // namespace
 }  // namespace sipd::testing
