@@ -35,6 +35,7 @@ LatencySummary SummarizeSorted(const std::vector<double>& sorted) {
   s.count = sorted.size();
   if (sorted.empty()) return s;
   s.p50_us = sorted[sorted.size() / 2];
+  s.p90_us = sorted[sorted.size() * 9 / 10];
   s.p99_us = sorted[std::min(sorted.size() - 1, sorted.size() * 99 / 100)];
   s.max_us = sorted.back();
   return s;

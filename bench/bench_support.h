@@ -32,6 +32,7 @@ using Clock = std::chrono::steady_clock;
 struct LatencySummary {
   uint64_t count = 0;
   double p50_us = 0;
+  double p90_us = 0;
   double p99_us = 0;
   double max_us = 0;
 };
@@ -51,7 +52,7 @@ class LatencyLog {
   std::vector<uint32_t> samples_;
 };
 
-// p50/p99/max of latencies given in microseconds (sorts a copy).
+// p50/p90/p99/max of latencies given in microseconds (sorts a copy).
 LatencySummary Summarize(std::vector<double> micros);
 
 // --- CPU time --------------------------------------------------------------------------

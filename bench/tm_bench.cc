@@ -738,7 +738,7 @@ int main(int argc, char** argv) {
     }
     // An operator's monitoring during the overload: get_statistics every 100 ms (a
     // poller's period), each call's latency (sipd only).
-    std::vector<double> mi_ms;
+    std::vector<double> mi_us;
     std::atomic<bool> stop_poller{false};
     std::thread poller;
     if (const auto* sipd = dynamic_cast<const SipdServer*>(setup.server.get())) {
@@ -747,7 +747,7 @@ int main(int argc, char** argv) {
         while (!stop_poller.load()) {
           const auto start = Clock::now();
           (void)mi.Execute("get_statistics", {"tm:", "dialog:"});
-          mi_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+          mi_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
           std::this_thread::sleep_for(100ms);
         }
       });
@@ -756,12 +756,13 @@ int main(int argc, char** argv) {
     stop_poller = true;
     if (poller.joinable()) poller.join();
     std::printf("load average at end: %.2f\n", LoadAverage());
-    if (!mi_ms.empty()) {
-      std::sort(mi_ms.begin(), mi_ms.end());
+    if (!mi_us.empty()) {
+      const sipd::bench::LatencySummary mi = sipd::bench::Summarize(std::move(mi_us));
       std::printf(
-          "MI get_statistics every 100 ms during the run: %zu calls, median %.2f ms, "
+          "MI get_statistics every 100 ms during the run: %llu calls, median %.2f ms, "
           "p90 %.2f ms, max %.2f ms\n",
-          mi_ms.size(), mi_ms[mi_ms.size() / 2], mi_ms[mi_ms.size() * 9 / 10], mi_ms.back());
+          static_cast<unsigned long long>(mi.count), mi.p50_us / 1000, mi.p90_us / 1000,
+          mi.max_us / 1000);
     }
     std::printf("\n");
     sipd::bench::MarkdownTable table(

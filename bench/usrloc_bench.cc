@@ -173,8 +173,8 @@ struct RunResult {
   double rate = 0;           // REGISTER/s
   double worker_cpu_us = 0;  // SIP worker CPU per REGISTER
   long mi_iterations = 0;
-  double stats_ms_median = 0;  // latency of the loop's get_statistics (or ul_add) calls
-  double stats_ms_max = 0;
+  double mi_call_ms_median = 0;  // latency of the loop's get_statistics (or ul_add) calls
+  double mi_call_ms_max = 0;
 };
 
 double Median(std::vector<double> v) {
@@ -223,32 +223,34 @@ int RunRegister(int calls, int rounds, int db_mode, int mi_interval_ms, int mi_n
       }
       std::atomic<bool> done{false};
       std::atomic<long> iterations{0};
-      std::vector<double> stats_ms;  // the loop thread's, read after join
+      std::vector<double> call_us;  // the loop thread's timed calls, read after join
       std::thread mi_loop;
       if (with_mi == 1) {
         mi_loop = std::thread([&] {
           // Linux: a thread id names just this thread.
           if (mi_nice != 0) SetPriority(gettid(), mi_nice);
           MiClient mi(sipd->grpc_target());
+          auto timed = [&call_us](auto&& call) {
+            const auto start = Clock::now();
+            call();
+            call_us.push_back(
+                std::chrono::duration<double, std::micro>(Clock::now() - start).count());
+          };
           while (!done.load()) {
             if (mi_commands == "add") {
               // MI writes: each ul_add is committed by the group-commit writer, and may be
               // led by the MI process itself.
               const std::string user = absl::StrCat("mi-user-", iterations.load());
-              const auto start = Clock::now();
-              (void)mi.Execute("ul_add",
-                               {"location", user, absl::StrCat("sip:", user, "@127.0.0.1:5999"),
-                                "3600", "1.00", "0", "0", "0", "4294967295"});
-              stats_ms.push_back(
-                  std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+              timed([&] {
+                (void)mi.Execute("ul_add",
+                                 {"location", user, absl::StrCat("sip:", user, "@127.0.0.1:5999"),
+                                  "3600", "1.00", "0", "0", "0", "4294967295"});
+              });
             } else {
               // Reads the stream without rebuilding the tree: the load is sipd's work.
               if (mi_commands != "stats") (void)mi.StreamNodeCount("ul_dump");
               if (mi_commands != "dump") {
-                const auto start = Clock::now();
-                (void)mi.Execute("get_statistics", {"usrloc:"});
-                stats_ms.push_back(
-                    std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+                timed([&] { (void)mi.Execute("get_statistics", {"usrloc:"}); });
               }
             }
             ++iterations;
@@ -265,20 +267,21 @@ int RunRegister(int calls, int rounds, int db_mode, int mi_interval_ms, int mi_n
       done = true;
       if (mi_loop.joinable()) mi_loop.join();
       result.mi_iterations = iterations.load();
-      if (!stats_ms.empty()) {
-        result.stats_ms_median = Median(stats_ms);
-        result.stats_ms_max = *std::max_element(stats_ms.begin(), stats_ms.end());
+      if (!call_us.empty()) {
+        const sipd::bench::LatencySummary calls = sipd::bench::Summarize(std::move(call_us));
+        result.mi_call_ms_median = calls.p50_us / 1000;
+        result.mi_call_ms_max = calls.max_us / 1000;
       }
       (with_mi == 1 ? loaded : alone).push_back(result);
       std::printf("round %d %-8s %8.0f REGISTER/s  %6.1f us worker CPU/REGISTER", round + 1,
                   with_mi ? "MI load" : "alone", result.rate, result.worker_cpu_us);
       if (with_mi == 1 && mi_commands == "add") {
         std::printf("  (%ld x ul_add; ul_add %.2f ms median, %.1f ms max)", result.mi_iterations,
-                    result.stats_ms_median, result.stats_ms_max);
+                    result.mi_call_ms_median, result.mi_call_ms_max);
       } else if (with_mi == 1) {
         std::printf(
             "  (%ld x ul_dump + get_statistics; get_statistics %.2f ms median, %.1f ms max)",
-            result.mi_iterations, result.stats_ms_median, result.stats_ms_max);
+            result.mi_iterations, result.mi_call_ms_median, result.mi_call_ms_max);
       }
       if (db_mode != 0) {
         // The group commit's batch size (usrloc:db_commits / db_records, where they exist).
