@@ -225,11 +225,7 @@ class EventDatagramModule final : public Module {
     }
     SIPD_ASSIGN_OR_RETURN(consumer_,
                           events_->backend()->AddConsumer("event_datagram", queue_bytes_));
-    resolver_ = std::make_unique<tm::HostResolver>(resolver_options_, [] {
-      return std::chrono::duration_cast<std::chrono::milliseconds>(
-                 std::chrono::steady_clock::now().time_since_epoch())
-          .count();
-    });
+    resolver_ = std::make_unique<tm::HostResolver>(resolver_options_);
     SIPD_RETURN_IF_ERROR(
         events_->AddTransport({"udp",
                                [resolver = resolver_.get()](std::string_view address) {

@@ -114,7 +114,7 @@ void WarnTimeout(const std::string& host, int64_t budget_ms) {
 }  // namespace
 
 HostResolver::HostResolver(ResolverOptions options, Clock clock)
-    : options_(std::move(options)), clock_(std::move(clock)) {
+    : options_(std::move(options)), clock_(clock ? std::move(clock) : Clock(RealMs)) {
   static const int init = ares_library_init(ARES_LIB_INIT_ALL);
   (void)init;
 }

@@ -59,7 +59,8 @@ class HostResolver {
  public:
   using Clock = std::function<int64_t()>;  // milliseconds, for the cache's expiry
 
-  HostResolver(ResolverOptions options, Clock clock);
+  // `clock`: the cache's time; unset = CLOCK_MONOTONIC (tests pass a fake one).
+  explicit HostResolver(ResolverOptions options, Clock clock = {});
 
   // The addresses of `host` (a name, not a numeric address), in the order to prefer
   // (RFC 6724, as getaddrinfo sorts). NotFound: no such name or no address;
