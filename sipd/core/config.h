@@ -121,9 +121,9 @@ struct Config {
   // value, so that when an MI client keeps them busy the SIP workers win the CPU: a
   // client looping `ul_dump` costs write-through REGISTERs 5.0 % instead of 5.9 % (medians
   // of 75 and 60 per-round drops, bench/RESULTS.md, "Group commit: the MI processes at
-  // nice 19 by default"). The MI
-  // still gets whatever CPU SIP leaves, and a share of it under SIP saturation (weight
-  // 15 against 1024 per busy worker). 0 = the SIP workers' priority, as OpenSIPS.
+  // nice 19 by default"). The MI still gets whatever CPU SIP leaves, and a share of it
+  // under SIP saturation (weight 15 against 1024 per busy worker). 0 = the SIP workers'
+  // priority, as OpenSIPS.
   int mi_nice = 19;
   // Async MI calls pending at once, all MI processes together (sipd/core/async_table.h).
   size_t mi_async_slots = 4096;
