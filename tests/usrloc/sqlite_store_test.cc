@@ -6,6 +6,7 @@
 
 #include <filesystem>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "sipd/modules/sqlite/statement.h"
 
@@ -153,14 +154,17 @@ TEST_F(SqliteStoreTest, SecondConnectionSeesCommittedData) {
   EXPECT_EQ(Uris("alice"), std::vector<std::string>{"sip:b@h"});
 }
 
-// A database written before usrloc_contact became WITHOUT ROWID: the old layout (a rowid
-// table with the same columns and key), with rows in it.
-TEST_F(SqliteStoreTest, AnOlderContactTableIsRebuiltKeepingItsRows) {
+// Databases written by older sipd versions: one row per contact in a usrloc_contact
+// table, first a rowid table, later WITHOUT ROWID; usrloc_aor without `contacts`.
+class OlderLayoutTest : public SqliteStoreTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(OlderLayoutTest, ItsContactsArePackedOnceKeepingEveryField) {
+  const bool without_rowid = GetParam();
   store_.reset();
   const std::string path = dir_ + "/old.sqlite";
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  constexpr const char* kOldLayout = R"sql(
+  const std::string old_layout = absl::StrCat(R"sql(
 CREATE TABLE usrloc_aor (table_name TEXT NOT NULL, aor TEXT NOT NULL, version INTEGER NOT NULL,
   PRIMARY KEY (table_name, aor)) WITHOUT ROWID;
 CREATE TABLE usrloc_contact (table_name TEXT NOT NULL, aor TEXT NOT NULL, contact TEXT NOT NULL,
@@ -168,20 +172,22 @@ CREATE TABLE usrloc_contact (table_name TEXT NOT NULL, aor TEXT NOT NULL, contac
   cseq INTEGER NOT NULL, flags INTEGER NOT NULL, cflags INTEGER NOT NULL,
   user_agent TEXT NOT NULL, received TEXT NOT NULL, path TEXT NOT NULL, socket TEXT NOT NULL,
   methods INTEGER NOT NULL, sip_instance TEXT NOT NULL, attr TEXT NOT NULL,
-  last_modified INTEGER NOT NULL, PRIMARY KEY (table_name, aor, contact));
+  last_modified INTEGER NOT NULL, PRIMARY KEY (table_name, aor, contact)))sql",
+                                              without_rowid ? " WITHOUT ROWID;" : ";", R"sql(
 INSERT INTO usrloc_aor VALUES ('location', 'alice', 7);
+INSERT INTO usrloc_aor VALUES ('location', 'bob', 9);
 INSERT INTO usrloc_contact VALUES ('location', 'alice', 'sip:b@h', 0, 5000, 500, 'cid', 3, 1, 2,
   'ua', 'sip:1.2.3.4:5060', '<sip:p;lr>', 'udp:127.0.0.1:5060', 77, '<urn:x>', '', 4000);
 INSERT INTO usrloc_contact VALUES ('location', 'alice', 'sip:a@h', 1, 5000, 500, 'cid', 3, 1, 2,
   'ua', 'sip:1.2.3.4:5060', '<sip:p;lr>', 'udp:127.0.0.1:5060', 77, '<urn:x>', '', 4000);
-)sql";
-  ASSERT_EQ(sqlite3_exec(db, kOldLayout, nullptr, nullptr, nullptr), SQLITE_OK);
+)sql");
+  ASSERT_EQ(sqlite3_exec(db, old_layout.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
   sqlite3_close(db);
 
   auto store = SqliteStore::Open({.path = path});
   ASSERT_TRUE(store.ok()) << store.status();
   const std::vector<AorSnapshot> loaded = (*store)->Load("location").value();
-  ASSERT_EQ(loaded.size(), 1u);
+  ASSERT_EQ(loaded.size(), 1u);  // bob had no contacts
   EXPECT_EQ(loaded[0].version, 7u);
   const AorSnapshot expected = Snapshot("alice", 7, {"sip:b@h", "sip:a@h"});
   ASSERT_EQ(loaded[0].contacts.size(), 2u);
@@ -191,23 +197,73 @@ INSERT INTO usrloc_contact VALUES ('location', 'alice', 'sip:a@h', 1, 5000, 500,
     want.state = loaded[0].contacts[i].state;
     EXPECT_EQ(loaded[0].contacts[i], want);
   }
-  // Writes go on in the rebuilt table, and the old one is gone.
+  // Writes go on in the packed table; usrloc_contact is now a view over it. Bob's version
+  // row stays, so an older snapshot of bob is still refused.
   ASSERT_TRUE((*store)
-                  ->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 8, {"sip:c@h"})})
+                  ->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 8, {"sip:c@h"}),
+                                                               Snapshot("bob", 9, {"sip:x@h"})})
                   .ok());
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
   {
-    absl::StatusOr<sqlite::Statement> tables =
+    absl::StatusOr<sqlite::Statement> objects =
         sqlite::Prepare(db,
-                        "SELECT group_concat(name || ':' || (sql LIKE '%WITHOUT ROWID%')) "
-                        "FROM sqlite_master WHERE type='table' AND name LIKE 'usrloc%'");
-    ASSERT_TRUE(tables.ok()) << tables.status();
-    ASSERT_EQ(sqlite3_step(tables->get()), SQLITE_ROW);
-    EXPECT_EQ(sqlite::ColumnText(tables->get(), 0), "usrloc_aor:1,usrloc_contact:1");
+                        "SELECT group_concat(type || ':' || name, ',') FROM (SELECT type, name "
+                        "FROM sqlite_master WHERE name LIKE 'usrloc%' ORDER BY name)");
+    ASSERT_TRUE(objects.ok()) << objects.status();
+    ASSERT_EQ(sqlite3_step(objects->get()), SQLITE_ROW);
+    EXPECT_EQ(sqlite::ColumnText(objects->get(), 0), "table:usrloc_aor,view:usrloc_contact");
   }
   sqlite3_close(db);
   store_ = std::move(*store);
   EXPECT_EQ(Uris("alice"), std::vector<std::string>{"sip:c@h"});
+  EXPECT_TRUE(Uris("bob").empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(RowidAndWithoutRowid, OlderLayoutTest, ::testing::Bool());
+
+// Contacts are packed as JSON text: every byte a field may hold (quotes, backslashes,
+// control characters, bytes that are not UTF-8; not NUL, which neither SIP nor ul_add
+// lets in) comes back as it was, and the usrloc_contact view shows the old
+// one-row-per-contact columns.
+TEST_F(SqliteStoreTest, AnyBytesInAFieldComeBackAsTheyWere) {
+  AorSnapshot s = Snapshot("carol", 4, {"sip:\"q\"\\@h", "sip:b@h"});
+  s.contacts[0].user_agent = "a\x01\tb\n\x1f\x7f\xff\xfe\"";
+  s.contacts[0].attr = "\\u0041";
+  s.contacts[1].expires = 0;
+  s.contacts[1].cseq = 4294967295u;
+  s.contacts[1].last_modified = -5;
+  ASSERT_TRUE(store_->Write("location", std::vector<AorSnapshot>{s}).ok());
+  std::vector<AorSnapshot> loaded = store_->Load("location").value();
+  ASSERT_EQ(loaded.size(), 1u);
+  ASSERT_EQ(loaded[0].contacts.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    const ContactInfo& got = loaded[0].contacts[i];
+    const ContactInfo& want = s.contacts[i];
+    SCOPED_TRACE(i);
+    EXPECT_EQ(got.uri, want.uri);
+    EXPECT_EQ(got.user_agent, want.user_agent);
+    EXPECT_EQ(got.attr, want.attr);
+    EXPECT_EQ(got.expires, want.expires);
+    EXPECT_EQ(got.cseq, want.cseq);
+    EXPECT_EQ(got.last_modified, want.last_modified);
+    ContactInfo same = got;
+    same.state = want.state;
+    EXPECT_EQ(same, want);  // and every other field
+  }
+
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ + "/ul.sqlite").c_str(), &db), SQLITE_OK);
+  absl::StatusOr<sqlite::Statement> rows = sqlite::Prepare(
+      db,
+      "SELECT group_concat(contact || '|' || position || '|' || expires || '|' || cseq || '|' "
+      "|| q || '|' || methods, ';') FROM usrloc_contact WHERE table_name = 'location' AND "
+      "aor = 'carol'");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(sqlite3_step(rows->get()), SQLITE_ROW);
+  EXPECT_EQ(sqlite::ColumnText(rows->get(), 0),
+            "sip:\"q\"\\@h|0|5000|3|500|77;sip:b@h|1|0|4294967295|500|77");
+  rows->reset();
+  sqlite3_close(db);
 }
 
 TEST_F(SqliteStoreTest, OpenFailsClearlyForBadPath) {

@@ -195,6 +195,8 @@ TEST_F(UlMiTest, AddArgumentErrors) {
       {"location", "a", "sip:a@h", "0", "1", "0", "0x1", "0", "0"},
       {"location", "a", "sip:a@h", "0", "1", "0", "0", "a", "0"},
       {"location", "a", "sip:a@h", "0", "1", "0", "0", "0", "4294967296"},
+      // A NUL byte (possible over gRPC) is no part of a SIP URI.
+      {"location", "a", std::string("sip:a\0@h", 8), "0", "1", "0", "0", "0", "0"},
   };
   for (const auto& args : bad) {
     EXPECT_EQ(Status("ul_add", args), "400 Bad parameter") << absl::StrJoin(args, " ");

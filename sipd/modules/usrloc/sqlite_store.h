@@ -1,10 +1,13 @@
 // Persistence of usrloc tables in an embedded SQLite database (db_mode 1 and 2).
 //
 // Schema (one database file for all usrloc tables):
-//   usrloc_aor(table_name, aor, version)             -- newest version written per AOR
-//   usrloc_contact(table_name, aor, contact, ...)    -- one row per contact
-// An AOR is always written whole ("snapshot"): its rows are replaced by the snapshot's
-// contacts in one transaction, unless the stored version is newer. That makes writes
+//   usrloc_aor(table_name, aor, version, contacts)   -- one row per AOR: the newest
+//                                                       version written and its contacts
+//                                                       (a JSON array of arrays)
+//   usrloc_contact                                   -- a view: one row per contact,
+//                                                       the columns of older versions
+// An AOR is always written whole ("snapshot"): its row is replaced by the snapshot's in
+// one statement, unless the stored version is newer. That makes writes
 // from different processes commute: whatever order two processes commit their snapshots
 // of one AOR in, the database ends with the newest one. A version row stays after its
 // AOR is emptied so a late, older snapshot cannot resurrect it; empty rows are pruned at
@@ -65,8 +68,8 @@ class SqliteStore {
   // outlive it; the schema must exist (CreateSchema()). Write() then runs without the
   // writer lock; prefer WriteRows() inside the owner's transaction.
   static std::unique_ptr<SqliteStore> Borrow(sqlite3* db, std::string path);
-  // Creates the tables if needed and rebuilds a usrloc_contact written by an older sipd
-  // (a rowid table) in the current layout, keeping its rows. REQUIRES: inside a write
+  // Creates the table and view if needed and packs the usrloc_contact table written by
+  // an older sipd into usrloc_aor.contacts, keeping its rows. REQUIRES: inside a write
   // transaction on `db`. Cheap when the tables are current (one read of the schema).
   static absl::Status CreateSchema(sqlite3* db);
   ~SqliteStore();
@@ -120,9 +123,7 @@ class SqliteStore {
   std::string path_;
   RobustMutex* writer_lock_;
   bool owns_;
-  sqlite::Statement delete_contacts_;
-  sqlite::Statement insert_contact_;
-  sqlite::Statement upsert_version_;
+  sqlite::Statement upsert_aor_;
 };
 
 }  // namespace sipd::usrloc

@@ -184,7 +184,8 @@ absl::Status UlAdd(Usrloc& ul, Call& call) {
   std::optional<uint32_t> cflags = ParseUint32(call.arg(7));
   std::optional<uint32_t> methods = ParseUint32(call.arg(8));
   if (!expires || !q || !flags || !cflags || !methods || uri.empty() ||
-      uri.size() > kMaxFieldLength || aor->empty() || aor->size() > kMaxAorLength) {
+      uri.size() > kMaxFieldLength || uri.find('\0') != std::string::npos || aor->empty() ||
+      aor->size() > kMaxAorLength) {
     SetError(call, 400, mi::kReasonBadParameter);
     return absl::OkStatus();
   }
