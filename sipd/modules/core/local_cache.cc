@@ -1,13 +1,12 @@
 #include "sipd/modules/core/local_cache.h"
 
-#include <time.h>
-
 #include <atomic>
 #include <cstring>
 #include <new>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "sipd/core/clock.h"
 #include "spdlog/spdlog.h"
 
 namespace sipd {
@@ -92,12 +91,6 @@ uint32_t HashAttr(std::string_view attr) {
     h *= 16777619u;
   }
   return h;
-}
-
-int64_t MonotonicMs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
 // Adds `amount` to `counter` unless that exceeds `limit`.

@@ -1,13 +1,12 @@
 #include "sipd/modules/mi_selftest/mi_selftest.h"
 
-#include <time.h>
-
 #include <algorithm>
 #include <charconv>
 #include <cstring>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "sipd/core/clock.h"
 #include "sipd/core/shm.h"
 #include "spdlog/spdlog.h"
 
@@ -18,13 +17,6 @@ using mi::Call;
 using Arity = mi::ParamSpec::Arity;
 
 constexpr size_t kMaxText = 128;
-
-// CLOCK_MONOTONIC is the same clock in every process (std::chrono::steady_clock).
-int64_t NowMs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
 
 struct Job {
   mi::AsyncTicket ticket;
@@ -122,7 +114,7 @@ class MiSelftestModule final : public Module {
       return absl::OkStatus();
     }
     Job job;
-    job.due_ms = NowMs() + delay;
+    job.due_ms = MonotonicMs() + delay;
     job.fail = fail;
     const std::string echo = call.arg_count() > 1 ? call.arg(1) : "pong";
     job.text_size = static_cast<uint32_t>(std::min(echo.size(), kMaxText));
@@ -149,7 +141,7 @@ class MiSelftestModule final : public Module {
   // Timer process: completes every due job. Replies are built outside the lock.
   void RunDue() {
     std::vector<Job> due;
-    const int64_t now = NowMs();
+    const int64_t now = MonotonicMs();
     {
       std::lock_guard<RobustMutex> lock(queue_->mutex);
       for (size_t i = 0; i < queue_->size;) {

@@ -2,7 +2,6 @@
 
 #include <ares.h>
 #include <poll.h>
-#include <time.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -11,16 +10,11 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "sipd/core/clock.h"
 #include "spdlog/spdlog.h"
 
 namespace sipd::tm {
 namespace {
-
-int64_t RealMs() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1000000;
-}
 
 struct Lookup {
   bool done = false;
@@ -50,10 +44,10 @@ void Done(void* arg, int status, int /*timeouts*/, ares_addrinfo* result) {
   ares_freeaddrinfo(result);
 }
 
-// Runs `channel` until its lookup is done or `deadline_ms` (RealMs) passes.
+// Runs `channel` until its lookup is done or `deadline_ms` (MonotonicMs) passes.
 void RunUntil(ares_channel channel, const Lookup& lookup, int64_t deadline_ms) {
   while (!lookup.done) {
-    const int64_t left = deadline_ms - RealMs();
+    const int64_t left = deadline_ms - MonotonicMs();
     if (left <= 0) {
       ares_cancel(channel);  // the callback runs with ARES_ECANCELLED
       return;
@@ -100,7 +94,7 @@ void WarnTimeout(const std::string& host, int64_t budget_ms) {
   static int64_t last_ms = -1;
   static uint64_t unlogged = 0;
   std::lock_guard<std::mutex> lock(mu);
-  const int64_t now = RealMs();
+  const int64_t now = MonotonicMs();
   if (last_ms >= 0 && now - last_ms < 10000) {
     ++unlogged;
     return;
@@ -114,7 +108,7 @@ void WarnTimeout(const std::string& host, int64_t budget_ms) {
 }  // namespace
 
 HostResolver::HostResolver(ResolverOptions options, Clock clock)
-    : options_(std::move(options)), clock_(clock ? std::move(clock) : Clock(RealMs)) {
+    : options_(std::move(options)), clock_(clock ? std::move(clock) : Clock(MonotonicMs)) {
   static const int init = ares_library_init(ARES_LIB_INIT_ALL);
   (void)init;
 }
@@ -181,7 +175,7 @@ absl::StatusOr<std::vector<SocketAddress>> HostResolver::LookUp(const std::strin
   hints.ai_family = AF_UNSPEC;
   const int64_t budget_ms = options_.timeout_ms * options_.tries;
   ares_getaddrinfo(channel, host.c_str(), nullptr, &hints, &Done, &lookup);
-  RunUntil(channel, lookup, RealMs() + budget_ms);
+  RunUntil(channel, lookup, MonotonicMs() + budget_ms);
   ares_destroy(channel);  // a lookup still running ends here (callback: ARES_EDESTRUCTION)
   *ttl_ms = lookup.ttl_ms;
   if (lookup.status == ARES_SUCCESS && !lookup.addresses.empty())

@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "registry/status_macros.h"
+#include "sipd/core/clock.h"
 #include "sipd/core/shm.h"
 #include "sipd/core/sip.h"
 #include "sipd/core/sip_receiver.h"

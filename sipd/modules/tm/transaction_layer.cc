@@ -1,13 +1,12 @@
 #include "sipd/modules/tm/transaction_layer.h"
 
-#include <time.h>
-
 #include <algorithm>
 #include <cstring>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "registry/status_macros.h"
+#include "sipd/core/clock.h"
 #include "sipd/modules/tm/sip_builder.h"
 #include "spdlog/spdlog.h"
 
@@ -149,12 +148,6 @@ bool IsTokenChar(char c) {
 }
 
 }  // namespace
-
-int64_t MonotonicMs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
 
 std::string LocalSocket::name() const {
   return absl::StrCat(std::string(ProtoName(proto)), ":", host_port());

@@ -308,7 +308,4 @@ absl::StatusOr<Destination> ResolveUri(const SipUri& uri, const std::vector<Loca
                                        HostResolver* resolver,
                                        std::string_view preferred_socket = {});
 
-// CLOCK_MONOTONIC in milliseconds.
-int64_t MonotonicMs();
-
 }  // namespace sipd::tm
