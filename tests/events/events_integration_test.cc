@@ -25,10 +25,10 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "legacy-transports/fifo/fifo_client.h"
+#include "tests/support/dns_responder.h"
 #include "tests/support/sip_support.h"
 #include "tests/support/sipd_harness.h"
 #include "tests/support/temp_dir.h"
-#include "tests/tm/dns_responder.h"
 
 namespace sipd::testing {
 namespace {

@@ -1,12 +1,13 @@
 // tm's HostResolver (c-ares, bounded, cached) against a real DNS server on loopback
-// (dns_responder.h), with a fake clock for the cache; and ResolveUri's choice of address.
+// (tests/support/dns_responder.h), with a fake clock for the cache; and ResolveUri's
+// choice of address.
 #include "sipd/modules/tm/resolver.h"
 
 #include <arpa/inet.h>
 
 #include "gtest/gtest.h"
 #include "sipd/modules/tm/transaction_layer.h"
-#include "tests/tm/dns_responder.h"
+#include "tests/support/dns_responder.h"
 
 namespace sipd::tm {
 namespace {

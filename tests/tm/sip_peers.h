@@ -1,5 +1,5 @@
 // SIP peers for tm's integration tests: sipp processes in the background and raw UDP
-// sockets that play a phone byte by byte.
+// sockets that play a phone byte by byte (UdpPeer, tests/support/udp_peer.h).
 //
 // sipp is started WITHOUT -p: it binds 5060 or the next free port itself and keeps it
 // (no bind-close-rebind race); the test reads the port back from /proc (the first of
@@ -8,11 +8,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "tests/support/sipd_harness.h"
+#include "tests/support/udp_peer.h"
 
 namespace sipd::testing {
 
@@ -180,61 +178,6 @@ class SippProcess {
   int exit_code_ = -1;
   std::string log_;
   std::string errors_;
-};
-
-// A UDP socket on 127.0.0.1 (port 0, read back) that sends and receives datagrams.
-class UdpPeer {
- public:
-  UdpPeer() {
-    fd_ = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-    socklen_t len = sizeof(a);
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
-  }
-  ~UdpPeer() { close(fd_); }
-  UdpPeer(const UdpPeer&) = delete;
-  UdpPeer& operator=(const UdpPeer&) = delete;
-
-  int port() const { return port_; }
-  int fd() const { return fd_; }
-  void SendTo(int port, std::string_view bytes) const {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    sendto(fd_, bytes.data(), bytes.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  }
-  // The next datagram, or "" after `timeout`.
-  std::string Receive(std::chrono::milliseconds timeout = std::chrono::seconds(3)) const {
-    pollfd p{fd_, POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return "";
-    std::string buffer(65536, '\0');
-    const ssize_t n = recv(fd_, buffer.data(), buffer.size(), 0);
-    buffer.resize(n > 0 ? static_cast<size_t>(n) : 0);
-    return buffer;
-  }
-  // Every datagram that arrives within `window` (for "nothing more came" checks).
-  std::vector<std::string> Drain(std::chrono::milliseconds window) const {
-    std::vector<std::string> out;
-    const auto end = std::chrono::steady_clock::now() + window;
-    while (true) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          end - std::chrono::steady_clock::now());
-      if (left.count() <= 0) break;
-      std::string d = Receive(left);
-      if (d.empty()) break;
-      out.push_back(std::move(d));
-    }
-    return out;
-  }
-
- private:
-  int fd_ = -1;
-  int port_ = 0;
 };
 
 }  // namespace sipd::testing

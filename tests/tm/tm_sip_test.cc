@@ -20,10 +20,10 @@
 #include "legacy-transports/fifo/fifo_client.h"
 #include "sipd/modules/tm/sip_builder.h"
 #include "sipd/modules/tm/sip_message.h"
+#include "tests/support/dns_responder.h"
 #include "tests/support/sip_support.h"
 #include "tests/support/sipd_fixture.h"
 #include "tests/support/sipd_harness.h"
-#include "tests/tm/dns_responder.h"
 #include "tests/tm/sip_peers.h"
 #include "tests/xmlrpc/xmlrpc_test_client.h"
 

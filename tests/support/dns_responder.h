@@ -20,7 +20,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "tests/tm/sip_peers.h"
+#include "tests/support/udp_peer.h"
 
 namespace sipd::testing {
 
