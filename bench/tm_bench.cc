@@ -465,12 +465,6 @@ CallRun RunCalls(Server& server, double rate, double seconds, const std::string&
   return run;
 }
 
-template <typename T>
-T Median(std::vector<T> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? T{} : v[v.size() / 2];
-}
-
 std::vector<double> ParseRates(const std::string& list) {
   std::vector<double> out;
   for (absl::string_view part : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
@@ -647,11 +641,13 @@ int main(int argc, char** argv) {
           cpu.push_back(c.server_cpu_us_per_call);
           percent.push_back(c.server_cpu_percent);
         }
-        table.PrintRow(
-            {setups[k].server->name(), absl::StrFormat("%.0f", rate),
-             absl::StrFormat("%.0f", Median(goodput)), absl::StrFormat("%.2f", Median(failed)),
-             absl::StrFormat("%.3f", Median(retrans)), absl::StrFormat("%.1f", Median(cpu)),
-             absl::StrFormat("%.0f", Median(percent))});
+        // Medians over the runs: Summarize's p50 (the values are not latencies).
+        table.PrintRow({setups[k].server->name(), absl::StrFormat("%.0f", rate),
+                        absl::StrFormat("%.0f", sipd::bench::Summarize(goodput).p50_us),
+                        absl::StrFormat("%.2f", sipd::bench::Summarize(failed).p50_us),
+                        absl::StrFormat("%.3f", sipd::bench::Summarize(retrans).p50_us),
+                        absl::StrFormat("%.1f", sipd::bench::Summarize(cpu).p50_us),
+                        absl::StrFormat("%.0f", sipd::bench::Summarize(percent).p50_us)});
       }
     }
   } else if (soak->parsed()) {

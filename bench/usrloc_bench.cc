@@ -177,11 +177,6 @@ struct RunResult {
   double mi_call_ms_max = 0;
 };
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
-
 // A nice value, or kSchedIdle: SCHED_IDLE (runs only when nothing else wants the CPU, and
 // a waking task of another policy always preempts it).
 constexpr int kSchedIdle = 100;
@@ -309,8 +304,9 @@ int RunRegister(int calls, int rounds, int db_mode, int mi_interval_ms, int mi_n
     for (const auto& r : v) out.push_back(r.worker_cpu_us);
     return out;
   };
-  const double a = Median(rates(alone));
-  const double l = Median(rates(loaded));
+  // Medians: bench_support's Summarize p50 (of rates and CPU times, not latencies).
+  const double a = sipd::bench::Summarize(rates(alone)).p50_us;
+  const double l = sipd::bench::Summarize(rates(loaded)).p50_us;
   // Per round (the two runs of a round are adjacent in time): loaded / alone.
   std::vector<double> drops;
   for (size_t i = 0; i < alone.size() && i < loaded.size(); ++i) {
@@ -322,11 +318,11 @@ int RunRegister(int calls, int rounds, int db_mode, int mi_interval_ms, int mi_n
       "children\n",
       db_mode, calls, rounds, mi_interval_ms, mi_nice, g_children);
   std::printf("median alone    : %8.0f REGISTER/s  %6.1f us worker CPU/REGISTER\n", a,
-              Median(cpu(alone)));
+              sipd::bench::Summarize(cpu(alone)).p50_us);
   std::printf("median MI load  : %8.0f REGISTER/s  %6.1f us worker CPU/REGISTER\n", l,
-              Median(cpu(loaded)));
+              sipd::bench::Summarize(cpu(loaded)).p50_us);
   std::printf("drop under MI   : %7.1f %% (medians), %.1f %% (median of per-round drops)\n",
-              a > 0 ? (a - l) * 100.0 / a : 0.0, Median(drops));
+              a > 0 ? (a - l) * 100.0 / a : 0.0, sipd::bench::Summarize(drops).p50_us);
   std::filesystem::remove_all(work);
   return 0;
 }
