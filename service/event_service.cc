@@ -191,7 +191,9 @@ class SubscribeCall final
       return EndLocked(DeadlineExpiredStatus());
     }
     exchange_ = in_.management.dispatcher().Start(
-        GrpcCallContext(ctx_), mi::Request{"events_list", {}}, mi::Delivery::kTree, nullptr,
+        GrpcCallContext(ctx_),
+        mi::Request{.command = "events_list", .args = {}, .args_error = absl::OkStatus()},
+        mi::Delivery::kTree, nullptr,
         [anchor = anchor_] { anchor->Run([](SubscribeCall& call) { call.AuthorizedLocked(); }); });
     if (exchange_->ready()) AuthorizedLocked();
   }
@@ -436,7 +438,7 @@ class WatchCall final
       }
       interval_ = std::chrono::milliseconds(ms);
     }
-    mi::Request command{"get_statistics", {}};
+    mi::Request command{.command = "get_statistics", .args = {}, .args_error = absl::OkStatus()};
     for (int i = 0; i < request_.names_size(); ++i) {
       const std::string& name = request_.names(i);
       if (name.empty() || name == ":") {

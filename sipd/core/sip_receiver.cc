@@ -514,8 +514,11 @@ std::string StatelessSipStack::ToTag(osip_message_t* message) const {
     hash = Fnv1a(hash, message->call_id->number);
     hash = Fnv1a(hash, message->call_id->host);
   }
+  // osip_from_get_tag/osip_to_get_tag pass the literal "tag" for libosip2's `char* name`
+  // (only read), which C++ does not allow: the *_param_get_byname forms with a cast instead.
   osip_generic_param_t* from_tag = nullptr;
-  if (message->from != nullptr && osip_from_get_tag(message->from, &from_tag) == 0 &&
+  if (message->from != nullptr &&
+      osip_from_param_get_byname(message->from, const_cast<char*>("tag"), &from_tag) == 0 &&
       from_tag != nullptr) {
     hash = Fnv1a(hash, from_tag->gvalue);
   }
@@ -562,7 +565,9 @@ void StatelessSipStack::AppendReplyHead(std::string& out, osip_message_t* messag
       osip_free(to);
       osip_generic_param_t* tag = nullptr;
       // RFC 3261 8.2.6.2: no tag on 100 Trying; otherwise add one if the request had none.
-      if (code > 100 && osip_to_get_tag(message->to, &tag) != 0) {
+      // osip_to_get_tag, without its string literal as char* (see ToTag).
+      if (code > 100 &&
+          osip_to_param_get_byname(message->to, const_cast<char*>("tag"), &tag) != 0) {
         absl::StrAppend(&out, ";tag=", ToTag(message));
       }
       out += "\r\n";
