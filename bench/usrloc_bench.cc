@@ -16,6 +16,7 @@
 //     AOR snapshots written through usrloc's store in transactions of B (as the
 //     group-commit writer batches them), in a new random order each pass; CPU and wall
 //     time per record. Pass 0 inserts; later passes rewrite existing AORs (re-REGISTERs).
+//     Then times Load() of the whole table, as a restart reads it.
 //
 // sipd and sipp run on this machine; numbers depend on its load (see RESULTS.md).
 #include <fcntl.h>
@@ -443,6 +444,21 @@ int RunStore(int aors, int batch, int passes) {
       std::printf("pass %d (%s): %6.2f us CPU/record  %6.2f us wall/record\n", pass,
                   pass == 0 ? "insert" : "rewrite", cpu_us / aors, 1e6 * wall / aors);
       std::fflush(stdout);
+    }
+    if (rc == 0) {
+      const double cpu0 = sipd::bench::SelfCpuMicros();
+      const auto wall0 = Clock::now();
+      absl::StatusOr<std::vector<sipd::usrloc::AorSnapshot>> loaded = (*store)->Load("location");
+      const double cpu_us = sipd::bench::SelfCpuMicros() - cpu0;
+      const double wall = std::chrono::duration<double>(Clock::now() - wall0).count();
+      if (!loaded.ok() || loaded->size() != order.size()) {
+        std::fprintf(stderr, "load: %s\n",
+                     loaded.ok() ? "wrong number of AORs" : loaded.status().ToString().c_str());
+        rc = 1;
+      } else {
+        std::printf("load: %6.2f us CPU/AOR  %6.2f us wall/AOR\n", cpu_us / aors,
+                    1e6 * wall / aors);
+      }
     }
   }
   std::filesystem::remove_all(work);

@@ -2,6 +2,8 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "registry/status_macros.h"
 #include "sipd/modules/sqlite/group_commit.h"
@@ -146,23 +148,26 @@ std::unique_ptr<SqliteStore> SqliteStore::Borrow(sqlite3* db, std::string path) 
 
 absl::Status SqliteStore::CreateSchema(sqlite3* db) {
   SIPD_RETURN_IF_ERROR(sqlite::Exec(db, kSchema));
-  // 1: usrloc_aor has no `contacts` column; 2: usrloc_contact is a table.
+  // What an older sipd left: usrloc_aor without `contacts`; usrloc_contact as a table.
   absl::StatusOr<sqlite::Statement> layout = sqlite::Prepare(
       db,
-      "SELECT (SELECT count(*) = 0 FROM pragma_table_info('usrloc_aor') WHERE name = "
-      "'contacts') | 2 * (SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND "
-      "name = 'usrloc_contact')");
+      "SELECT NOT EXISTS (SELECT 1 FROM pragma_table_info('usrloc_aor') WHERE name = "
+      "'contacts'), EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
+      "'usrloc_contact')");
   if (!layout.ok()) return layout.status();
-  int older = 0;
-  const int rc = sqlite::StepRows(layout->get(),
-                                  [&](sqlite3_stmt* row) { older = sqlite3_column_int(row, 0); });
+  bool no_contacts_column = false;
+  bool contact_table = false;
+  const int rc = sqlite::StepRows(layout->get(), [&](sqlite3_stmt* row) {
+    no_contacts_column = sqlite3_column_int(row, 0) != 0;
+    contact_table = sqlite3_column_int(row, 1) != 0;
+  });
   if (rc != SQLITE_DONE) {
     return absl::UnavailableError(
         absl::StrCat("usrloc database: cannot read the schema: ", sqlite3_errmsg(db)));
   }
   layout->reset();
-  if ((older & 1) != 0) SIPD_RETURN_IF_ERROR(sqlite::Exec(db, kAddContactsColumn));
-  if ((older & 2) != 0) {
+  if (no_contacts_column) SIPD_RETURN_IF_ERROR(sqlite::Exec(db, kAddContactsColumn));
+  if (contact_table) {
     spdlog::info("usrloc: packing usrloc_contact's rows into usrloc_aor.contacts (once)");
     SIPD_RETURN_IF_ERROR(sqlite::Exec(db, kPackContactTable));
   }
@@ -230,8 +235,7 @@ absl::Status SqliteStore::WriteRows(std::string_view table, std::span<const AorS
                                     bool force) {
   if (snapshots.empty()) return absl::OkStatus();
   // Prepared once per connection; a failed prepare is retried on the next call. Writes
-  // the AOR and reports a change only when the snapshot is newer than the stored one (or
-  // as new and forced): sqlite3_changes() is 0 otherwise.
+  // the AOR only when the snapshot is newer than the stored one (or as new and forced).
   if (upsert_aor_ == nullptr) {
     absl::StatusOr<sqlite::Statement> prepared = Prepare(
         "INSERT INTO usrloc_aor (table_name, aor, version, contacts) VALUES (?1, ?2, ?3, ?5) "
@@ -258,43 +262,56 @@ absl::Status SqliteStore::WriteRows(std::string_view table, std::span<const AorS
 }
 
 absl::StatusOr<std::vector<AorSnapshot>> SqliteStore::Load(std::string_view table) {
+  // In the primary key's order, so without a sort; json_each gives an AOR's contacts in
+  // their stored order, which the position (c.key) checks.
   auto prepared = Prepare(
-      "SELECT a.aor, a.version, c.value->>0, c.value->>1, c.value->>2, c.value->>3, "
+      "SELECT a.aor, a.version, c.key, c.value->>0, c.value->>1, c.value->>2, c.value->>3, "
       "c.value->>4, c.value->>5, c.value->>6, c.value->>7, c.value->>8, c.value->>9, "
       "c.value->>10, c.value->>11, c.value->>12, c.value->>13, c.value->>14 "
-      "FROM usrloc_aor a, json_each(a.contacts) c WHERE a.table_name=?1 "
-      "ORDER BY a.aor, c.key");
+      "FROM usrloc_aor a, json_each(a.contacts) c WHERE a.table_name=?1 ORDER BY a.aor");
   if (!prepared.ok()) return prepared.status();
   BindText(prepared->get(), 1, table);
   std::vector<AorSnapshot> out;
+  std::vector<std::pair<int64_t, ContactInfo>> contacts;  // out.back()'s, with positions
+  const auto finish_aor = [&] {
+    if (out.empty()) return;
+    if (!std::is_sorted(contacts.begin(), contacts.end(),
+                        [](const auto& a, const auto& b) { return a.first < b.first; })) {
+      std::stable_sort(contacts.begin(), contacts.end(),
+                       [](const auto& a, const auto& b) { return a.first < b.first; });
+    }
+    for (auto& [position, contact] : contacts) out.back().contacts.push_back(std::move(contact));
+    contacts.clear();
+  };
   const int rc = sqlite::StepRows(prepared->get(), [&](sqlite3_stmt* s) {
-    std::string aor(ColumnText(s, 0));
+    std::string_view aor = ColumnText(s, 0);
     if (out.empty() || out.back().aor != aor) {
+      finish_aor();
       out.emplace_back();
-      out.back().aor = std::move(aor);
+      out.back().aor = std::string(aor);
       out.back().version = static_cast<uint64_t>(sqlite3_column_int64(s, 1));
     }
-    ContactInfo c;
-    c.uri = ColumnText(s, 2);
-    c.expires = sqlite3_column_int64(s, 3);
-    c.q = sqlite3_column_int(s, 4);
-    c.callid = ColumnText(s, 5);
-    c.cseq = static_cast<uint32_t>(sqlite3_column_int64(s, 6));
-    c.flags = static_cast<uint32_t>(sqlite3_column_int64(s, 7));
-    c.cflags = static_cast<uint32_t>(sqlite3_column_int64(s, 8));
-    c.user_agent = ColumnText(s, 9);
-    c.received = ColumnText(s, 10);
-    c.path = ColumnText(s, 11);
-    c.socket = ColumnText(s, 12);
-    c.methods = static_cast<uint32_t>(sqlite3_column_int64(s, 13));
-    c.instance = ColumnText(s, 14);
-    c.attr = ColumnText(s, 15);
-    c.last_modified = sqlite3_column_int64(s, 16);
+    ContactInfo& c = contacts.emplace_back(sqlite3_column_int64(s, 2), ContactInfo{}).second;
+    c.uri = ColumnText(s, 3);
+    c.expires = sqlite3_column_int64(s, 4);
+    c.q = sqlite3_column_int(s, 5);
+    c.callid = ColumnText(s, 6);
+    c.cseq = static_cast<uint32_t>(sqlite3_column_int64(s, 7));
+    c.flags = static_cast<uint32_t>(sqlite3_column_int64(s, 8));
+    c.cflags = static_cast<uint32_t>(sqlite3_column_int64(s, 9));
+    c.user_agent = ColumnText(s, 10);
+    c.received = ColumnText(s, 11);
+    c.path = ColumnText(s, 12);
+    c.socket = ColumnText(s, 13);
+    c.methods = static_cast<uint32_t>(sqlite3_column_int64(s, 14));
+    c.instance = ColumnText(s, 15);
+    c.attr = ColumnText(s, 16);
+    c.last_modified = sqlite3_column_int64(s, 17);
     c.state = ContactState::kSync;
-    out.back().contacts.push_back(std::move(c));
   });
   prepared->reset();
   if (rc != SQLITE_DONE) return Error("load contacts");
+  finish_aor();
   return out;
 }
 
