@@ -68,6 +68,12 @@ LatencySummary LatencyLog::Merge(const std::vector<LatencyLog>& logs) {
   return SummarizeSorted(micros);
 }
 
+double Median(std::vector<double> values) {
+  if (values.empty()) return 0;
+  std::nth_element(values.begin(), values.begin() + values.size() / 2, values.end());
+  return values[values.size() / 2];
+}
+
 LatencySummary Summarize(std::vector<double> micros) {
   std::sort(micros.begin(), micros.end());
   return SummarizeSorted(micros);

@@ -55,6 +55,10 @@ class LatencyLog {
 // p50/p90/p99/max of latencies given in microseconds (sorts a copy).
 LatencySummary Summarize(std::vector<double> micros);
 
+// The median of any figures (rates, CPU per request, drops): the middle element of a
+// sorted copy, the upper one of an even count (as Summarize's p50); 0 when empty.
+double Median(std::vector<double> values);
+
 // --- CPU time --------------------------------------------------------------------------
 
 // utime + stime of a whole process (all its threads) from /proc/<pid>/stat, in clock

@@ -39,6 +39,7 @@
 namespace {
 
 using sipd::bench::Clock;
+using sipd::bench::Median;
 using sipd::bench::RunResult;
 
 // One client's keep-alive connection. Not thread-safe: one client thread owns it.
@@ -155,11 +156,6 @@ std::string PostRequest(const std::string& path, const std::string& body) {
   return absl::StrCat("POST ", path, " HTTP/1.1\r\nHost: 127.0.0.1\r\n",
                       "Content-Type: application/json\r\nContent-Length: ", body.size(), "\r\n\r\n",
                       body);
-}
-
-double Median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values.empty() ? 0 : values[values.size() / 2];
 }
 
 int RunMetrics(int stats_count, int repeat, int port) {

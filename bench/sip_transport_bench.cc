@@ -31,6 +31,7 @@
 
 namespace {
 
+using sipd::bench::Median;
 using sipd::testing::SipdInstance;
 using Clock = std::chrono::steady_clock;
 
@@ -38,12 +39,6 @@ struct Sample {
   double rate = 0;
   double cpu_us = 0;
 };
-
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 std::string WorkDir() {
   char dir[] = "/tmp/sip-transport-bench-XXXXXX";

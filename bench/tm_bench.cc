@@ -641,13 +641,12 @@ int main(int argc, char** argv) {
           cpu.push_back(c.server_cpu_us_per_call);
           percent.push_back(c.server_cpu_percent);
         }
-        // Medians over the runs: Summarize's p50 (the values are not latencies).
-        table.PrintRow({setups[k].server->name(), absl::StrFormat("%.0f", rate),
-                        absl::StrFormat("%.0f", sipd::bench::Summarize(goodput).p50_us),
-                        absl::StrFormat("%.2f", sipd::bench::Summarize(failed).p50_us),
-                        absl::StrFormat("%.3f", sipd::bench::Summarize(retrans).p50_us),
-                        absl::StrFormat("%.1f", sipd::bench::Summarize(cpu).p50_us),
-                        absl::StrFormat("%.0f", sipd::bench::Summarize(percent).p50_us)});
+        using sipd::bench::Median;
+        table.PrintRow(
+            {setups[k].server->name(), absl::StrFormat("%.0f", rate),
+             absl::StrFormat("%.0f", Median(goodput)), absl::StrFormat("%.2f", Median(failed)),
+             absl::StrFormat("%.3f", Median(retrans)), absl::StrFormat("%.1f", Median(cpu)),
+             absl::StrFormat("%.0f", Median(percent))});
       }
     }
   } else if (soak->parsed()) {

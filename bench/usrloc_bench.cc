@@ -305,9 +305,9 @@ int RunRegister(int calls, int rounds, int db_mode, int mi_interval_ms, int mi_n
     for (const auto& r : v) out.push_back(r.worker_cpu_us);
     return out;
   };
-  // Medians: bench_support's Summarize p50 (of rates and CPU times, not latencies).
-  const double a = sipd::bench::Summarize(rates(alone)).p50_us;
-  const double l = sipd::bench::Summarize(rates(loaded)).p50_us;
+  using sipd::bench::Median;
+  const double a = Median(rates(alone));
+  const double l = Median(rates(loaded));
   // Per round (the two runs of a round are adjacent in time): loaded / alone.
   std::vector<double> drops;
   for (size_t i = 0; i < alone.size() && i < loaded.size(); ++i) {
@@ -319,11 +319,11 @@ int RunRegister(int calls, int rounds, int db_mode, int mi_interval_ms, int mi_n
       "children\n",
       db_mode, calls, rounds, mi_interval_ms, mi_nice, g_children);
   std::printf("median alone    : %8.0f REGISTER/s  %6.1f us worker CPU/REGISTER\n", a,
-              sipd::bench::Summarize(cpu(alone)).p50_us);
+              Median(cpu(alone)));
   std::printf("median MI load  : %8.0f REGISTER/s  %6.1f us worker CPU/REGISTER\n", l,
-              sipd::bench::Summarize(cpu(loaded)).p50_us);
+              Median(cpu(loaded)));
   std::printf("drop under MI   : %7.1f %% (medians), %.1f %% (median of per-round drops)\n",
-              a > 0 ? (a - l) * 100.0 / a : 0.0, sipd::bench::Summarize(drops).p50_us);
+              a > 0 ? (a - l) * 100.0 / a : 0.0, Median(drops));
   std::filesystem::remove_all(work);
   return 0;
 }
