@@ -225,6 +225,49 @@ TEST_F(UsrlocRestartTest, WriteBackUlFlushThenKillMinusNine) {
   EXPECT_EQ(Dump(), before);
 }
 
+// An upgrade: a file an older sipd wrote (one row per contact in a usrloc_contact table)
+// is packed at start-up, its contacts are served, and REGISTERs go on into it.
+TEST_F(UsrlocRestartTest, AFileInTheOlderOneRowPerContactLayoutIsServedAfterAnUpgrade) {
+  const int64_t expires = static_cast<int64_t>(time(nullptr)) + 3600;
+  const std::string old_layout = absl::StrCat(R"sql(
+CREATE TABLE usrloc_aor (table_name TEXT NOT NULL, aor TEXT NOT NULL, version INTEGER NOT NULL,
+  PRIMARY KEY (table_name, aor)) WITHOUT ROWID;
+CREATE TABLE usrloc_contact (table_name TEXT NOT NULL, aor TEXT NOT NULL, contact TEXT NOT NULL,
+  position INTEGER NOT NULL, expires INTEGER NOT NULL, q INTEGER NOT NULL, callid TEXT NOT NULL,
+  cseq INTEGER NOT NULL, flags INTEGER NOT NULL, cflags INTEGER NOT NULL,
+  user_agent TEXT NOT NULL, received TEXT NOT NULL, path TEXT NOT NULL, socket TEXT NOT NULL,
+  methods INTEGER NOT NULL, sip_instance TEXT NOT NULL, attr TEXT NOT NULL,
+  last_modified INTEGER NOT NULL, PRIMARY KEY (table_name, aor, contact)) WITHOUT ROWID;
+INSERT INTO usrloc_aor VALUES ('location', 'carol', 3), ('location', 'dave', 4);
+INSERT INTO usrloc_contact VALUES
+  ('location', 'carol', 'sip:carol@192.0.2.1:5060', 0, )sql",
+                                              expires, R"sql(, 1000, 'c1', 7, 0, 0, 'old-phone', '',
+   '', '', 4294967295, '', '', 1),
+  ('location', 'carol', 'sip:carol@192.0.2.2:5060', 1, )sql",
+                                              expires, R"sql(, 500, 'c2', 7, 0, 0, 'old-phone', '',
+   '', '', 4294967295, '', '', 1),
+  ('location', 'dave', 'sip:dave@192.0.2.3:5060', 0, )sql",
+                                              expires, R"sql(, -1, 'd1', 9, 0, 0, 'old-phone', '',
+   '', '', 4294967295, '', '', 1);
+)sql");
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((work_ + "/location.sqlite").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, old_layout.c_str(), nullptr, nullptr, nullptr), SQLITE_OK)
+      << sqlite3_errmsg(db);
+  sqlite3_close(db);
+
+  StartSipd(Config(1));
+  EXPECT_EQ(Dump(), (std::map<std::string, std::vector<std::string>>{
+                        {"carol", {"sip:carol@192.0.2.1:5060", "sip:carol@192.0.2.2:5060"}},
+                        {"dave", {"sip:dave@192.0.2.3:5060"}}}));
+  ASSERT_EQ(RegisterUsers().exit_code, 0);
+  const auto after = Dump();
+  EXPECT_EQ(after.size(), static_cast<size_t>(kUsers) + 2);
+  ASSERT_TRUE(sipd_->Stop().ok());
+  StartSipd(Config(1));
+  EXPECT_EQ(Dump(), after);
+}
+
 // Write-through with deferred replies (issue 8's group commit): the SIP worker queues the
 // AOR's record with its 200 OK and goes on reading; whichever process commits the batch
 // sends the replies after the COMMIT.
