@@ -132,6 +132,44 @@ TEST_F(SqliteStoreTest, PruneDropsExpiredContactsAndEmptyAors) {
   EXPECT_EQ(store_->MaxVersion().value(), 3u);  // bob's empty row is gone
 }
 
+// A row edited by hand into something that is not a JSON array of contacts is skipped by
+// Load (which logs how many it skipped), Prune and the view, not an error that stops a
+// restart;
+// the AOR's next write replaces it.
+TEST_F(SqliteStoreTest, AnUnreadableRowIsSkippedAndTheNextWriteReplacesIt) {
+  ASSERT_TRUE(store_
+                  ->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 1, {"sip:a@h"}),
+                                                               Snapshot("bob", 2, {"sip:b@h"}),
+                                                               Snapshot("carol", 3, {"sip:c@h"})})
+                  .ok());
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ + "/ul.sqlite").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "UPDATE usrloc_aor SET contacts = '[[\"sip:b@h\", 5' WHERE aor = 'bob';"
+                         "UPDATE usrloc_aor SET contacts = '[\"sip:c@h\"]' WHERE aor = 'carol';",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  absl::StatusOr<sqlite::Statement> view =
+      sqlite::Prepare(db, "SELECT group_concat(aor) FROM usrloc_contact");
+  ASSERT_TRUE(view.ok()) << view.status();
+  ASSERT_EQ(sqlite3_step(view->get()), SQLITE_ROW);
+  EXPECT_EQ(sqlite::ColumnText(view->get(), 0), "alice");
+  view->reset();
+  sqlite3_close(db);
+
+  absl::StatusOr<std::vector<AorSnapshot>> loaded = store_->Load("location");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_EQ(loaded->size(), 1u);
+  EXPECT_EQ((*loaded)[0].aor, "alice");
+  ASSERT_TRUE(store_->Prune(150).ok());
+  EXPECT_EQ(Uris("alice"), std::vector<std::string>{"sip:a@h"});
+  ASSERT_TRUE(
+      store_->Write("location", std::vector<AorSnapshot>{Snapshot("bob", 4, {"sip:b2@h"})}).ok());
+  EXPECT_EQ(Uris("bob"), std::vector<std::string>{"sip:b2@h"});
+  EXPECT_TRUE(Uris("carol").empty());
+  EXPECT_EQ(store_->MaxVersion().value(), 4u);  // carol's row, emptied by Prune, is gone
+}
+
 TEST_F(SqliteStoreTest, DeleteAorsExceptKeepsNewerWrites) {
   ASSERT_TRUE(store_
                   ->Write("location", std::vector<AorSnapshot>{Snapshot("a", 1, {"sip:a@h"}),

@@ -25,6 +25,10 @@ constexpr const char* kSchema =
     "  contacts TEXT NOT NULL DEFAULT '[]',\n"
     "  PRIMARY KEY (table_name, aor)\n) WITHOUT ROWID;\n";
 
+// The contacts SQL can read: a row whose `contacts` is not JSON (edited by hand, say) or
+// an element that is not an array is skipped, not an error that would stop a restart.
+#define SIPD_USRLOC_READABLE "WHERE json_valid(a.contacts) AND c.type = 'array'"
+
 constexpr const char* kContactView =
     "CREATE VIEW IF NOT EXISTS usrloc_contact AS SELECT a.table_name AS table_name, "
     "a.aor AS aor, c.value->>0 AS contact, c.key AS position, c.value->>1 AS expires, "
@@ -32,7 +36,7 @@ constexpr const char* kContactView =
     "c.value->>6 AS cflags, c.value->>7 AS user_agent, c.value->>8 AS received, "
     "c.value->>9 AS path, c.value->>10 AS socket, c.value->>11 AS methods, "
     "c.value->>12 AS sip_instance, c.value->>13 AS attr, c.value->>14 AS last_modified "
-    "FROM usrloc_aor a, json_each(a.contacts) c;\n";
+    "FROM usrloc_aor a, json_each(a.contacts) c " SIPD_USRLOC_READABLE ";\n";
 
 // Databases written by an older sipd: usrloc_aor without `contacts`, and usrloc_contact a
 // table (rowid or WITHOUT ROWID) of one row per contact. Packed once, inside the caller's
@@ -268,7 +272,8 @@ absl::StatusOr<std::vector<AorSnapshot>> SqliteStore::Load(std::string_view tabl
       "SELECT a.aor, a.version, c.key, c.value->>0, c.value->>1, c.value->>2, c.value->>3, "
       "c.value->>4, c.value->>5, c.value->>6, c.value->>7, c.value->>8, c.value->>9, "
       "c.value->>10, c.value->>11, c.value->>12, c.value->>13, c.value->>14 "
-      "FROM usrloc_aor a, json_each(a.contacts) c WHERE a.table_name=?1 ORDER BY a.aor");
+      "FROM usrloc_aor a, json_each(a.contacts) c " SIPD_USRLOC_READABLE
+      " AND a.table_name=?1 ORDER BY a.aor");
   if (!prepared.ok()) return prepared.status();
   BindText(prepared->get(), 1, table);
   std::vector<AorSnapshot> out;
@@ -312,6 +317,23 @@ absl::StatusOr<std::vector<AorSnapshot>> SqliteStore::Load(std::string_view tabl
   prepared->reset();
   if (rc != SQLITE_DONE) return Error("load contacts");
   finish_aor();
+  // Rows skipped as unreadable: those with contacts that gave none.
+  auto rows = Prepare("SELECT count(*) FROM usrloc_aor WHERE table_name=?1 AND contacts != '[]'");
+  if (!rows.ok()) return rows.status();
+  BindText(rows->get(), 1, table);
+  int64_t stored = 0;
+  if (sqlite::StepRows(rows->get(), [&](sqlite3_stmt* row) {
+        stored = sqlite3_column_int64(row, 0);
+      }) != SQLITE_DONE) {
+    return Error("count AORs");
+  }
+  rows->reset();
+  if (stored > static_cast<int64_t>(out.size())) {
+    spdlog::error(
+        "usrloc: {} AOR row(s) of table {} in {} hold no readable contacts (not a JSON array "
+        "of arrays) and were skipped; the AOR's next write replaces such a row",
+        stored - static_cast<int64_t>(out.size()), std::string(table), path_);
+  }
   return out;
 }
 
@@ -328,13 +350,16 @@ absl::StatusOr<uint64_t> SqliteStore::MaxVersion() {
 }
 
 absl::Status SqliteStore::Prune(int64_t now) {
+  // Expired contacts go, and so do elements that are not contacts (arrays); a row that
+  // is not JSON at all is left as it is (Load skips it; the AOR's next write replaces it).
   const std::string sql = absl::StrCat(
       "UPDATE usrloc_aor SET contacts = (SELECT json_group_array(json(c.value)) FROM "
-      "json_each(usrloc_aor.contacts) c WHERE c.value->>1 = 0 OR c.value->>1 > ",
+      "json_each(usrloc_aor.contacts) c WHERE c.type = 'array' AND (c.value->>1 = 0 OR "
+      "c.value->>1 > ",
       now,
-      ") WHERE EXISTS (SELECT 1 FROM json_each(usrloc_aor.contacts) c WHERE c.value->>1 != 0 "
-      "AND c.value->>1 <= ",
-      now, "); DELETE FROM usrloc_aor WHERE contacts = '[]';");
+      ")) WHERE json_valid(contacts) AND EXISTS (SELECT 1 FROM json_each(usrloc_aor.contacts) "
+      "c WHERE c.type != 'array' OR (c.value->>1 != 0 AND c.value->>1 <= ",
+      now, ")); DELETE FROM usrloc_aor WHERE contacts = '[]';");
   return InTransaction([&]() { return Exec(sql.c_str()); });
 }
 
