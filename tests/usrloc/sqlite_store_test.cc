@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "sipd/modules/sqlite/statement.h"
 
@@ -168,6 +169,45 @@ TEST_F(SqliteStoreTest, AnUnreadableRowIsSkippedAndTheNextWriteReplacesIt) {
   EXPECT_EQ(Uris("bob"), std::vector<std::string>{"sip:b2@h"});
   EXPECT_TRUE(Uris("carol").empty());
   EXPECT_EQ(store_->MaxVersion().value(), 4u);  // carol's row, emptied by Prune, is gone
+}
+
+// The usrloc_contact view of another version (here: one that shows fewer columns) is
+// replaced when the store opens; the current one is left as it is.
+TEST_F(SqliteStoreTest, AViewOfAnotherVersionIsReplaced) {
+  ASSERT_TRUE(
+      store_->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 1, {"sip:a@h"})}).ok());
+  store_.reset();
+  const std::string path = dir_ + "/ul.sqlite";
+  const auto view_sql = [&] {
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    std::string sql;
+    {
+      absl::StatusOr<sqlite::Statement> read = sqlite::Prepare(
+          db, "SELECT sql FROM sqlite_master WHERE type = 'view' AND name = 'usrloc_contact'");
+      if (read.ok() && sqlite3_step(read->get()) == SQLITE_ROW) {
+        sql = sqlite::ColumnText(read->get(), 0);
+      }
+    }  // finalized before the close
+    sqlite3_close(db);
+    return sql;
+  };
+  const std::string current = view_sql();
+  ASSERT_THAT(current, ::testing::HasSubstr("last_modified"));
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "DROP VIEW usrloc_contact; CREATE VIEW usrloc_contact AS SELECT "
+                         "table_name, aor FROM usrloc_aor",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  ASSERT_NE(view_sql(), current);
+
+  store_ = Open();
+  ASSERT_NE(store_, nullptr);
+  EXPECT_EQ(view_sql(), current);
+  EXPECT_EQ(Uris("alice"), std::vector<std::string>{"sip:a@h"});
 }
 
 TEST_F(SqliteStoreTest, DeleteAorsExceptKeepsNewerWrites) {

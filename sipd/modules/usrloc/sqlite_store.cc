@@ -29,14 +29,16 @@ constexpr const char* kSchema =
 // an element that is not an array is skipped, not an error that would stop a restart.
 #define SIPD_USRLOC_READABLE "WHERE json_valid(a.contacts) AND c.type = 'array'"
 
+// As sqlite_master keeps it, so that CreateSchema() can tell a view of another version
+// and replace it.
 constexpr const char* kContactView =
-    "CREATE VIEW IF NOT EXISTS usrloc_contact AS SELECT a.table_name AS table_name, "
+    "CREATE VIEW usrloc_contact AS SELECT a.table_name AS table_name, "
     "a.aor AS aor, c.value->>0 AS contact, c.key AS position, c.value->>1 AS expires, "
     "c.value->>2 AS q, c.value->>3 AS callid, c.value->>4 AS cseq, c.value->>5 AS flags, "
     "c.value->>6 AS cflags, c.value->>7 AS user_agent, c.value->>8 AS received, "
     "c.value->>9 AS path, c.value->>10 AS socket, c.value->>11 AS methods, "
     "c.value->>12 AS sip_instance, c.value->>13 AS attr, c.value->>14 AS last_modified "
-    "FROM usrloc_aor a, json_each(a.contacts) c " SIPD_USRLOC_READABLE ";\n";
+    "FROM usrloc_aor a, json_each(a.contacts) c " SIPD_USRLOC_READABLE;
 
 // Databases written by an older sipd: usrloc_aor without `contacts`, and usrloc_contact a
 // table (rowid or WITHOUT ROWID) of one row per contact. Packed once, inside the caller's
@@ -49,6 +51,7 @@ constexpr const char* kPackContactTable =
     "sip_instance, attr, last_modified)) FROM (SELECT * FROM usrloc_contact c WHERE "
     "c.table_name = usrloc_aor.table_name AND c.aor = usrloc_aor.aor ORDER BY c.position));\n"
     "DROP TABLE usrloc_contact;\n";
+
 // Appends `text` as a JSON string: quote, backslash and control characters escaped, every
 // other byte as it is (SQLite's JSON functions read such text back byte for byte).
 void AppendJsonString(std::string_view text, std::string& out) {
@@ -152,18 +155,22 @@ std::unique_ptr<SqliteStore> SqliteStore::Borrow(sqlite3* db, std::string path) 
 
 absl::Status SqliteStore::CreateSchema(sqlite3* db) {
   SIPD_RETURN_IF_ERROR(sqlite::Exec(db, kSchema));
-  // What an older sipd left: usrloc_aor without `contacts`; usrloc_contact as a table.
+  // What an older sipd left: usrloc_aor without `contacts`; usrloc_contact as a table, or
+  // as a view defined otherwise.
   absl::StatusOr<sqlite::Statement> layout = sqlite::Prepare(
       db,
       "SELECT NOT EXISTS (SELECT 1 FROM pragma_table_info('usrloc_aor') WHERE name = "
       "'contacts'), EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
+      "'usrloc_contact'), (SELECT sql FROM sqlite_master WHERE type = 'view' AND name = "
       "'usrloc_contact')");
   if (!layout.ok()) return layout.status();
   bool no_contacts_column = false;
   bool contact_table = false;
+  std::string view;
   const int rc = sqlite::StepRows(layout->get(), [&](sqlite3_stmt* row) {
     no_contacts_column = sqlite3_column_int(row, 0) != 0;
     contact_table = sqlite3_column_int(row, 1) != 0;
+    view = ColumnText(row, 2);
   });
   if (rc != SQLITE_DONE) {
     return absl::UnavailableError(
@@ -175,6 +182,8 @@ absl::Status SqliteStore::CreateSchema(sqlite3* db) {
     spdlog::info("usrloc: packing usrloc_contact's rows into usrloc_aor.contacts (once)");
     SIPD_RETURN_IF_ERROR(sqlite::Exec(db, kPackContactTable));
   }
+  if (view == kContactView) return absl::OkStatus();
+  SIPD_RETURN_IF_ERROR(sqlite::Exec(db, "DROP VIEW IF EXISTS usrloc_contact"));
   return sqlite::Exec(db, kContactView);
 }
 
