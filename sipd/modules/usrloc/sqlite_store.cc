@@ -287,12 +287,11 @@ absl::StatusOr<std::vector<AorSnapshot>> SqliteStore::Load(std::string_view tabl
   BindText(prepared->get(), 1, table);
   std::vector<AorSnapshot> out;
   std::vector<std::pair<int64_t, ContactInfo>> contacts;  // out.back()'s, with positions
+  const auto by_position = [](const auto& a, const auto& b) { return a.first < b.first; };
   const auto finish_aor = [&] {
     if (out.empty()) return;
-    if (!std::is_sorted(contacts.begin(), contacts.end(),
-                        [](const auto& a, const auto& b) { return a.first < b.first; })) {
-      std::stable_sort(contacts.begin(), contacts.end(),
-                       [](const auto& a, const auto& b) { return a.first < b.first; });
+    if (!std::is_sorted(contacts.begin(), contacts.end(), by_position)) {
+      std::stable_sort(contacts.begin(), contacts.end(), by_position);
     }
     for (auto& [position, contact] : contacts) out.back().contacts.push_back(std::move(contact));
     contacts.clear();
@@ -326,7 +325,7 @@ absl::StatusOr<std::vector<AorSnapshot>> SqliteStore::Load(std::string_view tabl
   prepared->reset();
   if (rc != SQLITE_DONE) return Error("load contacts");
   finish_aor();
-  // Rows skipped as unreadable: those with contacts that gave none.
+  // Rows skipped as unreadable: the rows with contacts less the AORs read.
   auto rows = Prepare("SELECT count(*) FROM usrloc_aor WHERE table_name=?1 AND contacts != '[]'");
   if (!rows.ok()) return rows.status();
   BindText(rows->get(), 1, table);
