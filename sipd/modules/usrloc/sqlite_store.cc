@@ -103,6 +103,37 @@ using sqlite::BindInt;
 using sqlite::BindText;
 using sqlite::ColumnText;
 
+// Reads element `i` of a contact's array from column `col`: kReadField[i], in the order
+// AppendContacts writes them.
+using ReadField = void (*)(ContactInfo& c, sqlite3_stmt* s, int col);
+constexpr ReadField kReadField[] = {
+    [](ContactInfo& c, sqlite3_stmt* s, int col) { c.uri = ColumnText(s, col); },
+    [](ContactInfo& c, sqlite3_stmt* s, int col) { c.expires = sqlite3_column_int64(s, col); },
+    [](ContactInfo& c, sqlite3_stmt* s, int col) { c.q = sqlite3_column_int(s, col); },
+    [](ContactInfo& c, sqlite3_stmt* s, int col) { c.callid = ColumnText(s, col); },
+    [](ContactInfo& c, sqlite3_stmt* s, int col) {
+      c.cseq = static_cast<uint32_t>(sqlite3_column_int64(s, col));
+    },
+    [](ContactInfo& c, sqlite3_stmt* s, int col) {
+      c.flags = static_cast<uint32_t>(sqlite3_column_int64(s, col));
+    },
+    [](ContactInfo& c, sqlite3_stmt* s, int col) {
+      c.cflags = static_cast<uint32_t>(sqlite3_column_int64(s, col));
+    },
+    [](ContactInfo& c, sqlite3_stmt* s, int col) { c.user_agent = ColumnText(s, col); },
+    [](ContactInfo& c, sqlite3_stmt* s, int col) { c.received = ColumnText(s, col); },
+    [](ContactInfo& c, sqlite3_stmt* s, int col) { c.path = ColumnText(s, col); },
+    [](ContactInfo& c, sqlite3_stmt* s, int col) { c.socket = ColumnText(s, col); },
+    [](ContactInfo& c, sqlite3_stmt* s, int col) {
+      c.methods = static_cast<uint32_t>(sqlite3_column_int64(s, col));
+    },
+    [](ContactInfo& c, sqlite3_stmt* s, int col) { c.instance = ColumnText(s, col); },
+    [](ContactInfo& c, sqlite3_stmt* s, int col) { c.attr = ColumnText(s, col); },
+    [](ContactInfo& c, sqlite3_stmt* s, int col) {
+      c.last_modified = sqlite3_column_int64(s, col);
+    },
+};
+
 class WriterGuard {
  public:
   explicit WriterGuard(RobustMutex* mutex) : mutex_(mutex) {
@@ -275,13 +306,12 @@ absl::Status SqliteStore::WriteRows(std::string_view table, std::span<const AorS
 }
 
 absl::StatusOr<std::vector<AorSnapshot>> SqliteStore::Load(std::string_view table) {
-  // In the primary key's order, so without a sort; json_each gives an AOR's contacts in
-  // their stored order, which the position (c.key) checks.
+  // One row per field (each contact's array parsed once, where `c.value->>N` parsed it
+  // for every field), in the primary key's order, so without a sort; json_each gives an
+  // AOR's contacts in their stored order, which the position (c.key) checks.
   auto prepared = Prepare(
-      "SELECT a.aor, a.version, c.key, c.value->>0, c.value->>1, c.value->>2, c.value->>3, "
-      "c.value->>4, c.value->>5, c.value->>6, c.value->>7, c.value->>8, c.value->>9, "
-      "c.value->>10, c.value->>11, c.value->>12, c.value->>13, c.value->>14 "
-      "FROM usrloc_aor a, json_each(a.contacts) c " SIPD_USRLOC_READABLE
+      "SELECT a.aor, a.version, c.key, f.key, f.atom "
+      "FROM usrloc_aor a, json_each(a.contacts) c, json_each(c.value) f " SIPD_USRLOC_READABLE
       " AND a.table_name=?1 ORDER BY a.aor");
   if (!prepared.ok()) return prepared.status();
   BindText(prepared->get(), 1, table);
@@ -304,23 +334,13 @@ absl::StatusOr<std::vector<AorSnapshot>> SqliteStore::Load(std::string_view tabl
       out.back().aor = std::string(aor);
       out.back().version = static_cast<uint64_t>(sqlite3_column_int64(s, 1));
     }
-    ContactInfo& c = contacts.emplace_back(sqlite3_column_int64(s, 2), ContactInfo{}).second;
-    c.uri = ColumnText(s, 3);
-    c.expires = sqlite3_column_int64(s, 4);
-    c.q = sqlite3_column_int(s, 5);
-    c.callid = ColumnText(s, 6);
-    c.cseq = static_cast<uint32_t>(sqlite3_column_int64(s, 7));
-    c.flags = static_cast<uint32_t>(sqlite3_column_int64(s, 8));
-    c.cflags = static_cast<uint32_t>(sqlite3_column_int64(s, 9));
-    c.user_agent = ColumnText(s, 10);
-    c.received = ColumnText(s, 11);
-    c.path = ColumnText(s, 12);
-    c.socket = ColumnText(s, 13);
-    c.methods = static_cast<uint32_t>(sqlite3_column_int64(s, 14));
-    c.instance = ColumnText(s, 15);
-    c.attr = ColumnText(s, 16);
-    c.last_modified = sqlite3_column_int64(s, 17);
-    c.state = ContactState::kSync;
+    const int64_t position = sqlite3_column_int64(s, 2);
+    if (contacts.empty() || contacts.back().first != position) {
+      contacts.emplace_back(position, ContactInfo{}).second.state = ContactState::kSync;
+    }
+    ContactInfo& c = contacts.back().second;
+    const int field = sqlite3_column_int(s, 3);
+    if (field >= 0 && field < static_cast<int>(std::size(kReadField))) kReadField[field](c, s, 4);
   });
   prepared->reset();
   if (rc != SQLITE_DONE) return Error("load contacts");
