@@ -26,7 +26,11 @@ using usrloc::Edit;
 
 // Why a REGISTER was refused (the P-Registrar-Error text) and the SIP answer.
 struct Rejection {
-  int code = 400;
+  // A constructor, not aggregate initialisation, so that `Rejection{400, "text"}` leaves
+  // no field unnamed (clang's -Wmissing-field-initializers).
+  Rejection(int reply_code = 400, std::string reason = {}, std::vector<std::string> extra = {})
+      : code(reply_code), text(std::move(reason)), headers(std::move(extra)) {}
+  int code;
   std::string text;
   std::vector<std::string> headers;
 };
