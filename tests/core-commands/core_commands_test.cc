@@ -405,7 +405,7 @@ TEST(CoreCommandsRealClockTest, CacheExpiresAfterItsLifetime) {
   ASSERT_TRUE(core.shm_ok());
   ASSERT_TRUE(RegisterCoreCommands(core).ok());
   auto run = [&core](const std::string& command, std::vector<std::string> args) {
-    mi::Request request{command, {}};
+    mi::Request request{.command = command, .args = {}, .args_error = absl::OkStatus()};
     for (auto& a : args) request.args.push_back({"", std::move(a)});
     return mi::RenderText(core.NewDispatcher({})->Run(request).reply, "\t", false);
   };
@@ -446,16 +446,18 @@ TEST(CoreCommandsForkTest, ConcurrentStoresFromTwoProcessesLoseNothing) {
   constexpr int kShared = 100;
   auto store_all = [&core](int process) {
     for (int i = 0; i < kPerProcess; ++i) {
-      mi::Request request{"cache_store",
-                          {{"", "local"},
-                           {"", absl::StrCat("p", process, "-k", i)},
-                           {"", absl::StrCat("value-", process, "-", i)}}};
+      mi::Request request{.command = "cache_store",
+                          .args = {{"", "local"},
+                                   {"", absl::StrCat("p", process, "-k", i)},
+                                   {"", absl::StrCat("value-", process, "-", i)}},
+                          .args_error = absl::OkStatus()};
       if (core.NewDispatcher({})->Run(request).reply.code != 200) return 1;
       if (i < kShared) {
-        mi::Request shared{"cache_store",
-                           {{"", "local"},
-                            {"", absl::StrCat("shared-", i)},
-                            {"", absl::StrCat("from-", process)}}};
+        mi::Request shared{.command = "cache_store",
+                           .args = {{"", "local"},
+                                    {"", absl::StrCat("shared-", i)},
+                                    {"", absl::StrCat("from-", process)}},
+                           .args_error = absl::OkStatus()};
         if (core.NewDispatcher({})->Run(shared).reply.code != 200) return 2;
       }
     }

@@ -19,6 +19,11 @@ namespace {
 
 using Arity = ParamSpec::Arity;
 
+// A request as a transport that parsed its arguments passes it (args_error OK).
+Request Req(std::string command, std::vector<Argument> args = {}) {
+  return {.command = std::move(command), .args = std::move(args), .args_error = absl::OkStatus()};
+}
+
 class RecordingWriter : public ReplyWriter {
  public:
   void WriteStatus(const Reply& reply) override {
@@ -100,14 +105,14 @@ class DispatchTest : public ::testing::Test {
 };
 
 TEST_F(DispatchTest, UnknownCommandIsNotAvailable) {
-  DispatchResult r = Dispatcher(registry_).Run({"nosuch", {}});
+  DispatchResult r = Dispatcher(registry_).Run(Req("nosuch"));
   EXPECT_EQ(r.outcome, Outcome::kNotAvailable);
   EXPECT_EQ(r.reply.code, 500u);
   EXPECT_EQ(r.reply.reason, "command 'nosuch' not available");
 }
 
 TEST_F(DispatchTest, LookupIsCaseSensitive) {
-  EXPECT_EQ(Dispatcher(registry_).Run({"ECHO", {{"", "a"}}}).outcome, Outcome::kNotAvailable);
+  EXPECT_EQ(Dispatcher(registry_).Run(Req("ECHO", {{"", "a"}})).outcome, Outcome::kNotAvailable);
 }
 
 TEST_F(DispatchTest, DuplicateRegistrationIsRejected) {
@@ -143,7 +148,7 @@ TEST_F(DispatchTest, ArgumentCountsComeFromTheDeclaration) {
       {"many", 100, 200, "OK"},
   };
   for (const auto& c : cases) {
-    Request req{c.command, std::vector<Argument>(c.nargs, Argument{"", "v"})};
+    Request req = Req(c.command, std::vector<Argument>(c.nargs, Argument{"", "v"}));
     DispatchResult r = Dispatcher(registry_).Run(req);
     EXPECT_EQ(r.outcome, Outcome::kReply);
     EXPECT_EQ(r.reply.code, c.code) << c.command << " with " << c.nargs;
@@ -152,19 +157,19 @@ TEST_F(DispatchTest, ArgumentCountsComeFromTheDeclaration) {
 }
 
 TEST_F(DispatchTest, NoInputCommandsIgnoreArguments) {
-  DispatchResult r = Dispatcher(registry_).Run({"noinput", {{"", "a"}, {"", "b"}}});
+  DispatchResult r = Dispatcher(registry_).Run(Req("noinput", {{"", "a"}, {"", "b"}}));
   ASSERT_EQ(r.reply.root.kids.size(), 1u);
   EXPECT_EQ(r.reply.root.kids[0]->value, "0");
 }
 
 TEST_F(DispatchTest, HandlerErrorIsFailedOutcome) {
-  DispatchResult r = Dispatcher(registry_).Run({"fails", {}});
+  DispatchResult r = Dispatcher(registry_).Run(Req("fails"));
   EXPECT_EQ(r.outcome, Outcome::kFailed);
   EXPECT_EQ(r.reply.reason, "command 'fails' failed");
 }
 
 TEST_F(DispatchTest, ExceptionBecomes500Reply) {
-  DispatchResult r = Dispatcher(registry_).Run({"throws", {}});
+  DispatchResult r = Dispatcher(registry_).Run(Req("throws"));
   EXPECT_EQ(r.outcome, Outcome::kReply);
   EXPECT_EQ(r.reply.code, 500u);
   EXPECT_EQ(r.reply.reason, "Server Internal Error");
@@ -173,14 +178,14 @@ TEST_F(DispatchTest, ExceptionBecomes500Reply) {
 TEST_F(DispatchTest, CallsAreCounted) {
   const Command* echo = registry_.Find("echo");
   const uint64_t before = echo->calls();
-  Dispatcher(registry_).Run({"echo", {{"", "a"}}});
-  Dispatcher(registry_).Run({"echo", {}});  // wrong args still counts as a call
+  Dispatcher(registry_).Run(Req("echo", {{"", "a"}}));
+  Dispatcher(registry_).Run(Req("echo"));  // wrong args still counts as a call
   EXPECT_EQ(echo->calls(), before + 2);
 }
 
 TEST_F(DispatchTest, WriterGetsWholeReplyExactlyOnce) {
   RecordingWriter w;
-  DispatchResult r = Dispatcher(registry_).Run({"echo", {{"n", "v"}}}, &w);
+  DispatchResult r = Dispatcher(registry_).Run(Req("echo", {{"n", "v"}}), &w);
   EXPECT_EQ(r.outcome, Outcome::kReply);
   EXPECT_EQ(w.out, "200 OK\nn:: v\n\n");
   EXPECT_EQ(w.ended, 1);
@@ -188,8 +193,8 @@ TEST_F(DispatchTest, WriterGetsWholeReplyExactlyOnce) {
 
 TEST_F(DispatchTest, WriterIsNotUsedForTransportErrors) {
   RecordingWriter w;
-  Dispatcher(registry_).Run({"nosuch", {}}, &w);
-  Dispatcher(registry_).Run({"fails", {}}, &w);
+  Dispatcher(registry_).Run(Req("nosuch"), &w);
+  Dispatcher(registry_).Run(Req("fails"), &w);
   EXPECT_EQ(w.out, "");
   EXPECT_EQ(w.ended, 0);
 }
@@ -299,7 +304,7 @@ TEST_F(DispatcherTest, AsyncReplyArrivesThroughRunCompletions) {
   LocalAsyncBackend async;
   Dispatcher dispatcher(registry_, &async);
   int ready_calls = 0;
-  std::unique_ptr<Exchange> exchange = dispatcher.Start({}, {"later", {}}, Delivery::kTree, nullptr,
+  std::unique_ptr<Exchange> exchange = dispatcher.Start({}, Req("later"), Delivery::kTree, nullptr,
                                                         [&ready_calls] { ++ready_calls; });
   ASSERT_FALSE(exchange->ready());
   ASSERT_EQ(tickets_.size(), 1u);
@@ -328,7 +333,7 @@ TEST_F(DispatcherTest, AsyncReplyIsWrittenIntoTheTransportsWriter) {
   RecordingWriter writer;
   bool ready = false;
   auto exchange =
-      dispatcher.Start({}, {"later", {}}, Delivery::kWriter, &writer, [&ready] { ready = true; });
+      dispatcher.Start({}, Req("later"), Delivery::kWriter, &writer, [&ready] { ready = true; });
   EXPECT_EQ(writer.out, "");
   Reply reply;
   reply.root.AddKid("x", "y");
@@ -341,7 +346,7 @@ TEST_F(DispatcherTest, AsyncCompletedWithNothingFails) {
   Dispatcher dispatcher(registry_);
   bool ready = false;
   auto exchange =
-      dispatcher.Start({}, {"later", {}}, Delivery::kTree, nullptr, [&ready] { ready = true; });
+      dispatcher.Start({}, Req("later"), Delivery::kTree, nullptr, [&ready] { ready = true; });
   ASSERT_TRUE(dispatcher.async().Complete(tickets_[0], nullptr));
   RunCompletionsUntil(dispatcher, [&] { return ready; });
   EXPECT_EQ(exchange->outcome(), Outcome::kFailed);
@@ -354,8 +359,8 @@ TEST_F(DispatcherTest, AsyncDeadlineReleasesTheSlot) {
   CallContext context;
   context.deadline = std::chrono::steady_clock::now();  // already due
   bool ready = false;
-  auto exchange = dispatcher.Start(context, {"later", {}}, Delivery::kTree, nullptr,
-                                   [&ready] { ready = true; });
+  auto exchange =
+      dispatcher.Start(context, Req("later"), Delivery::kTree, nullptr, [&ready] { ready = true; });
   EXPECT_LE(dispatcher.NextDeadline(), std::chrono::steady_clock::now());
   dispatcher.RunCompletions();
   ASSERT_TRUE(ready);
@@ -372,7 +377,7 @@ TEST_F(DispatcherTest, CancelReleasesTheSlotAndNoCallbackComes) {
   Dispatcher dispatcher(registry_, &async);
   bool ready = false;
   auto exchange =
-      dispatcher.Start({}, {"later", {}}, Delivery::kTree, nullptr, [&ready] { ready = true; });
+      dispatcher.Start({}, Req("later"), Delivery::kTree, nullptr, [&ready] { ready = true; });
   ASSERT_EQ(async.pending(), 1u);
   exchange->Cancel();
   EXPECT_EQ(async.pending(), 0u);
@@ -387,7 +392,7 @@ TEST_F(DispatcherTest, CancelReleasesTheSlotAndNoCallbackComes) {
 TEST_F(DispatcherTest, DestroyingTheExchangeCancelsIt) {
   LocalAsyncBackend async;
   Dispatcher dispatcher(registry_, &async);
-  dispatcher.Start({}, {"later", {}}, Delivery::kTree).reset();
+  dispatcher.Start({}, Req("later"), Delivery::kTree).reset();
   EXPECT_EQ(async.pending(), 0u);
 }
 
@@ -395,7 +400,7 @@ TEST_F(DispatcherTest, TransportThatCannotWaitGets202Accepted) {
   Dispatcher dispatcher(registry_);
   CallContext context;
   context.can_wait_async = false;
-  DispatchResult result = dispatcher.Run(context, {"later", {}});
+  DispatchResult result = dispatcher.Run(context, Req("later"));
   EXPECT_EQ(result.outcome, Outcome::kReply);
   EXPECT_EQ(result.reply.code, 202u);
   EXPECT_EQ(result.reply.reason, "Accepted");
@@ -410,7 +415,7 @@ TEST_F(DispatcherTest, ThousandPendingCallsCompletedInAnyOrder) {
   int ready = 0;
   for (int i = 0; i < kCalls; ++i) {
     exchanges.push_back(
-        dispatcher.Start({}, {"later", {}}, Delivery::kTree, nullptr, [&ready] { ++ready; }));
+        dispatcher.Start({}, Req("later"), Delivery::kTree, nullptr, [&ready] { ++ready; }));
   }
   ASSERT_EQ(tickets_.size(), static_cast<size_t>(kCalls));
   std::vector<int> order(kCalls);
@@ -434,7 +439,7 @@ TEST_F(DispatcherTest, ThousandPendingCallsCompletedInAnyOrder) {
 
 TEST_F(DispatcherTest, PulledStreamGivesOneFlushPerWriteNext) {
   Dispatcher dispatcher(registry_);
-  auto exchange = dispatcher.Start({}, {"stream", {{"", "25"}}}, Delivery::kPull);
+  auto exchange = dispatcher.Start({}, Req("stream", {{"", "25"}}), Delivery::kPull);
   ASSERT_TRUE(exchange->ready());
   RecordingWriter writer;
   int parts = 1;
@@ -452,7 +457,7 @@ TEST_F(DispatcherTest, PulledStreamGivesOneFlushPerWriteNext) {
 
 TEST_F(DispatcherTest, CancellingAStreamDropsItsProducerAtOnce) {
   Dispatcher dispatcher(registry_);
-  auto exchange = dispatcher.Start({}, {"stream", {{"", "1000"}}}, Delivery::kPull);
+  auto exchange = dispatcher.Start({}, Req("stream", {{"", "1000"}}), Delivery::kPull);
   RecordingWriter writer;
   EXPECT_FALSE(exchange->WriteNext(writer));
   EXPECT_EQ(producers_alive_, 1);
@@ -470,7 +475,7 @@ TEST_F(DispatcherTest, AFullWriterStopsAStream) {
   };
   Dispatcher dispatcher(registry_);
   SmallWriter writer;
-  DispatchResult result = dispatcher.Run({"stream", {{"", "100000"}}}, &writer);
+  DispatchResult result = dispatcher.Run(Req("stream", {{"", "100000"}}), &writer);
   EXPECT_EQ(result.outcome, Outcome::kReply);
   EXPECT_LT(writer.out.size(), 200u);
   EXPECT_EQ(producers_alive_, 0);
@@ -478,7 +483,7 @@ TEST_F(DispatcherTest, AFullWriterStopsAStream) {
 
 TEST_F(DispatcherTest, WholeTreeOfAStreamHasEveryNode) {
   Dispatcher dispatcher(registry_);
-  DispatchResult result = dispatcher.Run({"stream", {{"", "95"}}});
+  DispatchResult result = dispatcher.Run(Req("stream", {{"", "95"}}));
   EXPECT_EQ(result.reply.root.kids.size(), 95u);
 }
 
@@ -486,13 +491,13 @@ TEST_F(DispatcherTest, BlockingCommandsRunOnAWorker) {
   Dispatcher dispatcher(registry_, nullptr, {.workers = 1, .max_queued = 1});
   bool ready = false;
   auto first =
-      dispatcher.Start({}, {"slow", {}}, Delivery::kTree, nullptr, [&ready] { ready = true; });
+      dispatcher.Start({}, Req("slow"), Delivery::kTree, nullptr, [&ready] { ready = true; });
   EXPECT_FALSE(first->ready());  // the caller's thread is free meanwhile
   // One more fits in the queue; the next is refused.
-  auto second = dispatcher.Start({}, {"slow", {}}, Delivery::kTree);
+  auto second = dispatcher.Start({}, Req("slow"), Delivery::kTree);
   std::unique_ptr<Exchange> third;
   for (int i = 0; i < 100 && (third == nullptr || !third->ready()); ++i) {
-    third = dispatcher.Start({}, {"slow", {}}, Delivery::kTree);
+    third = dispatcher.Start({}, Req("slow"), Delivery::kTree);
   }
   ASSERT_TRUE(third->ready());
   EXPECT_EQ(third->reply().code, 503u);
@@ -519,17 +524,17 @@ TEST_F(DispatcherTest, AuthorizationHookDecidesOnEveryPath) {
     return absl::OkStatus();
   };
   Dispatcher dispatcher(registry_, nullptr, {}, hooks);
-  EXPECT_EQ(dispatcher.Run({"change", {{"", "1"}}}).reply.code, 401u);
+  EXPECT_EQ(dispatcher.Run(Req("change", {{"", "1"}})).reply.code, 401u);
   CallContext reader;
   reader.peer.principal = "monitor";
   reader.peer.role = Role::kRead;
-  DispatchResult denied = dispatcher.Run(reader, {"change", {{"", "1"}}});
+  DispatchResult denied = dispatcher.Run(reader, Req("change", {{"", "1"}}));
   EXPECT_EQ(denied.reply.code, 403u);
   EXPECT_EQ(denied.reply.reason, "role read may not run change");
   reader.peer.role = Role::kAdmin;
-  EXPECT_EQ(dispatcher.Run(reader, {"change", {{"", "1"}}}).reply.code, 200u);
-  dispatcher.Run({"noinput", {{"", "ignored"}}});
-  dispatcher.Run({"nosuch", {}});  // unknown commands are not authorised: not available
+  EXPECT_EQ(dispatcher.Run(reader, Req("change", {{"", "1"}})).reply.code, 200u);
+  dispatcher.Run(Req("noinput", {{"", "ignored"}}));
+  dispatcher.Run(Req("nosuch"));  // unknown commands are not authorised: not available
   EXPECT_EQ(asked, (std::vector<std::string>{"change", "change", "change", "noinput"}));
 }
 
@@ -570,9 +575,9 @@ TEST_F(DispatcherTest, AuditHookSeesMutatingCallsWithTheirCode) {
   Dispatcher dispatcher(registry_, nullptr, {}, hooks);
   CallContext fifo;
   fifo.transport = Transport::kFifo;
-  dispatcher.Run(fifo, {"change", {{"", "1"}}});
-  dispatcher.Run(fifo, {"change", {}});   // refused by the argument check: still audited
-  dispatcher.Run(fifo, {"noinput", {}});  // not mutating
+  dispatcher.Run(fifo, Req("change", {{"", "1"}}));
+  dispatcher.Run(fifo, Req("change"));   // refused by the argument check: still audited
+  dispatcher.Run(fifo, Req("noinput"));  // not mutating
   EXPECT_EQ(audited, (std::vector<std::string>{"fifo change 1 200", "fifo change 0 400"}));
 }
 
@@ -590,9 +595,9 @@ TEST_F(DispatcherTest, ParseErrorsAreDecidedHere) {
 
 TEST_F(DispatcherTest, AnswerBeforeArgumentsSkipsTheChecks) {
   Dispatcher dispatcher(registry_);
-  EXPECT_EQ(dispatcher.Run({"early", {}}).reply.code, 400u);
+  EXPECT_EQ(dispatcher.Run(Req("early")).reply.code, 400u);
   answer_early_ = true;
-  DispatchResult result = dispatcher.Run({"early", {}});
+  DispatchResult result = dispatcher.Run(Req("early"));
   EXPECT_EQ(result.reply.code, 200u);
   EXPECT_EQ(result.reply.reason, "answered early");
 }
@@ -600,11 +605,11 @@ TEST_F(DispatcherTest, AnswerBeforeArgumentsSkipsTheChecks) {
 TEST_F(DispatcherTest, FiguresCountCallsErrorsAndTimeInStatistics) {
   std::vector<std::atomic<uint64_t>> cells(64);
   StatsRegistry stats({cells.data(), cells.size()});
-  Dispatcher(registry_).Run({"change", {{"", "1"}}});  // counted locally before the move
+  Dispatcher(registry_).Run(Req("change", {{"", "1"}}));  // counted locally before the move
   ASSERT_TRUE(registry_.UseFigureCells(stats).ok());
   Dispatcher dispatcher(registry_);
-  dispatcher.Run({"change", {{"", "1"}}});
-  dispatcher.Run({"change", {}});
+  dispatcher.Run(Req("change", {{"", "1"}}));
+  dispatcher.Run(Req("change"));
   EXPECT_EQ(stats.Value("change_calls").value(), 3u);
   EXPECT_EQ(stats.Value("change_errors").value(), 1u);
   EXPECT_TRUE(stats.Value("change_time_us").ok());

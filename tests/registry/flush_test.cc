@@ -10,6 +10,11 @@
 namespace sipd::mi {
 namespace {
 
+// A request as a transport that parsed its arguments passes it (args_error OK).
+Request Req(std::string command, std::vector<Argument> args = {}) {
+  return {.command = std::move(command), .args = std::move(args), .args_error = absl::OkStatus()};
+}
+
 class TextWriter : public ReplyWriter {
  public:
   void WriteStatus(const Reply& reply) override { AppendStatusLine(out, reply.code, reply.reason); }
@@ -65,7 +70,7 @@ Registry DumpRegistry(int aors, int domains) {
 TEST(FlushTest, FifoLayoutOf120AorDumpMatchesSpec36) {
   Registry registry = DumpRegistry(120, 1);
   TextWriter w;
-  DispatchResult r = Dispatcher(registry).Run({"dump", {}}, &w);
+  DispatchResult r = Dispatcher(registry).Run(Req("dump"), &w);
   ASSERT_EQ(r.outcome, Outcome::kReply);
   std::string expected = "200 OK\nDomain:: location table=512\n";
   for (int i = 1; i <= 120; ++i) {
@@ -101,7 +106,7 @@ TEST(FlushTest, FlushDetachesWrittenNodesSoTheTreeStaysSmall) {
                          }})
           .ok());
   TextWriter w;
-  Dispatcher(registry).Run({"big", {}}, &w);
+  Dispatcher(registry).Run(Req("big"), &w);
   EXPECT_LE(max_kids_seen, 50u);
   EXPECT_NE(w.out.find("n:: 9999\n"), std::string::npos);
 }
@@ -109,7 +114,7 @@ TEST(FlushTest, FlushDetachesWrittenNodesSoTheTreeStaysSmall) {
 TEST(FlushTest, SecondDomainOnlyInFinalWriteWithItsRecords) {
   Registry registry = DumpRegistry(10, 2);
   TextWriter w;
-  Dispatcher(registry).Run({"dump", {}}, &w);
+  Dispatcher(registry).Run(Req("dump"), &w);
   // No flush happened (10 < 50): both domains are complete in the final write.
   EXPECT_NE(w.out.find("Domain:: location table=512 records=10\n"), std::string::npos);
   EXPECT_NE(w.out.find("Domain:: aliases table=512 records=10\n"), std::string::npos);
@@ -120,7 +125,7 @@ TEST(FlushTest, SecondDomainOnlyInFinalWriteWithItsRecords) {
 // `records` was added, so `records` is lost on every transport alike (spec 1.7).
 TEST(FlushTest, WithoutWriterTheWholeTreeIsWhatAStreamShows) {
   Registry registry = DumpRegistry(120, 2);
-  DispatchResult r = Dispatcher(registry).Run({"dump", {}});
+  DispatchResult r = Dispatcher(registry).Run(Req("dump"));
   ASSERT_EQ(r.reply.root.kids.size(), 2u);
   EXPECT_EQ(r.reply.root.kids[0]->kids.size(), 120u);
   EXPECT_EQ(r.reply.root.kids[0]->attributes, (std::vector<Attribute>{{"table", "512"}}));
@@ -129,7 +134,7 @@ TEST(FlushTest, WithoutWriterTheWholeTreeIsWhatAStreamShows) {
             (std::vector<Attribute>{{"table", "512"}, {"records", "120"}}));
 
   TextWriter w;
-  Dispatcher(registry).Run({"dump", {}}, &w);
+  Dispatcher(registry).Run(Req("dump"), &w);
   std::string from_tree = "200 OK\n";
   for (const auto& domain : r.reply.root.kids) {
     from_tree += "Domain:: " + domain->value;

@@ -21,7 +21,7 @@ class StatisticsTest : public ::testing::Test {
     ASSERT_TRUE(stats_.RegisterCommands(registry_).ok());
   }
   std::string Run(std::vector<std::string> args, const char* command = "get_statistics") {
-    Request req{command, {}};
+    Request req{.command = command, .args = {}, .args_error = absl::OkStatus()};
     for (auto& a : args) req.args.push_back({"", a});
     return RenderText(Dispatcher(registry_).Run(req).reply, "\t", true);
   }

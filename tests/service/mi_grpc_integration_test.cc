@@ -622,7 +622,9 @@ TEST(MiGrpcProcessTest, KilledGrpcProcessIsRestartedAndServesAgain) {
         MiClient fresh(sipd.grpc_target());
         if (!fresh.Execute("ps", {}, &reply).ok()) return false;
         for (const auto& node : reply.nodes()) {
-          if (Attr(node, "Type") == "MI gRPC") absl::SimpleAtoi(Attr(node, "PID"), &new_pid);
+          if (Attr(node, "Type") == "MI gRPC") {
+            EXPECT_TRUE(absl::SimpleAtoi(Attr(node, "PID"), &new_pid)) << Attr(node, "PID");
+          }
         }
         return new_pid != 0 && new_pid != old_pid;
       },

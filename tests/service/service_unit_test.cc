@@ -25,6 +25,11 @@ namespace {
 
 using grpc::StatusCode;
 
+// A request as a transport that parsed its arguments passes it (args_error OK).
+mi::Request Req(std::string command, std::vector<mi::Argument> args = {}) {
+  return {.command = std::move(command), .args = std::move(args), .args_error = absl::OkStatus()};
+}
+
 TEST(StatusMappingTest, DocumentedTable) {
   struct Row {
     uint32_t mi_code;
@@ -230,7 +235,7 @@ mi::Reply Reassemble(const std::vector<v1::ReplyChunk>& chunks) {
 
 TEST(ChunkWriterTest, OneChunkPerFlushAndStatusFirst) {
   testing::TestRegistry t;
-  const mi::Request request{"dump", {{"", "120"}}};
+  const mi::Request request = Req("dump", {{"", "120"}});
   const auto chunks = StreamChunks(t.registry, request, {});
   // Flushes after records 50 and 100, then the rest at the end.
   ASSERT_EQ(chunks.size(), 3u);
@@ -249,7 +254,7 @@ TEST(ChunkWriterTest, OneChunkPerFlushAndStatusFirst) {
 
 TEST(ChunkWriterTest, ReassemblesToTheWholeReply) {
   testing::TestRegistry t;
-  const mi::Request request{"dump", {{"", "237"}, {"", "3"}}};
+  const mi::Request request = Req("dump", {{"", "237"}, {"", "3"}});
   const mi::Reply streamed = Reassemble(StreamChunks(t.registry, request, {}));
   const mi::Reply whole = mi::Dispatcher(t.registry).Run(request).reply;
   EXPECT_EQ(mi::RenderText(streamed, "\t", false), mi::RenderText(whole, "\t", false));
@@ -260,22 +265,22 @@ TEST(ChunkWriterTest, SplitsLongFlushesByNodeCountAndBytes) {
   testing::TestRegistry t;
   ChunkReplyWriter::Limits limits;
   limits.max_nodes = 7;
-  auto chunks = StreamChunks(t.registry, {"dump", {{"", "49"}}}, limits);  // no flush
-  ASSERT_EQ(chunks.size(), 14u);                                           // 98 nodes / 7
+  auto chunks = StreamChunks(t.registry, Req("dump", {{"", "49"}}), limits);  // no flush
+  ASSERT_EQ(chunks.size(), 14u);                                              // 98 nodes / 7
   for (const auto& c : chunks) EXPECT_LE(c.nodes_size(), 7);
 
   limits.max_nodes = 1000;
   limits.max_bytes = 4096;
-  chunks = StreamChunks(t.registry, {"dump", {{"", "40"}, {"", "1000"}}}, limits);
+  chunks = StreamChunks(t.registry, Req("dump", {{"", "40"}, {"", "1000"}}), limits);
   EXPECT_GE(chunks.size(), 10u);
   for (const auto& c : chunks) EXPECT_LT(c.ByteSizeLong(), 4096u + 1200u);
   EXPECT_TRUE(Reassemble(chunks) ==
-              mi::Dispatcher(t.registry).Run({"dump", {{"", "40"}, {"", "1000"}}}).reply);
+              mi::Dispatcher(t.registry).Run(Req("dump", {{"", "40"}, {"", "1000"}})).reply);
 }
 
 TEST(ChunkWriterTest, ReplyWithoutNodesIsOneStatusChunk) {
   testing::TestRegistry t;
-  const auto chunks = StreamChunks(t.registry, {"dump", {{"", "0"}}}, {});
+  const auto chunks = StreamChunks(t.registry, Req("dump", {{"", "0"}}), {});
   ASSERT_EQ(chunks.size(), 1u);
   EXPECT_TRUE(chunks[0].has_status());
   EXPECT_EQ(chunks[0].nodes_size(), 0);
@@ -283,7 +288,7 @@ TEST(ChunkWriterTest, ReplyWithoutNodesIsOneStatusChunk) {
 
 TEST(ChunkWriterTest, ErrorReplyIsStreamedToo) {
   testing::TestRegistry t;
-  const auto chunks = StreamChunks(t.registry, {"code", {{"", "404"}}}, {});
+  const auto chunks = StreamChunks(t.registry, Req("code", {{"", "404"}}), {});
   ASSERT_EQ(chunks.size(), 1u);
   EXPECT_EQ(chunks[0].code(), 404u);
   EXPECT_EQ(chunks[0].reason(), "reason 404");
@@ -293,7 +298,7 @@ TEST(ChunkWriterTest, ErrorReplyIsStreamedToo) {
 
 TEST(ChunkWriterTest, SanitizesUtf8) {
   testing::TestRegistry t;
-  const auto chunks = StreamChunks(t.registry, {"binary", {}}, {});
+  const auto chunks = StreamChunks(t.registry, Req("binary"), {});
   ASSERT_EQ(chunks.size(), 1u);
   EXPECT_TRUE(IsValidUtf8(chunks[0].nodes(0).value()));
   EXPECT_EQ(chunks[0].nodes(0).value(), "caf\xEF\xBF\xBD \xEF\xBF\xBD ok");
@@ -344,7 +349,7 @@ TEST(ChunkWriterTest, BrokenSinkDropsTheRestButHandlerCompletes) {
         return accepted < 2;  // the second chunk fails: stream gone
       },
       {});
-  const auto result = mi::Dispatcher(t.registry).Run({"dump", {{"", "500"}}}, &writer);
+  const auto result = mi::Dispatcher(t.registry).Run(Req("dump", {{"", "500"}}), &writer);
   EXPECT_EQ(result.outcome, mi::Outcome::kReply);
   EXPECT_TRUE(writer.broken());
   EXPECT_EQ(accepted, 2);

@@ -171,8 +171,6 @@ TEST_P(MalformedConfigTest, IsRejectedWithFileLineAndReason) {
   EXPECT_THAT(std::string(config.status().message()), HasSubstr(c.error)) << c.label;
 }
 
-constexpr const char* kListen = "listen = udp:127.0.0.1:5060\n";
-
 INSTANTIATE_TEST_SUITE_P(
     Table, MalformedConfigTest,
     ::testing::Values(

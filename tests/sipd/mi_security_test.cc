@@ -20,6 +20,11 @@ using mi::Role;
 using ::sipd::testing::ReadFile;
 using ::sipd::testing::WriteFile;
 
+// A request as a transport that parsed its arguments passes it (args_error OK).
+mi::Request Req(std::string command, std::vector<mi::Argument> args = {}) {
+  return {.command = std::move(command), .args = std::move(args), .args_error = absl::OkStatus()};
+}
+
 class MiSecurityTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -209,8 +214,8 @@ TEST_F(MiSecurityTest, AuditLogRecordsWhoDidWhatWithSecretsRedacted) {
   context.peer.principal = "noc";
   context.peer.role = Role::kOperate;
   security->Audit(context, Command("set_password"),
-                  mi::Request{"set_password", {{"", "alice"}, {"", "hunter2"}}}, 200);
-  security->Audit(context, Command("ul_rm"), mi::Request{"ul_rm", {{"", "loc\nation"}}}, 403);
+                  Req("set_password", {{"", "alice"}, {"", "hunter2"}}), 200);
+  security->Audit(context, Command("ul_rm"), Req("ul_rm", {{"", "loc\nation"}}), 403);
   const std::string log = ReadFile(security->audit_log_path());
   EXPECT_NE(log.find(" principal=noc role=operate transport=grpc peer=\"ipv4:127.0.0.1:5000\" "
                      "command=set_password args=[\"alice\", ***] code=200\n"),

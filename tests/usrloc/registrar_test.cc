@@ -57,7 +57,7 @@ class RegistrarTest : public ::testing::Test {
     return Send(MakeRegister(user, callid, cseq, headers));
   }
   std::string Mi(std::string command, std::vector<std::string> args = {}) {
-    mi::Request request{std::move(command), {}};
+    mi::Request request{.command = std::move(command), .args = {}, .args_error = absl::OkStatus()};
     for (auto& a : args) request.args.push_back(mi::Argument{"", std::move(a)});
     return mi::RenderText(core_.NewDispatcher({})->Run(request).reply, "\t", true);
   }

@@ -51,7 +51,7 @@ class UlMiTest : public ::testing::Test {
 
   mi::DispatchResult Run(std::string command, std::vector<std::string> args = {},
                          mi::ReplyWriter* writer = nullptr) {
-    mi::Request request{std::move(command), {}};
+    mi::Request request{.command = std::move(command), .args = {}, .args_error = absl::OkStatus()};
     for (auto& a : args) request.args.push_back(mi::Argument{"", std::move(a)});
     return core_.NewDispatcher({})->Run(request, writer);
   }
