@@ -10,6 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "sipd/modules/sqlite/statement.h"
+#include "tests/usrloc/older_layout.h"
 
 namespace sipd::usrloc {
 namespace {
@@ -135,8 +136,7 @@ TEST_F(SqliteStoreTest, PruneDropsExpiredContactsAndEmptyAors) {
 
 // A row edited by hand into something that is not a JSON array of contacts is skipped by
 // Load (which logs how many it skipped), Prune and the view, not an error that stops a
-// restart;
-// the AOR's next write replaces it.
+// restart; the AOR's next write replaces it.
 TEST_F(SqliteStoreTest, AnUnreadableRowIsSkippedAndTheNextWriteReplacesIt) {
   ASSERT_TRUE(store_
                   ->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 1, {"sip:a@h"}),
@@ -232,8 +232,8 @@ TEST_F(SqliteStoreTest, SecondConnectionSeesCommittedData) {
   EXPECT_EQ(Uris("alice"), std::vector<std::string>{"sip:b@h"});
 }
 
-// Databases written by older sipd versions: one row per contact in a usrloc_contact
-// table, first a rowid table, later WITHOUT ROWID; usrloc_aor without `contacts`.
+// Databases written by older sipd versions (tests/usrloc/older_layout.h), with the
+// contact table in both of its layouts.
 class OlderLayoutTest : public SqliteStoreTest, public ::testing::WithParamInterface<bool> {};
 
 TEST_P(OlderLayoutTest, ItsContactsArePackedOnceKeepingEveryField) {
@@ -242,16 +242,7 @@ TEST_P(OlderLayoutTest, ItsContactsArePackedOnceKeepingEveryField) {
   const std::string path = dir_ + "/old.sqlite";
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  const std::string old_layout = absl::StrCat(R"sql(
-CREATE TABLE usrloc_aor (table_name TEXT NOT NULL, aor TEXT NOT NULL, version INTEGER NOT NULL,
-  PRIMARY KEY (table_name, aor)) WITHOUT ROWID;
-CREATE TABLE usrloc_contact (table_name TEXT NOT NULL, aor TEXT NOT NULL, contact TEXT NOT NULL,
-  position INTEGER NOT NULL, expires INTEGER NOT NULL, q INTEGER NOT NULL, callid TEXT NOT NULL,
-  cseq INTEGER NOT NULL, flags INTEGER NOT NULL, cflags INTEGER NOT NULL,
-  user_agent TEXT NOT NULL, received TEXT NOT NULL, path TEXT NOT NULL, socket TEXT NOT NULL,
-  methods INTEGER NOT NULL, sip_instance TEXT NOT NULL, attr TEXT NOT NULL,
-  last_modified INTEGER NOT NULL, PRIMARY KEY (table_name, aor, contact)))sql",
-                                              without_rowid ? " WITHOUT ROWID;" : ";", R"sql(
+  const std::string old_layout = absl::StrCat(testing::OlderLayoutSchema(without_rowid), R"sql(
 INSERT INTO usrloc_aor VALUES ('location', 'alice', 7);
 INSERT INTO usrloc_aor VALUES ('location', 'bob', 9);
 INSERT INTO usrloc_contact VALUES ('location', 'alice', 'sip:b@h', 0, 5000, 500, 'cid', 3, 1, 2,

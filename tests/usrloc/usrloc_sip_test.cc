@@ -26,6 +26,7 @@
 #include "tests/support/sipd_fixture.h"
 #include "tests/support/sipd_harness.h"
 #include "tests/tm/sip_peers.h"
+#include "tests/usrloc/older_layout.h"
 
 namespace sipd::testing {
 namespace {
@@ -229,15 +230,7 @@ TEST_F(UsrlocRestartTest, WriteBackUlFlushThenKillMinusNine) {
 // is packed at start-up, its contacts are served, and REGISTERs go on into it.
 TEST_F(UsrlocRestartTest, AFileInTheOlderOneRowPerContactLayoutIsServedAfterAnUpgrade) {
   const int64_t expires = static_cast<int64_t>(time(nullptr)) + 3600;
-  const std::string old_layout = absl::StrCat(R"sql(
-CREATE TABLE usrloc_aor (table_name TEXT NOT NULL, aor TEXT NOT NULL, version INTEGER NOT NULL,
-  PRIMARY KEY (table_name, aor)) WITHOUT ROWID;
-CREATE TABLE usrloc_contact (table_name TEXT NOT NULL, aor TEXT NOT NULL, contact TEXT NOT NULL,
-  position INTEGER NOT NULL, expires INTEGER NOT NULL, q INTEGER NOT NULL, callid TEXT NOT NULL,
-  cseq INTEGER NOT NULL, flags INTEGER NOT NULL, cflags INTEGER NOT NULL,
-  user_agent TEXT NOT NULL, received TEXT NOT NULL, path TEXT NOT NULL, socket TEXT NOT NULL,
-  methods INTEGER NOT NULL, sip_instance TEXT NOT NULL, attr TEXT NOT NULL,
-  last_modified INTEGER NOT NULL, PRIMARY KEY (table_name, aor, contact)) WITHOUT ROWID;
+  const std::string old_layout = absl::StrCat(usrloc::testing::OlderLayoutSchema(true), R"sql(
 INSERT INTO usrloc_aor VALUES ('location', 'carol', 3), ('location', 'dave', 4);
 INSERT INTO usrloc_contact VALUES
   ('location', 'carol', 'sip:carol@192.0.2.1:5060', 0, )sql",
