@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "registry/status_macros.h"
@@ -106,32 +107,30 @@ using sqlite::ColumnText;
 // Reads element `i` of a contact's array from column `col`: kReadField[i], in the order
 // AppendContacts writes them.
 using ReadField = void (*)(ContactInfo& c, sqlite3_stmt* s, int col);
+template <std::string ContactInfo::*field>
+void ReadText(ContactInfo& c, sqlite3_stmt* s, int col) {
+  c.*field = ColumnText(s, col);
+}
+template <auto field>  // an integer member of ContactInfo
+void ReadInteger(ContactInfo& c, sqlite3_stmt* s, int col) {
+  c.*field = static_cast<std::remove_reference_t<decltype(c.*field)>>(sqlite3_column_int64(s, col));
+}
 constexpr ReadField kReadField[] = {
-    [](ContactInfo& c, sqlite3_stmt* s, int col) { c.uri = ColumnText(s, col); },
-    [](ContactInfo& c, sqlite3_stmt* s, int col) { c.expires = sqlite3_column_int64(s, col); },
-    [](ContactInfo& c, sqlite3_stmt* s, int col) { c.q = sqlite3_column_int(s, col); },
-    [](ContactInfo& c, sqlite3_stmt* s, int col) { c.callid = ColumnText(s, col); },
-    [](ContactInfo& c, sqlite3_stmt* s, int col) {
-      c.cseq = static_cast<uint32_t>(sqlite3_column_int64(s, col));
-    },
-    [](ContactInfo& c, sqlite3_stmt* s, int col) {
-      c.flags = static_cast<uint32_t>(sqlite3_column_int64(s, col));
-    },
-    [](ContactInfo& c, sqlite3_stmt* s, int col) {
-      c.cflags = static_cast<uint32_t>(sqlite3_column_int64(s, col));
-    },
-    [](ContactInfo& c, sqlite3_stmt* s, int col) { c.user_agent = ColumnText(s, col); },
-    [](ContactInfo& c, sqlite3_stmt* s, int col) { c.received = ColumnText(s, col); },
-    [](ContactInfo& c, sqlite3_stmt* s, int col) { c.path = ColumnText(s, col); },
-    [](ContactInfo& c, sqlite3_stmt* s, int col) { c.socket = ColumnText(s, col); },
-    [](ContactInfo& c, sqlite3_stmt* s, int col) {
-      c.methods = static_cast<uint32_t>(sqlite3_column_int64(s, col));
-    },
-    [](ContactInfo& c, sqlite3_stmt* s, int col) { c.instance = ColumnText(s, col); },
-    [](ContactInfo& c, sqlite3_stmt* s, int col) { c.attr = ColumnText(s, col); },
-    [](ContactInfo& c, sqlite3_stmt* s, int col) {
-      c.last_modified = sqlite3_column_int64(s, col);
-    },
+    ReadText<&ContactInfo::uri>,
+    ReadInteger<&ContactInfo::expires>,
+    ReadInteger<&ContactInfo::q>,
+    ReadText<&ContactInfo::callid>,
+    ReadInteger<&ContactInfo::cseq>,
+    ReadInteger<&ContactInfo::flags>,
+    ReadInteger<&ContactInfo::cflags>,
+    ReadText<&ContactInfo::user_agent>,
+    ReadText<&ContactInfo::received>,
+    ReadText<&ContactInfo::path>,
+    ReadText<&ContactInfo::socket>,
+    ReadInteger<&ContactInfo::methods>,
+    ReadText<&ContactInfo::instance>,
+    ReadText<&ContactInfo::attr>,
+    ReadInteger<&ContactInfo::last_modified>,
 };
 
 class WriterGuard {
