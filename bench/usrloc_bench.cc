@@ -412,52 +412,52 @@ int RunStore(int aors, int batch, int passes) {
     std::vector<int> order(static_cast<size_t>(aors));
     std::iota(order.begin(), order.end(), 0);
     uint64_t version = 0;
+    // Runs `work`, then prints this process's CPU and the wall time it took per AOR.
+    const auto per_aor = [aors](const std::string& what, const char* unit, auto&& work) {
+      const double cpu0 = sipd::bench::SelfCpuMicros();
+      const auto wall0 = Clock::now();
+      work();
+      const double cpu_us = sipd::bench::SelfCpuMicros() - cpu0;
+      const double wall = std::chrono::duration<double>(Clock::now() - wall0).count();
+      std::printf("%s: %6.2f us CPU/%s  %6.2f us wall/%s\n", what.c_str(), cpu_us / aors, unit,
+                  1e6 * wall / aors, unit);
+    };
     std::printf("%d AORs, %d records per transaction\n", aors, batch);
     for (int pass = 0; pass < passes && rc == 0; ++pass) {
       std::shuffle(order.begin(), order.end(), rng);
-      const double cpu0 = sipd::bench::SelfCpuMicros();
-      const auto wall0 = Clock::now();
-      for (size_t i = 0; i < order.size() && rc == 0; i += static_cast<size_t>(batch)) {
-        std::vector<sipd::usrloc::AorSnapshot> snapshots;
-        for (size_t j = i; j < std::min(order.size(), i + static_cast<size_t>(batch)); ++j) {
-          sipd::usrloc::AorSnapshot s;
-          s.aor = absl::StrCat("user", order[j], "@example.com");
-          s.version = ++version;
-          sipd::usrloc::ContactInfo c;
-          c.uri = absl::StrCat("sip:user", order[j], "@127.0.0.1:5070");
-          c.callid = absl::StrCat(order[j], "-", pass, "@127.0.0.1");
-          c.user_agent = "sipp";
-          c.socket = "udp:127.0.0.1:5060";
-          c.expires = 2000000000;
-          c.cseq = static_cast<uint32_t>(pass + 1);
-          s.contacts.push_back(std::move(c));
-          snapshots.push_back(std::move(s));
+      per_aor(absl::StrCat("pass ", pass, pass == 0 ? " (insert)" : " (rewrite)"), "record", [&] {
+        for (size_t i = 0; i < order.size() && rc == 0; i += static_cast<size_t>(batch)) {
+          std::vector<sipd::usrloc::AorSnapshot> snapshots;
+          for (size_t j = i; j < std::min(order.size(), i + static_cast<size_t>(batch)); ++j) {
+            sipd::usrloc::AorSnapshot s;
+            s.aor = absl::StrCat("user", order[j], "@example.com");
+            s.version = ++version;
+            sipd::usrloc::ContactInfo c;
+            c.uri = absl::StrCat("sip:user", order[j], "@127.0.0.1:5070");
+            c.callid = absl::StrCat(order[j], "-", pass, "@127.0.0.1");
+            c.user_agent = "sipp";
+            c.socket = "udp:127.0.0.1:5060";
+            c.expires = 2000000000;
+            c.cseq = static_cast<uint32_t>(pass + 1);
+            s.contacts.push_back(std::move(c));
+            snapshots.push_back(std::move(s));
+          }
+          absl::Status written = (*store)->Write("location", snapshots);
+          if (!written.ok()) {
+            std::fprintf(stderr, "%s\n", written.ToString().c_str());
+            rc = 1;
+          }
         }
-        absl::Status written = (*store)->Write("location", snapshots);
-        if (!written.ok()) {
-          std::fprintf(stderr, "%s\n", written.ToString().c_str());
-          rc = 1;
-        }
-      }
-      const double cpu_us = sipd::bench::SelfCpuMicros() - cpu0;
-      const double wall = std::chrono::duration<double>(Clock::now() - wall0).count();
-      std::printf("pass %d (%s): %6.2f us CPU/record  %6.2f us wall/record\n", pass,
-                  pass == 0 ? "insert" : "rewrite", cpu_us / aors, 1e6 * wall / aors);
+      });
       std::fflush(stdout);
     }
     if (rc == 0) {
-      const double cpu0 = sipd::bench::SelfCpuMicros();
-      const auto wall0 = Clock::now();
-      absl::StatusOr<std::vector<sipd::usrloc::AorSnapshot>> loaded = (*store)->Load("location");
-      const double cpu_us = sipd::bench::SelfCpuMicros() - cpu0;
-      const double wall = std::chrono::duration<double>(Clock::now() - wall0).count();
+      absl::StatusOr<std::vector<sipd::usrloc::AorSnapshot>> loaded;
+      per_aor("load", "AOR", [&] { loaded = (*store)->Load("location"); });
       if (!loaded.ok() || loaded->size() != order.size()) {
         std::fprintf(stderr, "load: %s\n",
                      loaded.ok() ? "wrong number of AORs" : loaded.status().ToString().c_str());
         rc = 1;
-      } else {
-        std::printf("load: %6.2f us CPU/AOR  %6.2f us wall/AOR\n", cpu_us / aors,
-                    1e6 * wall / aors);
       }
     }
   }
