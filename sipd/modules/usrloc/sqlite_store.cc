@@ -78,7 +78,7 @@ void AppendJsonString(std::string_view text, std::string& out) {
 void AppendContacts(std::span<const ContactInfo> contacts, std::string& out) {
   out.push_back('[');
   for (const ContactInfo& c : contacts) {
-    if (out.size() > 1) out.push_back(',');
+    if (&c != contacts.data()) out.push_back(',');
     out.push_back('[');
     AppendJsonString(c.uri, out);
     absl::StrAppend(&out, ",", c.expires, ",", c.q, ",");
