@@ -276,7 +276,15 @@ absl::Status SqliteStore::Write(std::string_view table, std::span<const AorSnaps
 
 absl::Status SqliteStore::WriteRows(std::string_view table, std::span<const AorSnapshot> snapshots,
                                     bool force) {
-  if (snapshots.empty()) return absl::OkStatus();
+  for (const AorSnapshot& snapshot : snapshots) {
+    SIPD_RETURN_IF_ERROR(
+        WriteRow(table, snapshot.aor, snapshot.version, EncodeContacts(snapshot.contacts), force));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::WriteRow(std::string_view table, std::string_view aor, uint64_t version,
+                                   std::string_view contacts, bool force) {
   // Prepared once per connection; a failed prepare is retried on the next call. Writes
   // the AOR only when the snapshot is newer than the stored one (or as new and forced).
   if (upsert_aor_ == nullptr) {
@@ -289,19 +297,20 @@ absl::Status SqliteStore::WriteRows(std::string_view table, std::span<const AorS
     upsert_aor_ = *std::move(prepared);
   }
   sqlite3_stmt* const upsert = upsert_aor_.get();
-  std::string contacts;
-  for (const AorSnapshot& snapshot : snapshots) {
-    contacts.clear();
-    AppendContacts(snapshot.contacts, contacts);
-    sqlite3_reset(upsert);
-    BindText(upsert, 1, table);
-    BindText(upsert, 2, snapshot.aor);
-    BindInt(upsert, 3, static_cast<int64_t>(snapshot.version));
-    BindInt(upsert, 4, force ? 1 : 0);
-    BindText(upsert, 5, contacts);
-    if (sqlite3_step(upsert) != SQLITE_DONE) return Error("write AOR");
-  }
+  sqlite3_reset(upsert);
+  BindText(upsert, 1, table);
+  BindText(upsert, 2, aor);
+  BindInt(upsert, 3, static_cast<int64_t>(version));
+  BindInt(upsert, 4, force ? 1 : 0);
+  BindText(upsert, 5, contacts);
+  if (sqlite3_step(upsert) != SQLITE_DONE) return Error("write AOR");
   return absl::OkStatus();
+}
+
+std::string SqliteStore::EncodeContacts(std::span<const ContactInfo> contacts) {
+  std::string out;
+  AppendContacts(contacts, out);
+  return out;
 }
 
 absl::StatusOr<std::vector<AorSnapshot>> SqliteStore::Load(std::string_view table) {

@@ -21,7 +21,7 @@
 // In sipd the store does not own its connection: usrloc's writes go through the
 // group-commit writer (sipd/modules/sqlite/group_commit.h), which batches the changes of
 // every process into shared transactions and lends its connection (Borrow()) to the
-// row-level calls (WriteRows inside the writer's transaction; Load, Prune, MaxVersion
+// row-level calls (WriteRow inside the writer's transaction; Load, Prune, MaxVersion
 // and DeleteAorsExcept under its commit lock). Open() makes a store that owns its
 // connection (tools, tests).
 //
@@ -84,6 +84,12 @@ class SqliteStore {
   // The rows of Write(), inside a transaction the caller opened.
   absl::Status WriteRows(std::string_view table, std::span<const AorSnapshot> snapshots,
                          bool force = false);
+  // One AOR's row as WriteRows() writes it, with its contacts already encoded by
+  // EncodeContacts() (so that a caller can encode them before taking a commit lock).
+  absl::Status WriteRow(std::string_view table, std::string_view aor, uint64_t version,
+                        std::string_view contacts, bool force = false);
+  // The `contacts` column's text for `contacts`: a JSON array of one array per contact.
+  static std::string EncodeContacts(std::span<const ContactInfo> contacts);
 
   // Every AOR of `table` that has contacts, with the contacts in stored q order.
   // Contact states are not meaningful here.

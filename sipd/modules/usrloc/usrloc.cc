@@ -33,52 +33,35 @@ namespace {
 // memory a pass queues in shared memory.
 constexpr size_t kSnapshotsPerTransaction = 50;
 
-// One usrloc record: "write this snapshot of this table's AOR".
+// One usrloc record: "write this snapshot of this table's AOR". Its contacts are already
+// the database's text (SqliteStore::EncodeContacts), encoded by the process that queues
+// the record, so that the leader only binds them while it holds the commit lock.
+struct Record {
+  std::string table;
+  bool force = false;
+  std::string aor;
+  uint64_t version = 0;
+  std::string contacts;
+};
+
 std::string EncodeSnapshot(std::string_view table, const AorSnapshot& s, bool force) {
   sqlite::RecordWriter w;
   w.Str(table);
   w.U8(force ? 1 : 0);
   w.Str(s.aor);
   w.U64(s.version);
-  w.U32(static_cast<uint32_t>(s.contacts.size()));
-  for (const ContactInfo& c : s.contacts) {
-    w.Str(c.uri);
-    w.Str(c.callid);
-    w.Str(c.user_agent);
-    w.Str(c.received);
-    w.Str(c.path);
-    w.Str(c.socket);
-    w.Str(c.instance);
-    w.Str(c.attr);
-    w.I64(c.expires);
-    w.U32(static_cast<uint32_t>(c.q));
-    w.U32(c.cseq);
-    w.U32(c.flags);
-    w.U32(c.cflags);
-    w.U32(c.methods);
-    w.I64(c.last_modified);
-  }
+  w.Str(SqliteStore::EncodeContacts(s.contacts));
   return w.Take();
 }
 
-bool DecodeSnapshot(std::string_view record, std::string& table, AorSnapshot& s, bool& force) {
-  sqlite::RecordReader r(record);
-  uint8_t f = 0;
-  uint32_t n = 0;
-  if (!r.Str(table) || !r.U8(f) || !r.Str(s.aor) || !r.U64(s.version) || !r.U32(n)) return false;
-  force = f != 0;
-  for (uint32_t i = 0; i < n; ++i) {
-    ContactInfo c;
-    uint32_t q = 0;
-    if (!r.Str(c.uri) || !r.Str(c.callid) || !r.Str(c.user_agent) || !r.Str(c.received) ||
-        !r.Str(c.path) || !r.Str(c.socket) || !r.Str(c.instance) || !r.Str(c.attr) ||
-        !r.I64(c.expires) || !r.U32(q) || !r.U32(c.cseq) || !r.U32(c.flags) || !r.U32(c.cflags) ||
-        !r.U32(c.methods) || !r.I64(c.last_modified)) {
-      return false;
-    }
-    c.q = static_cast<int32_t>(q);
-    s.contacts.push_back(std::move(c));
+bool DecodeRecord(std::string_view bytes, Record& out) {
+  sqlite::RecordReader r(bytes);
+  uint8_t force = 0;
+  if (!r.Str(out.table) || !r.U8(force) || !r.Str(out.aor) || !r.U64(out.version) ||
+      !r.Str(out.contacts)) {
+    return false;
   }
+  out.force = force != 0;
   return r.done();
 }
 
@@ -93,13 +76,9 @@ class Usrloc::DbClient final : public sqlite::GroupCommitWriter::Client {
 
   absl::Status CreateSchema(sqlite3* db) override { return SqliteStore::CreateSchema(db); }
   absl::Status Apply(sqlite3* db, std::string_view record) override {
-    std::string table;
-    AorSnapshot snapshot;
-    bool force = false;
-    if (!DecodeSnapshot(record, table, snapshot, force)) {
-      return absl::InvalidArgumentError("bad usrloc record");
-    }
-    return Store(db).WriteRows(table, std::span<const AorSnapshot>(&snapshot, 1), force);
+    Record r;
+    if (!DecodeRecord(record, r)) return absl::InvalidArgumentError("bad usrloc record");
+    return Store(db).WriteRow(r.table, r.aor, r.version, r.contacts, r.force);
   }
   void ConnectionClosing(sqlite3*) override { Forget(); }
   void Acknowledge(std::string_view record, std::string_view ack,
@@ -455,12 +434,10 @@ void Usrloc::Acknowledge(std::string_view record, std::string_view ack,
                          const absl::Status& status) {
   if (shared_ != nullptr) shared_->last_write_failed.store(!status.ok());
   if (status.ok()) {
-    std::string table_name;
-    AorSnapshot snapshot;
-    bool force = false;
-    if (DecodeSnapshot(record, table_name, snapshot, force)) {
-      if (LocationTable* table = FindTable(table_name); table != nullptr) {
-        table->MarkSynced(snapshot.aor, snapshot.version);
+    Record r;
+    if (DecodeRecord(record, r)) {
+      if (LocationTable* table = FindTable(r.table); table != nullptr) {
+        table->MarkSynced(r.aor, r.version);
       }
     }
   } else {
