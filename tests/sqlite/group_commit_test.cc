@@ -4,6 +4,7 @@
 #include "sipd/modules/sqlite/group_commit.h"
 
 #include <sqlite3.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -55,8 +56,12 @@ class RowClient final : public GroupCommitWriter::Client {
     ++applied_;
     if (record == "bad") return absl::InvalidArgumentError("bad record");
     if (record == "die" && getpid() != parent_) _exit(0);
-    const std::string sql =
-        absl::StrCat("INSERT OR REPLACE INTO row VALUES ('", std::string(record), "')");
+    // "who:NAME" is stored as "who:NAME@parent" or "who:NAME@child": which process led it.
+    const std::string value =
+        record.starts_with("who:")
+            ? absl::StrCat(std::string(record), getpid() == parent_ ? "@parent" : "@child")
+            : std::string(record);
+    const std::string sql = absl::StrCat("INSERT OR REPLACE INTO row VALUES ('", value, "')");
     return Exec(db, sql.c_str());
   }
   // Deferred records: what the leader acknowledged (in this process), and whether the
@@ -387,6 +392,55 @@ TEST_F(GroupCommitTest, ALeaderKilledMidBatchLeavesDeferredRecordsToTheNextWhich
     EXPECT_TRUE(a.ok) << a.record;
     EXPECT_TRUE(a.row_committed) << a.record;
   }
+  EXPECT_EQ(writer_->queued(), 0u);
+}
+
+// Forks a child that runs below the writer creator's priority (as the MI processes run at
+// mi_nice) and calls `body` there; the child exits 0 when `body` returns true.
+pid_t ForkBelowTheLeaders(const std::function<bool()>& body) {
+  const pid_t child = fork();
+  if (child != 0) return child;
+  errno = 0;
+  const int nice = getpriority(PRIO_PROCESS, 0);
+  if (errno != 0 || setpriority(PRIO_PROCESS, 0, std::min(nice + 5, 19)) != 0 || nice >= 19) {
+    _exit(3);
+  }
+  _exit(body() ? 0 : 1);
+}
+
+int ExitCodeOf(pid_t child) {
+  int status = 0;
+  if (waitpid(child, &status, 0) != child || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status);
+}
+
+// The MI at nice 19 must not hold the commit lock while SIP replies wait behind it: with a
+// SIP worker's deferred record queued, it leaves its own record to that record's leader.
+TEST_F(GroupCommitTest, AProcessBelowTheLeadersPriorityLeavesItsRecordToTheirLeader) {
+  writer_->CloseConnection();
+  ASSERT_TRUE(writer_->Defer(client_, "who:sip", "ack").ok());  // no TryLead yet
+  const pid_t child = ForkBelowTheLeaders([&] { return writer_->Commit(client_, "who:mi").ok(); });
+  ASSERT_GT(child, 0);
+  // Wait until the child's record is queued behind the deferred one; it must not lead.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (writer_->queued() < 2 && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::yield();
+  }
+  ASSERT_EQ(writer_->queued(), 2u);
+  EXPECT_GE(writer_->TryLead(), 1u);  // the SIP worker leads both
+  EXPECT_EQ(ExitCodeOf(child), 0);    // and the child's Commit() returned OK
+  EXPECT_EQ(Rows(), (std::set<std::string>{"who:sip@parent", "who:mi@parent"}));
+  EXPECT_EQ(writer_->queued(), 0u);
+}
+
+TEST_F(GroupCommitTest, AProcessBelowTheLeadersPriorityLeadsWhenNothingElseIsQueued) {
+  writer_->CloseConnection();
+  // A write-back record (Enqueue) has no leader of its own: the child takes it along.
+  ASSERT_TRUE(writer_->Enqueue(client_, "who:later").ok());
+  const pid_t child = ForkBelowTheLeaders([&] { return writer_->Commit(client_, "who:mi").ok(); });
+  ASSERT_GT(child, 0);
+  EXPECT_EQ(ExitCodeOf(child), 0);
+  EXPECT_EQ(Rows(), (std::set<std::string>{"who:later@child", "who:mi@child"}));
   EXPECT_EQ(writer_->queued(), 0u);
 }
 

@@ -1,16 +1,22 @@
 #include "sipd/modules/sqlite/group_commit.h"
 
+#include <linux/futex.h>
 #include <sqlite3.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <map>
 #include <mutex>
 #include <new>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "sipd/core/clock.h"
 #include "sipd/modules/sqlite/statement.h"
 #include "spdlog/spdlog.h"
 
@@ -21,6 +27,27 @@ enum EntryState : uint32_t { kQueued = 0, kCommitted = 1, kFailed = 2 };
 constexpr size_t kErrorText = 160;
 
 absl::string_view Absl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+// The calling thread's nice value (0 if it cannot be read).
+int CurrentNice() {
+  errno = 0;
+  const int nice = getpriority(PRIO_PROCESS, 0);
+  return errno == 0 ? nice : 0;
+}
+
+// Process-shared futex on a word in the shared heap (not FUTEX_PRIVATE: the waiter and
+// the waker are different processes).
+void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, std::chrono::microseconds limit) {
+  const timespec timeout{.tv_sec = static_cast<time_t>(limit.count() / 1000000),
+                         .tv_nsec = static_cast<long>(limit.count() % 1000000) * 1000};
+  (void)syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, &timeout,
+                nullptr, 0);
+}
+
+void FutexWake(std::atomic<uint32_t>* word) {
+  (void)syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT32_MAX, nullptr,
+                nullptr, 0);
+}
 
 }  // namespace
 
@@ -34,7 +61,14 @@ struct GroupCommitWriter::Entry {
   // Queued by Defer(): the leader acknowledges it (the ack follows the record's bytes).
   bool with_ack = false;
   uint32_t ack_length = 0;
+  // Queued by a process running below the leaders' priority (Wait).
+  bool below = false;
+  // Someone else leads it: its waiter (not detached) or, for a Defer()ed record, its
+  // queuer or the writer's timer. Counted in Shared::led_by_others unless `below`.
+  bool led = false;
   std::atomic<uint32_t> state{kQueued};
+  // Its waiter sleeps on `state` (futex) and wants a wake-up when it changes.
+  std::atomic<uint32_t> sleeping{0};
   char error[kErrorText] = {};
 
   const char* data() const { return reinterpret_cast<const char*>(this + 1); }
@@ -54,6 +88,10 @@ struct GroupCommitWriter::Shared {
   std::atomic<uint64_t> queued{0};
   // Of them, queued with Defer() (waiting for an acknowledgment).
   std::atomic<uint64_t> deferred{0};
+  // Of them, led by a process at the leaders' priority (Entry::led and not below).
+  std::atomic<uint64_t> led_by_others{0};
+  // When a process at the leaders' priority last committed (MonotonicMs).
+  std::atomic<int64_t> leaders_last_ms{0};
   std::atomic<uint64_t> transactions{0};
   std::atomic<uint64_t> records{0};
 };
@@ -162,7 +200,7 @@ void GroupCommitWriter::ScheduleMaintenance(const Options& options) {
 }
 
 GroupCommitWriter::GroupCommitWriter(Options options, SharedMemory& shm, struct Shared* shared)
-    : options_(std::move(options)), shm_(shm), shared_(shared) {}
+    : options_(std::move(options)), leader_nice_(CurrentNice()), shm_(shm), shared_(shared) {}
 
 GroupCommitWriter::~GroupCommitWriter() {
   CloseConnection();
@@ -195,6 +233,8 @@ GroupCommitWriter::Entry* GroupCommitWriter::Push(int client, std::string_view r
   e->detached = detached;
   e->with_ack = with_ack;
   e->ack_length = static_cast<uint32_t>(ack.size());
+  e->below = CurrentNice() > leader_nice_;
+  e->led = !e->below && (with_ack || !detached);
   if (!record.empty()) std::memcpy(e->data(), record.data(), record.size());
   if (!ack.empty()) std::memcpy(e->data() + record.size(), ack.data(), ack.size());
   if (shared_->queue_lock.Lock()) {
@@ -216,6 +256,7 @@ GroupCommitWriter::Entry* GroupCommitWriter::Push(int client, std::string_view r
     shared_->tail = e;
     shared_->queued.fetch_add(1, std::memory_order_relaxed);
     if (with_ack) shared_->deferred.fetch_add(1, std::memory_order_relaxed);
+    if (e->led) shared_->led_by_others.fetch_add(1, std::memory_order_relaxed);
   }
   return e;
 }
@@ -286,7 +327,33 @@ size_t GroupCommitWriter::TryLead() {
   }
 }
 
+void GroupCommitWriter::AwaitLeader(Entry* e) {
+  const auto deadline = std::chrono::steady_clock::now() + kLeaderWait;
+  // A leader is coming while records it leads are queued, or while leaders are at work
+  // (an idle SIP worker leads whatever is queued).
+  const auto leader_coming = [&] {
+    return shared_->led_by_others.load(std::memory_order_acquire) > 0 ||
+           MonotonicMs() - shared_->leaders_last_ms.load(std::memory_order_relaxed) <
+               kLeadersActive.count();
+  };
+  while (e->state.load(std::memory_order_acquire) == kQueued && leader_coming()) {
+    const auto left = std::chrono::duration_cast<std::chrono::microseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      spdlog::warn("sqlite writer {}: no leader took this record within {} ms; committing it",
+                   options_.path, kLeaderWait.count());
+      return;
+    }
+    // The leader reads `sleeping` before it sets the state: should it miss this store,
+    // the wait ends at its slice and the state is read again.
+    e->sleeping.store(1, std::memory_order_seq_cst);
+    if (e->state.load(std::memory_order_seq_cst) != kQueued) return;
+    FutexWait(&e->state, kQueued, std::min(left, kWaitSlice));
+  }
+}
+
 absl::Status GroupCommitWriter::Wait(Entry* e) {
+  if (e->below) AwaitLeader(e);
   while (e->state.load(std::memory_order_acquire) == kQueued) {
     if (shared_->commit_lock.Lock()) {
       spdlog::warn("sqlite writer {}: the leading process died; its records are committed again",
@@ -473,6 +540,9 @@ bool GroupCommitWriter::RunBatch(absl::Status* first_error) {
   }
   shared_->transactions.fetch_add(transactions, std::memory_order_relaxed);
   shared_->records.fetch_add(committed, std::memory_order_relaxed);
+  if (CurrentNice() <= leader_nice_) {
+    shared_->leaders_last_ms.store(MonotonicMs(), std::memory_order_relaxed);
+  }
 
   // Acknowledged before they leave the queue: a leader that dies here leaves them to the
   // next one (see Client::Acknowledge).
@@ -502,6 +572,7 @@ bool GroupCommitWriter::RunBatch(absl::Status* first_error) {
       if (shared_->head == nullptr) shared_->tail = nullptr;
       shared_->queued.fetch_sub(1, std::memory_order_relaxed);
       if (e->with_ack) shared_->deferred.fetch_sub(1, std::memory_order_relaxed);
+      if (e->led) shared_->led_by_others.fetch_sub(1, std::memory_order_relaxed);
       if (!results[i].ok()) {
         if (first_error != nullptr && first_error->ok()) *first_error = results[i];
         const std::string text(results[i].message());
@@ -511,7 +582,10 @@ bool GroupCommitWriter::RunBatch(absl::Status* first_error) {
       if (e->detached) {
         detached.push_back(e);
       } else {
-        e->state.store(results[i].ok() ? kCommitted : kFailed, std::memory_order_release);
+        // Read before the store: once the state changes, the waiter may free the entry.
+        const bool sleeping = e->sleeping.load(std::memory_order_seq_cst) != 0;
+        e->state.store(results[i].ok() ? kCommitted : kFailed, std::memory_order_seq_cst);
+        if (sleeping) FutexWake(&e->state);
       }
     }
   }

@@ -29,6 +29,18 @@
 // process ever waits for a lock whose holder is stalled, and no record stays queued
 // with nobody to commit it.
 //
+// Priority: the MI and module processes run below the SIP workers (mi_nice, 19 by
+// default). Holding the commit lock there would make every SIP reply queued meanwhile
+// wait for a process the scheduler puts last, so a process running below the priority of
+// the writer's creator (the attendant, whose SIP workers lead) does not lead while records
+// that a process at that priority leads are queued (a Commit()/Await() waiter's, or a
+// Defer()ed one, which its queuer or the timer leads): it waits on a futex, without the
+// lock, until one of those leaders takes its record along (kLeaderWait at most). It does
+// the same while such a process committed within the last kLeadersActive: SIP workers
+// are at work and an idle one leads whatever is queued. When SIP is quiet and nothing
+// else is queued, it leads itself, as before. Flush() and WithConnection() (bulk MI
+// commands: ul_flush, dlg_db_sync) still take the lock.
+//
 // Maintenance (Maintain(), every kMaintenanceInterval in the timer process): that
 // backstop, and the WAL checkpoint that leaders should not have to do. The writer
 // schedules it itself, once per file, through Options::add_timer (the daemon's timer),
@@ -214,6 +226,14 @@ class GroupCommitWriter {
               bool with_ack = false);
   // Waits until `entry` is done, leading batches meanwhile; frees it.
   absl::Status Wait(Entry* entry);
+  // For an entry queued below the leaders' priority: waits (without the commit lock)
+  // while records that a process at their priority leads are queued, or while such a
+  // process committed within kLeadersActive, so that one of those leaders takes it
+  // along; at most kLeaderWait.
+  void AwaitLeader(Entry* entry);
+  static constexpr std::chrono::milliseconds kLeaderWait{1000};
+  static constexpr std::chrono::milliseconds kLeadersActive{10};
+  static constexpr std::chrono::microseconds kWaitSlice{2000};
   // REQUIRES: commit lock held. Commits the oldest queued records (at most max_batch).
   // Returns false when the queue was empty. The first record error goes to
   // `first_error` (if given and still OK).
@@ -223,6 +243,9 @@ class GroupCommitWriter {
   std::string DatabaseError(sqlite3* db, std::string_view what) const;
 
   Options options_;
+  // The nice value of the process that created the writer (the attendant, whose SIP
+  // workers lead); a process above it runs below the leaders' priority.
+  int leader_nice_ = 0;
   // ForFile scheduled Maintain() (attendant, before the fork).
   bool maintained_ = false;
   SharedMemory& shm_;
