@@ -18,7 +18,8 @@ namespace {
 // B-tree write per REGISTER instead of two: the writer's batches dirty half the pages).
 // usrloc_contact, the one-row-per-contact layout of older sipd versions, is now a view
 // over the packed column with the same columns, so SQL that reads it keeps working.
-// A contact's array holds its fields in the order kContactView reads them.
+// A contact's array holds its fields in kFields' order: the writer, the reader, the view,
+// the upgrade and Prune all take their element positions from there.
 
 constexpr const char* kSchema =
     "CREATE TABLE IF NOT EXISTS usrloc_aor (\n"
@@ -29,29 +30,6 @@ constexpr const char* kSchema =
 // The contacts SQL can read: a row whose `contacts` is not JSON (edited by hand, say) or
 // an element that is not an array is skipped, not an error that would stop a restart.
 #define SIPD_USRLOC_READABLE "WHERE json_valid(a.contacts) AND c.type = 'array'"
-
-// As sqlite_master keeps it, so that CreateSchema() can tell a view of another version
-// and replace it.
-constexpr const char* kContactView =
-    "CREATE VIEW usrloc_contact AS SELECT a.table_name AS table_name, "
-    "a.aor AS aor, c.value->>0 AS contact, c.key AS position, c.value->>1 AS expires, "
-    "c.value->>2 AS q, c.value->>3 AS callid, c.value->>4 AS cseq, c.value->>5 AS flags, "
-    "c.value->>6 AS cflags, c.value->>7 AS user_agent, c.value->>8 AS received, "
-    "c.value->>9 AS path, c.value->>10 AS socket, c.value->>11 AS methods, "
-    "c.value->>12 AS sip_instance, c.value->>13 AS attr, c.value->>14 AS last_modified "
-    "FROM usrloc_aor a, json_each(a.contacts) c " SIPD_USRLOC_READABLE;
-
-// Databases written by an older sipd: usrloc_aor without `contacts`, and usrloc_contact a
-// table (rowid or WITHOUT ROWID) of one row per contact. Packed once, inside the caller's
-// write transaction, keeping every contact in its stored order.
-constexpr const char* kAddContactsColumn =
-    "ALTER TABLE usrloc_aor ADD COLUMN contacts TEXT NOT NULL DEFAULT '[]';\n";
-constexpr const char* kPackContactTable =
-    "UPDATE usrloc_aor SET contacts = (SELECT json_group_array(json_array(contact, expires, "
-    "q, callid, cseq, flags, cflags, user_agent, received, path, socket, methods, "
-    "sip_instance, attr, last_modified)) FROM (SELECT * FROM usrloc_contact c WHERE "
-    "c.table_name = usrloc_aor.table_name AND c.aor = usrloc_aor.aor ORDER BY c.position));\n"
-    "DROP TABLE usrloc_contact;\n";
 
 // Appends `text` as a JSON string: quote, backslash and control characters escaped, every
 // other byte as it is (SQLite's JSON functions read such text back byte for byte).
@@ -74,64 +52,103 @@ void AppendJsonString(std::string_view text, std::string& out) {
   out.push_back('"');
 }
 
-// Appends the contacts as kContactView reads them: a JSON array of one array per contact.
+using sqlite::BindInt;
+using sqlite::BindText;
+using sqlite::ColumnText;
+
+// One element of a contact's array: its column in usrloc_contact (the view's, and the
+// older table's), how it is written into the array, and how it is read back from a
+// statement's column.
+struct Field {
+  const char* column;
+  void (*append)(const ContactInfo& c, std::string& out);
+  void (*read)(ContactInfo& c, sqlite3_stmt* s, int col);
+};
+template <std::string ContactInfo::*member>
+constexpr Field Text(const char* column) {
+  return {column, [](const ContactInfo& c, std::string& out) { AppendJsonString(c.*member, out); },
+          [](ContactInfo& c, sqlite3_stmt* s, int col) { c.*member = ColumnText(s, col); }};
+}
+template <auto member>  // an integer member of ContactInfo
+constexpr Field Integer(const char* column) {
+  return {column, [](const ContactInfo& c, std::string& out) { absl::StrAppend(&out, c.*member); },
+          [](ContactInfo& c, sqlite3_stmt* s, int col) {
+            c.*member = static_cast<std::remove_reference_t<decltype(c.*member)>>(
+                sqlite3_column_int64(s, col));
+          }};
+}
+constexpr Field kFields[] = {
+    Text<&ContactInfo::uri>("contact"),
+    Integer<&ContactInfo::expires>("expires"),
+    Integer<&ContactInfo::q>("q"),
+    Text<&ContactInfo::callid>("callid"),
+    Integer<&ContactInfo::cseq>("cseq"),
+    Integer<&ContactInfo::flags>("flags"),
+    Integer<&ContactInfo::cflags>("cflags"),
+    Text<&ContactInfo::user_agent>("user_agent"),
+    Text<&ContactInfo::received>("received"),
+    Text<&ContactInfo::path>("path"),
+    Text<&ContactInfo::socket>("socket"),
+    Integer<&ContactInfo::methods>("methods"),
+    Text<&ContactInfo::instance>("sip_instance"),
+    Text<&ContactInfo::attr>("attr"),
+    Integer<&ContactInfo::last_modified>("last_modified"),
+};
+
+// The position of `column` in a contact's array.
+constexpr size_t Element(std::string_view column) {
+  for (size_t i = 0; i < std::size(kFields); ++i) {
+    if (column == kFields[i].column) return i;
+  }
+  throw "no such contact field";  // a compile-time error where used in a constant
+}
+constexpr size_t kExpires = Element("expires");
+
+// As sqlite_master keeps it, so that CreateSchema() can tell a view of another version
+// and replace it.
+const std::string& ContactView() {
+  static const std::string* view = [] {
+    auto* sql = new std::string(
+        "CREATE VIEW usrloc_contact AS SELECT a.table_name AS table_name, a.aor AS aor, ");
+    for (size_t i = 0; i < std::size(kFields); ++i) {
+      absl::StrAppend(sql, "c.value->>", i, " AS ", kFields[i].column, ", ");
+      if (i == 0) absl::StrAppend(sql, "c.key AS position, ");
+    }
+    sql->resize(sql->size() - 2);
+    absl::StrAppend(sql, " FROM usrloc_aor a, json_each(a.contacts) c " SIPD_USRLOC_READABLE);
+    return sql;
+  }();
+  return *view;
+}
+
+// Databases written by an older sipd: usrloc_aor without `contacts`, and usrloc_contact a
+// table (rowid or WITHOUT ROWID) of one row per contact. Packed once, inside the caller's
+// write transaction, keeping every contact in its stored order.
+constexpr const char* kAddContactsColumn =
+    "ALTER TABLE usrloc_aor ADD COLUMN contacts TEXT NOT NULL DEFAULT '[]';\n";
+std::string PackContactTable() {
+  std::string columns;
+  for (const Field& f : kFields) absl::StrAppend(&columns, columns.empty() ? "" : ", ", f.column);
+  return absl::StrCat(
+      "UPDATE usrloc_aor SET contacts = (SELECT json_group_array(json_array(", columns,
+      ")) FROM (SELECT * FROM usrloc_contact c WHERE c.table_name = usrloc_aor.table_name AND "
+      "c.aor = usrloc_aor.aor ORDER BY c.position));\nDROP TABLE usrloc_contact;\n");
+}
+
+// Appends the contacts as the view reads them: a JSON array of one array per contact.
 void AppendContacts(std::span<const ContactInfo> contacts, std::string& out) {
   out.push_back('[');
   for (const ContactInfo& c : contacts) {
     if (&c != contacts.data()) out.push_back(',');
     out.push_back('[');
-    AppendJsonString(c.uri, out);
-    absl::StrAppend(&out, ",", c.expires, ",", c.q, ",");
-    AppendJsonString(c.callid, out);
-    absl::StrAppend(&out, ",", c.cseq, ",", c.flags, ",", c.cflags, ",");
-    AppendJsonString(c.user_agent, out);
-    out.push_back(',');
-    AppendJsonString(c.received, out);
-    out.push_back(',');
-    AppendJsonString(c.path, out);
-    out.push_back(',');
-    AppendJsonString(c.socket, out);
-    absl::StrAppend(&out, ",", c.methods, ",");
-    AppendJsonString(c.instance, out);
-    out.push_back(',');
-    AppendJsonString(c.attr, out);
-    absl::StrAppend(&out, ",", c.last_modified, "]");
+    for (const Field& f : kFields) {
+      if (&f != kFields) out.push_back(',');
+      f.append(c, out);
+    }
+    out.push_back(']');
   }
   out.push_back(']');
 }
-
-using sqlite::BindInt;
-using sqlite::BindText;
-using sqlite::ColumnText;
-
-// Reads element `i` of a contact's array from column `col`: kReadField[i], in the order
-// AppendContacts writes them.
-using ReadField = void (*)(ContactInfo& c, sqlite3_stmt* s, int col);
-template <std::string ContactInfo::*field>
-void ReadText(ContactInfo& c, sqlite3_stmt* s, int col) {
-  c.*field = ColumnText(s, col);
-}
-template <auto field>  // an integer member of ContactInfo
-void ReadInteger(ContactInfo& c, sqlite3_stmt* s, int col) {
-  c.*field = static_cast<std::remove_reference_t<decltype(c.*field)>>(sqlite3_column_int64(s, col));
-}
-constexpr ReadField kReadField[] = {
-    ReadText<&ContactInfo::uri>,
-    ReadInteger<&ContactInfo::expires>,
-    ReadInteger<&ContactInfo::q>,
-    ReadText<&ContactInfo::callid>,
-    ReadInteger<&ContactInfo::cseq>,
-    ReadInteger<&ContactInfo::flags>,
-    ReadInteger<&ContactInfo::cflags>,
-    ReadText<&ContactInfo::user_agent>,
-    ReadText<&ContactInfo::received>,
-    ReadText<&ContactInfo::path>,
-    ReadText<&ContactInfo::socket>,
-    ReadInteger<&ContactInfo::methods>,
-    ReadText<&ContactInfo::instance>,
-    ReadText<&ContactInfo::attr>,
-    ReadInteger<&ContactInfo::last_modified>,
-};
 
 class WriterGuard {
  public:
@@ -210,11 +227,11 @@ absl::Status SqliteStore::CreateSchema(sqlite3* db) {
   if (no_contacts_column) SIPD_RETURN_IF_ERROR(sqlite::Exec(db, kAddContactsColumn));
   if (contact_table) {
     spdlog::info("usrloc: packing usrloc_contact's rows into usrloc_aor.contacts (once)");
-    SIPD_RETURN_IF_ERROR(sqlite::Exec(db, kPackContactTable));
+    SIPD_RETURN_IF_ERROR(sqlite::Exec(db, PackContactTable().c_str()));
   }
-  if (view == kContactView) return absl::OkStatus();
+  if (view == ContactView()) return absl::OkStatus();
   SIPD_RETURN_IF_ERROR(sqlite::Exec(db, "DROP VIEW IF EXISTS usrloc_contact"));
-  return sqlite::Exec(db, kContactView);
+  return sqlite::Exec(db, ContactView().c_str());
 }
 
 SqliteStore::~SqliteStore() {
@@ -348,7 +365,7 @@ absl::StatusOr<std::vector<AorSnapshot>> SqliteStore::Load(std::string_view tabl
     }
     ContactInfo& c = contacts.back().second;
     const int field = sqlite3_column_int(s, 3);
-    if (field >= 0 && field < static_cast<int>(std::size(kReadField))) kReadField[field](c, s, 4);
+    if (field >= 0 && field < static_cast<int>(std::size(kFields))) kFields[field].read(c, s, 4);
   });
   prepared->reset();
   if (rc != SQLITE_DONE) return Error("load contacts");
@@ -390,12 +407,12 @@ absl::Status SqliteStore::Prune(int64_t now) {
   // is not JSON at all is left as it is (Load skips it; the AOR's next write replaces it).
   const std::string sql = absl::StrCat(
       "UPDATE usrloc_aor SET contacts = (SELECT json_group_array(json(c.value)) FROM "
-      "json_each(usrloc_aor.contacts) c WHERE c.type = 'array' AND (c.value->>1 = 0 OR "
-      "c.value->>1 > ",
-      now,
+      "json_each(usrloc_aor.contacts) c WHERE c.type = 'array' AND (c.value->>",
+      kExpires, " = 0 OR c.value->>", kExpires, " > ", now,
       ")) WHERE json_valid(contacts) AND EXISTS (SELECT 1 FROM json_each(usrloc_aor.contacts) "
-      "c WHERE c.type != 'array' OR (c.value->>1 != 0 AND c.value->>1 <= ",
-      now, ")); DELETE FROM usrloc_aor WHERE contacts = '[]';");
+      "c WHERE c.type != 'array' OR (c.value->>",
+      kExpires, " != 0 AND c.value->>", kExpires, " <= ", now,
+      ")); DELETE FROM usrloc_aor WHERE contacts = '[]';");
   return InTransaction([&]() { return Exec(sql.c_str()); });
 }
 
