@@ -178,19 +178,26 @@ struct RunResult {
   double mi_call_ms_max = 0;
 };
 
-// A nice value, or kSchedIdle: SCHED_IDLE (runs only when nothing else wants the CPU, and
-// a waking task of another policy always preempts it).
-constexpr int kSchedIdle = 100;
-void SetPriority(int tid, int nice) {
-  if (nice == kSchedIdle) {
+// What the bench gives the MI gRPC process and its own MI client thread: a nice value,
+// or SCHED_IDLE (runs only when nothing else wants the CPU, and a waking task of another
+// policy always preempts it). Nice 0 and not idle: left as they are.
+struct MiPriority {
+  int nice = 0;
+  bool idle = false;
+  bool set() const { return nice != 0 || idle; }
+  std::string ToString() const { return idle ? "SCHED_IDLE" : absl::StrCat("nice ", nice); }
+};
+
+void SetPriority(int tid, const MiPriority& priority) {
+  if (priority.idle) {
     sched_param param{};
     (void)sched_setscheduler(tid, SCHED_IDLE, &param);
   } else {
-    setpriority(PRIO_PROCESS, static_cast<id_t>(tid), nice);
+    setpriority(PRIO_PROCESS, static_cast<id_t>(tid), priority.nice);
   }
 }
 
-int RunRegister(int calls, int rounds, int db_mode, int mi_interval_ms, int mi_nice,
+int RunRegister(int calls, int rounds, int db_mode, int mi_interval_ms, MiPriority mi_nice,
                 const std::string& mi_commands) {
   const std::string work = MakeWorkDir();
   std::vector<RunResult> alone;
@@ -203,7 +210,7 @@ int RunRegister(int calls, int rounds, int db_mode, int mi_interval_ms, int mi_n
       auto sipd = StartSipd(db_mode, 256);
       MiClient control(sipd->grpc_target());
       const std::vector<int> workers = PidsOf(control, "SIP receiver");
-      if (mi_nice != 0) {
+      if (mi_nice.set()) {
         // Every thread of the process (Linux renices one thread per id): gRPC's queue
         // threads and the dispatcher's workers do the MI work, not the main thread.
         for (int pid : PidsOf(control, "MI gRPC")) {
@@ -224,7 +231,7 @@ int RunRegister(int calls, int rounds, int db_mode, int mi_interval_ms, int mi_n
       if (with_mi == 1) {
         mi_loop = std::thread([&] {
           // Linux: a thread id names just this thread.
-          if (mi_nice != 0) SetPriority(gettid(), mi_nice);
+          if (mi_nice.set()) SetPriority(gettid(), mi_nice);
           MiClient mi(sipd->grpc_target());
           auto timed = [&call_us](auto&& call) {
             const auto start = Clock::now();
@@ -315,9 +322,9 @@ int RunRegister(int calls, int rounds, int db_mode, int mi_interval_ms, int mi_n
       drops.push_back((alone[i].rate - loaded[i].rate) * 100.0 / alone[i].rate);
   }
   std::printf(
-      "\ndb_mode %d, %d unique AORs per run, %d rounds, MI loop pause %d ms, MI nice %d, %d "
+      "\ndb_mode %d, %d unique AORs per run, %d rounds, MI loop pause %d ms, MI %s, %d "
       "children\n",
-      db_mode, calls, rounds, mi_interval_ms, mi_nice, g_children);
+      db_mode, calls, rounds, mi_interval_ms, mi_nice.ToString().c_str(), g_children);
   std::printf("median alone    : %8.0f REGISTER/s  %6.1f us worker CPU/REGISTER\n", a,
               Median(cpu(alone)));
   std::printf("median MI load  : %8.0f REGISTER/s  %6.1f us worker CPU/REGISTER\n", l,
@@ -488,10 +495,12 @@ int main(int argc, char** argv) {
   std::string mi_commands = "both";
   reg->add_option("--mi-commands", mi_commands,
                   "what the MI loop runs: both, dump, stats, add (ul_add of new AORs)");
-  int mi_nice = 0;
-  reg->add_option("--mi-nice", mi_nice,
-                  "nice value for the MI gRPC process and the MI client thread (0 = as is, "
-                  "100 = SCHED_IDLE)");
+  MiPriority mi_nice;
+  reg->add_option("--mi-nice", mi_nice.nice,
+                  "nice value for the MI gRPC process and the MI client thread (0 = as is)")
+      ->check(CLI::Range(-20, 19));
+  reg->add_flag("--mi-sched-idle", mi_nice.idle,
+                "run the MI gRPC process and the MI client thread SCHED_IDLE instead");
   std::vector<int> sizes = {10000, 100000};
   int repeat = 1;
   auto* dump = app.add_subcommand("dump", "ul_dump time and MI process peak RSS");
