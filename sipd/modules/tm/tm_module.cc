@@ -331,9 +331,7 @@ class TmModule final : public Module, public TmApi {
       const uint32_t limit = info[SK_MEMINFO_RCVBUF];
       if (limit > 0) fullest = std::max(fullest, 100.0 * info[SK_MEMINFO_RMEM_ALLOC] / limit);
     }
-    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                               std::chrono::steady_clock::now().time_since_epoch())
-                               .count();
+    const int64_t now_ms = MonotonicMs();
     const bool was = detector_->on();
     const int64_t above_for = detector_->above_for_ms(now_ms);
     const bool now = detector_->Sample(fullest, now_ms);
