@@ -269,11 +269,6 @@ class EventDatagramModule final : public Module {
   int unix_ = -1;
   uint64_t generation_ = UINT64_MAX;
   std::map<mi::EventId, std::vector<Target>> targets_;
-  struct Resolved {
-    sockaddr_storage address{};
-    socklen_t length = 0;
-  };
-  std::map<std::string, Resolved> resolved_;
   uint64_t dropped_seen_ = 0;
   // Scratch of Deliver(): targets per socket (UDP IPv4, UDP IPv6, UNIX), messages.
   std::vector<Target*> by_socket_[3];
@@ -295,23 +290,17 @@ void EventDatagramModule::Refresh() {
       target.address_length = sizeof(sockaddr_un);
       target.is_unix = true;
     } else if (s.protocol == "udp") {
-      // Host names are resolved once (1.11 resolved them when subscribing).
-      auto known = resolved_.find(s.address);
-      if (known == resolved_.end()) {
-        Resolved r;
-        absl::StatusOr<UdpParts> parts = SplitUdp(s.address);
-        absl::Status status = parts.ok()
-                                  ? ResolveUdp(*parts, resolver_.get(), &r.address, &r.length)
-                                  : parts.status();
-        if (!status.ok()) {
-          spdlog::warn("event_datagram: subscriber {} not reachable: {}", target.socket,
-                       std::string(status.message()));
-          continue;
-        }
-        known = resolved_.emplace(s.address, r).first;
+      // Host names are resolved when the subscriptions change (1.11 resolved them when
+      // subscribing); the resolver's cache keeps each answer for its TTL.
+      absl::StatusOr<UdpParts> parts = SplitUdp(s.address);
+      absl::Status status =
+          parts.ok() ? ResolveUdp(*parts, resolver_.get(), &target.address, &target.address_length)
+                     : parts.status();
+      if (!status.ok()) {
+        spdlog::warn("event_datagram: subscriber {} not reachable: {}", target.socket,
+                     std::string(status.message()));
+        continue;
       }
-      target.address = known->second.address;
-      target.address_length = known->second.length;
     } else {
       continue;  // another consumer's protocol
     }

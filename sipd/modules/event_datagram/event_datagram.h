@@ -27,10 +27,12 @@
 // subscribing, as 1.11; sipd also takes [IPv6]:PORT) and unix:PATH (any path shorter than
 // sun_path; it need not exist when subscribing). Names are looked up as tm's are
 // (sipd/modules/tm/resolver.h: the hosts file, then DNS with c-ares), so a name server
-// that does not answer holds event_subscribe, or the delivery process when it first
-// sends to the name, for dns_timeout x dns_tries at most (glibc's getaddrinfo waited 10 s
-// and more), and a failure is kept for dns_neg_ttl. Subscribers are matched by the text as
-// given (udp:localhost:8888 and udp:127.0.0.1:8888 are two subscribers, as in 1.11).
+// that does not answer holds event_subscribe, or the delivery process when the
+// subscriptions change, for dns_timeout x dns_tries at most (glibc's getaddrinfo waited
+// 10 s and more). The delivery process looks each name up again when the subscriptions
+// change; the resolver's cache keeps an answer for its TTL and a failure for dns_neg_ttl.
+// Subscribers are matched by the text as given (udp:localhost:8888 and udp:127.0.0.1:8888 are two
+// subscribers, as in 1.11).
 //
 // Unlike 1.11, which sent from the raising SIP worker, a dedicated process ("Event
 // datagram" in `ps`) sends: raisers only queue the event in shared memory (the
