@@ -141,29 +141,43 @@ TEST_F(SqliteStoreTest, AnUnreadableRowIsSkippedAndTheNextWriteReplacesIt) {
   ASSERT_TRUE(store_
                   ->Write("location", std::vector<AorSnapshot>{Snapshot("alice", 1, {"sip:a@h"}),
                                                                Snapshot("bob", 2, {"sip:b@h"}),
-                                                               Snapshot("carol", 3, {"sip:c@h"})})
+                                                               Snapshot("carol", 3, {"sip:c@h"}),
+                                                               Snapshot("dave", 4, {"sip:d@h"})})
                   .ok());
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open((dir_ + "/ul.sqlite").c_str(), &db), SQLITE_OK);
+  // bob: not JSON; carol: JSON without an array; dave: his contact and two elements that
+  // are not contacts.
   ASSERT_EQ(sqlite3_exec(db,
                          "UPDATE usrloc_aor SET contacts = '[[\"sip:b@h\", 5' WHERE aor = 'bob';"
-                         "UPDATE usrloc_aor SET contacts = '[\"sip:c@h\"]' WHERE aor = 'carol';",
+                         "UPDATE usrloc_aor SET contacts = '[\"sip:c@h\"]' WHERE aor = 'carol';"
+                         "UPDATE usrloc_aor SET contacts = json_insert(contacts, '$[#]', 5, "
+                         "'$[#]', json('{\"a\": 1, \"b\": 2}')) WHERE aor = 'dave';",
                          nullptr, nullptr, nullptr),
             SQLITE_OK);
   absl::StatusOr<sqlite::Statement> view =
       sqlite::Prepare(db, "SELECT group_concat(aor) FROM usrloc_contact");
   ASSERT_TRUE(view.ok()) << view.status();
   ASSERT_EQ(sqlite3_step(view->get()), SQLITE_ROW);
-  EXPECT_EQ(sqlite::ColumnText(view->get(), 0), "alice");
+  EXPECT_EQ(sqlite::ColumnText(view->get(), 0), "alice,dave");
   view->reset();
   sqlite3_close(db);
 
-  absl::StatusOr<std::vector<AorSnapshot>> loaded = store_->Load("location");
+  SqliteStore::Skipped skipped;
+  absl::StatusOr<std::vector<AorSnapshot>> loaded = store_->Load("location", &skipped);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
-  ASSERT_EQ(loaded->size(), 1u);
+  ASSERT_EQ(loaded->size(), 2u);
   EXPECT_EQ((*loaded)[0].aor, "alice");
+  EXPECT_EQ((*loaded)[1].aor, "dave");
+  ASSERT_EQ((*loaded)[1].contacts.size(), 1u);
+  EXPECT_EQ((*loaded)[1].contacts[0].uri, "sip:d@h");
+  EXPECT_EQ(skipped.rows, 2);      // bob and carol
+  EXPECT_EQ(skipped.elements, 3);  // carol's string, dave's number and object
   ASSERT_TRUE(store_->Prune(150).ok());
   EXPECT_EQ(Uris("alice"), std::vector<std::string>{"sip:a@h"});
+  EXPECT_EQ(Uris("dave"), std::vector<std::string>{"sip:d@h"});  // Prune dropped the rest
+  ASSERT_TRUE(store_->Load("location", &skipped).ok());
+  EXPECT_EQ(skipped.elements, 0);
   ASSERT_TRUE(
       store_->Write("location", std::vector<AorSnapshot>{Snapshot("bob", 4, {"sip:b2@h"})}).ok());
   EXPECT_EQ(Uris("bob"), std::vector<std::string>{"sip:b2@h"});

@@ -27,10 +27,6 @@ constexpr const char* kSchema =
     "  contacts TEXT NOT NULL DEFAULT '[]',\n"
     "  PRIMARY KEY (table_name, aor)\n) WITHOUT ROWID;\n";
 
-// The contacts SQL can read: a row whose `contacts` is not JSON (edited by hand, say) or
-// an element that is not an array is skipped, not an error that would stop a restart.
-#define SIPD_USRLOC_READABLE "WHERE json_valid(a.contacts) AND c.type = 'array'"
-
 // Appends `text` as a JSON string: quote, backslash and control characters escaped, every
 // other byte as it is (SQLite's JSON functions read such text back byte for byte).
 void AppendJsonString(std::string_view text, std::string& out) {
@@ -115,7 +111,11 @@ const std::string& ContactView() {
       if (i == 0) absl::StrAppend(sql, "c.key AS position, ");
     }
     sql->resize(sql->size() - 2);
-    absl::StrAppend(sql, " FROM usrloc_aor a, json_each(a.contacts) c " SIPD_USRLOC_READABLE);
+    // A row whose `contacts` is not JSON (edited by hand, say) or an element that is not
+    // an array is left out, as Load() skips it: not an error that would stop a restart.
+    absl::StrAppend(sql,
+                    " FROM usrloc_aor a, json_each(a.contacts) c WHERE json_valid(a.contacts) "
+                    "AND c.type = 'array'");
     return sql;
   }();
   return *view;
@@ -330,14 +330,17 @@ std::string SqliteStore::EncodeContacts(std::span<const ContactInfo> contacts) {
   return out;
 }
 
-absl::StatusOr<std::vector<AorSnapshot>> SqliteStore::Load(std::string_view table) {
+absl::StatusOr<std::vector<AorSnapshot>> SqliteStore::Load(std::string_view table,
+                                                           Skipped* skipped) {
   // One row per field (each contact's array parsed once, where `c.value->>N` parsed it
   // for every field), in the primary key's order, so without a sort; json_each gives an
-  // AOR's contacts in their stored order, which the position (c.key) checks.
+  // AOR's contacts in their stored order, which the position (c.key) checks. Elements
+  // that are not arrays, or empty ones, come as one row without a field, to be counted.
   auto prepared = Prepare(
-      "SELECT a.aor, a.version, c.key, f.key, f.atom "
-      "FROM usrloc_aor a, json_each(a.contacts) c, json_each(c.value) f " SIPD_USRLOC_READABLE
-      " AND a.table_name=?1 ORDER BY a.aor");
+      "SELECT a.aor, a.version, c.key, f.key, f.atom, f.key IS NOT NULL "
+      "FROM usrloc_aor a JOIN json_each(a.contacts) c LEFT JOIN json_each(CASE WHEN c.type = "
+      "'array' THEN c.value ELSE '[]' END) f "
+      "WHERE json_valid(a.contacts) AND a.table_name=?1 ORDER BY a.aor");
   if (!prepared.ok()) return prepared.status();
   BindText(prepared->get(), 1, table);
   std::vector<AorSnapshot> out;
@@ -351,15 +354,24 @@ absl::StatusOr<std::vector<AorSnapshot>> SqliteStore::Load(std::string_view tabl
     for (auto& [position, contact] : contacts) out.back().contacts.push_back(std::move(contact));
     contacts.clear();
   };
+  Skipped found;
+  std::pair<std::string, int64_t> last_skipped{"", -1};  // (AOR, position) last counted
   const int rc = sqlite::StepRows(prepared->get(), [&](sqlite3_stmt* s) {
     std::string_view aor = ColumnText(s, 0);
+    const int64_t position = sqlite3_column_int64(s, 2);
+    if (sqlite3_column_int(s, 5) == 0) {
+      if (last_skipped.first != aor || last_skipped.second != position) {
+        ++found.elements;
+        last_skipped = {std::string(aor), position};
+      }
+      return;
+    }
     if (out.empty() || out.back().aor != aor) {
       finish_aor();
       out.emplace_back();
       out.back().aor = std::string(aor);
       out.back().version = static_cast<uint64_t>(sqlite3_column_int64(s, 1));
     }
-    const int64_t position = sqlite3_column_int64(s, 2);
     if (contacts.empty() || contacts.back().first != position) {
       contacts.emplace_back(position, ContactInfo{}).second.state = ContactState::kSync;
     }
@@ -381,12 +393,15 @@ absl::StatusOr<std::vector<AorSnapshot>> SqliteStore::Load(std::string_view tabl
     return Error("count AORs");
   }
   rows->reset();
-  if (stored > static_cast<int64_t>(out.size())) {
+  found.rows = std::max<int64_t>(0, stored - static_cast<int64_t>(out.size()));
+  if (found.rows > 0 || found.elements > 0) {
     spdlog::error(
-        "usrloc: {} AOR row(s) of table {} in {} hold no readable contacts (not a JSON array "
-        "of arrays) and were skipped; the AOR's next write replaces such a row",
-        stored - static_cast<int64_t>(out.size()), std::string(table), path_);
+        "usrloc: table {} in {}: {} AOR row(s) with no readable contact (not a JSON array of "
+        "arrays) and {} element(s) that are not contacts (not arrays) were skipped; the AOR's "
+        "next write replaces such a row",
+        std::string(table), path_, found.rows, found.elements);
   }
+  if (skipped != nullptr) *skipped = found;
   return out;
 }
 

@@ -91,9 +91,16 @@ class SqliteStore {
   // The `contacts` column's text for `contacts`: a JSON array of one array per contact.
   static std::string EncodeContacts(std::span<const ContactInfo> contacts);
 
+  // What Load() skipped as unreadable (a row edited by hand, say), also logged: rows
+  // with no readable contact (not JSON, or no array in it), and elements of JSON rows
+  // that are not contacts (not arrays). The AOR's next write replaces such a row.
+  struct Skipped {
+    int64_t rows = 0;
+    int64_t elements = 0;
+  };
   // Every AOR of `table` that has contacts, with the contacts in stored q order.
   // Contact states are not meaningful here.
-  absl::StatusOr<std::vector<AorSnapshot>> Load(std::string_view table);
+  absl::StatusOr<std::vector<AorSnapshot>> Load(std::string_view table, Skipped* skipped = nullptr);
 
   // Highest version stored (0 for an empty database).
   absl::StatusOr<uint64_t> MaxVersion();
