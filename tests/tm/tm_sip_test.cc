@@ -402,8 +402,10 @@ TEST_F(TmSipTest, UnderOverloadNewInvitesGet503UntilTheQueuesDrain) {
         return absl::StrContains(sipd_->log(), "tm: overloaded");
       },
       20s);
+  const uint64_t flag_while_stopped = Stat("overloaded");
   for (int pid : receivers) kill(pid, SIGCONT);
   ASSERT_TRUE(overloaded) << sent << " INVITEs sent";
+  EXPECT_EQ(flag_while_stopped, 1u);  // the receivers were stopped: the flag stayed up
   // The first INVITEs read are refused statelessly with 503 + Retry-After; the queue
   // drains and the flag drops.
   bool refused = false;
@@ -419,7 +421,10 @@ TEST_F(TmSipTest, UnderOverloadNewInvitesGet503UntilTheQueuesDrain) {
       20s));
   EXPECT_TRUE(
       WaitUntil([&] { return absl::StrContains(sipd_->log(), "tm: no longer overloaded"); }, 20s));
+  EXPECT_EQ(Stat("overloaded"), 0u);
   EXPECT_GE(Stat("5xx_replies"), 1u);  // sl: the 503s had no transaction
+  EXPECT_GE(Stat("overload_refused"), 1u);
+  EXPECT_LE(Stat("overload_refused"), Stat("5xx_replies"));
   // Calls are accepted again: a new INVITE gets 100 and 404 through its transaction.
   UdpPeer late;
   late.SendTo(sip_port(), Request("INVITE", "nobody", sip_port(), late.port(), "z9hG4bKafter",
@@ -461,6 +466,8 @@ TEST_F(TmSipTest, AnInviteThatWaitedLongerThanOverloadDelayGets503) {
   EXPECT_EQ(Status(fresh.Receive(5s)), 100);
   EXPECT_EQ(Status(fresh.Receive(5s)), 404);
   EXPECT_EQ(Stat("5xx_replies"), 1u);  // sl: the 503 had no transaction
+  EXPECT_EQ(Stat("overload_refused"), 1u);
+  EXPECT_EQ(Stat("overloaded"), 0u);  // the queue test is off: refused by age alone
 }
 
 TEST_F(TmSipTest, OptionsAndRegisterToSipdAreAnsweredThroughTransactions) {

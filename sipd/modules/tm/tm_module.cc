@@ -293,6 +293,10 @@ class TmModule final : public Module, public TmApi {
       for (const UdpListener* l : udp) l->EnableReceiveTimestamps();
     }
     overloaded_ = core.shm().Construct<std::atomic<bool>>(false);
+    SIPD_RETURN_IF_ERROR(core.stats().AddFunction(
+        "tm", "overloaded", [flag = overloaded_]() -> uint64_t { return flag->load() ? 1 : 0; },
+        "1 while new INVITEs are refused because the UDP receive queues stay full "
+        "(overload_queue; not in 1.11)"));
     if (overload_queue_percent_ > 0) {
       for (const UdpListener* l : udp) udp_fds_.push_back(l->fd());
       layer_->set_overload_flag(overloaded_);

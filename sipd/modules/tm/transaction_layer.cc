@@ -487,6 +487,7 @@ void TransactionLayer::HandleRequest(const SipMessage& request, const Inbound& f
         Overloaded(from)) {
       // Overloaded: shed new calls, keep the ones in progress.
       table_.UnlockBucket(bucket);
+      Count(counters_.overload_refused);
       StatelessReply(request, from, 503, "Service Unavailable", {"Retry-After: 1"});
       return;
     }
@@ -1721,6 +1722,10 @@ absl::StatusOr<LayerCounters> RegisterLayerStatistics(mi::StatsRegistry& stats) 
                           stats.AddCounter("tm", absl::StrCat(i + 2, "xx_transactions")));
   }
   SIPD_ASSIGN_OR_RETURN(c.inuse, stats.AddCounter("tm", "inuse_transactions", mi::kStatNoReset));
+  SIPD_ASSIGN_OR_RETURN(
+      c.overload_refused,
+      stats.AddCounter("tm", "overload_refused", 0,
+                       "new INVITEs refused with 503 because sipd was overloaded (not in 1.11)"));
   c.rcv_requests = stats.FindCounter("rcv_requests");
   c.rcv_replies = stats.FindCounter("rcv_replies");
   c.fwd_requests = stats.FindCounter("fwd_requests");

@@ -169,11 +169,14 @@ struct LayerCounters {
   mi::Counter sl_replies_by_class[6], sl_sent_replies, sl_sent_err_replies, sl_received_acks;
   // tm:inuse_transactions (counted by the TransactionTable)
   mi::Counter inuse;
+  // tm:overload_refused (not in 1.11): new INVITEs refused with 503 under overload
+  mi::Counter overload_refused;
 };
 
 // Registers group `tm` (spec 7.5: received_replies, relayed_replies, local_replies,
-// UAS_transactions, UAC_transactions, 2xx..6xx_transactions, inuse_transactions) and
-// finds the core and sl counters the daemon registered (invalid if absent).
+// UAS_transactions, UAC_transactions, 2xx..6xx_transactions, inuse_transactions; and
+// overload_refused, which 1.11 does not have) and finds the core and sl counters the
+// daemon registered (invalid if absent).
 absl::StatusOr<LayerCounters> RegisterLayerStatistics(mi::StatsRegistry& stats);
 
 class TransactionLayer {
