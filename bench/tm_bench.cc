@@ -88,6 +88,8 @@ class Server {
   virtual bool Register(const std::string& user, int port) = 0;
   // tm:UAS_transactions (sipd only; -1 elsewhere).
   virtual long long ServerTransactions() { return -1; }
+  // INVITEs refused with 503 under overload so far; -1 if unknown.
+  virtual long long RefusedInvites() { return -1; }
 };
 
 // tm's overload control: modparam("tm", "overload_queue", Q), ("overload_delay", D) and
@@ -167,6 +169,7 @@ class SipdServer final : public Server {
                .code == 200;
   }
   long long ServerTransactions() override { return Statistic("tm:UAS_transactions"); }
+  long long RefusedInvites() override { return Statistic("tm:overload_refused"); }
   std::string Log() const { return sipd_->log(); }
   // dlg_list as the FIFO would show it.
   std::string DialogList() {
@@ -308,6 +311,7 @@ struct CallRun {
   double server_cpu_us_per_call = -1;
   double server_cpu_percent = -1;      // of one core
   long long server_transactions = -1;  // tm:UAS_transactions delta (sipd)
+  long long refused = -1;              // tm:overload_refused delta (sipd)
 };
 
 // Messages and retransmissions of a request line of sipp's scenario screen
@@ -404,6 +408,7 @@ CallRun RunCalls(Server& server, double rate, double seconds, const std::string&
   const long long calls = static_cast<long long>(each * seconds);
   const std::vector<pid_t> pids = server.pids();
   const long long transactions_before = server.ServerTransactions();
+  const long long refused_before = server.RefusedInvites();
   const long long ticks_before = sipd::bench::TotalCpuTicks(pids);
   const auto start = Clock::now();
   std::vector<std::unique_ptr<SippProcess>> clients;
@@ -462,6 +467,8 @@ CallRun RunCalls(Server& server, double rate, double seconds, const std::string&
   if (transactions_before >= 0 && transactions_after >= 0) {
     run.server_transactions = transactions_after - transactions_before;
   }
+  const long long refused_after = server.RefusedInvites();
+  if (refused_before >= 0 && refused_after >= 0) run.refused = refused_after - refused_before;
   return run;
 }
 
@@ -762,16 +769,16 @@ int main(int argc, char** argv) {
     std::printf("\n");
     sipd::bench::MarkdownTable table(
         {"server", "capacity calls/s", "offered calls/s", "goodput calls/s", "goodput / capacity",
-         "failed calls", "sipp retransmissions", "INVITE+BYE created", "tm UAS transactions",
-         "server CPU % (1 core)"},
+         "failed calls", "INVITEs refused (503)", "sipp retransmissions", "INVITE+BYE created",
+         "tm UAS transactions", "server CPU % (1 core)"},
         1);
     table.PrintHeader();
     table.PrintRow({setup.server->name(), absl::StrFormat("%.0f", capacity),
                     absl::StrFormat("%.0f", 2 * capacity),
                     absl::StrFormat("%.0f", run.window_goodput),
                     absl::StrFormat("%.2f", capacity > 0 ? run.window_goodput / capacity : 0),
-                    absl::StrCat(run.failed), absl::StrCat(run.retransmissions),
-                    absl::StrCat(run.invites + run.byes),
+                    absl::StrCat(run.failed), run.refused >= 0 ? absl::StrCat(run.refused) : "-",
+                    absl::StrCat(run.retransmissions), absl::StrCat(run.invites + run.byes),
                     run.server_transactions >= 0 ? absl::StrCat(run.server_transactions) : "-",
                     absl::StrFormat("%.0f", run.server_cpu_percent)});
   }
