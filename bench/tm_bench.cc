@@ -14,7 +14,7 @@
 //     of --repeat runs.
 //
 //   tm_bench overload [--capacity C] [--seconds 30] [--server-cpu P] [--overload-queue Q]
-//                     [--overload-delay D] [--cpus LIST]
+//                     [--overload-delay D] [--cpus LIST] [--repeat N]
 //     Offers 2x capacity to sipd for --seconds (capacity: --capacity, else the best
 //     goodput of a quick `calls` ramp) and reports goodput against capacity, and whether
 //     retransmissions were absorbed: tm:UAS_transactions must grow by exactly one per
@@ -567,6 +567,12 @@ int main(int argc, char** argv) {
   overload->add_option("--server", overload_server, "sipd or kamailio");
   std::string ramp = "2000,3000,4000,5000,6000";
   overload->add_option("--ramp", ramp, "offered calls/s of the capacity ramp");
+  int overload_repeat = 1;
+  overload
+      ->add_option("--repeat", overload_repeat,
+                   "2x runs on the same server, each once the last one's calls have ended "
+                   "(a row each, then the median)")
+      ->check(CLI::Range(1, 100));
   CLI::App* soak = app.add_subcommand(
       "soak", "calls for --seconds, then sipd's transactions, dialogs and shared memory");
   double soak_rate = 2000;
@@ -754,7 +760,26 @@ int main(int argc, char** argv) {
         }
       });
     }
-    CallRun run = RunCalls(*setup.server, 2 * capacity, seconds, work, 999999, 2);
+    std::vector<CallRun> runs;
+    auto* sipd_server = dynamic_cast<SipdServer*>(setup.server.get());
+    for (int r = 0; r < overload_repeat; ++r) {
+      if (r > 0 && sipd_server != nullptr) {
+        // The last run's transactions and dialogs end first (wt_timer, BYEs), so that
+        // they do not load this one.
+        const auto wait_start = Clock::now();
+        long long transactions = 0, dialogs = 0;
+        while (Clock::now() < wait_start + 120s) {
+          transactions = sipd_server->Statistic("tm:inuse_transactions");
+          dialogs = sipd_server->Statistic("dialog:active_dialogs");
+          if (transactions == 0 && dialogs == 0) break;
+          std::this_thread::sleep_for(200ms);
+        }
+        std::fprintf(stderr, "run %d: after %.1f s, %lld transactions and %lld dialogs left\n",
+                     r + 1, std::chrono::duration<double>(Clock::now() - wait_start).count(),
+                     transactions, dialogs);
+      }
+      runs.push_back(RunCalls(*setup.server, 2 * capacity, seconds, work, 999999 - r, 2));
+    }
     stop_poller = true;
     if (poller.joinable()) poller.join();
     std::printf("load average at end: %.2f\n", LoadAverage());
@@ -773,14 +798,22 @@ int main(int argc, char** argv) {
          "tm UAS transactions", "server CPU % (1 core)"},
         1);
     table.PrintHeader();
-    table.PrintRow({setup.server->name(), absl::StrFormat("%.0f", capacity),
-                    absl::StrFormat("%.0f", 2 * capacity),
-                    absl::StrFormat("%.0f", run.window_goodput),
-                    absl::StrFormat("%.2f", capacity > 0 ? run.window_goodput / capacity : 0),
-                    absl::StrCat(run.failed), run.refused >= 0 ? absl::StrCat(run.refused) : "-",
-                    absl::StrCat(run.retransmissions), absl::StrCat(run.invites + run.byes),
-                    run.server_transactions >= 0 ? absl::StrCat(run.server_transactions) : "-",
-                    absl::StrFormat("%.0f", run.server_cpu_percent)});
+    std::vector<double> ratios;
+    for (const CallRun& run : runs) {
+      ratios.push_back(capacity > 0 ? run.window_goodput / capacity : 0);
+      table.PrintRow({setup.server->name(), absl::StrFormat("%.0f", capacity),
+                      absl::StrFormat("%.0f", 2 * capacity),
+                      absl::StrFormat("%.0f", run.window_goodput),
+                      absl::StrFormat("%.2f", ratios.back()), absl::StrCat(run.failed),
+                      run.refused >= 0 ? absl::StrCat(run.refused) : "-",
+                      absl::StrCat(run.retransmissions), absl::StrCat(run.invites + run.byes),
+                      run.server_transactions >= 0 ? absl::StrCat(run.server_transactions) : "-",
+                      absl::StrFormat("%.0f", run.server_cpu_percent)});
+    }
+    if (runs.size() > 1) {
+      std::printf("\nmedian goodput / capacity of %zu runs: %.2f\n", runs.size(),
+                  sipd::bench::Median(ratios));
+    }
   }
   if (std::getenv("TM_BENCH_KEEP") == nullptr) std::filesystem::remove_all(work);
   return 0;
