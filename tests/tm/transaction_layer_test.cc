@@ -437,6 +437,26 @@ TEST_F(TransactionLayerTest, AUasThatNeverAnswersGives408AndIsBlacklisted) {
   EXPECT_EQ(Stat("inuse_transactions"), 0u);
 }
 
+// A live peer can leave a BYE or a MESSAGE unanswered (a dialog it already ended): the
+// request ends in 408, but only an INVITE's silence blacklists the destination.
+TEST_F(TransactionLayerTest, ANonInviteNobodyAnswersGives408WithoutBlacklisting) {
+  FromUac(Request("MESSAGE", "z9hG4bKm1", "msg-1"));
+  ASSERT_THAT(transport_.Take(), SizeIs(1));  // relayed; no 100 for a non-INVITE
+  Advance(40000);                             // past fr_timeout (30 s)
+  int final_code = 0;
+  for (const auto& s : transport_.Take()) {
+    if (Status(s.bytes) >= 200) final_code = Status(s.bytes);
+  }
+  EXPECT_EQ(final_code, 408);
+  EXPECT_FALSE(blacklist_->Contains(At("10.0.0.2", 5060), now_));
+  // The next request is relayed, not refused.
+  FromUac(Request("INVITE", "z9hG4bKc2", "call-2"));
+  const auto sent = transport_.Take();
+  ASSERT_THAT(sent, SizeIs(2));
+  EXPECT_EQ(Status(sent[0].bytes), 100);
+  EXPECT_EQ(MethodOf(sent[1].bytes), "INVITE");
+}
+
 TEST_F(TransactionLayerTest, CancelStopsTheBranchesAnd487GoesUpstream) {
   FromUac(Request("INVITE", "z9hG4bKc1", "call-1"));
   const std::string relayed = transport_.Take()[1].bytes;

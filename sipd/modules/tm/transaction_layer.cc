@@ -147,6 +147,13 @@ bool IsTokenChar(char c) {
          std::strchr("-.!%*_+`'~", c) != nullptr;
 }
 
+// The method of a branch's request, from its request line ("a request" once released).
+std::string_view RequestMethod(const Branch& br) {
+  const std::string_view request = br.request.view();
+  const size_t space = request.find(' ');
+  return space == std::string_view::npos ? std::string_view("a request") : request.substr(0, space);
+}
+
 }  // namespace
 
 std::string LocalSocket::name() const {
@@ -250,7 +257,12 @@ struct TransactionLayer::Work {
   std::vector<PendingReply> replies;
   std::vector<PendingCompletion> completions;
   std::vector<EndEvent> ends;
-  std::vector<Destination> blacklist;
+  // Destinations to blacklist, each with why (for the log).
+  struct Blacklisting {
+    Destination to;
+    std::string why;
+  };
+  std::vector<Blacklisting> blacklist;
   // Local INVITEs answered 2xx: the request as sent (the ACK is built after the unlock).
   std::vector<std::string> ack_2xx;
   // Stored replies parsed again (chosen finals), referenced by `replies`.
@@ -911,7 +923,9 @@ void TransactionLayer::BranchFinished(Cell& cell, uint32_t b, int code, const Si
       work.Add(br.destination, std::move(ack));
     }
   }
-  if (reply != nullptr && code == 503) work.blacklist.push_back(br.destination);
+  if (reply != nullptr && code == 503) {
+    work.blacklist.push_back({br.destination, absl::StrCat("503 to ", Absl(RequestMethod(br)))});
+  }
   // A relayed branch never sends its request again (nor a CANCEL for it): free it.
   // Local cells keep it for the ACK of a retransmitted 2xx and for the completion.
   if (!cell.local) table_.Release(br.request);
@@ -1138,10 +1152,13 @@ void TransactionLayer::LocalCompletion(Cell& cell, uint32_t b, int code, std::st
 
 void TransactionLayer::Finish(Work& work, const SipMessage* received, const Peer* received_from) {
   const int64_t now = clock_();
-  for (const Destination& d : work.blacklist) {
-    if (blacklist_ != nullptr && options_.blacklist_ms > 0) {
-      blacklist_->Add(d, now + options_.blacklist_ms);
+  for (const Work::Blacklisting& b : work.blacklist) {
+    if (blacklist_ == nullptr || options_.blacklist_ms <= 0) break;
+    if (!blacklist_->Contains(b.to, now)) {
+      spdlog::warn("tm: {}:{} blacklisted for {} ms ({})", b.to.ip(), b.to.port(),
+                   options_.blacklist_ms, b.why);
     }
+    blacklist_->Add(b.to, now + options_.blacklist_ms);
   }
   for (const Work::Send& s : work.sent) Trace(false, s.bytes, s.to);
   for (size_t i = 0; i < work.sends.size(); ++i) {
@@ -1416,7 +1433,12 @@ void TransactionLayer::RunTimer(const DueTimer& due) {
       Branch& br = cell->branches[due.branch];
       if (br.state == BranchState::kCompleted) break;
       if (br.state == BranchState::kCalling) {
-        work.blacklist.push_back(br.destination);  // no answer at all
+        // Only an INVITE that got no answer at all blacklists its destination (Kamailio's
+        // default too: tm.blst_methods_add = INVITE). A live peer can leave a BYE
+        // unanswered, e.g. one the dialog module sends at a dialog's timeout for a call the
+        // peer already ended (sipp does), and blacklisting it would refuse every new call
+        // to it for bl_timeout: under overload that turned lost replies into an outage.
+        if (invite) work.blacklist.push_back({br.destination, "no answer to INVITE"});
       } else if (invite && !br.cancel_sent) {
         CancelBranch(*cell, due.branch, work);  // timer C
       }

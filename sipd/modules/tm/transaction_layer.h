@@ -24,11 +24,12 @@
 //
 // Timers (fed by RunTimers() in the timer process): A/E retransmit a branch over UDP
 // (T1 doubling; E capped at T2), B/F end a branch with no final reply after fr_timeout
-// (408, the destination goes on the blacklist), C ends an INVITE branch fr_inv_timeout
-// after its provisional reply (CANCEL + 408), G retransmits a non-2xx final reply to
-// INVITE over UDP until the ACK, H gives up on that ACK after 64*T1. Then every cell
-// stays for wt_timer (absorbs retransmissions; replaces timers D, I, J, K, L, M, whose
-// RFC values for UDP are up to 32 s, like OpenSIPS's wt_timer) and is deleted.
+// (408; an INVITE's destination that never answered goes on the blacklist), C ends an
+// INVITE branch fr_inv_timeout after its provisional reply (CANCEL + 408), G retransmits
+// a non-2xx final reply to INVITE over UDP until the ACK, H gives up on that ACK after
+// 64*T1. Then every cell stays for wt_timer (absorbs retransmissions; replaces timers D,
+// I, J, K, L, M, whose RFC values for UDP are up to 32 s, like OpenSIPS's wt_timer) and
+// is deleted.
 //
 // Locks and processes: see transaction_table.h. This object is built in the attendant
 // and used by every process after the fork; it holds no mutable process-local state
