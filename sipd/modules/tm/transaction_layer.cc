@@ -1435,9 +1435,9 @@ void TransactionLayer::RunTimer(const DueTimer& due) {
       if (br.state == BranchState::kCalling) {
         // Only an INVITE that got no answer at all blacklists its destination (Kamailio's
         // default too: tm.blst_methods_add = INVITE). A live peer can leave a BYE
-        // unanswered, e.g. one the dialog module sends at a dialog's timeout for a call the
-        // peer already ended (sipp does), and blacklisting it would refuse every new call
-        // to it for bl_timeout: under overload that turned lost replies into an outage.
+        // unanswered (a call it already ended), or its reply can be lost; blacklisting it
+        // would refuse every new call to it for bl_timeout: under overload that turned
+        // lost replies into an outage.
         if (invite) work.blacklist.push_back({br.destination, "no answer to INVITE"});
       } else if (invite && !br.cancel_sent) {
         CancelBranch(*cell, due.branch, work);  // timer C
