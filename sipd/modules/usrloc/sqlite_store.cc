@@ -293,9 +293,11 @@ absl::Status SqliteStore::Write(std::string_view table, std::span<const AorSnaps
 
 absl::Status SqliteStore::WriteRows(std::string_view table, std::span<const AorSnapshot> snapshots,
                                     bool force) {
+  std::string contacts;  // one buffer for the whole batch
   for (const AorSnapshot& snapshot : snapshots) {
-    SIPD_RETURN_IF_ERROR(
-        WriteRow(table, snapshot.aor, snapshot.version, EncodeContacts(snapshot.contacts), force));
+    contacts.clear();
+    AppendContacts(snapshot.contacts, contacts);
+    SIPD_RETURN_IF_ERROR(WriteRow(table, snapshot.aor, snapshot.version, contacts, force));
   }
   return absl::OkStatus();
 }

@@ -54,15 +54,15 @@ std::string EncodeSnapshot(std::string_view table, const AorSnapshot& s, bool fo
   return w.Take();
 }
 
-bool DecodeRecord(std::string_view bytes, Record& out) {
+// `contacts` false: only the head (table, force, AOR, version), for a caller that does not
+// need the contacts' text (Acknowledge) and so need not copy it.
+bool DecodeRecord(std::string_view bytes, Record& out, bool contacts = true) {
   sqlite::RecordReader r(bytes);
   uint8_t force = 0;
-  if (!r.Str(out.table) || !r.U8(force) || !r.Str(out.aor) || !r.U64(out.version) ||
-      !r.Str(out.contacts)) {
-    return false;
-  }
+  if (!r.Str(out.table) || !r.U8(force) || !r.Str(out.aor) || !r.U64(out.version)) return false;
   out.force = force != 0;
-  return r.done();
+  if (!contacts) return true;
+  return r.Str(out.contacts) && r.done();
 }
 
 }  // namespace
@@ -435,7 +435,7 @@ void Usrloc::Acknowledge(std::string_view record, std::string_view ack,
   if (shared_ != nullptr) shared_->last_write_failed.store(!status.ok());
   if (status.ok()) {
     Record r;
-    if (DecodeRecord(record, r)) {
+    if (DecodeRecord(record, r, /*contacts=*/false)) {
       if (LocationTable* table = FindTable(r.table); table != nullptr) {
         table->MarkSynced(r.aor, r.version);
       }
