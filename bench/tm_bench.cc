@@ -767,16 +767,16 @@ int main(int argc, char** argv) {
         // The last run's transactions and dialogs end first (wt_timer, BYEs), so that
         // they do not load this one.
         const auto wait_start = Clock::now();
-        long long transactions = 0, dialogs = 0;
-        while (Clock::now() < wait_start + 120s) {
-          transactions = sipd_server->Statistic("tm:inuse_transactions");
-          dialogs = sipd_server->Statistic("dialog:active_dialogs");
-          if (transactions == 0 && dialogs == 0) break;
-          std::this_thread::sleep_for(200ms);
-        }
+        std::map<std::string, long long> left;  // the last poll's figures
+        (void)sipd::testing::WaitUntil(
+            [&] {
+              left = sipd_server->Statistics({"tm:inuse_transactions", "dialog:active_dialogs"});
+              return left["tm:inuse_transactions"] == 0 && left["dialog:active_dialogs"] == 0;
+            },
+            120s);
         std::fprintf(stderr, "run %d: after %.1f s, %lld transactions and %lld dialogs left\n",
                      r + 1, std::chrono::duration<double>(Clock::now() - wait_start).count(),
-                     transactions, dialogs);
+                     left["tm:inuse_transactions"], left["dialog:active_dialogs"]);
       }
       runs.push_back(RunCalls(*setup.server, 2 * capacity, seconds, work, 999999 - r, 2));
     }
