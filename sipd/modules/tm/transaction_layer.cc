@@ -147,13 +147,6 @@ bool IsTokenChar(char c) {
          std::strchr("-.!%*_+`'~", c) != nullptr;
 }
 
-// The method of a branch's request, from its request line ("a request" once released).
-std::string_view RequestMethod(const Branch& br) {
-  const std::string_view request = br.request.view();
-  const size_t space = request.find(' ');
-  return space == std::string_view::npos ? std::string_view("a request") : request.substr(0, space);
-}
-
 }  // namespace
 
 std::string LocalSocket::name() const {
@@ -924,7 +917,8 @@ void TransactionLayer::BranchFinished(Cell& cell, uint32_t b, int code, const Si
     }
   }
   if (reply != nullptr && code == 503) {
-    work.blacklist.push_back({br.destination, absl::StrCat("503 to ", Absl(RequestMethod(br)))});
+    work.blacklist.push_back(
+        {br.destination, absl::StrCat("503 to ", Absl(reply->cseq_method_text()))});
   }
   // A relayed branch never sends its request again (nor a CANCEL for it): free it.
   // Local cells keep it for the ACK of a retransmitted 2xx and for the completion.
