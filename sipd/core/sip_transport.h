@@ -68,6 +68,7 @@
 #include <cstdint>
 #include <ctime>
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -147,6 +148,12 @@ struct SipDestination {
   static SipDestination ReplyTo(const SipSource& source);
 };
 
+// One message of SipTransport::SendBatch().
+struct SipOutbound {
+  SipDestination destination;
+  std::string_view message;
+};
+
 // One TCP connection, as `list_tcp_conns` shows it.
 struct SipConnectionInfo {
   uint64_t id = 0;
@@ -173,6 +180,18 @@ class SipTransport {
   // ResourceExhausted (TCP: the connection's send queue is full, or the connection
   // table is full).
   virtual absl::Status Send(const SipDestination& destination, std::string_view message) = 0;
+
+  // Sends several messages, each as Send() would, in as few system calls as the
+  // transport can: UDP messages that follow one another and go out of one listen socket
+  // leave in one sendmmsg(), so a receiver asleep in its recv() is woken once for them
+  // all rather than once per message (on a VM, waking a peer on another CPU costs the
+  // sender more than the send itself). A message that cannot go is skipped, as a failed
+  // Send. Returns how many were handed over.
+  virtual size_t SendBatch(std::span<const SipOutbound> messages) {
+    size_t sent = 0;
+    for (const SipOutbound& m : messages) sent += Send(m.destination, m.message).ok() ? 1 : 0;
+    return sent;
+  }
 
   // Open TCP connections in ascending id order (empty without TCP). Takes a snapshot.
   virtual std::vector<SipConnectionInfo> Connections() const { return {}; }

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "sipd/core/proc_net.h"
+#include "spdlog/spdlog.h"
 
 namespace sipd {
 
@@ -162,34 +163,97 @@ absl::Status SipTransportImpl::SendTcp(const SipDestination& destination,
   return tcp_->Send(destination, socket, message);
 }
 
-absl::Status SipTransportImpl::SendUdp(const SipDestination& destination,
-                                       std::string_view message) {
-  const UdpListener* listener = nullptr;
+absl::StatusOr<const UdpListener*> SipTransportImpl::UdpListenerFor(
+    const SipDestination& destination) const {
   if (destination.socket >= 0) {
-    listener = udp(destination.socket);
+    const UdpListener* listener = udp(destination.socket);
     if (listener == nullptr) {
       return absl::InvalidArgumentError(
           absl::StrCat("listen socket ", destination.socket, " is not a UDP socket"));
     }
-  } else {
-    for (size_t i = 0; i < sockets_.size() && listener == nullptr; ++i) {
-      if (udp_[i] != nullptr &&
-          sockets_[i].address.storage.ss_family == destination.address.storage.ss_family) {
-        listener = udp_[i].get();
-      }
-    }
-    if (listener == nullptr) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("no udp listen socket for ", destination.address.ipv6() ? "IPv6" : "IPv4"));
+    return listener;
+  }
+  for (size_t i = 0; i < sockets_.size(); ++i) {
+    if (udp_[i] != nullptr &&
+        sockets_[i].address.storage.ss_family == destination.address.storage.ss_family) {
+      return udp_[i].get();
     }
   }
-  const ssize_t sent = sendto(listener->fd(), message.data(), message.size(), MSG_DONTWAIT,
+  return absl::FailedPreconditionError(
+      absl::StrCat("no udp listen socket for ", destination.address.ipv6() ? "IPv6" : "IPv4"));
+}
+
+absl::Status SipTransportImpl::SendUdp(const SipDestination& destination,
+                                       std::string_view message) {
+  absl::StatusOr<const UdpListener*> listener = UdpListenerFor(destination);
+  if (!listener.ok()) return listener.status();
+  const ssize_t sent = sendto((*listener)->fd(), message.data(), message.size(), MSG_DONTWAIT,
                               destination.address.sockaddr_ptr(), destination.address.length);
   if (sent < 0) {
     return absl::UnavailableError(absl::StrCat("sendto ", destination.address.ToString(), " from ",
-                                               listener->name(), ": ", std::strerror(errno)));
+                                               (*listener)->name(), ": ", std::strerror(errno)));
   }
   return absl::OkStatus();
+}
+
+size_t SipTransportImpl::SendBatch(std::span<const SipOutbound> messages) {
+  constexpr size_t kMaxPerCall = 64;
+  mmsghdr headers[kMaxPerCall];
+  iovec data[kMaxPerCall];
+  size_t sent = 0;
+  size_t i = 0;
+  while (i < messages.size()) {
+    const SipOutbound& first = messages[i];
+    absl::StatusOr<const UdpListener*> listener =
+        first.destination.proto == SipProto::kUdp && !first.message.empty() &&
+                !first.destination.address.empty()
+            ? UdpListenerFor(first.destination)
+            : absl::StatusOr<const UdpListener*>(absl::InvalidArgumentError("not batched"));
+    if (!listener.ok()) {
+      // TCP, or a message Send() refuses: Send() says why.
+      sent += Send(first.destination, first.message).ok() ? 1 : 0;
+      ++i;
+      continue;
+    }
+    // The run of UDP messages that leave from the same socket, up to kMaxPerCall.
+    size_t n = 0;
+    while (n < kMaxPerCall && i + n < messages.size()) {
+      const SipOutbound& m = messages[i + n];
+      if (m.destination.proto != SipProto::kUdp || m.message.empty() ||
+          m.destination.address.empty()) {
+        break;
+      }
+      if (n > 0) {
+        absl::StatusOr<const UdpListener*> same = UdpListenerFor(m.destination);
+        if (!same.ok() || *same != *listener) break;
+      }
+      data[n] = iovec{const_cast<char*>(m.message.data()), m.message.size()};
+      headers[n] = mmsghdr{};
+      headers[n].msg_hdr.msg_name = const_cast<sockaddr*>(m.destination.address.sockaddr_ptr());
+      headers[n].msg_hdr.msg_namelen = m.destination.address.length;
+      headers[n].msg_hdr.msg_iov = &data[n];
+      headers[n].msg_hdr.msg_iovlen = 1;
+      ++n;
+    }
+    // sendmmsg stops at the first message that fails: skip it, as a failed Send, and go
+    // on with the rest.
+    size_t done = 0;
+    while (done < n) {
+      const int result = sendmmsg((*listener)->fd(), headers + done,
+                                  static_cast<unsigned>(n - done), MSG_DONTWAIT);
+      if (result > 0) {
+        done += static_cast<size_t>(result);
+        sent += static_cast<size_t>(result);
+        continue;
+      }
+      if (result < 0 && errno == EINTR) continue;
+      spdlog::debug("sendmmsg to {} from {}: {}", messages[i + done].destination.address.ToString(),
+                    (*listener)->name(), std::strerror(errno));
+      ++done;
+    }
+    i += n;
+  }
+  return sent;
 }
 
 std::vector<int> SipTransportImpl::Descriptors() const {

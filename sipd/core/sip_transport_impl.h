@@ -46,6 +46,7 @@ class SipTransportImpl final : public SipTransport {
 
   const std::vector<SipSocket>& sockets() const override { return sockets_; }
   absl::Status Send(const SipDestination& destination, std::string_view message) override;
+  size_t SendBatch(std::span<const SipOutbound> messages) override;
   std::vector<SipConnectionInfo> Connections() const override;
 
   // The UDP listener of socket `index`; nullptr for other protocols or a bad index.
@@ -66,6 +67,9 @@ class SipTransportImpl final : public SipTransport {
   // Opens one listen socket of Open() and appends it.
   static absl::Status OpenOne(SipTransportImpl& transport, const ListenAddress& address,
                               const Options& options);
+  // The UDP listener `destination` goes out of (its socket, or the first UDP socket of
+  // its address family).
+  absl::StatusOr<const UdpListener*> UdpListenerFor(const SipDestination& destination) const;
   absl::Status SendUdp(const SipDestination& destination, std::string_view message);
   absl::Status SendTcp(const SipDestination& destination, std::string_view message);
 

@@ -257,5 +257,44 @@ TEST_F(StatelessSipStackTest, ListenerReportsBoundPortAndQueue) {
   EXPECT_THAT(std::string(again.status().message()), HasSubstr("Address already in use"));
 }
 
+// SendBatch over real sockets: a run of UDP messages leaves in order, a message that
+// cannot go (a TCP destination without a TCP socket, an empty one) is skipped, and the
+// ones after it still leave.
+TEST(SipTransportImplTest, SendBatchSendsEveryUdpMessageInOrderAndSkipsTheOnesThatCannotGo) {
+  auto transport = SipTransportImpl::Open({*ParseListenAddress("udp:127.0.0.1:0")});
+  ASSERT_TRUE(transport.ok()) << transport.status();
+  const int peer = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(peer, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  socklen_t length = sizeof(a);
+  ASSERT_EQ(getsockname(peer, reinterpret_cast<sockaddr*>(&a), &length), 0);
+  SipDestination udp;
+  udp.address = SipAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&a), length);
+  SipDestination tcp = udp;
+  tcp.proto = SipProto::kTcp;
+  std::vector<std::string> texts;
+  for (int i = 0; i < 100; ++i) texts.push_back(absl::StrCat("message ", i));
+  std::vector<SipOutbound> batch;
+  for (int i = 0; i < 100; ++i) {
+    if (i == 10) batch.push_back(SipOutbound{tcp, "no tcp socket"});
+    if (i == 70) batch.push_back(SipOutbound{udp, ""});
+    batch.push_back(SipOutbound{udp, texts[static_cast<size_t>(i)]});
+  }
+  EXPECT_EQ((*transport)->SendBatch(batch), 100u);
+  for (int i = 0; i < 100; ++i) {
+    pollfd pfd{peer, POLLIN, 0};
+    ASSERT_EQ(poll(&pfd, 1, 5000), 1) << i;
+    char buffer[64];
+    const ssize_t n = recv(peer, buffer, sizeof buffer, 0);
+    ASSERT_GT(n, 0);
+    EXPECT_EQ(std::string(buffer, static_cast<size_t>(n)), texts[static_cast<size_t>(i)]);
+  }
+  pollfd pfd{peer, POLLIN, 0};
+  EXPECT_EQ(poll(&pfd, 1, 0), 0);  // nothing more
+  close(peer);
+}
+
 }  // namespace
 }  // namespace sipd
