@@ -83,12 +83,15 @@ using DeferredReplySender = std::function<absl::Status(
 void RegisterDeferredReplySender(char kind, DeferredReplySender sender);
 
 // Work a UDP SIP worker does when no further datagram is waiting, just before it blocks
-// for the next one (usrloc write-through: commit the REGISTERs this worker queued, as
-// one batch, and send their replies). Cheap when there is nothing to do; must not block.
+// for the next one (usrloc write-through: commit the queued REGISTERs as one batch and
+// send their replies; tm under overload: send the 503s it held back). `pending` says
+// cheaply whether there is any; only then does the worker look, without waiting, whether
+// another datagram is there (one more system call), and call `run` if none is. Neither
+// may block.
 // REQUIRES: the attendant, before the fork (every worker gets the list).
-void AddSipIdleHandler(std::function<void()> handler);
-// Runs them (a UDP worker: sipd/core/sip_receiver.cc). Whether there are any.
+void AddSipIdleHandler(std::function<bool()> pending, std::function<void()> run);
+// Whether any handler has work; runs them all (a UDP worker: sipd/core/sip_receiver.cc).
+bool SipIdleWorkPending();
 void RunSipIdleHandlers();
-bool HasSipIdleHandlers();
 
 }  // namespace sipd

@@ -671,22 +671,31 @@ void RegisterStatelessDeferredReplies(SipTransport& transport, const SipCounters
 }
 
 namespace {
-std::vector<std::function<void()>>& IdleHandlers() {
-  static auto* handlers = new std::vector<std::function<void()>>();
+struct IdleHandler {
+  std::function<bool()> pending;
+  std::function<void()> run;
+};
+std::vector<IdleHandler>& IdleHandlers() {
+  static auto* handlers = new std::vector<IdleHandler>();
   return *handlers;
 }
 }  // namespace
 
-void AddSipIdleHandler(std::function<void()> handler) {
-  IdleHandlers().push_back(std::move(handler));
+void AddSipIdleHandler(std::function<bool()> pending, std::function<void()> run) {
+  IdleHandlers().push_back(IdleHandler{std::move(pending), std::move(run)});
 }
 
-bool HasSipIdleHandlers() { return !IdleHandlers().empty(); }
+bool SipIdleWorkPending() {
+  for (const IdleHandler& handler : IdleHandlers()) {
+    if (handler.pending()) return true;
+  }
+  return false;
+}
 
 void RunSipIdleHandlers() {
-  for (const auto& handler : IdleHandlers()) {
+  for (const IdleHandler& handler : IdleHandlers()) {
     try {
-      handler();
+      if (handler.pending()) handler.run();
     } catch (const std::exception& e) {
       spdlog::error("SIP idle handler failed: {}", e.what());
     }
@@ -721,9 +730,8 @@ void UdpReceiver::Run(Core& core) {
   SipInbound inbound;
   inbound.source.proto = SipProto::kUdp;
   inbound.source.socket = socket_;
-  // A message was handled since the idle handlers last ran: before blocking, look
-  // without waiting whether another one is there, and run them if not.
-  const bool idle_handlers = HasSipIdleHandlers();
+  // A message was handled since the idle handlers last ran and they have work: before
+  // blocking, look without waiting whether another one is there, and run them if not.
   bool handled = false;
   sockaddr_storage source{};
   iovec data{buffer, kReceiveBufferSize};
@@ -733,7 +741,7 @@ void UdpReceiver::Run(Core& core) {
   message.msg_iovlen = 1;
   while (!core.stopping()) {
     core.SyncLogLevel();
-    const bool peek = idle_handlers && handled;
+    const bool peek = handled && SipIdleWorkPending();
     message.msg_name = &source;
     message.msg_namelen = sizeof(source);
     message.msg_control = control;

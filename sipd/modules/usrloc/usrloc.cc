@@ -647,9 +647,8 @@ absl::Status UsrlocModule::Init(Core& core) {
   Usrloc* ul = usrloc_.get();
   if (options_.db_mode == DbMode::kWriteThrough) {
     // A UDP worker that has read every waiting datagram commits what it queued.
-    AddSipIdleHandler([ul] {
-      if (ul->writer() != nullptr && ul->writer()->queued() > 0) ul->writer()->TryLead();
-    });
+    AddSipIdleHandler([ul] { return ul->writer() != nullptr && ul->writer()->queued() > 0; },
+                      [ul] { ul->writer()->TryLead(); });
   }
   core.AddTimer("ul-timer", std::chrono::seconds(options_.timer_interval),
                 [ul] { ul->RunTimer(); });
