@@ -128,6 +128,7 @@ struct World {
     in.source.socket = tcp ? 1 : 0;
     in.queued_us = queued_us;
     layer->HandleMessage(bytes, in);
+    layer->FlushRefusals();  // as a UDP worker does when nothing more is waiting
   }
 
   // The callee's well-formed answer to the last request sipd sent.

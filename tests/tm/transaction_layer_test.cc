@@ -38,9 +38,14 @@ class FakeTransport final : public Transport {
     sent.push_back(Sent{to, std::string(bytes)});
     return absl::OkStatus();
   }
+  void SendBatch(const std::vector<std::pair<Destination, std::string>>& messages) override {
+    batches.push_back(messages.size());
+    for (const auto& [to, bytes] : messages) (void)Send(to, bytes);
+  }
   std::function<void(std::string_view)> on_send;
   std::vector<Sent> Take() { return std::exchange(sent, {}); }
   std::vector<Sent> sent;
+  std::vector<size_t> batches;  // the size of each SendBatch
   uint16_t fail_to_port = 0;
 };
 
@@ -219,8 +224,11 @@ TEST_F(TransactionLayerTest, UnderOverloadNewInvitesAre503AndCallsInProgressGoOn
   const std::string relayed = transport_.Take()[1].bytes;
   overloaded = true;
   FromUac(Request("INVITE", "z9hG4bKnew", "new"));
+  EXPECT_THAT(transport_.Take(), IsEmpty());  // held back until the worker would wait
+  layer_->FlushRefusals();
   auto sent = transport_.Take();
   ASSERT_THAT(sent, SizeIs(1));
+  EXPECT_EQ(sent[0].to.ToString(), "udp:10.0.0.1:5070");
   EXPECT_EQ(Status(sent[0].bytes), 503);
   EXPECT_THAT(sent[0].bytes, HasSubstr("Retry-After: 1\r\n"));
   // The UAC's ACK for that 503 carries sipd's To-tag: absorbed, not relayed to the UAS.
@@ -257,6 +265,7 @@ TEST_F(TransactionLayerTest, ANewInviteThatQueuedTooLongIs503AndEverythingElseGo
   EXPECT_EQ(Status(sent[0].bytes), 100);
   const std::string relayed = sent[1].bytes;
   FromUac(Request("INVITE", "z9hG4bKstale", "stale"), Proto::kUdp, 200 * 1000 + 1);
+  layer_->FlushRefusals();
   sent = transport_.Take();
   ASSERT_THAT(sent, SizeIs(1));
   EXPECT_EQ(Status(sent[0].bytes), 503);
@@ -272,6 +281,59 @@ TEST_F(TransactionLayerTest, ANewInviteThatQueuedTooLongIs503AndEverythingElseGo
   ASSERT_THAT(sent, SizeIs(1));
   EXPECT_EQ(MethodOf(sent[0].bytes), "BYE");
   EXPECT_EQ(Stat("UAS_transactions"), 2u);
+  EXPECT_EQ(Stat("5xx_replies"), 1u);
+}
+
+TEST_F(TransactionLayerTest, UnderOverload503sLeaveTogetherWhenTheBatchIsFull) {
+  std::atomic<bool> overloaded{true};
+  layer_->set_overload_flag(&overloaded);
+  const size_t batch = TransactionLayer::kRefusalBatch;
+  for (size_t i = 0; i + 1 < batch; ++i) {
+    FromUac(Request("INVITE", absl::StrCat("z9hG4bKb", i), absl::StrCat("b-", i)));
+  }
+  EXPECT_THAT(transport_.Take(), IsEmpty());
+  FromUac(Request("INVITE", "z9hG4bKlast", "b-last"));
+  auto sent = transport_.Take();
+  ASSERT_THAT(sent, SizeIs(batch));
+  EXPECT_THAT(transport_.batches, ::testing::ElementsAre(batch));
+  for (size_t i = 0; i < batch; ++i) {
+    auto reply = SipMessage::Parse(sent[i].bytes);
+    ASSERT_TRUE(reply.ok());
+    EXPECT_EQ(reply->status(), 503);
+    EXPECT_EQ(reply->call_id(), i + 1 < batch ? absl::StrCat("b-", i) : "b-last");
+  }
+  EXPECT_EQ(Stat("5xx_replies"), batch);
+  EXPECT_EQ(Stat("UAS_transactions"), 0u);
+  layer_->FlushRefusals();  // nothing left
+  EXPECT_THAT(transport_.batches, SizeIs(1));
+}
+
+TEST_F(TransactionLayerTest, AHeld503LeavesWithTheFirstMessageHandledAfterTheHoldTime) {
+  std::atomic<bool> overloaded{true};
+  layer_->set_overload_flag(&overloaded);
+  FromUac(Request("INVITE", "z9hG4bKheld", "held"));
+  overloaded = false;
+  // Keep-alives (nothing to answer) while the queue never empties.
+  const std::string stray = "\r\n\r\n";
+  now_ += TransactionLayer::kRefusalHoldMs - 1;
+  FromUac(stray);
+  EXPECT_THAT(transport_.Take(), IsEmpty());
+  now_ += 1;
+  FromUac(stray);
+  auto sent = transport_.Take();
+  ASSERT_THAT(sent, SizeIs(1));
+  EXPECT_EQ(Status(sent[0].bytes), 503);
+}
+
+TEST_F(TransactionLayerTest, OverTcpA503LeavesAtOnce) {
+  std::atomic<bool> overloaded{true};
+  layer_->set_overload_flag(&overloaded);
+  FromUac(Request("INVITE", "z9hG4bKtcp", "tcp-refused"), Proto::kTcp);
+  auto sent = transport_.Take();
+  ASSERT_THAT(sent, SizeIs(1));
+  EXPECT_EQ(Status(sent[0].bytes), 503);
+  EXPECT_EQ(sent[0].to.ToString(), "tcp:10.0.0.1:5070");
+  EXPECT_THAT(transport_.batches, IsEmpty());
   EXPECT_EQ(Stat("5xx_replies"), 1u);
 }
 

@@ -44,15 +44,25 @@ class CoreTransport final : public Transport {
  public:
   explicit CoreTransport(SipTransport& transport) : transport_(transport) {}
   absl::Status Send(const Destination& to, std::string_view bytes) override {
+    return transport_.Send(ToSip(to), bytes);
+  }
+  void SendBatch(const std::vector<std::pair<Destination, std::string>>& messages) override {
+    std::vector<SipOutbound> out;
+    out.reserve(messages.size());
+    for (const auto& [to, bytes] : messages) out.push_back(SipOutbound{ToSip(to), bytes});
+    transport_.SendBatch(out);
+  }
+
+ private:
+  static SipDestination ToSip(const Destination& to) {
     SipDestination d;
     d.proto = to.proto == Proto::kTcp ? SipProto::kTcp : SipProto::kUdp;
     d.address = SipAddress::FromSockaddr(&to.address.generic, to.length());
     d.socket = to.socket;
     d.connection = to.connection;
-    return transport_.Send(d, bytes);
+    return d;
   }
 
- private:
   SipTransport& transport_;
 };
 
@@ -303,6 +313,11 @@ class TmModule final : public Module, public TmApi {
       detector_.emplace(overload_queue_percent_, overload_sustain_ms_);
     }
     core.SetSipMessageHandler([this](const SipInbound& inbound) { Handle(inbound); });
+    if (overload_queue_percent_ > 0 || layer_options_.overload_delay_ms > 0) {
+      // The 503s a worker held back under overload leave before it waits again.
+      AddSipIdleHandler([this] { return layer_->refusals_held(); },
+                        [this] { layer_->FlushRefusals(); });
+    }
     // REGISTERs the registrar answers after usrloc's group commit, from any process.
     RegisterDeferredReplySender(
         'T', [this](std::string_view token, int code, std::string_view reason,

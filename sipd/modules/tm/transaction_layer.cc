@@ -392,6 +392,8 @@ void TransactionLayer::SendUnderLock(const Destination& to, std::string bytes, W
 }
 
 void TransactionLayer::HandleMessage(std::string_view bytes, const Inbound& from) {
+  // 503s held back while the receive queue never empties leave after kRefusalHoldMs.
+  if (!refusals_.empty() && clock_() - refusals_since_ms_ >= kRefusalHoldMs) FlushRefusals();
   try {
     if (bytes.find_first_not_of("\r\n") == std::string_view::npos) return;  // keep-alive
     const bool looks_like_reply = bytes.substr(0, 8) == "SIP/2.0 ";
@@ -453,17 +455,46 @@ void TransactionLayer::HandleDefect(const SipMessage& message, const Inbound& fr
                  {absl::StrCat("Warning: 399 sipd \"", Absl(message.defect()), "\"")});
 }
 
+std::string TransactionLayer::StatelessReplyText(const SipMessage& request, int code,
+                                                 std::string_view reason,
+                                                 const std::vector<std::string>& headers) const {
+  const std::string tag_key = absl::StrCat(Absl(request.call_id()), "|", Absl(request.from_tag()),
+                                           "|", Absl(request.top_via().branch));
+  return BuildLocalReply(request, code, reason, ToTag(tag_key), headers, {}, options_.server);
+}
+
 void TransactionLayer::StatelessReply(const SipMessage& request, const Inbound& from, int code,
                                       std::string_view reason,
                                       const std::vector<std::string>& headers) {
-  const std::string tag_key = absl::StrCat(Absl(request.call_id()), "|", Absl(request.from_tag()),
-                                           "|", Absl(request.top_via().branch));
-  const std::string bytes =
-      BuildLocalReply(request, code, reason, ToTag(tag_key), headers, {}, options_.server);
-  SendNow(from.source, bytes);
+  SendNow(from.source, StatelessReplyText(request, code, reason, headers));
+  CountStatelessReply(code);
+}
+
+void TransactionLayer::CountStatelessReply(int code) {
   Count(counters_.sl_replies_by_class[code / 100 - 1]);
   Count(counters_.sl_sent_replies);
   if (code >= 300) Count(counters_.sl_sent_err_replies);
+}
+
+void TransactionLayer::Refuse(const SipMessage& invite, const Inbound& from) {
+  Count(counters_.overload_refused);
+  const std::vector<std::string> headers = {"Retry-After: 1"};
+  if (from.source.proto != Proto::kUdp) {
+    StatelessReply(invite, from, 503, "Service Unavailable", headers);
+    return;
+  }
+  std::string bytes = StatelessReplyText(invite, 503, "Service Unavailable", headers);
+  Trace(false, bytes, from.source);
+  CountStatelessReply(503);
+  if (refusals_.empty()) refusals_since_ms_ = clock_();
+  refusals_.emplace_back(from.source, std::move(bytes));
+  if (refusals_.size() >= kRefusalBatch) FlushRefusals();
+}
+
+void TransactionLayer::FlushRefusals() {
+  if (refusals_.empty()) return;
+  transport_.SendBatch(refusals_);
+  refusals_.clear();
 }
 
 bool TransactionLayer::Overloaded(const Inbound& from) const {
@@ -492,8 +523,7 @@ void TransactionLayer::HandleRequest(const SipMessage& request, const Inbound& f
         Overloaded(from)) {
       // Overloaded: shed new calls, keep the ones in progress.
       table_.UnlockBucket(bucket);
-      Count(counters_.overload_refused);
-      StatelessReply(request, from, 503, "Service Unavailable", {"Retry-After: 1"});
+      Refuse(request, from);
       return;
     }
     if (cell != nullptr) {

@@ -74,6 +74,12 @@ class Transport {
   virtual ~Transport() = default;
   // Sends without blocking. An error means the message did not leave.
   virtual absl::Status Send(const Destination& to, std::string_view bytes) = 0;
+  // Sends several messages together where the transport can (SipTransport::SendBatch:
+  // one system call, and one wake-up of a sleeping receiver, for a run of UDP messages).
+  // A message that cannot go is skipped. Default: one Send() each.
+  virtual void SendBatch(const std::vector<std::pair<Destination, std::string>>& messages) {
+    for (const auto& [to, bytes] : messages) (void)Send(to, bytes);
+  }
 };
 
 // Where a message came from, as the transport reports it.
@@ -193,6 +199,18 @@ class TransactionLayer {
   // One message from the transport (a datagram, or one framed TCP message). Never
   // throws.
   void HandleMessage(std::string_view bytes, const Inbound& from);
+  // Sends the 503s held back from overload refusals. A UDP worker calls it before it
+  // waits for the next datagram (sipd/core/sip_receiver.h, AddSipIdleHandler); without
+  // that call they still leave once kRefusalBatch are held, or with the first message
+  // handled kRefusalHoldMs after the oldest.
+  void FlushRefusals();
+  bool refusals_held() const { return !refusals_.empty(); }
+  // Under overload a refused INVITE's 503 over UDP is held back and sent with others in
+  // one batch (Transport::SendBatch): a refusal must cost far less than the call it
+  // refuses, and a send that wakes a sleeping peer on another CPU costs as much as the
+  // rest of the refusal here (bench/RESULTS.md, "Overload: 503s sent in batches").
+  static constexpr size_t kRefusalBatch = 32;
+  static constexpr int64_t kRefusalHoldMs = 2;
   // Timer process: runs every due timer. Returns how many ran.
   size_t RunTimers();
 
@@ -260,6 +278,12 @@ class TransactionLayer {
   // A reply without a transaction (sl).
   void StatelessReply(const SipMessage& request, const Inbound& from, int code,
                       std::string_view reason, const std::vector<std::string>& headers = {});
+  std::string StatelessReplyText(const SipMessage& request, int code, std::string_view reason,
+                                 const std::vector<std::string>& headers) const;
+  void CountStatelessReply(int code);
+  // The stateless 503 that refuses a new INVITE under overload: held back over UDP
+  // (FlushRefusals), sent at once over TCP.
+  void Refuse(const SipMessage& invite, const Inbound& from);
   void RunTimer(const DueTimer& due);
 
   // Under the bucket lock of `cell`.
@@ -300,6 +324,9 @@ class TransactionLayer {
   Tracer* tracer_ = nullptr;
   const std::atomic<bool>* overloaded_ = nullptr;
   std::vector<Completion> completions_;
+  // This process's 503s held back (Refuse), and when the oldest was.
+  std::vector<std::pair<Destination, std::string>> refusals_;
+  int64_t refusals_since_ms_ = 0;
 };
 
 // Where a URI leads (RFC 3263 without NAPTR/SRV): ;transport= (udp by default; tcp; no
