@@ -478,7 +478,7 @@ void TransactionLayer::CountStatelessReply(int code) {
 
 void TransactionLayer::Refuse(const SipMessage& invite, const Inbound& from) {
   Count(counters_.overload_refused);
-  const std::vector<std::string> headers = {"Retry-After: 1"};
+  static const std::vector<std::string> headers = {"Retry-After: 1"};
   if (from.source.proto != Proto::kUdp) {
     StatelessReply(invite, from, 503, "Service Unavailable", headers);
     return;
