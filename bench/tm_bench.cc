@@ -14,12 +14,22 @@
 //     of --repeat runs.
 //
 //   tm_bench overload [--capacity C] [--seconds 30] [--server-cpu P] [--overload-queue Q]
-//                     [--overload-delay D] [--cpus LIST] [--repeat N]
+//                     [--overload-delay D] [--cpus LIST] [--repeat N] [--paired]
 //     Offers 2x capacity to sipd for --seconds (capacity: --capacity, else the best
 //     goodput of a quick `calls` ramp) and reports goodput against capacity, and whether
 //     retransmissions were absorbed: tm:UAS_transactions must grow by exactly one per
 //     INVITE and BYE sipp created (a retransmitted request never makes a second
-//     transaction).
+//     transaction). --paired runs 1x (capacity offered) before each 2x run and gives the
+//     2x goodput against that run's too: on this VM what a capped sipd carries drifts
+//     between minutes.
+//
+//   tm_bench refusals [--invites 500] [--rounds 40] [--children 2] [--cpus LIST]
+//     What sipd's UDP workers spend refusing an INVITE under overload (INVITE in, 503
+//     out), in the real process with its system calls: per round the SIP receivers are
+//     stopped (SIGSTOP), --invites new INVITEs are queued, and once they are older than
+//     tm's overload_delay (1 ms here) the receivers go on and refuse them all while the
+//     bench, asleep in recv() between datagrams, takes the 503s. Reports the workers' CPU
+//     (/proc/PID/schedstat) per refused INVITE, and 503s lost.
 //
 //   tm_bench soak [--rate 2000] [--seconds 10] [--children 2] [--cpus LIST]
 //     Calls at --rate for --seconds (a long run), then waits until every transaction
@@ -32,10 +42,14 @@
 // logs, sipp's statistics files with the failure reasons, e.g. FailedTimeoutOnRecv for
 // a call refused with 503) instead of removing it; TM_BENCH_TRACE=1 also has the UAS
 // trace every message (sipp -trace_msg: ~3 MB per 1,000 calls).
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -382,6 +396,13 @@ std::vector<SippStats> ReadSippStats(const std::string& path) {
   return rows;
 }
 
+// sipp's socket buffers (-buff_size; the kernel caps them at net.core.rmem_max /
+// wmem_max). sipp's default, 64 KB, overflows at a few thousand calls/s: in a 2x
+// overload run the four sipp sockets dropped ~35,000 datagrams (/proc/net/udp), and the
+// retransmissions they caused loaded the proxy under test (RESULTS.md, "Overload: the
+// load generator dropped what it was sent").
+constexpr const char* kSippBufferBytes = "4194304";
+
 // Offers `rate` calls/s for `seconds` from `uacs` sipp UAC processes, each calling its own
 // UAS (users bob0, bob1, ...) at rate/uacs: one sipp cannot offer or answer much more
 // than ~5000 calls/s here.
@@ -394,8 +415,8 @@ CallRun RunCalls(Server& server, double rate, double seconds, const std::string&
   // One UAS (user bobN) per UAC: one sipp cannot answer much more than ~5000 calls/s.
   std::vector<std::unique_ptr<SippProcess>> servers;
   for (int u = 0; u < uacs; ++u) {
-    std::vector<std::string> uas_args;
-    if (std::getenv("TM_BENCH_TRACE") != nullptr) uas_args = {"-trace_msg"};
+    std::vector<std::string> uas_args = {"-buff_size", kSippBufferBytes};
+    if (std::getenv("TM_BENCH_TRACE") != nullptr) uas_args.push_back("-trace_msg");
     servers.push_back(
         SippProcess::Start("uas_call.xml", uas_args, work, absl::StrCat("uas-", tag, "-", u)));
     auto uas_port = servers.back()->SipPort(false);
@@ -421,7 +442,7 @@ CallRun RunCalls(Server& server, double rate, double seconds, const std::string&
                             absl::StrCat(static_cast<int>(seconds * 4 + 30), "s"), "-trace_stat",
                             "-stf", absl::StrCat(work, "/uac-", tag, "-", u, ".csv"), "-fd", "1",
                             // A refused call (503) is ACKed and ends: no BYE for it.
-                            "-default_behaviors", "all,-bye"},
+                            "-default_behaviors", "all,-bye", "-buff_size", kSippBufferBytes},
                            work, absl::StrCat("uac-", tag, "-", u)));
   }
   for (auto& uac : clients) uac->Wait(std::chrono::seconds(static_cast<int>(seconds * 4 + 40)));
@@ -531,6 +552,94 @@ void Renice(Server& server, int nice_value) {
   for (pid_t pid : server.pids()) setpriority(PRIO_PROCESS, static_cast<id_t>(pid), nice_value);
 }
 
+// CPU time of `pids` so far, in microseconds (/proc/PID/schedstat: nanoseconds on CPU).
+double SchedCpuMicros(const std::vector<pid_t>& pids) {
+  double total = 0;
+  for (pid_t pid : pids) {
+    std::ifstream in(absl::StrCat("/proc/", pid, "/schedstat"));
+    double ns = 0;
+    in >> ns;
+    total += ns / 1000;
+  }
+  return total;
+}
+
+struct RefusalRun {
+  double cpu_us_per_refusal = 0;
+  long long refused = 0;
+  long long lost = 0;  // INVITEs that got no 503
+};
+
+// See "tm_bench refusals" above. sipd must run with overload_delay 1 and the queue test
+// off.
+RefusalRun RunRefusals(SipdServer& server, int invites, int rounds, int tag) {
+  RefusalRun out;
+  const int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in self{};
+  self.sin_family = AF_INET;
+  self.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof self;
+  const int buffer = 8 << 20;
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&self), sizeof self) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&self), &length) != 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &buffer, sizeof buffer) != 0) {
+    std::fprintf(stderr, "client socket: %s\n", std::strerror(errno));
+    std::exit(1);
+  }
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  to.sin_port = htons(static_cast<uint16_t>(server.port()));
+  const int my_port = ntohs(self.sin_port);
+  absl::StatusOr<std::vector<pid_t>> receivers =
+      sipd::bench::PidsOfTypeOverGrpc(server.grpc_target(), "SIP receiver");
+  if (!receivers.ok() || receivers->empty()) {
+    std::fprintf(stderr, "no SIP receivers\n");
+    std::exit(1);
+  }
+  const long long refused_before = server.RefusedInvites();
+  double cpu = 0;
+  long long received = 0;
+  char reply[4096];
+  for (int r = 0; r < rounds; ++r) {
+    for (pid_t pid : *receivers) kill(pid, SIGSTOP);
+    for (int i = 0; i < invites; ++i) {
+      const std::string id = absl::StrCat("refusal-", tag, "-", r, "-", i);
+      const std::string invite =
+          absl::StrCat("INVITE sip:bob@127.0.0.1:", server.port(), " SIP/2.0\r\n",
+                       "Via: SIP/2.0/UDP 127.0.0.1:", my_port, ";branch=z9hG4bK", id, "\r\n",
+                       "Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=", id,
+                       "\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: ", id, "\r\nCSeq: 1 INVITE\r\n",
+                       "Contact: <sip:alice@127.0.0.1:", my_port, ">\r\nContent-Length: 0\r\n\r\n");
+      if (sendto(fd, invite.data(), invite.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to) <
+          0) {
+        std::fprintf(stderr, "sendto: %s\n", std::strerror(errno));
+      }
+    }
+    // Older than overload_delay (1 ms) before anyone reads them.
+    const auto queued = Clock::now();
+    while (Clock::now() - queued < 3ms) {
+    }
+    const double before = SchedCpuMicros(*receivers);
+    for (pid_t pid : *receivers) kill(pid, SIGCONT);
+    long long got = 0;
+    while (got < invites) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 2000) != 1) break;  // the rest are lost
+      if (recv(fd, reply, sizeof reply, 0) > 0 && std::strncmp(reply, "SIP/2.0 503", 11) == 0) {
+        ++got;
+      }
+    }
+    cpu += SchedCpuMicros(*receivers) - before;
+    received += got;
+  }
+  close(fd);
+  out.refused = server.RefusedInvites() - refused_before;
+  out.lost = static_cast<long long>(invites) * rounds - received;
+  out.cpu_us_per_refusal = received > 0 ? cpu / static_cast<double>(received) : 0;
+  return out;
+}
+
 double LoadAverage() {
   double one = 0;
   std::ifstream in("/proc/loadavg");
@@ -573,6 +682,22 @@ int main(int argc, char** argv) {
                    "2x runs on the same server, each once the last one's calls have ended "
                    "(a row each, then the median)")
       ->check(CLI::Range(1, 100));
+  bool overload_paired = false;
+  overload->add_flag("--paired", overload_paired,
+                     "before each 2x run, a run at 1x (capacity offered) on the same sipd: the "
+                     "2x goodput is also given against that run's, what sipd carried minutes "
+                     "before on this host");
+  CLI::App* refusals = app.add_subcommand(
+      "refusals", "sipd's CPU per INVITE refused with 503 under overload, system calls included");
+  int refusal_invites = 500;
+  int refusal_rounds = 40;
+  int refusal_repeat = 5;
+  refusals->add_option("--invites", refusal_invites, "INVITEs queued per round")
+      ->check(CLI::Range(1, 1500));
+  refusals->add_option("--rounds", refusal_rounds, "rounds per run")->check(CLI::Range(1, 10000));
+  refusals->add_option("--repeat", refusal_repeat, "runs (a row each, then the median)")
+      ->check(CLI::Range(1, 100));
+  refusals->add_option("--children", children, "UDP workers of sipd");
   CLI::App* soak = app.add_subcommand(
       "soak", "calls for --seconds, then sipd's transactions, dialogs and shared memory");
   double soak_rate = 2000;
@@ -583,6 +708,7 @@ int main(int argc, char** argv) {
   double cpu_quota = 0;
   int cpu_period_ms = 100;
   Overload overload_control;
+  refusals->add_option("--cpus", cpus, "pin the bench and everything it starts (taskset list)");
   for (CLI::App* sub : {calls, overload, soak}) {
     sub->add_option("--overload-queue", overload_control.queue_percent,
                     "sipd's tm overload_queue (% of a UDP receive queue; 0 = off)");
@@ -662,6 +788,23 @@ int main(int argc, char** argv) {
              absl::StrFormat("%.0f", Median(percent))});
       }
     }
+  } else if (refusals->parsed()) {
+    Overload refuse_by_age;
+    refuse_by_age.queue_percent = 0;
+    refuse_by_age.delay_ms = 1;
+    SipdServer server(children, refuse_by_age);
+    sipd::bench::MarkdownTable table(
+        {"run", "INVITEs refused", "503s lost", "worker CPU us per refusal"}, 1);
+    table.PrintHeader();
+    std::vector<double> costs;
+    for (int r = 0; r < refusal_repeat; ++r) {
+      const RefusalRun run = RunRefusals(server, refusal_invites, refusal_rounds, r);
+      costs.push_back(run.cpu_us_per_refusal);
+      table.PrintRow({absl::StrCat(r + 1), absl::StrCat(run.refused), absl::StrCat(run.lost),
+                      absl::StrFormat("%.2f", run.cpu_us_per_refusal)});
+    }
+    std::printf("\nmedian worker CPU per refusal: %.2f us (load average at end: %.2f)\n",
+                sipd::bench::Median(costs), LoadAverage());
   } else if (soak->parsed()) {
     CpuCap cap;  // destroyed after the server
     SipdServer server(children, overload_control);
@@ -761,23 +904,30 @@ int main(int argc, char** argv) {
       });
     }
     std::vector<CallRun> runs;
+    std::vector<CallRun> before;  // --paired: the 1x run just before each 2x run
     auto* sipd_server = dynamic_cast<SipdServer*>(setup.server.get());
+    // The last run's transactions and dialogs end first (wt_timer, BYEs), so that they do
+    // not load the next one.
+    auto settle = [&](const std::string& what) {
+      if (sipd_server == nullptr) return;
+      const auto wait_start = Clock::now();
+      std::map<std::string, long long> left;  // the last poll's figures
+      (void)sipd::testing::WaitUntil(
+          [&] {
+            left = sipd_server->Statistics({"tm:inuse_transactions", "dialog:active_dialogs"});
+            return left["tm:inuse_transactions"] == 0 && left["dialog:active_dialogs"] == 0;
+          },
+          120s);
+      std::fprintf(stderr, "%s: after %.1f s, %lld transactions and %lld dialogs left\n",
+                   what.c_str(), std::chrono::duration<double>(Clock::now() - wait_start).count(),
+                   left["tm:inuse_transactions"], left["dialog:active_dialogs"]);
+    };
     for (int r = 0; r < overload_repeat; ++r) {
-      if (r > 0 && sipd_server != nullptr) {
-        // The last run's transactions and dialogs end first (wt_timer, BYEs), so that
-        // they do not load this one.
-        const auto wait_start = Clock::now();
-        std::map<std::string, long long> left;  // the last poll's figures
-        (void)sipd::testing::WaitUntil(
-            [&] {
-              left = sipd_server->Statistics({"tm:inuse_transactions", "dialog:active_dialogs"});
-              return left["tm:inuse_transactions"] == 0 && left["dialog:active_dialogs"] == 0;
-            },
-            120s);
-        std::fprintf(stderr, "run %d: after %.1f s, %lld transactions and %lld dialogs left\n",
-                     r + 1, std::chrono::duration<double>(Clock::now() - wait_start).count(),
-                     left["tm:inuse_transactions"], left["dialog:active_dialogs"]);
+      if (overload_paired) {
+        if (r > 0) settle(absl::StrCat("1x run ", r + 1));
+        before.push_back(RunCalls(*setup.server, capacity, seconds, work, 899999 - r, 2));
       }
+      if (r > 0 || overload_paired) settle(absl::StrCat("2x run ", r + 1));
       runs.push_back(RunCalls(*setup.server, 2 * capacity, seconds, work, 999999 - r, 2));
     }
     stop_poller = true;
@@ -792,27 +942,53 @@ int main(int argc, char** argv) {
           mi.max_us / 1000);
     }
     std::printf("\n");
-    sipd::bench::MarkdownTable table(
-        {"server", "capacity calls/s", "offered calls/s", "goodput calls/s", "goodput / capacity",
-         "failed calls", "INVITEs refused (503)", "sipp retransmissions", "INVITE+BYE created",
-         "tm UAS transactions", "server CPU % (1 core)"},
-        1);
+    std::vector<std::string> columns = {"server",
+                                        "capacity calls/s",
+                                        "offered calls/s",
+                                        "goodput calls/s",
+                                        "goodput / capacity",
+                                        "failed calls",
+                                        "INVITEs refused (503)",
+                                        "sipp retransmissions",
+                                        "INVITE+BYE created",
+                                        "tm UAS transactions",
+                                        "server CPU % (1 core)"};
+    if (overload_paired) {
+      columns.insert(columns.begin() + 5, {"goodput at 1x just before", "goodput / that"});
+    }
+    sipd::bench::MarkdownTable table(columns, 1);
     table.PrintHeader();
-    std::vector<double> ratios;
-    for (const CallRun& run : runs) {
+    std::vector<double> ratios, paired_ratios;
+    for (size_t i = 0; i < runs.size(); ++i) {
+      const CallRun& run = runs[i];
       ratios.push_back(capacity > 0 ? run.window_goodput / capacity : 0);
-      table.PrintRow({setup.server->name(), absl::StrFormat("%.0f", capacity),
-                      absl::StrFormat("%.0f", 2 * capacity),
-                      absl::StrFormat("%.0f", run.window_goodput),
-                      absl::StrFormat("%.2f", ratios.back()), absl::StrCat(run.failed),
-                      run.refused >= 0 ? absl::StrCat(run.refused) : "-",
-                      absl::StrCat(run.retransmissions), absl::StrCat(run.invites + run.byes),
-                      run.server_transactions >= 0 ? absl::StrCat(run.server_transactions) : "-",
-                      absl::StrFormat("%.0f", run.server_cpu_percent)});
+      std::vector<std::string> row = {
+          setup.server->name(),
+          absl::StrFormat("%.0f", capacity),
+          absl::StrFormat("%.0f", 2 * capacity),
+          absl::StrFormat("%.0f", run.window_goodput),
+          absl::StrFormat("%.2f", ratios.back()),
+          absl::StrCat(run.failed),
+          run.refused >= 0 ? absl::StrCat(run.refused) : "-",
+          absl::StrCat(run.retransmissions),
+          absl::StrCat(run.invites + run.byes),
+          run.server_transactions >= 0 ? absl::StrCat(run.server_transactions) : "-",
+          absl::StrFormat("%.0f", run.server_cpu_percent)};
+      if (overload_paired) {
+        const double one = before[i].window_goodput;
+        paired_ratios.push_back(one > 0 ? run.window_goodput / one : 0);
+        row.insert(row.begin() + 5,
+                   {absl::StrFormat("%.0f", one), absl::StrFormat("%.2f", paired_ratios.back())});
+      }
+      table.PrintRow(row);
     }
     if (runs.size() > 1) {
       std::printf("\nmedian goodput / capacity of %zu runs: %.2f\n", runs.size(),
                   sipd::bench::Median(ratios));
+      if (overload_paired) {
+        std::printf("median goodput / goodput at 1x just before: %.2f\n",
+                    sipd::bench::Median(paired_ratios));
+      }
     }
   }
   if (std::getenv("TM_BENCH_KEEP") == nullptr) std::filesystem::remove_all(work);
