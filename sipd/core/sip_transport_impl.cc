@@ -197,36 +197,32 @@ absl::Status SipTransportImpl::SendUdp(const SipDestination& destination,
 }
 
 size_t SipTransportImpl::SendBatch(std::span<const SipOutbound> messages) {
+  // The UDP listener `m` leaves from; nullptr when Send() takes it alone (TCP, or a
+  // message Send() refuses and says why).
+  auto batched_from = [this](const SipOutbound& m) -> const UdpListener* {
+    if (m.destination.proto != SipProto::kUdp || m.message.empty() ||
+        m.destination.address.empty()) {
+      return nullptr;
+    }
+    absl::StatusOr<const UdpListener*> listener = UdpListenerFor(m.destination);
+    return listener.ok() ? *listener : nullptr;
+  };
   constexpr size_t kMaxPerCall = 64;
   mmsghdr headers[kMaxPerCall];
   iovec data[kMaxPerCall];
   size_t sent = 0;
-  size_t i = 0;
-  while (i < messages.size()) {
-    const SipOutbound& first = messages[i];
-    absl::StatusOr<const UdpListener*> listener =
-        first.destination.proto == SipProto::kUdp && !first.message.empty() &&
-                !first.destination.address.empty()
-            ? UdpListenerFor(first.destination)
-            : absl::StatusOr<const UdpListener*>(absl::InvalidArgumentError("not batched"));
-    if (!listener.ok()) {
-      // TCP, or a message Send() refuses: Send() says why.
-      sent += Send(first.destination, first.message).ok() ? 1 : 0;
+  for (size_t i = 0; i < messages.size();) {
+    const UdpListener* listener = batched_from(messages[i]);
+    if (listener == nullptr) {
+      sent += Send(messages[i].destination, messages[i].message).ok() ? 1 : 0;
       ++i;
       continue;
     }
-    // The run of UDP messages that leave from the same socket, up to kMaxPerCall.
+    // The run of messages that leave from the same UDP socket, up to kMaxPerCall.
     size_t n = 0;
-    while (n < kMaxPerCall && i + n < messages.size()) {
+    while (n < kMaxPerCall && i + n < messages.size() &&
+           batched_from(messages[i + n]) == listener) {
       const SipOutbound& m = messages[i + n];
-      if (m.destination.proto != SipProto::kUdp || m.message.empty() ||
-          m.destination.address.empty()) {
-        break;
-      }
-      if (n > 0) {
-        absl::StatusOr<const UdpListener*> same = UdpListenerFor(m.destination);
-        if (!same.ok() || *same != *listener) break;
-      }
       data[n] = iovec{const_cast<char*>(m.message.data()), m.message.size()};
       headers[n] = mmsghdr{};
       headers[n].msg_hdr.msg_name = const_cast<sockaddr*>(m.destination.address.sockaddr_ptr());
@@ -237,19 +233,20 @@ size_t SipTransportImpl::SendBatch(std::span<const SipOutbound> messages) {
     }
     // sendmmsg stops at the first message that fails: skip it, as a failed Send, and go
     // on with the rest.
-    size_t done = 0;
-    while (done < n) {
-      const int result = sendmmsg((*listener)->fd(), headers + done,
-                                  static_cast<unsigned>(n - done), MSG_DONTWAIT);
+    for (size_t done = 0; done < n;) {
+      const int result =
+          sendmmsg(listener->fd(), headers + done, static_cast<unsigned>(n - done), MSG_DONTWAIT);
       if (result > 0) {
         done += static_cast<size_t>(result);
         sent += static_cast<size_t>(result);
+      } else if (result < 0 && errno == EINTR) {
         continue;
+      } else {
+        spdlog::debug("sendmmsg to {} from {}: {}",
+                      messages[i + done].destination.address.ToString(), listener->name(),
+                      std::strerror(errno));
+        ++done;
       }
-      if (result < 0 && errno == EINTR) continue;
-      spdlog::debug("sendmmsg to {} from {}: {}", messages[i + done].destination.address.ToString(),
-                    (*listener)->name(), std::strerror(errno));
-      ++done;
     }
     i += n;
   }

@@ -392,9 +392,9 @@ void TransactionLayer::SendUnderLock(const Destination& to, std::string bytes, W
 }
 
 void TransactionLayer::HandleMessage(std::string_view bytes, const Inbound& from) {
-  // 503s held back while the receive queue never empties leave after kRefusalHoldMs.
-  if (!refusals_.empty() && clock_() - refusals_since_ms_ >= kRefusalHoldMs) FlushRefusals();
   try {
+    // 503s held back while the receive queue never empties leave after kRefusalHoldMs.
+    if (!refusals_.empty() && clock_() - refusals_since_ms_ >= kRefusalHoldMs) FlushRefusals();
     if (bytes.find_first_not_of("\r\n") == std::string_view::npos) return;  // keep-alive
     const bool looks_like_reply = bytes.substr(0, 8) == "SIP/2.0 ";
     auto parsed = SipMessage::Parse(bytes);

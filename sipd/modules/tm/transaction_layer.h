@@ -200,7 +200,7 @@ class TransactionLayer {
   // throws.
   void HandleMessage(std::string_view bytes, const Inbound& from);
   // Sends the 503s held back from overload refusals. A UDP worker calls it before it
-  // waits for the next datagram (sipd/core/sip_receiver.h, AddSipIdleHandler); without
+  // waits for the next datagram (AddSipIdleHandler, sipd/core/sip.h); without
   // that call they still leave once kRefusalBatch are held, or with the first message
   // handled kRefusalHoldMs after the oldest.
   void FlushRefusals();
