@@ -39,6 +39,7 @@ void AddContact(mi::Node& aor, const std::string& user) {
 std::mutex held_mutex;
 std::vector<mi::AsyncTicket> held_tickets;
 std::atomic<int> cancels_seen{0};
+std::atomic<int> cancel_waits_started{0};
 
 void Register(mi::Registry& registry, Command::Spec spec) {
   if (spec.module.empty()) spec.module = "test";
@@ -60,6 +61,7 @@ size_t HeldTicketCount() {
 }
 
 int CancelsSeen() { return cancels_seen.load(); }
+int CancelWaitsStarted() { return cancel_waits_started.load(); }
 
 std::unique_ptr<mi::Registry> NewTestRegistry() {
   auto registry = std::make_unique<mi::Registry>();
@@ -192,6 +194,7 @@ std::unique_ptr<mi::Registry> NewTestRegistry() {
   Register(
       *registry,
       {.name = "wait_for_cancel", .flags = mi::kBlocking | mi::kNoInput, .handler = [](Call& call) {
+         ++cancel_waits_started;
          if (call.WaitCancelled(std::chrono::seconds(10))) ++cancels_seen;
          return absl::OkStatus();
        }});

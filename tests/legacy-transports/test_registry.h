@@ -34,7 +34,9 @@ std::unique_ptr<mi::Registry> NewTestRegistry();
 // Tickets of async_hold calls not taken yet (TakeHeldTickets() empties the list).
 std::vector<mi::AsyncTicket> TakeHeldTickets();
 size_t HeldTicketCount();
-// How many wait_for_cancel calls saw their cancellation.
+// How many wait_for_cancel calls saw their cancellation, and how many started waiting
+// (a call cancelled while still queued for a worker never runs its handler).
 int CancelsSeen();
+int CancelWaitsStarted();
 
 }  // namespace sipd::legacy::testing

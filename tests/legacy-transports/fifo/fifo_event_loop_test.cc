@@ -152,10 +152,14 @@ TEST_F(FifoEventLoopTest, ASteadySlowReaderIsCutAtTheTotalDeadline) {
 TEST_F(FifoEventLoopTest, AReaderThatGoesAwayCancelsTheRunningHandler) {
   Start();
   const int before = CancelsSeen();
+  const int started = CancelWaitsStarted();
   auto client = NewClient();
   const int reader = OpenReader(*client);
   ASSERT_TRUE(client->Send(":wait_for_cancel:" + client->reply_name() + "\n\n").ok());
   ASSERT_TRUE(WaitUntil([&] { return fifo_.server().clients_in_flight() == 1; }, seconds(5)));
+  // The handler runs (on a worker thread): a call cancelled while still queued for a
+  // worker would never run it.
+  ASSERT_TRUE(WaitUntil([&] { return CancelWaitsStarted() == started + 1; }, seconds(5)));
   // Meanwhile the loop serves others.
   auto other = NewClient();
   EXPECT_TRUE(other->Execute("version").ok());
