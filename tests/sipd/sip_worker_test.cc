@@ -20,6 +20,7 @@
 #include "sipd/core/sip.h"
 #include "sipd/core/sip_receiver.h"
 #include "sipd/core/sip_transport_impl.h"
+#include "tests/support/udp_peer.h"
 
 namespace sipd {
 namespace {
@@ -263,15 +264,9 @@ TEST_F(StatelessSipStackTest, ListenerReportsBoundPortAndQueue) {
 TEST(SipTransportImplTest, SendBatchSendsEveryUdpMessageInOrderAndSkipsTheOnesThatCannotGo) {
   auto transport = SipTransportImpl::Open({*ParseListenAddress("udp:127.0.0.1:0")});
   ASSERT_TRUE(transport.ok()) << transport.status();
-  const int peer = socket(AF_INET, SOCK_DGRAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(peer, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-  socklen_t length = sizeof(a);
-  ASSERT_EQ(getsockname(peer, reinterpret_cast<sockaddr*>(&a), &length), 0);
+  const sipd::testing::UdpPeer peer;
   SipDestination udp;
-  udp.address = SipAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&a), length);
+  udp.address = *SipAddress::FromIpPort("127.0.0.1", static_cast<uint16_t>(peer.port()));
   SipDestination tcp = udp;
   tcp.proto = SipProto::kTcp;
   std::vector<std::string> texts;
@@ -284,16 +279,9 @@ TEST(SipTransportImplTest, SendBatchSendsEveryUdpMessageInOrderAndSkipsTheOnesTh
   }
   EXPECT_EQ((*transport)->SendBatch(batch), 100u);
   for (int i = 0; i < 100; ++i) {
-    pollfd pfd{peer, POLLIN, 0};
-    ASSERT_EQ(poll(&pfd, 1, 5000), 1) << i;
-    char buffer[64];
-    const ssize_t n = recv(peer, buffer, sizeof buffer, 0);
-    ASSERT_GT(n, 0);
-    EXPECT_EQ(std::string(buffer, static_cast<size_t>(n)), texts[static_cast<size_t>(i)]);
+    EXPECT_EQ(peer.Receive(std::chrono::seconds(5)), texts[static_cast<size_t>(i)]) << i;
   }
-  pollfd pfd{peer, POLLIN, 0};
-  EXPECT_EQ(poll(&pfd, 1, 0), 0);  // nothing more
-  close(peer);
+  EXPECT_EQ(peer.Receive(std::chrono::milliseconds(0)), "");  // nothing more
 }
 
 }  // namespace
