@@ -357,17 +357,13 @@ absl::StatusOr<std::vector<AorSnapshot>> SqliteStore::Load(std::string_view tabl
     contacts.clear();
   };
   Skipped found;
-  std::pair<std::string, int64_t> last_skipped{"", -1};  // (AOR, position) last counted
   const int rc = sqlite::StepRows(prepared->get(), [&](sqlite3_stmt* s) {
-    std::string_view aor = ColumnText(s, 0);
-    const int64_t position = sqlite3_column_int64(s, 2);
-    if (sqlite3_column_int(s, 5) == 0) {
-      if (last_skipped.first != aor || last_skipped.second != position) {
-        ++found.elements;
-        last_skipped = {std::string(aor), position};
-      }
+    if (sqlite3_column_int(s, 5) == 0) {  // the LEFT JOIN's one row for such an element
+      ++found.elements;
       return;
     }
+    std::string_view aor = ColumnText(s, 0);
+    const int64_t position = sqlite3_column_int64(s, 2);
     if (out.empty() || out.back().aor != aor) {
       finish_aor();
       out.emplace_back();
