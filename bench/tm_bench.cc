@@ -42,9 +42,7 @@
 // logs, sipp's statistics files with the failure reasons, e.g. FailedTimeoutOnRecv for
 // a call refused with 503) instead of removing it; TM_BENCH_TRACE=1 also has the UAS
 // trace every message (sipp -trace_msg: ~3 MB per 1,000 calls).
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -78,6 +76,7 @@
 #include "registry/text_format.h"
 #include "tests/support/sip_support.h"
 #include "tests/support/sipd_harness.h"
+#include "tests/support/udp_peer.h"
 #include "tests/tm/sip_peers.h"
 
 namespace {
@@ -574,23 +573,12 @@ struct RefusalRun {
 // off.
 RefusalRun RunRefusals(SipdServer& server, int invites, int rounds, int tag) {
   RefusalRun out;
-  const int fd = socket(AF_INET, SOCK_DGRAM, 0);
-  sockaddr_in self{};
-  self.sin_family = AF_INET;
-  self.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof self;
+  const sipd::testing::UdpPeer client;
   const int buffer = 8 << 20;
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&self), sizeof self) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&self), &length) != 0 ||
-      setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &buffer, sizeof buffer) != 0) {
+  if (setsockopt(client.fd(), SOL_SOCKET, SO_RCVBUFFORCE, &buffer, sizeof buffer) != 0) {
     std::fprintf(stderr, "client socket: %s\n", std::strerror(errno));
     std::exit(1);
   }
-  sockaddr_in to{};
-  to.sin_family = AF_INET;
-  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  to.sin_port = htons(static_cast<uint16_t>(server.port()));
-  const int my_port = ntohs(self.sin_port);
   absl::StatusOr<std::vector<pid_t>> receivers =
       sipd::bench::PidsOfTypeOverGrpc(server.grpc_target(), "SIP receiver");
   if (!receivers.ok() || receivers->empty()) {
@@ -604,17 +592,9 @@ RefusalRun RunRefusals(SipdServer& server, int invites, int rounds, int tag) {
   for (int r = 0; r < rounds; ++r) {
     for (pid_t pid : *receivers) kill(pid, SIGSTOP);
     for (int i = 0; i < invites; ++i) {
-      const std::string id = absl::StrCat("refusal-", tag, "-", r, "-", i);
-      const std::string invite =
-          absl::StrCat("INVITE sip:bob@127.0.0.1:", server.port(), " SIP/2.0\r\n",
-                       "Via: SIP/2.0/UDP 127.0.0.1:", my_port, ";branch=z9hG4bK", id, "\r\n",
-                       "Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=", id,
-                       "\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: ", id, "\r\nCSeq: 1 INVITE\r\n",
-                       "Contact: <sip:alice@127.0.0.1:", my_port, ">\r\nContent-Length: 0\r\n\r\n");
-      if (sendto(fd, invite.data(), invite.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to) <
-          0) {
-        std::fprintf(stderr, "sendto: %s\n", std::strerror(errno));
-      }
+      client.SendTo(server.port(),
+                    sipd::testing::MakeSipRequest("INVITE", server.port(),
+                                                  absl::StrCat("refusal-", tag, "-", r, "-", i)));
     }
     // Older than overload_delay (1 ms) before anyone reads them.
     const auto queued = Clock::now();
@@ -622,18 +602,20 @@ RefusalRun RunRefusals(SipdServer& server, int invites, int rounds, int tag) {
     }
     const double before = SchedCpuMicros(*receivers);
     for (pid_t pid : *receivers) kill(pid, SIGCONT);
+    // Read into one small buffer (UdpPeer::Receive makes a 64 KB string per datagram),
+    // so that the bench keeps up with the 503s and sleeps between them.
     long long got = 0;
     while (got < invites) {
-      pollfd p{fd, POLLIN, 0};
+      pollfd p{client.fd(), POLLIN, 0};
       if (poll(&p, 1, 2000) != 1) break;  // the rest are lost
-      if (recv(fd, reply, sizeof reply, 0) > 0 && std::strncmp(reply, "SIP/2.0 503", 11) == 0) {
+      if (recv(client.fd(), reply, sizeof reply, 0) > 0 &&
+          std::strncmp(reply, "SIP/2.0 503", 11) == 0) {
         ++got;
       }
     }
     cpu += SchedCpuMicros(*receivers) - before;
     received += got;
   }
-  close(fd);
   out.refused = server.RefusedInvites() - refused_before;
   out.lost = static_cast<long long>(invites) * rounds - received;
   out.cpu_us_per_refusal = received > 0 ? cpu / static_cast<double>(received) : 0;
