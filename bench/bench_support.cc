@@ -107,6 +107,17 @@ long long TotalCpuTicks(const std::vector<pid_t>& pids) {
   return total;
 }
 
+double TotalSchedCpuMicros(const std::vector<pid_t>& pids) {
+  double total = 0;
+  for (pid_t pid : pids) {
+    std::ifstream in(absl::StrCat("/proc/", pid, "/schedstat"));
+    double ns = 0;
+    in >> ns;
+    total += ns / 1000;
+  }
+  return total;
+}
+
 double SelfCpuMicros() { return RusageCpuMicros(RUSAGE_SELF); }
 
 double ChildrenCpuMicros() { return RusageCpuMicros(RUSAGE_CHILDREN); }

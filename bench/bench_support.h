@@ -66,6 +66,10 @@ double Median(std::vector<double> values);
 long long ProcessCpuTicks(pid_t pid);
 // The sum over `pids`; -1 if any of them is unreadable.
 long long TotalCpuTicks(const std::vector<pid_t>& pids);
+// CPU time of the main threads of `pids` so far, in microseconds, from
+// /proc/<pid>/schedstat (nanoseconds; clock ticks are too coarse for a few microseconds
+// per request). For single-threaded processes such as SIP receivers.
+double TotalSchedCpuMicros(const std::vector<pid_t>& pids);
 // CPU time (user + system) of this process, in microseconds.
 double SelfCpuMicros();
 // CPU time (user + system) of this process's children reaped so far, in microseconds.

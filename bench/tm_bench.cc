@@ -551,18 +551,6 @@ void Renice(Server& server, int nice_value) {
   for (pid_t pid : server.pids()) setpriority(PRIO_PROCESS, static_cast<id_t>(pid), nice_value);
 }
 
-// CPU time of `pids` so far, in microseconds (/proc/PID/schedstat: nanoseconds on CPU).
-double SchedCpuMicros(const std::vector<pid_t>& pids) {
-  double total = 0;
-  for (pid_t pid : pids) {
-    std::ifstream in(absl::StrCat("/proc/", pid, "/schedstat"));
-    double ns = 0;
-    in >> ns;
-    total += ns / 1000;
-  }
-  return total;
-}
-
 struct RefusalRun {
   double cpu_us_per_refusal = 0;
   long long refused = 0;
@@ -600,7 +588,7 @@ RefusalRun RunRefusals(SipdServer& server, int invites, int rounds, int tag) {
     const auto queued = Clock::now();
     while (Clock::now() - queued < 3ms) {
     }
-    const double before = SchedCpuMicros(*receivers);
+    const double before = sipd::bench::TotalSchedCpuMicros(*receivers);
     for (pid_t pid : *receivers) kill(pid, SIGCONT);
     // Read into one small buffer (UdpPeer::Receive makes a 64 KB string per datagram),
     // so that the bench keeps up with the 503s and sleeps between them.
@@ -613,7 +601,7 @@ RefusalRun RunRefusals(SipdServer& server, int invites, int rounds, int tag) {
         ++got;
       }
     }
-    cpu += SchedCpuMicros(*receivers) - before;
+    cpu += sipd::bench::TotalSchedCpuMicros(*receivers) - before;
     received += got;
   }
   out.refused = server.RefusedInvites() - refused_before;
