@@ -553,9 +553,19 @@ void Renice(Server& server, int nice_value) {
 
 struct RefusalRun {
   double cpu_us_per_refusal = 0;
+  double cpu_us_per_ack = 0;  // the ACK of each 503, absorbed
   long long refused = 0;
   long long lost = 0;  // INVITEs that got no 503
 };
+
+// The To-tag of a reply ("" if none).
+std::string ReplyToTag(std::string_view reply) {
+  const size_t to = reply.find("\r\nTo:");
+  const size_t tag = to == std::string_view::npos ? to : reply.find(";tag=", to);
+  if (tag == std::string_view::npos) return "";
+  const std::string_view rest = reply.substr(tag + 5);
+  return std::string(rest.substr(0, rest.find_first_of(";\r")));
+}
 
 // See "tm_bench refusals" above. sipd must run with overload_delay 1 and the queue test
 // off.
@@ -577,14 +587,17 @@ RefusalRun RunRefusals(SipdServer& server, int invites, int rounds, int tag) {
   }
   const long long refused_before = server.RefusedInvites();
   double cpu = 0;
+  double ack_cpu = 0;
   long long received = 0;
+  long long acked = 0;
   char reply[4096];
+  std::vector<std::string> to_tags(invites);
+  auto call_id = [&](int r, int i) { return absl::StrCat("refusal-", tag, "-", r, "-", i); };
   for (int r = 0; r < rounds; ++r) {
     for (pid_t pid : *receivers) kill(pid, SIGSTOP);
     for (int i = 0; i < invites; ++i) {
       client.SendTo(server.port(),
-                    sipd::testing::MakeSipRequest("INVITE", server.port(),
-                                                  absl::StrCat("refusal-", tag, "-", r, "-", i)));
+                    sipd::testing::MakeSipRequest("INVITE", server.port(), call_id(r, i)));
     }
     // Older than overload_delay (1 ms) before anyone reads them.
     const auto queued = Clock::now();
@@ -598,17 +611,55 @@ RefusalRun RunRefusals(SipdServer& server, int invites, int rounds, int tag) {
     while (got < invites) {
       pollfd p{client.fd(), POLLIN, 0};
       if (poll(&p, 1, 2000) != 1) break;  // the rest are lost
-      if (recv(client.fd(), reply, sizeof reply, 0) > 0 &&
-          std::strncmp(reply, "SIP/2.0 503", 11) == 0) {
+      const ssize_t n = recv(client.fd(), reply, sizeof reply, 0);
+      if (n > 0 && std::strncmp(reply, "SIP/2.0 503", 11) == 0) {
+        // Call-ID "refusal-TAG-R-I": I is the INVITE's index in this round.
+        const std::string_view text(reply, static_cast<size_t>(n));
+        const size_t id = text.find("\r\nCall-ID: ");
+        const std::string_view value =
+            id == std::string_view::npos ? ""
+                                         : text.substr(id + 11, text.find('\r', id + 2) - id - 11);
+        int index = -1;
+        if (absl::SimpleAtoi(std::string(value.substr(value.rfind('-') + 1)), &index) &&
+            index >= 0 && index < invites) {
+          to_tags[index] = ReplyToTag(text);
+        }
         ++got;
       }
     }
     cpu += sipd::bench::TotalSchedCpuMicros(*receivers) - before;
     received += got;
+    // The ACK of each 503 (the same branch, the 503's To-tag), queued the same way; done
+    // once sipd counted them all (sl:received_ACKs).
+    const long long acks_before = server.Statistic("sl:received_ACKs");
+    for (pid_t pid : *receivers) kill(pid, SIGSTOP);
+    int sent = 0;
+    const std::string to = absl::StrCat("To: <sip:127.0.0.1:", server.port(), ">");
+    for (int i = 0; i < invites; ++i) {
+      if (to_tags[i].empty()) continue;
+      std::string ack = sipd::testing::MakeSipRequest("ACK", server.port(), call_id(r, i));
+      ack.insert(ack.find(to) + to.size(), absl::StrCat(";tag=", to_tags[i]));
+      client.SendTo(server.port(), ack);
+      to_tags[i].clear();
+      ++sent;
+    }
+    const double ack_before = sipd::bench::TotalSchedCpuMicros(*receivers);
+    for (pid_t pid : *receivers) kill(pid, SIGCONT);
+    const auto waited = Clock::now();
+    while (server.Statistic("sl:received_ACKs") - acks_before < sent) {
+      if (Clock::now() - waited > 5s) {
+        std::fprintf(stderr, "round %d: sipd did not count its ACKs\n", r);
+        std::exit(1);
+      }
+      std::this_thread::sleep_for(1ms);  // polling sipd's counter
+    }
+    ack_cpu += sipd::bench::TotalSchedCpuMicros(*receivers) - ack_before;
+    acked += sent;
   }
   out.refused = server.RefusedInvites() - refused_before;
   out.lost = static_cast<long long>(invites) * rounds - received;
   out.cpu_us_per_refusal = received > 0 ? cpu / static_cast<double>(received) : 0;
+  out.cpu_us_per_ack = acked > 0 ? ack_cpu / static_cast<double>(acked) : 0;
   return out;
 }
 
@@ -766,17 +817,28 @@ int main(int argc, char** argv) {
     refuse_by_age.delay_ms = 1;
     SipdServer server(children, refuse_by_age);
     sipd::bench::MarkdownTable table(
-        {"run", "INVITEs refused", "503s lost", "worker CPU us per refusal"}, 1);
+        {"run", "INVITEs refused", "503s lost", "worker CPU us per refusal", "per ACK absorbed",
+         "per refused call"},
+        1);
     table.PrintHeader();
     std::vector<double> costs;
+    std::vector<double> ack_costs;
+    std::vector<double> call_costs;
     for (int r = 0; r < refusal_repeat; ++r) {
       const RefusalRun run = RunRefusals(server, refusal_invites, refusal_rounds, r);
       costs.push_back(run.cpu_us_per_refusal);
+      ack_costs.push_back(run.cpu_us_per_ack);
+      call_costs.push_back(run.cpu_us_per_refusal + run.cpu_us_per_ack);
       table.PrintRow({absl::StrCat(r + 1), absl::StrCat(run.refused), absl::StrCat(run.lost),
-                      absl::StrFormat("%.2f", run.cpu_us_per_refusal)});
+                      absl::StrFormat("%.2f", run.cpu_us_per_refusal),
+                      absl::StrFormat("%.2f", run.cpu_us_per_ack),
+                      absl::StrFormat("%.2f", call_costs.back())});
     }
-    std::printf("\nmedian worker CPU per refusal: %.2f us (load average at end: %.2f)\n",
-                sipd::bench::Median(costs), LoadAverage());
+    std::printf(
+        "\nmedian worker CPU per refusal: %.2f us, per ACK: %.2f us, per refused call: %.2f us "
+        "(load average at end: %.2f)\n",
+        sipd::bench::Median(costs), sipd::bench::Median(ack_costs), sipd::bench::Median(call_costs),
+        LoadAverage());
   } else if (soak->parsed()) {
     CpuCap cap;  // destroyed after the server
     SipdServer server(children, overload_control);
