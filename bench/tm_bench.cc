@@ -28,8 +28,10 @@
 //     out), in the real process with its system calls: per round the SIP receivers are
 //     stopped (SIGSTOP), --invites new INVITEs are queued, and once they are older than
 //     tm's overload_delay (1 ms here) the receivers go on and refuse them all while the
-//     bench, asleep in recv() between datagrams, takes the 503s. Reports the workers' CPU
-//     (/proc/PID/schedstat) per refused INVITE, and 503s lost.
+//     bench, asleep in recv() between datagrams, takes the 503s. Then the ACK of each 503
+//     is queued the same way and absorbed (done once sl:received_ACKs counted them all).
+//     Reports the workers' CPU (/proc/PID/schedstat) per refused INVITE, per ACK and per
+//     refused call (the two), and 503s lost.
 //
 //   tm_bench soak [--rate 2000] [--seconds 10] [--children 2] [--cpus LIST]
 //     Calls at --rate for --seconds (a long run), then waits until every transaction
