@@ -21,6 +21,8 @@
 //   op >> 4      how long the message waited in the receive queue, in 100 ms steps
 //                (overload_delay is 500 ms here, so late INVITEs are shed).
 //
+// Checked besides: ScanToTag (the ACK fast path) agrees with the parse on every message.
+//
 // Bounded state: the world (shared memory, table, layer) is made once; every
 // kInputsPerSweep inputs the clock moves past every lifetime, so every transaction
 // ends and the table empties. That it does is checked (tm:inuse_transactions is 0):
@@ -127,6 +129,13 @@ struct World {
     if (!sipd::tm::MakeDestination(proto, ip, port, &in.source)) std::abort();
     in.source.socket = tcp ? 1 : 0;
     in.queued_us = queued_us;
+    // The scan that spares a refused call's ACK the parse finds the tag the parse finds.
+    if (const std::optional<std::string_view> tag = sipd::tm::ScanToTag(bytes)) {
+      auto parsed = sipd::tm::SipMessage::Parse(bytes);
+      if (parsed.ok() && (parsed->defect().empty() || !parsed->to_tag().empty())) {
+        sipd::fuzz::Check(parsed->to_tag() == *tag);
+      }
+    }
     layer->HandleMessage(bytes, in);
     layer->FlushRefusals();  // as a UDP worker does when nothing more is waiting
   }

@@ -207,5 +207,50 @@ TEST(SipMessageTest, MethodsAndHeaderNames) {
   EXPECT_EQ(ClassifyHeader("X-Foo"), HeaderType::kOther);
 }
 
+// An ACK with `to` as its To header line (and `extra` lines after it).
+std::string Ack(std::string_view to, std::string_view extra = "") {
+  return absl::StrCat(
+      "ACK sip:bob@example.com SIP/2.0\r\n"
+      "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK776asdhds\r\n"
+      "From: <sip:alice@example.com>;tag=1928301774\r\n",
+      std::string(to), "\r\n", std::string(extra),
+      "Call-ID: a84b4c76e66710@pc33.example.com\r\n"
+      "CSeq: 314159 ACK\r\n"
+      "Content-Length: 0\r\n\r\n");
+}
+
+TEST(SipMessageTest, ScanToTagFindsTheTagTheParseFinds) {
+  for (const std::string to :
+       {"To: <sip:bob@example.com>;tag=abc", "t: <sip:bob@example.com> ; TAG = abc ;x=y",
+        "TO : Bob <sip:bob@example.com;lr>;x;tag=abc", "To: sip:bob@example.com;tag=abc",
+        "to:<sip:bob@example.com;tag=not-this>;tag=abc"}) {
+    const std::string ack = Ack(to);
+    auto parsed = SipMessage::Parse(ack);
+    ASSERT_TRUE(parsed.ok() && parsed->defect().empty()) << to;
+    ASSERT_EQ(parsed->to_tag(), "abc") << to;
+    EXPECT_EQ(ScanToTag(ack).value_or("?"), "abc") << to;
+  }
+}
+
+TEST(SipMessageTest, ScanToTagGivesUpWhereItCannotBeSure) {
+  // No tag, or only a URI parameter named tag.
+  EXPECT_FALSE(ScanToTag(Ack("To: <sip:bob@example.com>")).has_value());
+  EXPECT_FALSE(ScanToTag(Ack("To: <sip:bob@example.com;tag=x>")).has_value());
+  EXPECT_FALSE(ScanToTag(Ack("To: <sip:bob@example.com>;tag=")).has_value());
+  // Quoted display names, folded lines, an unclosed '<', garbage after '>': the parse
+  // decides.
+  EXPECT_FALSE(ScanToTag(Ack("To: \"B>;tag=x\" <sip:bob@example.com>;tag=y")).has_value());
+  EXPECT_FALSE(ScanToTag(Ack("To: <sip:bob@example.com>", " ;tag=abc\r\n")).has_value());
+  EXPECT_FALSE(ScanToTag(Ack("To:\r\n <sip:bob@example.com>;tag=abc")).has_value());
+  EXPECT_FALSE(ScanToTag(Ack("To: <sip:bob@example.com;tag=abc")).has_value());
+  EXPECT_FALSE(ScanToTag(Ack("To: <sip:bob@example.com> x;tag=abc")).has_value());
+  // No To header among the headers; one in the body does not count.
+  EXPECT_FALSE(
+      ScanToTag("ACK sip:b@c SIP/2.0\r\nCall-ID: x\r\n\r\nTo: <sip:b@c>;tag=a\r\n").has_value());
+  EXPECT_FALSE(ScanToTag("ACK sip:b@c SIP/2.0\r\nTo: <sip:b@c>;tag=a").has_value());
+  EXPECT_FALSE(ScanToTag("").has_value());
+  EXPECT_FALSE(ScanToTag("\r\nACK sip:b@c SIP/2.0\r\nTo: <sip:b@c>;tag=a\r\n\r\n").has_value());
+}
+
 }  // namespace
 }  // namespace sipd::tm

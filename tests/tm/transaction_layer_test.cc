@@ -253,6 +253,60 @@ TEST_F(TransactionLayerTest, UnderOverloadNewInvitesAre503AndCallsInProgressGoOn
   EXPECT_EQ(Stat("5xx_replies"), 1u);  // sl: no transaction for the refused INVITE
 }
 
+// `request` with `tag` on its To header.
+std::string WithToTag(std::string request, const std::string& tag) {
+  absl::StrReplaceAll({{"To: <sip:bob@example.com>\r\n",
+                        absl::StrCat("To: <sip:bob@example.com>;tag=", tag, "\r\n")}},
+                      &request);
+  return request;
+}
+
+std::string ToTagOf(std::string_view reply) {
+  auto parsed = SipMessage::Parse(reply);
+  return parsed.ok() ? std::string(parsed->to_tag()) : "";
+}
+
+TEST_F(TransactionLayerTest, TheAckOfAStatelessReplyIsAbsorbedUnparsedAndATransactionsOwnIsNot) {
+  // A transaction's own final reply (408: the UAS never answered) goes on until its ACK.
+  FromUac(Request("INVITE", "z9hG4bKc1", "call-1"));
+  std::string timeout;
+  for (int i = 0; i < 400 && timeout.empty(); ++i) {
+    Advance(100);
+    for (const auto& s : transport_.Take()) {
+      if (Status(s.bytes) == 408) timeout = s.bytes;
+    }
+  }
+  ASSERT_FALSE(timeout.empty());
+  const std::string own_tag = ToTagOf(timeout);
+  EXPECT_TRUE(absl::StartsWith(own_tag, "t.")) << own_tag;
+  EXPECT_FALSE(absl::StartsWith(own_tag, "t.s")) << own_tag;
+  FromUac(WithToTag(Request("ACK", "z9hG4bKc1", "call-1"), own_tag));
+  Advance(4000);  // timer G would have sent the 408 again 3 times by now
+  EXPECT_THAT(transport_.Take(), IsEmpty());
+  EXPECT_EQ(Stat("received_ACKs"), 0u);  // it reached the transaction
+
+  // A stateless 503 under overload: its ACK is counted and nothing else, even one the
+  // parse would call defective (no Call-ID), with the compact To.
+  std::atomic<bool> overloaded{true};
+  layer_->set_overload_flag(&overloaded);
+  FromUac(Request("INVITE", "z9hG4bKnew", "new"));
+  layer_->FlushRefusals();
+  auto sent = transport_.Take();
+  ASSERT_THAT(sent, SizeIs(1));
+  ASSERT_EQ(Status(sent[0].bytes), 503);
+  const std::string stateless_tag = ToTagOf(sent[0].bytes);
+  EXPECT_TRUE(absl::StartsWith(stateless_tag, "t.s")) << stateless_tag;
+  const uint64_t requests = Stat("rcv_requests");
+  std::string ack = WithToTag(Request("ACK", "z9hG4bKnew", "new"), stateless_tag);
+  absl::StrReplaceAll({{"To: ", "t : "}, {"Call-ID: new\r\n", ""}}, &ack);
+  ASSERT_FALSE(SipMessage::Parse(ack)->defect().empty());
+  FromUac(ack);
+  EXPECT_THAT(transport_.Take(), IsEmpty());
+  EXPECT_EQ(Stat("received_ACKs"), 1u);
+  EXPECT_EQ(Stat("rcv_requests"), requests + 1);
+  EXPECT_EQ(Stat("err_requests"), 0u);
+}
+
 TEST_F(TransactionLayerTest, ANewInviteThatQueuedTooLongIs503AndEverythingElseGoesOn) {
   // overload_delay 200 ms: the age of the request, not a flag, decides.
   layer_.reset();

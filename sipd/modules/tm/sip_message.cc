@@ -307,6 +307,43 @@ absl::StatusOr<Via> ParseVia(std::string_view text) {
   return via;
 }
 
+std::optional<std::string_view> ScanToTag(std::string_view message) {
+  size_t pos = message.find("\r\n");
+  if (pos == std::string_view::npos || pos == 0) return std::nullopt;  // 0: a leading CRLF
+  pos += 2;
+  while (pos < message.size()) {
+    const size_t end = message.find("\r\n", pos);
+    if (end == std::string_view::npos || end == pos) return std::nullopt;  // headers ended
+    const std::string_view line = message.substr(pos, end - pos);
+    pos = end + 2;
+    if (IsSpace(line.front())) return std::nullopt;  // folded
+    const size_t colon = line.find(':');
+    if (colon == std::string_view::npos) return std::nullopt;
+    const std::string_view name = TrimWhitespace(line.substr(0, colon));
+    if (!EqualsIgnoreCase(name, "to") && !EqualsIgnoreCase(name, "t")) continue;
+    if (pos < message.size() && (message[pos] == ' ' || message[pos] == '\t')) {
+      return std::nullopt;  // the To header goes on in a folded line
+    }
+    const std::string_view value = TrimWhitespace(line.substr(colon + 1));
+    if (value.find('"') != std::string_view::npos) return std::nullopt;
+    // name-addr: the parameters follow '>'; addr-spec: they start at the first ';'
+    // (ParseNameAddr).
+    std::string_view params;
+    if (const size_t open = value.find('<'); open != std::string_view::npos) {
+      const size_t close = value.find('>', open);
+      if (close == std::string_view::npos) return std::nullopt;
+      params = TrimWhitespace(value.substr(close + 1));
+    } else if (const size_t semicolon = value.find(';'); semicolon != std::string_view::npos) {
+      params = value.substr(semicolon);
+    }
+    if (params.empty() || params.front() != ';') return std::nullopt;
+    std::optional<std::string_view> tag = ParamList(params).Get("tag");
+    if (!tag.has_value() || tag->empty()) return std::nullopt;
+    return tag;
+  }
+  return std::nullopt;
+}
+
 std::vector<std::string_view> SplitList(std::string_view value, size_t max_items) {
   std::vector<std::string_view> out;
   size_t start = 0;

@@ -143,6 +143,13 @@ absl::StatusOr<Via> ParseVia(std::string_view text);
 // elements dropped. At most `max_items` items (the rest is ignored).
 std::vector<std::string_view> SplitList(std::string_view value, size_t max_items = 1000);
 
+// The To-tag of a message from a light scan of its header lines, without a parse: for
+// a path that must cost less than one (the ACK of a stateless 503 under overload).
+// nullopt whenever the scan cannot be sure (a folded line, a quoted display name, no To
+// header, no tag): the caller parses then. When both find a tag, it is the one
+// SipMessage::Parse() gives (fuzz_sip_proxy checks this).
+std::optional<std::string_view> ScanToTag(std::string_view message);
+
 struct Header {
   HeaderType type = HeaderType::kOther;
   std::string_view name;   // as written

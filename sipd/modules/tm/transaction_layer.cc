@@ -319,7 +319,10 @@ TransactionLayer::TransactionLayer(LayerOptions options, TransactionTable& table
       callbacks_(callbacks),
       counters_(counters),
       clock_(clock ? std::move(clock) : Clock(&MonotonicMs)),
-      blacklist_(blacklist) {}
+      blacklist_(blacklist),
+      stateless_tag_start_(options_.to_tag_prefix.empty()
+                               ? std::string()
+                               : absl::StrCat(options_.to_tag_prefix, ".s")) {}
 
 uint32_t TransactionLayer::RegisterCompletion(Completion fn) {
   completions_.push_back(std::move(fn));
@@ -328,6 +331,10 @@ uint32_t TransactionLayer::RegisterCompletion(Completion fn) {
 
 std::string TransactionLayer::ToTag(std::string_view key) const {
   return absl::StrCat(options_.to_tag_prefix, ".", Hex32(Fnv1a32(key)));
+}
+
+std::string TransactionLayer::StatelessToTag(std::string_view key) const {
+  return absl::StrCat(options_.to_tag_prefix, ".s", Hex32(Fnv1a32(key)));
 }
 
 const LocalSocket* TransactionLayer::SocketFor(const Destination& to) const {
@@ -396,6 +403,13 @@ void TransactionLayer::HandleMessage(std::string_view bytes, const Inbound& from
     // 503s held back while the receive queue never empties leave after kRefusalHoldMs.
     if (!refusals_.empty() && clock_() - refusals_since_ms_ >= kRefusalHoldMs) FlushRefusals();
     if (bytes.find_first_not_of("\r\n") == std::string_view::npos) return;  // keep-alive
+    if (IsAckOfStatelessReply(bytes)) {
+      // Absorbed without a parse: under overload every refused call ends with one.
+      Trace(true, bytes, from.source);
+      Count(counters_.rcv_requests);
+      Count(counters_.sl_received_acks);
+      return;
+    }
     const bool looks_like_reply = bytes.substr(0, 8) == "SIP/2.0 ";
     auto parsed = SipMessage::Parse(bytes);
     Trace(true, bytes, from.source);
@@ -445,6 +459,12 @@ void TransactionLayer::HandleMessage(std::string_view bytes, const Inbound& from
   }
 }
 
+bool TransactionLayer::IsAckOfStatelessReply(std::string_view bytes) const {
+  if (stateless_tag_start_.empty() || !bytes.starts_with("ACK ")) return false;
+  const std::optional<std::string_view> tag = ScanToTag(bytes);
+  return tag.has_value() && tag->starts_with(stateless_tag_start_);
+}
+
 void TransactionLayer::HandleDefect(const SipMessage& message, const Inbound& from) {
   Count(counters_.err_requests);
   if (message.method() == Method::kAck || !message.has_via()) {
@@ -460,7 +480,8 @@ std::string TransactionLayer::StatelessReplyText(const SipMessage& request, int 
                                                  const std::vector<std::string>& headers) const {
   const std::string tag_key = absl::StrCat(Absl(request.call_id()), "|", Absl(request.from_tag()),
                                            "|", Absl(request.top_via().branch));
-  return BuildLocalReply(request, code, reason, ToTag(tag_key), headers, {}, options_.server);
+  return BuildLocalReply(request, code, reason, StatelessToTag(tag_key), headers, {},
+                         options_.server);
 }
 
 void TransactionLayer::StatelessReply(const SipMessage& request, const Inbound& from, int code,

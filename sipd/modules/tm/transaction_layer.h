@@ -266,6 +266,9 @@ class TransactionLayer {
   void HandleReply(const SipMessage& reply, const Inbound& from);
   void HandleAck(const SipMessage& ack, const Inbound& from);
   void HandleCancel(const SipMessage& cancel, const Inbound& from);
+  // An ACK whose To-tag is one of sipd's stateless replies' (ScanToTag, no parse): it
+  // matches no transaction and is only counted.
+  bool IsAckOfStatelessReply(std::string_view bytes) const;
   void HandleDefect(const SipMessage& message, const Inbound& from);
   void Relay(TransactionId id, const SipMessage& request, const Inbound& from,
              RouteDecision decision);
@@ -308,7 +311,10 @@ class TransactionLayer {
   void SendUnderLock(const Destination& to, std::string bytes, Work& work);
   void Trace(bool incoming, std::string_view bytes, const Destination& peer);
 
+  // The To-tag of a reply to the transaction (or request) `key`: "<prefix>.<8 hex>", and
+  // of a stateless reply "<prefix>.s<8 hex>", whose ACK needs no parse (HandleMessage).
   std::string ToTag(std::string_view key) const;
+  std::string StatelessToTag(std::string_view key) const;
   const LocalSocket* SocketFor(const Destination& to) const;
   std::string ViaFor(const Destination& to, std::string_view branch) const;
   bool IsLoop(const SipMessage& request) const;
@@ -324,6 +330,7 @@ class TransactionLayer {
   Tracer* tracer_ = nullptr;
   const std::atomic<bool>* overloaded_ = nullptr;
   std::vector<Completion> completions_;
+  const std::string stateless_tag_start_;  // "<to_tag_prefix>.s"; "" without a prefix
   // This process's 503s held back (Refuse), and when the oldest was.
   std::vector<std::pair<Destination, std::string>> refusals_;
   int64_t refusals_since_ms_ = 0;
