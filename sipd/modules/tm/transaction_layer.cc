@@ -136,11 +136,7 @@ std::string RandomHex(size_t bytes) {
   return out;
 }
 
-std::string Hex32(uint32_t v) {
-  char text[9];
-  std::snprintf(text, sizeof(text), "%08x", v);
-  return text;
-}
+std::string Hex32(uint32_t v) { return absl::StrCat(absl::Hex(v, absl::kZeroPad8)); }
 
 bool IsTokenChar(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
