@@ -90,11 +90,38 @@ class ParamList {
   // The value of `name`; present = the parameter exists (maybe without a value).
   std::optional<std::string_view> Get(std::string_view name) const;
   bool Has(std::string_view name) const { return Get(name).has_value(); }
+  // Calls visit(name, value) for each parameter in order (value "" without '='; both
+  // trimmed) until it returns true or a parameter does not start with ';'.
+  template <typename Visit>
+  void ForEach(Visit visit) const;
   std::string_view text() const { return text_; }
 
  private:
   std::string_view text_;  // starts with ';' or is empty
 };
+
+// Case-insensitive ASCII comparison.
+bool EqualsIgnoreCase(std::string_view a, std::string_view b);
+// Strips spaces, tabs, CR and LF at both ends.
+std::string_view TrimWhitespace(std::string_view s);
+// The position of the first `c` at top level (outside quotes and <>) at or after
+// `from`, or npos.
+size_t FindTopLevel(std::string_view s, char c, size_t from = 0);
+
+template <typename Visit>
+void ParamList::ForEach(Visit visit) const {
+  std::string_view rest = text_;
+  while (!rest.empty() && rest.front() == ';') {
+    rest.remove_prefix(1);
+    const size_t end = FindTopLevel(rest, ';');
+    const std::string_view param = rest.substr(0, end);
+    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end);
+    const size_t eq = param.find('=');
+    const std::string_view value =
+        eq == std::string_view::npos ? std::string_view() : TrimWhitespace(param.substr(eq + 1));
+    if (visit(TrimWhitespace(param.substr(0, eq)), value)) return;
+  }
+}
 
 // sip:/sips: URI (RFC 3261 19.1), other schemes keep only scheme and text.
 struct SipUri {
@@ -261,10 +288,5 @@ class SipMessage {
   std::string_view to_tag_;
   int max_forwards_ = -1;
 };
-
-// Case-insensitive ASCII comparison.
-bool EqualsIgnoreCase(std::string_view a, std::string_view b);
-// Strips spaces, tabs, CR and LF at both ends.
-std::string_view TrimWhitespace(std::string_view s);
 
 }  // namespace sipd::tm
