@@ -76,6 +76,7 @@
 #include "absl/strings/str_split.h"
 #include "bench/bench_support.h"
 #include "registry/text_format.h"
+#include "sipd/modules/tm/sip_message.h"
 #include "tests/support/sip_support.h"
 #include "tests/support/sipd_harness.h"
 #include "tests/support/udp_peer.h"
@@ -560,15 +561,6 @@ struct RefusalRun {
   long long lost = 0;  // INVITEs that got no 503
 };
 
-// The To-tag of a reply ("" if none).
-std::string ReplyToTag(std::string_view reply) {
-  const size_t to = reply.find("\r\nTo:");
-  const size_t tag = to == std::string_view::npos ? to : reply.find(";tag=", to);
-  if (tag == std::string_view::npos) return "";
-  const std::string_view rest = reply.substr(tag + 5);
-  return std::string(rest.substr(0, rest.find_first_of(";\r")));
-}
-
 // See "tm_bench refusals" above. sipd must run with overload_delay 1 and the queue test
 // off.
 RefusalRun RunRefusals(SipdServer& server, int invites, int rounds, int tag) {
@@ -624,7 +616,7 @@ RefusalRun RunRefusals(SipdServer& server, int invites, int rounds, int tag) {
         int index = -1;
         if (absl::SimpleAtoi(std::string(value.substr(value.rfind('-') + 1)), &index) &&
             index >= 0 && index < invites) {
-          to_tags[index] = ReplyToTag(text);
+          to_tags[index] = std::string(sipd::tm::ScanToTag(text).value_or(""));
         }
         ++got;
       }

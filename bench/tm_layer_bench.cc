@@ -143,15 +143,6 @@ std::string CalleeReply(std::string_view relayed, int code, absl::string_view re
                       "CSeq: ", cseq, "\r\n", extra, "Content-Length: 0\r\n\r\n");
 }
 
-// The To-tag of a reply.
-std::string ToTag(std::string_view reply) {
-  const size_t to = reply.find("\r\nTo:");
-  const size_t tag = to == std::string_view::npos ? to : reply.find(";tag=", to);
-  if (tag == std::string_view::npos) return "";
-  const std::string_view rest = reply.substr(tag + 5);
-  return std::string(rest.substr(0, rest.find("\r\n")));
-}
-
 void RefusedCall(benchmark::State& state) {
   World w;
   w.overloaded.store(true);
@@ -165,8 +156,8 @@ void RefusedCall(benchmark::State& state) {
     }
     // The ACK of each 503 (the only thing each INVITE got).
     w.Feed(state, caller, 1, [&](int64_t i, int64_t) {
-      return CallerRequest("ACK", "sip:bob0@127.0.0.1:5060", n + i, 0, ToTag(w.transport.sent[i]),
-                           1);
+      return CallerRequest("ACK", "sip:bob0@127.0.0.1:5060", n + i, 0,
+                           std::string(ScanToTag(w.transport.sent[i]).value_or("")), 1);
     });
     n += World::kBatch;
   }
