@@ -788,6 +788,12 @@ TEST_F(TransactionLayerTest, LocalRequestsAreChecked) {
     EXPECT_FALSE(r.ok());
     EXPECT_EQ(std::string(r.status().message()), std::string(text));
   };
+  // A method that is not a token, a NUL byte included.
+  for (const std::string& method : {std::string("OPT IONS"), std::string("OPT\0IONS", 8)}) {
+    uac.method = method;
+    expect_error("Invalid method");
+  }
+  uac.method = "OPTIONS";
   uac.request_uri = "nonsense";
   expect_error("Invalid RURI");
   uac.request_uri = "sip:bob@10.0.0.2";

@@ -132,6 +132,8 @@ bool IsToken(std::string_view s) {
 
 }  // namespace
 
+bool IsTokenChar(char c) { return kTokenChars[static_cast<unsigned char>(c)]; }
+
 size_t FindTopLevel(std::string_view s, char c, size_t from) {
   bool quoted = false;
   int angle = 0;
@@ -179,7 +181,7 @@ Method ParseMethod(std::string_view text) {
 }
 
 HeaderType ClassifyHeader(std::string_view name) {
-  // Only the names that start with the same letter are compared (every header line of
+  // Only the names of its length and first letter are compared (every header line of
   // every message is classified).
   if (name.empty()) return HeaderType::kOther;
   const char first = Lower(name.front());

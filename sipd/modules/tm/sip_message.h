@@ -100,6 +100,9 @@ class ParamList {
   std::string_view text_;  // starts with ';' or is empty
 };
 
+// A character of a token (RFC 3261 25.1: alphanum / "-" / "." / "!" / "%" / "*" / "_" /
+// "+" / "`" / "'" / "~").
+bool IsTokenChar(char c);
 // Case-insensitive ASCII comparison.
 bool EqualsIgnoreCase(std::string_view a, std::string_view b);
 // Strips spaces, tabs, CR and LF at both ends.

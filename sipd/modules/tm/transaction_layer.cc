@@ -138,11 +138,6 @@ std::string RandomHex(size_t bytes) {
 
 std::string Hex32(uint32_t v) { return absl::StrCat(absl::Hex(v, absl::kZeroPad8)); }
 
-bool IsTokenChar(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
-         std::strchr("-.!%*_+`'~", c) != nullptr;
-}
-
 }  // namespace
 
 std::string LocalSocket::name() const {
@@ -326,11 +321,11 @@ uint32_t TransactionLayer::RegisterCompletion(Completion fn) {
 }
 
 std::string TransactionLayer::ToTag(std::string_view key) const {
-  return absl::StrCat(options_.to_tag_prefix, ".", Hex32(Fnv1a32(key)));
+  return absl::StrCat(options_.to_tag_prefix, ".", absl::Hex(Fnv1a32(key), absl::kZeroPad8));
 }
 
 std::string TransactionLayer::StatelessToTag(std::string_view key) const {
-  return absl::StrCat(options_.to_tag_prefix, ".s", Hex32(Fnv1a32(key)));
+  return absl::StrCat(options_.to_tag_prefix, ".s", absl::Hex(Fnv1a32(key), absl::kZeroPad8));
 }
 
 const LocalSocket* TransactionLayer::SocketFor(const Destination& to) const {
@@ -803,8 +798,9 @@ void TransactionLayer::HandleAck(const SipMessage& ack, const Inbound& from) {
     table_.UnlockBucket(bucket);
   }
   // An ACK for a final reply sipd made itself without a transaction (a stateless 503 under
-  // overload, a 500 when shared memory was full) or whose transaction already went: its
-  // To-tag is one of sipd's (every reply sipd makes is non-2xx for INVITE). Absorbed.
+  // overload, a 500 when shared memory was full; most are absorbed before the parse, see
+  // IsAckOfStatelessReply) or whose transaction already went: its To-tag is one of
+  // sipd's (every reply sipd makes is non-2xx for INVITE). Absorbed.
   const std::string own_tag = absl::StrCat(options_.to_tag_prefix, ".");
   if (!options_.to_tag_prefix.empty() && std::string_view(ack.to_tag()).starts_with(own_tag)) {
     Count(counters_.sl_received_acks);
