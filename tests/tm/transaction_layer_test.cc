@@ -242,6 +242,11 @@ TEST_F(TransactionLayerTest, UnderOverloadNewInvitesAre503AndCallsInProgressGoOn
   FromUac(ack);
   EXPECT_THAT(transport_.Take(), IsEmpty());
   EXPECT_EQ(Stat("received_ACKs"), 1u);
+  // A retransmission of the INVITE already taken gets its last reply again, not a 503.
+  FromUac(Request("INVITE", "z9hG4bKold", "old"));
+  sent = transport_.Take();
+  ASSERT_THAT(sent, SizeIs(1));
+  EXPECT_EQ(Status(sent[0].bytes), 100);
   // The call in progress is relayed as usual, and so are other requests.
   FromUas(Answer(relayed, 200, "OK"));
   EXPECT_EQ(Status(transport_.Take()[0].bytes), 200);
@@ -305,6 +310,31 @@ TEST_F(TransactionLayerTest, TheAckOfAStatelessReplyIsAbsorbedUnparsedAndATransa
   EXPECT_EQ(Stat("received_ACKs"), 1u);
   EXPECT_EQ(Stat("rcv_requests"), requests + 1);
   EXPECT_EQ(Stat("err_requests"), 0u);
+}
+
+TEST_F(TransactionLayerTest, UnderOverloadALateRetransmissionOfAnEndedInviteIsStillAbsorbed) {
+  const std::string invite = Request("INVITE", "z9hG4bKlate", "late-1");
+  FromUac(invite);
+  const std::string relayed = transport_.Take()[1].bytes;
+  FromUas(Answer(relayed, 486, "Busy Here"));
+  FromUac(Request("ACK", "z9hG4bKlate", "late-1"));
+  transport_.Take();
+  Advance(6000);
+  ASSERT_EQ(Stat("inuse_transactions"), 0u);  // its bucket is empty again
+  std::atomic<bool> overloaded{true};
+  layer_->set_overload_flag(&overloaded);
+  FromUac(invite);
+  layer_->FlushRefusals();
+  EXPECT_THAT(transport_.Take(), IsEmpty());  // neither a 503 nor a new transaction
+  EXPECT_EQ(Stat("overload_refused"), 0u);
+  EXPECT_EQ(Stat("UAS_transactions"), 1u);
+  // A new INVITE in that moment is refused.
+  FromUac(Request("INVITE", "z9hG4bKnew", "new-1"));
+  layer_->FlushRefusals();
+  auto sent = transport_.Take();
+  ASSERT_THAT(sent, SizeIs(1));
+  EXPECT_EQ(Status(sent[0].bytes), 503);
+  EXPECT_EQ(Stat("overload_refused"), 1u);
 }
 
 TEST_F(TransactionLayerTest, ANewInviteThatQueuedTooLongIs503AndEverythingElseGoesOn) {

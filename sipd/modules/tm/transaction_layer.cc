@@ -520,6 +520,15 @@ void TransactionLayer::HandleRequest(const SipMessage& request, const Inbound& f
   const std::string key = ServerKey(request);
   const uint32_t index = BucketOf(key);
   const int64_t now = clock_();
+  if (request.method() == Method::kInvite && request.to_tag().empty() && Overloaded(from) &&
+      table_.current(index) == 0) {
+    // Overloaded, and the INVITE's bucket holds no transaction at all: decided as below,
+    // without the bucket lock (a refusal must cost far less than the call it sheds). A
+    // cell another worker makes for the same key at this moment is the race a refusal
+    // already has with a retransmission accepted once the overload ends.
+    if (!table_.RecentlyEnded(TransactionTable::Fingerprint(key), now)) Refuse(request, from);
+    return;
+  }
   Work work;
   TransactionId id;
   {
