@@ -141,6 +141,18 @@ class TransactionLayerTest : public ::testing::Test {
     in.queued_us = queued_us;
     layer_->HandleMessage(bytes, in);
   }
+  // An INVITE from the UAC that the UAS answered 486, ACKed, then 6 s later (past
+  // wt_timer): returns the INVITE.
+  std::string InviteThatEndedBusy(std::string_view branch, std::string_view call_id) {
+    const std::string invite = Request("INVITE", branch, call_id);
+    FromUac(invite);
+    const std::string relayed = transport_.Take()[1].bytes;
+    FromUas(Answer(relayed, 486, "Busy Here"));
+    FromUac(Request("ACK", branch, call_id));
+    transport_.Take();
+    Advance(6000);
+    return invite;
+  }
   // Moves the clock in 10 ms steps up to `ms` later, running the timers.
   void Advance(int64_t ms) {
     const int64_t end = now_ + ms;
@@ -200,13 +212,7 @@ TEST_F(TransactionLayerTest, RetransmittedInviteNeverCreatesASecondTransaction) 
 }
 
 TEST_F(TransactionLayerTest, ALateInviteRetransmissionIsAbsorbedAfterItsTransactionEnded) {
-  const std::string invite = Request("INVITE", "z9hG4bKlate", "late-1");
-  FromUac(invite);
-  const std::string relayed = transport_.Take()[1].bytes;
-  FromUas(Answer(relayed, 486, "Busy Here"));
-  FromUac(Request("ACK", "z9hG4bKlate", "late-1"));
-  transport_.Take();
-  Advance(6000);
+  const std::string invite = InviteThatEndedBusy("z9hG4bKlate", "late-1");
   ASSERT_EQ(Stat("inuse_transactions"), 0u);  // the cell is gone (wt_timer)...
   FromUac(invite);                            // ...but its INVITE is still known
   EXPECT_THAT(transport_.Take(), SizeIs(0));
@@ -313,13 +319,7 @@ TEST_F(TransactionLayerTest, TheAckOfAStatelessReplyIsAbsorbedUnparsedAndATransa
 }
 
 TEST_F(TransactionLayerTest, UnderOverloadALateRetransmissionOfAnEndedInviteIsStillAbsorbed) {
-  const std::string invite = Request("INVITE", "z9hG4bKlate", "late-1");
-  FromUac(invite);
-  const std::string relayed = transport_.Take()[1].bytes;
-  FromUas(Answer(relayed, 486, "Busy Here"));
-  FromUac(Request("ACK", "z9hG4bKlate", "late-1"));
-  transport_.Take();
-  Advance(6000);
+  const std::string invite = InviteThatEndedBusy("z9hG4bKlate", "late-1");
   ASSERT_EQ(Stat("inuse_transactions"), 0u);  // its bucket is empty again
   std::atomic<bool> overloaded{true};
   layer_->set_overload_flag(&overloaded);
