@@ -311,9 +311,8 @@ TransactionLayer::TransactionLayer(LayerOptions options, TransactionTable& table
       counters_(counters),
       clock_(clock ? std::move(clock) : Clock(&MonotonicMs)),
       blacklist_(blacklist),
-      stateless_tag_start_(options_.to_tag_prefix.empty()
-                               ? std::string()
-                               : absl::StrCat(options_.to_tag_prefix, ".s")) {}
+      tag_start_(absl::StrCat(options_.to_tag_prefix, ".")),
+      stateless_tag_start_(absl::StrCat(options_.to_tag_prefix, ".s")) {}
 
 uint32_t TransactionLayer::RegisterCompletion(Completion fn) {
   completions_.push_back(std::move(fn));
@@ -321,11 +320,11 @@ uint32_t TransactionLayer::RegisterCompletion(Completion fn) {
 }
 
 std::string TransactionLayer::ToTag(std::string_view key) const {
-  return absl::StrCat(options_.to_tag_prefix, ".", absl::Hex(Fnv1a32(key), absl::kZeroPad8));
+  return absl::StrCat(tag_start_, absl::Hex(Fnv1a32(key), absl::kZeroPad8));
 }
 
 std::string TransactionLayer::StatelessToTag(std::string_view key) const {
-  return absl::StrCat(options_.to_tag_prefix, ".s", absl::Hex(Fnv1a32(key), absl::kZeroPad8));
+  return absl::StrCat(stateless_tag_start_, absl::Hex(Fnv1a32(key), absl::kZeroPad8));
 }
 
 const LocalSocket* TransactionLayer::SocketFor(const Destination& to) const {
@@ -451,7 +450,7 @@ void TransactionLayer::HandleMessage(std::string_view bytes, const Inbound& from
 }
 
 bool TransactionLayer::IsAckOfStatelessReply(std::string_view bytes) const {
-  if (stateless_tag_start_.empty() || !bytes.starts_with("ACK ")) return false;
+  if (options_.to_tag_prefix.empty() || !bytes.starts_with("ACK ")) return false;
   const std::optional<std::string_view> tag = ScanToTag(bytes);
   return tag.has_value() && tag->starts_with(stateless_tag_start_);
 }
@@ -520,8 +519,10 @@ void TransactionLayer::HandleRequest(const SipMessage& request, const Inbound& f
   const std::string key = ServerKey(request);
   const uint32_t index = BucketOf(key);
   const int64_t now = clock_();
-  if (request.method() == Method::kInvite && request.to_tag().empty() && Overloaded(from) &&
-      table_.current(index) == 0) {
+  // A new call that overload sheds, unless its INVITE already has a transaction.
+  const bool shed =
+      request.method() == Method::kInvite && request.to_tag().empty() && Overloaded(from);
+  if (shed && table_.current(index) == 0) {
     // Overloaded, and the INVITE's bucket holds no transaction at all: decided as below,
     // without the bucket lock (a refusal must cost far less than the call it sheds). A
     // cell another worker makes for the same key at this moment is the race a refusal
@@ -540,8 +541,7 @@ void TransactionLayer::HandleRequest(const SipMessage& request, const Inbound& f
       table_.UnlockBucket(bucket);
       return;
     }
-    if (cell == nullptr && request.method() == Method::kInvite && request.to_tag().empty() &&
-        Overloaded(from)) {
+    if (cell == nullptr && shed) {
       // Overloaded: shed new calls, keep the ones in progress.
       table_.UnlockBucket(bucket);
       Refuse(request, from);
@@ -810,8 +810,7 @@ void TransactionLayer::HandleAck(const SipMessage& ack, const Inbound& from) {
   // overload, a 500 when shared memory was full; most are absorbed before the parse, see
   // IsAckOfStatelessReply) or whose transaction already went: its To-tag is one of
   // sipd's (every reply sipd makes is non-2xx for INVITE). Absorbed.
-  const std::string own_tag = absl::StrCat(options_.to_tag_prefix, ".");
-  if (!options_.to_tag_prefix.empty() && std::string_view(ack.to_tag()).starts_with(own_tag)) {
+  if (!options_.to_tag_prefix.empty() && std::string_view(ack.to_tag()).starts_with(tag_start_)) {
     Count(counters_.sl_received_acks);
     return;
   }

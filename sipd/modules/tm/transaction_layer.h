@@ -330,7 +330,10 @@ class TransactionLayer {
   Tracer* tracer_ = nullptr;
   const std::atomic<bool>* overloaded_ = nullptr;
   std::vector<Completion> completions_;
-  const std::string stateless_tag_start_;  // "<to_tag_prefix>.s"; "" without a prefix
+  // How sipd's To-tags start: "<to_tag_prefix>." and, for stateless replies,
+  // "<to_tag_prefix>.s" (ToTag, StatelessToTag; the ACK checks when a prefix is set).
+  const std::string tag_start_;
+  const std::string stateless_tag_start_;
   // This process's 503s held back (Refuse), and when the oldest was.
   std::vector<std::pair<Destination, std::string>> refusals_;
   int64_t refusals_since_ms_ = 0;
