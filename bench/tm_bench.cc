@@ -63,6 +63,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <regex>
 #include <string>
@@ -580,75 +581,76 @@ RefusalRun RunRefusals(SipdServer& server, int invites, int rounds, int tag) {
     std::exit(1);
   }
   const long long refused_before = server.RefusedInvites();
+  // Queues a burst with `queue` while the receivers are stopped, lets them go on, waits
+  // with `drain` until they handled it, and returns their CPU time meanwhile.
+  auto burst = [&](const std::function<void()>& queue, const std::function<void()>& drain) {
+    for (pid_t pid : *receivers) kill(pid, SIGSTOP);
+    queue();
+    const double before = sipd::bench::TotalSchedCpuMicros(*receivers);
+    for (pid_t pid : *receivers) kill(pid, SIGCONT);
+    drain();
+    return sipd::bench::TotalSchedCpuMicros(*receivers) - before;
+  };
   double cpu = 0;
   double ack_cpu = 0;
   long long received = 0;
   long long acked = 0;
   char reply[4096];
-  std::vector<std::string> to_tags(invites);
-  auto call_id = [&](int r, int i) { return absl::StrCat("refusal-", tag, "-", r, "-", i); };
+  std::vector<std::pair<std::string, std::string>> refused_calls;  // (Call-ID, To-tag)
   for (int r = 0; r < rounds; ++r) {
-    for (pid_t pid : *receivers) kill(pid, SIGSTOP);
-    for (int i = 0; i < invites; ++i) {
-      client.SendTo(server.port(),
-                    sipd::testing::MakeSipRequest("INVITE", server.port(), call_id(r, i)));
-    }
-    // Older than overload_delay (1 ms) before anyone reads them.
-    const auto queued = Clock::now();
-    while (Clock::now() - queued < 3ms) {
-    }
-    const double before = sipd::bench::TotalSchedCpuMicros(*receivers);
-    for (pid_t pid : *receivers) kill(pid, SIGCONT);
-    // Read into one small buffer (UdpPeer::Receive makes a 64 KB string per datagram),
-    // so that the bench keeps up with the 503s and sleeps between them.
-    long long got = 0;
-    while (got < invites) {
-      pollfd p{client.fd(), POLLIN, 0};
-      if (poll(&p, 1, 2000) != 1) break;  // the rest are lost
-      const ssize_t n = recv(client.fd(), reply, sizeof reply, 0);
-      if (n > 0 && std::strncmp(reply, "SIP/2.0 503", 11) == 0) {
-        // Call-ID "refusal-TAG-R-I": I is the INVITE's index in this round.
-        const std::string_view text(reply, static_cast<size_t>(n));
-        const size_t id = text.find("\r\nCall-ID: ");
-        const std::string_view value =
-            id == std::string_view::npos ? ""
-                                         : text.substr(id + 11, text.find('\r', id + 2) - id - 11);
-        int index = -1;
-        if (absl::SimpleAtoi(std::string(value.substr(value.rfind('-') + 1)), &index) &&
-            index >= 0 && index < invites) {
-          to_tags[index] = std::string(sipd::tm::ScanToTag(text).value_or(""));
-        }
-        ++got;
-      }
-    }
-    cpu += sipd::bench::TotalSchedCpuMicros(*receivers) - before;
-    received += got;
+    refused_calls.clear();
+    cpu += burst(
+        [&] {
+          for (int i = 0; i < invites; ++i) {
+            client.SendTo(server.port(), sipd::testing::MakeSipRequest(
+                                             "INVITE", server.port(),
+                                             absl::StrCat("refusal-", tag, "-", r, "-", i)));
+          }
+          // Older than overload_delay (1 ms) before anyone reads them.
+          const auto queued = Clock::now();
+          while (Clock::now() - queued < 3ms) {
+          }
+        },
+        [&] {
+          // Read into one small buffer (UdpPeer::Receive makes a 64 KB string per
+          // datagram), so that the bench keeps up with the 503s and sleeps between them.
+          while (static_cast<int>(refused_calls.size()) < invites) {
+            pollfd p{client.fd(), POLLIN, 0};
+            if (poll(&p, 1, 2000) != 1) break;  // the rest are lost
+            const ssize_t n = recv(client.fd(), reply, sizeof reply, 0);
+            if (n <= 0) continue;
+            auto parsed =
+                sipd::tm::SipMessage::Parse(std::string_view(reply, static_cast<size_t>(n)));
+            if (parsed.ok() && parsed->status() == 503) {
+              refused_calls.emplace_back(parsed->call_id(), parsed->to_tag());
+            }
+          }
+        });
+    received += static_cast<long long>(refused_calls.size());
     // The ACK of each 503 (the same branch, the 503's To-tag), queued the same way; done
     // once sipd counted them all (sl:received_ACKs).
     const long long acks_before = server.Statistic("sl:received_ACKs");
-    for (pid_t pid : *receivers) kill(pid, SIGSTOP);
-    int sent = 0;
     const std::string to = absl::StrCat("To: <sip:127.0.0.1:", server.port(), ">");
-    for (int i = 0; i < invites; ++i) {
-      if (to_tags[i].empty()) continue;
-      std::string ack = sipd::testing::MakeSipRequest("ACK", server.port(), call_id(r, i));
-      ack.insert(ack.find(to) + to.size(), absl::StrCat(";tag=", to_tags[i]));
-      client.SendTo(server.port(), ack);
-      to_tags[i].clear();
-      ++sent;
-    }
-    const double ack_before = sipd::bench::TotalSchedCpuMicros(*receivers);
-    for (pid_t pid : *receivers) kill(pid, SIGCONT);
-    const auto waited = Clock::now();
-    while (server.Statistic("sl:received_ACKs") - acks_before < sent) {
-      if (Clock::now() - waited > 5s) {
-        std::fprintf(stderr, "round %d: sipd did not count its ACKs\n", r);
-        std::exit(1);
-      }
-      std::this_thread::sleep_for(1ms);  // polling sipd's counter
-    }
-    ack_cpu += sipd::bench::TotalSchedCpuMicros(*receivers) - ack_before;
-    acked += sent;
+    ack_cpu += burst(
+        [&] {
+          for (const auto& [call_id, to_tag] : refused_calls) {
+            std::string ack = sipd::testing::MakeSipRequest("ACK", server.port(), call_id);
+            ack.insert(ack.find(to) + to.size(), absl::StrCat(";tag=", to_tag));
+            client.SendTo(server.port(), ack);
+          }
+        },
+        [&] {
+          const auto waited = Clock::now();
+          while (server.Statistic("sl:received_ACKs") - acks_before <
+                 static_cast<long long>(refused_calls.size())) {
+            if (Clock::now() - waited > 5s) {
+              std::fprintf(stderr, "round %d: sipd did not count its ACKs\n", r);
+              std::exit(1);
+            }
+            std::this_thread::sleep_for(1ms);  // polling sipd's counter
+          }
+        });
+    acked += static_cast<long long>(refused_calls.size());
   }
   out.refused = server.RefusedInvites() - refused_before;
   out.lost = static_cast<long long>(invites) * rounds - received;
