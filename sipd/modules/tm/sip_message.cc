@@ -351,18 +351,10 @@ std::optional<std::string_view> ScanToTag(std::string_view message) {
     }
     const std::string_view value = TrimWhitespace(line.substr(colon + 1));
     if (value.find('"') != std::string_view::npos) return std::nullopt;
-    // name-addr: the parameters follow '>'; addr-spec: they start at the first ';'
-    // (ParseNameAddr).
-    std::string_view params;
-    if (const size_t open = value.find('<'); open != std::string_view::npos) {
-      const size_t close = value.find('>', open);
-      if (close == std::string_view::npos) return std::nullopt;
-      params = TrimWhitespace(value.substr(close + 1));
-    } else if (const size_t semicolon = value.find(';'); semicolon != std::string_view::npos) {
-      params = value.substr(semicolon);
-    }
-    if (params.empty() || params.front() != ';') return std::nullopt;
-    std::optional<std::string_view> tag = ParamList(params).Get("tag");
+    // The header's value as the parse reads it (ParseMandatory).
+    absl::StatusOr<NameAddr> to = ParseNameAddr(value);
+    if (!to.ok() || to->star) return std::nullopt;
+    std::optional<std::string_view> tag = to->params.Get("tag");
     if (!tag.has_value() || tag->empty()) return std::nullopt;
     return tag;
   }
